@@ -1,0 +1,431 @@
+"""Public measures: one function per measure, and ``compare`` for several at once.
+
+Each function takes two inputs of any kind :func:`~dask_repsim.inputs.as_layer` accepts, runs
+one statistics pass over both (:mod:`dask_repsim.statistics`) on the active Dask scheduler (a
+``distributed.Client`` if one is active, else local threads), and computes the measure from the
+resulting small matrices.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+import numpy as np
+import xarray as xr
+import zarr
+
+from . import cca as _cca
+from . import cka as _cka
+from .inputs import Layer, as_layer
+from .statistics import Pair, comoments, pair, sides
+
+SampleDims = Sequence[Hashable] | str | None
+
+try:
+    __version__ = version("dask-repsim")
+except PackageNotFoundError:  # running from a source tree that is not installed
+    __version__ = "unknown"
+
+
+def _pair(
+    x: Any,
+    y: Any,
+    *,
+    sample_dims: SampleDims = None,
+    storage_options: Mapping[str, Any] | None = None,
+    nan_policy: str = "raise",
+) -> Pair:
+    kw = {"sample_dims": sample_dims, "storage_options": storage_options}
+    layers = _distinct([as_layer(x, name="x", **kw), as_layer(y, name="y", **kw)])
+    stats = comoments(layers, nan_policy=nan_policy)
+    return pair(stats, sides(stats, [layer.name for layer in layers]), 0, len(layers) - 1)
+
+
+def _distinct(layers: list[Layer]) -> list[Layer]:
+    """Drop layers that are the same dask array as an earlier one: an input is read once."""
+    seen: dict[str, Layer] = {}
+    for layer in layers:
+        seen.setdefault(layer.data.name, layer)
+    return list(seen.values())
+
+
+def cka(
+    x: Any,
+    y: Any,
+    *,
+    debiased: bool = False,
+    sample_dims: SampleDims = None,
+    storage_options: Mapping[str, Any] | None = None,
+    nan_policy: str = "raise",
+) -> float:
+    """Linear centred kernel alignment (CKA) between two layers' activations.
+
+    Parameters
+    ----------
+    x, y
+        Activations, samples along the first axis (or the ``sample_dims`` of a DataArray):
+        numpy, dask or zarr arrays, zarr paths or URLs, or xarray DataArrays. Same samples, in
+        the same order, in both.
+    debiased
+        Use the unbiased HSIC estimator (Song et al. 2012) so that the value does not drift
+        with the number of samples; needs at least 4 samples and can be slightly negative.
+    sample_dims
+        For DataArrays, the dims that index samples (e.g. ``("sample", "height", "width")``
+        to fold a conv layer's positions into samples); all others are features.
+    storage_options
+        Passed to fsspec when ``x`` or ``y`` is a zarr URL.
+    nan_policy
+        ``"raise"`` (default) or ``"omit"`` (leave samples with NaN/Inf out of both inputs).
+
+    Returns
+    -------
+    float
+        In [0, 1] (debiased: about [0, 1]); 1 when Y is an orthogonal transform and isotropic
+        scaling of X.
+
+    Notes
+    -----
+    With centred activations ``X_c``, ``Y_c`` (Kornblith et al. 2019, eq. 6 in feature space)::
+
+        CKA = ||X_c^T Y_c||_F^2 / (||X_c^T X_c||_F ||Y_c^T Y_c||_F)
+
+    Invariant to orthogonal transforms and isotropic scaling of either side, not to general
+    invertible linear maps; it is defined however wide the layers are relative to the
+    number of samples.
+
+    References
+    ----------
+    Kornblith, Norouzi, Lee, Hinton (2019). Similarity of Neural Network Representations
+    Revisited. ICML.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> x = rng.normal(size=(500, 10))
+    >>> q, _ = np.linalg.qr(rng.normal(size=(10, 10)))
+    >>> round(cka(x, 3 * x @ q), 6)
+    1.0
+    """
+    p = _pair(x, y, sample_dims=sample_dims, storage_options=storage_options, nan_policy=nan_policy)
+    return _cka.debiased_linear_cka(p) if debiased else _cka.linear_cka(p)
+
+
+def cca(
+    x: Any,
+    y: Any,
+    *,
+    sample_dims: SampleDims = None,
+    storage_options: Mapping[str, Any] | None = None,
+    nan_policy: str = "raise",
+) -> _cca.CCAResult:
+    """Canonical correlation analysis between two layers' activations.
+
+    Returns
+    -------
+    CCAResult
+        ``.rho``: all canonical correlations, descending; ``.mean``: their mean (SVCCA's
+        similarity); ``.r2``: mean of their squares (R^2_CCA, Yanai's generalised
+        coefficient of determination); ``.truncated_mean(0.98)``: the mean the SVCCA reference
+        code reports.
+
+    Notes
+    -----
+    The canonical correlations are the singular values of ``Mxx^-1/2 Mxy Myy^-1/2`` where
+    ``M`` are centred co-moments (Hotelling 1936). Constant units (dead ReLUs) and exactly
+    collinear directions (duplicated units) have no canonical direction and are dropped, with a
+    warning for constant units, so there are ``min(rank X, rank Y)`` correlations. After
+    standardising units, directions with variance below 1e-10 of the largest are treated as
+    collinear.
+
+    CCA is invariant to any invertible linear map of either side. That is also its weakness:
+    when a layer has as many units as there are samples (minus one), any other layer lies in
+    its span and every correlation is 1 (Kornblith et al. 2019, section 3); a warning says so.
+    Use :func:`cka` or :func:`svcca` there.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> x = rng.normal(size=(1000, 4))
+    >>> y = x @ rng.normal(size=(4, 4)) + 5.0  # an invertible linear map of x
+    >>> np.round(cca(x, y).rho, 6)
+    array([1., 1., 1., 1.])
+    """
+    p = _pair(x, y, sample_dims=sample_dims, storage_options=storage_options, nan_policy=nan_policy)
+    return _cca.cca(p)
+
+
+def svcca(
+    x: Any,
+    y: Any,
+    *,
+    keep: float | int = 0.99,
+    spectrum: str = "variance",
+    center: bool = True,
+    sample_dims: SampleDims = None,
+    storage_options: Mapping[str, Any] | None = None,
+    nan_policy: str = "raise",
+) -> float:
+    """Singular vector CCA (Raghu et al. 2017): CCA on each side's top singular directions.
+
+    Parameters
+    ----------
+    keep
+        A float in (0, 1]: keep, on each side, the smallest number k of singular directions
+        of the centred data whose squared singular values (variances) reach that fraction of
+        the total. An int: keep that many directions (the reference tutorial uses 20).
+    spectrum
+        ``"variance"`` (default): the fraction is of the sum of squared singular values.
+        ``"singular_values"``: of the sum of singular values, as some implementations do
+        (this keeps more directions for the same fraction).
+    center
+        ``True`` (default): SVD of the centred data. ``False``: of the raw data, as some
+        implementations do; CCA on the projections centres them either way.
+
+    Returns
+    -------
+    float
+        The mean canonical correlation between the kept directions.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> signal = rng.normal(size=(2000, 3)) * [10.0, 5.0, 3.0]
+    >>> x = np.hstack([signal, rng.normal(size=(2000, 5)) * 0.01])
+    >>> y = np.hstack([signal @ rng.normal(size=(3, 3)), rng.normal(size=(2000, 5)) * 0.01])
+    >>> round(svcca(x, y, keep=0.99), 4)
+    1.0
+    """
+    p = _pair(x, y, sample_dims=sample_dims, storage_options=storage_options, nan_policy=nan_policy)
+    return _cca.svcca(p, keep=keep, spectrum=spectrum, center=center)
+
+
+def pwcca(
+    x: Any,
+    y: Any,
+    *,
+    definition: str = "paper",
+    sample_dims: SampleDims = None,
+    storage_options: Mapping[str, Any] | None = None,
+    nan_policy: str = "raise",
+) -> float:
+    """Projection-weighted CCA (Morcos, Raghu & Bengio 2018).
+
+    A weighted mean of the canonical correlations, each weighted by how much of the layer's
+    activity its canonical variate accounts for.
+
+    Parameters
+    ----------
+    definition
+        ``"paper"`` (default): the side with fewer units (x on ties) gives canonical variates
+        ``h_i`` (unit norm); ``alpha_i = sum_j |<h_i, x_j>|`` over its centred units ``x_j``;
+        the result is ``sum_i alpha_i rho_i / sum_i alpha_i``.
+        ``"reference"``: what the SVCCA reference code's ``compute_pwcca`` returns, for users
+        migrating from it; it uses unwhitened directions with the neuron means added back,
+        so its numbers differ from the paper's.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> x = rng.normal(size=(1000, 5))
+    >>> round(pwcca(x, x @ rng.normal(size=(5, 5))), 6)
+    1.0
+    """
+    if definition not in ("paper", "reference"):
+        raise ValueError(f"definition must be 'paper' or 'reference', not {definition!r}")
+    p = _pair(x, y, sample_dims=sample_dims, storage_options=storage_options, nan_policy=nan_policy)
+    return _cca.pwcca(p) if definition == "paper" else _cca.pwcca_reference(p)
+
+
+def linear_regression(
+    x: Any,
+    y: Any,
+    *,
+    sample_dims: SampleDims = None,
+    storage_options: Mapping[str, Any] | None = None,
+    nan_policy: str = "raise",
+) -> float:
+    """Fraction of y's variance explained by a least-squares linear fit (with intercept) from x.
+
+    ``R^2 = tr(Myx Mxx^+ Mxy) / tr(Myy)`` (Kornblith et al. 2019, Table 1). Not symmetric.
+    Invariant to invertible linear maps of x and orthogonal transforms and scaling of y.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> x = rng.normal(size=(1000, 3))
+    >>> round(linear_regression(x, np.hstack([x, rng.normal(size=(1000, 3))])), 2)
+    0.5
+    """
+    p = _pair(x, y, sample_dims=sample_dims, storage_options=storage_options, nan_policy=nan_policy)
+    return _cca.linear_regression(p)
+
+
+def procrustes(
+    x: Any,
+    y: Any,
+    *,
+    sample_dims: SampleDims = None,
+    storage_options: Mapping[str, Any] | None = None,
+    nan_policy: str = "raise",
+) -> float:
+    """Orthogonal Procrustes similarity ``||X_c^T Y_c||_* / (||X_c||_F ||Y_c||_F)``.
+
+    One minus half the squared Procrustes distance between the centred, Frobenius-normalised
+    activations, after the best rotation of one onto the other (Kornblith et al. 2019,
+    Table 1). In [0, 1]; invariant to orthogonal transforms and isotropic scaling.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> x = rng.normal(size=(500, 6))
+    >>> q, _ = np.linalg.qr(rng.normal(size=(6, 6)))
+    >>> round(procrustes(x, 2 * x @ q), 6)
+    1.0
+    """
+    p = _pair(x, y, sample_dims=sample_dims, storage_options=storage_options, nan_policy=nan_policy)
+    return _cka.procrustes(p)
+
+
+#: name -> (function of a Pair, description stored in the result's attrs)
+METRICS: dict[str, tuple[Callable[[Pair], float], str]] = {
+    "cka": (_cka.linear_cka, "linear CKA (Kornblith et al. 2019)"),
+    "cka_debiased": (
+        _cka.debiased_linear_cka,
+        "linear CKA with unbiased HSIC (Song et al. 2012; Nguyen et al. 2021)",
+    ),
+    "mean_cca": (lambda p: _cca.cca(p).mean, "mean of all canonical correlations"),
+    "r2_cca": (lambda p: _cca.cca(p).r2, "mean of squared canonical correlations"),
+    "svcca": (
+        _cca.svcca,
+        "SVCCA (Raghu et al. 2017): mean canonical correlation of the singular directions "
+        "holding 99% of each side's variance",
+    ),
+    "pwcca": (_cca.pwcca, "projection-weighted CCA (Morcos et al. 2018), paper definition"),
+    "linear_regression": (
+        _cca.linear_regression,
+        "fraction of layer_b's variance explained by a linear fit from layer_a",
+    ),
+    "procrustes": (_cka.procrustes, "orthogonal Procrustes similarity"),
+}
+
+
+def _layers_of(obj: Any, default: str, storage_options: Mapping[str, Any] | None) -> dict:
+    """Names and inputs of the layers in ``obj``: one per array of a Dataset/mapping/group."""
+    if isinstance(obj, str | os.PathLike):
+        kwargs = {"storage_options": dict(storage_options)} if storage_options else {}
+        try:
+            obj = zarr.open(store=os.fspath(obj), mode="r", **kwargs)
+        except FileNotFoundError as err:
+            raise FileNotFoundError(f"no zarr array or group at {os.fspath(obj)!r}") from err
+    if isinstance(obj, xr.Dataset):
+        return {str(k): v for k, v in obj.data_vars.items()}
+    if isinstance(obj, zarr.Group):
+        return {name: arr for name, arr in sorted(obj.arrays())}
+    if isinstance(obj, Mapping):
+        return {str(k): v for k, v in obj.items()}
+    if isinstance(obj, xr.DataArray) and obj.name is not None:
+        return {str(obj.name): obj}
+    return {default: obj}
+
+
+def _sample_dims_for(value: Any, sample_dims: SampleDims) -> SampleDims:
+    # In a Dataset, a conv layer may have ("sample", "height", "width") where a dense layer
+    # has only "sample": each variable uses the sample dims it has.
+    if isinstance(value, xr.DataArray) and sample_dims is not None:
+        dims = (sample_dims,) if isinstance(sample_dims, str) else tuple(sample_dims)
+        present = tuple(d for d in dims if d in value.dims)
+        return present or dims
+    return sample_dims
+
+
+def compare(
+    a: Any,
+    b: Any = None,
+    *,
+    metrics: Iterable[str] = tuple(METRICS),
+    sample_dims: SampleDims = None,
+    storage_options: Mapping[str, Any] | None = None,
+    nan_policy: str = "raise",
+) -> xr.Dataset:
+    """Several measures for every pair of layers of ``a`` and ``b``, from one pass over the data.
+
+    Parameters
+    ----------
+    a, b
+        Each a single input (any kind :func:`cka` takes), an ``xarray.Dataset`` (one variable
+        per layer), a mapping of layer names to inputs, or a zarr group (object, path or URL).
+        ``b=None`` compares ``a`` with itself.
+    metrics
+        Names from ``dask_repsim.METRICS``: ``cka``, ``cka_debiased``, ``mean_cca``,
+        ``r2_cca``, ``svcca``, ``pwcca``, ``linear_regression``, ``procrustes``.
+
+    Returns
+    -------
+    xarray.Dataset
+        One variable per metric over dims ``(layer_a, layer_b)``, layer names as coordinates;
+        attrs say how many samples were used and what each metric is.
+
+    Notes
+    -----
+    The statistics of all layers' features side by side are computed in one pass: every
+    chunk of every array is read once, however many pairs and metrics there are.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> x = rng.normal(size=(300, 8))
+    >>> ds = compare({"x": x}, {"y": x[:, ::-1]}, metrics=["cka", "procrustes"])
+    >>> float(ds.cka.sel(layer_a="x", layer_b="y")), ds.cka.dims
+    (1.0, ('layer_a', 'layer_b'))
+    """
+    metrics = list(metrics)
+    unknown = [m for m in metrics if m not in METRICS]
+    if unknown:
+        raise ValueError(f"unknown metric(s) {unknown}; choose from {list(METRICS)}")
+    if not metrics:
+        raise ValueError("no metrics asked for")
+    inputs_a = _layers_of(a, "x", storage_options)
+    inputs_b = inputs_a if b is None or b is a else _layers_of(b, "y", storage_options)
+
+    def _layer(name: str, value: Any) -> Layer:
+        dims = _sample_dims_for(value, sample_dims)
+        return as_layer(value, name=name, sample_dims=dims, storage_options=storage_options)
+
+    side_a = [_layer(name, value) for name, value in inputs_a.items()]
+    side_b = side_a if inputs_b is inputs_a else [_layer(n, v) for n, v in inputs_b.items()]
+    layers = _distinct(side_a + side_b)  # an array on both sides is read once
+    position = {layer.data.name: i for i, layer in enumerate(layers)}
+    rows = [position[layer.data.name] for layer in side_a]
+    cols = [position[layer.data.name] for layer in side_b]
+    stats = comoments(layers, nan_policy=nan_policy)
+    layer_sides = sides(stats, [layer.name for layer in layers])
+    values = {m: np.empty((len(rows), len(cols))) for m in metrics}
+    for i, ra in enumerate(rows):
+        for j, cb in enumerate(cols):
+            p = pair(stats, layer_sides, ra, cb)
+            for m in metrics:
+                values[m][i, j] = METRICS[m][0](p)
+    ds = xr.Dataset(
+        {
+            m: (("layer_a", "layer_b"), values[m], {"long_name": m, "description": METRICS[m][1]})
+            for m in metrics
+        },
+        coords={"layer_a": list(inputs_a), "layer_b": list(inputs_b)},
+        attrs={
+            "n_samples": stats.count,
+            "n_samples_omitted": stats.omitted,
+            "dask_repsim_version": __version__,
+            "metrics": ", ".join(metrics),
+        },
+    )
+    return ds

@@ -1,0 +1,183 @@
+"""The CCA family from co-moments: canonical correlations, SVCCA, PWCCA, linear regression.
+
+Every function here takes a :class:`~dask_repsim.statistics.Pair` (the small matrices of one
+statistics pass) and does dense linear algebra of size features x features on the client.
+
+Canonical correlations are the singular values of ``Wx^T Mxy Wy`` where ``Wx^T Mxx Wx = I``
+(Hotelling 1936). The whitening bases drop constant units and exactly collinear directions
+(:class:`~dask_repsim.statistics.Side`), so there are ``min(rank X, rank Y)`` correlations.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.linalg import solve_triangular
+
+from .exceptions import RepsimWarning
+from .statistics import RANK_RTOL, Pair, Side
+
+
+@dataclass(frozen=True)
+class CCAResult:
+    """Canonical correlations of two layers.
+
+    Attributes
+    ----------
+    rho : numpy.ndarray
+        Canonical correlations, descending, ``min(rank X, rank Y)`` of them.
+    """
+
+    rho: np.ndarray
+
+    @property
+    def mean(self) -> float:
+        """Mean of all canonical correlations (Raghu et al. 2017's SVCCA summary, rho-bar)."""
+        return float(np.mean(self.rho))
+
+    @property
+    def r2(self) -> float:
+        """Mean of the squared canonical correlations (R^2_CCA of Kornblith et al. 2019)."""
+        return float(np.mean(self.rho**2))
+
+    def truncated_mean(self, threshold: float = 0.98) -> float:
+        """Mean of the leading correlations holding ``threshold`` of their sum.
+
+        This is the ``mean`` that the SVCCA reference code (google/svcca ``cca_core``) reports:
+        it keeps the first ``i`` correlations for the smallest ``i`` with
+        ``sum(rho[:i]) >= threshold * sum(rho)``, which drops the weakest ones.
+
+        Examples
+        --------
+        >>> CCAResult(np.array([0.9, 0.5, 0.1])).truncated_mean(0.6)
+        0.7
+        """
+        if not 0 <= threshold <= 1:
+            raise ValueError(f"threshold must be in [0, 1], not {threshold}")
+        total = self.rho.sum()
+        for i in range(len(self.rho)):
+            if self.rho[:i].sum() / total >= threshold:
+                return float(np.mean(self.rho[:i]))
+        return self.mean
+
+
+def _warn_if_degenerate(pair: Pair) -> None:
+    n = pair.count
+    for side in (pair.x, pair.y):
+        p = side.n_features - int(side.constant.sum())
+        if p >= n - 1:
+            warnings.warn(
+                f"{side.name} has {p} varying units for {n} samples: centred data has rank at "
+                f"most {n - 1}, so CCA is degenerate (every correlation is 1); use CKA or SVCCA "
+                "for layers this wide (Kornblith et al. 2019, section 3)",
+                RepsimWarning,
+                stacklevel=4,
+            )
+
+
+def canonical_correlations(pair: Pair) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Canonical correlations and the whitened left/right singular vectors ``(rho, U, V)``.
+
+    The canonical weights are ``Wx @ U`` and ``Wy @ V``: the canonical variates ``X_c Wx U`` have
+    unit norm.
+    """
+    _warn_if_degenerate(pair)
+    wx, wy = pair.x.whitener.basis, pair.y.whitener.basis
+    u, s, vt = np.linalg.svd(wx.T @ pair.cross @ wy, full_matrices=False)
+    return np.clip(s, 0.0, 1.0), u, vt.T
+
+
+def cca(pair: Pair) -> CCAResult:
+    """All canonical correlations of the pair."""
+    return CCAResult(canonical_correlations(pair)[0])
+
+
+def _top_directions(
+    side: Side, keep: float | int, spectrum: str, center: bool
+) -> tuple[np.ndarray, int]:
+    """The right singular vectors SVCCA keeps, and how many."""
+    if center:
+        values, vectors = side.spectrum
+    else:  # the uncentred second moment; CCA on the projections still centres them
+        values, vectors = np.linalg.eigh(
+            side.comoment + side.count * np.outer(side.mean, side.mean)
+        )
+        values, vectors = np.clip(values[::-1], 0, None), vectors[:, ::-1]
+    values = values[values > RANK_RTOL * values[0]]
+    if isinstance(keep, int | np.integer) and not isinstance(keep, bool):
+        if keep < 1:
+            raise ValueError(f"keep must be >= 1 directions, not {keep}")
+        k = min(int(keep), len(values))
+    else:
+        if not 0 < keep <= 1:
+            raise ValueError(f"keep as a fraction of variance must be in (0, 1], not {keep}")
+        weights = values if spectrum == "variance" else np.sqrt(values)
+        share = np.cumsum(weights) / weights.sum()
+        k = int(np.searchsorted(share, keep * (1 - 1e-12))) + 1
+    return vectors[:, :k], k
+
+
+def svcca(
+    pair: Pair, keep: float | int = 0.99, spectrum: str = "variance", center: bool = True
+) -> float:
+    """Mean canonical correlation of the top singular directions of each side."""
+    if spectrum not in ("variance", "singular_values"):
+        raise ValueError(f"spectrum must be 'variance' or 'singular_values', not {spectrum!r}")
+    vx, _ = _top_directions(pair.x, keep, spectrum, center)
+    vy, _ = _top_directions(pair.y, keep, spectrum, center)
+    px = Side(pair.x.name, pair.count, vx.T @ pair.x.mean, vx.T @ pair.x.comoment @ vx)
+    py = Side(pair.y.name, pair.count, vy.T @ pair.y.mean, vy.T @ pair.y.comoment @ vy)
+    projected = Pair(px, py, vx.T @ pair.cross @ vy, pair.norm_xy, pair.norm_xx, pair.norm_yy)
+    return float(np.mean(canonical_correlations(projected)[0]))
+
+
+def pwcca(pair: Pair) -> float:
+    """Projection-weighted CCA as defined by Morcos, Raghu & Bengio (2018)."""
+    rho, u, v = canonical_correlations(pair)
+    use_x = pair.x.n_features <= pair.y.n_features
+    side, rotation = (pair.x, u) if use_x else (pair.y, v)
+    m = len(rho)
+    weights = side.whitener.basis @ rotation[:, :m]  # canonical variates h_i = X_c a_i, unit norm
+    alpha = np.abs(side.comoment @ weights).sum(axis=0)  # sum_j |<h_i, x_j>|
+    return float(alpha @ rho / alpha.sum())
+
+
+def _inverse_sqrt(matrix: np.ndarray) -> np.ndarray:
+    values, vectors = np.linalg.eigh(matrix)
+    good = values > RANK_RTOL * values[-1]
+    inv = np.zeros_like(values)
+    inv[good] = 1 / np.sqrt(values[good])
+    return (vectors * inv) @ vectors.T
+
+
+def pwcca_reference(pair: Pair) -> float:
+    """PWCCA as the SVCCA reference code's ``compute_pwcca`` computes it.
+
+    That code takes the rotation ``u`` of ``Sxx^-1/2 Sxy Syy^-1/2`` as the canonical directions
+    without whitening them, adds the neuron means back, orthonormalises the result by QR and
+    weights by the absolute projections of the uncentred activations. Everything it needs is
+    in the co-moments: with ``D = X_c u + 1 mu^T``, ``D^T D = u^T M u + n mu mu^T`` and
+    ``D^T X = u^T M + n mu mu^T``. Its crash when the first input has more units than the
+    second is not reproduced.
+    """
+    x, y = pair.x, pair.y
+    u, s, vt = np.linalg.svd(
+        _inverse_sqrt(x.comoment) @ pair.cross @ _inverse_sqrt(y.comoment)
+    )
+    side, rotation = (x, u) if x.n_features <= y.n_features else (y, vt.T)
+    n, mu, m = side.count, side.mean, side.comoment
+    gram = rotation.T @ m @ rotation + n * np.outer(mu, mu)
+    cross = rotation.T @ m + n * np.outer(mu, mu)
+    r = np.linalg.cholesky(gram)  # D = P R with R = r^T, so P^T X = r^-1 D^T X
+    alpha = np.abs(solve_triangular(r, cross, lower=True)).sum(axis=1)
+    weights = alpha / alpha.sum()
+    return float(weights @ s)
+
+
+def linear_regression(pair: Pair) -> float:
+    """Fraction of y's variance explained by a least-squares fit from x: tr(Myx Mxx^+ Mxy)/tr(Myy)."""
+    pair.y.require_variance()
+    fitted = pair.x.whitener.basis.T @ pair.cross
+    return float(np.sum(fitted**2) / np.trace(pair.y.comoment))

@@ -1,0 +1,393 @@
+"""The statistics engine: one streaming pass over the samples, float64 sufficient statistics.
+
+For the joint array ``Z = [Z_1 | ... | Z_L]`` (n samples, P = p_1 + ... + p_L features, one block
+of columns per layer) every chunk of rows gives a :class:`Statistics`; chunks merge pairwise in a
+Dask tree reduction. Everything a measure needs is a function of the result, whose size does not
+depend on n:
+
+- ``count`` n, ``mean`` (P,), and the centred co-moment ``comoment`` (P, P) = sum_i (z_i - m)(z_i - m)^T
+- ``norm_comoment`` (L, P) = sum_i r_li (z_i - m) and ``norm_product`` (L, L) = sum_i r_ai r_bi,
+  where r_li = ||z_i,l - m_l||^2 is the squared norm of sample i's centred activations in layer l.
+  Debiased (unbiased-HSIC) CKA needs ``norm_product``; ``norm_comoment`` is what lets it merge.
+
+The merge moves both parts' statistics from their own means to the joint mean and adds them: for
+the co-moment this is Chan, Golub & LeVeque's pairwise update
+``M = Ma + Mb + outer(d, d) na nb / n`` (d = mean_b - mean_a); :meth:`Statistics.shift` gives the
+same update for the higher-order terms. Every term is a moment about a chunk mean, so nothing
+cancels catastrophically when activations have large means (ReLU layers).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+
+import dask
+import dask.array as da
+import numpy as np
+from dask.base import tokenize
+
+from .exceptions import RepsimWarning
+from .inputs import Layer
+
+#: Statistics chunks merged per task in the tree reduction.
+SPLIT_EVERY = 8
+
+
+@dataclass(frozen=True)
+class Statistics:
+    """Sufficient statistics of the joint array of several layers' activations.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> z = np.arange(12.0).reshape(6, 2)
+    >>> a = Statistics.from_chunk([z[:2]])
+    >>> b = Statistics.from_chunk([z[2:]], offset=2)
+    >>> whole = Statistics.merge(a, b)
+    >>> np.allclose(whole.comoment, np.cov(z.T) * 5)
+    True
+    """
+
+    sizes: tuple[int, ...]
+    count: int
+    mean: np.ndarray
+    comoment: np.ndarray
+    norm_comoment: np.ndarray
+    norm_product: np.ndarray
+    #: per layer, index of the first sample holding NaN or Inf (-1: none), and whether it is NaN
+    first_nonfinite: np.ndarray = field(repr=False)
+    nonfinite_is_nan: np.ndarray = field(repr=False)
+    #: samples left out because some layer had NaN or Inf there
+    omitted: int = 0
+
+    @property
+    def slices(self) -> list[slice]:
+        """Column slice of each layer in the joint array."""
+        return _slices(self.sizes)
+
+    def traces(self) -> np.ndarray:
+        """tr(M_ll) for every layer l: the total centred sum of squares."""
+        diag = np.diagonal(self.comoment)
+        return np.array([diag[s].sum() for s in self.slices])
+
+    @classmethod
+    def from_chunk(cls, blocks: Sequence[np.ndarray], offset: int = 0) -> Statistics:
+        """Statistics of one chunk of rows, given each layer's block of it (any real dtype).
+
+        Rows with NaN or Inf in any layer are left out and recorded; the caller decides
+        whether that is an error.
+        """
+        sizes = tuple(int(np.prod(b.shape[1:])) for b in blocks)
+        z = np.empty((blocks[0].shape[0], sum(sizes)))
+        first_bad = np.full(len(blocks), -1, dtype=np.int64)
+        bad_is_nan = np.zeros(len(blocks), dtype=bool)
+        bounds = np.cumsum((0,) + sizes)
+        for block, start, stop in zip(blocks, bounds[:-1], bounds[1:], strict=True):
+            z[:, start:stop] = block.reshape(block.shape[0], -1)  # cast to float64 here
+        mean = z.mean(axis=0)
+        omitted = 0
+        if not np.isfinite(mean).all():
+            finite = np.ones(z.shape[0], dtype=bool)
+            for i, (start, stop) in enumerate(zip(bounds[:-1], bounds[1:], strict=True)):
+                ok = np.isfinite(z[:, start:stop]).all(axis=1)
+                if not ok.all():
+                    row = int(np.argmin(ok))
+                    first_bad[i] = offset + row
+                    bad_is_nan[i] = bool(np.isnan(z[row, start:stop]).any())
+                finite &= ok
+            z = z[finite]
+            omitted = int((~finite).sum())
+            mean = z.mean(axis=0) if len(z) else np.zeros(z.shape[1])
+        z -= mean
+        comoment = z.T @ z  # numpy hands X^T X to BLAS syrk: half the flops of a general product
+        norms = np.stack([np.einsum("ij,ij->i", z[:, s], z[:, s]) for s in _slices(sizes)], axis=1)
+        return cls(
+            sizes=sizes,
+            count=int(z.shape[0]),
+            mean=mean,
+            comoment=comoment,
+            norm_comoment=norms.T @ z,
+            norm_product=norms.T @ norms,
+            first_nonfinite=first_bad,
+            nonfinite_is_nan=bad_is_nan,
+            omitted=omitted,
+        )
+
+    def shift(self, delta: np.ndarray) -> Statistics:
+        """The same samples' statistics taken about ``mean - delta`` instead of ``mean``.
+
+        With v_i = z_i - mean and r_li = ||v_i,l||^2, moving the centre by -delta gives
+        v'_i = v_i + delta and r'_li = r_li + 2 v_i,l . delta_l + c_l (c_l = ||delta_l||^2);
+        summing products of these, with sum_i v_i = 0, gives the updates below.
+        """
+        n = self.count
+        slices = self.slices
+        tr = self.traces()
+        c = np.array([delta[s] @ delta[s] for s in slices])
+        # h[:, l] = M[:, s_l] delta_l ;  g[a, b] = G[a, s_b] . delta_b
+        h = np.stack([self.comoment[:, s] @ delta[s] for s in slices], axis=1)
+        g = np.stack([self.norm_comoment[:, s] @ delta[s] for s in slices], axis=1)
+        dhd = np.stack([h[s].T @ delta[s] for s in slices], axis=0)  # delta_a^T M_ab delta_b
+        return Statistics(
+            sizes=self.sizes,
+            count=n,
+            mean=self.mean - delta,
+            comoment=self.comoment + n * np.outer(delta, delta),
+            norm_comoment=self.norm_comoment + np.outer(tr + n * c, delta) + 2 * h.T,
+            norm_product=self.norm_product
+            + 2 * (g + g.T)
+            + np.outer(tr, c)
+            + np.outer(c, tr)
+            + 4 * dhd
+            + n * np.outer(c, c),
+            first_nonfinite=self.first_nonfinite,
+            nonfinite_is_nan=self.nonfinite_is_nan,
+            omitted=self.omitted,
+        )
+
+    @staticmethod
+    def merge(a: Statistics, b: Statistics) -> Statistics:
+        """Statistics of the union of two disjoint sets of samples."""
+        both = (a.first_nonfinite >= 0) & (b.first_nonfinite >= 0)
+        take_b = (a.first_nonfinite < 0) | (both & (b.first_nonfinite < a.first_nonfinite))
+        bad = np.where(take_b, b.first_nonfinite, a.first_nonfinite)
+        bad_is_nan = np.where(take_b, b.nonfinite_is_nan, a.nonfinite_is_nan)
+        if a.count == 0 or b.count == 0:
+            whole = b if a.count == 0 else a
+        else:
+            d = b.mean - a.mean
+            mean = a.mean + d * (b.count / (a.count + b.count))
+            sa, sb = a.shift(a.mean - mean), b.shift(b.mean - mean)
+            whole = Statistics(
+                sizes=a.sizes,
+                count=a.count + b.count,
+                mean=mean,
+                comoment=sa.comoment + sb.comoment,
+                norm_comoment=sa.norm_comoment + sb.norm_comoment,
+                norm_product=sa.norm_product + sb.norm_product,
+                first_nonfinite=bad,
+                nonfinite_is_nan=bad_is_nan,
+            )
+        return Statistics(
+            sizes=whole.sizes,
+            count=whole.count,
+            mean=whole.mean,
+            comoment=whole.comoment,
+            norm_comoment=whole.norm_comoment,
+            norm_product=whole.norm_product,
+            first_nonfinite=bad,
+            nonfinite_is_nan=bad_is_nan,
+            omitted=a.omitted + b.omitted,
+        )
+
+
+def _slices(sizes: Sequence[int]) -> list[slice]:
+    bounds = np.cumsum((0,) + tuple(sizes))
+    return [slice(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+
+
+def _merge_all(*parts: Statistics) -> Statistics:
+    out = parts[0]
+    for part in parts[1:]:
+        out = Statistics.merge(out, part)
+    return out
+
+
+def _chunk(offset: int, *blocks: np.ndarray) -> Statistics:
+    return Statistics.from_chunk(blocks, offset)
+
+
+def _common_row_chunks(arrays: Sequence[da.Array]) -> tuple[int, ...]:
+    """Row chunks that refine every array's own: each stored chunk is then read exactly once."""
+    bounds = set()
+    for a in arrays:
+        bounds.update(np.cumsum((0,) + a.chunks[0]).tolist())
+    return tuple(int(b) for b in np.diff(sorted(bounds)))
+
+
+def statistics_graph(layers: Sequence[Layer], *, split_every: int = SPLIT_EVERY):
+    """The Dask tree reduction giving the :class:`Statistics` of ``layers``, not yet computed.
+
+    Every chunk of every array is read once: the arrays are re-chunked (a graph operation, no
+    extra read) to the common refinement of their row chunks and to full width, and each row
+    block of all layers together makes one ``from_chunk`` task.
+    """
+    counts = {layer.data.shape[0] for layer in layers}
+    if len(counts) > 1:
+        described = ", ".join(f"{layer.name} has {layer.data.shape[0]}" for layer in layers)
+        raise ValueError(f"inputs have different numbers of samples: {described}")
+    rows = _common_row_chunks([layer.data for layer in layers])
+    blocks = [
+        layer.data.rechunk({0: rows, 1: -1}).to_delayed(optimize_graph=False)[:, 0]
+        for layer in layers
+    ]
+    token = tokenize(*(layer.data.name for layer in layers), split_every)
+    offsets = np.cumsum((0,) + rows)[:-1]
+    parts = [
+        dask.delayed(_chunk, pure=True)(
+            int(off), *(b[i] for b in blocks), dask_key_name=f"repsim-chunk-{token}-{i}"
+        )
+        for i, off in enumerate(offsets)
+    ]
+    level = 0
+    while len(parts) > 1:
+        parts = [
+            dask.delayed(_merge_all, pure=True)(
+                *parts[i : i + split_every], dask_key_name=f"repsim-merge-{token}-{level}-{i}"
+            )
+            for i in range(0, len(parts), split_every)
+        ]
+        level += 1
+    return parts[0]
+
+
+def comoments(
+    layers: Sequence[Layer], *, nan_policy: str = "raise", split_every: int = SPLIT_EVERY
+) -> Statistics:
+    """Compute the :class:`Statistics` of ``layers`` in one pass (on the active Dask scheduler).
+
+    ``nan_policy="raise"`` raises ``ValueError`` naming the first sample with NaN or Inf;
+    ``"omit"`` leaves such samples out of every layer and reports how many in ``.omitted``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from dask_repsim.inputs import as_layer
+    >>> x = np.random.default_rng(0).normal(size=(100, 3))
+    >>> s = comoments([as_layer(x)])
+    >>> s.count, np.allclose(s.comoment, np.cov(x.T) * 99)
+    (100, True)
+    """
+    if nan_policy not in ("raise", "omit"):
+        raise ValueError(f"nan_policy must be 'raise' or 'omit', not {nan_policy!r}")
+    (stats,) = dask.compute(statistics_graph(layers, split_every=split_every))
+    if nan_policy == "raise" and (stats.first_nonfinite >= 0).any():
+        bad = [
+            (int(stats.first_nonfinite[i]), "NaN" if stats.nonfinite_is_nan[i] else "Inf", layer)
+            for i, layer in enumerate(layers)
+            if stats.first_nonfinite[i] >= 0
+        ]
+        index, kind, layer = min(bad, key=lambda t: t[0])
+        raise ValueError(
+            f"{layer.name} has {kind} at sample {index} (the first non-finite sample); "
+            "pass nan_policy='omit' to leave such samples out of both inputs"
+        )
+    if stats.count == 0:
+        raise ValueError(f"no samples left: all {stats.omitted} have NaN or Inf")
+    return stats
+
+
+# Units whose standard deviation is below this fraction of their |mean| are constant (dead); their
+# residual variance is rounding error from the chunk means, not signal.
+CONSTANT_RTOL = 1e-9
+# After standardising units, directions whose variance is below this fraction of the largest are
+# treated as exact collinearity (duplicated units, float32 rounding of linear combinations).
+RANK_RTOL = 1e-10
+
+
+@dataclass(frozen=True)
+class Whitener:
+    """A basis W (p x r) of a layer's non-degenerate directions with W^T M W = I."""
+
+    basis: np.ndarray
+    #: indices of the units that are not constant
+    kept: np.ndarray
+    n_constant: int
+
+
+@dataclass(eq=False)
+class Side:
+    """One layer's marginal statistics, with the decompositions measures share (computed once)."""
+
+    name: str
+    count: int
+    mean: np.ndarray
+    comoment: np.ndarray
+
+    @property
+    def n_features(self) -> int:
+        return self.comoment.shape[0]
+
+    @cached_property
+    def spectrum(self) -> tuple[np.ndarray, np.ndarray]:
+        """Eigenvalues (descending, >= 0) and eigenvectors of the co-moment matrix.
+
+        The eigenvalues are the squared singular values of the centred data, the eigenvectors
+        its right singular vectors.
+        """
+        values, vectors = np.linalg.eigh(self.comoment)
+        return np.clip(values[::-1], 0, None), vectors[:, ::-1]
+
+    @cached_property
+    def constant(self) -> np.ndarray:
+        """Mask of the units that do not vary over the samples (dead units)."""
+        std = np.sqrt(np.clip(np.diagonal(self.comoment), 0, None) / self.count)
+        return (std <= CONSTANT_RTOL * np.abs(self.mean)) | (std == 0)
+
+    def require_variance(self) -> None:
+        """Raise ``ValueError`` when every unit of this layer is constant."""
+        if self.constant.all():
+            raise ValueError(
+                f"{self.name} has no variance: all {self.n_features} units are constant over "
+                f"the {self.count} samples"
+            )
+
+    @cached_property
+    def whitener(self) -> Whitener:
+        """Whitening basis after dropping constant units and exactly collinear directions."""
+        self.require_variance()
+        constant = self.constant
+        kept = np.flatnonzero(~constant)
+        var = np.diagonal(self.comoment)
+        if kept.size < self.n_features:
+            warnings.warn(
+                f"{self.name}: {self.n_features - kept.size} of {self.n_features} units are "
+                "constant over the samples and are left out of CCA-family measures",
+                RepsimWarning,
+                stacklevel=4,
+            )
+        scale = np.sqrt(var[kept])
+        corr = self.comoment[np.ix_(kept, kept)] / np.outer(scale, scale)
+        values, vectors = np.linalg.eigh(corr)
+        good = values > RANK_RTOL * values[-1]
+        basis = np.zeros((self.n_features, int(good.sum())))
+        basis[kept] = vectors[:, good][:, ::-1] / np.sqrt(values[good][::-1]) / scale[:, None]
+        return Whitener(basis, kept, int(constant.sum()))
+
+
+@dataclass(eq=False)
+class Pair:
+    """The statistics of two layers x and y that every pairwise measure is a function of."""
+
+    x: Side
+    y: Side
+    #: cross co-moment M_xy (p x q)
+    cross: np.ndarray
+    #: sum_i r_xi r_yi, sum_i r_xi^2, sum_i r_yi^2 (centred squared row norms; debiased CKA)
+    norm_xy: float
+    norm_xx: float
+    norm_yy: float
+
+    @property
+    def count(self) -> int:
+        return self.x.count
+
+
+def sides(stats: Statistics, names: Sequence[str]) -> list[Side]:
+    """One :class:`Side` per layer of ``stats``."""
+    return [
+        Side(name, stats.count, stats.mean[s], stats.comoment[s, s])
+        for name, s in zip(names, stats.slices, strict=True)
+    ]
+
+
+def pair(stats: Statistics, layer_sides: Sequence[Side], a: int, b: int) -> Pair:
+    """The :class:`Pair` of layers ``a`` and ``b`` of ``stats``."""
+    sa, sb = stats.slices[a], stats.slices[b]
+    g = stats.norm_product
+    return Pair(
+        layer_sides[a], layer_sides[b], stats.comoment[sa, sb], g[a, b], g[a, a], g[b, b]
+    )
