@@ -98,6 +98,7 @@ def _top_directions(
     side: Side, keep: float | int, spectrum: str, center: bool
 ) -> tuple[np.ndarray, int]:
     """The right singular vectors SVCCA keeps, and how many."""
+    side.require_variance()
     if center:
         values, vectors = side.spectrum
     else:  # the uncentred second moment; CCA on the projections still centres them
@@ -160,7 +161,9 @@ def pwcca_reference(pair: Pair) -> float:
     weights by the absolute projections of the uncentred activations. Everything it needs is
     in the co-moments: with ``D = X_c u + 1 mu^T``, ``D^T D = u^T M u + n mu mu^T`` and
     ``D^T X = u^T M + n mu mu^T``. Its crash when the first input has more units than the
-    second is not reproduced.
+    second is not reproduced. Because the means are added to directions whose sign is
+    arbitrary, the value depends on the signs LAPACK gives the singular vectors; it matches the
+    reference code's, which makes the same call.
     """
     x, y = pair.x, pair.y
     u, s, vt = np.linalg.svd(

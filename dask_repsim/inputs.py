@@ -20,6 +20,7 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 import zarr
+from dask.base import tokenize
 
 # Row chunk used when wrapping an in-memory array: ~64 MiB of float64 per chunk.
 _TARGET_CHUNK_BYTES = 64 * 2**20
@@ -33,6 +34,25 @@ class Layer:
     data: da.Array
     feature_dims: tuple[str, ...] = ()
     feature_shape: tuple[int, ...] = ()
+
+
+class _ChunkReader:
+    """A zarr array whose read errors name the array and the chunk (for corrupt stores)."""
+
+    def __init__(self, array: zarr.Array, name: str):
+        self.array, self.name = array, name
+        self.shape, self.dtype, self.ndim = array.shape, array.dtype, array.ndim
+
+    def __getitem__(self, key: tuple[slice, ...]) -> np.ndarray:
+        try:
+            return self.array[key]
+        except Exception as err:
+            index = tuple(k.start // c for k, c in zip(key, self.array.chunks, strict=False))
+            where = f"{self.array.store}/{self.array.path}".rstrip("/")
+            raise OSError(
+                f"{self.name}: cannot read chunk {index} of the zarr array at {where} "
+                f"({type(err).__name__}: {err})"
+            ) from err
 
 
 def _check_dtype(dtype: np.dtype, name: str) -> None:
@@ -114,7 +134,15 @@ def as_layer(
         x = _open_zarr_path(os.fspath(x), storage_options)
     if isinstance(x, zarr.Array):
         _check_dtype(np.dtype(x.dtype), name)
-        arr = da.from_zarr(x)
+        # Name the graph by where the array lives, so that the same stored array given twice
+        # (e.g. opened twice) is recognised and read once.
+        token = tokenize(str(x.store), x.path, x.shape, x.chunks, str(x.dtype))
+        arr = da.from_array(
+            _ChunkReader(x, name),
+            chunks=x.chunks,
+            name=f"from-zarr-{token}",
+            meta=np.empty((0,) * x.ndim, dtype=x.dtype),
+        )
     elif isinstance(x, da.Array):
         arr = x
     elif isinstance(x, np.ndarray):

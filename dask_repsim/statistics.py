@@ -277,6 +277,13 @@ def comoments(
         )
     if stats.count == 0:
         raise ValueError(f"no samples left: all {stats.omitted} have NaN or Inf")
+    if stats.omitted:
+        warnings.warn(
+            f"left out {stats.omitted} of {stats.count + stats.omitted} samples that have NaN or "
+            "Inf in some input (nan_policy='omit')",
+            RepsimWarning,
+            stacklevel=3,
+        )
     return stats
 
 

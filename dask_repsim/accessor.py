@@ -1,0 +1,178 @@
+"""The ``.repsim`` accessor on xarray objects: thin forwards to the package's functions.
+
+Importing this module (``import dask_repsim`` does) registers ``Dataset.repsim`` and
+``DataArray.repsim``. Every method passes the object as the first input and everything else
+unchanged, so the functions' documentation applies as is.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import xarray as xr
+
+from . import api
+from .cca import CCAResult
+
+__all__ = ["DataArrayRepsimAccessor", "DatasetRepsimAccessor"]
+
+
+@xr.register_dataset_accessor("repsim")
+class DatasetRepsimAccessor:
+    """``ds.repsim``: a Dataset holds one layer per variable.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import xarray as xr
+    >>> import dask_repsim.accessor
+    >>> rng = np.random.default_rng(0)
+    >>> x = rng.normal(size=(300, 5))
+    >>> ds = xr.Dataset({"fc1": (("sample", "u1"), x), "fc2": (("sample", "u2"), 2 * x)})
+    >>> float(ds.repsim.compare(metrics=["cka"]).cka.sel(layer_a="fc1", layer_b="fc2"))
+    1.0
+    """
+
+    def __init__(self, obj: xr.Dataset) -> None:
+        self._obj = obj
+
+    def compare(self, other: Any = None, **kwargs: Any) -> xr.Dataset:
+        """Every layer of this Dataset against every layer of ``other`` (itself when ``None``).
+
+        Same as :func:`dask_repsim.compare` with this Dataset as ``a``.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import xarray as xr
+        >>> import dask_repsim.accessor
+        >>> rng = np.random.default_rng(0)
+        >>> x = rng.normal(size=(300, 5))
+        >>> a = xr.Dataset({"fc1": (("sample", "u1"), x)})
+        >>> b = xr.Dataset({"fc1": (("sample", "u1"), x @ np.diag([1.0, 2, 3, 4, 5]))})
+        >>> round(float(a.repsim.compare(b, metrics=["mean_cca"]).mean_cca), 6)
+        1.0
+        """
+        return api.compare(self._obj, other, **kwargs)
+
+
+@xr.register_dataarray_accessor("repsim")
+class DataArrayRepsimAccessor:
+    """``da.repsim``: a DataArray is one layer; its ``sample_dims`` index samples.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import xarray as xr
+    >>> import dask_repsim.accessor
+    >>> rng = np.random.default_rng(0)
+    >>> a = xr.DataArray(rng.normal(size=(400, 6)), dims=("sample", "unit"))
+    >>> b = 3 * a[:, ::-1]
+    >>> round(a.repsim.cka(b), 6), round(a.repsim.procrustes(b), 6)
+    (1.0, 1.0)
+    """
+
+    def __init__(self, obj: xr.DataArray) -> None:
+        self._obj = obj
+
+    def cka(self, other: Any, **kwargs: Any) -> float:
+        """Linear CKA with ``other``: :func:`dask_repsim.cka` (this DataArray as ``x``).
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import xarray as xr
+        >>> import dask_repsim.accessor
+        >>> a = xr.DataArray(np.random.default_rng(0).normal(size=(400, 6)), dims=("sample", "u"))
+        >>> round(a.repsim.cka(a * 2 + 1), 6)
+        1.0
+        """
+        return api.cka(self._obj, other, **kwargs)
+
+    def cca(self, other: Any, **kwargs: Any) -> CCAResult:
+        """Canonical correlations with ``other``: :func:`dask_repsim.cca`.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import xarray as xr
+        >>> import dask_repsim.accessor
+        >>> a = xr.DataArray(np.random.default_rng(0).normal(size=(400, 3)), dims=("sample", "u"))
+        >>> np.round(a.repsim.cca(a.cumsum("u")).rho, 6)
+        array([1., 1., 1.])
+        """
+        return api.cca(self._obj, other, **kwargs)
+
+    def svcca(self, other: Any, **kwargs: Any) -> float:
+        """SVCCA with ``other``: :func:`dask_repsim.svcca`.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import xarray as xr
+        >>> import dask_repsim.accessor
+        >>> a = xr.DataArray(np.random.default_rng(0).normal(size=(400, 4)), dims=("sample", "u"))
+        >>> round(a.repsim.svcca(a.cumsum("u"), keep=4), 6)
+        1.0
+        """
+        return api.svcca(self._obj, other, **kwargs)
+
+    def pwcca(self, other: Any, **kwargs: Any) -> float:
+        """Projection-weighted CCA with ``other``: :func:`dask_repsim.pwcca`.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import xarray as xr
+        >>> import dask_repsim.accessor
+        >>> a = xr.DataArray(np.random.default_rng(0).normal(size=(400, 4)), dims=("sample", "u"))
+        >>> round(a.repsim.pwcca(a.cumsum("u")), 6)
+        1.0
+        """
+        return api.pwcca(self._obj, other, **kwargs)
+
+    def linear_regression(self, other: Any, **kwargs: Any) -> float:
+        """R^2 of ``other`` fitted linearly from this layer: :func:`dask_repsim.linear_regression`.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import xarray as xr
+        >>> import dask_repsim.accessor
+        >>> a = xr.DataArray(np.random.default_rng(0).normal(size=(400, 4)), dims=("sample", "u"))
+        >>> round(a.repsim.linear_regression(a[:, :2]), 6)
+        1.0
+        """
+        return api.linear_regression(self._obj, other, **kwargs)
+
+    def procrustes(self, other: Any, **kwargs: Any) -> float:
+        """Orthogonal Procrustes similarity with ``other``: :func:`dask_repsim.procrustes`.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import xarray as xr
+        >>> import dask_repsim.accessor
+        >>> a = xr.DataArray(np.random.default_rng(0).normal(size=(400, 4)), dims=("sample", "u"))
+        >>> round(a.repsim.procrustes(-a), 6)
+        1.0
+        """
+        return api.procrustes(self._obj, other, **kwargs)
+
+    def compare(self, other: Any = None, **kwargs: Any) -> xr.Dataset:
+        """Several measures with ``other`` at once: :func:`dask_repsim.compare`.
+
+        A named DataArray gives its name to its layer in the result.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import xarray as xr
+        >>> import dask_repsim.accessor
+        >>> rng = np.random.default_rng(0)
+        >>> a = xr.DataArray(rng.normal(size=(400, 4)), dims=("sample", "u"), name="fc1")
+        >>> result = a.repsim.compare(metrics=["cka", "procrustes"])
+        >>> result.cka.dims, [str(v) for v in result.layer_a.values]
+        (('layer_a', 'layer_b'), ['fc1'])
+        """
+        return api.compare(self._obj, other, **kwargs)

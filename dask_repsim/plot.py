@@ -1,0 +1,143 @@
+"""Heatmaps of layer-by-layer similarity grids (the result of :func:`dask_repsim.compare`).
+
+Needs matplotlib, the ``plot`` extra: ``pip install dask-repsim[plot]``. It is imported only
+when a plot is drawn, so the rest of the package works without it.
+"""
+
+from __future__ import annotations
+
+import math
+import textwrap
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import xarray as xr
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+
+#: Grids up to this many rows and columns get their values written in the cells by default.
+ANNOTATE_MAX = 12
+
+
+def _require_matplotlib() -> Any:
+    try:
+        import matplotlib
+    except ImportError as err:
+        raise ImportError(
+            "plotting needs matplotlib; install it with: pip install dask-repsim[plot]"
+        ) from err
+    return matplotlib
+
+
+def _grid(result: xr.Dataset | xr.DataArray, metric: str | None) -> xr.DataArray:
+    """The (layer_a, layer_b) DataArray of ``metric`` in ``result``."""
+    if isinstance(result, xr.Dataset):
+        names = [str(name) for name in result.data_vars]
+        if metric is None:
+            if len(names) != 1:
+                raise ValueError(f"result holds several metrics {names}; name the one to plot")
+            metric = names[0]
+        if metric not in result.data_vars:
+            raise ValueError(f"metric {metric!r} is not in the result; it holds {names}")
+        grid = result[metric]
+    elif isinstance(result, xr.DataArray):
+        grid = result
+    else:
+        raise TypeError(
+            f"cannot plot a {type(result).__name__}; give the Dataset returned by compare() "
+            "or one of its variables"
+        )
+    if set(grid.dims) != {"layer_a", "layer_b"}:
+        raise ValueError(f"expected dims ('layer_a', 'layer_b'), got {tuple(grid.dims)}")
+    return grid.transpose("layer_a", "layer_b")
+
+
+def heatmap(
+    result: xr.Dataset | xr.DataArray,
+    metric: str | None = None,
+    *,
+    ax: Axes | None = None,
+    annotate: bool | None = None,
+    cmap: str | Any = "viridis",
+    vmin: float | None = 0.0,
+    vmax: float | None = 1.0,
+    fmt: str = ".2f",
+) -> Axes:
+    """Draw one metric of a layer-by-layer comparison as a heatmap.
+
+    Parameters
+    ----------
+    result
+        The Dataset returned by :func:`dask_repsim.compare` (dims ``layer_a``, ``layer_b``),
+        or one of its variables.
+    metric
+        Which variable of ``result`` to draw; may be left out when it holds only one.
+    ax
+        Matplotlib Axes to draw into; a new figure is made when ``None``.
+    annotate
+        Write each value in its cell. Default: only when the grid is at most 12 x 12, where the
+        numbers stay legible.
+    cmap, vmin, vmax
+        Colour map and its range. The range defaults to [0, 1], the range of every measure of
+        the package, so that colours mean the same thing across plots; pass ``None`` to fit it
+        to the data (debiased CKA can be slightly negative).
+    fmt
+        Format of the annotations.
+
+    Returns
+    -------
+    matplotlib.axes.Axes
+        ``layer_b`` along x, ``layer_a`` along y (first layer at the top), layer names as tick
+        labels, a colour bar labelled with the metric, and the metric's ``description``
+        attribute as title.
+
+    Examples
+    --------
+    >>> import matplotlib
+    >>> matplotlib.use("Agg")
+    >>> import numpy as np
+    >>> import dask_repsim
+    >>> rng = np.random.default_rng(0)
+    >>> x = rng.normal(size=(200, 6))
+    >>> result = dask_repsim.compare({"a1": x, "a2": x[:, :3]}, {"b1": x ** 2}, metrics=["cka"])
+    >>> ax = heatmap(result, "cka")
+    >>> [t.get_text() for t in ax.get_yticklabels()], [t.get_text() for t in ax.get_xticklabels()]
+    (['a1', 'a2'], ['b1'])
+    >>> ax.figure.savefig("cka.png")  # doctest: +SKIP
+    """
+    _require_matplotlib()
+    grid = _grid(result, metric)
+    name = str(metric if metric is not None else grid.name)
+    values = np.asarray(grid.values, dtype=float)
+    rows = [str(v) for v in grid.layer_a.values]
+    cols = [str(v) for v in grid.layer_b.values]
+    if ax is None:
+        import matplotlib.pyplot as plt
+
+        _, ax = plt.subplots(
+            figsize=(max(4.0, 0.7 * len(cols) + 2.5), max(3.0, 0.5 * len(rows) + 1.8)),
+            layout="constrained",
+        )
+    image = ax.imshow(values, cmap=cmap, vmin=vmin, vmax=vmax, aspect="auto",
+                      interpolation="nearest")
+    ax.set_xticks(np.arange(len(cols)), labels=cols, rotation=45, ha="right",
+                  rotation_mode="anchor")
+    ax.set_yticks(np.arange(len(rows)), labels=rows)
+    ax.set_xlabel("layer_b")
+    ax.set_ylabel("layer_a")
+    ax.set_title(textwrap.fill(str(grid.attrs.get("description", name)), 60), fontsize="medium")
+    colorbar = ax.figure.colorbar(image, ax=ax)
+    colorbar.set_label(name)
+    if annotate is None:
+        annotate = len(rows) <= ANNOTATE_MAX and len(cols) <= ANNOTATE_MAX
+    if annotate:
+        for (i, j), value in np.ndenumerate(values):
+            if math.isnan(value):
+                continue
+            # dark text on light cells and light text on dark ones
+            r, g, b, _ = image.cmap(image.norm(value))
+            light = 0.299 * r + 0.587 * g + 0.114 * b > 0.5
+            ax.text(j, i, format(value, fmt), ha="center", va="center", fontsize="small",
+                    color="black" if light else "white")
+    return ax

@@ -1,0 +1,202 @@
+"""In-memory float64 reference formulas for the pairwise measures, written from the papers.
+
+Everything here works on whole (samples x features) numpy arrays and deliberately takes routes
+other than the package's co-moment algebra: sample-space Gram matrices for CKA, orthonormal
+bases of the data (Bjorck & Golub 1973) for canonical correlations, least squares for
+regression. Nothing is imported from ``dask_repsim``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+#: After standardising columns, singular values below this fraction of the largest are taken
+#: as exact collinearity (duplicated units, sums of units).
+RANK_RTOL = 1e-8
+
+
+def _as_float64(a: np.ndarray) -> np.ndarray:
+    return np.asarray(a).astype(np.float64, copy=False)
+
+
+def centre(a: np.ndarray) -> np.ndarray:
+    """Subtract each column's mean."""
+    a = _as_float64(a)
+    return a - a.mean(axis=0)
+
+
+def varying_columns(a: np.ndarray) -> np.ndarray:
+    """Indices of the columns that are not exactly constant (dead units are)."""
+    a = _as_float64(a)
+    return np.flatnonzero(np.ptp(a, axis=0) > 0)
+
+
+# ---------------------------------------------------------------------------------------------
+# CKA (Kornblith, Norouzi, Lee & Hinton 2019) in sample space
+# ---------------------------------------------------------------------------------------------
+
+
+def _hsic_biased(k: np.ndarray, l: np.ndarray) -> float:  # noqa: E741 (the papers' name)
+    """tr(K H L H), H = I - 11^T/n: the (unnormalised) HSIC of Gretton et al. 2005."""
+    # H K H is K with its row and column means removed (and the grand mean added back)
+    centred = k - k.mean(axis=0) - k.mean(axis=1)[:, None] + k.mean()
+    return float(np.sum(centred * l))
+
+
+def linear_cka(x: np.ndarray, y: np.ndarray) -> float:
+    """Linear CKA, HSIC(K, L) / sqrt(HSIC(K, K) HSIC(L, L)), from Gram matrices.
+
+    The Gram matrices are of the column-centred data: H K H of the raw Gram matrix is the same
+    matrix, but forming X X^T first would cancel catastrophically for units with large means.
+    """
+    xc, yc = centre(x), centre(y)
+    k, l = xc @ xc.T, yc @ yc.T  # noqa: E741
+    return _hsic_biased(k, l) / np.sqrt(_hsic_biased(k, k) * _hsic_biased(l, l))
+
+
+def _hsic_unbiased(k: np.ndarray, l: np.ndarray) -> float:  # noqa: E741
+    """Unbiased HSIC of Song, Smola, Gretton, Bedo & Borgwardt (2012), eq. (5).
+
+    With K~, L~ the Gram matrices with zeroed diagonals::
+
+        HSIC_1 = [tr(K~ L~) + 1'K~1 1'L~1 / ((n-1)(n-2)) - 2/(n-2) 1'K~L~1] / (n(n-3))
+    """
+    n = k.shape[0]
+    k, l = k.copy(), l.copy()  # noqa: E741
+    np.fill_diagonal(k, 0.0)
+    np.fill_diagonal(l, 0.0)
+    k_rows, l_rows = k.sum(axis=0), l.sum(axis=0)
+    trace_kl = float(np.sum(k * l))  # both symmetric
+    total = trace_kl + k_rows.sum() * l_rows.sum() / ((n - 1) * (n - 2))
+    total -= 2.0 / (n - 2) * float(k_rows @ l_rows)
+    return total / (n * (n - 3))
+
+
+def debiased_linear_cka(x: np.ndarray, y: np.ndarray) -> float:
+    """Linear CKA with the unbiased HSIC, on the Gram matrices of the centred data."""
+    xc, yc = centre(x), centre(y)
+    k, l = xc @ xc.T, yc @ yc.T  # noqa: E741
+    return _hsic_unbiased(k, l) / np.sqrt(_hsic_unbiased(k, k) * _hsic_unbiased(l, l))
+
+
+# ---------------------------------------------------------------------------------------------
+# Canonical correlations by orthonormal bases (Bjorck & Golub 1973)
+# ---------------------------------------------------------------------------------------------
+
+
+def orthonormal_basis(a: np.ndarray, rtol: float = RANK_RTOL) -> np.ndarray:
+    """Orthonormal basis (n x r) of the span of the centred, non-constant columns of ``a``.
+
+    Columns are standardised first so that the rank cut does not depend on units' scales.
+    """
+    ac = centre(a)[:, varying_columns(a)]
+    ac = ac / np.linalg.norm(ac, axis=0)
+    u, s, _ = np.linalg.svd(ac, full_matrices=False)
+    return u[:, s > rtol * s[0]]
+
+
+def canonical_decomposition(
+    x: np.ndarray, y: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Canonical correlations (descending) and the unit-norm canonical variates of x and y.
+
+    With Qx, Qy orthonormal bases of the centred data, the SVD Qx^T Qy = U S V^T gives the
+    correlations S and the variates Qx U, Qy V; there are min(rank X, rank Y) of them.
+    """
+    qx, qy = orthonormal_basis(x), orthonormal_basis(y)
+    u, s, vt = np.linalg.svd(qx.T @ qy, full_matrices=False)
+    return np.clip(s, 0.0, 1.0), qx @ u, qy @ vt.T
+
+
+def canonical_correlations(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """All canonical correlations, descending."""
+    return canonical_decomposition(x, y)[0]
+
+
+def mean_cca(x: np.ndarray, y: np.ndarray) -> float:
+    """Mean canonical correlation (rho-bar of Raghu et al. 2017)."""
+    return float(np.mean(canonical_correlations(x, y)))
+
+
+def r2_cca(x: np.ndarray, y: np.ndarray) -> float:
+    """Mean squared canonical correlation (R^2_CCA of Kornblith et al. 2019)."""
+    return float(np.mean(canonical_correlations(x, y) ** 2))
+
+
+# ---------------------------------------------------------------------------------------------
+# SVCCA (Raghu, Gilmer, Yosinski & Sohl-Dickstein 2017)
+# ---------------------------------------------------------------------------------------------
+
+
+def svd_reduce(a: np.ndarray, keep: float | int) -> np.ndarray:
+    """The centred data projected on its top singular directions.
+
+    ``keep`` an int: that many directions (at most the number of columns). A float: the
+    smallest k whose squared singular values reach that fraction of their sum.
+    """
+    ac = centre(a)
+    _, s, vt = np.linalg.svd(ac, full_matrices=False)
+    if isinstance(keep, int | np.integer):
+        k = min(int(keep), len(s))
+    else:
+        share = np.cumsum(s**2) / np.sum(s**2)
+        k = min(int(np.count_nonzero(share < keep)) + 1, len(s))
+    return ac @ vt[:k].T
+
+
+def svcca(x: np.ndarray, y: np.ndarray, keep: float | int = 0.99) -> float:
+    """Mean canonical correlation of the SVD-reduced data of each side."""
+    return mean_cca(svd_reduce(x, keep), svd_reduce(y, keep))
+
+
+# ---------------------------------------------------------------------------------------------
+# PWCCA (Morcos, Raghu & Bengio 2018), as defined in the paper
+# ---------------------------------------------------------------------------------------------
+
+
+def pwcca(x: np.ndarray, y: np.ndarray) -> float:
+    """Projection-weighted mean of the canonical correlations.
+
+    The side with fewer units (x on ties) gives the canonical variates h_i (unit norm);
+    alpha_i = sum_j |<h_i, z_j>| over that side's centred units z_j; the result is
+    sum_i alpha_i rho_i / sum_i alpha_i.
+    """
+    rho, hx, hy = canonical_decomposition(x, y)
+    h, units = (hx, centre(x)) if x.shape[1] <= y.shape[1] else (hy, centre(y))
+    alpha = np.abs(h.T @ units).sum(axis=1)
+    return float(alpha @ rho / alpha.sum())
+
+
+# ---------------------------------------------------------------------------------------------
+# Linear regression and orthogonal Procrustes (Kornblith et al. 2019, Table 1)
+# ---------------------------------------------------------------------------------------------
+
+
+def linear_regression(x: np.ndarray, y: np.ndarray) -> float:
+    """1 - SS_res / SS_tot of a least-squares fit of y from x with an intercept, summed over
+    y's units (scikit-learn's ``variance_weighted`` R^2)."""
+    x, y = _as_float64(x), _as_float64(y)
+    design = np.hstack([np.ones((x.shape[0], 1)), x])
+    coef, *_ = np.linalg.lstsq(design, y, rcond=None)
+    residual = y - design @ coef
+    return 1.0 - float(np.sum(residual**2) / np.sum(centre(y) ** 2))
+
+
+def procrustes(x: np.ndarray, y: np.ndarray) -> float:
+    """Orthogonal Procrustes similarity ||X_c^T Y_c||_* / (||X_c||_F ||Y_c||_F)."""
+    xc, yc = centre(x), centre(y)
+    nuclear = np.linalg.svd(xc.T @ yc, compute_uv=False).sum()
+    return float(nuclear / (np.linalg.norm(xc) * np.linalg.norm(yc)))
+
+
+#: The metrics of ``dask_repsim.compare`` by name, as reference functions of (x, y).
+METRICS = {
+    "cka": linear_cka,
+    "cka_debiased": debiased_linear_cka,
+    "mean_cca": mean_cca,
+    "r2_cca": r2_cca,
+    "svcca": svcca,
+    "pwcca": pwcca,
+    "linear_regression": linear_regression,
+    "procrustes": procrustes,
+}

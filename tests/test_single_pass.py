@@ -1,0 +1,67 @@
+"""Every chunk of every input is read once per call, whatever the metrics and the grid."""
+
+from __future__ import annotations
+
+import dask
+import numpy as np
+import pytest
+import zarr
+
+import dask_repsim as dr
+from dask_repsim import METRICS
+
+from conftest import write_zarr
+
+
+def _chunk_keys(group: zarr.Group) -> set[str]:
+    keys = set()
+    for name, arr in group.arrays():
+        grid = [range(-(-s // c)) for s, c in zip(arr.shape, arr.chunks, strict=True)]
+        for idx in np.ndindex(*(len(g) for g in grid)):
+            keys.add(f"{name}/c/" + "/".join(map(str, idx)))
+    return keys
+
+
+@pytest.fixture
+def two_layers(counting_store):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(1000, 6)).astype("float32")
+    y = (x[:, :4] @ rng.normal(size=(4, 5)) + rng.normal(size=(1000, 5))).astype("float32")
+    write_zarr(counting_store, "x", x, chunks=(128, 6))
+    write_zarr(counting_store, "y", y, chunks=(100, 3))  # other row chunks, split features
+    counting_store.reads.clear()
+    return counting_store
+
+
+def test_compare_all_metrics_reads_each_chunk_once(two_layers):
+    group = zarr.open_group(two_layers, mode="r")
+    with dask.config.set(scheduler="threads"):
+        ds = dr.compare(group["x"], group["y"], metrics=list(METRICS))
+    reads = two_layers.chunk_reads()
+    assert set(reads) == _chunk_keys(group)
+    assert max(reads.values()) == 1, {k: v for k, v in reads.items() if v > 1}
+    assert set(ds.data_vars) == set(METRICS)
+
+
+def test_grid_reads_each_chunk_once(counting_store):
+    rng = np.random.default_rng(1)
+    for i in range(3):
+        write_zarr(counting_store, f"a{i}", rng.normal(size=(600, 4 + i)), chunks=(70 + 20 * i, 3))
+    counting_store.reads.clear()
+    group = zarr.open_group(counting_store, mode="r")
+    ds = dr.compare(group, metrics=["cka", "mean_cca", "pwcca"])  # 3 x 3 grid with itself
+    reads = counting_store.chunk_reads()
+    assert set(reads) == _chunk_keys(group)
+    assert max(reads.values()) == 1
+    assert ds.cka.shape == (3, 3)
+    np.testing.assert_allclose(np.diag(ds.cka.values), 1.0, atol=1e-12)
+
+
+def test_pairwise_function_reads_each_chunk_once(two_layers):
+    group = zarr.open_group(two_layers, mode="r")
+    dr.pwcca(group["x"], group["y"])
+    assert max(two_layers.chunk_reads().values()) == 1
+    two_layers.reads.clear()
+    dr.cka(group["x"], group["x"])  # the same array twice is read once
+    reads = two_layers.chunk_reads()
+    assert reads and all(k.startswith("x/") for k in reads) and max(reads.values()) == 1
