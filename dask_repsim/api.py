@@ -13,6 +13,7 @@ from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
+import dask.array as da
 import numpy as np
 import xarray as xr
 import zarr
@@ -347,12 +348,41 @@ def _sample_dims_for(value: Any, sample_dims: SampleDims) -> SampleDims:
     return sample_dims
 
 
+def _resized(
+    inputs_a: dict, inputs_b: dict, spatial_dims: Sequence[Hashable]
+) -> tuple[dict, dict]:
+    """Interpolate smaller spatial grids of xarray layers up to the largest one."""
+    arrays = [v for v in (*inputs_a.values(), *inputs_b.values()) if isinstance(v, xr.DataArray)]
+    target = {d: max((v.sizes[d] for v in arrays if d in v.dims), default=0) for d in spatial_dims}
+
+    def grow(value: Any) -> Any:
+        if not isinstance(value, xr.DataArray):
+            return value
+        dims = [d for d in spatial_dims if d in value.dims and value.sizes[d] < target[d]]
+        if not dims:
+            return value
+        centres = {d: (np.arange(value.sizes[d]) + 0.5) / value.sizes[d] for d in dims}
+        wanted = {d: (np.arange(target[d]) + 0.5) / target[d] for d in dims}
+        out = value.drop_vars(dims, errors="ignore").assign_coords(centres)
+        if isinstance(out.data, da.Array):
+            out = out.chunk({d: -1 for d in dims})
+        out = out.astype(np.float64).interp(wanted, kwargs={"fill_value": "extrapolate"})
+        return out.drop_vars(dims)
+
+    grown_a = {k: grow(v) for k, v in inputs_a.items()}
+    grown_b = grown_a if inputs_b is inputs_a else {k: grow(v) for k, v in inputs_b.items()}
+    return grown_a, grown_b
+
+
 def compare(
     a: Any,
     b: Any = None,
     *,
     metrics: Iterable[str] = tuple(METRICS),
     sample_dims: SampleDims = None,
+    pool: str | None = None,
+    resize: bool = False,
+    spatial_dims: Sequence[Hashable] = ("height", "width"),
     storage_options: Mapping[str, Any] | None = None,
     nan_policy: str = "raise",
 ) -> xr.Dataset:
@@ -367,6 +397,17 @@ def compare(
     metrics
         Names from ``dask_repsim.METRICS``: ``cka``, ``cka_debiased``, ``mean_cca``,
         ``r2_cca``, ``svcca``, ``pwcca``, ``linear_regression``, ``procrustes``.
+    sample_dims
+        For xarray inputs, the dims that index samples; each variable uses those it has. A conv
+        layer's ``("sample", "height", "width")`` folds spatial positions into samples (the
+        SVCCA tutorials' method); the default, ``"sample"`` alone, flattens them into features.
+    pool
+        ``"mean"`` averages conv layers' ``spatial_dims`` away (plain arrays: every axis after
+        the second) before comparing.
+    resize
+        When spatial positions are folded into samples, layers need the same grid: ``True``
+        interpolates (linearly, on pixel centres) every smaller ``spatial_dims`` grid up to the
+        largest one among xarray inputs.
 
     Returns
     -------
@@ -396,10 +437,18 @@ def compare(
         raise ValueError("no metrics asked for")
     inputs_a = _layers_of(a, "x", storage_options)
     inputs_b = inputs_a if b is None or b is a else _layers_of(b, "y", storage_options)
+    if resize:
+        inputs_a, inputs_b = _resized(inputs_a, inputs_b, spatial_dims)
 
     def _layer(name: str, value: Any) -> Layer:
-        dims = _sample_dims_for(value, sample_dims)
-        return as_layer(value, name=name, sample_dims=dims, storage_options=storage_options)
+        return as_layer(
+            value,
+            name=name,
+            sample_dims=_sample_dims_for(value, sample_dims),
+            storage_options=storage_options,
+            pool=pool,
+            spatial_dims=spatial_dims,
+        )
 
     side_a = [_layer(name, value) for name, value in inputs_a.items()]
     side_b = side_a if inputs_b is inputs_a else [_layer(n, v) for n, v in inputs_b.items()]
@@ -407,6 +456,17 @@ def compare(
     position = {layer.data.name: i for i, layer in enumerate(layers)}
     rows = [position[layer.data.name] for layer in side_a]
     cols = [position[layer.data.name] for layer in side_b]
+    counts = {layer.name: layer.data.shape[0] for layer in layers}
+    if len(set(counts.values())) > 1:
+        (small, n_small), (large, n_large) = (
+            min(counts.items(), key=lambda kv: kv[1]),
+            max(counts.items(), key=lambda kv: kv[1]),
+        )
+        raise ValueError(
+            f"layers have different numbers of samples: {large} has {n_large}, {small} has "
+            f"{n_small}; if spatial positions are folded into samples, use pool='mean', "
+            "resize=True, or fold fewer sample_dims"
+        )
     stats = comoments(layers, nan_policy=nan_policy)
     layer_sides = sides(stats, [layer.name for layer in layers])
     values = {m: np.empty((len(rows), len(cols))) for m in metrics}

@@ -180,7 +180,10 @@ def pwcca_reference(pair: Pair) -> float:
 
 
 def linear_regression(pair: Pair) -> float:
-    """Fraction of y's variance explained by a least-squares fit from x: tr(Myx Mxx^+ Mxy)/tr(Myy)."""
+    """Fraction of y's variance explained by a least-squares fit from x.
+
+    ``tr(Myx Mxx^+ Mxy) / tr(Myy)``, with the pseudo-inverse taken on the whitening basis.
+    """
     pair.y.require_variance()
     fitted = pair.x.whitener.basis.T @ pair.cross
     return float(np.sum(fitted**2) / np.trace(pair.y.comoment))

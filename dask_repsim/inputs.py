@@ -105,8 +105,14 @@ def as_layer(
     name: str = "x",
     sample_dims: Sequence[Hashable] | str | None = None,
     storage_options: Mapping[str, Any] | None = None,
+    pool: str | None = None,
+    spatial_dims: Sequence[Hashable] = ("height", "width"),
 ) -> Layer:
     """Wrap ``x`` as a lazy (samples, features) float-or-integer dask array.
+
+    ``pool="mean"`` averages a conv layer's spatial positions away (in float64, inside the
+    pass): for a DataArray the ``spatial_dims`` it has, for a plain array every axis after the
+    second (the NCHW layout frameworks record).
 
     Examples
     --------
@@ -123,6 +129,11 @@ def as_layer(
                 "at least one feature dim"
             )
         _check_dtype(x.dtype, name)
+        if _pooling(pool):
+            pooled = [d for d in spatial_dims if d in features]
+            if pooled:
+                x = x.astype(np.float64).mean(pooled)
+                features = tuple(d for d in features if d not in pooled)
         x = x.transpose(*samples, *features)
         arr = x.data if isinstance(x.data, da.Array) else np.asarray(x.data)
         if isinstance(arr, np.ndarray):
@@ -158,10 +169,18 @@ def as_layer(
             f"{name} has shape {arr.shape}; activations need at least 2 dims "
             "(samples, features...)"
         )
+    if _pooling(pool) and arr.ndim > 2:
+        arr = arr.mean(axis=tuple(range(2, arr.ndim)), dtype=np.float64)
     feature_shape = tuple(arr.shape[1:])
     if arr.ndim > 2:
         arr = arr.reshape((arr.shape[0], math.prod(feature_shape)))
     return _finish(arr, name, (), feature_shape)
+
+
+def _pooling(pool: str | None) -> bool:
+    if pool not in (None, "mean"):
+        raise ValueError(f"pool must be None or 'mean', not {pool!r}")
+    return pool == "mean"
 
 
 def _finish(

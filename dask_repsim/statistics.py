@@ -5,7 +5,8 @@ of columns per layer) every chunk of rows gives a :class:`Statistics`; chunks me
 Dask tree reduction. Everything a measure needs is a function of the result, whose size does not
 depend on n:
 
-- ``count`` n, ``mean`` (P,), and the centred co-moment ``comoment`` (P, P) = sum_i (z_i - m)(z_i - m)^T
+- ``count`` n, ``mean`` (P,), and the centred co-moment
+  ``comoment`` (P, P) = sum_i (z_i - m)(z_i - m)^T
 - ``norm_comoment`` (L, P) = sum_i r_li (z_i - m) and ``norm_product`` (L, L) = sum_i r_ai r_bi,
   where r_li = ||z_i,l - m_l||^2 is the squared norm of sample i's centred activations in layer l.
   Debiased (unbiased-HSIC) CKA needs ``norm_product``; ``norm_comoment`` is what lets it merge.

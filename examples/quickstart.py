@@ -33,7 +33,7 @@ def write_network(root: zarr.Group, name: str, change: float, n: int) -> None:
     base, fresh = np.random.default_rng(1), np.random.default_rng(int(change * 1000) + 2)
     weights = [
         ((1 - change) * base.normal(size=(a, b)) + change * fresh.normal(size=(a, b))) / np.sqrt(a)
-        for a, b in zip(widths[:-1], widths[1:])
+        for a, b in zip(widths[:-1], widths[1:], strict=True)
     ]
     group = root.require_group(name)
     arrays = [
@@ -50,7 +50,7 @@ def write_network(root: zarr.Group, name: str, change: float, n: int) -> None:
     data = np.random.default_rng(0)  # the same inputs for both networks
     for start in range(0, n, CHUNK):
         h = data.normal(size=(min(CHUNK, n - start), widths[0]))
-        for arr, w in zip(arrays, weights):
+        for arr, w in zip(arrays, weights, strict=True):
             h = np.maximum(h @ w, 0)
             arr[start : start + len(h)] = h.astype("float32")
 

@@ -140,7 +140,8 @@ def test_corrupt_chunk_names_array_and_chunk(tmp_path):
 
 def test_missing_sample_dims_lists_the_dims():
     arr = xr.DataArray(RNG.normal(size=(10, 3, 2)), dims=("image", "c", "h"))
-    with pytest.raises(ValueError, match=r"\('sample',\) not in x; its dims are \('image', 'c', 'h'\)"):
+    expected = r"\('sample',\) not in x; its dims are \('image', 'c', 'h'\)"
+    with pytest.raises(ValueError, match=expected):
         dr.cka(arr, arr, sample_dims=("sample",))
 
 

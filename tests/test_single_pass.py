@@ -6,11 +6,10 @@ import dask
 import numpy as np
 import pytest
 import zarr
+from conftest import write_zarr
 
 import dask_repsim as dr
 from dask_repsim import METRICS
-
-from conftest import write_zarr
 
 
 def _chunk_keys(group: zarr.Group) -> set[str]:
