@@ -51,7 +51,7 @@ class CCAResult:
 
         Examples
         --------
-        >>> CCAResult(np.array([0.9, 0.5, 0.1])).truncated_mean(0.6)
+        >>> CCAResult(np.array([0.9, 0.5, 0.1])).truncated_mean(0.9)
         0.7
         """
         if not 0 <= threshold <= 1:

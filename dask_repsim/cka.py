@@ -21,7 +21,7 @@ def linear_cka(pair: Pair) -> float:
     pair.x.require_variance()
     pair.y.require_variance()
     num = _frobenius_sq(pair.cross)
-    return num / np.sqrt(_frobenius_sq(pair.x.comoment) * _frobenius_sq(pair.y.comoment))
+    return float(num / np.sqrt(_frobenius_sq(pair.x.comoment) * _frobenius_sq(pair.y.comoment)))
 
 
 def _unbiased_hsic(xty: float, norms: float, tr_x: float, tr_y: float, n: int) -> float:
