@@ -98,7 +98,7 @@ def _top_directions(
     side: Side, keep: float | int, spectrum: str, center: bool
 ) -> tuple[np.ndarray, int]:
     """The right singular vectors SVCCA keeps, and how many."""
-    side.require_variance()
+    side.varying  # noqa: B018 (checks for variance; warns about constant units, as CCA does)
     if center:
         values, vectors = side.spectrum
     else:  # the uncentred second moment; CCA on the projections still centres them

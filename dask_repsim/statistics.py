@@ -344,19 +344,24 @@ class Side:
             )
 
     @cached_property
-    def whitener(self) -> Whitener:
-        """Whitening basis after dropping constant units and exactly collinear directions."""
+    def varying(self) -> np.ndarray:
+        """Indices of the units CCA-family measures use; warns (once) about the constant ones."""
         self.require_variance()
-        constant = self.constant
-        kept = np.flatnonzero(~constant)
-        var = np.diagonal(self.comoment)
+        kept = np.flatnonzero(~self.constant)
         if kept.size < self.n_features:
             warnings.warn(
                 f"{self.name}: {self.n_features - kept.size} of {self.n_features} units are "
                 "constant over the samples and are left out of CCA-family measures",
                 RepsimWarning,
-                stacklevel=4,
+                stacklevel=5,
             )
+        return kept
+
+    @cached_property
+    def whitener(self) -> Whitener:
+        """Whitening basis after dropping constant units and exactly collinear directions."""
+        kept, constant = self.varying, self.constant
+        var = np.diagonal(self.comoment)
         scale = np.sqrt(var[kept])
         corr = self.comoment[np.ix_(kept, kept)] / np.outer(scale, scale)
         values, vectors = np.linalg.eigh(corr)

@@ -36,11 +36,12 @@ def varying_columns(a: np.ndarray) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------
 
 
-def _hsic_biased(k: np.ndarray, l: np.ndarray) -> float:  # noqa: E741 (the papers' name)
+def _hsic_biased(gram_k: np.ndarray, gram_l: np.ndarray) -> float:
     """tr(K H L H), H = I - 11^T/n: the (unnormalised) HSIC of Gretton et al. 2005."""
     # H K H is K with its row and column means removed (and the grand mean added back)
-    centred = k - k.mean(axis=0) - k.mean(axis=1)[:, None] + k.mean()
-    return float(np.sum(centred * l))
+    row_means = gram_k.mean(axis=1)
+    centred = gram_k - row_means[None, :] - row_means[:, None] + row_means.mean()
+    return float(np.sum(centred * gram_l))
 
 
 def linear_cka(x: np.ndarray, y: np.ndarray) -> float:
@@ -50,23 +51,23 @@ def linear_cka(x: np.ndarray, y: np.ndarray) -> float:
     matrix, but forming X X^T first would cancel catastrophically for units with large means.
     """
     xc, yc = centre(x), centre(y)
-    k, l = xc @ xc.T, yc @ yc.T  # noqa: E741
-    return _hsic_biased(k, l) / np.sqrt(_hsic_biased(k, k) * _hsic_biased(l, l))
+    k, g = xc @ xc.T, yc @ yc.T  # K and L of the papers
+    return _hsic_biased(k, g) / np.sqrt(_hsic_biased(k, k) * _hsic_biased(g, g))
 
 
-def _hsic_unbiased(k: np.ndarray, l: np.ndarray) -> float:  # noqa: E741
+def _hsic_unbiased(gram_k: np.ndarray, gram_l: np.ndarray) -> float:
     """Unbiased HSIC of Song, Smola, Gretton, Bedo & Borgwardt (2012), eq. (5).
 
     With K~, L~ the Gram matrices with zeroed diagonals::
 
         HSIC_1 = [tr(K~ L~) + 1'K~1 1'L~1 / ((n-1)(n-2)) - 2/(n-2) 1'K~L~1] / (n(n-3))
     """
-    n = k.shape[0]
-    k, l = k.copy(), l.copy()  # noqa: E741
+    n = gram_k.shape[0]
+    k, g = gram_k.copy(), gram_l.copy()
     np.fill_diagonal(k, 0.0)
-    np.fill_diagonal(l, 0.0)
-    k_rows, l_rows = k.sum(axis=0), l.sum(axis=0)
-    trace_kl = float(np.sum(k * l))  # both symmetric
+    np.fill_diagonal(g, 0.0)
+    k_rows, l_rows = k.sum(axis=0), g.sum(axis=0)
+    trace_kl = float(np.sum(k * g))  # tr(K~ L~), both symmetric
     total = trace_kl + k_rows.sum() * l_rows.sum() / ((n - 1) * (n - 2))
     total -= 2.0 / (n - 2) * float(k_rows @ l_rows)
     return total / (n * (n - 3))
@@ -75,8 +76,8 @@ def _hsic_unbiased(k: np.ndarray, l: np.ndarray) -> float:  # noqa: E741
 def debiased_linear_cka(x: np.ndarray, y: np.ndarray) -> float:
     """Linear CKA with the unbiased HSIC, on the Gram matrices of the centred data."""
     xc, yc = centre(x), centre(y)
-    k, l = xc @ xc.T, yc @ yc.T  # noqa: E741
-    return _hsic_unbiased(k, l) / np.sqrt(_hsic_unbiased(k, k) * _hsic_unbiased(l, l))
+    k, g = xc @ xc.T, yc @ yc.T  # K and L of the papers
+    return _hsic_unbiased(k, g) / np.sqrt(_hsic_unbiased(k, k) * _hsic_unbiased(g, g))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -131,16 +132,19 @@ def r2_cca(x: np.ndarray, y: np.ndarray) -> float:
 def svd_reduce(a: np.ndarray, keep: float | int) -> np.ndarray:
     """The centred data projected on its top singular directions.
 
-    ``keep`` an int: that many directions (at most the number of columns). A float: the
-    smallest k whose squared singular values reach that fraction of their sum.
+    ``keep`` an int: that many directions (at most the rank). A float: the smallest k whose
+    squared singular values reach that fraction of their sum.
     """
     ac = centre(a)
     _, s, vt = np.linalg.svd(ac, full_matrices=False)
+    # directions of (numerically) zero variance are not directions of the data: rounding noise
+    # there would otherwise enter CCA as spurious uncorrelated directions
+    rank = int(np.count_nonzero(s > RANK_RTOL * s[0]))
     if isinstance(keep, int | np.integer):
-        k = min(int(keep), len(s))
+        k = min(int(keep), rank)
     else:
         share = np.cumsum(s**2) / np.sum(s**2)
-        k = min(int(np.count_nonzero(share < keep)) + 1, len(s))
+        k = min(int(np.count_nonzero(share < keep)) + 1, rank)
     return ac @ vt[:k].T
 
 
