@@ -29,7 +29,7 @@ class DatasetRepsimAccessor:
     >>> rng = np.random.default_rng(0)
     >>> x = rng.normal(size=(300, 5))
     >>> ds = xr.Dataset({"fc1": (("sample", "u1"), x), "fc2": (("sample", "u2"), 2 * x)})
-    >>> float(ds.repsim.compare(metrics=["cka"]).cka.sel(layer_a="fc1", layer_b="fc2"))
+    >>> round(float(ds.repsim.compare(metrics=["cka"]).cka.sel(layer_a="fc1", layer_b="fc2")), 6)
     1.0
     """
 
@@ -50,7 +50,7 @@ class DatasetRepsimAccessor:
         >>> x = rng.normal(size=(300, 5))
         >>> a = xr.Dataset({"fc1": (("sample", "u1"), x)})
         >>> b = xr.Dataset({"fc1": (("sample", "u1"), x @ np.diag([1.0, 2, 3, 4, 5]))})
-        >>> round(float(a.repsim.compare(b, metrics=["mean_cca"]).mean_cca), 6)
+        >>> round(a.repsim.compare(b, metrics=["mean_cca"]).mean_cca.item(), 6)
         1.0
         """
         return api.compare(self._obj, other, **kwargs)

@@ -8,7 +8,6 @@ resulting small matrices.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
@@ -16,11 +15,11 @@ from typing import Any
 import dask.array as da
 import numpy as np
 import xarray as xr
-import zarr
 
 from . import cca as _cca
 from . import cka as _cka
-from .inputs import Layer, as_layer
+from . import neurons as _neurons
+from .inputs import Layer, as_layer, layers_of
 from .statistics import Pair, comoments, pair, sides
 
 SampleDims = Sequence[Hashable] | str | None
@@ -316,26 +315,22 @@ METRICS: dict[str, tuple[Callable[[Pair], float], str]] = {
         "fraction of layer_b's variance explained by a linear fit from layer_a",
     ),
     "procrustes": (_cka.procrustes, "orthogonal Procrustes similarity"),
+    "matched_correlation": (
+        _neurons.matched_correlation,
+        "mean correlation of one-to-one (bipartite) matched units (Li et al. 2016)",
+    ),
 }
-
-
-def _layers_of(obj: Any, default: str, storage_options: Mapping[str, Any] | None) -> dict:
-    """Names and inputs of the layers in ``obj``: one per array of a Dataset/mapping/group."""
-    if isinstance(obj, str | os.PathLike):
-        kwargs = {"storage_options": dict(storage_options)} if storage_options else {}
-        try:
-            obj = zarr.open(store=os.fspath(obj), mode="r", **kwargs)
-        except FileNotFoundError as err:
-            raise FileNotFoundError(f"no zarr array or group at {os.fspath(obj)!r}") from err
-    if isinstance(obj, xr.Dataset):
-        return {str(k): v for k, v in obj.data_vars.items()}
-    if isinstance(obj, zarr.Group):
-        return {name: arr for name, arr in sorted(obj.arrays())}
-    if isinstance(obj, Mapping):
-        return {str(k): v for k, v in obj.items()}
-    if isinstance(obj, xr.DataArray) and obj.name is not None:
-        return {str(obj.name): obj}
-    return {default: obj}
+#: what compare computes when no metrics are named: the eight similarity measures
+DEFAULT_METRICS = (
+    "cka",
+    "cka_debiased",
+    "mean_cca",
+    "r2_cca",
+    "svcca",
+    "pwcca",
+    "linear_regression",
+    "procrustes",
+)
 
 
 def _sample_dims_for(value: Any, sample_dims: SampleDims) -> SampleDims:
@@ -378,7 +373,7 @@ def compare(
     a: Any,
     b: Any = None,
     *,
-    metrics: Iterable[str] = tuple(METRICS),
+    metrics: Iterable[str] = DEFAULT_METRICS,
     sample_dims: SampleDims = None,
     pool: str | None = None,
     resize: bool = False,
@@ -396,7 +391,9 @@ def compare(
         ``b=None`` compares ``a`` with itself.
     metrics
         Names from ``dask_repsim.METRICS``: ``cka``, ``cka_debiased``, ``mean_cca``,
-        ``r2_cca``, ``svcca``, ``pwcca``, ``linear_regression``, ``procrustes``.
+        ``r2_cca``, ``svcca``, ``pwcca``, ``linear_regression``, ``procrustes`` (the
+        default, ``DEFAULT_METRICS``), and ``matched_correlation`` (mean correlation of
+        one-to-one matched units, Li et al. 2016).
     sample_dims
         For xarray inputs, the dims that index samples; each variable uses those it has. A conv
         layer's ``("sample", "height", "width")`` folds spatial positions into samples (the
@@ -435,8 +432,8 @@ def compare(
         raise ValueError(f"unknown metric(s) {unknown}; choose from {list(METRICS)}")
     if not metrics:
         raise ValueError("no metrics asked for")
-    inputs_a = _layers_of(a, "x", storage_options)
-    inputs_b = inputs_a if b is None or b is a else _layers_of(b, "y", storage_options)
+    inputs_a = layers_of(a, "x", storage_options)
+    inputs_b = inputs_a if b is None or b is a else layers_of(b, "y", storage_options)
     if resize:
         inputs_a, inputs_b = _resized(inputs_a, inputs_b, spatial_dims)
 

@@ -55,6 +55,93 @@ class _ChunkReader:
             ) from err
 
 
+def _from_zarr(x: zarr.Array, name: str) -> da.Array:
+    """A zarr array as a dask array with one task per stored chunk."""
+    # Named by where the array lives, so that the same stored array given twice (e.g. opened
+    # twice) is recognised and read once.
+    token = tokenize(str(x.store), x.path, x.shape, x.chunks, str(x.dtype))
+    return da.from_array(
+        _ChunkReader(x, name),
+        chunks=x.chunks,
+        name=f"from-zarr-{token}",
+        meta=np.empty((0,) * x.ndim, dtype=x.dtype),
+    )
+
+
+def _dimension_names(array: zarr.Array) -> tuple[Any, ...] | None:
+    dims = array.metadata.dimension_names if array.metadata.zarr_format == 3 else None
+    if dims is None:
+        dims = array.attrs.get("_ARRAY_DIMENSIONS")  # zarr v2 arrays written by xarray
+    return None if dims is None else tuple(dims)
+
+
+def _labelled(array: zarr.Array, name: str) -> Any:
+    """A zarr array as a DataArray when it has dimension names, so ``sample_dims`` applies."""
+    dims = _dimension_names(array)
+    if dims is None or any(d is None for d in dims) or len(set(dims)) != array.ndim:
+        return array
+    _check_dtype(np.dtype(array.dtype), name)
+    return xr.DataArray(_from_zarr(array, name), dims=dims, name=name)
+
+
+def _coordinate_names(arrays: Mapping[str, zarr.Array]) -> set[str]:
+    """Arrays of a group that label others (as xarray writes them), not activations."""
+    names = set()
+    for name, array in arrays.items():
+        if _dimension_names(array) == (name,):
+            names.add(name)
+        names.update(str(array.attrs.get("coordinates", "")).split())
+    return names
+
+
+def layers_of(
+    obj: Any, default: str = "x", storage_options: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """Layer names and inputs in ``obj``, for comparing many layers at once.
+
+    An ``xarray.Dataset`` or a netCDF file gives one layer per data variable; a zarr group
+    (object, path or URL) one per array, sorted by name, skipping coordinate arrays that xarray
+    writes; a mapping its items; a named DataArray itself; anything else is one layer called
+    ``default``. Zarr arrays with dimension names become DataArrays, so ``sample_dims``
+    applies to them.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> sorted(layers_of({"fc1": np.zeros((4, 2)), "fc2": np.ones((4, 3))}))
+    ['fc1', 'fc2']
+    """
+    if isinstance(obj, str | os.PathLike):
+        path = os.fspath(obj)
+        local = "://" not in path
+        if (local and os.path.isfile(path)) or path.lower().endswith(_NETCDF_SUFFIXES):
+            kwargs = {"storage_options": dict(storage_options)} if storage_options else {}
+            obj = xr.open_dataset(_local(path), chunks={}, **({} if local else kwargs))
+            if not obj.data_vars:
+                raise ValueError(f"{path!r} has no data variables")
+        else:
+            obj = _open_zarr(path, storage_options)
+            if isinstance(obj, zarr.Array):
+                name = path.rstrip("/").rsplit("/", 1)[-1] or default
+                return {name: _labelled(obj, name)}
+    if isinstance(obj, xr.Dataset):
+        return {str(k): v for k, v in obj.data_vars.items()}
+    if isinstance(obj, zarr.Group):
+        arrays = dict(sorted(obj.arrays()))
+        skip = _coordinate_names(arrays)
+        layers = {name: _labelled(a, name) for name, a in arrays.items() if name not in skip}
+        if not layers:
+            groups = sorted(obj.group_keys())
+            hint = f"; give one of its groups: {', '.join(groups)}" if groups else ""
+            raise ValueError(f"the zarr group at {obj.store_path} holds no arrays{hint}")
+        return layers
+    if isinstance(obj, Mapping):
+        return {str(k): v for k, v in obj.items()}
+    if isinstance(obj, xr.DataArray) and obj.name is not None:
+        return {str(obj.name): obj}
+    return {default: obj}
+
+
 def _check_dtype(dtype: np.dtype, name: str) -> None:
     if dtype.kind == "c":
         raise TypeError(f"{name} has complex dtype {dtype}; activations must be real numbers")
@@ -67,12 +154,27 @@ def _rows_chunk(shape: tuple[int, ...]) -> int:
     return max(1, min(shape[0], _TARGET_CHUNK_BYTES // row_bytes))
 
 
-def _open_zarr_path(path: str, storage_options: Mapping[str, Any] | None) -> zarr.Array:
+_NETCDF_SUFFIXES = (".nc", ".nc4", ".netcdf", ".cdf", ".h5", ".hdf5")
+
+
+def _local(path: str) -> str:
+    # Workers of a cluster have their own working directory, and zarr reads missing chunks as
+    # fill values: a relative path would silently give zeros there.
+    return path if "://" in path else os.path.abspath(path)
+
+
+def _open_zarr(path: str, storage_options: Mapping[str, Any] | None) -> zarr.Array | zarr.Group:
+    if "://" not in path and not os.path.exists(path):
+        raise FileNotFoundError(f"no zarr array or group at {path!r}")
     kwargs = {"storage_options": dict(storage_options)} if storage_options else {}
     try:
-        node = zarr.open(store=path, mode="r", **kwargs)
+        return zarr.open(store=_local(path), mode="r", **kwargs)
     except FileNotFoundError as err:
-        raise FileNotFoundError(f"no zarr array at {path!r}") from err
+        raise FileNotFoundError(f"no zarr array or group at {path!r}") from err
+
+
+def _open_zarr_path(path: str, storage_options: Mapping[str, Any] | None) -> zarr.Array:
+    node = _open_zarr(path, storage_options)
     if not isinstance(node, zarr.Array):
         names = sorted(node.array_keys())
         raise ValueError(
@@ -145,15 +247,7 @@ def as_layer(
         x = _open_zarr_path(os.fspath(x), storage_options)
     if isinstance(x, zarr.Array):
         _check_dtype(np.dtype(x.dtype), name)
-        # Name the graph by where the array lives, so that the same stored array given twice
-        # (e.g. opened twice) is recognised and read once.
-        token = tokenize(str(x.store), x.path, x.shape, x.chunks, str(x.dtype))
-        arr = da.from_array(
-            _ChunkReader(x, name),
-            chunks=x.chunks,
-            name=f"from-zarr-{token}",
-            meta=np.empty((0,) * x.ndim, dtype=x.dtype),
-        )
+        arr = _from_zarr(x, name)
     elif isinstance(x, da.Array):
         arr = x
     elif isinstance(x, np.ndarray):

@@ -126,7 +126,7 @@ def heatmap(
     ax.set_yticks(np.arange(len(rows)), labels=rows)
     ax.set_xlabel("layer_b")
     ax.set_ylabel("layer_a")
-    ax.set_title(textwrap.fill(str(grid.attrs.get("description", name)), 60), fontsize="medium")
+    ax.set_title(textwrap.fill(str(grid.attrs.get("description", name)), 45), fontsize="medium")
     colorbar = ax.figure.colorbar(image, ax=ax)
     colorbar.set_label(name)
     if annotate is None:

@@ -9,7 +9,7 @@ import xarray as xr
 import zarr
 
 import dask_repsim as dr
-from dask_repsim import METRICS
+from dask_repsim import DEFAULT_METRICS
 
 RNG = np.random.default_rng(7)
 N = 400
@@ -74,7 +74,7 @@ def test_grid_equals_pairwise_functions(kind, tmp_path):
     else:
         a, b = _group(NET_A, tmp_path / "a.zarr"), _group(NET_B, tmp_path / "b.zarr")
     ds = dr.compare(a, b)
-    assert set(ds.data_vars) == set(METRICS)
+    assert set(ds.data_vars) == set(DEFAULT_METRICS)
     assert sorted(ds.layer_a.values) == sorted(NET_A) and sorted(ds.layer_b.values) == sorted(NET_B)
     assert ds.attrs["n_samples"] == N
     for la in NET_A:

@@ -1,0 +1,356 @@
+"""The ``dask-repsim`` command: compare every layer of one network with every layer of another.
+
+::
+
+    dask-repsim compare A [B] [--metric M ...] [--sample-dims D ...] [--scheduler ADDRESS]
+                              [--out FILE.nc] [--plot FILE.png] [--json] [--progress] [--debug]
+
+``A`` and ``B`` are Zarr stores (local paths or fsspec URLs; a group gives one layer per array,
+an array one layer) or netCDF files (one layer per data variable). Without ``B``, ``A`` is
+compared with itself. All layers are read in one pass (:func:`dask_repsim.compare`), on local
+threads or, with ``--scheduler``, on a running Dask cluster.
+
+User errors (a missing path, an unknown metric, inputs with different numbers of samples) print
+one line ``dask-repsim: error: ...`` on stderr and exit with status 1 (2 for bad arguments);
+``--debug`` prints the traceback too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import os
+import sys
+import tempfile
+import traceback
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+import dask
+import xarray as xr
+
+from .api import DEFAULT_METRICS, METRICS, __version__, compare
+from .exceptions import RepsimWarning
+
+PROG = "dask-repsim"
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with errors on one line in the package's format."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{PROG}: error: {message} (see '{self.prog} --help')\n")
+
+
+def _parser() -> tuple[_Parser, _Parser]:
+    parser = _Parser(prog=PROG, description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    cmp = commands.add_parser(
+        "compare",
+        help="similarity of every layer of A with every layer of B",
+        description="Similarity of every layer of A with every layer of B, in one pass over "
+        "the data. Prints a table per metric (or JSON with --json).",
+    )
+    cmp.add_argument("a", metavar="A", help="Zarr group/array (path or URL) or netCDF file")
+    cmp.add_argument("b", metavar="B", nargs="?", help="the same for the other network; "
+                     "default: compare A with itself")
+    cmp.add_argument("--metric", "-m", action="append", metavar="M",
+                     help=f"metric to compute, repeatable or comma-separated; one of "
+                     f"{', '.join(METRICS)} (default: {', '.join(DEFAULT_METRICS)})")
+    cmp.add_argument("--sample-dims", "-s", action="append", metavar="D",
+                     help="dimension(s) indexing samples, repeatable or comma-separated, e.g. "
+                     "'sample,height,width' to fold a conv layer's positions into samples "
+                     "(default: 'sample', else each array's first dimension)")
+    cmp.add_argument("--pool", choices=("mean",),
+                     help="'mean': average conv layers' spatial dims away before comparing")
+    cmp.add_argument("--resize", action="store_true",
+                     help="with spatial positions folded into samples, interpolate smaller "
+                     "spatial grids up to the largest one")
+    cmp.add_argument("--spatial-dims", action="append", metavar="D",
+                     help="spatial dims for --pool and --resize (default: height,width)")
+    cmp.add_argument("--storage-option", action="append", metavar="KEY=VALUE", default=[],
+                     help="fsspec option for zarr URLs, repeatable, e.g. anon=true "
+                     "(VALUE is read as JSON when it parses, else as a string)")
+    cmp.add_argument("--nan-policy", choices=("raise", "omit"), default="raise",
+                     help="what to do with samples holding NaN or Inf (default: raise)")
+    cmp.add_argument("--scheduler", metavar="ADDRESS",
+                     help="address of a running Dask scheduler, e.g. tcp://10.0.0.5:8786 "
+                     "(default: local threads)")
+    cmp.add_argument("--out", "-o", type=Path, metavar="FILE.nc",
+                     help="save the result as netCDF")
+    cmp.add_argument("--plot", type=Path, metavar="FILE.png",
+                     help="save a heatmap per metric (needs matplotlib)")
+    cmp.add_argument("--json", action="store_true",
+                     help="print JSON {metric: {layer_a: {layer_b: value}}, 'n_samples': n}")
+    cmp.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                     help="show a progress bar on stderr (default: when stderr is a terminal)")
+    cmp.add_argument("--debug", action="store_true", help="show tracebacks of errors")
+    return parser, cmp
+
+
+def _split(values: Sequence[str] | None) -> list[str]:
+    """Flatten repeatable, comma-separated option values."""
+    return [v.strip() for value in values or () for v in value.split(",") if v.strip()]
+
+
+def _storage_options(items: Sequence[str], parser: _Parser) -> dict[str, Any]:
+    options = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            parser.error(f"--storage-option wants KEY=VALUE, not {item!r}")
+        try:
+            options[key] = json.loads(value)
+        except json.JSONDecodeError:
+            options[key] = value
+    return options
+
+
+def _distributed_get(client: Any) -> Callable[..., Any]:
+    """A Dask scheduler function that runs on ``client`` and shows its progress on stderr."""
+    from distributed import futures_of, progress
+
+    def get(dsk: Any, keys: Any, **kwargs: Any) -> Any:
+        packed = client.get(dsk, keys, sync=False, **kwargs)
+        futures = futures_of(packed)
+        try:
+            # the console progress bar writes to stdout, which belongs to the results
+            with contextlib.redirect_stdout(sys.stderr):
+                progress(futures, multi=False, notebook=False)
+            return client.gather(packed)
+        finally:
+            for future in futures:
+                future.release()
+
+    return get
+
+
+@contextlib.contextmanager
+def _progress(client: Any, show: bool | None) -> Iterator[None]:
+    if show is False or (show is None and not sys.stderr.isatty()):
+        yield
+    elif client is not None:
+        with dask.config.set(scheduler=_distributed_get(client)):
+            yield
+    else:
+        from dask.diagnostics import ProgressBar
+
+        # asked for explicitly: always shown; automatic: only for work long enough to watch
+        with ProgressBar(minimum=0 if show else 1.0, out=sys.stderr):
+            yield
+
+
+def _table(result: xr.Dataset) -> str:
+    rows = [str(v) for v in result.layer_a.values]
+    cols = [str(v) for v in result.layer_b.values]
+    corner = "layer_a \\ layer_b"
+    first = max(len(corner), *(len(r) for r in rows))
+    width = max(8, *(len(c) for c in cols))
+    lines = [f"n_samples: {result.attrs['n_samples']}"]
+    if result.attrs.get("n_samples_omitted"):
+        lines[0] += f" ({result.attrs['n_samples_omitted']} with NaN or Inf left out)"
+    for metric, grid in result.data_vars.items():
+        grid = grid.transpose("layer_a", "layer_b")
+        lines += ["", f"{metric}: {grid.attrs.get('description', '')}".rstrip(": ")]
+        lines.append(f"{corner:<{first}}  " + "  ".join(f"{c:>{width}}" for c in cols))
+        for row, values in zip(rows, grid.values, strict=True):
+            cells = "  ".join(f"{v:>{width}.4f}" for v in values)
+            lines.append(f"{row:<{first}}  {cells}")
+    return "\n".join(lines)
+
+
+def _json(result: xr.Dataset) -> str:
+    def number(v: float) -> float | None:
+        return float(v) if math.isfinite(v) else None  # JSON has no NaN
+
+    out: dict[str, Any] = {}
+    for metric, grid in result.data_vars.items():
+        grid = grid.transpose("layer_a", "layer_b")
+        out[str(metric)] = {
+            str(a): {str(b): number(v) for b, v in zip(grid.layer_b.values, row, strict=True)}
+            for a, row in zip(grid.layer_a.values, grid.values, strict=True)
+        }
+    out["n_samples"] = int(result.attrs["n_samples"])
+    out["n_samples_omitted"] = int(result.attrs.get("n_samples_omitted", 0))
+    return json.dumps(out, indent=2, allow_nan=False)
+
+
+def _plot_figure(result: xr.Dataset) -> Any:
+    from matplotlib.figure import Figure  # not pyplot: no GUI backend, no global state
+
+    from .plot import heatmap
+
+    metrics = list(result.data_vars)
+    ncols = min(len(metrics), 3)
+    nrows = math.ceil(len(metrics) / ncols)
+    na, nb = result.sizes["layer_a"], result.sizes["layer_b"]
+    panel = (max(4.0, 0.7 * nb + 2.5), max(3.0, 0.5 * na + 2.2))
+    fig = Figure(figsize=(panel[0] * ncols, panel[1] * nrows), layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    for ax, metric in zip(axes, metrics, strict=False):
+        heatmap(result, str(metric), ax=ax)
+    for ax in axes[len(metrics):]:
+        ax.set_axis_off()
+    return fig
+
+
+def _plot_format(path: Path) -> str:
+    from .plot import _require_matplotlib
+
+    _require_matplotlib()
+    from matplotlib.figure import Figure
+
+    fmt = path.suffix.lstrip(".").lower() or "png"
+    supported = Figure().canvas.get_supported_filetypes()
+    if fmt not in supported:
+        raise ValueError(f"cannot save a plot as {fmt!r}; use one of {', '.join(supported)}")
+    return fmt
+
+
+def _check_parent(path: Path | None) -> None:
+    if path is not None and not path.resolve().parent.is_dir():
+        raise FileNotFoundError(f"directory {str(path.parent)!r} does not exist (for {path})")
+
+
+@contextlib.contextmanager
+def _temporary_beside(path: Path) -> Iterator[Path]:
+    """A fresh file name in ``path``'s directory, removed unless the caller renamed it."""
+    fd, name = tempfile.mkstemp(dir=path.resolve().parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    # mkstemp makes the file private (0600); the result gets the usual permissions instead
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(name, 0o666 & ~umask)
+    try:
+        yield Path(name)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(name)
+
+
+def _save(result: xr.Dataset, out: Path | None, plot: Path | None, fmt: str | None) -> None:
+    """Write every output to a temporary file first, then rename them all into place.
+
+    A failure while writing any of them leaves no partial file, and earlier files at those
+    paths untouched.
+    """
+    with contextlib.ExitStack() as stack:
+        ready: list[tuple[Path, Path]] = []
+        if out is not None:
+            tmp = stack.enter_context(_temporary_beside(out))
+            result.to_netcdf(tmp, mode="w")
+            ready.append((tmp, out))
+        if plot is not None:
+            tmp = stack.enter_context(_temporary_beside(plot))
+            _plot_figure(result).savefig(tmp, format=fmt)
+            ready.append((tmp, plot))
+        for tmp, final in ready:
+            os.replace(tmp, final)
+
+
+def _compare(args: argparse.Namespace, parser: _Parser) -> int:
+    metrics = _split(args.metric) or list(DEFAULT_METRICS)
+    unknown = [m for m in metrics if m not in METRICS]
+    if unknown:
+        parser.error(f"unknown metric(s) {', '.join(unknown)}; choose from {', '.join(METRICS)}")
+    sample_dims = _split(args.sample_dims) or None
+    options = _storage_options(args.storage_option, parser)
+    # everything that can be checked before the (possibly long) computation is checked first
+    _check_parent(args.out)
+    _check_parent(args.plot)
+    fmt = _plot_format(args.plot) if args.plot is not None else None
+    with contextlib.ExitStack() as stack:
+        client = None
+        if args.scheduler:
+            from distributed import Client
+
+            client = stack.enter_context(Client(args.scheduler))
+        with _progress(client, args.progress):
+            result = compare(
+                args.a,
+                args.b,
+                metrics=metrics,
+                sample_dims=sample_dims,
+                pool=args.pool,
+                resize=args.resize,
+                spatial_dims=tuple(_split(args.spatial_dims)) or ("height", "width"),
+                nan_policy=args.nan_policy,
+                storage_options=options,
+            )
+    _save(result, args.out, args.plot, fmt)
+    print(_json(result) if args.json else _table(result))
+    return 0
+
+
+def _report_warnings(caught: list[warnings.WarningMessage]) -> None:
+    seen = set()
+    for w in caught:
+        text = " ".join(str(w.message).split())
+        if text not in seen:
+            seen.add(text)
+            print(f"{PROG}: warning: {text}", file=sys.stderr)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``dask-repsim`` command line; returns the exit status.
+
+    Parameters
+    ----------
+    argv
+        Arguments without the program name; default ``sys.argv[1:]``.
+
+    Returns
+    -------
+    int
+        0 on success, 1 on an error in the data or files, 2 on bad arguments.
+
+    Examples
+    --------
+    Two networks' activations in Zarr groups (one array per layer), every measure, the result
+    saved and drawn::
+
+        $ dask-repsim compare runs/net_a.zarr runs/net_b.zarr --out sim.nc --plot sim.png
+
+    A conv layer's positions folded into samples, on a running cluster, as JSON::
+
+        $ dask-repsim compare a.zarr/conv3 b.zarr/conv3 -m cka -m svcca \\
+              --sample-dims sample,height,width --scheduler tcp://10.0.0.5:8786 --json
+
+    From Python:
+
+    >>> main(["compare", "does-not-exist.zarr"])  # doctest: +SKIP
+    1
+    """
+    parser, compare_parser = _parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:  # --help, --version and argument errors
+        return exit_.code if isinstance(exit_.code, int) else int(exit_.code is not None)
+    debug = args.debug
+    with warnings.catch_warnings(record=True) as caught:
+        # the package's warnings are part of the answer: shown once each, as one line
+        warnings.simplefilter("always", RepsimWarning)
+        try:
+            return _compare(args, compare_parser)
+        except SystemExit as exit_:
+            return exit_.code if isinstance(exit_.code, int) else 1
+        except KeyboardInterrupt:
+            print(f"{PROG}: interrupted", file=sys.stderr)
+            return 130
+        except (ValueError, TypeError, OSError, ImportError, KeyError) as err:
+            if debug:
+                traceback.print_exc()
+            message = " ".join(str(err).split()) or type(err).__name__
+            print(f"{PROG}: error: {message}", file=sys.stderr)
+            return 1
+        finally:
+            _report_warnings(caught)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

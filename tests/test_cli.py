@@ -1,0 +1,402 @@
+"""The ``dask-repsim`` command line: end to end in subprocesses, error paths in process.
+
+Values are checked against :func:`dask_repsim.compare` and against float64 formulas written
+here from the papers (Kornblith et al. 2019 for CKA, Procrustes and R^2; Hotelling's canonical
+correlations via QR), on the values as stored.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import matplotlib.image
+import numpy as np
+import pytest
+import xarray as xr
+import zarr
+from conftest import write_zarr
+from sklearn.linear_model import LinearRegression
+from sklearn.metrics import r2_score
+
+import dask_repsim
+from dask_repsim import cli
+
+N = 120
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+EXE = shutil.which("dask-repsim", path=os.path.dirname(sys.executable))
+
+
+# --- independent references (float64, whole data in memory) --------------------------------
+
+
+def _centred(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float64).reshape(len(x), -1)
+    return x - x.mean(axis=0)
+
+
+def ref_cka(x, y) -> float:
+    x, y = _centred(x), _centred(y)
+    return np.linalg.norm(x.T @ y) ** 2 / (np.linalg.norm(x.T @ x) * np.linalg.norm(y.T @ y))
+
+
+def ref_procrustes(x, y) -> float:
+    x, y = _centred(x), _centred(y)
+    return np.linalg.norm(x.T @ y, ord="nuc") / (np.linalg.norm(x) * np.linalg.norm(y))
+
+
+def ref_mean_cca(x, y) -> float:
+    qx, _ = np.linalg.qr(_centred(x))
+    qy, _ = np.linalg.qr(_centred(y))
+    return float(np.linalg.svd(qx.T @ qy, compute_uv=False).mean())
+
+
+def ref_linear_regression(x, y) -> float:
+    x, y = _centred(x), _centred(y)
+    fitted = LinearRegression().fit(x, y).predict(x)
+    return r2_score(y, fitted, multioutput="variance_weighted")
+
+
+REFERENCES = {
+    "cka": ref_cka,
+    "procrustes": ref_procrustes,
+    "mean_cca": ref_mean_cca,
+    "linear_regression": ref_linear_regression,
+}
+
+
+# --- data -----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def stores(tmp_path_factory):
+    """Two networks' activation groups (float32 on disk, several chunks) and a short layer."""
+    root = tmp_path_factory.mktemp("cli")
+    rng = np.random.default_rng(7)
+    x = rng.normal(size=(N, 6))
+    data = {
+        "a": {
+            "dense": x,
+            "conv": rng.normal(size=(N, 3, 4, 4)) + x[:, :3, None, None],
+        },
+        "b": {
+            "dense": np.tanh(x @ rng.normal(size=(6, 5))) + 0.3 * rng.normal(size=(N, 5)),
+            "conv": rng.normal(size=(N, 2, 4, 4)) + x[:, 3:5, None, None],
+        },
+    }
+    dims = {"dense": None, "conv": ("sample", "channel", "height", "width")}
+    stored = {}
+    for net, layers in data.items():
+        for name, values in layers.items():
+            values = values.astype(np.float32)
+            write_zarr(root / f"{net}.zarr", name, values, (50,) + values.shape[1:], dims[name])
+            stored[net, name] = values.astype(np.float64)  # what is on disk, in float64
+    write_zarr(root / "short.zarr", "short", rng.normal(size=(N - 20, 4)), (50, 4))
+    return root, stored
+
+
+def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    command = [EXE] if EXE else [sys.executable, "-m", "dask_repsim.cli"]
+    return subprocess.run(
+        [*command, *args], cwd=cwd, capture_output=True, text=True, timeout=300
+    )
+
+
+def error_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.strip()]
+
+
+# --- end to end ----------------------------------------------------------------------------
+
+
+def test_console_script_is_installed():
+    assert EXE is not None and os.access(EXE, os.X_OK)
+
+
+def test_compare_groups_writes_netcdf_and_png(stores):
+    root, stored = stores
+    proc = run_cli("compare", "a.zarr", "b.zarr", "--out", "sim.nc", "--plot", "sim.png", cwd=root)
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr
+
+    with xr.open_dataset(root / "sim.nc") as saved:
+        saved = saved.load()
+    assert set(saved.data_vars) == set(dask_repsim.DEFAULT_METRICS)
+    assert list(saved.layer_a.values) == ["conv", "dense"]  # group arrays, sorted by name
+    assert list(saved.layer_b.values) == ["conv", "dense"]
+    assert saved.attrs["n_samples"] == N
+
+    direct = dask_repsim.compare(str(root / "a.zarr"), str(root / "b.zarr"))
+    for metric in dask_repsim.DEFAULT_METRICS:
+        np.testing.assert_allclose(saved[metric].values, direct[metric].values, rtol=0, atol=1e-12)
+    for metric, reference in REFERENCES.items():
+        for a in ("conv", "dense"):
+            for b in ("conv", "dense"):
+                expected = reference(stored["a", a], stored["b", b])
+                got = float(saved[metric].sel(layer_a=a, layer_b=b))
+                assert got == pytest.approx(expected, abs=1e-9), (metric, a, b)
+
+    # the table on stdout shows the same numbers, 4 decimals
+    lines = proc.stdout.splitlines()
+    header = lines.index(next(line for line in lines if line.startswith("cka:")))
+    assert lines[header + 1].split()[-2:] == ["conv", "dense"]
+    row = lines[header + 3].split()
+    assert row[0] == "dense"
+    expected = saved.cka.sel(layer_a="dense").values
+    np.testing.assert_allclose([float(v) for v in row[1:]], expected, atol=5e-5)
+
+    png = (root / "sim.png").read_bytes()
+    assert png[:8] == PNG_SIGNATURE
+    image = matplotlib.image.imread(root / "sim.png")
+    assert image.ndim == 3 and image.shape[2] in (3, 4)
+    assert image.shape[0] > 200 and image.shape[1] > 200
+    assert image[..., :3].std() > 0.05  # something is drawn
+    # no temporary files are left beside the outputs
+    assert not [p.name for p in root.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_json_single_arrays_folded_with_progress(stores):
+    root, stored = stores
+    proc = run_cli(
+        "compare", "a.zarr/conv", "b.zarr/conv", "-m", "cka", "--metric", "procrustes,mean_cca",
+        "--sample-dims", "sample,height,width", "--json", "--progress", cwd=root,
+    )
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert set(out) == {"cka", "procrustes", "mean_cca", "n_samples", "n_samples_omitted"}
+    assert out["n_samples"] == N * 16  # positions folded into samples
+    assert out["n_samples_omitted"] == 0
+
+    def folded(v):  # (sample, channel, h, w) -> (sample * h * w, channel)
+        return v.transpose(0, 2, 3, 1).reshape(-1, v.shape[1])
+
+    x, y = folded(stored["a", "conv"]), folded(stored["b", "conv"])
+    for metric in ("cka", "procrustes", "mean_cca"):
+        assert list(out[metric]) == ["conv"] and list(out[metric]["conv"]) == ["conv"]
+        expected = REFERENCES[metric](x, y)
+        assert out[metric]["conv"]["conv"] == pytest.approx(expected, abs=1e-9), metric
+    assert "100% Completed" in proc.stderr  # dask's progress bar, on stderr only
+    assert "Completed" not in proc.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        (["compare", "missing.zarr", "b.zarr"], 1, "missing.zarr"),
+        (["compare", "a.zarr", "b.zarr", "--metric", "cka,nope"], 2, "nope"),
+        (["compare", "a.zarr", "short.zarr"], 1, "different numbers of samples"),
+    ],
+    ids=["missing-path", "bad-metric", "mismatched-samples"],
+)
+def test_user_errors_are_one_line(stores, args, code, message):
+    root, _ = stores
+    proc = run_cli(*args, "--out", "failed.nc", cwd=root)
+    assert proc.returncode == code
+    lines = error_lines(proc.stderr)
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("dask-repsim: error: ")
+    assert message in lines[0]
+    assert "Traceback" not in proc.stderr
+    assert proc.stdout == ""
+    assert not (root / "failed.nc").exists()
+
+
+def test_debug_shows_traceback(stores):
+    root, _ = stores
+    proc = run_cli("compare", "a.zarr", "short.zarr", "--debug", cwd=root)
+    assert proc.returncode == 1
+    assert "Traceback (most recent call last)" in proc.stderr
+    assert "ValueError" in proc.stderr
+    assert error_lines(proc.stderr)[-1].startswith("dask-repsim: error: ")
+
+
+def test_distributed_scheduler(stores):
+    distributed = pytest.importorskip("distributed")
+    root, stored = stores
+    # threads in this process, reachable over TCP on loopback from the command's process; its
+    # working directory differs from the command's, so relative input paths must not leak
+    with distributed.LocalCluster(
+        n_workers=1, threads_per_worker=2, processes=False, protocol="tcp://",
+        host="127.0.0.1", dashboard_address=None,
+    ) as cluster:
+        proc = run_cli(
+            "compare", "a.zarr", "b.zarr", "-m", "cka", "--json", "--progress",
+            "--scheduler", cluster.scheduler_address, cwd=root,
+        )
+        prefixes = set(cluster.scheduler.task_prefixes)
+    assert proc.returncode == 0, proc.stderr
+    assert "repsim-chunk" in prefixes  # the statistics pass ran on the cluster
+    out = json.loads(proc.stdout)
+    for a in ("conv", "dense"):
+        for b in ("conv", "dense"):
+            expected = ref_cka(stored["a", a], stored["b", b])
+            assert out["cka"][a][b] == pytest.approx(expected, abs=1e-9)
+    assert "100% Completed" in proc.stderr  # distributed's progress bar, sent to stderr
+    assert "Completed" not in proc.stdout
+
+
+# --- in process: outputs are atomic, inputs of every kind ------------------------------------
+
+
+def test_failed_run_keeps_earlier_output(stores, tmp_path, capsys):
+    root, _ = stores
+    out = tmp_path / "sim.nc"
+    out.write_bytes(b"earlier result")
+    code = cli.main(["compare", str(root / "a.zarr"), str(root / "short.zarr"), "--out", str(out)])
+    assert code == 1
+    assert out.read_bytes() == b"earlier result"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sim.nc"]
+    err = capsys.readouterr().err
+    assert err.startswith("dask-repsim: error: ") and err.count("\n") == 1
+
+
+def test_failure_while_writing_leaves_no_partial_file(stores, tmp_path, monkeypatch, capsys):
+    root, _ = stores
+
+    def broken_to_netcdf(self, path, *args, **kwargs):
+        Path(path).write_bytes(b"\x89HDF half written")
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(xr.Dataset, "to_netcdf", broken_to_netcdf)
+    out = tmp_path / "sim.nc"
+    code = cli.main(["compare", str(root / "a.zarr"), "-m", "cka", "--out", str(out)])
+    assert code == 1
+    assert list(tmp_path.iterdir()) == []
+    assert "No space left on device" in capsys.readouterr().err
+
+
+def test_failure_in_plot_leaves_neither_output(stores, tmp_path, monkeypatch, capsys):
+    root, _ = stores
+    import dask_repsim.plot
+
+    def broken_heatmap(*args, **kwargs):
+        raise ValueError("cannot draw")
+
+    monkeypatch.setattr(dask_repsim.plot, "heatmap", broken_heatmap)
+    code = cli.main([
+        "compare", str(root / "a.zarr"), "-m", "cka",
+        "--out", str(tmp_path / "sim.nc"), "--plot", str(tmp_path / "sim.png"),
+    ])
+    assert code == 1
+    assert list(tmp_path.iterdir()) == []  # the netCDF written first was not put in place
+    assert capsys.readouterr().err == "dask-repsim: error: cannot draw\n"
+
+
+def test_outputs_checked_before_computing(stores, tmp_path, monkeypatch, capsys):
+    root, _ = stores
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("computed before checking the outputs")
+
+    monkeypatch.setattr(cli, "compare", must_not_run)
+    a = str(root / "a.zarr")
+    assert cli.main(["compare", a, "--plot", str(tmp_path / "sim.xyz")]) == 1
+    assert "cannot save a plot as 'xyz'" in capsys.readouterr().err
+    assert cli.main(["compare", a, "--out", str(tmp_path / "no" / "sim.nc")]) == 1
+    assert "does not exist" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_output_has_usual_permissions(stores, tmp_path, capsys):
+    root, _ = stores
+    out = tmp_path / "sim.nc"
+    assert cli.main(["compare", str(root / "a.zarr"), "-m", "cka", "--out", str(out)]) == 0
+    umask = os.umask(0)
+    os.umask(umask)
+    assert out.stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_self_comparison_and_table(stores, capsys):
+    root, stored = stores
+    assert cli.main(["compare", str(root / "b.zarr"), "-m", "cka", "-m", "procrustes"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == f"n_samples: {N}"
+    for metric in ("cka", "procrustes"):
+        start = next(i for i, line in enumerate(lines) if line.startswith(f"{metric}:"))
+        assert lines[start + 1].split()[-2:] == ["conv", "dense"]
+        for k, a in enumerate(("conv", "dense")):
+            row = lines[start + 2 + k].split()
+            assert row[0] == a
+            reference = REFERENCES[metric]
+            expected = [reference(stored["b", a], stored["b", b]) for b in ("conv", "dense")]
+            np.testing.assert_allclose([float(v) for v in row[1:]], expected, atol=5e-5)
+
+
+def test_netcdf_input(tmp_path, capsys):
+    rng = np.random.default_rng(3)
+    x, y = rng.normal(size=(80, 4)), rng.normal(size=(80, 3, 2))
+    ds = xr.Dataset(
+        {"fc": (("sample", "unit"), x), "pool": (("sample", "channel", "pos"), y)},
+        coords={"sample": np.arange(80)},
+    )
+    ds.to_netcdf(tmp_path / "acts.nc")
+    assert cli.main(["compare", str(tmp_path / "acts.nc"), "-m", "cka", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert sorted(out["cka"]) == ["fc", "pool"]  # data variables; the coordinate is not a layer
+    assert out["cka"]["fc"]["pool"] == pytest.approx(ref_cka(x, y), abs=1e-12)
+    assert out["cka"]["pool"]["pool"] == pytest.approx(1.0, abs=1e-12)
+
+
+def test_zarr_store_written_by_xarray_skips_coordinates(tmp_path, capsys):
+    rng = np.random.default_rng(4)
+    x, y = rng.normal(size=(60, 5)), rng.normal(size=(60, 3))
+    ds = xr.Dataset(
+        {"l1": (("sample", "u1"), x), "l2": (("sample", "u2"), y)},
+        coords={"sample": np.arange(60), "u1": np.arange(5), "label": ("sample", np.arange(60))},
+    )
+    ds.to_zarr(tmp_path / "acts.zarr", zarr_format=3, consolidated=False)
+    assert cli.main(["compare", str(tmp_path / "acts.zarr"), "-m", "cka", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert sorted(out["cka"]) == ["l1", "l2"]
+    assert out["cka"]["l1"]["l2"] == pytest.approx(ref_cka(x, y), abs=1e-12)
+
+
+def test_zarr_url(stores, capsys):
+    root, stored = stores
+    url = (root / "a.zarr").as_uri()  # file:// goes through fsspec like s3:// would
+    assert cli.main(["compare", url, "-m", "cka", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    expected = ref_cka(stored["a", "conv"], stored["a", "dense"])
+    assert out["cka"]["conv"]["dense"] == pytest.approx(expected, abs=1e-9)
+
+
+def test_group_of_groups_names_them(tmp_path, capsys):
+    root = zarr.open_group(tmp_path / "runs.zarr", mode="w")
+    root.create_group("net_a")
+    root.create_group("net_b")
+    assert cli.main(["compare", str(tmp_path / "runs.zarr")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("dask-repsim: error: ") and err.count("\n") == 1
+    assert "net_a, net_b" in err
+
+
+def test_repsim_warning_shown_once_as_one_line(tmp_path, capsys):
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(100, 4))
+    x[:, 2] = 1.0  # a dead unit: CCA-family measures leave it out and say so
+    write_zarr(tmp_path / "a.zarr", "dead", x, (50, 4))
+    write_zarr(tmp_path / "a.zarr", "live", rng.normal(size=(100, 3)), (50, 3))
+    code = cli.main(["compare", str(tmp_path / "a.zarr"), "-m", "mean_cca,pwcca"])
+    assert code == 0
+    lines = error_lines(capsys.readouterr().err)
+    assert len(lines) == 1
+    assert lines[0].startswith("dask-repsim: warning: dead: 1 of 4 units are constant")
+
+
+def test_bad_arguments_exit_2(capsys):
+    assert cli.main(["compare"]) == 2
+    assert cli.main(["frobnicate", "a.zarr"]) == 2
+    assert cli.main(["compare", "a.zarr", "--storage-option", "anon"]) == 2
+    err = error_lines(capsys.readouterr().err)
+    assert len(err) == 3 and all(line.startswith("dask-repsim: error: ") for line in err)
+
+
+def test_help_and_version(capsys):
+    assert cli.main(["--version"]) == 0
+    assert capsys.readouterr().out.strip() == f"dask-repsim {dask_repsim.__version__}"
+    assert cli.main(["compare", "--help"]) == 0
+    assert "--sample-dims" in capsys.readouterr().out

@@ -1,0 +1,121 @@
+"""Heatmaps of compare() results: what is drawn is the data, labelled by layer and metric."""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pytest
+import xarray as xr
+
+import dask_repsim
+from dask_repsim.plot import heatmap
+
+matplotlib = pytest.importorskip("matplotlib")
+matplotlib.use("Agg")
+import matplotlib.image  # noqa: E402
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _close_figures():
+    yield
+    plt.close("all")
+
+
+@pytest.fixture(scope="module")
+def result():
+    rng = np.random.default_rng(11)
+    x = rng.normal(size=(150, 5))
+    a = {"in": x, "hidden": np.maximum(x @ rng.normal(size=(5, 7)), 0), "out": x[:, :2]}
+    b = {"conv": rng.normal(size=(150, 2, 2, 2)), "fc": np.tanh(x @ rng.normal(size=(5, 4)))}
+    return dask_repsim.compare(a, b, metrics=["cka", "procrustes"])
+
+
+def labels(ticks) -> list[str]:
+    return [t.get_text() for t in ticks]
+
+
+def test_image_ticks_colorbar_title(result):
+    ax = heatmap(result, "procrustes")
+    (image,) = ax.images
+    # the image is the grid itself: layer_a down the rows, layer_b across the columns
+    np.testing.assert_array_equal(np.asarray(image.get_array()), result.procrustes.values)
+    assert labels(ax.get_yticklabels()) == ["in", "hidden", "out"]
+    assert labels(ax.get_xticklabels()) == ["conv", "fc"]
+    assert list(ax.get_yticks()) == [0, 1, 2] and list(ax.get_xticks()) == [0, 1]
+    assert ax.get_xlabel() == "layer_b" and ax.get_ylabel() == "layer_a"
+    assert image.colorbar is not None
+    assert image.colorbar.ax.get_ylabel() == "procrustes"
+    assert image.get_clim() == (0.0, 1.0)
+    assert " ".join(ax.get_title().split()) == result.procrustes.attrs["description"]
+
+
+def test_small_grid_is_annotated_with_its_values(result):
+    ax = heatmap(result, "cka")
+    values = result.cka.values
+    assert len(ax.texts) == values.size
+    for text in ax.texts:
+        col, row = text.get_position()
+        assert text.get_text() == f"{values[int(row), int(col)]:.2f}"
+    assert {(int(t.get_position()[1]), int(t.get_position()[0])) for t in ax.texts} == {
+        (i, j) for i in range(values.shape[0]) for j in range(values.shape[1])
+    }
+    assert len(heatmap(result, "cka", annotate=False).texts) == 0
+
+
+def test_large_grid_is_not_annotated_unless_asked():
+    rng = np.random.default_rng(0)
+    names = [f"l{i}" for i in range(13)]
+    grid = xr.Dataset(
+        {"cka": (("layer_a", "layer_b"), rng.uniform(size=(13, 13)))},
+        coords={"layer_a": names, "layer_b": names},
+    )
+    assert len(heatmap(grid, "cka").texts) == 0
+    assert len(heatmap(grid, "cka", annotate=True).texts) == 13 * 13
+    twelve = grid.isel(layer_a=slice(12), layer_b=slice(12))
+    assert len(heatmap(twelve, "cka").texts) == 12 * 12
+
+
+def test_draws_into_given_axes_and_saves_png(result, tmp_path):
+    fig, (left, right) = plt.subplots(1, 2)
+    assert heatmap(result, "cka", ax=right, vmin=None, vmax=None, cmap="magma") is right
+    assert not left.images
+    image = right.images[0]
+    values = result.cka.values
+    assert image.get_clim() == pytest.approx((values.min(), values.max()))
+    assert image.get_cmap().name == "magma"
+    fig.savefig(tmp_path / "cka.png")
+    data = (tmp_path / "cka.png").read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    png = matplotlib.image.imread(tmp_path / "cka.png")
+    width, height = fig.get_size_inches() * fig.dpi
+    assert png.shape[:2] == (round(height), round(width))
+
+
+def test_dataarray_and_single_metric_dataset(result):
+    ax = heatmap(result.cka)
+    np.testing.assert_array_equal(np.asarray(ax.images[0].get_array()), result.cka.values)
+    assert ax.images[0].colorbar.ax.get_ylabel() == "cka"
+    transposed = heatmap(result[["cka"]].transpose("layer_b", "layer_a"))
+    np.testing.assert_array_equal(
+        np.asarray(transposed.images[0].get_array()), result.cka.values
+    )
+
+
+def test_bad_requests(result):
+    with pytest.raises(ValueError, match="several metrics"):
+        heatmap(result)
+    with pytest.raises(ValueError, match="'svcca' is not in the result"):
+        heatmap(result, "svcca")
+    with pytest.raises(ValueError, match="layer_a"):
+        heatmap(xr.DataArray(np.zeros((2, 2)), dims=("x", "y")))
+    with pytest.raises(TypeError):
+        heatmap(np.zeros((2, 2)), "cka")
+
+
+def test_missing_matplotlib_says_how_to_install(result, monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    monkeypatch.setitem(sys.modules, "matplotlib.pyplot", None)
+    with pytest.raises(ImportError, match=r"pip install dask-repsim\[plot\]"):
+        heatmap(result, "cka")
