@@ -20,7 +20,8 @@ from . import cca as _cca
 from . import cka as _cka
 from . import neurons as _neurons
 from .inputs import Layer, as_layer, layers_of
-from .statistics import Pair, comoments, pair, sides
+from .statistics import Pair, Statistics, comoments, grouped_comoments, pair, sides
+from .uncertainty import jackknife, jackknife_interval, replicate, total
 
 SampleDims = Sequence[Hashable] | str | None
 
@@ -28,6 +29,18 @@ try:
     __version__ = version("dask-repsim")
 except PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "unknown"
+
+
+#: default number of sample groups for jackknife intervals
+JACKKNIFE_GROUPS = 25
+
+
+def _pair_layers(x: Any, y: Any, **kw: Any) -> list[Layer]:
+    return _distinct([as_layer(x, name="x", **kw), as_layer(y, name="y", **kw)])
+
+
+def _pair_of(stats: Statistics, layers: Sequence[Layer]) -> Pair:
+    return pair(stats, sides(stats, [layer.name for layer in layers]), 0, len(layers) - 1)
 
 
 def _pair(
@@ -38,10 +51,49 @@ def _pair(
     storage_options: Mapping[str, Any] | None = None,
     nan_policy: str = "raise",
 ) -> Pair:
-    kw = {"sample_dims": sample_dims, "storage_options": storage_options}
-    layers = _distinct([as_layer(x, name="x", **kw), as_layer(y, name="y", **kw)])
-    stats = comoments(layers, nan_policy=nan_policy)
-    return pair(stats, sides(stats, [layer.name for layer in layers]), 0, len(layers) - 1)
+    layers = _pair_layers(x, y, sample_dims=sample_dims, storage_options=storage_options)
+    return _pair_of(comoments(layers, nan_policy=nan_policy), layers)
+
+
+def _options(scope: dict[str, Any]) -> dict[str, Any]:
+    """The input and interval options of a public function, from its locals()."""
+    names = ("sample_dims", "storage_options", "nan_policy", "interval", "level", "groups")
+    return {k: scope[k] for k in names}
+
+
+def _float_result(measure: Callable[[Pair], float], x: Any, y: Any, **options: Any) -> float:
+    result = _evaluate(measure, x, y, **options)
+    return result if options["interval"] is None else jackknife(*result, options["level"])
+
+
+def _check_interval(interval: str | None) -> None:
+    if interval not in (None, "jackknife"):
+        raise ValueError(f"interval must be None or 'jackknife', not {interval!r}")
+
+
+def _evaluate(
+    measure: Callable[[Pair], Any],
+    x: Any,
+    y: Any,
+    *,
+    sample_dims: SampleDims,
+    storage_options: Mapping[str, Any] | None,
+    nan_policy: str,
+    interval: str | None = None,
+    level: float = 0.95,
+    groups: int = JACKKNIFE_GROUPS,
+) -> Any:
+    """``measure`` of the pair (x, y) from one pass; with ``interval``, a jackknife Estimate."""
+    _check_interval(interval)
+    layers = _pair_layers(x, y, sample_dims=sample_dims, storage_options=storage_options)
+    if interval is None:
+        return measure(_pair_of(comoments(layers, nan_policy=nan_policy), layers))
+    parts = grouped_comoments(layers, groups=groups, nan_policy=nan_policy)
+
+    def of(stats: Statistics) -> Any:
+        return measure(_pair_of(stats, layers))
+
+    return of(total(parts)), replicate(of, parts)
 
 
 def _distinct(layers: list[Layer]) -> list[Layer]:
@@ -60,6 +112,9 @@ def cka(
     sample_dims: SampleDims = None,
     storage_options: Mapping[str, Any] | None = None,
     nan_policy: str = "raise",
+    interval: str | None = None,
+    level: float = 0.95,
+    groups: int = JACKKNIFE_GROUPS,
 ) -> float:
     """Linear centred kernel alignment (CKA) between two layers' activations.
 
@@ -79,12 +134,17 @@ def cka(
         Passed to fsspec when ``x`` or ``y`` is a zarr URL.
     nan_policy
         ``"raise"`` (default) or ``"omit"`` (leave samples with NaN/Inf out of both inputs).
+    interval, level, groups
+        ``interval="jackknife"``: also a delete-a-group jackknife standard error and a
+        ``level`` interval over ``groups`` contiguous ranges of samples, from the same pass
+        (:mod:`dask_repsim.uncertainty`). Every measure takes these.
 
     Returns
     -------
     float
         In [0, 1] (debiased: about [0, 1]); 1 when Y is an orthogonal transform and isotropic
-        scaling of X.
+        scaling of X. With ``interval``, an :class:`~dask_repsim.uncertainty.Estimate`: a float
+        with ``.stderr``, ``.ci_low``, ``.ci_high``, ``.n_groups``.
 
     Notes
     -----
@@ -110,8 +170,8 @@ def cka(
     >>> round(cka(x, 3 * x @ q), 6)
     1.0
     """
-    p = _pair(x, y, sample_dims=sample_dims, storage_options=storage_options, nan_policy=nan_policy)
-    return _cka.debiased_linear_cka(p) if debiased else _cka.linear_cka(p)
+    measure = _cka.debiased_linear_cka if debiased else _cka.linear_cka
+    return _float_result(measure, x, y, **_options(locals()))
 
 
 def cca(
@@ -121,6 +181,9 @@ def cca(
     sample_dims: SampleDims = None,
     storage_options: Mapping[str, Any] | None = None,
     nan_policy: str = "raise",
+    interval: str | None = None,
+    level: float = 0.95,
+    groups: int = JACKKNIFE_GROUPS,
 ) -> _cca.CCAResult:
     """Canonical correlation analysis between two layers' activations.
 
@@ -155,8 +218,10 @@ def cca(
     >>> np.round(cca(x, y).rho, 6)
     array([1., 1., 1., 1.])
     """
-    p = _pair(x, y, sample_dims=sample_dims, storage_options=storage_options, nan_policy=nan_policy)
-    return _cca.cca(p)
+    result = _evaluate(lambda p: _cca.cca(p).rho, x, y, **_options(locals()))
+    if interval is None:
+        return _cca.CCAResult(result)
+    return _cca.CCAResult(result[0], replicates=tuple(result[1]), level=level)
 
 
 def svcca(
@@ -169,6 +234,9 @@ def svcca(
     sample_dims: SampleDims = None,
     storage_options: Mapping[str, Any] | None = None,
     nan_policy: str = "raise",
+    interval: str | None = None,
+    level: float = 0.95,
+    groups: int = JACKKNIFE_GROUPS,
 ) -> float:
     """Singular vector CCA (Raghu et al. 2017): CCA on each side's top singular directions.
 
@@ -201,8 +269,10 @@ def svcca(
     >>> round(svcca(x, y, keep=0.99), 4)
     1.0
     """
-    p = _pair(x, y, sample_dims=sample_dims, storage_options=storage_options, nan_policy=nan_policy)
-    return _cca.svcca(p, keep=keep, spectrum=spectrum, center=center)
+    def measure(p: Pair) -> float:
+        return _cca.svcca(p, keep=keep, spectrum=spectrum, center=center)
+
+    return _float_result(measure, x, y, **_options(locals()))
 
 
 def pwcca(
@@ -213,6 +283,9 @@ def pwcca(
     sample_dims: SampleDims = None,
     storage_options: Mapping[str, Any] | None = None,
     nan_policy: str = "raise",
+    interval: str | None = None,
+    level: float = 0.95,
+    groups: int = JACKKNIFE_GROUPS,
 ) -> float:
     """Projection-weighted CCA (Morcos, Raghu & Bengio 2018).
 
@@ -239,8 +312,8 @@ def pwcca(
     """
     if definition not in ("paper", "reference"):
         raise ValueError(f"definition must be 'paper' or 'reference', not {definition!r}")
-    p = _pair(x, y, sample_dims=sample_dims, storage_options=storage_options, nan_policy=nan_policy)
-    return _cca.pwcca(p) if definition == "paper" else _cca.pwcca_reference(p)
+    measure = _cca.pwcca if definition == "paper" else _cca.pwcca_reference
+    return _float_result(measure, x, y, **_options(locals()))
 
 
 def linear_regression(
@@ -250,6 +323,9 @@ def linear_regression(
     sample_dims: SampleDims = None,
     storage_options: Mapping[str, Any] | None = None,
     nan_policy: str = "raise",
+    interval: str | None = None,
+    level: float = 0.95,
+    groups: int = JACKKNIFE_GROUPS,
 ) -> float:
     """Fraction of y's variance explained by a least-squares linear fit (with intercept) from x.
 
@@ -264,8 +340,7 @@ def linear_regression(
     >>> round(linear_regression(x, np.hstack([x, rng.normal(size=(1000, 3))])), 2)
     0.5
     """
-    p = _pair(x, y, sample_dims=sample_dims, storage_options=storage_options, nan_policy=nan_policy)
-    return _cca.linear_regression(p)
+    return _float_result(_cca.linear_regression, x, y, **_options(locals()))
 
 
 def procrustes(
@@ -275,6 +350,9 @@ def procrustes(
     sample_dims: SampleDims = None,
     storage_options: Mapping[str, Any] | None = None,
     nan_policy: str = "raise",
+    interval: str | None = None,
+    level: float = 0.95,
+    groups: int = JACKKNIFE_GROUPS,
 ) -> float:
     """Orthogonal Procrustes similarity ``||X_c^T Y_c||_* / (||X_c||_F ||Y_c||_F)``.
 
@@ -291,8 +369,7 @@ def procrustes(
     >>> round(procrustes(x, 2 * x @ q), 6)
     1.0
     """
-    p = _pair(x, y, sample_dims=sample_dims, storage_options=storage_options, nan_policy=nan_policy)
-    return _cka.procrustes(p)
+    return _float_result(_cka.procrustes, x, y, **_options(locals()))
 
 
 #: name -> (function of a Pair, description stored in the result's attrs)
@@ -380,6 +457,9 @@ def compare(
     spatial_dims: Sequence[Hashable] = ("height", "width"),
     storage_options: Mapping[str, Any] | None = None,
     nan_policy: str = "raise",
+    interval: str | None = None,
+    level: float = 0.95,
+    groups: int = JACKKNIFE_GROUPS,
 ) -> xr.Dataset:
     """Several measures for every pair of layers of ``a`` and ``b``, from one pass over the data.
 
@@ -405,6 +485,10 @@ def compare(
         When spatial positions are folded into samples, layers need the same grid: ``True``
         interpolates (linearly, on pixel centres) every smaller ``spatial_dims`` grid up to the
         largest one among xarray inputs.
+    interval, level, groups
+        ``interval="jackknife"`` adds ``<metric>_stderr``, ``<metric>_low`` and
+        ``<metric>_high`` variables: a delete-a-group jackknife over ``groups`` contiguous
+        ranges of samples, from the same pass.
 
     Returns
     -------
@@ -464,25 +548,51 @@ def compare(
             f"{n_small}; if spatial positions are folded into samples, use pool='mean', "
             "resize=True, or fold fewer sample_dims"
         )
-    stats = comoments(layers, nan_policy=nan_policy)
-    layer_sides = sides(stats, [layer.name for layer in layers])
-    values = {m: np.empty((len(rows), len(cols))) for m in metrics}
-    for i, ra in enumerate(rows):
-        for j, cb in enumerate(cols):
-            p = pair(stats, layer_sides, ra, cb)
-            for m in metrics:
-                values[m][i, j] = METRICS[m][0](p)
-    ds = xr.Dataset(
-        {
-            m: (("layer_a", "layer_b"), values[m], {"long_name": m, "description": METRICS[m][1]})
-            for m in metrics
-        },
-        coords={"layer_a": list(inputs_a), "layer_b": list(inputs_b)},
-        attrs={
-            "n_samples": stats.count,
-            "n_samples_omitted": stats.omitted,
-            "dask_repsim_version": __version__,
-            "metrics": ", ".join(metrics),
-        },
+    _check_interval(interval)
+    names = [layer.name for layer in layers]
+
+    def grid(stats: Statistics) -> np.ndarray:
+        """metrics x rows x cols values from one set of statistics."""
+        layer_sides = sides(stats, names)
+        out = np.empty((len(metrics), len(rows), len(cols)))
+        for i, ra in enumerate(rows):
+            for j, cb in enumerate(cols):
+                p = pair(stats, layer_sides, ra, cb)
+                for k, m in enumerate(metrics):
+                    out[k, i, j] = METRICS[m][0](p)
+        return out
+
+    dims = ("layer_a", "layer_b")
+    if interval is None:
+        stats = comoments(layers, nan_policy=nan_policy)
+        values = grid(stats)
+    else:
+        parts = grouped_comoments(layers, groups=groups, nan_policy=nan_policy)
+        stats = total(parts)
+        values = grid(stats)
+        reps = np.stack(replicate(grid, parts))
+    variables = {
+        m: (dims, values[k], {"long_name": m, "description": METRICS[m][1]})
+        for k, m in enumerate(metrics)
+    }
+    attrs = {
+        "n_samples": stats.count,
+        "n_samples_omitted": stats.omitted,
+        "dask_repsim_version": __version__,
+        "metrics": ", ".join(metrics),
+    }
+    if interval is not None:
+        stderr, low, high = jackknife_interval(values, reps, level)
+        texts = {
+            "stderr": "jackknife standard error",
+            "low": f"lower end of the {level:.0%} jackknife interval",
+            "high": f"upper end of the {level:.0%} jackknife interval",
+        }
+        for k, m in enumerate(metrics):
+            for suffix, arr in (("stderr", stderr), ("low", low), ("high", high)):
+                text = f"{texts[suffix]} of {m}"
+                variables[f"{m}_{suffix}"] = (dims, arr[k], {"long_name": text})
+        attrs.update(interval="jackknife", level=level, n_groups=len(parts))
+    return xr.Dataset(
+        variables, coords={"layer_a": list(inputs_a), "layer_b": list(inputs_b)}, attrs=attrs
     )
-    return ds

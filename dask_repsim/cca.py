@@ -11,6 +11,7 @@ Canonical correlations are the singular values of ``Wx^T Mxy Wy`` where ``Wx^T M
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,6 +19,7 @@ from scipy.linalg import solve_triangular
 
 from .exceptions import RepsimWarning
 from .statistics import RANK_RTOL, Pair, Side
+from .uncertainty import jackknife
 
 
 @dataclass(frozen=True)
@@ -31,16 +33,25 @@ class CCAResult:
     """
 
     rho: np.ndarray
+    #: canonical correlations of each leave-one-group-out jackknife replicate, if asked for
+    replicates: tuple[np.ndarray, ...] = ()
+    level: float = 0.95
+
+    def _summary(self, f: Callable[[np.ndarray], float]) -> float:
+        value = float(f(self.rho))
+        if not self.replicates:
+            return value
+        return jackknife(value, [f(r) for r in self.replicates], self.level)
 
     @property
     def mean(self) -> float:
         """Mean of all canonical correlations (Raghu et al. 2017's SVCCA summary, rho-bar)."""
-        return float(np.mean(self.rho))
+        return self._summary(np.mean)
 
     @property
     def r2(self) -> float:
         """Mean of the squared canonical correlations (R^2_CCA of Kornblith et al. 2019)."""
-        return float(np.mean(self.rho**2))
+        return self._summary(lambda r: np.mean(r**2))
 
     def truncated_mean(self, threshold: float = 0.98) -> float:
         """Mean of the leading correlations holding ``threshold`` of their sum.

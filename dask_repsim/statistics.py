@@ -197,8 +197,26 @@ def _merge_all(*parts: Statistics) -> Statistics:
     return out
 
 
-def _chunk(offset: int, *blocks: np.ndarray) -> Statistics:
-    return Statistics.from_chunk(blocks, offset)
+def _chunk(offset: int, bounds: np.ndarray, *blocks: np.ndarray) -> dict[int, Statistics]:
+    """Statistics of one row block, one entry per sample group the block overlaps."""
+    out = {}
+    stop_all = offset + blocks[0].shape[0]
+    start = offset
+    group = int(np.searchsorted(bounds, offset, side="right")) - 1
+    while start < stop_all:
+        stop = min(int(bounds[group + 1]), stop_all)
+        rows = slice(start - offset, stop - offset)
+        out[group] = Statistics.from_chunk([b[rows] for b in blocks], start)
+        start, group = stop, group + 1
+    return out
+
+
+def _merge_groups(*parts: dict[int, Statistics]) -> dict[int, Statistics]:
+    out: dict[int, Statistics] = {}
+    for part in parts:
+        for group, stats in part.items():
+            out[group] = Statistics.merge(out[group], stats) if group in out else stats
+    return out
 
 
 def _common_row_chunks(arrays: Sequence[da.Array]) -> tuple[int, ...]:
@@ -209,12 +227,17 @@ def _common_row_chunks(arrays: Sequence[da.Array]) -> tuple[int, ...]:
     return tuple(int(b) for b in np.diff(sorted(bounds)))
 
 
-def statistics_graph(layers: Sequence[Layer], *, split_every: int = SPLIT_EVERY):
+def statistics_graph(
+    layers: Sequence[Layer], *, split_every: int = SPLIT_EVERY, groups: int = 1
+):
     """The Dask tree reduction giving the :class:`Statistics` of ``layers``, not yet computed.
 
     Every chunk of every array is read once: the arrays are re-chunked (a graph operation, no
     extra read) to the common refinement of their row chunks and to full width, and each row
     block of all layers together makes one ``from_chunk`` task.
+
+    The result is a dict ``{g: Statistics}`` of ``groups`` contiguous, near-equal ranges of
+    samples (independent of the chunking); one group is the plain total.
     """
     counts = {layer.data.shape[0] for layer in layers}
     if len(counts) > 1:
@@ -225,18 +248,22 @@ def statistics_graph(layers: Sequence[Layer], *, split_every: int = SPLIT_EVERY)
         layer.data.rechunk({0: rows, 1: -1}).to_delayed(optimize_graph=False)[:, 0]
         for layer in layers
     ]
-    token = tokenize(*(layer.data.name for layer in layers), split_every)
+    n = layers[0].data.shape[0]
+    if not 1 <= groups <= n:
+        raise ValueError(f"groups must be between 1 and the {n} samples, not {groups}")
+    bounds = np.linspace(0, n, groups + 1).round().astype(np.int64)
+    token = tokenize(*(layer.data.name for layer in layers), split_every, groups)
     offsets = np.cumsum((0,) + rows)[:-1]
     parts = [
         dask.delayed(_chunk, pure=True)(
-            int(off), *(b[i] for b in blocks), dask_key_name=f"repsim-chunk-{token}-{i}"
+            int(off), bounds, *(b[i] for b in blocks), dask_key_name=f"repsim-chunk-{token}-{i}"
         )
         for i, off in enumerate(offsets)
     ]
     level = 0
     while len(parts) > 1:
         parts = [
-            dask.delayed(_merge_all, pure=True)(
+            dask.delayed(_merge_groups, pure=True)(
                 *parts[i : i + split_every], dask_key_name=f"repsim-merge-{token}-{level}-{i}"
             )
             for i in range(0, len(parts), split_every)
@@ -262,9 +289,34 @@ def comoments(
     >>> s.count, np.allclose(s.comoment, np.cov(x.T) * 99)
     (100, True)
     """
+    return grouped_comoments(layers, groups=1, nan_policy=nan_policy, split_every=split_every)[0]
+
+
+def grouped_comoments(
+    layers: Sequence[Layer],
+    *,
+    groups: int,
+    nan_policy: str = "raise",
+    split_every: int = SPLIT_EVERY,
+) -> list[Statistics]:
+    """The :class:`Statistics` of ``groups`` contiguous ranges of samples, from one pass.
+
+    Merging them gives :func:`comoments`' total; leaving one out gives jackknife replicates.
+    NaN/Inf are handled as in :func:`comoments`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from dask_repsim.inputs import as_layer
+    >>> x = np.random.default_rng(0).normal(size=(100, 3))
+    >>> [s.count for s in grouped_comoments([as_layer(x)], groups=3)]
+    [33, 34, 33]
+    """
     if nan_policy not in ("raise", "omit"):
         raise ValueError(f"nan_policy must be 'raise' or 'omit', not {nan_policy!r}")
-    (stats,) = dask.compute(statistics_graph(layers, split_every=split_every))
+    (parts,) = dask.compute(statistics_graph(layers, split_every=split_every, groups=groups))
+    parts = [parts[g] for g in sorted(parts)]
+    stats = _merge_all(*parts)
     if nan_policy == "raise" and (stats.first_nonfinite >= 0).any():
         bad = [
             (int(stats.first_nonfinite[i]), "NaN" if stats.nonfinite_is_nan[i] else "Inf", layer)
@@ -285,7 +337,7 @@ def comoments(
             RepsimWarning,
             stacklevel=3,
         )
-    return stats
+    return parts
 
 
 # Units whose standard deviation is below this fraction of their |mean| are constant (dead); their
