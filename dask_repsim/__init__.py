@@ -19,6 +19,7 @@ from .api import (
     pwcca,
     svcca,
 )
+from .capture import capture_activations
 from .cca import CCAResult
 from .exceptions import RepsimWarning
 from .neurons import cluster_units, match_units, sparse_prediction, unit_correlation
@@ -29,6 +30,7 @@ __all__ = [
     "CCAResult",
     "RepsimWarning",
     "__version__",
+    "capture_activations",
     "cca",
     "cka",
     "cluster_units",

@@ -213,8 +213,9 @@ def as_layer(
     """Wrap ``x`` as a lazy (samples, features) float-or-integer dask array.
 
     ``pool="mean"`` averages a conv layer's spatial positions away (in float64, inside the
-    pass): for a DataArray the ``spatial_dims`` it has, for a plain array every axis after the
-    second (the NCHW layout frameworks record).
+    pass): for a DataArray the ``spatial_dims`` it has (also as ``<layer>.height``, the names
+    :func:`~dask_repsim.capture.capture_activations` gives layers whose grids differ), for a
+    plain array every axis after the second (the NCHW layout frameworks record).
 
     Examples
     --------
@@ -232,7 +233,10 @@ def as_layer(
             )
         _check_dtype(x.dtype, name)
         if _pooling(pool):
-            pooled = [d for d in spatial_dims if d in features]
+            # a capture names a layer's own spatial dims "<layer>.height" when layers differ
+            pooled = [
+                d for d in features if any(d == s or str(d).endswith(f".{s}") for s in spatial_dims)
+            ]
             if pooled:
                 x = x.astype(np.float64).mean(pooled)
                 features = tuple(d for d in features if d not in pooled)
