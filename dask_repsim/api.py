@@ -18,7 +18,10 @@ import xarray as xr
 
 from . import cca as _cca
 from . import cka as _cka
+from . import kernels as _kernels
+from . import methods as _methods
 from . import neurons as _neurons
+from . import qr as _qr
 from .inputs import Layer, as_layer, layers_of
 from .statistics import Pair, Statistics, comoments, grouped_comoments, pair, sides
 from .uncertainty import jackknife, jackknife_interval, replicate, total
@@ -66,6 +69,19 @@ def _float_result(measure: Callable[[Pair], float], x: Any, y: Any, **options: A
     return result if options["interval"] is None else jackknife(*result, options["level"])
 
 
+def _qr_layers(method: str, x: Any, y: Any, **options: Any) -> tuple[Layer, Layer] | None:
+    """The two layers when the CCA-family ``method`` resolves to the QR path, else None."""
+    layers = _pair_layers(
+        x, y, sample_dims=options["sample_dims"], storage_options=options["storage_options"]
+    )
+    n, p, q = layers[0].data.shape[0], layers[0].data.shape[1], layers[-1].data.shape[1]
+    if _methods.choose("cca", method, n, p, q) == "covariance":
+        return None
+    if options["interval"] is not None or options["nan_policy"] != "raise":
+        raise ValueError("interval= and nan_policy='omit' need method='covariance'")
+    return layers[0], layers[-1]
+
+
 def _check_interval(interval: str | None) -> None:
     if interval not in (None, "jackknife"):
         raise ValueError(f"interval must be None or 'jackknife', not {interval!r}")
@@ -109,6 +125,11 @@ def cka(
     y: Any,
     *,
     debiased: bool = False,
+    kernel: str = "linear",
+    sigma: float = 0.8,
+    method: str = "auto",
+    batch_size: int = 1000,
+    seed: int = 0,
     sample_dims: SampleDims = None,
     storage_options: Mapping[str, Any] | None = None,
     nan_policy: str = "raise",
@@ -116,7 +137,7 @@ def cka(
     level: float = 0.95,
     groups: int = JACKKNIFE_GROUPS,
 ) -> float:
-    """Linear centred kernel alignment (CKA) between two layers' activations.
+    """Centred kernel alignment (CKA) between two layers' activations.
 
     Parameters
     ----------
@@ -127,6 +148,17 @@ def cka(
     debiased
         Use the unbiased HSIC estimator (Song et al. 2012) so that the value does not drift
         with the number of samples; needs at least 4 samples and can be slightly negative.
+    kernel, sigma
+        ``"linear"`` (default) or ``"rbf"``: Gaussian kernels with bandwidth ``sigma`` times
+        the median pairwise distance (Kornblith et al.'s ``gram_rbf``), computed exactly from
+        sample-space Gram blocks; the result also carries ``.median`` and ``.median_exact``
+        (above 20,000 samples the median comes from a seeded subsample).
+    method
+        ``"auto"`` (default: the cheapest exact path within the memory budget, see
+        :mod:`dask_repsim.methods`), ``"covariance"``, ``"gram"``, ``"tiled"``, or
+        ``"minibatch"``: an approximation (Nguyen et al. 2021) averaging unbiased HSIC over
+        minibatches of ``batch_size`` samples (order shuffled with ``seed``), returned with a
+        bootstrap interval (``.ci_low``, ``.ci_high``, ``.n_batches``, ``.approximate``).
     sample_dims
         For DataArrays, the dims that index samples (e.g. ``("sample", "height", "width")``
         to fold a conv layer's positions into samples); all others are features.
@@ -170,8 +202,29 @@ def cka(
     >>> round(cka(x, 3 * x @ q), 6)
     1.0
     """
-    measure = _cka.debiased_linear_cka if debiased else _cka.linear_cka
-    return _float_result(measure, x, y, **_options(locals()))
+    if kernel not in ("linear", "rbf"):
+        raise ValueError(f"kernel must be 'linear' or 'rbf', not {kernel!r}")
+    options = _options(locals())
+    layers = _pair_layers(x, y, sample_dims=sample_dims, storage_options=storage_options)
+    lx, ly = layers[0], layers[-1]
+    n, p, q = lx.data.shape[0], lx.data.shape[1], ly.data.shape[1]
+    chosen = _methods.choose("cka" if kernel == "linear" else "rbf_cka", method, n, p, q)
+    if chosen == "covariance":
+        measure = _cka.debiased_linear_cka if debiased else _cka.linear_cka
+        return _float_result(measure, x, y, **options)
+    if interval is not None or nan_policy != "raise":
+        raise ValueError(
+            f"interval= and nan_policy='omit' need method='covariance', not {chosen!r}"
+        )
+    if chosen == "minibatch":
+        return _kernels.minibatch_cka(
+            lx, ly, kernel=kernel, sigma=sigma, batch_size=batch_size, seed=seed, level=level
+        )
+    if kernel == "rbf":
+        return _kernels.rbf_cka(lx, ly, sigma, debiased=debiased, seed=seed)
+    if chosen == "gram":
+        return _kernels.gram_cka(lx, ly, debiased=debiased)
+    return _kernels.tiled_cka(lx, ly, debiased=debiased)
 
 
 def cca(
@@ -184,8 +237,17 @@ def cca(
     interval: str | None = None,
     level: float = 0.95,
     groups: int = JACKKNIFE_GROUPS,
+    method: str = "auto",
 ) -> _cca.CCAResult:
     """Canonical correlation analysis between two layers' activations.
+
+    Parameters
+    ----------
+    method
+        ``"auto"``/``"covariance"`` (default): from the co-moments. ``"qr"``: from a
+        tall-skinny QR of the centred data (Demmel et al. 2012), which does not square the
+        condition number: use it for ill-conditioned activations, where the co-moment path
+        loses digits (the same option exists on ``svcca``, ``pwcca``, ``linear_regression``).
 
     Returns
     -------
@@ -218,6 +280,9 @@ def cca(
     >>> np.round(cca(x, y).rho, 6)
     array([1., 1., 1., 1.])
     """
+    qr_pair = _qr_layers(method, x, y, **_options(locals()))
+    if qr_pair:
+        return _qr.cca(*qr_pair)
     result = _evaluate(lambda p: _cca.cca(p).rho, x, y, **_options(locals()))
     if interval is None:
         return _cca.CCAResult(result)
@@ -237,6 +302,7 @@ def svcca(
     interval: str | None = None,
     level: float = 0.95,
     groups: int = JACKKNIFE_GROUPS,
+    method: str = "auto",
 ) -> float:
     """Singular vector CCA (Raghu et al. 2017): CCA on each side's top singular directions.
 
@@ -269,6 +335,12 @@ def svcca(
     >>> round(svcca(x, y, keep=0.99), 4)
     1.0
     """
+    qr_pair = _qr_layers(method, x, y, **_options(locals()))
+    if qr_pair:
+        if not center:
+            raise ValueError("method='qr' takes the SVD of centred data only (center=True)")
+        return _qr.svcca(*qr_pair, keep=keep, spectrum=spectrum)
+
     def measure(p: Pair) -> float:
         return _cca.svcca(p, keep=keep, spectrum=spectrum, center=center)
 
@@ -286,6 +358,7 @@ def pwcca(
     interval: str | None = None,
     level: float = 0.95,
     groups: int = JACKKNIFE_GROUPS,
+    method: str = "auto",
 ) -> float:
     """Projection-weighted CCA (Morcos, Raghu & Bengio 2018).
 
@@ -312,6 +385,11 @@ def pwcca(
     """
     if definition not in ("paper", "reference"):
         raise ValueError(f"definition must be 'paper' or 'reference', not {definition!r}")
+    qr_pair = _qr_layers(method, x, y, **_options(locals()))
+    if qr_pair:
+        if definition != "paper":
+            raise ValueError("method='qr' computes the paper's definition only")
+        return _qr.pwcca(*qr_pair)
     measure = _cca.pwcca if definition == "paper" else _cca.pwcca_reference
     return _float_result(measure, x, y, **_options(locals()))
 
@@ -326,6 +404,7 @@ def linear_regression(
     interval: str | None = None,
     level: float = 0.95,
     groups: int = JACKKNIFE_GROUPS,
+    method: str = "auto",
 ) -> float:
     """Fraction of y's variance explained by a least-squares linear fit (with intercept) from x.
 
@@ -340,6 +419,9 @@ def linear_regression(
     >>> round(linear_regression(x, np.hstack([x, rng.normal(size=(1000, 3))])), 2)
     0.5
     """
+    qr_pair = _qr_layers(method, x, y, **_options(locals()))
+    if qr_pair:
+        return _qr.linear_regression(*qr_pair)
     return _float_result(_cca.linear_regression, x, y, **_options(locals()))
 
 

@@ -21,9 +21,10 @@ cancels catastrophically when activations have large means (ReLU layers).
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
+from typing import Any
 
 import dask
 import dask.array as da
@@ -227,17 +228,21 @@ def _common_row_chunks(arrays: Sequence[da.Array]) -> tuple[int, ...]:
     return tuple(int(b) for b in np.diff(sorted(bounds)))
 
 
-def statistics_graph(
-    layers: Sequence[Layer], *, split_every: int = SPLIT_EVERY, groups: int = 1
+def row_block_reduction(
+    layers: Sequence[Layer],
+    chunk: Callable[..., Any],
+    merge: Callable[..., Any],
+    *,
+    name: str,
+    split_every: int = SPLIT_EVERY,
+    args: tuple = (),
 ):
-    """The Dask tree reduction giving the :class:`Statistics` of ``layers``, not yet computed.
+    """A Dask tree reduction over row blocks of all layers together, not yet computed.
 
-    Every chunk of every array is read once: the arrays are re-chunked (a graph operation, no
-    extra read) to the common refinement of their row chunks and to full width, and each row
-    block of all layers together makes one ``from_chunk`` task.
-
-    The result is a dict ``{g: Statistics}`` of ``groups`` contiguous, near-equal ranges of
-    samples (independent of the chunking); one group is the plain total.
+    ``chunk(offset, *args, *blocks)`` runs once per row block (``blocks``: that block of every
+    layer, full width) and ``merge(*parts)`` combines up to ``split_every`` results. Every
+    chunk of every array is read once: the arrays are re-chunked (a graph operation, no extra
+    read) to the common refinement of their row chunks and to full width.
     """
     counts = {layer.data.shape[0] for layer in layers}
     if len(counts) > 1:
@@ -248,28 +253,41 @@ def statistics_graph(
         layer.data.rechunk({0: rows, 1: -1}).to_delayed(optimize_graph=False)[:, 0]
         for layer in layers
     ]
-    n = layers[0].data.shape[0]
-    if not 1 <= groups <= n:
-        raise ValueError(f"groups must be between 1 and the {n} samples, not {groups}")
-    bounds = np.linspace(0, n, groups + 1).round().astype(np.int64)
-    token = tokenize(*(layer.data.name for layer in layers), split_every, groups)
+    token = tokenize(*(layer.data.name for layer in layers), split_every, name, args)
     offsets = np.cumsum((0,) + rows)[:-1]
     parts = [
-        dask.delayed(_chunk, pure=True)(
-            int(off), bounds, *(b[i] for b in blocks), dask_key_name=f"repsim-chunk-{token}-{i}"
+        dask.delayed(chunk, pure=True)(
+            int(off), *args, *(b[i] for b in blocks), dask_key_name=f"{name}-chunk-{token}-{i}"
         )
         for i, off in enumerate(offsets)
     ]
     level = 0
     while len(parts) > 1:
         parts = [
-            dask.delayed(_merge_groups, pure=True)(
-                *parts[i : i + split_every], dask_key_name=f"repsim-merge-{token}-{level}-{i}"
+            dask.delayed(merge, pure=True)(
+                *parts[i : i + split_every], dask_key_name=f"{name}-merge-{token}-{level}-{i}"
             )
             for i in range(0, len(parts), split_every)
         ]
         level += 1
     return parts[0]
+
+
+def statistics_graph(
+    layers: Sequence[Layer], *, split_every: int = SPLIT_EVERY, groups: int = 1
+):
+    """The tree reduction giving the :class:`Statistics` of ``layers``, not yet computed.
+
+    The result is a dict ``{g: Statistics}`` of ``groups`` contiguous, near-equal ranges of
+    samples (independent of the chunking); one group is the plain total.
+    """
+    n = layers[0].data.shape[0]
+    if not 1 <= groups <= n:
+        raise ValueError(f"groups must be between 1 and the {n} samples, not {groups}")
+    bounds = np.linspace(0, n, groups + 1).round().astype(np.int64)
+    return row_block_reduction(
+        layers, _chunk, _merge_groups, name="repsim", split_every=split_every, args=(bounds,)
+    )
 
 
 def comoments(

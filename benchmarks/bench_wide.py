@@ -1,0 +1,195 @@
+"""Wide-layer benchmark: exact linear CKA by Gram blocks and by feature tiles, RBF CKA by Gram
+blocks, against the same formulas in memory with numpy.
+
+Two float32 Zarr v3 arrays X, Y (``--rows`` x ``--features``, flattened-conv-like ReLU features
+of shared latent factors) are written to ``benchmarks/data/``; a second pair (``--rbf-rows`` x
+``--rbf-features``) serves RBF CKA. Each step runs in its own Python process; reported are the
+wall time of the work (imports excluded) and the process's peak resident set size (``wait4``'s
+``ru_maxrss``, imports included). numpy steps are skipped when their arrays (data in float64
+and the two n x n Gram matrices) would exceed ``--numpy-limit-gb``.
+
+Examples
+--------
+::
+
+    python benchmarks/bench_wide.py                               # 20,000 x 16,384; 50,000 x 64
+    python benchmarks/bench_wide.py --rows 4000 --features 4096 --rbf-rows 10000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import zarr
+
+HERE = Path(__file__).resolve().parent
+LATENT = 64
+STEPS = {
+    "gram": "dask_repsim.kernels.gram_cka (Gram blocks)",
+    "tiled": "dask_repsim.kernels.tiled_cka (feature tiles)",
+    "numpy_linear": "numpy in memory: Gram matrices of centred data, HSIC",
+    "rbf": "dask_repsim.kernels.rbf_cka (Gram blocks)",
+    "numpy_rbf": "numpy in memory: gram_rbf + HSIC",
+}
+
+
+def _write_pair(path: Path, rows: int, features: int, seed: int, chunk_rows: int) -> None:
+    if (path / "zarr.json").exists():
+        return
+    rng = np.random.default_rng(seed)
+    ax = rng.normal(size=(LATENT, features)).astype(np.float32) / np.sqrt(LATENT)
+    ay = (ax + rng.normal(size=(LATENT, features)).astype(np.float32) / np.sqrt(LATENT)) / 2
+    root = zarr.open_group(path, mode="w")
+    arrays = [
+        root.create_array(
+            name,
+            shape=(rows, features),
+            chunks=(chunk_rows, features),
+            dtype="float32",
+            dimension_names=("sample", "unit"),
+        )
+        for name in ("x", "y")
+    ]
+    for start in range(0, rows, chunk_rows):
+        stop = min(rows, start + chunk_rows)
+        block = np.random.default_rng([seed, start])
+        z = block.standard_normal((stop - start, LATENT), dtype=np.float32)
+        for arr, a in zip(arrays, (ax, ay), strict=True):
+            noise = block.standard_normal((stop - start, features), dtype=np.float32)
+            arr[start:stop] = np.maximum(z @ a + 0.5 * noise, 0)
+
+
+def _numpy_cka(x: np.ndarray, y: np.ndarray, sigma: float | None) -> float:
+    def gram(a: np.ndarray) -> np.ndarray:
+        a = a - a.mean(axis=0)
+        k = a @ a.T
+        if sigma is None:
+            return k
+        sq = np.diag(k).copy()
+        k *= -2
+        k += sq[:, None]
+        k += sq[None, :]
+        k /= -2 * sigma**2 * np.median(k)
+        return np.exp(k, out=k)
+
+    def centre(k: np.ndarray) -> np.ndarray:
+        m = k.mean(axis=0)
+        k -= m[None, :]
+        k -= m[:, None]
+        k += m.mean()
+        return k
+
+    k = centre(gram(x))
+    g = centre(gram(y))
+    xy, xx, yy = (float(np.einsum("ij,ij->", a, b)) for a, b in ((k, g), (k, k), (g, g)))
+    return xy / np.sqrt(xx * yy)
+
+
+def run_step(step: str, path: str, sigma: float) -> dict:
+    from dask_repsim import kernels
+    from dask_repsim.inputs import as_layer
+
+    start = time.perf_counter()
+    extra = {}
+    if step.startswith("numpy"):
+        root = zarr.open_group(path, mode="r")
+        x = root["x"][...].astype(np.float64)
+        y = root["y"][...].astype(np.float64)
+        value = _numpy_cka(x, y, sigma if step == "numpy_rbf" else None)
+    else:
+        lx, ly = as_layer(f"{path}/x", name="x"), as_layer(f"{path}/y", name="y")
+        if step == "gram":
+            value = kernels.gram_cka(lx, ly)
+        elif step == "tiled":
+            value = kernels.tiled_cka(lx, ly)
+        else:
+            result = kernels.rbf_cka(lx, ly, sigma=sigma)
+            value = float(result)
+            extra = {"median_exact": result.median_exact}
+    return {"value": float(value), "seconds": time.perf_counter() - start, **extra}
+
+
+def _child(step: str, path: Path, sigma: float) -> dict:
+    cmd = [sys.executable, __file__, "--child", step, "--path", str(path), "--sigma", str(sigma)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+    out = proc.stdout.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    if status != 0:
+        return {"error": f"exit status {status}"}
+    result = json.loads(out.strip().splitlines()[-1])
+    result["peak_rss_gb"] = usage.ru_maxrss / 2**20  # KiB on Linux
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rows", type=int, default=20_000)
+    parser.add_argument("--features", type=int, default=16_384)
+    parser.add_argument("--rbf-rows", type=int, default=50_000)
+    parser.add_argument("--rbf-features", type=int, default=64)
+    parser.add_argument("--sigma", type=float, default=0.8)
+    parser.add_argument("--chunk-rows", type=int, default=1024)
+    parser.add_argument("--numpy-limit-gb", type=float, default=16.0)
+    parser.add_argument("--steps", default=",".join(STEPS))
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--path", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(run_step(args.child, args.path, args.sigma)))
+        return
+
+    wide = HERE / "data" / f"wide_n{args.rows}_p{args.features}.zarr"
+    narrow = HERE / "data" / f"wide_rbf_n{args.rbf_rows}_p{args.rbf_features}.zarr"
+    steps = args.steps.split(",")
+    if {"gram", "tiled", "numpy_linear"} & set(steps):
+        _write_pair(wide, args.rows, args.features, 0, args.chunk_rows)
+    if {"rbf", "numpy_rbf"} & set(steps):
+        _write_pair(narrow, args.rbf_rows, args.rbf_features, 1, args.chunk_rows * 8)
+
+    def numpy_gb(n: int, p: int) -> float:
+        return (2 * n * p * 8 + 2 * n * n * 8) / 1e9
+
+    lines = [
+        f"# bench_wide: {' '.join(sys.argv[1:]) or '(defaults)'}",
+        f"# {platform.node()} {os.cpu_count()} CPUs, Python {platform.python_version()}",
+        f"{'step':<13} {'shape':<18} {'value':>12} {'seconds':>9} {'peak GB':>8}  what",
+    ]
+    results = {}
+    for step in steps:
+        n, p, path = (
+            (args.rbf_rows, args.rbf_features, narrow)
+            if "rbf" in step
+            else (args.rows, args.features, wide)
+        )
+        shape = f"{n} x {p} (x2)"
+        if step.startswith("numpy") and numpy_gb(n, p) > args.numpy_limit_gb:
+            lines.append(f"{step:<13} {shape:<18} skipped: needs {numpy_gb(n, p):.1f} GB")
+            print(lines[-1], flush=True)
+            continue
+        r = _child(step, path, args.sigma)
+        results[step] = r
+        if "error" in r:
+            lines.append(f"{step:<13} {shape:<18} {r['error']}")
+        else:
+            lines.append(
+                f"{step:<13} {shape:<18} {r['value']:12.8f} {r['seconds']:9.1f} "
+                f"{r['peak_rss_gb']:8.2f}  {STEPS[step]}"
+                + ("" if r.get("median_exact", True) else " [sampled median]")
+            )
+        print(lines[-1], flush=True)
+    out = HERE / "results" / f"wide_{args.rows}x{args.features}_rbf{args.rbf_rows}.txt"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text("\n".join(lines) + "\n")
+    out.with_suffix(".json").write_text(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()
