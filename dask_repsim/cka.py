@@ -47,8 +47,9 @@ def debiased_linear_cka(pair: Pair) -> float:
     for name, value in ((pair.x.name, xx), (pair.y.name, yy)):
         if value <= 0:
             raise ValueError(
-                f"the unbiased HSIC of {name} with itself is {value:.3g} <= 0 at n={n}: too few "
-                "samples for debiased CKA; use debiased=False or more samples"
+                f"the unbiased HSIC of {name} with itself is {value:.3g} <= 0 at n={n}, so "
+                "debiased CKA is undefined here (too few samples, or a layer that varies in "
+                "only one or two samples); use debiased=False or more samples"
             )
     return float(xy / np.sqrt(xx * yy))
 

@@ -22,7 +22,9 @@ def activations(draw):
     q = draw(st.integers(1, 6))
     n = draw(st.integers(p + q + 6, 90))
     dtype = draw(st.sampled_from(["float64", "float32", "float16", "int16"]))
-    scale = 10.0 ** draw(st.integers(-2, 3 if dtype in ("float16", "int16") else 5))
+    # integers of a scale well above 1: rounding N(0, 0.01) to int16 gives spikes, not activations
+    low = 1 if dtype == "int16" else -2
+    scale = 10.0 ** draw(st.integers(low, 3 if dtype in ("float16", "int16") else 5))
     offset = draw(st.sampled_from([0.0, 1.0, 100.0]))
     seed = draw(st.integers(0, 2**32 - 1))
     rng = np.random.default_rng(seed)
@@ -65,6 +67,8 @@ def test_finite_bounded_symmetric_and_equal_across_input_kinds(data):
         _run(zx, zy),
     ):
         for metric in ref.data_vars:
+            # debiased CKA subtracts terms of similar size: compare it on an absolute scale
+            atol = 1e-7 if metric == "cka_debiased" else 1e-9
             np.testing.assert_allclose(
-                other[metric].item(), ref[metric].item(), rtol=1e-7, atol=1e-9, err_msg=metric
+                other[metric].item(), ref[metric].item(), rtol=1e-7, atol=atol, err_msg=metric
             )
