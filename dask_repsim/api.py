@@ -8,6 +8,7 @@ resulting small matrices.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
@@ -22,6 +23,7 @@ from . import kernels as _kernels
 from . import methods as _methods
 from . import neurons as _neurons
 from . import qr as _qr
+from .exceptions import RepsimWarning
 from .inputs import Layer, as_layer, layers_of
 from .statistics import Pair, Statistics, comoments, grouped_comoments, pair, sides
 from .uncertainty import jackknife, jackknife_interval, replicate, total
@@ -631,28 +633,52 @@ def compare(
             "resize=True, or fold fewer sample_dims"
         )
     _check_interval(interval)
-    names = [layer.name for layer in layers]
+    widths = [layer.data.shape[1] for layer in layers]
+    passes = _methods.plan_passes(widths, rows, cols, _methods.max_features())
+    if len(passes) > 1:
+        warnings.warn(
+            f"the {sum(widths)} features of all layers do not fit the memory budget together: "
+            f"computing the grid in {len(passes)} passes over the data (set dask config "
+            "'repsim.memory-budget' to change the budget)",
+            RepsimWarning,
+            stacklevel=2,
+        )
+    dims = ("layer_a", "layer_b")
+    shape = (len(metrics), len(rows), len(cols))
+    values = np.full(shape, np.nan)
+    reps = np.full((groups, *shape), np.nan) if interval else None
+    done = np.zeros((len(rows), len(cols)), dtype=bool)
+    for subset in passes:
+        todo = [
+            (i, j) for i, ra in enumerate(rows) for j, cb in enumerate(cols)
+            if not done[i, j] and ra in subset and cb in subset
+        ]
+        if not todo:
+            continue
+        position = {layer: k for k, layer in enumerate(subset)}
 
-    def grid(stats: Statistics) -> np.ndarray:
-        """metrics x rows x cols values from one set of statistics."""
-        layer_sides = sides(stats, names)
-        out = np.empty((len(metrics), len(rows), len(cols)))
-        for i, ra in enumerate(rows):
-            for j, cb in enumerate(cols):
-                p = pair(stats, layer_sides, ra, cb)
+        def grid(stats: Statistics, todo=todo, position=position, subset=subset) -> np.ndarray:
+            """metrics x rows x cols values (NaN outside ``todo``) from one pass's statistics."""
+            layer_sides = sides(stats, [layers[i].name for i in subset])
+            out = np.full(shape, np.nan)
+            for i, j in todo:
+                p = pair(stats, layer_sides, position[rows[i]], position[cols[j]])
                 for k, m in enumerate(metrics):
                     out[k, i, j] = METRICS[m][0](p)
-        return out
+            return out
 
-    dims = ("layer_a", "layer_b")
-    if interval is None:
-        stats = comoments(layers, nan_policy=nan_policy)
-        values = grid(stats)
-    else:
-        parts = grouped_comoments(layers, groups=groups, nan_policy=nan_policy)
-        stats = total(parts)
-        values = grid(stats)
-        reps = np.stack(replicate(grid, parts))
+        chosen = [layers[i] for i in subset]
+        mask = np.zeros(done.shape, dtype=bool)
+        mask[tuple(np.array(todo).T)] = True
+        if interval is None:
+            stats = comoments(chosen, nan_policy=nan_policy)
+            values = np.where(mask, grid(stats), values)
+        else:
+            parts = grouped_comoments(chosen, groups=groups, nan_policy=nan_policy)
+            stats = total(parts)
+            values = np.where(mask, grid(stats), values)
+            reps = np.where(mask, np.stack(replicate(grid, parts)), reps)
+        done |= mask
     variables = {
         m: (dims, values[k], {"long_name": m, "description": METRICS[m][1]})
         for k, m in enumerate(metrics)
@@ -662,6 +688,7 @@ def compare(
         "n_samples_omitted": stats.omitted,
         "dask_repsim_version": __version__,
         "metrics": ", ".join(metrics),
+        "n_passes": len(passes),
     }
     if interval is not None:
         stderr, low, high = jackknife_interval(values, reps, level)
@@ -674,7 +701,7 @@ def compare(
             for suffix, arr in (("stderr", stderr), ("low", low), ("high", high)):
                 text = f"{texts[suffix]} of {m}"
                 variables[f"{m}_{suffix}"] = (dims, arr[k], {"long_name": text})
-        attrs.update(interval="jackknife", level=level, n_groups=len(parts))
+        attrs.update(interval="jackknife", level=level, n_groups=groups)
     return xr.Dataset(
         variables, coords={"layer_a": list(inputs_a), "layer_b": list(inputs_b)}, attrs=attrs
     )

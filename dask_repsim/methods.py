@@ -89,3 +89,72 @@ def choose(measure: str, method: str, n: int, p: int, q: int) -> str:
             chosen = "gram" if n * n * (p + q) < n * (p + q) ** 2 / 2 else "tiled"
     logger.info("%s: method=%s (n=%d, p=%d, q=%d)", measure, chosen, n, p, q)
     return chosen
+
+
+def max_features() -> int:
+    """The widest joint array whose co-moments fit the memory budget."""
+    return int((memory_budget() / (_COPIES * 8)) ** 0.5)
+
+
+def _bins(items: list[int], widths: list[int], capacity: int) -> list[list[int]]:
+    """First-fit decreasing packing of layers into bins of at most ``capacity`` features."""
+    bins: list[list[int]] = []
+    room: list[int] = []
+    for i in sorted(items, key=lambda i: -widths[i]):
+        for b, free in enumerate(room):
+            if widths[i] <= free:
+                bins[b].append(i)
+                room[b] -= widths[i]
+                break
+        else:
+            bins.append([i])
+            room.append(capacity - widths[i])
+    return bins
+
+
+def plan_passes(
+    widths: list[int], rows: list[int], cols: list[int], capacity: int
+) -> list[list[int]]:
+    """Sets of layers, each narrow enough for one pass, that together hold every (row, col) pair.
+
+    One pass when everything fits. Otherwise the row layers and the column layers are packed
+    (first-fit decreasing) into bins, and each pass is one row bin with one column bin; when a
+    grid compares layers with themselves, bins of half the capacity are paired (i <= j). Of a few
+    ways to share the capacity between the sides, the one with the fewest passes is used.
+
+    Examples
+    --------
+    >>> plan_passes([100, 100, 100], [0, 1, 2], [0, 1, 2], capacity=1000)
+    [[0, 1, 2]]
+    >>> len(plan_passes([100, 100, 100, 100], [0, 1, 2, 3], [0, 1, 2, 3], capacity=200))
+    10
+    """
+    everything = sorted(set(rows) | set(cols))
+    if sum(widths[i] for i in everything) <= capacity:
+        return [everything]
+    widest = max(widths[r] for r in rows) + max(widths[c] for c in cols)
+    if widest > capacity:
+        raise ValueError(
+            f"two layers together have {widest} features, more than the {capacity} whose "
+            "co-moments fit the memory budget; compare them with cka(..., method='gram' or "
+            "'tiled'), or raise dask config 'repsim.memory-budget'"
+        )
+    best: list[list[int]] | None = None
+    if sorted(rows) == sorted(cols) and 2 * max(widths[i] for i in rows) <= capacity:
+        bins = _bins(list(rows), widths, capacity // 2)
+        best = [sorted(set(a) | set(b)) for k, a in enumerate(bins) for b in bins[k:]]
+    widest_row, widest_col = max(widths[r] for r in rows), max(widths[c] for c in cols)
+    splits = [int(capacity * s) for s in (0.25, 0.5, 0.75)] + [widest_row, capacity - widest_col]
+    for cap_rows in splits:
+        cap_cols = capacity - cap_rows
+        if cap_rows < widest_row or cap_cols < widest_col:
+            continue
+        plan = [
+            sorted(set(a) | set(b))
+            for a in _bins(list(rows), widths, cap_rows)
+            for b in _bins(list(cols), widths, cap_cols)
+        ]
+        if best is None or len(plan) < len(best):
+            best = plan
+    assert best is not None  # the split at widest_row always fits, as widest <= capacity
+    return best

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dask
 import dask.array as da
 import numpy as np
 import pytest
@@ -149,3 +150,27 @@ def test_result_saves_to_netcdf_and_zarr(tmp_path):
     xr.testing.assert_allclose(back.load(), ds)
     assert back.cka.attrs["description"].startswith("linear CKA")
     xr.testing.assert_allclose(xr.open_zarr(tmp_path / "grid.zarr").load(), ds)
+
+
+def test_grid_too_wide_for_the_budget_is_split_into_passes(counting_store):
+    """Within a small memory budget the grid takes several passes, says so, and gives the
+    same numbers (intervals included); each pass reads each of its chunks once."""
+    from conftest import write_zarr
+
+    rng = np.random.default_rng(3)
+    for i in range(4):
+        write_zarr(counting_store, f"l{i}", rng.normal(size=(300, 20 + 5 * i)), chunks=(64, 7))
+    group = zarr.open_group(counting_store, mode="r")
+    full = dr.compare(group, metrics=["cka", "pwcca"], interval="jackknife", groups=5)
+    assert full.attrs["n_passes"] == 1
+    counting_store.reads.clear()
+    with dask.config.set({"repsim.memory-budget": 32 * 80**2}):  # 80 of the 110 features
+        with pytest.warns(dr.RepsimWarning, match=r"110 features .* in \d+ passes"):
+            split = dr.compare(group, metrics=["cka", "pwcca"], interval="jackknife", groups=5)
+    assert split.attrs["n_passes"] > 1
+    xr.testing.assert_allclose(split, full.assign_attrs(n_passes=split.attrs["n_passes"]))
+    assert max(counting_store.chunk_reads().values()) <= split.attrs["n_passes"]
+    with dask.config.set({"repsim.memory-budget": 32 * 50**2}), pytest.raises(
+        ValueError, match="two layers together have"
+    ):
+        dr.compare(group, metrics=["cka"])
