@@ -150,3 +150,13 @@ def test_unknown_inputs_and_metrics():
         dr.cka([[1.0, 2.0]], X)
     with pytest.raises(ValueError, match="unknown metric"):
         dr.compare(X, Y, metrics=["cka", "nope"])
+
+
+def test_bfloat16_accumulates_in_float64():
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    x = (RNG.normal(size=(300, 4)) * 3).astype(ml_dtypes.bfloat16)
+    y = X[:100].repeat(3, axis=0)[:, :3]
+    ref = dr.cka(x.astype(np.float64), y)
+    np.testing.assert_allclose(dr.cka(x, y), ref, rtol=1e-12)
+    np.testing.assert_allclose(dr.cca(da.from_array(x, chunks=70), y).rho, dr.cca(
+        x.astype(np.float64), y).rho, rtol=1e-10)
