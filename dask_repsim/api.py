@@ -25,8 +25,15 @@ from . import neurons as _neurons
 from . import qr as _qr
 from .exceptions import RepsimWarning
 from .inputs import Layer, as_layer, layers_of
-from .statistics import Pair, Statistics, comoments, grouped_comoments, pair, sides
-from .uncertainty import jackknife, jackknife_interval, replicate, total
+from .statistics import SPLIT_EVERY, Pair, Statistics, one_pass, pair, permuted_pairs, sides
+from .uncertainty import (
+    jackknife_interval,
+    permutation_pvalue,
+    quietly,
+    replicate,
+    summarise,
+    total,
+)
 
 SampleDims = Sequence[Hashable] | str | None
 
@@ -56,19 +63,24 @@ def _pair(
     storage_options: Mapping[str, Any] | None = None,
     nan_policy: str = "raise",
 ) -> Pair:
+    """The :class:`Pair` statistics of (x, y) from one pass."""
     layers = _pair_layers(x, y, sample_dims=sample_dims, storage_options=storage_options)
-    return _pair_of(comoments(layers, nan_policy=nan_policy), layers)
+    parts, _ = one_pass(layers, nan_policy=nan_policy)
+    return _pair_of(parts[0], layers)
 
 
 def _options(scope: dict[str, Any]) -> dict[str, Any]:
-    """The input and interval options of a public function, from its locals()."""
-    names = ("sample_dims", "storage_options", "nan_policy", "interval", "level", "groups")
+    """The input, interval and permutation options of a public function, from its locals()."""
+    names = (
+        "sample_dims", "storage_options", "nan_policy", "interval", "level", "groups",
+        "permutations", "seed",
+    )
     return {k: scope[k] for k in names}
 
 
 def _float_result(measure: Callable[[Pair], float], x: Any, y: Any, **options: Any) -> float:
-    result = _evaluate(measure, x, y, **options)
-    return result if options["interval"] is None else jackknife(*result, options["level"])
+    value, replicates, null = _evaluate(measure, x, y, **options)
+    return summarise(value, replicates, options["level"], null)
 
 
 def _qr_layers(method: str, x: Any, y: Any, **options: Any) -> tuple[Layer, Layer] | None:
@@ -77,16 +89,52 @@ def _qr_layers(method: str, x: Any, y: Any, **options: Any) -> tuple[Layer, Laye
         x, y, sample_dims=options["sample_dims"], storage_options=options["storage_options"]
     )
     n, p, q = layers[0].data.shape[0], layers[0].data.shape[1], layers[-1].data.shape[1]
-    if _methods.choose("cca", method, n, p, q) == "covariance":
+    chosen = _methods.choose("cca", method, n, p, q)
+    if chosen == "covariance":
         return None
-    if options["interval"] is not None or options["nan_policy"] != "raise":
-        raise ValueError("interval= and nan_policy='omit' need method='covariance'")
+    _only_on_covariance(chosen, options)
     return layers[0], layers[-1]
+
+
+def _only_on_covariance(chosen: str, options: Mapping[str, Any]) -> None:
+    """Intervals, permutation tests and NaN omission come from the co-moment pass only."""
+    if (
+        options["interval"] is not None
+        or options["permutations"]
+        or options["nan_policy"] != "raise"
+    ):
+        raise ValueError(
+            "interval=, permutations= and nan_policy='omit' need method='covariance' "
+            f"(the one-pass co-moments), not {chosen!r}"
+        )
 
 
 def _check_interval(interval: str | None) -> None:
     if interval not in (None, "jackknife"):
         raise ValueError(f"interval must be None or 'jackknife', not {interval!r}")
+
+
+def _check_permutations(permutations: int, cross_size: int) -> int:
+    """``permutations`` as an int, after checking it and the memory its cross blocks need.
+
+    ``cross_size``: entries of one permuted cross block (features of the permuted pairs' A
+    side times those of their B side).
+    """
+    if isinstance(permutations, bool) or not isinstance(permutations, int | np.integer):
+        raise TypeError(f"permutations must be an int, not {permutations!r}")
+    if permutations < 0:
+        raise ValueError(f"permutations must be >= 0, not {permutations}")
+    # each task of the tree reduction holds its inputs' and its own permuted blocks
+    need = int(permutations) * cross_size * 8 * (SPLIT_EVERY + 2)
+    budget = _methods.memory_budget()
+    if need > budget:
+        raise ValueError(
+            f"permutations={permutations} keeps {permutations} cross matrices of {cross_size} "
+            f"entries per task: about {need / 2**30:.1f} GiB per task, over the memory budget "
+            f"of {budget / 2**30:.1f} GiB; ask for fewer permutations or compare fewer layers "
+            "at once (or raise dask config 'repsim.memory-budget')"
+        )
+    return int(permutations)
 
 
 def _evaluate(
@@ -100,18 +148,30 @@ def _evaluate(
     interval: str | None = None,
     level: float = 0.95,
     groups: int = JACKKNIFE_GROUPS,
-) -> Any:
-    """``measure`` of the pair (x, y) from one pass; with ``interval``, a jackknife Estimate."""
+    permutations: int = 0,
+    seed: int = 0,
+) -> tuple[Any, list[Any] | None, list[Any] | None]:
+    """``measure`` of the pair (x, y) from one pass, with its jackknife replicates (when
+    ``interval`` is set) and its values under ``permutations`` permutations (else ``None``)."""
     _check_interval(interval)
     layers = _pair_layers(x, y, sample_dims=sample_dims, storage_options=storage_options)
-    if interval is None:
-        return measure(_pair_of(comoments(layers, nan_policy=nan_policy), layers))
-    parts = grouped_comoments(layers, groups=groups, nan_policy=nan_policy)
-
-    def of(stats: Statistics) -> Any:
-        return measure(_pair_of(stats, layers))
-
-    return of(total(parts)), replicate(of, parts)
+    last = len(layers) - 1
+    k = _check_permutations(permutations, layers[0].data.shape[1] * layers[-1].data.shape[1])
+    parts, permuted = one_pass(
+        layers,
+        groups=groups if interval else 1,
+        nan_policy=nan_policy,
+        null=([0], [last], k, seed) if k else None,
+    )
+    stats = total(parts)
+    layer_sides = sides(stats, [layer.name for layer in layers])
+    value = measure(pair(stats, layer_sides, 0, last))
+    replicates = null = None
+    if interval is not None:
+        replicates = replicate(lambda s: measure(_pair_of(s, layers)), parts)
+    if k:
+        null = quietly(measure, permuted_pairs(stats, layer_sides, permuted, 0, last, 0, 0))
+    return value, replicates, null
 
 
 def _distinct(layers: list[Layer]) -> list[Layer]:
@@ -138,6 +198,7 @@ def cka(
     interval: str | None = None,
     level: float = 0.95,
     groups: int = JACKKNIFE_GROUPS,
+    permutations: int = 0,
 ) -> float:
     """Centred kernel alignment (CKA) between two layers' activations.
 
@@ -172,13 +233,20 @@ def cka(
         ``interval="jackknife"``: also a delete-a-group jackknife standard error and a
         ``level`` interval over ``groups`` contiguous ranges of samples, from the same pass
         (:mod:`dask_repsim.uncertainty`). Every measure takes these.
+    permutations, seed
+        ``permutations=K``: also a permutation test from the same pass: the measure under K
+        random permutations of y's samples within chunks (seeded by ``seed``), giving
+        ``.pvalue``, ``.null_mean``, ``.null_std``. Assumes samples are exchangeable within a
+        chunk (:mod:`dask_repsim.uncertainty`). Every measure takes these. ``seed`` also seeds
+        the minibatch order and the RBF median's subsample.
 
     Returns
     -------
     float
         In [0, 1] (debiased: about [0, 1]); 1 when Y is an orthogonal transform and isotropic
-        scaling of X. With ``interval``, an :class:`~dask_repsim.uncertainty.Estimate`: a float
-        with ``.stderr``, ``.ci_low``, ``.ci_high``, ``.n_groups``.
+        scaling of X. With ``interval`` or ``permutations``, an
+        :class:`~dask_repsim.uncertainty.Estimate`: a float with ``.stderr``, ``.ci_low``,
+        ``.ci_high``, ``.n_groups`` and/or ``.pvalue``, ``.null_mean``, ``.null_std``.
 
     Notes
     -----
@@ -214,10 +282,7 @@ def cka(
     if chosen == "covariance":
         measure = _cka.debiased_linear_cka if debiased else _cka.linear_cka
         return _float_result(measure, x, y, **options)
-    if interval is not None or nan_policy != "raise":
-        raise ValueError(
-            f"interval= and nan_policy='omit' need method='covariance', not {chosen!r}"
-        )
+    _only_on_covariance(chosen, options)
     if chosen == "minibatch":
         return _kernels.minibatch_cka(
             lx, ly, kernel=kernel, sigma=sigma, batch_size=batch_size, seed=seed, level=level
@@ -239,6 +304,8 @@ def cca(
     interval: str | None = None,
     level: float = 0.95,
     groups: int = JACKKNIFE_GROUPS,
+    permutations: int = 0,
+    seed: int = 0,
     method: str = "auto",
 ) -> _cca.CCAResult:
     """Canonical correlation analysis between two layers' activations.
@@ -285,10 +352,10 @@ def cca(
     qr_pair = _qr_layers(method, x, y, **_options(locals()))
     if qr_pair:
         return _qr.cca(*qr_pair)
-    result = _evaluate(lambda p: _cca.cca(p).rho, x, y, **_options(locals()))
-    if interval is None:
-        return _cca.CCAResult(result)
-    return _cca.CCAResult(result[0], replicates=tuple(result[1]), level=level)
+    rho, replicates, null = _evaluate(lambda p: _cca.cca(p).rho, x, y, **_options(locals()))
+    return _cca.CCAResult(
+        rho, replicates=tuple(replicates or ()), level=level, null=tuple(null or ())
+    )
 
 
 def svcca(
@@ -304,6 +371,8 @@ def svcca(
     interval: str | None = None,
     level: float = 0.95,
     groups: int = JACKKNIFE_GROUPS,
+    permutations: int = 0,
+    seed: int = 0,
     method: str = "auto",
 ) -> float:
     """Singular vector CCA (Raghu et al. 2017): CCA on each side's top singular directions.
@@ -360,6 +429,8 @@ def pwcca(
     interval: str | None = None,
     level: float = 0.95,
     groups: int = JACKKNIFE_GROUPS,
+    permutations: int = 0,
+    seed: int = 0,
     method: str = "auto",
 ) -> float:
     """Projection-weighted CCA (Morcos, Raghu & Bengio 2018).
@@ -406,6 +477,8 @@ def linear_regression(
     interval: str | None = None,
     level: float = 0.95,
     groups: int = JACKKNIFE_GROUPS,
+    permutations: int = 0,
+    seed: int = 0,
     method: str = "auto",
 ) -> float:
     """Fraction of y's variance explained by a least-squares linear fit (with intercept) from x.
@@ -437,6 +510,8 @@ def procrustes(
     interval: str | None = None,
     level: float = 0.95,
     groups: int = JACKKNIFE_GROUPS,
+    permutations: int = 0,
+    seed: int = 0,
 ) -> float:
     """Orthogonal Procrustes similarity ``||X_c^T Y_c||_* / (||X_c||_F ||Y_c||_F)``.
 
@@ -544,6 +619,8 @@ def compare(
     interval: str | None = None,
     level: float = 0.95,
     groups: int = JACKKNIFE_GROUPS,
+    permutations: int = 0,
+    seed: int = 0,
 ) -> xr.Dataset:
     """Several measures for every pair of layers of ``a`` and ``b``, from one pass over the data.
 
@@ -573,6 +650,12 @@ def compare(
         ``interval="jackknife"`` adds ``<metric>_stderr``, ``<metric>_low`` and
         ``<metric>_high`` variables: a delete-a-group jackknife over ``groups`` contiguous
         ranges of samples, from the same pass.
+    permutations, seed
+        ``permutations=K`` adds ``<metric>_pvalue``, ``<metric>_null_mean`` and
+        ``<metric>_null_std``: a permutation test of every cell from the same pass, side
+        ``b``'s samples permuted within chunks (:mod:`dask_repsim.uncertainty`). Each task
+        holds K cross matrices of (features of a) x (features of b); an error says when
+        that exceeds the memory budget.
 
     Returns
     -------
@@ -643,10 +726,19 @@ def compare(
             RepsimWarning,
             stacklevel=2,
         )
+    k = _check_permutations(
+        permutations,
+        max(
+            sum(widths[i] for i in set(rows) & set(subset))
+            * sum(widths[j] for j in set(cols) & set(subset))
+            for subset in passes
+        ),
+    )
     dims = ("layer_a", "layer_b")
     shape = (len(metrics), len(rows), len(cols))
     values = np.full(shape, np.nan)
     reps = np.full((groups, *shape), np.nan) if interval else None
+    nulls = np.full((k, *shape), np.nan) if k else None
     done = np.zeros((len(rows), len(cols)), dtype=bool)
     for subset in passes:
         todo = [
@@ -655,33 +747,47 @@ def compare(
         ]
         if not todo:
             continue
-        position = {layer: k for k, layer in enumerate(subset)}
+        position = {layer: pos for pos, layer in enumerate(subset)}
+        names = [layers[i].name for i in subset]
 
-        def grid(stats: Statistics, todo=todo, position=position, subset=subset) -> np.ndarray:
+        def grid(stats: Statistics, todo=todo, position=position, names=names) -> np.ndarray:
             """metrics x rows x cols values (NaN outside ``todo``) from one pass's statistics."""
-            layer_sides = sides(stats, [layers[i].name for i in subset])
+            layer_sides = sides(stats, names)
             out = np.full(shape, np.nan)
             for i, j in todo:
                 p = pair(stats, layer_sides, position[rows[i]], position[cols[j]])
-                for k, m in enumerate(metrics):
-                    out[k, i, j] = METRICS[m][0](p)
+                for m, metric in enumerate(metrics):
+                    out[m, i, j] = METRICS[metric][0](p)
             return out
 
-        chosen = [layers[i] for i in subset]
+        # the null: layers of side a (as in the pass) against side b's, rows permuted
+        null_a = sorted({position[rows[i]] for i, _ in todo})
+        null_b = sorted({position[cols[j]] for _, j in todo})
+        parts, permuted = one_pass(
+            [layers[i] for i in subset],
+            groups=groups if interval else 1,
+            nan_policy=nan_policy,
+            null=(null_a, null_b, k, seed) if k else None,
+        )
         mask = np.zeros(done.shape, dtype=bool)
         mask[tuple(np.array(todo).T)] = True
-        if interval is None:
-            stats = comoments(chosen, nan_policy=nan_policy)
-            values = np.where(mask, grid(stats), values)
-        else:
-            parts = grouped_comoments(chosen, groups=groups, nan_policy=nan_policy)
-            stats = total(parts)
-            values = np.where(mask, grid(stats), values)
+        stats = total(parts)
+        values = np.where(mask, grid(stats), values)
+        if interval is not None:
             reps = np.where(mask, np.stack(replicate(grid, parts)), reps)
+        if k:
+            layer_sides = sides(stats, names)
+            for i, j in todo:
+                a, b = position[rows[i]], position[cols[j]]
+                permuted_ij = permuted_pairs(
+                    stats, layer_sides, permuted, a, b, null_a.index(a), null_b.index(b)
+                )
+                for m, metric in enumerate(metrics):
+                    nulls[:, m, i, j] = quietly(METRICS[metric][0], permuted_ij)
         done |= mask
     variables = {
-        m: (dims, values[k], {"long_name": m, "description": METRICS[m][1]})
-        for k, m in enumerate(metrics)
+        m: (dims, values[k_], {"long_name": m, "description": METRICS[m][1]})
+        for k_, m in enumerate(metrics)
     }
     attrs = {
         "n_samples": stats.count,
@@ -697,11 +803,21 @@ def compare(
             "low": f"lower end of the {level:.0%} jackknife interval",
             "high": f"upper end of the {level:.0%} jackknife interval",
         }
-        for k, m in enumerate(metrics):
+        for m_, m in enumerate(metrics):
             for suffix, arr in (("stderr", stderr), ("low", low), ("high", high)):
                 text = f"{texts[suffix]} of {m}"
-                variables[f"{m}_{suffix}"] = (dims, arr[k], {"long_name": text})
+                variables[f"{m}_{suffix}"] = (dims, arr[m_], {"long_name": text})
         attrs.update(interval="jackknife", level=level, n_groups=groups)
+    if k:
+        summaries = {
+            "pvalue": (permutation_pvalue(values, nulls), "permutation p-value"),
+            "null_mean": (nulls.mean(axis=0), "mean under permutation"),
+            "null_std": (nulls.std(axis=0, ddof=1), "standard deviation under permutation"),
+        }
+        for m_, m in enumerate(metrics):
+            for suffix, (arr, text) in summaries.items():
+                variables[f"{m}_{suffix}"] = (dims, arr[m_], {"long_name": f"{text} of {m}"})
+        attrs.update(permutations=k, seed=seed)
     return xr.Dataset(
         variables, coords={"layer_a": list(inputs_a), "layer_b": list(inputs_b)}, attrs=attrs
     )

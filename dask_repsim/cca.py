@@ -19,7 +19,7 @@ from scipy.linalg import solve_triangular
 
 from .exceptions import RepsimWarning
 from .statistics import RANK_RTOL, Pair, Side
-from .uncertainty import jackknife
+from .uncertainty import summarise
 
 
 @dataclass(frozen=True)
@@ -36,12 +36,17 @@ class CCAResult:
     #: canonical correlations of each leave-one-group-out jackknife replicate, if asked for
     replicates: tuple[np.ndarray, ...] = ()
     level: float = 0.95
+    #: canonical correlations under each permutation of the samples, if asked for
+    null: tuple[np.ndarray, ...] = ()
 
     def _summary(self, f: Callable[[np.ndarray], float]) -> float:
-        value = float(f(self.rho))
-        if not self.replicates:
-            return value
-        return jackknife(value, [f(r) for r in self.replicates], self.level)
+        """``f`` of the correlations, with its interval and p-value when those were asked for."""
+        return summarise(
+            float(f(self.rho)),
+            [f(r) for r in self.replicates] if self.replicates else None,
+            self.level,
+            [f(r) for r in self.null] if self.null else None,
+        )
 
     @property
     def mean(self) -> float:

@@ -33,7 +33,7 @@ from typing import Any, NoReturn
 import dask
 import xarray as xr
 
-from .api import DEFAULT_METRICS, METRICS, __version__, compare
+from .api import DEFAULT_METRICS, JACKKNIFE_GROUPS, METRICS, __version__, compare
 from .exceptions import RepsimWarning
 
 PROG = "dask-repsim"
@@ -78,6 +78,16 @@ def _parser() -> tuple[_Parser, _Parser]:
                      "(VALUE is read as JSON when it parses, else as a string)")
     cmp.add_argument("--nan-policy", choices=("raise", "omit"), default="raise",
                      help="what to do with samples holding NaN or Inf (default: raise)")
+    cmp.add_argument("--interval", choices=("jackknife",),
+                     help="add a delete-a-group jackknife standard error and interval per cell")
+    cmp.add_argument("--level", type=float, default=0.95,
+                     help="level of the --interval intervals (default: 0.95)")
+    cmp.add_argument("--groups", type=int, default=JACKKNIFE_GROUPS,
+                     help=f"sample groups of the jackknife (default: {JACKKNIFE_GROUPS})")
+    cmp.add_argument("--permutations", type=int, default=0, metavar="K",
+                     help="add a permutation test per cell: p-values from K within-chunk "
+                     "permutations of B's samples (default: 0, none)")
+    cmp.add_argument("--seed", type=int, default=0, help="seed of the permutations")
     cmp.add_argument("--scheduler", metavar="ADDRESS",
                      help="address of a running Dask scheduler, e.g. tcp://10.0.0.5:8786 "
                      "(default: local threads)")
@@ -185,7 +195,11 @@ def _plot_figure(result: xr.Dataset) -> Any:
 
     from .plot import heatmap
 
-    metrics = list(result.data_vars)
+    # one panel per metric; p-values or intervals mark its cells
+    metrics = result.attrs["metrics"].split(", ")
+    mark = "pvalue" if "permutations" in result.attrs else None
+    if mark is None and result.attrs.get("interval") == "jackknife":
+        mark = "overlap"
     ncols = min(len(metrics), 3)
     nrows = math.ceil(len(metrics) / ncols)
     na, nb = result.sizes["layer_a"], result.sizes["layer_b"]
@@ -193,7 +207,7 @@ def _plot_figure(result: xr.Dataset) -> Any:
     fig = Figure(figsize=(panel[0] * ncols, panel[1] * nrows), layout="constrained")
     axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
     for ax, metric in zip(axes, metrics, strict=False):
-        heatmap(result, str(metric), ax=ax)
+        heatmap(result, str(metric), ax=ax, mark=mark)
     for ax in axes[len(metrics):]:
         ax.set_axis_off()
     return fig
@@ -281,6 +295,11 @@ def _compare(args: argparse.Namespace, parser: _Parser) -> int:
                 spatial_dims=tuple(_split(args.spatial_dims)) or ("height", "width"),
                 nan_policy=args.nan_policy,
                 storage_options=options,
+                interval=args.interval,
+                level=args.level,
+                groups=args.groups,
+                permutations=args.permutations,
+                seed=args.seed,
             )
     _save(result, args.out, args.plot, fmt)
     print(_json(result) if args.json else _table(result))

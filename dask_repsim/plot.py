@@ -63,6 +63,8 @@ def heatmap(
     vmin: float | None = 0.0,
     vmax: float | None = 1.0,
     fmt: str = ".2f",
+    mark: str | None = None,
+    alpha: float = 0.05,
 ) -> Axes:
     """Draw one metric of a layer-by-layer comparison as a heatmap.
 
@@ -84,6 +86,16 @@ def heatmap(
         to the data (debiased CKA can be slightly negative).
     fmt
         Format of the annotations.
+    mark
+        Hatch cells (``///``) whose value is not distinguishable, from a ``compare`` result
+        computed with uncertainty: ``"pvalue"`` marks cells whose permutation p-value
+        (``<metric>_pvalue``, from ``permutations=``) exceeds ``alpha``: not more similar than
+        unrelated samples. ``"overlap"`` marks cells whose jackknife interval
+        (``<metric>_low``, ``<metric>_high``, from ``interval="jackknife"``) overlaps the
+        interval of the largest value in the same row (outlined): not distinguishable from
+        the row's most similar layer.
+    alpha
+        The p-value level for ``mark="pvalue"``.
 
     Returns
     -------
@@ -109,6 +121,7 @@ def heatmap(
     _require_matplotlib()
     grid = _grid(result, metric)
     name = str(metric if metric is not None else grid.name)
+    marked, best = _marks(result, name, grid, mark, alpha)
     values = np.asarray(grid.values, dtype=float)
     rows = [str(v) for v in grid.layer_a.values]
     cols = [str(v) for v in grid.layer_b.values]
@@ -140,4 +153,49 @@ def heatmap(
             light = 0.299 * r + 0.587 * g + 0.114 * b > 0.5
             ax.text(j, i, format(value, fmt), ha="center", va="center", fontsize="small",
                     color="black" if light else "white")
+    if mark is not None:
+        from matplotlib.patches import Rectangle
+
+        for i, j in marked:
+            ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, hatch="///",
+                                   edgecolor="0.6", linewidth=0))
+        for i, j in best:
+            ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="red",
+                                   linewidth=2))
+        legend = (f"/// p > {alpha:g}" if mark == "pvalue"
+                  else "/// interval overlaps the row's best (outlined)")
+        ax.set_xlabel(f"layer_b     ({legend})")
     return ax
+
+
+def _marks(
+    result: xr.Dataset | xr.DataArray, name: str, grid: xr.DataArray, mark: str | None,
+    alpha: float,
+) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
+    """(marked cells, outlined cells) as (row, column) indices for ``mark``."""
+    if mark is None:
+        return [], []
+    if mark not in ("pvalue", "overlap"):
+        raise ValueError(f"mark must be None, 'pvalue' or 'overlap', not {mark!r}")
+    needed = [f"{name}_pvalue"] if mark == "pvalue" else [f"{name}_low", f"{name}_high"]
+    how = "permutations=K" if mark == "pvalue" else "interval='jackknife'"
+    if not isinstance(result, xr.Dataset) or any(v not in result.data_vars for v in needed):
+        raise ValueError(
+            f"mark={mark!r} needs {' and '.join(needed)} in the result: pass the Dataset of "
+            f"compare(..., {how})"
+        )
+    extra = [result[v].transpose("layer_a", "layer_b").values for v in needed]
+    if mark == "pvalue":
+        return [tuple(map(int, ij)) for ij in np.argwhere(extra[0] > alpha)], []
+    low, high = extra
+    values = np.asarray(grid.values, dtype=float)
+    marked, best = [], []
+    for i, row in enumerate(values):
+        if np.isnan(row).all():
+            continue
+        top = int(np.nanargmax(row))
+        best.append((i, top))
+        for j in range(len(row)):
+            if j != top and not np.isnan(row[j]) and high[i, j] >= low[i, top]:
+                marked.append((i, j))
+    return marked, best

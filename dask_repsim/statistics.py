@@ -82,40 +82,23 @@ class Statistics:
         Rows with NaN or Inf in any layer are left out and recorded; the caller decides
         whether that is an error.
         """
-        sizes = tuple(int(np.prod(b.shape[1:])) for b in blocks)
-        z = np.empty((blocks[0].shape[0], sum(sizes)))
-        first_bad = np.full(len(blocks), -1, dtype=np.int64)
-        bad_is_nan = np.zeros(len(blocks), dtype=bool)
-        bounds = np.cumsum((0,) + sizes)
-        for block, start, stop in zip(blocks, bounds[:-1], bounds[1:], strict=True):
-            z[:, start:stop] = block.reshape(block.shape[0], -1)  # cast to float64 here
-        mean = z.mean(axis=0)
-        omitted = 0
-        if not np.isfinite(mean).all():
-            finite = np.ones(z.shape[0], dtype=bool)
-            for i, (start, stop) in enumerate(zip(bounds[:-1], bounds[1:], strict=True)):
-                ok = np.isfinite(z[:, start:stop]).all(axis=1)
-                if not ok.all():
-                    row = int(np.argmin(ok))
-                    first_bad[i] = offset + row
-                    bad_is_nan[i] = bool(np.isnan(z[row, start:stop]).any())
-                finite &= ok
-            z = z[finite]
-            omitted = int((~finite).sum())
-            mean = z.mean(axis=0) if len(z) else np.zeros(z.shape[1])
-        z -= mean
+        return cls.from_centred(_Centred.of(blocks, offset))
+
+    @classmethod
+    def from_centred(cls, c: _Centred) -> Statistics:
+        z = c.z
         comoment = z.T @ z  # numpy hands X^T X to BLAS syrk: half the flops of a general product
-        norms = np.stack([np.einsum("ij,ij->i", z[:, s], z[:, s]) for s in _slices(sizes)], axis=1)
+        norms = c.norms
         return cls(
-            sizes=sizes,
+            sizes=c.sizes,
             count=int(z.shape[0]),
-            mean=mean,
+            mean=c.mean,
             comoment=comoment,
             norm_comoment=norms.T @ z,
             norm_product=norms.T @ norms,
-            first_nonfinite=first_bad,
-            nonfinite_is_nan=bad_is_nan,
-            omitted=omitted,
+            first_nonfinite=c.first_bad,
+            nonfinite_is_nan=c.bad_is_nan,
+            omitted=c.omitted,
         )
 
     def shift(self, delta: np.ndarray) -> Statistics:
@@ -191,6 +174,193 @@ def _slices(sizes: Sequence[int]) -> list[slice]:
     return [slice(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
 
 
+@dataclass
+class _Centred:
+    """One chunk of rows of the joint array as float64, finite rows only, centred on its mean."""
+
+    z: np.ndarray
+    mean: np.ndarray
+    sizes: tuple[int, ...]
+    first_bad: np.ndarray
+    bad_is_nan: np.ndarray
+    omitted: int
+
+    @classmethod
+    def of(cls, blocks: Sequence[np.ndarray], offset: int) -> _Centred:
+        sizes = tuple(int(np.prod(b.shape[1:])) for b in blocks)
+        z = np.empty((blocks[0].shape[0], sum(sizes)))
+        first_bad = np.full(len(blocks), -1, dtype=np.int64)
+        bad_is_nan = np.zeros(len(blocks), dtype=bool)
+        bounds = np.cumsum((0,) + sizes)
+        for block, start, stop in zip(blocks, bounds[:-1], bounds[1:], strict=True):
+            z[:, start:stop] = block.reshape(block.shape[0], -1)  # cast to float64 here
+        mean = z.mean(axis=0)
+        omitted = 0
+        if not np.isfinite(mean).all():
+            finite = np.ones(z.shape[0], dtype=bool)
+            for i, (start, stop) in enumerate(zip(bounds[:-1], bounds[1:], strict=True)):
+                ok = np.isfinite(z[:, start:stop]).all(axis=1)
+                if not ok.all():
+                    row = int(np.argmin(ok))
+                    first_bad[i] = offset + row
+                    bad_is_nan[i] = bool(np.isnan(z[row, start:stop]).any())
+                finite &= ok
+            z = z[finite]
+            omitted = int((~finite).sum())
+            mean = z.mean(axis=0) if len(z) else np.zeros(z.shape[1])
+        z -= mean
+        return cls(z, mean, sizes, first_bad, bad_is_nan, omitted)
+
+    @cached_property
+    def norms(self) -> np.ndarray:
+        """(rows, layers): each row's squared norm within each layer."""
+        z = self.z
+        return np.stack([np.einsum("ij,ij->i", z[:, s], z[:, s]) for s in _slices(self.sizes)], 1)
+
+
+def chunk_permutations(seed: int, offset: int, size: int, count: int) -> np.ndarray:
+    """The ``count`` row permutations (``count`` x ``size``) of the row block at ``offset``.
+
+    They depend only on ``seed`` and the block's first sample, not on the scheduler, so a
+    permutation null is reproducible; ``offset + chunk_permutations(...)[k]`` are the
+    permuted sample indices of permutation ``k`` in that block.
+    """
+    rng = np.random.default_rng([seed, offset])
+    return np.stack([rng.permutation(size) for _ in range(count)]).reshape(count, size)
+
+
+@dataclass(frozen=True)
+class Permuted:
+    """Cross statistics of layers A against layers B whose rows are permuted within chunks.
+
+    For K permutations P_k (each a product of within-chunk permutations) and centred v (A's
+    features), w (B's features), r, s (their per-layer squared row norms), the fields are the
+    sums over samples of ``v w_k^T``, ``r s_k^T``, ``r w_k^T`` and ``s_k v^T`` with
+    ``w_k = P_k w``, ``s_k = P_k s``: exactly what :class:`Statistics` holds for the cross
+    blocks of ``[A | P_k B]``. A and B's own statistics do not change under permutation,
+    so only these are kept; they merge with the same pairwise update as the co-moment.
+    """
+
+    sizes_a: tuple[int, ...]
+    sizes_b: tuple[int, ...]
+    count: int
+    mean_a: np.ndarray
+    mean_b: np.ndarray
+    #: sum of each layer's squared centred row norms: tr(M_ll)
+    trace_a: np.ndarray
+    trace_b: np.ndarray
+    #: (K, Pa, Qb) sum_i v_i w_k,i^T
+    cross: np.ndarray
+    #: (K, La, Lb) sum_i r_i s_k,i^T
+    norm_cross: np.ndarray
+    #: (K, La, Qb) sum_i r_i w_k,i^T
+    norm_ab: np.ndarray
+    #: (K, Lb, Pa) sum_i s_k,i v_i^T
+    norm_ba: np.ndarray
+
+    @classmethod
+    def from_centred(
+        cls, c: _Centred, a: Sequence[int], b: Sequence[int], perms: np.ndarray
+    ) -> Permuted:
+        """Cross statistics of layers ``a`` against layers ``b`` with ``b``'s rows permuted."""
+        slices = _slices(c.sizes)
+        cols_a = np.concatenate([np.arange(slices[i].start, slices[i].stop) for i in a])
+        cols_b = np.concatenate([np.arange(slices[j].start, slices[j].stop) for j in b])
+        v, w = c.z[:, cols_a], c.z[:, cols_b]
+        r, s = c.norms[:, list(a)], c.norms[:, list(b)]
+        k = len(perms)
+        cross = np.empty((k, v.shape[1], w.shape[1]))
+        norm_cross = np.empty((k, r.shape[1], s.shape[1]))
+        norm_ab = np.empty((k, r.shape[1], w.shape[1]))
+        norm_ba = np.empty((k, s.shape[1], v.shape[1]))
+        for i, perm in enumerate(perms):
+            wp, sp = w[perm], s[perm]
+            cross[i] = v.T @ wp
+            norm_cross[i] = r.T @ sp
+            norm_ab[i] = r.T @ wp
+            norm_ba[i] = sp.T @ v
+        return cls(
+            sizes_a=tuple(c.sizes[i] for i in a),
+            sizes_b=tuple(c.sizes[j] for j in b),
+            count=int(v.shape[0]),
+            mean_a=c.mean[cols_a],
+            mean_b=c.mean[cols_b],
+            trace_a=r.sum(axis=0),
+            trace_b=s.sum(axis=0),
+            cross=cross,
+            norm_cross=norm_cross,
+            norm_ab=norm_ab,
+            norm_ba=norm_ba,
+        )
+
+    @property
+    def n_permutations(self) -> int:
+        return self.cross.shape[0]
+
+    def shift(self, delta_a: np.ndarray, delta_b: np.ndarray) -> Permuted:
+        """The same statistics about ``mean - delta`` (:meth:`Statistics.shift`, cross blocks).
+
+        With v' = v + da, w' = w + db, r'_l = r_l + 2 v_l . da_l + c_l and
+        s'_m = s_m + 2 w_m . db_m + e_m (c, e the squared norms of da, db per layer), and
+        sum_i v_i = sum_i w_i = 0, the sums of products expand to the updates below.
+        """
+        n = self.count
+        sa, sb = _slices(self.sizes_a), _slices(self.sizes_b)
+        c = np.array([delta_a[s] @ delta_a[s] for s in sa])
+        e = np.array([delta_b[s] @ delta_b[s] for s in sb])
+        cr, g, h = self.cross, self.norm_ab, self.norm_ba
+        # u[k, l] = da_l^T C_k[s_l, :] ;  t[k, m] = C_k[:, s_m] db_m
+        u = np.stack([np.einsum("p,kpq->kq", delta_a[s], cr[:, s, :]) for s in sa], axis=1)
+        t = np.stack([np.einsum("kpq,q->kp", cr[:, :, s], delta_b[s]) for s in sb], axis=1)
+        # G_k[l, s_m] . db_m ;  H_k[m, s_l] . da_l ;  da_l^T C_k[s_l, s_m] db_m
+        gd = np.stack([g[:, :, s] @ delta_b[s] for s in sb], axis=2)
+        hd = np.stack([h[:, :, s] @ delta_a[s] for s in sa], axis=1)
+        dcd = np.stack([u[:, :, s] @ delta_b[s] for s in sb], axis=2)
+        return Permuted(
+            sizes_a=self.sizes_a,
+            sizes_b=self.sizes_b,
+            count=n,
+            mean_a=self.mean_a - delta_a,
+            mean_b=self.mean_b - delta_b,
+            trace_a=self.trace_a + n * c,
+            trace_b=self.trace_b + n * e,
+            cross=cr + n * np.outer(delta_a, delta_b),
+            norm_cross=self.norm_cross
+            + 2 * gd
+            + 2 * hd
+            + 4 * dcd
+            + np.outer(self.trace_a, e)
+            + np.outer(c, self.trace_b)
+            + n * np.outer(c, e),
+            norm_ab=g + np.outer(self.trace_a + n * c, delta_b) + 2 * u,
+            norm_ba=h + np.outer(self.trace_b + n * e, delta_a) + 2 * t,
+        )
+
+    @staticmethod
+    def merge(a: Permuted, b: Permuted) -> Permuted:
+        """Permuted cross statistics of the union of two disjoint sets of samples."""
+        if a.count == 0 or b.count == 0:
+            return b if a.count == 0 else a
+        w = b.count / (a.count + b.count)
+        mean_a = a.mean_a + (b.mean_a - a.mean_a) * w
+        mean_b = a.mean_b + (b.mean_b - a.mean_b) * w
+        x = a.shift(a.mean_a - mean_a, a.mean_b - mean_b)
+        y = b.shift(b.mean_a - mean_a, b.mean_b - mean_b)
+        return Permuted(
+            sizes_a=a.sizes_a,
+            sizes_b=a.sizes_b,
+            count=a.count + b.count,
+            mean_a=mean_a,
+            mean_b=mean_b,
+            trace_a=x.trace_a + y.trace_a,
+            trace_b=x.trace_b + y.trace_b,
+            cross=x.cross + y.cross,
+            norm_cross=x.norm_cross + y.norm_cross,
+            norm_ab=x.norm_ab + y.norm_ab,
+            norm_ba=x.norm_ba + y.norm_ba,
+        )
+
+
 def _merge_all(*parts: Statistics) -> Statistics:
     out = parts[0]
     for part in parts[1:]:
@@ -198,8 +368,12 @@ def _merge_all(*parts: Statistics) -> Statistics:
     return out
 
 
-def _chunk(offset: int, bounds: np.ndarray, *blocks: np.ndarray) -> dict[int, Statistics]:
-    """Statistics of one row block, one entry per sample group the block overlaps."""
+def _chunk(offset: int, bounds: np.ndarray, null: tuple | None, *blocks: np.ndarray):
+    """Statistics of one row block, one entry per sample group the block overlaps.
+
+    With ``null = (a, b, k, seed)``, also the :class:`Permuted` cross statistics of layers
+    ``a`` against layers ``b`` under ``k`` permutations of the block's rows.
+    """
     out = {}
     stop_all = offset + blocks[0].shape[0]
     start = offset
@@ -209,7 +383,12 @@ def _chunk(offset: int, bounds: np.ndarray, *blocks: np.ndarray) -> dict[int, St
         rows = slice(start - offset, stop - offset)
         out[group] = Statistics.from_chunk([b[rows] for b in blocks], start)
         start, group = stop, group + 1
-    return out
+    if null is None:
+        return out
+    a, b, k, seed = null
+    centred = _Centred.of(blocks, offset)
+    perms = chunk_permutations(seed, offset, centred.z.shape[0], k)
+    return out, Permuted.from_centred(centred, a, b, perms)
 
 
 def _merge_groups(*parts: dict[int, Statistics]) -> dict[int, Statistics]:
@@ -218,6 +397,13 @@ def _merge_groups(*parts: dict[int, Statistics]) -> dict[int, Statistics]:
         for group, stats in part.items():
             out[group] = Statistics.merge(out[group], stats) if group in out else stats
     return out
+
+
+def _merge_with_null(*parts: tuple[dict[int, Statistics], Permuted]):
+    permuted = parts[0][1]
+    for part in parts[1:]:
+        permuted = Permuted.merge(permuted, part[1])
+    return _merge_groups(*(part[0] for part in parts)), permuted
 
 
 def _common_row_chunks(arrays: Sequence[da.Array]) -> tuple[int, ...]:
@@ -274,19 +460,30 @@ def row_block_reduction(
 
 
 def statistics_graph(
-    layers: Sequence[Layer], *, split_every: int = SPLIT_EVERY, groups: int = 1
+    layers: Sequence[Layer],
+    *,
+    split_every: int = SPLIT_EVERY,
+    groups: int = 1,
+    null: tuple | None = None,
 ):
     """The tree reduction giving the :class:`Statistics` of ``layers``, not yet computed.
 
     The result is a dict ``{g: Statistics}`` of ``groups`` contiguous, near-equal ranges of
-    samples (independent of the chunking); one group is the plain total.
+    samples (independent of the chunking); one group is the plain total. With ``null = (a, b,
+    k, seed)`` it is a pair of that dict and the :class:`Permuted` statistics of layers ``a``
+    against layers ``b`` under ``k`` within-chunk permutations.
     """
     n = layers[0].data.shape[0]
     if not 1 <= groups <= n:
         raise ValueError(f"groups must be between 1 and the {n} samples, not {groups}")
     bounds = np.linspace(0, n, groups + 1).round().astype(np.int64)
     return row_block_reduction(
-        layers, _chunk, _merge_groups, name="repsim", split_every=split_every, args=(bounds,)
+        layers,
+        _chunk,
+        _merge_groups if null is None else _merge_with_null,
+        name="repsim",
+        split_every=split_every,
+        args=(bounds, null),
     )
 
 
@@ -330,9 +527,28 @@ def grouped_comoments(
     >>> [s.count for s in grouped_comoments([as_layer(x)], groups=3)]
     [33, 34, 33]
     """
+    return one_pass(layers, groups=groups, nan_policy=nan_policy, split_every=split_every)[0]
+
+
+def one_pass(
+    layers: Sequence[Layer],
+    *,
+    groups: int = 1,
+    nan_policy: str = "raise",
+    null: tuple[Sequence[int], Sequence[int], int, int] | None = None,
+    split_every: int = SPLIT_EVERY,
+) -> tuple[list[Statistics], Permuted | None]:
+    """Group statistics and, with ``null = (a, b, k, seed)``, a permutation null, in one pass.
+
+    Returns the :class:`Statistics` of ``groups`` contiguous ranges of samples and the
+    :class:`Permuted` cross statistics of layers ``a`` against layers ``b`` (indices into
+    ``layers``) under ``k`` random within-chunk permutations (``None`` without ``null``).
+    """
     if nan_policy not in ("raise", "omit"):
         raise ValueError(f"nan_policy must be 'raise' or 'omit', not {nan_policy!r}")
-    (parts,) = dask.compute(statistics_graph(layers, split_every=split_every, groups=groups))
+    graph = statistics_graph(layers, split_every=split_every, groups=groups, null=null)
+    (result,) = dask.compute(graph)
+    parts, permuted = result if null is not None else (result, None)
     parts = [parts[g] for g in sorted(parts)]
     stats = _merge_all(*parts)
     if nan_policy == "raise" and (stats.first_nonfinite >= 0).any():
@@ -353,9 +569,9 @@ def grouped_comoments(
             f"left out {stats.omitted} of {stats.count + stats.omitted} samples that have NaN or "
             "Inf in some input (nan_policy='omit')",
             RepsimWarning,
-            stacklevel=3,
+            stacklevel=4,
         )
-    return parts
+    return parts, permuted
 
 
 # Units whose standard deviation is below this fraction of their |mean| are constant (dead); their
@@ -474,3 +690,20 @@ def pair(stats: Statistics, layer_sides: Sequence[Side], a: int, b: int) -> Pair
     return Pair(
         layer_sides[a], layer_sides[b], stats.comoment[sa, sb], g[a, b], g[a, a], g[b, b]
     )
+
+
+def permuted_pairs(
+    stats: Statistics, layer_sides: Sequence[Side], permuted: Permuted, a: int, b: int,
+    ia: int, jb: int,
+) -> list[Pair]:
+    """The :class:`Pair` of layers ``a`` and ``b`` of ``stats`` under each permutation.
+
+    ``ia``, ``jb``: the positions of ``a`` among the permuted statistics' A layers and of
+    ``b`` among its B layers.
+    """
+    sa, sb = _slices(permuted.sizes_a)[ia], _slices(permuted.sizes_b)[jb]
+    g = stats.norm_product
+    return [
+        Pair(layer_sides[a], layer_sides[b], cross[sa, sb], float(nc[ia, jb]), g[a, a], g[b, b])
+        for cross, nc in zip(permuted.cross, permuted.norm_cross, strict=True)
+    ]

@@ -1,4 +1,7 @@
-"""Delete-a-group jackknife intervals from group-level statistics of the same pass.
+"""Uncertainty from the same pass: jackknife intervals and permutation tests.
+
+Jackknife intervals
+-------------------
 
 The pass keeps the statistics of G contiguous ranges of samples instead of only their total
 (:func:`~dask_repsim.statistics.grouped_comoments`). Leaving group g out is the merge of the
@@ -13,12 +16,31 @@ With the full-data estimate ``t`` and replicates ``t_(g)`` (mean ``t_.``)::
 (Quenouille 1956; Tukey 1958; Efron & Stein 1981). Groups must be exchangeable: if the samples
 are stored in a meaningful order (by class, by time), contiguous groups are not a random split
 and the interval is too wide or too narrow; shuffle the storage order first.
+
+Permutation tests
+-----------------
+Under "x and y are unrelated", pairing sample i of x with any sample of y is as likely as
+with sample i. Within each chunk of rows the pass also computes the cross statistics of x
+against K random row permutations of y (:class:`~dask_repsim.statistics.Permuted`; the
+marginal statistics of each side do not change under permutation), and each measure is
+recomputed from each permuted cross block. The p-value is ``(1 + #{null >= observed}) / (K +
+1)`` (Phipson & Smyth 2010), exact for any K when the assumption below holds.
+
+Samples are permuted within chunks only (the rows a task holds at once), so the test assumes
+that samples are exchangeable within a chunk: under the null, any order of the samples in a
+chunk is as likely as the stored one. That holds when the stored order is random or
+unrelated to the activations. When samples are stored in a meaningful order (by class, by
+time, consecutive crops of one image), the within-chunk null is too narrow; write the data in
+a shuffled order first (e.g. ``ds.isel(sample=np.random.default_rng(0).permutation(n))``
+then ``to_zarr``), or use larger chunks. The permutations depend only on ``seed`` and each
+chunk's first sample (:func:`~dask_repsim.statistics.chunk_permutations`).
 """
 
 from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 import numpy as np
 from scipy import stats as _stats
@@ -26,36 +48,106 @@ from scipy import stats as _stats
 from .exceptions import RepsimWarning
 from .statistics import Statistics, _merge_all
 
+T = TypeVar("T")
+
 
 class Estimate(float):
-    """A float that carries its jackknife standard error and interval.
+    """A float that carries its jackknife interval and/or its permutation null.
+
+    With an interval (``interval="jackknife"``): ``.stderr``, ``.ci_low``, ``.ci_high``,
+    ``.level``, ``.n_groups``. With a permutation null (``permutations=K``): ``.pvalue``,
+    ``.null_mean``, ``.null_std``, ``.n_permutations`` and the K values themselves, ``.null``.
+    What was not asked for is ``None``.
 
     Examples
     --------
     >>> e = jackknife(0.5, [0.49, 0.5, 0.51, 0.5], level=0.9)
-    >>> float(e), round(e.stderr, 4), e.n_groups
-    (0.5, 0.0122, 4)
+    >>> float(e), round(e.stderr, 4), e.n_groups, e.pvalue
+    (0.5, 0.0122, 4, None)
     """
 
-    stderr: float
-    ci_low: float
-    ci_high: float
-    level: float
-    n_groups: int
+    stderr: float | None
+    ci_low: float | None
+    ci_high: float | None
+    level: float | None
+    n_groups: int | None
+    pvalue: float | None
+    null_mean: float | None
+    null_std: float | None
+    n_permutations: int | None
+    null: np.ndarray | None
 
-    def __new__(cls, value: float, stderr: float, ci_low: float, ci_high: float, level: float,
-                n_groups: int) -> Estimate:
+    def __new__(
+        cls,
+        value: float,
+        stderr: float | None = None,
+        ci_low: float | None = None,
+        ci_high: float | None = None,
+        level: float | None = None,
+        n_groups: int | None = None,
+        *,
+        null: Sequence[float] | None = None,
+    ) -> Estimate:
         out = super().__new__(cls, value)
-        out.stderr, out.ci_low, out.ci_high = float(stderr), float(ci_low), float(ci_high)
-        out.level, out.n_groups = float(level), int(n_groups)
+        fields = (stderr, ci_low, ci_high, level)
+        out.stderr, out.ci_low, out.ci_high, out.level = (
+            None if v is None else float(v) for v in fields
+        )
+        out.n_groups = None if n_groups is None else int(n_groups)
+        out.pvalue = out.null_mean = out.null_std = out.n_permutations = out.null = None
+        if null is not None:
+            values = out.null = np.asarray(null, dtype=np.float64)
+            out.pvalue = float(permutation_pvalue(float(value), values))
+            out.null_mean, out.null_std = float(values.mean()), float(values.std(ddof=1))
+            out.n_permutations = len(values)
         return out
 
     def __repr__(self) -> str:
-        return (
-            f"Estimate({float(self)!r}, stderr={self.stderr:.3g}, "
-            f"{100 * self.level:g}% interval [{self.ci_low:.6g}, {self.ci_high:.6g}], "
-            f"{self.n_groups} groups)"
-        )
+        parts = [repr(float(self))]
+        if self.stderr is not None:
+            parts.append(
+                f"stderr={self.stderr:.3g}, {100 * self.level:g}% interval "
+                f"[{self.ci_low:.6g}, {self.ci_high:.6g}], {self.n_groups} groups"
+            )
+        if self.pvalue is not None:
+            parts.append(
+                f"pvalue={self.pvalue:.4g}, null {self.null_mean:.4g} +/- {self.null_std:.2g} "
+                f"over {self.n_permutations} permutations"
+            )
+        return f"Estimate({', '.join(parts)})"
+
+
+def permutation_pvalue(observed: np.ndarray | float, null: np.ndarray) -> np.ndarray:
+    """``(1 + #{null >= observed}) / (K + 1)`` elementwise; ``null`` has permutations first.
+
+    Every measure here is larger for more similar representations, so this is the one-sided
+    p-value of "no more similar than unrelated samples". Null values within rounding
+    (1e-9 relative) of the observed one count as reaching it.
+
+    Examples
+    --------
+    >>> float(permutation_pvalue(0.9, np.array([0.1, 0.2, 0.95, 0.3])))
+    0.4
+    """
+    observed = np.asarray(observed, dtype=np.float64)
+    null = np.asarray(null, dtype=np.float64)
+    reach = null >= observed - 1e-9 * np.maximum(1.0, np.abs(observed))
+    return (1 + reach.sum(axis=0)) / (null.shape[0] + 1)
+
+
+def summarise(
+    value: float,
+    replicates: Sequence[float] | None = None,
+    level: float = 0.95,
+    null: Sequence[float] | None = None,
+) -> float:
+    """``value`` as a plain float, or an :class:`Estimate` with what was computed for it."""
+    if replicates is None and null is None:
+        return float(value)
+    if replicates is None:
+        return Estimate(value, null=null)
+    stderr, low, high = jackknife_interval(value, np.asarray(replicates), level)
+    return Estimate(value, stderr, low, high, level, len(replicates), null=null)
 
 
 def jackknife_interval(
@@ -73,8 +165,7 @@ def jackknife_interval(
 
 def jackknife(estimate: float, replicates: Sequence[float], level: float = 0.95) -> Estimate:
     """The jackknife standard error and interval of ``estimate`` from leave-one-group-out values."""
-    stderr, low, high = jackknife_interval(estimate, np.asarray(replicates), level)
-    return Estimate(estimate, stderr, low, high, level, len(replicates))
+    return summarise(estimate, replicates, level)
 
 
 def leave_one_out(parts: Sequence[Statistics]) -> list[Statistics]:
@@ -100,9 +191,14 @@ def replicate(measure: Callable[[Statistics], float], parts: Sequence[Statistics
     The package's warnings (constant units, ...) were given for the full data; they are not
     repeated for each replicate.
     """
+    return quietly(measure, leave_one_out(parts))
+
+
+def quietly(measure: Callable[[T], Any], items: Sequence[T]) -> list[Any]:
+    """``measure`` of every item, without repeating the package's warnings for each."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RepsimWarning)
-        return [measure(s) for s in leave_one_out(parts)]
+        return [measure(item) for item in items]
 
 
 def total(parts: Sequence[Statistics]) -> Statistics:

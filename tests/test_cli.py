@@ -326,6 +326,31 @@ def test_self_comparison_and_table(stores, capsys):
             np.testing.assert_allclose([float(v) for v in row[1:]], expected, atol=5e-5)
 
 
+def test_interval_and_permutations_in_netcdf_and_plot(stores, tmp_path, capsys):
+    root, stored = stores
+    out, png = tmp_path / "u.nc", tmp_path / "u.png"
+    code = cli.main([
+        "compare", str(root / "a.zarr"), str(root / "b.zarr"), "-m", "cka",
+        "--interval", "jackknife", "--groups", "6", "--permutations", "9", "--seed", "3",
+        "--out", str(out), "--plot", str(png),
+    ])
+    assert code == 0, capsys.readouterr().err
+    with xr.open_dataset(out) as saved:
+        saved = saved.load()
+    direct = dask_repsim.compare(
+        str(root / "a.zarr"), str(root / "b.zarr"), metrics=["cka"],
+        interval="jackknife", groups=6, permutations=9, seed=3,
+    )
+    for name in ("cka", "cka_low", "cka_high", "cka_stderr", "cka_pvalue", "cka_null_mean"):
+        np.testing.assert_allclose(saved[name].values, direct[name].values, rtol=1e-12)
+    assert saved.attrs["permutations"] == 9 and saved.attrs["n_groups"] == 6
+    # dense vs dense shares a signal: the smallest p-value 9 permutations allow
+    assert float(saved.cka_pvalue.sel(layer_a="dense", layer_b="dense")) == pytest.approx(0.1)
+    assert png.read_bytes()[:8] == PNG_SIGNATURE
+    image = matplotlib.image.imread(png)
+    assert image.ndim == 3 and image.shape[0] > 100
+
+
 def test_netcdf_input(tmp_path, capsys):
     rng = np.random.default_rng(3)
     x, y = rng.normal(size=(80, 4)), rng.normal(size=(80, 3, 2))

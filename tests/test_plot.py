@@ -119,3 +119,51 @@ def test_missing_matplotlib_says_how_to_install(result, monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib.pyplot", None)
     with pytest.raises(ImportError, match=r"pip install dask-repsim\[plot\]"):
         heatmap(result, "cka")
+
+
+def _hatched_cells(ax) -> set[tuple[int, int]]:
+    """(row, column) of the cells covered by a hatched rectangle."""
+    return {
+        (round(p.get_y() + 0.5), round(p.get_x() + 0.5)) for p in ax.patches if p.get_hatch()
+    }
+
+
+def test_mark_pvalue_hatches_cells_not_more_similar_than_permuted():
+    rng = np.random.default_rng(12)
+    x = rng.normal(size=(300, 3))
+    a = {"x": x, "noise": rng.normal(size=(300, 3))}
+    b = {"y": x @ rng.normal(size=(3, 3)) + 0.5 * rng.normal(size=(300, 3))}
+    ds = dask_repsim.compare(a, b, metrics=["cka"], permutations=19, seed=0)
+    pvalues = ds.cka_pvalue.values
+    assert pvalues[0, 0] == pytest.approx(0.05) and pvalues[1, 0] > 0.05
+    ax = heatmap(ds, "cka", mark="pvalue", alpha=0.05)
+    assert _hatched_cells(ax) == {(1, 0)}
+    assert "p > 0.05" in ax.get_xlabel()
+
+
+def test_mark_overlap_hatches_cells_whose_interval_reaches_the_rows_best():
+    layers = ["l1", "l2", "l3"]
+    values = np.array([[0.9, 0.85, 0.2], [0.1, 0.5, 0.7]])
+    half = np.array([[0.03, 0.03, 0.03], [0.05, 0.05, 0.05]])
+    dims = ("layer_a", "layer_b")
+    ds = xr.Dataset(
+        {"cka": (dims, values), "cka_low": (dims, values - half),
+         "cka_high": (dims, values + half)},
+        coords={"layer_a": ["a", "b"], "layer_b": layers},
+    )
+    ax = heatmap(ds, "cka", mark="overlap")
+    # row a: 0.85 + 0.03 >= 0.9 - 0.03 overlaps the best; 0.2 does not.
+    # row b: 0.5 + 0.05 < 0.7 - 0.05: nothing overlaps
+    assert _hatched_cells(ax) == {(0, 1)}
+    outlined = {(round(p.get_y() + 0.5), round(p.get_x() + 0.5))
+                for p in ax.patches if not p.get_hatch()}
+    assert outlined == {(0, 0), (1, 2)}
+
+
+def test_mark_needs_the_uncertainty_variables(result):
+    with pytest.raises(ValueError, match="needs cka_pvalue.*permutations=K"):
+        heatmap(result, "cka", mark="pvalue")
+    with pytest.raises(ValueError, match="interval='jackknife'"):
+        heatmap(result, "cka", mark="overlap")
+    with pytest.raises(ValueError, match="mark must be"):
+        heatmap(result, "cka", mark="stars")
