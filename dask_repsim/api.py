@@ -621,6 +621,8 @@ def compare(
     groups: int = JACKKNIFE_GROUPS,
     permutations: int = 0,
     seed: int = 0,
+    method: str = "auto",
+    batch_size: int = 1000,
 ) -> xr.Dataset:
     """Several measures for every pair of layers of ``a`` and ``b``, from one pass over the data.
 
@@ -656,6 +658,18 @@ def compare(
         ``b``'s samples permuted within chunks (:mod:`dask_repsim.uncertainty`). Each task
         holds K cross matrices of (features of a) x (features of b); an error says when
         that exceeds the memory budget.
+    method, batch_size
+        ``"auto"`` (default) and ``"covariance"``: the one-pass co-moments, every metric;
+        ``"auto"`` falls back to the exact wide-layer CKA paths (``"gram"`` or ``"tiled"``,
+        per pair) when only CKA is asked for and a pair of layers is too wide for the
+        co-moments. ``"qr"``: one tall-skinny QR pass over all layers; the CCA family
+        (``mean_cca``, ``r2_cca``, ``svcca``, ``pwcca``, ``linear_regression``) without
+        squaring the condition number. ``"gram"``, ``"tiled"``: exact ``cka`` and
+        ``cka_debiased`` from sample-space Gram blocks or feature tiles, one computation per
+        pair. ``"minibatch"``: the minibatch estimate of ``cka`` (Nguyen et al. 2021, an
+        approximation, with ``cka_low``/``cka_high`` bootstrap intervals) per pair, with
+        ``batch_size`` samples per batch. The path used is in ``attrs["method"]``; see
+        :mod:`dask_repsim.methods`.
 
     Returns
     -------
@@ -717,6 +731,30 @@ def compare(
         )
     _check_interval(interval)
     widths = [layer.data.shape[1] for layer in layers]
+    chosen = _compare_method(method, metrics, widths, rows, cols)
+    if chosen != "covariance":
+        _only_on_covariance(chosen, _options(locals()))
+        values, extra, attrs = _grid_by_method(
+            chosen, metrics, layers, rows, cols, level=level, seed=seed, batch_size=batch_size
+        )
+        dims = ("layer_a", "layer_b")
+        variables = {
+            m: (dims, values[k_], {"long_name": m, "description": METRICS[m][1]})
+            for k_, m in enumerate(metrics)
+        }
+        variables.update({name: (dims, arr, {"long_name": name}) for name, arr in extra.items()})
+        attrs = {
+            "n_samples": layers[0].data.shape[0],
+            "n_samples_omitted": 0,
+            "dask_repsim_version": __version__,
+            "metrics": ", ".join(metrics),
+            "method": chosen,
+            **attrs,
+        }
+        return xr.Dataset(
+            variables, coords={"layer_a": list(inputs_a), "layer_b": list(inputs_b)},
+            attrs=attrs,
+        )
     passes = _methods.plan_passes(widths, rows, cols, _methods.max_features())
     if len(passes) > 1:
         warnings.warn(
@@ -794,6 +832,7 @@ def compare(
         "n_samples_omitted": stats.omitted,
         "dask_repsim_version": __version__,
         "metrics": ", ".join(metrics),
+        "method": "covariance",
         "n_passes": len(passes),
     }
     if interval is not None:
@@ -821,3 +860,110 @@ def compare(
     return xr.Dataset(
         variables, coords={"layer_a": list(inputs_a), "layer_b": list(inputs_b)}, attrs=attrs
     )
+
+
+#: the metrics each path other than the co-moments computes
+_PATH_METRICS = {
+    "qr": ("mean_cca", "r2_cca", "svcca", "pwcca", "linear_regression"),
+    "gram": ("cka", "cka_debiased"),
+    "tiled": ("cka", "cka_debiased"),
+    "minibatch": ("cka",),
+}
+
+
+def _compare_method(
+    method: str, metrics: Sequence[str], widths: Sequence[int], rows: Sequence[int],
+    cols: Sequence[int],
+) -> str:
+    """The path ``compare`` uses: ``method``, or for ``"auto"`` the co-moments unless only
+    CKA is asked for and some pair of layers is too wide for them (then ``"wide"``: each
+    pair's own exact CKA path)."""
+    allowed = ("auto", "covariance", *_PATH_METRICS)
+    if method not in allowed:
+        raise ValueError(f"method must be one of {allowed}, not {method!r}")
+    if method == "auto":
+        widest = max(widths[r] for r in rows) + max(widths[c] for c in cols)
+        only_cka = set(metrics) <= set(_PATH_METRICS["gram"])
+        return "wide" if only_cka and widest > _methods.max_features() else "covariance"
+    if method != "covariance":
+        unsupported = [m for m in metrics if m not in _PATH_METRICS[method]]
+        if unsupported:
+            raise ValueError(
+                f"method={method!r} computes {', '.join(_PATH_METRICS[method])}, not "
+                f"{', '.join(unsupported)}; compute those with method='covariance'"
+            )
+    return method
+
+
+def _grid_by_method(
+    chosen: str, metrics: Sequence[str], layers: Sequence[Layer], rows: Sequence[int],
+    cols: Sequence[int], *, level: float, seed: int, batch_size: int,
+) -> tuple[np.ndarray, dict[str, np.ndarray], dict[str, Any]]:
+    """(metrics x rows x cols values, extra variables, attrs) on a path other than the
+    co-moments."""
+    values = np.full((len(metrics), len(rows), len(cols)), np.nan)
+    extra: dict[str, np.ndarray] = {}
+    attrs: dict[str, Any] = {}
+    if chosen == "qr":
+        factor = _qr.tsqr(layers)  # one pass over every layer
+        slices = factor.slices
+        functions = {
+            "mean_cca": lambda f, names: _qr.canonical_correlations_from_r(f, names).mean,
+            "r2_cca": lambda f, names: _qr.canonical_correlations_from_r(f, names).r2,
+            "svcca": _qr.svcca_from_r,
+            "pwcca": _qr.pwcca_from_r,
+            "linear_regression": _qr.linear_regression_from_r,
+        }
+        for i, a in enumerate(rows):
+            for j, b in enumerate(cols):
+                # X_c = Q R[:, a] for every layer with one Q: a pair's columns of R are a
+                # factor of that pair
+                sub = _qr.RFactor(
+                    (layers[a].data.shape[1], layers[b].data.shape[1]),
+                    factor.count,
+                    np.concatenate([factor.mean[slices[a]], factor.mean[slices[b]]]),
+                    np.hstack([factor.r[:, slices[a]], factor.r[:, slices[b]]]),
+                )
+                names = (layers[a].name, layers[b].name)
+                for k, m in enumerate(metrics):
+                    values[k, i, j] = functions[m](sub, names)
+        attrs["n_passes"] = 1
+        return values, extra, attrs
+    low = np.full(values.shape, np.nan)
+    high = np.full(values.shape, np.nan)
+    used = set()
+    for i, a in enumerate(rows):
+        for j, b in enumerate(cols):
+            la, lb = layers[a], layers[b]
+            path = chosen
+            if chosen == "wide":
+                n, p, q = la.data.shape[0], la.data.shape[1], lb.data.shape[1]
+                path = _methods.choose("cka", "auto", n, p, q)
+            used.add(path)
+            for k, m in enumerate(metrics):
+                debiased = m == "cka_debiased"
+                if path == "minibatch":
+                    r = _kernels.minibatch_cka(la, lb, batch_size=batch_size, seed=seed,
+                                               level=level)
+                    values[k, i, j], low[k, i, j], high[k, i, j] = float(r), r.ci_low, r.ci_high
+                    attrs["n_batches"] = r.n_batches
+                elif path == "gram":
+                    values[k, i, j] = _kernels.gram_cka(la, lb, debiased=debiased)
+                elif path == "covariance":
+                    values[k, i, j] = _float_result(
+                        METRICS[m][0], la.data, lb.data, sample_dims=None, storage_options=None,
+                        nan_policy="raise", interval=None, level=level, groups=1,
+                        permutations=0, seed=seed,
+                    )
+                else:
+                    values[k, i, j] = _kernels.tiled_cka(la, lb, debiased=debiased)
+    if chosen == "minibatch":
+        extra = {"cka_low": low[0], "cka_high": high[0]}
+        attrs.update(
+            approximate="minibatch CKA (Nguyen et al. 2021): unbiased HSIC averaged over "
+            f"minibatches of {batch_size} samples, {level:.0%} bootstrap intervals",
+            batch_size=batch_size, level=level,
+        )
+    if chosen == "wide":  # each pair's own exact path
+        attrs["method"] = ", ".join(sorted(used))
+    return values, extra, attrs

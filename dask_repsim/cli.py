@@ -78,6 +78,10 @@ def _parser() -> tuple[_Parser, _Parser]:
                      "(VALUE is read as JSON when it parses, else as a string)")
     cmp.add_argument("--nan-policy", choices=("raise", "omit"), default="raise",
                      help="what to do with samples holding NaN or Inf (default: raise)")
+    cmp.add_argument("--method", choices=("auto", "covariance", "qr", "gram", "tiled",
+                                          "minibatch"), default="auto",
+                     help="computational path (default: auto, the one-pass co-moments unless "
+                     "only CKA is asked for and layers are too wide); see dask_repsim.methods")
     cmp.add_argument("--interval", choices=("jackknife",),
                      help="add a delete-a-group jackknife standard error and interval per cell")
     cmp.add_argument("--level", type=float, default=0.95,
@@ -300,6 +304,7 @@ def _compare(args: argparse.Namespace, parser: _Parser) -> int:
                 groups=args.groups,
                 permutations=args.permutations,
                 seed=args.seed,
+                method=args.method,
             )
     _save(result, args.out, args.plot, fmt)
     print(_json(result) if args.json else _table(result))

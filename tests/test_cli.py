@@ -351,6 +351,18 @@ def test_interval_and_permutations_in_netcdf_and_plot(stores, tmp_path, capsys):
     assert image.ndim == 3 and image.shape[0] > 100
 
 
+def test_method_option(stores, capsys):
+    root, stored = stores
+    code = cli.main(["compare", str(root / "a.zarr"), str(root / "b.zarr"), "-m", "mean_cca",
+                     "--method", "qr", "--json"])
+    assert code == 0
+    out = json.loads(capsys.readouterr().out)
+    expected = ref_mean_cca(stored["a", "dense"], stored["b", "conv"])
+    assert out["mean_cca"]["dense"]["conv"] == pytest.approx(expected, abs=1e-6)
+    assert cli.main(["compare", str(root / "a.zarr"), "-m", "pwcca", "--method", "gram"]) == 1
+    assert "method='gram' computes cka, cka_debiased" in capsys.readouterr().err
+
+
 def test_netcdf_input(tmp_path, capsys):
     rng = np.random.default_rng(3)
     x, y = rng.normal(size=(80, 4)), rng.normal(size=(80, 3, 2))

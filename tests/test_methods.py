@@ -85,3 +85,57 @@ def test_options_that_need_the_covariance_path():
         dr.cka(X, Y, kernel="poly")
     with pytest.raises(ValueError, match="not available"):
         dr.cka(X, Y, kernel="rbf", method="tiled")
+
+
+LAYERS_A = {"x": X, "x2": np.tanh(X[:, :12])}
+LAYERS_B = {"y": Y, "x": X}
+
+
+@pytest.mark.parametrize("method", ["gram", "tiled"])
+def test_compare_exact_cka_paths_equal_the_formula_for_every_cell(method):
+    ds = dr.compare(LAYERS_A, LAYERS_B, metrics=["cka", "cka_debiased"], method=method)
+    assert ds.attrs["method"] == method
+    plain = dr.compare(LAYERS_A, LAYERS_B, metrics=["cka", "cka_debiased"])
+    assert plain.attrs["method"] == "covariance"
+    for a, xa in LAYERS_A.items():
+        for b, yb in LAYERS_B.items():
+            cell = ds.sel(layer_a=a, layer_b=b)
+            assert float(cell.cka) == pytest.approx(_cka(xa, yb), abs=1e-9)
+            assert float(cell.cka_debiased) == pytest.approx(
+                float(plain.cka_debiased.sel(layer_a=a, layer_b=b)), abs=1e-9
+            )
+
+
+def test_compare_auto_uses_wide_paths_for_cka_when_pairs_do_not_fit(caplog):
+    caplog.set_level(logging.INFO, logger="dask_repsim")
+    with dask.config.set({"repsim.memory-budget": "10 kB"}):
+        ds = dr.compare(LAYERS_A, LAYERS_B, metrics=["cka"])
+        with pytest.raises(ValueError, match="more than the .* fit the memory budget"):
+            dr.compare(LAYERS_A, LAYERS_B, metrics=["cka", "mean_cca"])
+    assert set(ds.attrs["method"].split(", ")) <= {"gram", "tiled", "covariance"}
+    assert "gram" in ds.attrs["method"] or "tiled" in ds.attrs["method"]
+    for a, xa in LAYERS_A.items():
+        for b, yb in LAYERS_B.items():
+            assert float(ds.cka.sel(layer_a=a, layer_b=b)) == pytest.approx(
+                _cka(xa, yb), abs=1e-9
+            )
+
+
+def test_compare_minibatch_is_labelled_approximate_with_intervals():
+    x = RNG.normal(size=(4000, 8))
+    y = x @ RNG.normal(size=(8, 6)) + RNG.normal(size=(4000, 6))
+    ds = dr.compare({"x": x}, {"y": y}, metrics=["cka"], method="minibatch", batch_size=400)
+    assert "approximate" in ds.attrs and ds.attrs["method"] == "minibatch"
+    value = ds.cka.item()
+    assert ds.cka_low.item() <= value <= ds.cka_high.item()
+    assert value == pytest.approx(float(dr.cka(x, y, method="minibatch", batch_size=400)))
+    assert abs(value - dr.cka(x, y, debiased=True)) < 0.03
+
+
+def test_compare_method_errors():
+    with pytest.raises(ValueError, match="method must be one of"):
+        dr.compare(X, Y, method="fast")
+    with pytest.raises(ValueError, match="method='gram' computes cka, cka_debiased, not pwcca"):
+        dr.compare(X, Y, metrics=["cka", "pwcca"], method="gram")
+    with pytest.raises(ValueError, match="need method='covariance'"):
+        dr.compare(X, Y, metrics=["mean_cca"], method="qr", permutations=5)

@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import warnings
 
+import dask
 import dask.array as da
 import numpy as np
 import pytest
+import zarr
+from conftest import write_zarr
 
 import dask_repsim
 from dask_repsim import RepsimWarning, qr
@@ -56,9 +59,10 @@ def ref_pwcca(x, y):
 
 
 def ref_regression(x, y):
-    design = np.hstack([np.ones((len(x), 1)), x])
-    coef, *_ = np.linalg.lstsq(design, y, rcond=None)
-    return 1 - float(np.sum((y - design @ coef) ** 2) / np.sum(_centre(y) ** 2))
+    """R^2 of y from x with intercept: the projection of centred y on the SVD basis of centred
+    x (an lstsq on [1 | x] loses digits when x is ill-conditioned and has a large mean)."""
+    yc = _centre(y)
+    return float(np.sum((_basis(x).T @ yc) ** 2) / np.sum(yc**2))
 
 
 # ------------------------------------------------------------------------------------ data
@@ -181,3 +185,40 @@ def test_non_finite_raises():
     x[3, 1] = np.nan
     with pytest.raises(ValueError, match="finite"):
         qr.cca(*_layers(x, x.copy()))
+
+
+def test_compare_qr_grid_from_one_factor_matches_svd_references(counting_store):
+    """compare(method="qr"): one TSQR pass over every layer; each pair from the joint R."""
+    x, y = _ill_conditioned(seed=3)
+    z, w = _correlated(seed=4, n=4000, p=5, q=4, offset=100.0)
+    for name, data, chunks in (("x", x, 700), ("y", y, 512), ("z", z, 1000), ("w", w, 650)):
+        write_zarr(counting_store, name, data, chunks=(chunks, data.shape[1]))
+    counting_store.reads.clear()
+    group = zarr.open_group(counting_store, mode="r")
+    metrics = ["mean_cca", "r2_cca", "pwcca", "svcca", "linear_regression"]
+    with dask.config.set(scheduler="threads"):
+        ds = dask_repsim.compare(
+            {"x": group["x"], "z": group["z"]}, {"y": group["y"], "w": group["w"]},
+            metrics=metrics, method="qr",
+        )
+    assert max(counting_store.chunk_reads().values()) == 1
+    assert ds.attrs["method"] == "qr"
+    data = {"x": x, "z": z, "y": y, "w": w}
+    for a in ("x", "z"):
+        for b in ("y", "w"):
+            rho = ref_decomposition(data[a], data[b])[0]
+            cell = ds.sel(layer_a=a, layer_b=b)
+            assert float(cell.mean_cca) == pytest.approx(np.mean(rho), abs=1e-6), (a, b)
+            assert float(cell.r2_cca) == pytest.approx(np.mean(rho**2), abs=1e-6), (a, b)
+            assert float(cell.pwcca) == pytest.approx(ref_pwcca(data[a], data[b]), abs=1e-6)
+            assert float(cell.svcca) == pytest.approx(
+                ref_svcca(data[a], data[b], 0.99), abs=1e-6
+            )
+            assert float(cell.linear_regression) == pytest.approx(
+                ref_regression(data[a], data[b]), abs=1e-6
+            )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RepsimWarning)
+        cov = dask_repsim.compare({"x": x}, {"y": y}, metrics=["mean_cca"])
+    # the co-moment grid loses the ill-conditioned pair's weak directions; the QR grid does not
+    assert abs(cov.mean_cca.item() - ds.mean_cca.sel(layer_a="x", layer_b="y").item()) > 1e-4
