@@ -59,13 +59,17 @@ DEFAULT_CHUNK_ROWS = 65536
 # the first n rows of a larger data set are the n-row data set.
 GEN_ROWS = 16384
 LATENT = 64
-METRIC_NAMES = tuple(dask_repsim.METRICS)
+# What compare computes by default: the eight similarity measures.
+METRIC_NAMES = tuple(dask_repsim.DEFAULT_METRICS)
 STEPS = {
     "a": "read both arrays: column sums (I/O floor)",
     "b": "dask float64 Z.T @ Z, Z = [X | Y]",
     "c": "dask_repsim.compare, 8 measures",
     "d": "numpy/scipy in memory, 8 measures",
+    "e": "(c) with jackknife intervals (25 groups)",
+    "f": "(c) with a permutation test, K = 100",
 }
+PERMUTATIONS = 100
 
 
 # --------------------------------------------------------------------------- data
@@ -164,7 +168,22 @@ def step_gram(xp: Path, yp: Path) -> dict:
 
 def step_compare(xp: Path, yp: Path) -> dict:
     ds = dask_repsim.compare(str(xp), str(yp))
+    if set(ds.data_vars) != set(METRIC_NAMES):
+        raise RuntimeError(f"compare gave {sorted(ds.data_vars)}, expected {METRIC_NAMES}")
     return {"values": {m: float(ds[m].values[0, 0]) for m in METRIC_NAMES}}
+
+
+def step_interval(xp: Path, yp: Path) -> dict:
+    ds = dask_repsim.compare(str(xp), str(yp), interval="jackknife")
+    return {"values": {m: float(ds[m].values[0, 0]) for m in METRIC_NAMES}}
+
+
+def step_permutations(xp: Path, yp: Path) -> dict:
+    ds = dask_repsim.compare(str(xp), str(yp), permutations=PERMUTATIONS, seed=0)
+    return {
+        "values": {m: float(ds[m].values[0, 0]) for m in METRIC_NAMES},
+        "pvalues": {m: float(ds[f"{m}_pvalue"].values[0, 0]) for m in METRIC_NAMES},
+    }
 
 
 def _load_fortran(path: Path) -> np.ndarray:
@@ -252,7 +271,14 @@ def step_numpy(xp: Path, yp: Path) -> dict:
     return {"values": numpy_measures(x, y), "load_seconds": load}
 
 
-STEP_FUNCS = {"a": step_read, "b": step_gram, "c": step_compare, "d": step_numpy}
+STEP_FUNCS = {
+    "a": step_read,
+    "b": step_gram,
+    "c": step_compare,
+    "d": step_numpy,
+    "e": step_interval,
+    "f": step_permutations,
+}
 
 
 def _rss_bytes() -> int:
@@ -383,6 +409,7 @@ def _flatness(args: argparse.Namespace, results_dir: Path) -> list[str]:
     for path in sorted(results_dir.glob("core_*.json")):
         rec = json.loads(path.read_text())
         same = rec["chunk_rows"] == args.chunk_rows and rec["features"] == args.features
+        same = same and not rec.get("uncertainty")
         if same and "c" in rec["results"] and rec.get("blas_threads") == args.blas_threads:
             rows.append((rec["rows"], rec["results"]["c"]["peak_bytes"]))
     if len(rows) < 2:
@@ -395,6 +422,28 @@ def _flatness(args: argparse.Namespace, results_dir: Path) -> list[str]:
     return lines
 
 
+def _uncertainty_lines(results: dict[str, dict]) -> list[str]:
+    """What intervals and permutations cost on top of (c), and the values they agree on."""
+    a, c, e, f = (results[s] for s in "acef")
+    same = max(
+        abs(r["values"][m] - c["values"][m]) for r in (e, f) for m in METRIC_NAMES
+    )
+    added = f["seconds"] - c["seconds"]
+    met = "met" if e["seconds"] <= 1.1 * c["seconds"] else "MISSED"
+    return [
+        f"(e) / (c): {e['seconds'] / c['seconds']:.2f} x -> target intervals add <= 10%: {met}",
+        f"(f) - (c): {added:.1f} s for {PERMUTATIONS} permutations; "
+        f"re-reading the data {PERMUTATIONS} times would take {PERMUTATIONS} x (a) = "
+        f"{PERMUTATIONS * a['seconds']:.0f} s, and recomputing (c) {PERMUTATIONS} times "
+        f"{PERMUTATIONS * c['seconds']:.0f} s",
+        f"ratio (f) - (c) to {PERMUTATIONS} x (a): {added / (PERMUTATIONS * a['seconds']):.3f}; "
+        f"to {PERMUTATIONS} x (c): {added / (PERMUTATIONS * c['seconds']):.3f} "
+        f"-> target < 1: {'met' if added < PERMUTATIONS * a['seconds'] else 'MISSED'}",
+        f"estimates of (e) and (f) equal (c)'s to {same:.1e}; p-values of (f): "
+        + ", ".join(f"{m} {p:.3f}" for m, p in f["pvalues"].items()),
+    ]
+
+
 def drive(args: argparse.Namespace) -> None:
     results_dir = Path(args.results_dir)
     results_dir.mkdir(parents=True, exist_ok=True)
@@ -403,7 +452,7 @@ def drive(args: argparse.Namespace) -> None:
     disk = sum(f.stat().st_size for p in (xp, yp) for f in p.rglob("*") if f.is_file())
     print(f"data: {xp.parent} ({_gb(disk)} GB on disk; written in {write_seconds:.1f} s)")
 
-    steps = ["a", "b", "c"]
+    steps = ["a", "b", "c"] + (["e", "f"] if args.uncertainty else [])
     numpy_gb = args.rows * 2 * args.features * 8 * 3 / 1e9
     skip_d = numpy_gb > args.numpy_limit_gb
     if not skip_d:
@@ -471,14 +520,19 @@ def drive(args: argparse.Namespace) -> None:
             f"-> {'met' if c['peak_bytes'] <= 2.5e9 else 'MISSED'}",
         ]
 
+    if args.uncertainty:
+        lines += ["", *_uncertainty_lines(results)]
+
     suffix = "" if args.chunk_rows == DEFAULT_CHUNK_ROWS else f"_chunk{args.chunk_rows}"
     suffix += f"_blas{args.blas_threads}" if args.blas_threads else ""
+    suffix += "_uncertainty" if args.uncertainty else ""
     stem = results_dir / f"core_{args.rows}{suffix}"
     record = {
         "rows": args.rows,
         "features": args.features,
         "chunk_rows": args.chunk_rows,
         "blas_threads": args.blas_threads,
+        "uncertainty": args.uncertainty,
         "results": {k: r for k, r in results.items() if not r.get("skipped")},
     }
     stem.with_suffix(".json").write_text(json.dumps(record, indent=1) + "\n")
@@ -509,6 +563,10 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--no-warmup", dest="warmup", action="store_false")
     parser.add_argument("--clean", action="store_true", help="delete the data afterwards")
+    parser.add_argument(
+        "--uncertainty", action="store_true",
+        help="also (e) compare with jackknife intervals and (f) with 100 permutations",
+    )
     parser.add_argument("--step", choices=sorted(STEP_FUNCS), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.step:
