@@ -18,6 +18,7 @@ import numpy as np
 from scipy.linalg import solve_triangular
 
 from .exceptions import RepsimWarning
+from .linalg import svd
 from .statistics import RANK_RTOL, Pair, Side
 from .uncertainty import summarise
 
@@ -101,7 +102,7 @@ def canonical_correlations(pair: Pair) -> tuple[np.ndarray, np.ndarray, np.ndarr
     """
     _warn_if_degenerate(pair)
     wx, wy = pair.x.whitener.basis, pair.y.whitener.basis
-    u, s, vt = np.linalg.svd(wx.T @ pair.cross @ wy, full_matrices=False)
+    u, s, vt = svd(wx.T @ pair.cross @ wy)
     return np.clip(s, 0.0, 1.0), u, vt.T
 
 

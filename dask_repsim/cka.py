@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .linalg import svd
 from .statistics import Pair
 
 
@@ -58,5 +59,5 @@ def procrustes(pair: Pair) -> float:
     """Orthogonal Procrustes similarity ||Mxy||_* / sqrt(tr Mxx tr Myy)."""
     pair.x.require_variance()
     pair.y.require_variance()
-    nuclear = np.linalg.svd(pair.cross, compute_uv=False).sum()
+    nuclear = svd(pair.cross, compute_uv=False).sum()
     return float(nuclear / np.sqrt(np.trace(pair.x.comoment) * np.trace(pair.y.comoment)))

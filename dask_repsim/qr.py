@@ -28,6 +28,7 @@ import numpy as np
 from .cca import CCAResult
 from .exceptions import RepsimWarning
 from .inputs import Layer
+from .linalg import svd
 from .statistics import CONSTANT_RTOL, SPLIT_EVERY, _slices, row_block_reduction
 
 #: After standardising units, singular values of the data below this fraction of the largest
@@ -140,7 +141,7 @@ def _span(factor: RFactor, index: int, name: str, rank_rtol: float) -> _Span:
             stacklevel=4,
         )
     kept = ~constant
-    u, sv, _ = np.linalg.svd(a[:, kept] / norms[kept], full_matrices=False)
+    u, sv, _ = svd(a[:, kept] / norms[kept])
     return _Span(name, a, u[:, sv > rank_rtol * sv[0]])
 
 
@@ -151,7 +152,7 @@ def _spans(factor: RFactor, names: Sequence[str], rank_rtol: float) -> tuple[_Sp
 
 
 def _angles(bx: np.ndarray, by: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    u, s, vt = np.linalg.svd(bx.T @ by, full_matrices=False)
+    u, s, vt = svd(bx.T @ by)
     return np.clip(s, 0.0, 1.0), u, vt.T
 
 
@@ -209,7 +210,7 @@ def cca(x: Layer, y: Layer, *, rank_rtol: float = RANK_RTOL) -> CCAResult:
 
 def _top_basis(span: _Span, keep: float | int, spectrum: str, rank_rtol: float) -> np.ndarray:
     """Orthonormal basis (Q coordinates) of the projections on the top singular directions."""
-    u, s, _ = np.linalg.svd(span.a, full_matrices=False)
+    u, s, _ = svd(span.a)
     good = s > rank_rtol * s[0]
     u, s = u[:, good], s[good]
     if isinstance(keep, int | np.integer) and not isinstance(keep, bool):

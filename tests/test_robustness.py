@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dask.array as da
 import numpy as np
+import pytest
 import zarr
 import zarr.storage
 from hypothesis import HealthCheck, assume, given, settings
@@ -72,3 +73,27 @@ def test_finite_bounded_symmetric_and_equal_across_input_kinds(data):
             np.testing.assert_allclose(
                 other[metric].item(), ref[metric].item(), rtol=1e-7, atol=atol, err_msg=metric
             )
+
+
+def test_svd_that_does_not_converge_is_retried_with_gesvd(monkeypatch):
+    """LAPACK's gesdd sometimes fails on valid, nearly rank-deficient matrices (a layer almost
+    as wide as there are samples); every measure falls back to gesvd instead of raising."""
+    import references as ref
+
+    from dask_repsim import linalg
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(120, 8))
+    y = np.hstack([x[:, :3], rng.normal(size=(120, 27))]) + 0.1 * rng.normal(size=(120, 30))
+    expected = (ref.mean_cca(x, y), ref.procrustes(x, y), ref.pwcca(x, y))
+    calls = []
+
+    def failing(*args, **kwargs):
+        calls.append(1)
+        raise np.linalg.LinAlgError("SVD did not converge")
+
+    monkeypatch.setattr(linalg.np.linalg, "svd", failing)  # numpy's driver always fails
+    assert dr.cca(x, y).mean == pytest.approx(expected[0], abs=1e-8)
+    assert dr.procrustes(x, y) == pytest.approx(expected[1], abs=1e-10)
+    assert dr.pwcca(x, y, method="qr") == pytest.approx(expected[2], abs=1e-8)
+    assert calls  # the default driver was tried first
