@@ -98,12 +98,14 @@ def canonical_correlations(pair: Pair) -> tuple[np.ndarray, np.ndarray, np.ndarr
     """Canonical correlations and the whitened left/right singular vectors ``(rho, U, V)``.
 
     The canonical weights are ``Wx @ U`` and ``Wy @ V``: the canonical variates ``X_c Wx U`` have
-    unit norm.
+    unit norm. Computed once per pair (mean CCA, R2 CCA and PWCCA share it).
     """
-    _warn_if_degenerate(pair)
-    wx, wy = pair.x.whitener.basis, pair.y.whitener.basis
-    u, s, vt = svd(wx.T @ pair.cross @ wy)
-    return np.clip(s, 0.0, 1.0), u, vt.T
+    if "cca" not in pair.cache:
+        _warn_if_degenerate(pair)
+        wx, wy = pair.x.whitener.basis, pair.y.whitener.basis
+        u, s, vt = svd(wx.T @ pair.cross @ wy)
+        pair.cache["cca"] = (np.clip(s, 0.0, 1.0), u, vt.T)
+    return pair.cache["cca"]
 
 
 def cca(pair: Pair) -> CCAResult:
@@ -148,7 +150,10 @@ def svcca(
     px = Side(pair.x.name, pair.count, vx.T @ pair.x.mean, vx.T @ pair.x.comoment @ vx)
     py = Side(pair.y.name, pair.count, vy.T @ pair.y.mean, vy.T @ pair.y.comoment @ vy)
     projected = Pair(px, py, vx.T @ pair.cross @ vy, pair.norm_xy, pair.norm_xx, pair.norm_yy)
-    return float(np.mean(canonical_correlations(projected)[0]))
+    _warn_if_degenerate(projected)
+    wx, wy = px.whitener.basis, py.whitener.basis
+    rho = svd(wx.T @ projected.cross @ wy, compute_uv=False)
+    return float(np.mean(np.clip(rho, 0.0, 1.0)))
 
 
 def pwcca(pair: Pair) -> float:

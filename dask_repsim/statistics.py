@@ -669,6 +669,8 @@ class Pair:
     norm_xy: float
     norm_xx: float
     norm_yy: float
+    #: decompositions several measures share, computed by the first that needs them
+    cache: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property
     def count(self) -> int:
