@@ -66,7 +66,7 @@ STEPS = {
     "b": "dask float64 Z.T @ Z, Z = [X | Y]",
     "c": "dask_repsim.compare, 8 measures",
     "d": "numpy/scipy in memory, 8 measures",
-    "e": "(c) with jackknife intervals (25 groups)",
+    "e": "(c) with jackknife intervals (20 groups)",
     "f": "(c) with a permutation test, K = 100",
 }
 PERMUTATIONS = 100

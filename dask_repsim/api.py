@@ -44,7 +44,7 @@ except PackageNotFoundError:  # running from a source tree that is not installed
 
 
 #: default number of sample groups for jackknife intervals
-JACKKNIFE_GROUPS = 25
+JACKKNIFE_GROUPS = 20
 
 
 def _pair_layers(x: Any, y: Any, **kw: Any) -> list[Layer]:

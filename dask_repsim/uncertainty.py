@@ -38,10 +38,8 @@ chunk's first sample (:func:`~dask_repsim.statistics.chunk_permutations`).
 
 from __future__ import annotations
 
-import os
 import warnings
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import numpy as np
@@ -197,19 +195,10 @@ def replicate(measure: Callable[[Statistics], float], parts: Sequence[Statistics
 
 
 def quietly(measure: Callable[[T], Any], items: Sequence[T]) -> list[Any]:
-    """``measure`` of every item, without repeating the package's warnings for each.
-
-    The items (replicates, permutations) are independent small dense problems whose LAPACK
-    calls release the GIL, so they run on a thread per core.
-    """
-    items = list(items)
+    """``measure`` of every item, without repeating the package's warnings for each."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RepsimWarning)
-        workers = min(len(items), os.cpu_count() or 1)
-        if workers < 2:
-            return [measure(item) for item in items]
-        with ThreadPoolExecutor(workers) as pool:
-            return list(pool.map(measure, items))
+        return [measure(item) for item in items]
 
 
 def total(parts: Sequence[Statistics]) -> Statistics:
