@@ -940,6 +940,8 @@ def _grid_by_method(
                 n, p, q = la.data.shape[0], la.data.shape[1], lb.data.shape[1]
                 path = _methods.choose("cka", "auto", n, p, q)
             used.add(path)
+            # a pair that fits the co-moments: one pass gives every metric
+            stats = _pair(la.data, lb.data) if path == "covariance" else None
             for k, m in enumerate(metrics):
                 debiased = m == "cka_debiased"
                 if path == "minibatch":
@@ -950,11 +952,7 @@ def _grid_by_method(
                 elif path == "gram":
                     values[k, i, j] = _kernels.gram_cka(la, lb, debiased=debiased)
                 elif path == "covariance":
-                    values[k, i, j] = _float_result(
-                        METRICS[m][0], la.data, lb.data, sample_dims=None, storage_options=None,
-                        nan_policy="raise", interval=None, level=level, groups=1,
-                        permutations=0, seed=seed,
-                    )
+                    values[k, i, j] = METRICS[m][0](stats)
                 else:
                     values[k, i, j] = _kernels.tiled_cka(la, lb, debiased=debiased)
     if chosen == "minibatch":

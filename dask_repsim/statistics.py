@@ -224,6 +224,14 @@ def chunk_permutations(seed: int, offset: int, size: int, count: int) -> np.ndar
     They depend only on ``seed`` and the block's first sample, not on the scheduler, so a
     permutation null is reproducible; ``offset + chunk_permutations(...)[k]`` are the
     permuted sample indices of permutation ``k`` in that block.
+
+    Examples
+    --------
+    >>> perms = chunk_permutations(seed=0, offset=1000, size=5, count=2)
+    >>> perms.shape, sorted(perms[0].tolist())
+    ((2, 5), [0, 1, 2, 3, 4])
+    >>> bool((perms == chunk_permutations(0, 1000, 5, 2)).all())
+    True
     """
     rng = np.random.default_rng([seed, offset])
     return np.stack([rng.permutation(size) for _ in range(count)]).reshape(count, size)
@@ -543,6 +551,16 @@ def one_pass(
     Returns the :class:`Statistics` of ``groups`` contiguous ranges of samples and the
     :class:`Permuted` cross statistics of layers ``a`` against layers ``b`` (indices into
     ``layers``) under ``k`` random within-chunk permutations (``None`` without ``null``).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from dask_repsim.inputs import as_layer
+    >>> rng = np.random.default_rng(0)
+    >>> layers = [as_layer(rng.normal(size=(60, 3)), name="x"), as_layer(rng.normal(size=(60, 2)))]
+    >>> parts, permuted = one_pass(layers, groups=3, null=([0], [1], 4, 0))
+    >>> [s.count for s in parts], permuted.cross.shape
+    ([20, 20, 20], (4, 3, 2))
     """
     if nan_policy not in ("raise", "omit"):
         raise ValueError(f"nan_policy must be 'raise' or 'omit', not {nan_policy!r}")
