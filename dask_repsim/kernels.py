@@ -26,6 +26,7 @@ import dask
 import numpy as np
 
 from .inputs import Layer
+from .parallel import compute
 
 #: Largest n for which :func:`rbf_cka` finds the median squared distance exactly by default.
 MEDIAN_EXACT_MAX = 20_000
@@ -33,6 +34,8 @@ MEDIAN_EXACT_MAX = 20_000
 MEDIAN_SAMPLE = 4_000
 # Bytes of float64 per row block of the gram path (per layer, before the Gram block itself).
 _BLOCK_BYTES = 64 * 2**20
+# Row blocks the gram path aims for at least (8 blocks: 36 block tasks to spread over threads).
+_MIN_BLOCKS = 8
 # Histogram bins per pass of the exact median, and how many candidate values may be gathered
 # on the client once the bins have narrowed the median down.
 _MEDIAN_BINS = 2**16
@@ -53,7 +56,7 @@ def _check_pair(x: Layer, y: Layer) -> int:
 
 
 def _column_means(*layers: Layer) -> list[np.ndarray]:
-    means = dask.compute(*(layer.data.astype(np.float64).mean(axis=0) for layer in layers))
+    means = compute(*(layer.data.astype(np.float64).mean(axis=0) for layer in layers))
     return [np.asarray(m) for m in means]
 
 
@@ -63,7 +66,8 @@ def _row_blocks(layer: Layer, rows: int) -> list:
 
 
 def _default_block_rows(n: int, width: int) -> int:
-    return int(max(64, min(n, 4096, _BLOCK_BYTES // (8 * max(1, width)))))
+    by_memory = _BLOCK_BYTES // (8 * max(1, width))
+    return int(max(64, min(n, 4096, by_memory, -(-n // _MIN_BLOCKS))))
 
 
 def _centred(block: np.ndarray, mean: np.ndarray) -> np.ndarray:
@@ -178,7 +182,7 @@ def _gram_sums(
     ]
     kl = kk = ll = 0.0
     k_rows, l_rows, k_diag, l_diag = (np.zeros(n) for _ in range(4))
-    for i, j, sums, (ki, li, kj, lj), diag in dask.compute(*tasks):
+    for i, j, sums, (ki, li, kj, lj), diag in compute(*tasks):
         kl, kk, ll = kl + sums[0], kk + sums[1], ll + sums[2]
         si, sj = slice(starts[i], starts[i] + len(ki)), slice(starts[j], starts[j] + len(kj))
         k_rows[si] += ki
@@ -210,9 +214,7 @@ def _check_debiased(n: int, debiased: bool) -> None:
 # ---------------------------------------------------------------------------------- gram
 
 
-def gram_cka(
-    x: Layer, y: Layer, *, debiased: bool = False, block_rows: int | None = None
-) -> float:
+def gram_cka(x: Layer, y: Layer, *, debiased: bool = False, block_rows: int | None = None) -> float:
     """Exact linear CKA from blocks of the sample-space Gram matrices.
 
     Parameters
@@ -224,7 +226,7 @@ def gram_cka(
     block_rows
         Samples per row block; a task holds two row blocks of each layer and two
         ``block_rows^2`` Gram blocks. Default: about 64 MiB of float64 per row block, at most
-        4096 rows.
+        4096 rows and at most n / 8 (at least 8 blocks, to keep the threads busy).
 
     Returns
     -------
@@ -288,15 +290,13 @@ class RBFCKAResult:
         return self.value
 
 
-def _median_histogram(
-    bx: list, mx: np.ndarray, lo: float, hi: float, bins: int
-) -> np.ndarray:
+def _median_histogram(bx: list, mx: np.ndarray, lo: float, hi: float, bins: int) -> np.ndarray:
     tasks = [
         dask.delayed(_block_histogram, pure=True)(i, j, bx[i], bx[j], mx, lo, hi, bins)
         for i in range(len(bx))
         for j in range(i, len(bx))
     ]
-    return np.sum(dask.compute(*tasks), axis=0)
+    return np.sum(compute(*tasks), axis=0)
 
 
 def _block_histogram(i, j, xi, xj, mx, lo, hi, bins):
@@ -342,7 +342,7 @@ def exact_median_sq_distance(layer: Layer, *, block_rows: int | None = None, mea
     k1, k2 = (total - 1) // 2, total // 2  # numpy's middle pair (equal when n^2 is odd)
     # D^2_ij <= 2 |x_i|^2 + 2 |x_j|^2 for centred rows: an upper bound on every distance
     norms = ((layer.data.astype(np.float64) - mx) ** 2).sum(axis=1)
-    hi = 4.0 * float(norms.max().compute()) * (1 + 1e-12) + 1e-300
+    hi = 4.0 * float(compute(norms.max())[0]) * (1 + 1e-12) + 1e-300
     lo, below = 0.0, 0
     while True:
         counts = _median_histogram(bx, mx, lo, hi, _MEDIAN_BINS)
@@ -363,7 +363,7 @@ def exact_median_sq_distance(layer: Layer, *, block_rows: int | None = None, mea
         for i in range(len(bx))
         for j in range(i, len(bx))
     ]
-    parts = dask.compute(*tasks)
+    parts = compute(*tasks)
     start = sum(p[0] for p in parts)
     values = np.concatenate([p[1] for p in parts])
     weights = np.concatenate([np.full(len(p[1]), p[2], dtype=np.int64) for p in parts])
@@ -396,7 +396,7 @@ def sampled_median_sq_distance(
     """
     n = int(layer.data.shape[0])
     idx = np.sort(np.random.default_rng(seed).choice(n, size=min(size, n), replace=False))
-    rows = np.asarray(layer.data[idx].compute(), dtype=np.float64)
+    rows = np.asarray(compute(layer.data[idx])[0], dtype=np.float64)
     rows -= rows.mean(axis=0) if mean is None else mean
     return float(np.median(_sq_distances(rows, rows, True)))
 
@@ -469,8 +469,7 @@ def rbf_cka(
         )
     else:
         medians = tuple(
-            sampled_median_sq_distance(layer, size=median_sample, seed=seed)
-            for layer in (x, y)
+            sampled_median_sq_distance(layer, size=median_sample, seed=seed) for layer in (x, y)
         )
     for layer, med in zip((x, y), medians, strict=True):
         if not med > 0:
@@ -600,7 +599,7 @@ def tiled_cka(
             for a, b in zip(xr_, yr_, strict=True)
         ]
         graphs.append(dask.delayed(sum)(norms))
-    out = dask.compute(*graphs)
+    out = compute(*graphs)
     s_xy, s_xx, s_yy = (float(v) for v in out[:3])
     if debiased:
         nxy, nxx, nyy, tr_x, tr_y = out[3]
@@ -764,7 +763,7 @@ def minibatch_cka(
         else:
             xb, yb = x.data[idx[0] : idx[-1] + 1], y.data[idx[0] : idx[-1] + 1]
         tasks.append(dask.delayed(_batch_hsic, pure=True)(xb, yb, kernel, sigma))
-    hsic = np.array(dask.compute(*tasks))
+    hsic = np.array(compute(*tasks))
     mean = hsic.mean(axis=0)
     value = _ratio(mean)
     boot_rng = np.random.default_rng([seed, 1])

@@ -22,13 +22,13 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import dask
 import numpy as np
 
 from .cca import CCAResult
 from .exceptions import RepsimWarning
 from .inputs import Layer
 from .linalg import svd
+from .parallel import compute
 from .statistics import CONSTANT_RTOL, SPLIT_EVERY, _slices, row_block_reduction
 
 #: After standardising units, singular values of the data below this fraction of the largest
@@ -106,7 +106,7 @@ def tsqr(layers: Sequence[Layer], *, split_every: int = SPLIT_EVERY) -> RFactor:
     graph = row_block_reduction(
         layers, _chunk, RFactor.merge, name="repsim-qr", split_every=split_every
     )
-    (factor,) = dask.compute(graph)
+    (factor,) = compute(graph)
     return factor
 
 

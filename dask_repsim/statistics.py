@@ -33,6 +33,7 @@ from dask.base import tokenize
 
 from .exceptions import RepsimWarning
 from .inputs import Layer
+from .parallel import compute
 
 #: Statistics chunks merged per task in the tree reduction.
 SPLIT_EVERY = 8
@@ -274,23 +275,29 @@ class Permuted:
         slices = _slices(c.sizes)
         cols_a = np.concatenate([np.arange(slices[i].start, slices[i].stop) for i in a])
         cols_b = np.concatenate([np.arange(slices[j].start, slices[j].stop) for j in b])
-        v, w = c.z[:, cols_a], c.z[:, cols_b]
+        pa, qb = len(cols_a), len(cols_b)
         r, s = c.norms[:, list(a)], c.norms[:, list(b)]
+        # One product per permutation gives all four sums: [v | r]^T [w | s]_k. Both sides
+        # row-major, so that gathering the permuted rows copies whole rows.
+        left = np.empty((c.z.shape[0], pa + len(a)))
+        left[:, :pa], left[:, pa:] = c.z[:, cols_a], r
+        right = np.empty((c.z.shape[0], qb + len(b)))
+        right[:, :qb], right[:, qb:] = c.z[:, cols_b], s
         k = len(perms)
-        cross = np.empty((k, v.shape[1], w.shape[1]))
-        norm_cross = np.empty((k, r.shape[1], s.shape[1]))
-        norm_ab = np.empty((k, r.shape[1], w.shape[1]))
-        norm_ba = np.empty((k, s.shape[1], v.shape[1]))
+        cross = np.empty((k, pa, qb))
+        norm_cross = np.empty((k, len(a), len(b)))
+        norm_ab = np.empty((k, len(a), qb))
+        norm_ba = np.empty((k, len(b), pa))
+        permuted = np.empty_like(right)
         for i, perm in enumerate(perms):
-            wp, sp = w[perm], s[perm]
-            cross[i] = v.T @ wp
-            norm_cross[i] = r.T @ sp
-            norm_ab[i] = r.T @ wp
-            norm_ba[i] = sp.T @ v
+            np.take(right, perm, axis=0, out=permuted)
+            full = left.T @ permuted
+            cross[i], norm_ab[i] = full[:pa, :qb], full[pa:, :qb]
+            norm_ba[i], norm_cross[i] = full[:pa, qb:].T, full[pa:, qb:]
         return cls(
             sizes_a=tuple(c.sizes[i] for i in a),
             sizes_b=tuple(c.sizes[j] for j in b),
-            count=int(v.shape[0]),
+            count=int(c.z.shape[0]),
             mean_a=c.mean[cols_a],
             mean_b=c.mean[cols_b],
             trace_a=r.sum(axis=0),
@@ -565,7 +572,7 @@ def one_pass(
     if nan_policy not in ("raise", "omit"):
         raise ValueError(f"nan_policy must be 'raise' or 'omit', not {nan_policy!r}")
     graph = statistics_graph(layers, split_every=split_every, groups=groups, null=null)
-    (result,) = dask.compute(graph)
+    (result,) = compute(graph)
     parts, permuted = result if null is not None else (result, None)
     parts = [parts[g] for g in sorted(parts)]
     stats = _merge_all(*parts)
@@ -707,14 +714,17 @@ def pair(stats: Statistics, layer_sides: Sequence[Side], a: int, b: int) -> Pair
     """The :class:`Pair` of layers ``a`` and ``b`` of ``stats``."""
     sa, sb = stats.slices[a], stats.slices[b]
     g = stats.norm_product
-    return Pair(
-        layer_sides[a], layer_sides[b], stats.comoment[sa, sb], g[a, b], g[a, a], g[b, b]
-    )
+    return Pair(layer_sides[a], layer_sides[b], stats.comoment[sa, sb], g[a, b], g[a, a], g[b, b])
 
 
 def permuted_pairs(
-    stats: Statistics, layer_sides: Sequence[Side], permuted: Permuted, a: int, b: int,
-    ia: int, jb: int,
+    stats: Statistics,
+    layer_sides: Sequence[Side],
+    permuted: Permuted,
+    a: int,
+    b: int,
+    ia: int,
+    jb: int,
 ) -> list[Pair]:
     """The :class:`Pair` of layers ``a`` and ``b`` of ``stats`` under each permutation.
 
