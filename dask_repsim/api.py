@@ -806,6 +806,7 @@ def compare(
             groups=groups if interval else 1,
             nan_policy=nan_policy,
             null=(null_a, null_b, k, seed) if k else None,
+            pairs=[(position[rows[i]], position[cols[j]]) for i, j in todo],
         )
         mask = np.zeros(done.shape, dtype=bool)
         mask[tuple(np.array(todo).T)] = True

@@ -1,0 +1,96 @@
+"""Statistics that keep only some cross blocks (what an a-versus-b grid needs)."""
+
+from __future__ import annotations
+
+import dask.array as da
+import numpy as np
+import pytest
+
+import dask_repsim as dr
+from dask_repsim.inputs import as_layer
+from dask_repsim.statistics import Statistics, one_pass, pair, sides
+
+SIZES = (3, 4, 2, 5)
+KEPT = [(0, 2), (3, 1)]
+
+
+def _data(n: int = 240, seed: int = 0) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    shared = rng.normal(size=(n, 2))
+    return [
+        5.0 + shared @ rng.normal(size=(2, p)) + rng.normal(size=(n, p)) for p in SIZES
+    ]
+
+
+def _bounds() -> np.ndarray:
+    return np.cumsum((0,) + SIZES)
+
+
+def test_chunk_keeps_diagonal_and_requested_blocks_only():
+    blocks = _data()
+    stats = Statistics.from_chunk(blocks, pairs=KEPT)
+    z = np.hstack(blocks)
+    full = (z - z.mean(0)).T @ (z - z.mean(0))
+    b = _bounds()
+    for i in range(len(SIZES)):
+        for j in range(len(SIZES)):
+            block = stats.comoment[b[i] : b[i + 1], b[j] : b[j + 1]]
+            if i == j or (min(i, j), max(i, j)) in {(0, 2), (1, 3)}:
+                np.testing.assert_allclose(block, full[b[i] : b[i + 1], b[j] : b[j + 1]])
+                assert stats.has_pair(i, j)
+            else:
+                assert np.isnan(block).all()
+                assert not stats.has_pair(i, j)
+
+
+def test_all_pairs_is_the_full_product():
+    blocks = _data()
+    every = [(i, j) for i in range(4) for j in range(i + 1, 4)]
+    stats = Statistics.from_chunk(blocks, pairs=every)
+    assert stats.pairs is None and np.isfinite(stats.comoment).all()
+
+
+@pytest.mark.parametrize("groups", [1, 3])
+def test_merged_blocks_equal_the_full_pass(groups):
+    """Chunk merges (the pairwise update) and sample groups keep the kept blocks exact."""
+    layers = [
+        as_layer(da.from_array(x, chunks=(37, -1)), name=f"l{i}") for i, x in enumerate(_data())
+    ]
+    full, _ = one_pass(layers, groups=groups)
+    sparse, _ = one_pass(layers, groups=groups, pairs=KEPT)
+    b = _bounds()
+    for f, s in zip(full, sparse, strict=True):
+        assert s.count == f.count
+        np.testing.assert_allclose(s.mean, f.mean, rtol=1e-13)
+        for i, j in [(0, 0), (1, 1), (2, 2), (3, 3), (0, 2), (2, 0), (1, 3), (3, 1)]:
+            rows, cols = slice(b[i], b[i + 1]), slice(b[j], b[j + 1])
+            np.testing.assert_allclose(s.comoment[rows, cols], f.comoment[rows, cols], rtol=1e-12)
+            np.testing.assert_allclose(s.norm_product[i, j], f.norm_product[i, j], rtol=1e-12)
+            np.testing.assert_allclose(
+                s.norm_comoment[i, cols], f.norm_comoment[i, cols], rtol=1e-12, atol=1e-9
+            )
+
+
+def test_pair_refuses_a_block_that_was_not_computed():
+    stats = Statistics.from_chunk(_data(), pairs=KEPT)
+    layer_sides = sides(stats, ["a", "b", "c", "d"])
+    assert pair(stats, layer_sides, 2, 0).cross.shape == (2, 3)
+    with pytest.raises(ValueError, match="no cross block of layers 0 and 1"):
+        pair(stats, layer_sides, 0, 1)
+
+
+def test_two_network_grid_equals_pairwise_functions():
+    """compare(a, b) computes only a x b cross blocks; its cells equal the pairwise functions."""
+    data = _data(n=300, seed=1)
+    a = {"a0": data[0], "a1": data[1]}
+    b = {"b0": data[2], "b1": data[3]}
+    grid = dr.compare(a, b, metrics=["cka", "cka_debiased", "pwcca", "mean_cca"])
+    for na, xa in a.items():
+        for nb, xb in b.items():
+            cell = grid.sel(layer_a=na, layer_b=nb)
+            assert float(cell["cka"]) == pytest.approx(float(dr.cka(xa, xb)), abs=1e-12)
+            assert float(cell["cka_debiased"]) == pytest.approx(
+                float(dr.cka(xa, xb, debiased=True)), abs=1e-12
+            )
+            assert float(cell["pwcca"]) == pytest.approx(float(dr.pwcca(xa, xb)), abs=1e-12)
+            assert float(cell["mean_cca"]) == pytest.approx(dr.cca(xa, xb).mean, abs=1e-12)
