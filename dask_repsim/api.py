@@ -941,21 +941,19 @@ def _grid_by_method(
                 n, p, q = la.data.shape[0], la.data.shape[1], lb.data.shape[1]
                 path = _methods.choose("cka", "auto", n, p, q)
             used.add(path)
-            # a pair that fits the co-moments: one pass gives every metric
-            stats = _pair(la.data, lb.data) if path == "covariance" else None
-            for k, m in enumerate(metrics):
-                debiased = m == "cka_debiased"
-                if path == "minibatch":
-                    r = _kernels.minibatch_cka(la, lb, batch_size=batch_size, seed=seed,
-                                               level=level)
-                    values[k, i, j], low[k, i, j], high[k, i, j] = float(r), r.ci_low, r.ci_high
-                    attrs["n_batches"] = r.n_batches
-                elif path == "gram":
-                    values[k, i, j] = _kernels.gram_cka(la, lb, debiased=debiased)
-                elif path == "covariance":
-                    values[k, i, j] = METRICS[m][0](stats)
-                else:
-                    values[k, i, j] = _kernels.tiled_cka(la, lb, debiased=debiased)
+            # one pass (or one set of Gram / tile sums) per pair gives every metric
+            debiased = [m == "cka_debiased" for m in metrics]
+            if path == "covariance":
+                stats = _pair(la.data, lb.data)
+                values[:, i, j] = [METRICS[m][0](stats) for m in metrics]
+            elif path == "gram":
+                values[:, i, j] = _kernels.gram_cka_values(la, lb, debiased)
+            elif path == "tiled":
+                values[:, i, j] = _kernels.tiled_cka_values(la, lb, debiased)
+            else:  # minibatch: linear CKA only
+                r = _kernels.minibatch_cka(la, lb, batch_size=batch_size, seed=seed, level=level)
+                values[:, i, j], low[:, i, j], high[:, i, j] = float(r), r.ci_low, r.ci_high
+                attrs["n_batches"] = r.n_batches
     if chosen == "minibatch":
         extra = {"cka_low": low[0], "cka_high": high[0]}
         attrs.update(

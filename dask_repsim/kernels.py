@@ -20,6 +20,7 @@ cancel catastrophically when it is centred afterwards.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import dask
@@ -256,10 +257,28 @@ def gram_cka(x: Layer, y: Layer, *, debiased: bool = False, block_rows: int | No
     >>> round(gram_cka(as_layer(x), as_layer(2 * x @ q, name="y"), block_rows=128), 6)
     1.0
     """
+    return gram_cka_values(x, y, (debiased,), block_rows=block_rows)[0]
+
+
+def gram_cka_values(
+    x: Layer, y: Layer, debiased: Sequence[bool], *, block_rows: int | None = None
+) -> list[float]:
+    """:func:`gram_cka` for each flag of ``debiased``, from one set of Gram-block sums.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from dask_repsim.inputs import as_layer
+    >>> x = np.random.default_rng(0).normal(size=(200, 30))
+    >>> biased, unbiased = gram_cka_values(as_layer(x), as_layer(x + 1, name="y"), (False, True))
+    >>> round(biased, 9), round(unbiased, 9)
+    (1.0, 1.0)
+    """
     n = _check_pair(x, y)
-    _check_debiased(n, debiased)
+    for flag in debiased:
+        _check_debiased(n, flag)
     sums = _gram_sums(x, y, None, None, block_rows)
-    return _cka_from(sums.hsic(debiased), x, y, n)
+    return [_cka_from(sums.hsic(flag), x, y, n) for flag in debiased]
 
 
 @dataclass(frozen=True)
@@ -555,8 +574,34 @@ def tiled_cka(
     >>> round(tiled_cka(as_layer(x), as_layer(2 * x @ q, name="y"), tile=16), 6)
     1.0
     """
+    return tiled_cka_values(
+        x, y, (debiased,), tile=tile, chunk_rows=chunk_rows, split_every=split_every
+    )[0]
+
+
+def tiled_cka_values(
+    x: Layer,
+    y: Layer,
+    debiased: Sequence[bool],
+    *,
+    tile: int = 2048,
+    chunk_rows: int | None = None,
+    split_every: int = 8,
+) -> list[float]:
+    """:func:`tiled_cka` for each flag of ``debiased``, from one set of tile products.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from dask_repsim.inputs import as_layer
+    >>> x = np.random.default_rng(0).normal(size=(200, 30))
+    >>> y = as_layer(-x, name="y")
+    >>> [round(v, 9) for v in tiled_cka_values(as_layer(x), y, (True, False), tile=8)]
+    [1.0, 1.0]
+    """
     n = _check_pair(x, y)
-    _check_debiased(n, debiased)
+    for flag in debiased:
+        _check_debiased(n, flag)
     mx, my = _column_means(x, y)
     rows = chunk_rows or int(max(1, min(n, _BLOCK_BYTES // (8 * tile))))
     bx = x.data.rechunk((rows, tile)).to_delayed(optimize_graph=False)
@@ -591,7 +636,7 @@ def tiled_cka(
         for b in range(a, ty)
     ]
     graphs = [dask.delayed(sum)(xy), dask.delayed(sum)(xx), dask.delayed(sum)(yy)]
-    if debiased:
+    if any(debiased):
         xr_ = x.data.rechunk({0: rows, 1: -1}).to_delayed(optimize_graph=False)[:, 0]
         yr_ = y.data.rechunk({0: rows, 1: -1}).to_delayed(optimize_graph=False)[:, 0]
         norms = [
@@ -601,21 +646,23 @@ def tiled_cka(
         graphs.append(dask.delayed(sum)(norms))
     out = compute(*graphs)
     s_xy, s_xx, s_yy = (float(v) for v in out[:3])
-    if debiased:
-        nxy, nxx, nyy, tr_x, tr_y = out[3]
 
-        def unbiased(s: float, norms: float, ta: float, tb: float) -> float:
-            # Kornblith et al.'s feature_space_linear_cka, times n(n-3)
-            return s - n / (n - 2) * norms + ta * tb / ((n - 1) * (n - 2))
+    def unbiased(s: float, norms: float, ta: float, tb: float) -> float:
+        # Kornblith et al.'s feature_space_linear_cka, times n(n-3)
+        return s - n / (n - 2) * norms + ta * tb / ((n - 1) * (n - 2))
 
-        hsic = (
-            unbiased(s_xy, nxy, tr_x, tr_y),
-            unbiased(s_xx, nxx, tr_x, tr_x),
-            unbiased(s_yy, nyy, tr_y, tr_y),
-        )
-    else:
+    values = []
+    for flag in debiased:
         hsic = (s_xy, s_xx, s_yy)
-    return _cka_from(hsic, x, y, n)
+        if flag:
+            nxy, nxx, nyy, tr_x, tr_y = out[3]
+            hsic = (
+                unbiased(s_xy, nxy, tr_x, tr_y),
+                unbiased(s_xx, nxx, tr_x, tr_x),
+                unbiased(s_yy, nyy, tr_y, tr_y),
+            )
+        values.append(_cka_from(hsic, x, y, n))
+    return values
 
 
 # ----------------------------------------------------------------------------- minibatch
