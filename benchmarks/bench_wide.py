@@ -162,6 +162,10 @@ def main() -> None:
         f"# {platform.node()} {os.cpu_count()} CPUs, Python {platform.python_version()}",
         f"{'step':<13} {'shape':<18} {'value':>12} {'seconds':>9} {'peak GB':>8}  what",
     ]
+    out = HERE / "results" / f"wide_{args.rows}x{args.features}_rbf{args.rbf_rows}.txt"
+    # steps not run this time keep their figures from the last run at these sizes
+    saved = out.with_suffix(".json")
+    earlier = json.loads(saved.read_text()) if saved.exists() else {}
     results = {}
     for step in steps:
         n, p, path = (
@@ -175,6 +179,7 @@ def main() -> None:
             print(lines[-1], flush=True)
             continue
         r = _child(step, path, args.sigma)
+        r["date"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
         results[step] = r
         if "error" in r:
             lines.append(f"{step:<13} {shape:<18} {r['error']}")
@@ -185,10 +190,16 @@ def main() -> None:
                 + ("" if r.get("median_exact", True) else " [sampled median]")
             )
         print(lines[-1], flush=True)
-    out = HERE / "results" / f"wide_{args.rows}x{args.features}_rbf{args.rbf_rows}.txt"
+    kept = {k: v for k, v in earlier.items() if k not in results and "error" not in v}
+    for step, r in kept.items():
+        n, p = (args.rbf_rows, args.rbf_features) if "rbf" in step else (args.rows, args.features)
+        lines.append(
+            f"{step:<13} {f'{n} x {p} (x2)':<18} {r['value']:12.8f} {r['seconds']:9.1f} "
+            f"{r['peak_rss_gb']:8.2f}  {STEPS[step]} (earlier run, {r.get('date', 'undated')})"
+        )
     out.parent.mkdir(exist_ok=True)
     out.write_text("\n".join(lines) + "\n")
-    out.with_suffix(".json").write_text(json.dumps(results, indent=1))
+    out.with_suffix(".json").write_text(json.dumps({**kept, **results}, indent=1))
 
 
 if __name__ == "__main__":

@@ -505,8 +505,20 @@ def rbf_cka(
 # --------------------------------------------------------------------------------- tiled
 
 
-def _tile_product(a, b, ma, mb):
-    return _centred(a, ma).T @ _centred(b, mb)
+def _tile_sum(ma: np.ndarray, mb: np.ndarray, blocks_a: list, blocks_b: list, norm: bool):
+    """``sum_k A_k^T B_k`` over row blocks of two feature tiles (centred), or its squared
+    Frobenius norm (``norm``): one task per tile pair and group of row blocks, so that only one
+    tile x tile product per task is alive."""
+    out = None
+    for a, b in zip(blocks_a, blocks_b, strict=True):
+        ca = _centred(a, ma)
+        cb = ca if b is a else _centred(b, mb)  # a diagonal tile: numpy uses syrk
+        product = ca.T @ cb
+        if out is None:
+            out = product
+        else:
+            out += product
+    return _frobenius_sq(out) if norm else out
 
 
 def _sum_all(*parts):
@@ -550,7 +562,8 @@ def tiled_cka(
         Samples per row chunk. Default: about 64 MiB of float64 per ``chunk_rows x tile``
         block.
     split_every
-        Row-chunk products summed per task in the tree reduction.
+        Row chunks per task (their products summed inside it), and partial sums per task of
+        the tree reduction above them.
 
     Returns
     -------
@@ -610,12 +623,19 @@ def tiled_cka_values(
     cy = np.cumsum((0,) + y.data.rechunk((rows, tile)).chunks[1])
 
     def tile_norm(blocks_a, blocks_b, a, b, ma, mb, ca, cb):
+        means = ma[ca[a] : ca[a + 1]], mb[cb[b] : cb[b + 1]]
+        starts = range(0, blocks_a.shape[0], split_every)
         parts = [
-            dask.delayed(_tile_product, pure=True)(
-                blocks_a[k, a], blocks_b[k, b], ma[ca[a] : ca[a + 1]], mb[cb[b] : cb[b + 1]]
+            dask.delayed(_tile_sum, pure=True)(
+                *means,
+                list(blocks_a[k : k + split_every, a]),
+                list(blocks_b[k : k + split_every, b]),
+                len(starts) == 1,
             )
-            for k in range(blocks_a.shape[0])
+            for k in starts
         ]
+        if len(parts) == 1:
+            return parts[0]
         while len(parts) > 1:
             parts = [
                 dask.delayed(_sum_all, pure=True)(*parts[i : i + split_every])

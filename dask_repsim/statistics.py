@@ -37,6 +37,10 @@ from .parallel import compute
 
 #: Statistics chunks merged per task in the tree reduction.
 SPLIT_EVERY = 8
+#: Bytes of float64 joint rows a task centres at a time: a stored chunk of many rows of a wide
+#: grid is taken in sub-blocks of about this size (merged with the pairwise update), so a task's
+#: memory is bounded by the grid's width, not by the storage chunking.
+SUB_BLOCK_BYTES = 128 * 2**20
 
 
 @dataclass(frozen=True)
@@ -106,13 +110,21 @@ class Statistics:
         else:
             comoment = _block_comoment(z, c.sizes, kept)
         norms = c.norms
+        norm_comoment, norm_product = norms.T @ z, norms.T @ norms
+        if kept is not None:  # what belongs to pairs left out is NaN throughout, as it would
+            slices = _slices(c.sizes)  # become in the merges anyway
+            for i in range(len(slices)):
+                for j in range(i + 1, len(slices)):
+                    if (i, j) not in kept:
+                        norm_product[i, j] = norm_product[j, i] = np.nan
+                        norm_comoment[i, slices[j]] = norm_comoment[j, slices[i]] = np.nan
         return cls(
             sizes=c.sizes,
             count=int(z.shape[0]),
             mean=c.mean,
             comoment=comoment,
-            norm_comoment=norms.T @ z,
-            norm_product=norms.T @ norms,
+            norm_comoment=norm_comoment,
+            norm_product=norm_product,
             first_nonfinite=c.first_bad,
             nonfinite_is_nan=c.bad_is_nan,
             omitted=c.omitted,
@@ -450,12 +462,20 @@ def _chunk(offset: int, bounds: np.ndarray, null: tuple | None, pairs, *blocks: 
     """
     out = {}
     stop_all = offset + blocks[0].shape[0]
+    width = sum(int(np.prod(b.shape[1:])) for b in blocks)
+    step = max(256, SUB_BLOCK_BYTES // (8 * max(1, width)))
     start = offset
     group = int(np.searchsorted(bounds, offset, side="right")) - 1
     while start < stop_all:
         stop = min(int(bounds[group + 1]), stop_all)
-        rows = slice(start - offset, stop - offset)
-        out[group] = Statistics.from_chunk([b[rows] for b in blocks], start, pairs)
+        out[group] = _merge_all(
+            *(
+                Statistics.from_chunk(
+                    [b[sub - offset : min(sub + step, stop) - offset] for b in blocks], sub, pairs
+                )
+                for sub in range(start, stop, step)
+            )
+        )
         start, group = stop, group + 1
     if null is None:
         return out

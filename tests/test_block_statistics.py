@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import dask_repsim as dr
+from dask_repsim import RepsimWarning
 from dask_repsim.inputs import as_layer
 from dask_repsim.statistics import Statistics, one_pass, pair, sides
 
@@ -94,3 +95,31 @@ def test_two_network_grid_equals_pairwise_functions():
             )
             assert float(cell["pwcca"]) == pytest.approx(float(dr.pwcca(xa, xb)), abs=1e-12)
             assert float(cell["mean_cca"]) == pytest.approx(dr.cca(xa, xb).mean, abs=1e-12)
+
+
+def test_long_chunks_are_taken_in_sub_blocks_with_the_same_result(monkeypatch):
+    """A stored chunk longer than the sub-block is centred piecewise and merged: same numbers,
+    the same first non-finite sample, the same omitted count."""
+    from dask_repsim import statistics
+
+    data = _data(n=2000, seed=3)
+    data[1][1500, 2] = np.nan
+    layers = [
+        as_layer(da.from_array(x, chunks=(1000, -1)), name=f"l{i}") for i, x in enumerate(data)
+    ]
+    with pytest.warns(RepsimWarning, match="left out 1 of 2000"):
+        whole, _ = one_pass(layers, groups=3, nan_policy="omit", pairs=KEPT)
+    with pytest.raises(ValueError, match="l1 has NaN at sample 1500"):
+        one_pass(layers)
+    monkeypatch.setattr(statistics, "SUB_BLOCK_BYTES", 1)  # 256-row sub-blocks
+    with pytest.warns(RepsimWarning, match="left out 1 of 2000"):
+        pieces, _ = one_pass(layers, groups=3, nan_policy="omit", pairs=KEPT)
+    with pytest.raises(ValueError, match="l1 has NaN at sample 1500"):
+        one_pass(layers)
+    for w, p in zip(whole, pieces, strict=True):
+        assert (p.count, p.omitted) == (w.count, w.omitted)
+        finite = np.isfinite(w.comoment)
+        np.testing.assert_array_equal(finite, np.isfinite(p.comoment))
+        np.testing.assert_allclose(p.comoment[finite], w.comoment[finite], rtol=1e-12)
+        np.testing.assert_allclose(p.norm_product, w.norm_product, rtol=1e-12)
+    assert sum(w.omitted for w in whole) == 1

@@ -124,6 +124,9 @@ def test_linear_cka_gram_and_tiled_small(debiased):
     assert kernels.tiled_cka(lx, ly, debiased=debiased, tile=32, chunk_rows=150) == pytest.approx(
         ref, abs=1e-9
     )
+    # 5 row chunks in groups of 2: partial tile sums added in a tree before the norm
+    tree = kernels.tiled_cka(lx, ly, debiased=debiased, tile=32, chunk_rows=150, split_every=2)
+    assert tree == pytest.approx(ref, abs=1e-9)
 
 
 @pytest.fixture(scope="module")
