@@ -29,8 +29,10 @@ from typing import Any
 import numpy as np
 import zarr
 
+from .inputs import CAPTURE_ATTR
+
 #: Group attribute holding the capture's description and progress.
-STATE_ATTR = "dask_repsim_capture"
+STATE_ATTR = CAPTURE_ATTR
 # Default chunk size: about this many bytes of the widest layer per chunk.
 _TARGET_CHUNK_BYTES = 32 * 2**20
 _DEFAULT_DIMS = {

@@ -101,9 +101,10 @@ def layers_of(
 
     An ``xarray.Dataset`` or a netCDF file gives one layer per data variable; a zarr group
     (object, path or URL) one per array, sorted by name, skipping coordinate arrays that xarray
-    writes; a mapping its items; a named DataArray itself; anything else is one layer called
-    ``default``. Zarr arrays with dimension names become DataArrays, so ``sample_dims``
-    applies to them.
+    writes. A group written by :func:`~dask_repsim.capture_activations` (or a Dataset opened from
+    one) gives its layers in network order, as they were captured. A mapping gives its items; a
+    named DataArray itself; anything else is one layer called ``default``. Zarr arrays with
+    dimension names become DataArrays, so ``sample_dims`` applies to them.
 
     Examples
     --------
@@ -125,9 +126,12 @@ def layers_of(
                 name = path.rstrip("/").rsplit("/", 1)[-1] or default
                 return {name: _labelled(obj, name)}
     if isinstance(obj, xr.Dataset):
-        return {str(k): v for k, v in obj.data_vars.items()}
+        items = [(str(k), v) for k, v in obj.data_vars.items()]
+        if CAPTURE_ATTR in obj.attrs:  # a capture opened with xarray: back to network order
+            items.sort(key=_capture_order(obj.attrs))
+        return dict(items)
     if isinstance(obj, zarr.Group):
-        arrays = dict(sorted(obj.arrays()))
+        arrays = dict(sorted(obj.arrays(), key=_capture_order(obj.attrs)))
         skip = _coordinate_names(arrays)
         layers = {name: _labelled(a, name) for name, a in arrays.items() if name not in skip}
         if not layers:
@@ -140,6 +144,20 @@ def layers_of(
     if isinstance(obj, xr.DataArray) and obj.name is not None:
         return {str(obj.name): obj}
     return {default: obj}
+
+
+#: Group attribute in which :func:`~dask_repsim.capture_activations` records its state,
+#: the layers in the order the user gave them (network order) among it.
+CAPTURE_ATTR = "dask_repsim_capture"
+
+
+def _capture_order(attrs: Mapping[str, Any]) -> Any:
+    """Sort key for ``(name, array)`` items of a group or Dataset with these attributes: the
+    order of a capture's layers, if it is one, else by name (anything else after, by name)."""
+    state = attrs.get(CAPTURE_ATTR)
+    listed = state.get("layers") if isinstance(state, Mapping) else None
+    position = {str(n): i for i, n in enumerate(listed)} if isinstance(listed, list) else {}
+    return lambda item: (position.get(item[0], len(position)), item[0])
 
 
 def _check_dtype(dtype: np.dtype, name: str) -> None:

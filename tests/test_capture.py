@@ -428,3 +428,29 @@ def test_examples_run_quick(torch, tmp_path, script, check):
     text = (tmp_path / f"{stem}.txt").read_text()
     assert text.strip() in result.stdout  # the table printed is the table written
     check(text)
+
+
+def test_captured_layers_come_back_in_network_order(torch, tmp_path):
+    """Layer names that sort differently from the network ("2" > "10" as text) keep the order
+    they were captured in, through compare() on the group and on the Dataset xarray opens."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        *[torch.nn.Linear(5, 5) if i % 2 == 0 else torch.nn.Tanh() for i in range(11)]
+    )
+    images = torch.randn(40, 5, generator=torch.Generator().manual_seed(3))
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(images), batch_size=10)
+    layers = ["2", "6", "10"]
+    store = tmp_path / "acts.zarr"
+    capture_activations(model, loader, layers=layers, store=store, chunk_samples=16)
+    by_group = dask_repsim.compare(str(store), metrics=["cka"])
+    by_dataset = dask_repsim.compare(xr.open_zarr(store), metrics=["cka"])
+    for grid in (by_group, by_dataset):
+        assert list(grid.layer_a.values) == layers and list(grid.layer_b.values) == layers
+    group = zarr.open_group(store, mode="r")
+    ref = _linear_cka(group["2"][...].astype(float), group["10"][...].astype(float))
+    assert float(by_group.cka.sel(layer_a="2", layer_b="10")) == pytest.approx(ref, abs=1e-9)
+    # another group with the same arrays but no capture record: sorted by name
+    plain = zarr.open_group(tmp_path / "plain.zarr", mode="w")
+    for name in layers:
+        plain.create_array(name, data=group[name][...])
+    assert list(dask_repsim.compare(plain, metrics=["cka"]).layer_a.values) == ["10", "2", "6"]
