@@ -40,7 +40,7 @@ SPLIT_EVERY = 8
 #: Bytes of float64 joint rows a task centres at a time: a stored chunk of many rows of a wide
 #: grid is taken in sub-blocks of about this size (merged with the pairwise update), so a task's
 #: memory is bounded by the grid's width, not by the storage chunking.
-SUB_BLOCK_BYTES = 128 * 2**20
+SUB_BLOCK_BYTES = 512 * 2**20
 
 
 @dataclass(frozen=True)
@@ -463,7 +463,8 @@ def _chunk(offset: int, bounds: np.ndarray, null: tuple | None, pairs, *blocks: 
     out = {}
     stop_all = offset + blocks[0].shape[0]
     width = sum(int(np.prod(b.shape[1:])) for b in blocks)
-    step = max(256, SUB_BLOCK_BYTES // (8 * max(1, width)))
+    pieces = -(-8 * width * blocks[0].shape[0] // SUB_BLOCK_BYTES)  # equal pieces, each
+    step = max(256, -(-blocks[0].shape[0] // max(1, pieces)))  # at most SUB_BLOCK_BYTES
     start = offset
     group = int(np.searchsorted(bounds, offset, side="right")) - 1
     while start < stop_all:
