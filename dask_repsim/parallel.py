@@ -41,7 +41,18 @@ def _threaded_scheduler() -> bool:
 
 
 def blas_threads() -> int | None:
-    """BLAS threads per call while this package's graphs compute now (``None``: not limited)."""
+    """BLAS threads per call while this package's graphs compute now (``None``: not limited).
+
+    Examples
+    --------
+    >>> import dask
+    >>> with dask.config.set(scheduler="threads", num_workers=4):
+    ...     blas_threads()
+    1
+    >>> with dask.config.set(scheduler="sync"):
+    ...     blas_threads() is None
+    True
+    """
     setting = dask.config.get("repsim.blas-threads", "auto")
     if setting is None:
         return None

@@ -202,7 +202,16 @@ class Statistics:
         )
 
     def has_pair(self, a: int, b: int) -> bool:
-        """Whether the cross block of layers ``a`` and ``b`` was computed."""
+        """Whether the cross block of layers ``a`` and ``b`` was computed.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> blocks = [np.random.default_rng(0).normal(size=(10, 2)) for _ in range(3)]
+        >>> s = Statistics.from_chunk(blocks, pairs=[(0, 2)])
+        >>> s.has_pair(2, 0), s.has_pair(0, 1), bool(np.isnan(s.comoment[0:2, 2:4]).any())
+        (True, False, True)
+        """
         return a == b or self.pairs is None or (min(a, b), max(a, b)) in self.pairs
 
 
