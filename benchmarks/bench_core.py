@@ -359,6 +359,20 @@ def _gb(b: float) -> str:
     return f"{b / 1e9:.2f}"
 
 
+def _run_lines(load_start: tuple[float, ...]) -> list[str]:
+    """Date, machine, load average at start and now, and package versions: a report's header."""
+    return [
+        f"date: {datetime.now(UTC).isoformat(timespec='seconds')}",
+        f"machine: {platform.platform()}; CPU: {_cpu_model()}; {os.cpu_count()} cores; "
+        f"{os.sysconf('SC_PHYS_PAGES') * os.sysconf('SC_PAGE_SIZE') / 2**30:.1f} GiB memory",
+        "load average (1, 5, 15 min) at start: "
+        + ", ".join(f"{x:.2f}" for x in load_start)
+        + "; at end: "
+        + ", ".join(f"{x:.2f}" for x in os.getloadavg()),
+        "versions: " + ", ".join(f"{k} {val}" for k, val in _versions().items()),
+    ]
+
+
 def _table(results: dict[str, dict]) -> list[str]:
     ref = results.get("b")
     lines = [
@@ -468,20 +482,12 @@ def drive(args: argparse.Namespace) -> None:
     if skip_d:
         results["d"] = {"skipped": True}
 
-    v = _versions()
     lines = [
         f"# dask_repsim core benchmark: {args.rows:,} rows x ({args.features} + "
         f"{args.features}) float32",
         "",
         "command: " + " ".join(["python"] + [os.path.relpath(sys.argv[0])] + sys.argv[1:]),
-        f"date: {datetime.now(UTC).isoformat(timespec='seconds')}",
-        f"machine: {platform.platform()}; CPU: {_cpu_model()}; {os.cpu_count()} cores; "
-        f"{os.sysconf('SC_PHYS_PAGES') * os.sysconf('SC_PAGE_SIZE') / 2**30:.1f} GiB memory",
-        "load average (1, 5, 15 min) at start: "
-        + ", ".join(f"{x:.2f}" for x in load_start)
-        + "; at end: "
-        + ", ".join(f"{x:.2f}" for x in os.getloadavg()),
-        "versions: " + ", ".join(f"{k} {val}" for k, val in v.items()),
+        *_run_lines(load_start),
         f"dask scheduler: threaded (default), {os.cpu_count()} threads; BLAS threads per "
         f"process: {args.blas_threads or 'library default'}",
         f"data: {args.rows:,} x {args.features} float32 per array, chunks of {args.chunk_rows:,}"

@@ -46,18 +46,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import shutil
 import subprocess
 import sys
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 import zarr
-from bench_core import _cpu_model, _generate, _mixing, _versions
+from bench_core import _gb, _generate, _mixing, _run_lines, _versions
 from scipy.optimize import nnls
 
 HERE = Path(__file__).resolve().parent
@@ -480,10 +478,6 @@ def predict(coef: dict, pt: dict) -> tuple[float, float]:
 # --------------------------------------------------------------------------- report
 
 
-def _gb(b: float) -> str:
-    return f"{b / 1e9:.2f}"
-
-
 def _workers_table(points: list[dict]) -> list[str]:
     pts = [p for p in points if p["part"] == "workers"]
     if not pts:
@@ -598,21 +592,13 @@ def _fit_lines(coefs: dict, points: list[dict]) -> list[str]:
 
 
 def report(args, cfg, points, coefs, paths, write_seconds, load_start) -> str:
-    v = _versions()
     disk = disk_bytes([p for pp in paths.values() for p in _flat(pp)])
     cmd = " ".join(["python", os.path.relpath(sys.argv[0])] + sys.argv[1:])
     lines = [
         "# dask_repsim scaling benchmark" + (" (--quick)" if args.quick else ""),
         "",
         f"command: {cmd}",
-        f"date: {datetime.now(UTC).isoformat(timespec='seconds')}",
-        f"machine: {platform.platform()}; CPU: {_cpu_model()}; {os.cpu_count()} cores; "
-        f"{os.sysconf('SC_PHYS_PAGES') * os.sysconf('SC_PAGE_SIZE') / 2**30:.1f} GiB memory",
-        "load average (1, 5, 15 min) at start: "
-        + ", ".join(f"{x:.2f}" for x in load_start)
-        + "; at end: "
-        + ", ".join(f"{x:.2f}" for x in os.getloadavg()),
-        "versions: " + ", ".join(f"{k} {val}" for k, val in v.items()),
+        *_run_lines(load_start),
         f"data: float32 Zarr v3, chunks of {cfg['chunk_rows']:,} rows, zarr default codecs, "
         f"{_gb(disk)} GB on disk (written in {write_seconds:.0f} s this run); seed {args.seed}",
         f"schedulers: 2-4 Dask's local threaded scheduler ({os.cpu_count()} threads), BLAS "
