@@ -1,0 +1,239 @@
+"""What a pairwise measure returns: a ``float`` that carries what was computed with it.
+
+:class:`Estimate` is the one scalar result type of every pairwise function on every path. It is
+a plain ``float`` (``round``, arithmetic, ``numpy`` and ``json`` all work) whose attributes say
+what else the call computed: a jackknife interval (``interval="jackknife"``), a permutation null
+(``permutations=K``), which path ran (``.method``), and, for an approximation asked for
+explicitly, what it approximates (``.approximate``, otherwise ``None``). :class:`CCAResult`,
+what :func:`dask_repsim.cca` returns, is a float too: the mean canonical correlation, with all
+the correlations in ``.rho``.
+
+Jackknife intervals: with the full-data estimate ``t`` and G leave-one-group-out replicates
+``t_(g)`` (mean ``t_.``)::
+
+    stderr = sqrt((G - 1) / G * sum_g (t_(g) - t_.)^2)
+    interval = t -/+ q * stderr,  q the (1 + level) / 2 quantile of Student's t with G - 1 dof
+
+(Quenouille 1956; Tukey 1958; Efron & Stein 1981). Permutation p-values are
+``(1 + #{null >= observed}) / (K + 1)`` (Phipson & Smyth 2010).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+from scipy import stats as _stats
+
+#: The fields of an :class:`Estimate`; those not computed are ``None``.
+FIELDS = (
+    "stderr", "ci_low", "ci_high", "level", "n_groups",
+    "pvalue", "null_mean", "null_std", "n_permutations", "null",
+    "method", "approximate",
+)
+
+
+class Estimate(float):
+    """A float that carries its interval, its permutation null and how it was computed.
+
+    With an interval: ``.stderr``, ``.ci_low``, ``.ci_high``, ``.level``, ``.n_groups``. With a
+    permutation null: ``.pvalue``, ``.null_mean``, ``.null_std``, ``.n_permutations`` and the
+    K values ``.null``. ``.method``: the computational path. ``.approximate``: ``None`` for an
+    exact value, else a description of the approximation. Path-specific details (for example
+    RBF CKA's ``.median``) are attributes too. What was not computed is ``None``.
+
+    Examples
+    --------
+    >>> e = summarise(0.5, [0.49, 0.5, 0.51, 0.5], level=0.9)
+    >>> float(e), round(e.stderr, 4), e.n_groups, e.pvalue, round(e, 1)
+    (0.5, 0.0122, 4, None, 0.5)
+    """
+
+    stderr: float | None
+    ci_low: float | None
+    ci_high: float | None
+    level: float | None
+    n_groups: int | None
+    pvalue: float | None
+    null_mean: float | None
+    null_std: float | None
+    n_permutations: int | None
+    null: np.ndarray | None
+    method: str | None
+    approximate: str | None
+
+    def __new__(cls, value: float, **fields: Any) -> Estimate:
+        out = super().__new__(cls, value)
+        for name in FIELDS:
+            setattr(out, name, None)
+        for name, field in fields.items():
+            setattr(out, name, field)
+        return out
+
+    def __reduce__(self) -> tuple:
+        return (_rebuild, (type(self), float(self), dict(self.__dict__)))
+
+    def __repr__(self) -> str:
+        parts = [repr(float(self))]
+        if self.stderr is not None:
+            parts.append(
+                f"stderr={self.stderr:.3g}, {100 * self.level:g}% interval "
+                f"[{self.ci_low:.6g}, {self.ci_high:.6g}], {self.n_groups} groups"
+            )
+        if self.pvalue is not None:
+            parts.append(
+                f"pvalue={self.pvalue:.4g}, null {self.null_mean:.4g} +/- {self.null_std:.2g} "
+                f"over {self.n_permutations} permutations"
+            )
+        if self.approximate is not None:
+            parts.append(f"approximate: {self.approximate}")
+        return f"{type(self).__name__}({', '.join(parts)})"
+
+
+def _rebuild(cls: type, value: float, fields: dict[str, Any]) -> Any:
+    out = float.__new__(cls, value)
+    out.__dict__.update(fields)
+    return out
+
+
+def permutation_pvalue(observed: np.ndarray | float, null: np.ndarray) -> np.ndarray:
+    """``(1 + #{null >= observed}) / (K + 1)`` elementwise; ``null`` has permutations first.
+
+    Every measure here is larger for more similar representations, so this is the one-sided
+    p-value of "no more similar than unrelated samples". Null values within rounding
+    (1e-9 relative) of the observed one count as reaching it.
+
+    Examples
+    --------
+    >>> float(permutation_pvalue(0.9, np.array([0.1, 0.2, 0.95, 0.3])))
+    0.4
+    """
+    observed = np.asarray(observed, dtype=np.float64)
+    null = np.asarray(null, dtype=np.float64)
+    reach = null >= observed - 1e-9 * np.maximum(1.0, np.abs(observed))
+    return (1 + reach.sum(axis=0)) / (null.shape[0] + 1)
+
+
+def jackknife_interval(
+    estimate: np.ndarray | float, replicates: np.ndarray, level: float = 0.95
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Standard error, lower and upper end, elementwise; ``replicates`` has groups first."""
+    if not 0 < level < 1:
+        raise ValueError(f"level must be between 0 and 1, not {level}")
+    values = np.asarray(replicates, dtype=np.float64)
+    g = values.shape[0]
+    stderr = np.sqrt((g - 1) / g * np.sum((values - values.mean(axis=0)) ** 2, axis=0))
+    q = _stats.t.ppf((1 + level) / 2, g - 1)
+    return stderr, estimate - q * stderr, estimate + q * stderr
+
+
+def uncertainty_fields(
+    value: float,
+    replicates: Sequence[float] | None = None,
+    level: float = 0.95,
+    null: Sequence[float] | None = None,
+) -> dict[str, Any]:
+    """The interval and permutation fields of an :class:`Estimate` of ``value``."""
+    fields: dict[str, Any] = {}
+    if replicates is not None:
+        stderr, low, high = jackknife_interval(value, np.asarray(replicates), level)
+        fields.update(
+            stderr=float(stderr), ci_low=float(low), ci_high=float(high), level=float(level),
+            n_groups=len(replicates),
+        )
+    if null is not None:
+        values = np.asarray(null, dtype=np.float64)
+        fields.update(
+            null=values,
+            pvalue=float(permutation_pvalue(float(value), values)),
+            null_mean=float(values.mean()),
+            null_std=float(values.std(ddof=1)) if len(values) > 1 else float("nan"),
+            n_permutations=len(values),
+        )
+    return fields
+
+
+def summarise(
+    value: float,
+    replicates: Sequence[float] | None = None,
+    level: float = 0.95,
+    null: Sequence[float] | None = None,
+    **fields: Any,
+) -> Estimate:
+    """``value`` as an :class:`Estimate` with its interval and null, when computed."""
+    return Estimate(value, **uncertainty_fields(value, replicates, level, null), **fields)
+
+
+class CCAResult(Estimate):
+    """Canonical correlations of two layers; as a float, their mean.
+
+    Attributes
+    ----------
+    rho : numpy.ndarray
+        Canonical correlations, descending, ``min(rank X, rank Y)`` of them.
+    mean, r2 : Estimate
+        Their mean (SVCCA's summary) and the mean of their squares (R^2_CCA), each with its
+        interval and p-value when those were asked for.
+
+    Examples
+    --------
+    >>> r = CCAResult(np.array([0.9, 0.5, 0.1]))
+    >>> round(r, 6), round(r.r2, 4), r.truncated_mean(0.9)
+    (0.5, 0.3567, Estimate(0.7))
+    """
+
+    rho: np.ndarray
+
+    def __new__(
+        cls,
+        rho: np.ndarray,
+        *,
+        replicates: Sequence[np.ndarray] = (),
+        level: float = 0.95,
+        null: Sequence[np.ndarray] = (),
+        method: str | None = None,
+    ) -> CCAResult:
+        rho = np.asarray(rho, dtype=np.float64)
+        out = super().__new__(cls, float(np.mean(rho)) if rho.size else float("nan"))
+        out.rho, out.method = rho, method
+        out._replicates, out._level, out._null = tuple(replicates), level, tuple(null)
+        out.__dict__.update(out._summary(np.mean).__dict__)
+        return out
+
+    def _summary(self, f: Callable[[np.ndarray], float]) -> Estimate:
+        """``f`` of the correlations, with its interval and p-value when those were asked for."""
+        return summarise(
+            float(f(self.rho)),
+            [f(r) for r in self._replicates] if self._replicates else None,
+            self._level,
+            [f(r) for r in self._null] if self._null else None,
+            method=self.method,
+        )
+
+    @property
+    def mean(self) -> Estimate:
+        """Mean of all canonical correlations (Raghu et al. 2017's SVCCA summary, rho-bar)."""
+        return self._summary(np.mean)
+
+    @property
+    def r2(self) -> Estimate:
+        """Mean of the squared canonical correlations (R^2_CCA of Kornblith et al. 2019)."""
+        return self._summary(lambda r: np.mean(r**2))
+
+    def truncated_mean(self, threshold: float = 0.98) -> Estimate:
+        """Mean of the leading correlations holding ``threshold`` of their sum.
+
+        This is the ``mean`` that the SVCCA reference code (google/svcca ``cca_core``) reports:
+        it keeps the first ``i`` correlations for the smallest ``i >= 1`` with
+        ``sum(rho[:i]) >= threshold * sum(rho)``, which drops the weakest ones.
+        """
+        if not 0 < threshold <= 1:
+            raise ValueError(f"threshold must be in (0, 1], not {threshold}")
+
+        def truncated(rho: np.ndarray) -> float:
+            share = np.cumsum(rho) / rho.sum()
+            i = int(np.searchsorted(share, threshold * (1 - 1e-12))) + 1
+            return float(np.mean(rho[: min(i, len(rho))]))
+
+        return self._summary(truncated)
