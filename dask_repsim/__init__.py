@@ -1,34 +1,43 @@
 """Out-of-core representational similarity for neural network activations.
 
-CCA, SVCCA, PWCCA, linear CKA, linear regression and Procrustes similarity between layers of
-neural networks, and the unit-by-unit alignment of "Convergent Learning", computed from one
-streaming pass of float64 sufficient statistics over activations stored as numpy, dask or zarr
-arrays, zarr stores (local or object storage), or xarray objects.
+CCA, SVCCA, PWCCA, linear and RBF CKA, linear regression and Procrustes similarity between layers
+of neural networks, and the unit-by-unit alignment of "Convergent Learning", computed from
+streaming passes of float64 statistics over activations stored as numpy, dask or zarr arrays,
+zarr stores (local or object storage), or xarray objects.
 """
 
 from . import accessor  # noqa: F401  (registers the .repsim accessor on xarray objects)
-from .api import (
-    DEFAULT_METRICS,
-    METRICS,
-    __version__,
-    cca,
-    cka,
-    compare,
-    linear_regression,
-    procrustes,
-    pwcca,
-    svcca,
-)
 from .capture import capture_activations
-from .cca import CCAResult
-from .exceptions import RepsimWarning
+from .exceptions import (
+    InputError,
+    NonFiniteError,
+    NoVarianceError,
+    RepsimWarning,
+    SampleCountError,
+)
+from .grid import compare
 from .neurons import cluster_units, match_units, sparse_prediction, unit_correlation
+from .options import JACKKNIFE_GROUPS
+from .pairwise import cca, cka, linear_regression, procrustes, pwcca, svcca
+from .registry import DEFAULT_METRICS, MEASURES, PATHS
+from .results import CCAResult, Estimate
+from .version import __version__
+
+#: metric name -> what it is (the measure registry, :data:`dask_repsim.registry.MEASURES`)
+METRICS = MEASURES
 
 __all__ = [
     "DEFAULT_METRICS",
+    "JACKKNIFE_GROUPS",
     "METRICS",
+    "PATHS",
     "CCAResult",
+    "Estimate",
+    "InputError",
+    "NoVarianceError",
+    "NonFiniteError",
     "RepsimWarning",
+    "SampleCountError",
     "__version__",
     "capture_activations",
     "cca",

@@ -11,8 +11,8 @@ from typing import Any
 
 import xarray as xr
 
-from . import api
-from .cca import CCAResult
+from . import grid, neurons, pairwise
+from .results import CCAResult, Estimate
 
 __all__ = ["DataArrayRepsimAccessor", "DatasetRepsimAccessor"]
 
@@ -53,7 +53,7 @@ class DatasetRepsimAccessor:
         >>> round(a.repsim.compare(b, metrics=["mean_cca"]).mean_cca.item(), 6)
         1.0
         """
-        return api.compare(self._obj, other, **kwargs)
+        return grid.compare(self._obj, other, **kwargs)
 
 
 @xr.register_dataarray_accessor("repsim")
@@ -75,7 +75,7 @@ class DataArrayRepsimAccessor:
     def __init__(self, obj: xr.DataArray) -> None:
         self._obj = obj
 
-    def cka(self, other: Any, **kwargs: Any) -> float:
+    def cka(self, other: Any, **kwargs: Any) -> Estimate:
         """Linear CKA with ``other``: :func:`dask_repsim.cka` (this DataArray as ``x``).
 
         Examples
@@ -87,7 +87,7 @@ class DataArrayRepsimAccessor:
         >>> round(a.repsim.cka(a * 2 + 1), 6)
         1.0
         """
-        return api.cka(self._obj, other, **kwargs)
+        return pairwise.cka(self._obj, other, **kwargs)
 
     def cca(self, other: Any, **kwargs: Any) -> CCAResult:
         """Canonical correlations with ``other``: :func:`dask_repsim.cca`.
@@ -101,9 +101,9 @@ class DataArrayRepsimAccessor:
         >>> np.round(a.repsim.cca(a.cumsum("u")).rho, 6)
         array([1., 1., 1.])
         """
-        return api.cca(self._obj, other, **kwargs)
+        return pairwise.cca(self._obj, other, **kwargs)
 
-    def svcca(self, other: Any, **kwargs: Any) -> float:
+    def svcca(self, other: Any, **kwargs: Any) -> Estimate:
         """SVCCA with ``other``: :func:`dask_repsim.svcca`.
 
         Examples
@@ -115,9 +115,9 @@ class DataArrayRepsimAccessor:
         >>> round(a.repsim.svcca(a.cumsum("u"), keep=4), 6)
         1.0
         """
-        return api.svcca(self._obj, other, **kwargs)
+        return pairwise.svcca(self._obj, other, **kwargs)
 
-    def pwcca(self, other: Any, **kwargs: Any) -> float:
+    def pwcca(self, other: Any, **kwargs: Any) -> Estimate:
         """Projection-weighted CCA with ``other``: :func:`dask_repsim.pwcca`.
 
         Examples
@@ -129,9 +129,9 @@ class DataArrayRepsimAccessor:
         >>> round(a.repsim.pwcca(a.cumsum("u")), 6)
         1.0
         """
-        return api.pwcca(self._obj, other, **kwargs)
+        return pairwise.pwcca(self._obj, other, **kwargs)
 
-    def linear_regression(self, other: Any, **kwargs: Any) -> float:
+    def linear_regression(self, other: Any, **kwargs: Any) -> Estimate:
         """R^2 of ``other`` fitted linearly from this layer: :func:`dask_repsim.linear_regression`.
 
         Examples
@@ -143,9 +143,9 @@ class DataArrayRepsimAccessor:
         >>> round(a.repsim.linear_regression(a[:, :2]), 6)
         1.0
         """
-        return api.linear_regression(self._obj, other, **kwargs)
+        return pairwise.linear_regression(self._obj, other, **kwargs)
 
-    def procrustes(self, other: Any, **kwargs: Any) -> float:
+    def procrustes(self, other: Any, **kwargs: Any) -> Estimate:
         """Orthogonal Procrustes similarity with ``other``: :func:`dask_repsim.procrustes`.
 
         Examples
@@ -157,7 +157,7 @@ class DataArrayRepsimAccessor:
         >>> round(a.repsim.procrustes(-a), 6)
         1.0
         """
-        return api.procrustes(self._obj, other, **kwargs)
+        return pairwise.procrustes(self._obj, other, **kwargs)
 
     def compare(self, other: Any = None, **kwargs: Any) -> xr.Dataset:
         """Several measures with ``other`` at once: :func:`dask_repsim.compare`.
@@ -175,4 +175,43 @@ class DataArrayRepsimAccessor:
         >>> result.cka.dims, [str(v) for v in result.layer_a.values]
         (('layer_a', 'layer_b'), ['fc1'])
         """
-        return api.compare(self._obj, other, **kwargs)
+        return grid.compare(self._obj, other, **kwargs)
+
+    def unit_correlation(self, other: Any, **kwargs: Any) -> xr.DataArray:
+        """Unit-by-unit Pearson correlations with ``other``: :func:`dask_repsim.unit_correlation`.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import xarray as xr
+        >>> import dask_repsim.accessor
+        >>> a = xr.DataArray(np.random.default_rng(0).normal(size=(400, 3)), dims=("sample", "u"))
+        >>> a.repsim.unit_correlation(-a).shape
+        (3, 3)
+        """
+        return neurons.unit_correlation(self._obj, other, **kwargs)
+
+    def match_units(self, other: Any, **kwargs: Any) -> Any:
+        """One-to-one or semi-matching of units with ``other``: :func:`dask_repsim.match_units`.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import xarray as xr
+        >>> import dask_repsim.accessor
+        >>> a = xr.DataArray(np.random.default_rng(0).normal(size=(400, 3)), dims=("sample", "u"))
+        >>> matched = a.repsim.match_units(a[:, ::-1])
+        >>> matched.sizes["pair"]
+        3
+        """
+        return neurons.match_units(self._obj, other, **kwargs)
+
+    def sparse_prediction(self, other: Any, **kwargs: Any) -> Any:
+        """Lasso prediction of ``other``'s units from this layer's:
+        :func:`dask_repsim.sparse_prediction`."""
+        return neurons.sparse_prediction(self._obj, other, **kwargs)
+
+    def cluster_units(self, other: Any, **kwargs: Any) -> Any:
+        """Spectral clustering of both layers' units: :func:`dask_repsim.cluster_units`."""
+        return neurons.cluster_units(self._obj, other, **kwargs)
+

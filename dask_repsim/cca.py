@@ -11,73 +11,14 @@ Canonical correlations are the singular values of ``Wx^T Mxy Wy`` where ``Wx^T M
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable
-from dataclasses import dataclass
 
 import numpy as np
 from scipy.linalg import solve_triangular
 
 from .exceptions import RepsimWarning
 from .linalg import svd
+from .results import CCAResult
 from .statistics import RANK_RTOL, Pair, Side
-from .uncertainty import summarise
-
-
-@dataclass(frozen=True)
-class CCAResult:
-    """Canonical correlations of two layers.
-
-    Attributes
-    ----------
-    rho : numpy.ndarray
-        Canonical correlations, descending, ``min(rank X, rank Y)`` of them.
-    """
-
-    rho: np.ndarray
-    #: canonical correlations of each leave-one-group-out jackknife replicate, if asked for
-    replicates: tuple[np.ndarray, ...] = ()
-    level: float = 0.95
-    #: canonical correlations under each permutation of the samples, if asked for
-    null: tuple[np.ndarray, ...] = ()
-
-    def _summary(self, f: Callable[[np.ndarray], float]) -> float:
-        """``f`` of the correlations, with its interval and p-value when those were asked for."""
-        return summarise(
-            float(f(self.rho)),
-            [f(r) for r in self.replicates] if self.replicates else None,
-            self.level,
-            [f(r) for r in self.null] if self.null else None,
-        )
-
-    @property
-    def mean(self) -> float:
-        """Mean of all canonical correlations (Raghu et al. 2017's SVCCA summary, rho-bar)."""
-        return self._summary(np.mean)
-
-    @property
-    def r2(self) -> float:
-        """Mean of the squared canonical correlations (R^2_CCA of Kornblith et al. 2019)."""
-        return self._summary(lambda r: np.mean(r**2))
-
-    def truncated_mean(self, threshold: float = 0.98) -> float:
-        """Mean of the leading correlations holding ``threshold`` of their sum.
-
-        This is the ``mean`` that the SVCCA reference code (google/svcca ``cca_core``) reports:
-        it keeps the first ``i`` correlations for the smallest ``i`` with
-        ``sum(rho[:i]) >= threshold * sum(rho)``, which drops the weakest ones.
-
-        Examples
-        --------
-        >>> CCAResult(np.array([0.9, 0.5, 0.1])).truncated_mean(0.9)
-        0.7
-        """
-        if not 0 <= threshold <= 1:
-            raise ValueError(f"threshold must be in [0, 1], not {threshold}")
-        total = self.rho.sum()
-        for i in range(len(self.rho)):
-            if self.rho[:i].sum() / total >= threshold:
-                return float(np.mean(self.rho[:i]))
-        return self.mean
 
 
 def _warn_if_degenerate(pair: Pair) -> None:
@@ -167,38 +108,60 @@ def pwcca(pair: Pair) -> float:
     return float(alpha @ rho / alpha.sum())
 
 
-def _inverse_sqrt(matrix: np.ndarray) -> np.ndarray:
-    values, vectors = np.linalg.eigh(matrix)
+def _reference_whitening(matrix: np.ndarray, epsilon: float) -> tuple[np.ndarray, np.ndarray]:
+    """The reference code's ``positivedef_matrix_sqrt(pinv(S + epsilon I))`` of the scaled
+    co-moment ``S = M / max|M|``, after dropping units with ``S_jj < epsilon``; and the kept
+    units."""
+    scaled = matrix / np.abs(matrix).max()
+    kept = np.flatnonzero(np.diagonal(scaled) >= epsilon)
+    scaled = scaled[np.ix_(kept, kept)] + epsilon * np.eye(kept.size)
+    values, vectors = np.linalg.eigh(scaled)
     good = values > RANK_RTOL * values[-1]
     inv = np.zeros_like(values)
     inv[good] = 1 / np.sqrt(values[good])
-    return (vectors * inv) @ vectors.T
+    return (vectors * inv) @ vectors.T, kept
 
 
-def pwcca_reference(pair: Pair) -> float:
+def pwcca_reference(pair: Pair, epsilon: float = 0.0) -> float:
     """PWCCA as the SVCCA reference code's ``compute_pwcca`` computes it.
 
     That code takes the rotation ``u`` of ``Sxx^-1/2 Sxy Syy^-1/2`` as the canonical directions
     without whitening them, adds the neuron means back, orthonormalises the result by QR and
     weights by the absolute projections of the uncentred activations. Everything it needs is
     in the co-moments: with ``D = X_c u + 1 mu^T``, ``D^T D = u^T M u + n mu mu^T`` and
-    ``D^T X = u^T M + n mu mu^T``. Its crash when the first input has more units than the
-    second is not reproduced. Because the means are added to directions whose sign is
-    arbitrary, the value depends on the signs LAPACK gives the singular vectors; it matches the
-    reference code's, which makes the same call.
+    ``D^T X = u^T M + n mu mu^T``. ``epsilon`` is the reference code's: co-moments scaled by
+    their largest entry, units whose scaled variance is below ``epsilon`` dropped, ``epsilon``
+    added to the diagonal (its tutorials use 1e-10). Constant units are dropped (with the
+    warning every CCA-family measure gives) whatever ``epsilon``; the reference code keeps them
+    at ``epsilon=0`` and its value then depends on how QR completes a zero direction. Its crash
+    when the first input has more units than the second is not reproduced. Because the means
+    are added to directions whose sign is arbitrary, the value depends on the signs LAPACK
+    gives the singular vectors; it matches the reference code's, which makes the same call.
     """
-    x, y = pair.x, pair.y
-    u, s, vt = np.linalg.svd(
-        _inverse_sqrt(x.comoment) @ pair.cross @ _inverse_sqrt(y.comoment)
-    )
-    side, rotation = (x, u) if x.n_features <= y.n_features else (y, vt.T)
-    n, mu, m = side.count, side.mean, side.comoment
+    if epsilon < 0:
+        raise ValueError(f"epsilon must be >= 0, not {epsilon}")
+    kx, ky = pair.x.varying, pair.y.varying
+    mx = pair.x.comoment[np.ix_(kx, kx)]
+    my = pair.y.comoment[np.ix_(ky, ky)]
+    wx, cx = _reference_whitening(mx, epsilon)
+    wy, cy = _reference_whitening(my, epsilon)
+    cross = pair.cross[np.ix_(kx[cx], ky[cy])] / np.sqrt(np.abs(mx).max() * np.abs(my).max())
+    u, s, vt = np.linalg.svd(wx @ cross @ wy)
+    use_x = cx.size <= cy.size
+    side, units, rotation = (pair.x, kx[cx], u) if use_x else (pair.y, ky[cy], vt.T)
+    n, mu, m = side.count, side.mean[units], side.comoment[np.ix_(units, units)]
     gram = rotation.T @ m @ rotation + n * np.outer(mu, mu)
-    cross = rotation.T @ m + n * np.outer(mu, mu)
-    r = np.linalg.cholesky(gram)  # D = P R with R = r^T, so P^T X = r^-1 D^T X
-    alpha = np.abs(solve_triangular(r, cross, lower=True)).sum(axis=1)
-    weights = alpha / alpha.sum()
-    return float(weights @ s)
+    try:
+        r = np.linalg.cholesky(gram)  # D = P R with R = r^T, so P^T X = r^-1 D^T X
+    except np.linalg.LinAlgError:
+        raise ValueError(
+            f"pwcca(definition='reference') is undefined here: the reference code's directions "
+            f"for {side.name} are linearly dependent (collinear units); pass epsilon= to drop "
+            "near-constant units, or use definition='paper'"
+        ) from None
+    alpha = np.abs(solve_triangular(r, rotation.T @ m + n * np.outer(mu, mu), lower=True))
+    weights = alpha.sum(axis=1) / alpha.sum()
+    return float(weights @ np.abs(s))
 
 
 def linear_regression(pair: Pair) -> float:

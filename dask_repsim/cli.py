@@ -33,8 +33,11 @@ from typing import Any, NoReturn
 import dask
 import xarray as xr
 
-from .api import DEFAULT_METRICS, JACKKNIFE_GROUPS, METRICS, __version__, compare
 from .exceptions import RepsimWarning
+from .grid import compare
+from .options import JACKKNIFE_GROUPS
+from .registry import DEFAULT_METRICS, MEASURES, PATHS
+from .version import __version__
 
 PROG = "dask-repsim"
 
@@ -61,7 +64,7 @@ def _parser() -> tuple[_Parser, _Parser]:
                      "default: compare A with itself")
     cmp.add_argument("--metric", "-m", action="append", metavar="M",
                      help=f"metric to compute, repeatable or comma-separated; one of "
-                     f"{', '.join(METRICS)} (default: {', '.join(DEFAULT_METRICS)})")
+                     f"{', '.join(MEASURES)} (default: {', '.join(DEFAULT_METRICS)})")
     cmp.add_argument("--sample-dims", "-s", action="append", metavar="D",
                      help="dimension(s) indexing samples, repeatable or comma-separated, e.g. "
                      "'sample,height,width' to fold a conv layer's positions into samples "
@@ -78,20 +81,19 @@ def _parser() -> tuple[_Parser, _Parser]:
                      "(VALUE is read as JSON when it parses, else as a string)")
     cmp.add_argument("--nan-policy", choices=("raise", "omit"), default="raise",
                      help="what to do with samples holding NaN or Inf (default: raise)")
-    cmp.add_argument("--method", choices=("auto", "covariance", "qr", "gram", "tiled",
-                                          "minibatch"), default="auto",
+    cmp.add_argument("--method", choices=("auto", *PATHS), default="auto",
                      help="computational path (default: auto, the one-pass co-moments unless "
                      "only CKA is asked for and layers are too wide); see dask_repsim.methods")
     cmp.add_argument("--interval", choices=("jackknife",),
                      help="add a delete-a-group jackknife standard error and interval per cell")
-    cmp.add_argument("--level", type=float, default=0.95,
+    cmp.add_argument("--level", type=float,
                      help="level of the --interval intervals (default: 0.95)")
-    cmp.add_argument("--groups", type=int, default=JACKKNIFE_GROUPS,
+    cmp.add_argument("--groups", type=int,
                      help=f"sample groups of the jackknife (default: {JACKKNIFE_GROUPS})")
     cmp.add_argument("--permutations", type=int, default=0, metavar="K",
-                     help="add a permutation test per cell: p-values from K within-chunk "
-                     "permutations of B's samples (default: 0, none)")
-    cmp.add_argument("--seed", type=int, default=0, help="seed of the permutations")
+                     help="add a permutation test per cell: p-values from K permutations "
+                     "of B's samples within blocks (default: 0, none)")
+    cmp.add_argument("--seed", type=int, help="seed of the permutations (default: 0)")
     cmp.add_argument("--scheduler", metavar="ADDRESS",
                      help="address of a running Dask scheduler, e.g. tcp://10.0.0.5:8786 "
                      "(default: local threads)")
@@ -218,9 +220,9 @@ def _plot_figure(result: xr.Dataset) -> Any:
 
 
 def _plot_format(path: Path) -> str:
-    from .plot import _require_matplotlib
+    from .plot import require_matplotlib
 
-    _require_matplotlib()
+    require_matplotlib()
     from matplotlib.figure import Figure
 
     fmt = path.suffix.lstrip(".").lower() or "png"
@@ -273,9 +275,9 @@ def _save(result: xr.Dataset, out: Path | None, plot: Path | None, fmt: str | No
 
 def _compare(args: argparse.Namespace, parser: _Parser) -> int:
     metrics = _split(args.metric) or list(DEFAULT_METRICS)
-    unknown = [m for m in metrics if m not in METRICS]
+    unknown = [m for m in metrics if m not in MEASURES]
     if unknown:
-        parser.error(f"unknown metric(s) {', '.join(unknown)}; choose from {', '.join(METRICS)}")
+        parser.error(f"unknown metric(s) {', '.join(unknown)}; choose from {', '.join(MEASURES)}")
     sample_dims = _split(args.sample_dims) or None
     options = _storage_options(args.storage_option, parser)
     # everything that can be checked before the (possibly long) computation is checked first

@@ -4,7 +4,7 @@ Paths (DESIGN.md, "When the feature side is too wide"):
 
 - ``covariance``: the one-pass co-moments (:mod:`dask_repsim.statistics`); cost ~ n (p+q)^2,
   memory ~ (p+q)^2 per task. Every measure; exact.
-- ``gram``: sample-space Gram blocks (:mod:`dask_repsim.kernels`); cost ~ n^2 (p+q), memory in
+- ``gram``: sample-space Gram blocks (:mod:`dask_repsim.gram`); cost ~ n^2 (p+q), memory in
   blocks. Linear and RBF CKA; exact.
 - ``tiled``: ||X^T Y||_F^2 from feature tiles; cost ~ n (p+q)^2 / 2, memory per tile. Linear
   CKA; exact.
@@ -23,39 +23,32 @@ this machine's memory. The chosen path is logged on the ``dask_repsim`` logger.
 from __future__ import annotations
 
 import logging
-import os
 
-import dask
+from .parallel import memory_budget
+from .registry import MEASURES, PATHS
+
+__all__ = ["choose", "max_features", "memory_budget", "plan_passes"]
 
 logger = logging.getLogger("dask_repsim")
 
-CKA_METHODS = ("auto", "covariance", "gram", "tiled", "minibatch")
-CCA_METHODS = ("auto", "covariance", "qr")
 # float64 copies of the co-moment matrix alive in one task (its own, a merge, the shift)
 _COPIES = 4
 
 
-def memory_budget() -> int:
-    """Bytes one task may use for the feature-side matrices."""
-    configured = dask.config.get("repsim.memory-budget", None)
-    if configured is not None:
-        if isinstance(configured, str):
-            return int(dask.utils.parse_bytes(configured))
-        return int(configured)
-    try:
-        from distributed import get_client
-
-        workers = get_client().scheduler_info().get("workers", {}).values()
-        limits = [w["memory_limit"] for w in workers if w.get("memory_limit")]
-        if limits:
-            return min(limits) // 4
-    except (ImportError, ValueError):  # no active client
-        pass
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 4
+#: the paths of each kind of pairwise call, from the measure registry
+_KINDS = {
+    "cka": tuple(MEASURES["cka"].paths),
+    "rbf_cka": ("gram", "minibatch"),  # a non-linear kernel has no co-moment or tile form
+    "cca": tuple(MEASURES["mean_cca"].paths),
+    "procrustes": tuple(MEASURES["procrustes"].paths),
+}
 
 
 def choose(measure: str, method: str, n: int, p: int, q: int) -> str:
-    """The path for ``measure`` ("cka", "rbf_cka" or "cca") given the caller's ``method``.
+    """The path for ``measure`` ("cka", "rbf_cka", "cca" or "procrustes") given ``method``.
+
+    ``"auto"`` takes the cheapest exact path that ``auto`` may choose (:data:`~dask_repsim.
+    registry.PATHS`) and that fits the memory budget; it never approximates.
 
     Examples
     --------
@@ -64,31 +57,34 @@ def choose(measure: str, method: str, n: int, p: int, q: int) -> str:
     >>> choose("rbf_cka", "auto", n=3000, p=64, q=64)
     'gram'
     """
-    allowed = {"cka": CKA_METHODS, "rbf_cka": ("auto", "gram", "minibatch"), "cca": CCA_METHODS}
-    if method not in allowed[measure]:
+    allowed = ("auto", *_KINDS[measure])
+    if method not in allowed:
         raise ValueError(
-            f"method {method!r} is not available here; choose from {allowed[measure]}"
+            f"method {method!r} is not available here; choose from {allowed}"
         )
     if method != "auto":
         chosen = method
     elif measure == "rbf_cka":
         chosen = "gram"  # the only exact path for a non-linear kernel
     else:
-        fits = _COPIES * 8 * (p + q) ** 2 <= memory_budget()
-        if measure == "cca":
-            if not fits:
-                raise ValueError(
-                    f"{p} + {q} features need {_COPIES * 8 * (p + q) ** 2 / 2**30:.1f} GiB of "
-                    "co-moments, more than the memory budget; CCA of layers this wide is "
-                    "degenerate unless n is larger still: use cka(), or svcca on fewer units"
-                )
-            chosen = "covariance"
-        elif fits:
-            chosen = "covariance"
-        else:  # exact paths whose memory does not grow with the width
-            chosen = "gram" if n * n * (p + q) < n * (p + q) ** 2 / 2 else "tiled"
+        chosen = _auto(measure, n, p, q)
+    assert method != "auto" or PATHS[chosen].auto
     logger.info("%s: method=%s (n=%d, p=%d, q=%d)", measure, chosen, n, p, q)
     return chosen
+
+
+def _auto(measure: str, n: int, p: int, q: int) -> str:
+    """The cheapest exact path for a linear measure of a pair that fits the memory budget."""
+    if _COPIES * 8 * (p + q) ** 2 <= memory_budget():
+        return "covariance"
+    if measure != "cka":
+        raise ValueError(
+            f"{p} + {q} features need {_COPIES * 8 * (p + q) ** 2 / 2**30:.1f} GiB of "
+            "co-moments, more than the memory budget; CCA of layers this wide is "
+            "degenerate unless n is larger still: use cka(), or svcca on fewer units"
+        )
+    # exact paths whose memory does not grow with the width
+    return "gram" if n * n * (p + q) < n * (p + q) ** 2 / 2 else "tiled"
 
 
 def max_features() -> int:

@@ -23,7 +23,7 @@ from typing import Any
 import dask
 from threadpoolctl import threadpool_limits
 
-__all__ = ["blas_threads", "compute"]
+__all__ = ["blas_threads", "compute", "memory_budget"]
 
 
 def _threaded_scheduler() -> bool:
@@ -80,3 +80,22 @@ def compute(*graphs: Any) -> tuple:
         return dask.compute(*graphs)
     with threadpool_limits(limits=threads, user_api="blas"):
         return dask.compute(*graphs)
+
+
+def memory_budget() -> int:
+    """Bytes one task may use for the feature-side matrices."""
+    configured = dask.config.get("repsim.memory-budget", None)
+    if configured is not None:
+        if isinstance(configured, str):
+            return int(dask.utils.parse_bytes(configured))
+        return int(configured)
+    try:
+        from distributed import get_client
+
+        workers = get_client().scheduler_info().get("workers", {}).values()
+        limits = [w["memory_limit"] for w in workers if w.get("memory_limit")]
+        if limits:
+            return min(limits) // 4
+    except (ImportError, ValueError):  # no active client
+        pass
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 4

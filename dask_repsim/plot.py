@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 ANNOTATE_MAX = 12
 
 
-def _require_matplotlib() -> Any:
+def require_matplotlib() -> Any:
     try:
         import matplotlib
     except ImportError as err:
@@ -118,7 +118,7 @@ def heatmap(
     (['a1', 'a2'], ['b1'])
     >>> ax.figure.savefig("cka.png")  # doctest: +SKIP
     """
-    _require_matplotlib()
+    require_matplotlib()
     grid = _grid(result, metric)
     name = str(metric if metric is not None else grid.name)
     marked, best = _marks(result, name, grid, mark, alpha)

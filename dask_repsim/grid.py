@@ -1,0 +1,276 @@
+"""``compare``: several measures for every pair of layers of two networks, as an xarray Dataset.
+
+A few named steps: gather the layers (:func:`grid_layers`), pick the path
+(:func:`choose_grid_path`), run that path's runner on every cell (:mod:`dask_repsim.runners`),
+and build one Dataset (:func:`build_dataset`). A cell's value is exactly what the pairwise
+function gives for that pair.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+from . import methods, runners
+from .exceptions import SampleCountError
+from .inputs import Layer, as_layer, layers_of
+from .layouts import resized, sample_dims_for
+from .options import Options, SampleDims, reject_unused
+from .pairwise import distinct
+from .registry import DEFAULT_METRICS, MEASURES, PATHS, check_metrics, path_functions
+from .results import jackknife_interval, permutation_pvalue
+from .validation import check_sample_counts
+from .version import __version__
+
+DIMS = ("layer_a", "layer_b")
+
+
+def grid_layers(
+    a: Any, b: Any, *, sample_dims: SampleDims, pool: str | None, resize: bool,
+    spatial_dims: Sequence[Hashable], storage_options: Mapping[str, Any] | None,
+) -> tuple[list[str], list[str], list[Layer], list[int], list[int]]:
+    """Layer names of each side, the distinct layers, and each side's indices into them."""
+    inputs_a = layers_of(a, "x", storage_options)
+    inputs_b = inputs_a if b is None or b is a else layers_of(b, "y", storage_options)
+    if resize:
+        inputs_a, inputs_b = resized(inputs_a, inputs_b, spatial_dims)
+
+    def layer(name: str, value: Any) -> Layer:
+        return as_layer(value, name=name, sample_dims=sample_dims_for(value, sample_dims),
+                        storage_options=storage_options, pool=pool, spatial_dims=spatial_dims)
+
+    side_a = [layer(name, value) for name, value in inputs_a.items()]
+    side_b = side_a if inputs_b is inputs_a else [layer(n, v) for n, v in inputs_b.items()]
+    layers = distinct(side_a + side_b)  # an array on both sides is read once
+    position = {layer.data.name: i for i, layer in enumerate(layers)}
+    try:
+        check_sample_counts([x.name for x in layers], [x.data.shape[0] for x in layers])
+    except SampleCountError as error:
+        raise SampleCountError(
+            f"{error}; if spatial positions are folded into samples, use pool='mean', "
+            "resize=True, or fold fewer sample_dims"
+        ) from None
+    rows = [position[x.data.name] for x in side_a]
+    cols = [position[x.data.name] for x in side_b]
+    return list(inputs_a), list(inputs_b), layers, rows, cols
+
+
+def choose_grid_path(method: str, metrics: Sequence[str], layers: Sequence[Layer],
+                     rows: Sequence[int], cols: Sequence[int]) -> str:
+    """``method``, or for ``"auto"`` the co-moments unless only CKA is asked for and some pair
+    is too wide for them (then ``"wide"``: each pair's own exact CKA path)."""
+    allowed = ("auto", *PATHS)
+    if method not in allowed:
+        raise ValueError(f"method must be one of {allowed}, not {method!r}")
+    if method != "auto":
+        path_functions(method, list(metrics))  # an error naming what the path cannot compute
+        return method
+    widths = [layer.data.shape[1] for layer in layers]
+    widest = max(widths[r] for r in rows) + max(widths[c] for c in cols)
+    kernel_ok = all(p in MEASURES[m].paths for m in metrics for p in ("gram", "tiled"))
+    return "wide" if kernel_ok and widest > methods.max_features() else "covariance"
+
+
+def _wide_cells(metrics, layers, rows, cols, options) -> tuple[runners.Cells, dict[str, Any]]:
+    """Each pair's own exact CKA path: co-moments where they fit, else Gram blocks or tiles."""
+    n = layers[0].data.shape[0]
+    cells: runners.Cells = {}
+    used = set()
+    specs = path_functions("gram", list(metrics))
+    covariance = path_functions("covariance", list(metrics))
+    for i, a in enumerate(rows):
+        for j, b in enumerate(cols):
+            path = methods.choose("cka", "auto", n, layers[a].data.shape[1],
+                                  layers[b].data.shape[1])
+            used.add(path)
+            if path == "covariance":
+                part, _ = runners.covariance_cells(covariance, layers, [a], [b], options)
+            else:
+                part, _ = runners.kernel_cells([path], specs, layers, [a], [b])
+            cells.update({(m, i, j): cell for (m, _, _), cell in part.items()})
+    return cells, {"n_samples": n, "n_samples_omitted": 0, "method": ", ".join(sorted(used))}
+
+
+def run_grid(path: str, metrics: Sequence[str], layers: Sequence[Layer], rows: Sequence[int],
+             cols: Sequence[int], options: Options, *, batch_size: int | None
+             ) -> tuple[runners.Cells, dict[str, Any]]:
+    """Every cell of the grid on ``path``."""
+    if batch_size is not None and path != "minibatch":
+        raise ValueError(f"batch_size= applies to method='minibatch' only, not {path!r}")
+    reject_unused("gram" if path == "wide" else path, options,
+                  level_used=path == "minibatch", seed_used=path == "minibatch")
+    if path == "wide":
+        return _wide_cells(metrics, layers, rows, cols, options)
+    functions = path_functions(path, list(metrics))
+    if path == "covariance":
+        return runners.covariance_cells(functions, layers, rows, cols, options)
+    if path == "qr":
+        return runners.qr_cells(functions, layers, rows, cols)
+    if path == "minibatch":
+        return runners.minibatch_cells(
+            layers, rows, cols, kernel="linear", sigma=0.8, batch_size=batch_size or 1000,
+            seed=options.get("seed"), level=options.get("level"))
+    return runners.kernel_cells([path] * (len(rows) * len(cols)), functions, layers, rows, cols)
+
+
+def _variable(values: np.ndarray, name: str, description: str | None = None) -> tuple:
+    attrs = {"long_name": name} if description is None else {"long_name": name,
+                                                             "description": description}
+    return (DIMS, values, attrs)
+
+
+def uncertainty_variables(cells, metrics, shape, options) -> tuple[dict, dict]:
+    """The interval and permutation variables of every metric, and their attrs."""
+    values = runners.to_arrays(cells, shape, "value")
+    variables: dict[str, tuple] = {}
+    attrs: dict[str, Any] = {}
+    reps = runners.to_arrays(cells, shape, "replicates")
+    if reps is not None:
+        level = options.get("level")
+        stderr, low, high = jackknife_interval(values, reps, level)
+        texts = {"stderr": ("jackknife standard error", stderr),
+                 "low": (f"lower end of the {level:.0%} jackknife interval", low),
+                 "high": (f"upper end of the {level:.0%} jackknife interval", high)}
+        for m_, m in enumerate(metrics):
+            for suffix, (text, arr) in texts.items():
+                variables[f"{m}_{suffix}"] = _variable(arr[m_], f"{text} of {m}")
+        attrs.update(interval="jackknife", level=level, n_groups=options.get("groups"))
+    nulls = runners.to_arrays(cells, shape, "null")
+    if nulls is not None:
+        summaries = {"pvalue": (permutation_pvalue(values, nulls), "permutation p-value"),
+                     "null_mean": (nulls.mean(axis=0), "mean under permutation"),
+                     "null_std": (nulls.std(axis=0, ddof=1), "standard deviation under "
+                                  "permutation")}
+        for m_, m in enumerate(metrics):
+            for suffix, (arr, text) in summaries.items():
+                variables[f"{m}_{suffix}"] = _variable(arr[m_], f"{text} of {m}")
+        attrs.update(permutations=nulls.shape[0], seed=options.get("seed"))
+    return variables, attrs
+
+
+def build_dataset(cells: runners.Cells, metrics: Sequence[str], names_a: list[str],
+                  names_b: list[str], path: str, run_attrs: dict[str, Any],
+                  options: Options) -> xr.Dataset:
+    """The one Dataset builder: a variable per metric over (layer_a, layer_b), then intervals,
+    permutation summaries and path-specific variables."""
+    shape = (len(metrics), len(names_a), len(names_b))
+    values = runners.to_arrays(cells, shape, "value")
+    variables = {m: _variable(values[k], m, MEASURES[m].description)
+                 for k, m in enumerate(metrics)}
+    extra, attrs = uncertainty_variables(cells, metrics, shape, options)
+    variables.update(extra)
+    if path == "minibatch":
+        for bound in ("ci_low", "ci_high"):
+            arr = np.full(shape[1:], np.nan)
+            for (_, i, j), cell in cells.items():
+                arr[i, j] = cell.fields[bound]
+            name = f"cka_{bound.removeprefix('ci_')}"
+            variables[name] = _variable(arr, name)
+    counts = run_attrs.pop("n_samples_per_cell", None)
+    if counts is not None:
+        used = np.full(shape[1:], -1, dtype=np.int64)
+        for (i, j), (count, _) in counts.items():
+            used[i, j] = count
+        variables["n_samples_used"] = (DIMS, used, {"long_name": "samples used by each cell "
+                                                    "(nan_policy='omit')"})
+    attrs = {"dask_repsim_version": __version__, "metrics": ", ".join(metrics),
+             "method": path, **run_attrs, **attrs}
+    return xr.Dataset(variables, coords={"layer_a": names_a, "layer_b": names_b}, attrs=attrs)
+
+
+def compare(
+    a: Any, b: Any = None, *, metrics: Iterable[str] = DEFAULT_METRICS,
+    sample_dims: SampleDims = None, pool: str | None = None, resize: bool = False,
+    spatial_dims: Sequence[Hashable] = ("height", "width"),
+    storage_options: Mapping[str, Any] | None = None, nan_policy: str = "raise",
+    interval: str | None = None, level: float | None = None, groups: int | None = None,
+    permutations: int = 0, seed: int | None = None, method: str = "auto",
+    batch_size: int | None = None,
+) -> xr.Dataset:
+    """Several measures for every pair of layers of ``a`` and ``b``, from one pass over the data.
+
+    Parameters
+    ----------
+    a, b
+        Each a single input (any kind :func:`cka` takes), an ``xarray.Dataset`` (one variable
+        per layer), a mapping of layer names to inputs, or a zarr group (object, path or URL).
+        ``b=None`` compares ``a`` with itself.
+    metrics
+        Names from ``dask_repsim.METRICS`` (:data:`dask_repsim.registry.MEASURES`): ``cka``,
+        ``cka_debiased``, ``mean_cca``, ``r2_cca``, ``svcca``, ``pwcca``,
+        ``linear_regression``, ``procrustes`` (the default, ``DEFAULT_METRICS``), and
+        ``matched_correlation`` (mean correlation of one-to-one matched units, Li et al.
+        2016).
+    sample_dims
+        For xarray inputs, the dims that index samples; each variable uses those it has. A conv
+        layer's ``("sample", "height", "width")`` folds spatial positions into samples (the
+        SVCCA tutorials' method); the default, ``"sample"`` alone, flattens them into features.
+    pool
+        ``"mean"`` averages conv layers' ``spatial_dims`` away (plain arrays: every axis after
+        the second) before comparing.
+    resize
+        When spatial positions are folded into samples, layers need the same grid: ``True``
+        interpolates (linearly, on pixel centres) every smaller ``spatial_dims`` grid up to the
+        largest one among xarray inputs.
+    storage_options, nan_policy
+        As for :func:`dask_repsim.cka`. With ``nan_policy="omit"`` each cell leaves out the
+        samples where either of its layers has NaN or Inf (so a cell's value does not depend
+        on the other layers); a variable ``n_samples_used`` says how many each cell used.
+    interval, level, groups
+        ``interval="jackknife"`` adds ``<metric>_stderr``, ``<metric>_low`` and
+        ``<metric>_high`` variables: a delete-a-group jackknife over ``groups`` (default 20)
+        contiguous ranges of samples, from the same pass.
+    permutations, seed
+        ``permutations=K`` adds ``<metric>_pvalue``, ``<metric>_null_mean`` and
+        ``<metric>_null_std``: a permutation test of every cell from the same pass, side
+        ``b``'s samples permuted within blocks of consecutive samples. Each task holds K
+        cross matrices of (features of a) x (features of b); an error says when that exceeds
+        the memory budget. A cell's null depends only on its two layers and ``seed``.
+    method, batch_size
+        ``"auto"`` (default) and ``"covariance"``: the one-pass co-moments, every metric;
+        ``"auto"`` falls back to the exact wide-layer CKA paths (``"gram"`` or ``"tiled"``,
+        per pair) when only CKA is asked for and a pair of layers is too wide for the
+        co-moments. ``"qr"``: one tall-skinny QR pass over all layers; the CCA family
+        (``mean_cca``, ``r2_cca``, ``svcca``, ``pwcca``, ``linear_regression``) without
+        squaring the condition number. ``"gram"``, ``"tiled"``: exact ``cka`` and
+        ``cka_debiased`` from sample-space Gram blocks or feature tiles. ``"minibatch"``: the
+        minibatch estimate of ``cka`` (Nguyen et al. 2021, an approximation, said in
+        ``attrs["approximate"]``, with ``cka_low``/``cka_high`` bootstrap intervals), with
+        ``batch_size`` (default 1000) samples per batch. The path used is in
+        ``attrs["method"]``; :data:`dask_repsim.registry.PATHS` lists what each supports.
+
+    Returns
+    -------
+    xarray.Dataset
+        One variable per metric over dims ``(layer_a, layer_b)``, layer names as coordinates;
+        attrs say how many samples were used and what each metric is.
+
+    Notes
+    -----
+    The statistics of all layers' features side by side are computed in one pass: every
+    chunk of every array is read once, however many pairs and metrics there are.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> x = rng.normal(size=(300, 8))
+    >>> ds = compare({"x": x}, {"y": x[:, ::-1]}, metrics=["cka", "procrustes"])
+    >>> float(ds.cka.sel(layer_a="x", layer_b="y")), ds.cka.dims
+    (1.0, ('layer_a', 'layer_b'))
+    """
+    metrics = check_metrics(list(metrics))
+    options = Options(sample_dims=sample_dims, storage_options=storage_options,
+                      nan_policy=nan_policy, interval=interval, level=level, groups=groups,
+                      permutations=permutations, seed=seed)
+    names_a, names_b, layers, rows, cols = grid_layers(
+        a, b, sample_dims=sample_dims, pool=pool, resize=resize, spatial_dims=spatial_dims,
+        storage_options=storage_options)
+    path = choose_grid_path(method, metrics, layers, rows, cols)
+    cells, run_attrs = run_grid(path, metrics, layers, rows, cols, options,
+                                batch_size=batch_size)
+    return build_dataset(cells, metrics, names_a, names_b, run_attrs.pop("method", path),
+                         run_attrs, options)

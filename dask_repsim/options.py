@@ -1,0 +1,144 @@
+"""The options every public function shares: one place that resolves, checks and documents them.
+
+A silent no-op is a bug: an option that the chosen path or measure does not use raises an error
+that says so (:func:`reject_unused`). Options whose default is ``None`` are "not given"; the
+value used when they apply is in :data:`DEFAULTS`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .layouts import SampleDims
+from .registry import PATHS
+
+__all__ = ["DEFAULTS", "Options", "SampleDims", "document", "reject_unused"]
+
+#: default number of sample groups for jackknife intervals
+JACKKNIFE_GROUPS = 20
+#: what options left at ``None`` mean where they apply
+DEFAULTS = {"level": 0.95, "groups": JACKKNIFE_GROUPS, "seed": 0, "sigma": 0.8,
+            "batch_size": 1000}
+
+#: parameter documentation shared by the public functions (numpydoc), filled in by
+#: :func:`document`
+PARAMETERS = {
+    "inputs": """x, y
+        Activations, samples along the first axis (or the ``sample_dims`` of a DataArray):
+        numpy, dask or zarr arrays, zarr paths or URLs, or xarray DataArrays. Same samples, in
+        the same order, in both.
+    sample_dims
+        For DataArrays, the dims that index samples (e.g. ``("sample", "height", "width")``
+        to fold a conv layer's positions into samples); all others are features.
+    storage_options
+        Passed to fsspec when an input is a zarr URL.
+    nan_policy
+        ``"raise"`` (default): NaN or Inf is an error naming the input and the first bad
+        sample. ``"omit"``: leave out, for each pair of layers, the samples where either
+        has NaN or Inf (co-moment path only).""",
+    "uncertainty": """interval, level, groups
+        ``interval="jackknife"``: also a delete-a-group jackknife standard error and a
+        ``level`` (default 0.95) interval over ``groups`` (default 20) contiguous ranges of
+        samples, from the same pass; ``level`` and ``groups`` without ``interval`` are an
+        error. Co-moment path only.
+    permutations, seed
+        ``permutations=K``: also a permutation test from the same pass, the measure under K
+        random permutations of y's samples within blocks of consecutive samples (seeded by
+        ``seed``, default 0), giving ``.pvalue``, ``.null_mean``, ``.null_std`` and
+        ``.null``. Assumes samples are exchangeable within a block. Co-moment path only.""",
+    "method": """method
+        ``"auto"`` (default): the co-moments. ``"covariance"``: the same, named.
+        ``"qr"``: from a tall-skinny QR of the centred data (Demmel et al. 2012), which does
+        not square the condition number: use it for ill-conditioned activations, where the
+        co-moment path loses digits. See :mod:`dask_repsim.registry` for every path.""",
+    "returns": """Estimate
+        A float. With ``interval`` also ``.stderr``, ``.ci_low``, ``.ci_high``, ``.level``,
+        ``.n_groups``; with ``permutations`` ``.pvalue``, ``.null_mean``, ``.null_std``,
+        ``.null``; ``.method`` is the path that ran (:class:`dask_repsim.results.Estimate`).""",
+}
+
+
+def document(function: Any) -> Any:
+    """Fill the shared parameter documentation into ``function``'s docstring."""
+    function.__doc__ = function.__doc__.format(**PARAMETERS)
+    return function
+
+
+@dataclass(frozen=True)
+class Options:
+    """The input, interval and permutation options of one call, resolved."""
+
+    sample_dims: SampleDims = None
+    storage_options: Mapping[str, Any] | None = None
+    nan_policy: str = "raise"
+    interval: str | None = None
+    level: float | None = None
+    groups: int | None = None
+    permutations: int = 0
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.nan_policy not in ("raise", "omit"):
+            raise ValueError(f"nan_policy must be 'raise' or 'omit', not {self.nan_policy!r}")
+        if self.interval not in (None, "jackknife"):
+            raise ValueError(f"interval must be None or 'jackknife', not {self.interval!r}")
+        p = self.permutations
+        if isinstance(p, bool) or not isinstance(p, int | np.integer):
+            raise TypeError(f"permutations must be an int, not {p!r}")
+        if p < 0:
+            raise ValueError(f"permutations must be >= 0, not {p}")
+        if self.interval is None:
+            given = [n for n in ("groups",) if getattr(self, n) is not None]
+            if given:
+                raise ValueError(
+                    f"{', '.join(given)}= applies to intervals only: pass interval='jackknife' "
+                    "or leave it out"
+                )
+        if self.level is not None and not 0 < self.level < 1:
+            raise ValueError(f"level must be between 0 and 1, not {self.level}")
+
+    def get(self, name: str) -> Any:
+        """The value of option ``name``, its default when not given."""
+        value = getattr(self, name)
+        return DEFAULTS[name] if value is None else value
+
+    @property
+    def groups_used(self) -> int:
+        """Sample groups of the pass: 1 without an interval."""
+        return self.get("groups") if self.interval else 1
+
+
+def reject_unused(path: str, options: Options, *, level_used: bool = False,
+                  seed_used: bool = False) -> None:
+    """An error for each option the chosen path does not support or use.
+
+    ``level_used``/``seed_used``: the measure itself uses ``level`` (minibatch intervals) or
+    ``seed`` (minibatch order, RBF median subsample) on this path.
+    """
+    info = PATHS[path]
+    unsupported = {
+        "interval=": options.interval is not None and not info.interval,
+        "permutations=": bool(options.permutations) and not info.permutations,
+        "nan_policy='omit'": options.nan_policy != "raise" and not info.nan_omit,
+    }
+    bad = [name for name, yes in unsupported.items() if yes]
+    if bad:
+        able = [p for p, i in PATHS.items()
+                if all(getattr(i, f) for f, want in (("interval", options.interval),
+                       ("permutations", options.permutations),
+                       ("nan_omit", options.nan_policy != "raise")) if want)]
+        raise ValueError(
+            f"{', '.join(bad)} {'is' if len(bad) == 1 else 'are'} not available on the "
+            f"{path!r} path; paths that support {'it' if len(bad) == 1 else 'them'}: "
+            f"{', '.join(able) or 'none'}"
+        )
+    if options.level is not None and options.interval is None and not level_used:
+        raise ValueError("level= applies to intervals only: pass interval='jackknife' or "
+                         "leave it out")
+    if options.seed is not None and not options.permutations and not seed_used:
+        raise ValueError("seed= is used by permutation tests (permutations=K) and random "
+                         "estimators only; nothing here is random")

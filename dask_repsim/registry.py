@@ -1,0 +1,169 @@
+"""What the package computes, as data: one table of paths and one registry of measures.
+
+The grid (:func:`dask_repsim.compare`), the pairwise functions, the command line, the docs and the
+tests read these two tables; adding a path or a measure is one entry here plus its functions.
+
+Paths (:data:`PATHS`) are the ways of computing from the data: what statistics one pass produces,
+whether the result is exact, whether ``method="auto"`` may choose the path, and which options
+(jackknife intervals, permutation tests, ``nan_policy="omit"``) it supports.
+
+Measures (:data:`MEASURES`) are the ``compare`` metrics. Each names the public function that
+computes it for one pair, and for each path that can compute it, what that path needs:
+
+- ``covariance``: a function of a :class:`~dask_repsim.statistics.Pair` (the co-moments);
+- ``qr``: a function of ``(RFactor, names)``, the pair's columns of the joint R factor;
+- ``gram``, ``tiled``, ``minibatch``: the kernel options of the CKA the path sums
+  (``{"debiased": bool}``); these paths compute CKA only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import cca, cka, neurons, qr
+
+
+@dataclass(frozen=True)
+class PathInfo:
+    """One computational path and what it supports."""
+
+    name: str
+    description: str
+    #: the cost of one pair on n samples of p and q features
+    cost: str
+    exact: bool
+    #: whether ``method="auto"`` may choose it
+    auto: bool
+    interval: bool
+    permutations: bool
+    nan_omit: bool
+
+
+PATHS: dict[str, PathInfo] = {
+    p.name: p
+    for p in (
+        PathInfo("covariance", "one pass of float64 co-moments (count, mean, M = Z_c^T Z_c)",
+                 "n (p+q)^2", exact=True, auto=True, interval=True, permutations=True,
+                 nan_omit=True),
+        PathInfo("qr", "tall-skinny QR of [1 | X | Y]; only R factors travel",
+                 "2 n (p+q)^2", exact=True, auto=False, interval=False, permutations=False,
+                 nan_omit=False),
+        PathInfo("gram", "sample-space Gram blocks of centred row blocks",
+                 "n^2 (p+q)", exact=True, auto=True, interval=False, permutations=False,
+                 nan_omit=False),
+        PathInfo("tiled", "||X_c^T Y_c||_F^2 from feature tiles", "n p q + n (p^2+q^2)/2",
+                 exact=True, auto=True, interval=False, permutations=False, nan_omit=False),
+        PathInfo("minibatch", "unbiased HSIC averaged over minibatches (Nguyen et al. 2021)",
+                 "n b (p+q)", exact=False, auto=False, interval=False, permutations=False,
+                 nan_omit=False),
+    )
+}
+
+
+@dataclass(frozen=True)
+class Measure:
+    """A similarity measure: its name, what it is, and its function on each path."""
+
+    name: str
+    description: str
+    #: the public pairwise function that computes it, and the options that select it there
+    function: str
+    options: Mapping[str, Any] = field(default_factory=dict)
+    #: path name -> what that path needs (see the module docstring)
+    paths: Mapping[str, Any] = field(default_factory=dict)
+
+
+def _rho_mean(pair: Any) -> float:
+    return float(cca.canonical_correlations(pair)[0].mean())
+
+
+def _rho_r2(pair: Any) -> float:
+    rho = cca.canonical_correlations(pair)[0]
+    return float((rho**2).mean())
+
+
+def _qr_mean(factor: Any, names: Any) -> float:
+    return float(qr.canonical_correlations_from_r(factor, names).mean)
+
+
+def _qr_r2(factor: Any, names: Any) -> float:
+    return float(qr.canonical_correlations_from_r(factor, names).r2)
+
+
+_KERNEL_PATHS = ("gram", "tiled")
+
+
+def _cka_paths(debiased: bool) -> dict[str, Any]:
+    paths: dict[str, Any] = {
+        "covariance": cka.debiased_linear_cka if debiased else cka.linear_cka
+    }
+    paths.update({p: {"debiased": debiased} for p in _KERNEL_PATHS})
+    if not debiased:  # minibatch CKA is always built on unbiased HSIC
+        paths["minibatch"] = {"debiased": False}
+    return paths
+
+
+MEASURES: dict[str, Measure] = {
+    m.name: m
+    for m in (
+        Measure("cka", "linear CKA (Kornblith et al. 2019)", "cka", {}, _cka_paths(False)),
+        Measure("cka_debiased",
+                "linear CKA with unbiased HSIC (Song et al. 2012; Nguyen et al. 2021)",
+                "cka", {"debiased": True}, _cka_paths(True)),
+        Measure("mean_cca", "mean of all canonical correlations", "cca", {"summary": "mean"},
+                {"covariance": _rho_mean, "qr": _qr_mean}),
+        Measure("r2_cca", "mean of squared canonical correlations", "cca", {"summary": "r2"},
+                {"covariance": _rho_r2, "qr": _qr_r2}),
+        Measure("svcca",
+                "SVCCA (Raghu et al. 2017): mean canonical correlation of the singular "
+                "directions holding 99% of each side's variance", "svcca", {},
+                {"covariance": cca.svcca, "qr": qr.svcca_from_r}),
+        Measure("pwcca", "projection-weighted CCA (Morcos et al. 2018), paper definition",
+                "pwcca", {}, {"covariance": cca.pwcca, "qr": qr.pwcca_from_r}),
+        Measure("linear_regression",
+                "fraction of layer_b's variance explained by a linear fit from layer_a",
+                "linear_regression", {},
+                {"covariance": cca.linear_regression, "qr": qr.linear_regression_from_r}),
+        Measure("procrustes", "orthogonal Procrustes similarity", "procrustes", {},
+                {"covariance": cka.procrustes}),
+        Measure("matched_correlation",
+                "mean correlation of one-to-one (bipartite) matched units (Li et al. 2016)",
+                "match_units", {}, {"covariance": neurons.matched_correlation}),
+    )
+}
+
+#: what compare computes when no metrics are named: the eight similarity measures
+DEFAULT_METRICS = (
+    "cka", "cka_debiased", "mean_cca", "r2_cca", "svcca", "pwcca", "linear_regression",
+    "procrustes",
+)
+
+
+def check_metrics(metrics: list[str]) -> list[str]:
+    """``metrics`` if every name is registered; an error listing the known ones otherwise."""
+    unknown = [m for m in metrics if m not in MEASURES]
+    if unknown:
+        raise ValueError(f"unknown metric(s) {unknown}; choose from {list(MEASURES)}")
+    if not metrics:
+        raise ValueError("no metrics asked for")
+    return metrics
+
+
+def paths_of(metrics: list[str]) -> list[str]:
+    """The paths that compute every one of ``metrics``, in the order of :data:`PATHS`."""
+    return [p for p in PATHS if all(p in MEASURES[m].paths for m in metrics)]
+
+
+def path_functions(path: str, metrics: list[str]) -> list[Callable[..., float] | Any]:
+    """What ``path`` needs for each of ``metrics``; an error naming those it cannot compute."""
+    missing = [m for m in metrics if path not in MEASURES[m].paths]
+    if missing:
+        able = [m for m in MEASURES if path in MEASURES[m].paths]
+        raise ValueError(
+            f"method={path!r} computes {', '.join(able)}, not {', '.join(missing)}; "
+            f"compute those with method={paths_of(missing)[0]!r}"
+            if paths_of(missing) else f"method={path!r} cannot compute {', '.join(missing)}"
+        )
+    return [MEASURES[m].paths[path] for m in metrics]
