@@ -15,7 +15,9 @@ from conftest import write_zarr
 
 import dask_repsim
 from dask_repsim import RepsimWarning, qr
+from dask_repsim.exceptions import NonFiniteError, NoVarianceError, SampleCountError
 from dask_repsim.inputs import as_layer
+from dask_repsim.results import CCAResult, Estimate
 
 # ------------------------------------------------------------------------ references (numpy)
 
@@ -175,16 +177,149 @@ def test_exactly_collinear_and_constant_units():
     assert len(rho) == 9
 
 
-def test_different_sample_counts_raise():
-    with pytest.raises(ValueError, match="different numbers of samples"):
-        qr.tsqr([as_layer(np.zeros((5, 2))), as_layer(np.zeros((6, 2)), name="y")])
+# ------------------------------------------------------- input rules (validation, every path)
+
+#: every QR measure, as a float of two layers; and its reference on arrays in memory
+MEASURES = {
+    "cca": (lambda lx, ly: qr.cca(lx, ly), lambda x, y: float(np.mean(ref_decomposition(x, y)[0]))),
+    "svcca": (lambda lx, ly: qr.svcca(lx, ly, keep=0.99), lambda x, y: ref_svcca(x, y, 0.99)),
+    "svcca_k": (lambda lx, ly: qr.svcca(lx, ly, keep=3), lambda x, y: ref_svcca(x, y, 3)),
+    "pwcca": (lambda lx, ly: qr.pwcca(lx, ly), ref_pwcca),
+    "linear_regression": (lambda lx, ly: qr.linear_regression(lx, ly), ref_regression),
+}
+measures = pytest.mark.parametrize("measure", sorted(MEASURES))
 
 
-def test_non_finite_raises():
-    x = np.random.default_rng(0).normal(size=(20, 2))
-    x[3, 1] = np.nan
-    with pytest.raises(ValueError, match="finite"):
-        qr.cca(*_layers(x, x.copy()))
+def _named(x, y, names=("x", "y"), rows=7):
+    """Layers of x and y under ``names``, in chunks of ``rows`` (several tree levels)."""
+    return (
+        as_layer(da.from_array(x, chunks=(rows, -1)), name=names[0]),
+        as_layer(da.from_array(y, chunks=(rows, -1)), name=names[1]),
+    )
+
+
+@measures
+@pytest.mark.parametrize("names", [("x", "y"), ("conv1", "fc2")])
+def test_nan_raises_naming_the_layer_and_its_first_bad_sample(measure, names):
+    x, y = _correlated(seed=5, n=200, p=4, q=3)
+    x[150, 2] = np.nan
+    x[23, 0] = np.nan  # the first in x; chunks of 7 rows: a chunk in the middle of the tree
+    with pytest.raises(NonFiniteError, match=rf"^{names[0]} has NaN at sample 23 \("):
+        MEASURES[measure][0](*_named(x, y, names))
+    y[9:14] = np.inf  # y's first bad sample comes earlier: the error names y
+    with pytest.raises(NonFiniteError, match=rf"^{names[1]} has Inf at sample 9 \("):
+        MEASURES[measure][0](*_named(x, y, names))
+
+
+@measures
+def test_inf_raises_naming_the_layer_even_in_a_chunk_without_finite_rows(measure):
+    x, y = _correlated(seed=6, n=100, p=3, q=3)
+    y[60, 1] = np.nan
+    y[35:42] = -np.inf  # rows 35..41: one whole chunk of 7 rows has no finite sample
+    with pytest.raises(NonFiniteError, match=r"^y has Inf at sample 35 \("):
+        MEASURES[measure][0](*_named(x, y))
+    with pytest.raises(NonFiniteError, match=r"^y has Inf at sample 35 \("):
+        MEASURES[measure][0](*_named(y, x, ("y", "x")))
+
+
+@measures
+@pytest.mark.parametrize("side", [0, 1])
+@pytest.mark.parametrize("level", [0.0, 2.5, 1e9])
+def test_constant_layer_raises_no_variance_naming_it(measure, side, level):
+    x, y = _correlated(seed=7, n=120, p=4, q=3)
+    data = [x, y]
+    data[side] = np.full_like(data[side], level)
+    names = ("conv1", "fc2")
+    width = data[side].shape[1]
+    message = rf"^{names[side]} has no variance: all {width} units are constant over the 120 "
+    with pytest.raises(NoVarianceError, match=message):
+        MEASURES[measure][0](*_named(*data, names))
+
+
+@measures
+def test_different_sample_counts_raise_naming_both_inputs(measure):
+    x, y = _correlated(seed=8, n=60, p=3, q=3)
+    lx, ly = _named(x[:50], y, ("conv1", "fc2"))
+    message = "^inputs have different numbers of samples: fc2 has 60, conv1 has 50$"
+    with pytest.raises(SampleCountError, match=message):
+        MEASURES[measure][0](lx, ly)
+    with pytest.raises(SampleCountError, match=message):
+        qr.tsqr([ly, lx])
+
+
+@measures
+@pytest.mark.parametrize("side", [0, 1])
+def test_all_zero_unit_is_left_out_with_a_warning(measure, side):
+    x, y = _correlated(seed=9, n=400, p=6, q=6)  # one unit fewer: PWCCA's side stays the same
+    data = [x, y]
+    data[side] = np.insert(data[side], 2, 0.0, axis=1)
+    expected = MEASURES[measure][1](x, y)  # the data without that unit
+    name = ("x", "y")[side]
+    if measure == "linear_regression" and side == 1:
+        # y's constant units add nothing to its variance: no warning, as on the co-moment path
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", RepsimWarning)
+            value = MEASURES[measure][0](*_named(*data, rows=64))
+    else:
+        message = (
+            f"^{name}: 1 of 7 units are constant over the samples and are left out of "
+            "CCA-family measures$"
+        )
+        with pytest.warns(RepsimWarning, match=message):
+            value = MEASURES[measure][0](*_named(*data, rows=64))
+    assert value == pytest.approx(expected, abs=1e-9)
+
+
+def test_constant_unit_far_from_zero_is_left_out():
+    """A unit constant at 1e9 is constant by its centred spread relative to its mean."""
+    x, y = _correlated(seed=10, n=300, p=4, q=5)
+    x_dead = np.column_stack([x, np.full(len(x), 1e9)])
+    with pytest.warns(RepsimWarning, match="^x: 1 of 5 units are constant"):
+        rho = qr.cca(*_named(x_dead, y, rows=50)).rho
+    np.testing.assert_allclose(rho, ref_decomposition(x, y)[0], atol=1e-9)
+
+
+@measures
+def test_offset_1e9_gives_the_values_of_the_data_without_it(measure):
+    x, y = _correlated(seed=11, n=2000, p=6, q=5)
+    expected = MEASURES[measure][1](x, y)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RepsimWarning)  # no unit is taken for constant
+        value = MEASURES[measure][0](*_named(x + 1e9, y + 1e9, rows=300))
+    assert value == pytest.approx(expected, abs=1e-6)
+
+
+def test_results_are_estimates_of_the_qr_method():
+    x, y = _correlated(seed=12, n=500, p=4, q=3)
+    lx, ly = _named(x, y, rows=100)
+    result = qr.cca(lx, ly)
+    assert isinstance(result, CCAResult) and result.method == "qr"
+    rho = ref_decomposition(x, y)[0]
+    np.testing.assert_allclose(result.rho, rho, atol=1e-10)
+    assert float(result) == pytest.approx(np.mean(rho), abs=1e-10)
+    assert result.r2 == pytest.approx(np.mean(rho**2), abs=1e-10)
+    assert result.r2.method == "qr"
+    for value in (qr.svcca(lx, ly), qr.pwcca(lx, ly), qr.linear_regression(lx, ly)):
+        assert isinstance(value, Estimate) and value.method == "qr"
+        assert value.approximate is None
+
+
+def test_singular_rtol_sets_what_counts_as_collinear():
+    """A direction at 1e-9 of the largest singular value (after standardising) is kept by
+    the default cut-off on singular values and dropped by a larger one."""
+    rng = np.random.default_rng(13)
+    x = rng.normal(size=(3000, 3))
+    x = np.column_stack([x, x[:, 0] + x[:, 1] + 1e-9 * rng.normal(size=3000)])
+    lx, ly = _named(x, x[:, [3]], rows=500)  # y is x's nearly collinear unit
+    assert qr.SINGULAR_RTOL == 1e-12
+    rho_all = qr.cca(lx, lx).rho
+    assert len(rho_all) == 4
+    assert len(qr.cca(lx, lx, singular_rtol=1e-6).rho) == 3
+    assert qr.linear_regression(lx, ly) == pytest.approx(1.0, abs=1e-12)
+
+
+def test_column_slices_place_layers_side_by_side():
+    assert qr.column_slices([2, 0, 3]) == [slice(0, 2), slice(2, 2), slice(2, 5)]
 
 
 def test_compare_qr_grid_from_one_factor_matches_svd_references(counting_store):
