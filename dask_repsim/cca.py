@@ -100,7 +100,7 @@ def svcca(
 def pwcca(pair: Pair) -> float:
     """Projection-weighted CCA as defined by Morcos, Raghu & Bengio (2018)."""
     rho, u, v = canonical_correlations(pair)
-    use_x = pair.x.n_features <= pair.y.n_features
+    use_x = pair.x.varying.size <= pair.y.varying.size  # constant units have no variate
     side, rotation = (pair.x, u) if use_x else (pair.y, v)
     m = len(rho)
     weights = side.whitener.basis @ rotation[:, :m]  # canonical variates h_i = X_c a_i, unit norm

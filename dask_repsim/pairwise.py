@@ -16,7 +16,7 @@ from . import cca as cca_measures
 from . import cka as cka_measures
 from . import gram, methods, minibatch, qr, runners
 from .inputs import Layer, as_layer
-from .options import Options, SampleDims, document, reject_unused
+from .options import DEFAULTS, Options, SampleDims, document, reject_unused
 from .results import CCAResult, Estimate, summarise
 from .validation import check_sample_counts
 
@@ -57,10 +57,6 @@ def _cca_path(method: str, layers: list[Layer], options: Options) -> str:
     path = methods.choose("cca", method, *_sizes(layers))
     reject_unused(path, options)
     return path
-
-
-def _options(**kw: Any) -> Options:
-    return Options(**kw)
 
 
 @document
@@ -131,7 +127,7 @@ def cka(
         raise ValueError(f"kernel must be 'linear' or 'rbf', not {kernel!r}")
     if sigma is not None and kernel != "rbf":
         raise ValueError("sigma= is the RBF bandwidth: it applies with kernel='rbf' only")
-    options = _options(sample_dims=sample_dims, storage_options=storage_options,
+    options = Options(sample_dims=sample_dims, storage_options=storage_options,
                        nan_policy=nan_policy, interval=interval, level=level, groups=groups,
                        permutations=permutations, seed=seed)
     layers = pair_layers(x, y, options)
@@ -146,11 +142,13 @@ def cka(
     lx, ly = layers[0], layers[-1]
     if path == "minibatch":
         return minibatch.minibatch_cka(
-            lx, ly, kernel=kernel, sigma=options.get("sigma") if sigma is None else sigma,
-            batch_size=batch_size or 1000, seed=options.get("seed"), level=options.get("level"),
+            lx, ly, kernel=kernel, sigma=DEFAULTS["sigma"] if sigma is None else sigma,
+            batch_size=batch_size or DEFAULTS["batch_size"], seed=options.get("seed"),
+            level=options.get("level"),
         )
     if kernel == "rbf":
-        return gram.rbf_cka(lx, ly, 0.8 if sigma is None else sigma, debiased=debiased,
+        return gram.rbf_cka(lx, ly, DEFAULTS["sigma"] if sigma is None else sigma,
+                            debiased=debiased,
                             seed=options.get("seed"))
     if path == "covariance":
         function = cka_measures.debiased_linear_cka if debiased else cka_measures.linear_cka
@@ -206,7 +204,7 @@ def cca(
     >>> np.round(cca(x, y).rho, 6)
     array([1., 1., 1., 1.])
     """
-    options = _options(sample_dims=sample_dims, storage_options=storage_options,
+    options = Options(sample_dims=sample_dims, storage_options=storage_options,
                        nan_policy=nan_policy, interval=interval, level=level, groups=groups,
                        permutations=permutations, seed=seed)
     layers = pair_layers(x, y, options)
@@ -275,7 +273,7 @@ def svcca(
     """
     if spectrum not in ("variance", "singular_values"):
         raise ValueError(f"spectrum must be 'variance' or 'singular_values', not {spectrum!r}")
-    options = _options(sample_dims=sample_dims, storage_options=storage_options,
+    options = Options(sample_dims=sample_dims, storage_options=storage_options,
                        nan_policy=nan_policy, interval=interval, level=level, groups=groups,
                        permutations=permutations, seed=seed)
 
@@ -337,7 +335,7 @@ def pwcca(
     if epsilon is not None and definition != "reference":
         raise ValueError("epsilon= is the reference code's option: it applies with "
                          "definition='reference' only")
-    options = _options(sample_dims=sample_dims, storage_options=storage_options,
+    options = Options(sample_dims=sample_dims, storage_options=storage_options,
                        nan_policy=nan_policy, interval=interval, level=level, groups=groups,
                        permutations=permutations, seed=seed)
 
@@ -384,7 +382,7 @@ def linear_regression(
     >>> round(linear_regression(x, np.hstack([x, rng.normal(size=(1000, 3))])), 2)
     0.5
     """
-    options = _options(sample_dims=sample_dims, storage_options=storage_options,
+    options = Options(sample_dims=sample_dims, storage_options=storage_options,
                        nan_policy=nan_policy, interval=interval, level=level, groups=groups,
                        permutations=permutations, seed=seed)
     return _cca_family(cca_measures.linear_regression, qr.linear_regression, x, y, method,
@@ -424,7 +422,7 @@ def procrustes(
     >>> round(procrustes(x, 2 * x @ q), 6)
     1.0
     """
-    options = _options(sample_dims=sample_dims, storage_options=storage_options,
+    options = Options(sample_dims=sample_dims, storage_options=storage_options,
                        nan_policy=nan_policy, interval=interval, level=level, groups=groups,
                        permutations=permutations, seed=seed)
     layers = pair_layers(x, y, options)

@@ -95,6 +95,16 @@ class RFactor:
         """Column slice of each layer."""
         return column_slices(self.sizes)
 
+    def select(self, a: int, b: int) -> RFactor:
+        """The factor of layers ``a`` and ``b`` alone: ``X_c = Q R[:, a]`` for every layer with
+        one Q, so a pair's columns of R are a factor of that pair."""
+        sa, sb = self.slices[a], self.slices[b]
+        return RFactor(
+            (self.sizes[a], self.sizes[b]), self.count,
+            np.concatenate([self.mean[sa], self.mean[sb]]),
+            np.hstack([self.r[:, sa], self.r[:, sb]]),
+        )
+
     @classmethod
     def from_chunk(cls, blocks: Sequence[np.ndarray], offset: int = 0) -> RFactor:
         """The factor of one chunk of rows (starting at sample ``offset``), given each layer's

@@ -210,7 +210,7 @@ def test_debug_shows_traceback(stores):
     proc = run_cli("compare", "a.zarr", "short.zarr", "--debug", cwd=root)
     assert proc.returncode == 1
     assert "Traceback (most recent call last)" in proc.stderr
-    assert "ValueError" in proc.stderr
+    assert "SampleCountError" in proc.stderr
     assert error_lines(proc.stderr)[-1].startswith("dask-repsim: error: ")
 
 

@@ -79,7 +79,7 @@ def test_options_that_need_the_covariance_path():
         dr.cka(X, Y, method="nope")
     with pytest.raises(ValueError, match="not available"):
         dr.cca(X, Y, method="gram")
-    with pytest.raises(ValueError, match="need method='covariance'"):
+    with pytest.raises(ValueError, match="not available on the"):
         dr.cka(X, Y, method="gram", interval="jackknife")
     with pytest.raises(ValueError, match="kernel"):
         dr.cka(X, Y, kernel="poly")
@@ -137,5 +137,5 @@ def test_compare_method_errors():
         dr.compare(X, Y, method="fast")
     with pytest.raises(ValueError, match="method='gram' computes cka, cka_debiased, not pwcca"):
         dr.compare(X, Y, metrics=["cka", "pwcca"], method="gram")
-    with pytest.raises(ValueError, match="need method='covariance'"):
+    with pytest.raises(ValueError, match="not available on the"):
         dr.compare(X, Y, metrics=["mean_cca"], method="qr", permutations=5)
