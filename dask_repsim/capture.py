@@ -11,7 +11,8 @@ the number of committed samples recorded in the group's attributes. A run killed
 leaves every sample below that count written exactly once; ``resume=True`` skips those samples
 of the loader and rewrites everything after them. This relies on the store writing each key
 atomically, as zarr's ``LocalStore`` (write to a temporary file, then rename) and object stores
-(one PUT per key) do.
+(one PUT per key) do. The Zarr side (the store, its state, the chunk writer) is
+:mod:`dask_repsim.capture_store`; this module is the PyTorch side.
 
 PyTorch is optional: it is imported when :func:`capture_activations` is called, not when
 ``dask_repsim`` is.
@@ -20,27 +21,24 @@ PyTorch is optional: it is imported when :func:`capture_activations` is called, 
 from __future__ import annotations
 
 import hashlib
-import math
-import os
-import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import zarr
 
-from .inputs import CAPTURE_ATTR
+from .capture_store import (
+    STATE_ATTR,
+    CaptureSpec,
+    ChunkWriter,
+    check_resumable,
+    consolidate,
+    create_writer,
+    prepare_store,
+    reopen_writer,
+)
 
-#: Group attribute holding the capture's description and progress.
-STATE_ATTR = CAPTURE_ATTR
-# Default chunk size: about this many bytes of the widest layer per chunk.
-_TARGET_CHUNK_BYTES = 32 * 2**20
-_DEFAULT_DIMS = {
-    2: ("unit",),
-    3: ("channel", "length"),
-    4: ("channel", "height", "width"),
-    5: ("channel", "depth", "height", "width"),
-}
+__all__ = ["STATE_ATTR", "capture_activations"]
 
 
 def _import_torch() -> Any:
@@ -51,25 +49,6 @@ def _import_torch() -> Any:
             "capture_activations needs PyTorch; install it with `pip install dask-repsim[torch]`"
         ) from err
     return torch
-
-
-def _local(store: Any) -> Any:
-    # A relative path would be resolved against each reader's working directory later.
-    if isinstance(store, str | os.PathLike) and "://" not in os.fspath(store):
-        return os.path.abspath(os.fspath(store))
-    return store
-
-
-def _open_group(store: Any, mode: str, storage_options: Mapping[str, Any] | None) -> zarr.Group:
-    kwargs = {"storage_options": dict(storage_options)} if storage_options else {}
-    return zarr.open_group(store=_local(store), mode=mode, zarr_format=3, **kwargs)
-
-
-def _existing(store: Any, storage_options: Mapping[str, Any] | None) -> zarr.Group | None:
-    try:
-        return _open_group(store, "r+", storage_options)
-    except FileNotFoundError:  # zarr's GroupNotFoundError is one
-        return None
 
 
 def _numpy_dtype(tensor: Any, dtype: np.dtype | None) -> np.dtype:
@@ -90,45 +69,6 @@ def _to_numpy(tensor: Any, dtype: np.dtype) -> np.ndarray:
     return array.astype(dtype, copy=False)
 
 
-def _dimension_names(
-    shapes: Mapping[str, tuple[int, ...]], given: Mapping[str, Sequence[str]] | None
-) -> dict[str, tuple[str, ...]]:
-    """Dimension names per layer: plain names where all layers agree on the size.
-
-    xarray needs a dimension to have one size in a Dataset, so a feature dimension whose size
-    differs between layers (``channel`` of two conv layers of different widths) is qualified by
-    the layer's name (``conv2.channel``); ``sample`` is always shared.
-    """
-    given = dict(given or {})
-    plain = {
-        name: _DEFAULT_DIMS.get(len(shape), tuple(f"dim_{i}" for i in range(1, len(shape))))
-        for name, shape in shapes.items()
-        if name not in given
-    }
-    sizes: dict[str, set[int]] = {}
-    for name, dims in plain.items():
-        for dim, size in zip(dims, shapes[name][1:], strict=True):
-            sizes.setdefault(dim, set()).add(size)
-    for name, dims in given.items():
-        for dim, size in zip(tuple(dims)[1:], shapes[name][1:], strict=True):
-            sizes.setdefault(dim, set()).add(size)
-    out = {}
-    for name, shape in shapes.items():
-        if name in given:
-            dims = tuple(given[name])
-            if len(dims) != len(shape):
-                raise ValueError(
-                    f"dimension_names[{name!r}] has {len(dims)} names for an output of shape "
-                    f"(samples, ...) {tuple(shape)}"
-                )
-            out[name] = dims
-        else:
-            dims = plain[name]
-            shared = (d if len(sizes[d]) == 1 else f"{name}.{d}" for d in dims)
-            out[name] = ("sample",) + tuple(shared)
-    return out
-
-
 def _fingerprint(x: Any) -> str:
     """A hash of a batch of inputs, to tell on resume whether the loader gives the same data."""
     data = np.ascontiguousarray(x.detach().to("cpu").numpy()) if hasattr(x, "detach") else x
@@ -142,65 +82,6 @@ def _expected_samples(loader: Iterable, n_samples: int | None) -> int | None:
         return len(loader.dataset)  # type: ignore[attr-defined]
     except (AttributeError, TypeError):
         return None
-
-
-class _ChunkWriter:
-    """Buffers rows per layer and writes them as whole chunks, then records the progress."""
-
-    def __init__(self, root: zarr.Group, state: dict[str, Any], arrays: dict[str, zarr.Array]):
-        self.root, self.state, self.arrays = root, state, arrays
-        self.chunk = int(state["chunk_samples"])
-        self.start = int(state["committed"])  # first sample the buffer holds
-        self.filled = 0
-        self.buffers = {
-            name: np.empty((self.chunk,) + a.shape[1:], dtype=a.dtype) for name, a in arrays.items()
-        }
-
-    def append(self, rows: Mapping[str, np.ndarray]) -> None:
-        n = len(next(iter(rows.values())))
-        done = 0
-        while done < n:
-            take = min(n - done, self.chunk - self.filled)
-            for name, buffer in self.buffers.items():
-                buffer[self.filled : self.filled + take] = rows[name][done : done + take]
-            self.filled += take
-            done += take
-            if self.filled == self.chunk:
-                self._write()
-
-    def _write(self) -> None:
-        stop = self.start + self.filled
-        for array in self.arrays.values():
-            if array.shape[0] < stop:  # the loader's length was not known (or was wrong)
-                array.resize((stop,) + array.shape[1:])
-        for name, array in self.arrays.items():
-            array[self.start : stop] = self.buffers[name][: self.filled]
-        self.start, self.filled = stop, 0
-        # Recorded only after every layer's chunk is in the store: a crash before this line
-        # leaves the chunk to be written again on resume.
-        self._commit(committed=stop)
-
-    def _commit(self, **changes: Any) -> None:
-        self.state.update(changes)
-        self.root.attrs[STATE_ATTR] = dict(self.state)
-
-    def finish(self) -> None:
-        total = self.start + self.filled
-        for array in self.arrays.values():
-            if array.shape[0] != total:  # e.g. a loader with drop_last gives fewer samples
-                array.resize((total,) + array.shape[1:])
-        if self.filled:
-            self._write()
-        self._commit(committed=total, complete=True)
-        _consolidate(self.root)
-
-
-def _consolidate(root: zarr.Group) -> None:
-    """Consolidated metadata, so that ``xarray.open_zarr`` opens the group without a warning."""
-    with warnings.catch_warnings():
-        # zarr notes that consolidated metadata is not (yet) in the v3 spec; xarray reads it
-        warnings.filterwarnings("ignore", "Consolidated metadata", category=UserWarning)
-        zarr.consolidate_metadata(root.store, path=root.path, zarr_format=3)
 
 
 def capture_activations(
@@ -296,6 +177,43 @@ def capture_activations(
     """
     torch = _import_torch()
     layers = list(layers)
+    modules = _check_arguments(model, layers, chunk_samples)
+    storage_dtype = None if dtype is None else np.dtype(dtype)
+    root, state = prepare_store(store, storage_options, resume, overwrite)
+    spec = CaptureSpec(
+        layers=layers,
+        model_class=f"{type(model).__module__}.{type(model).__qualname__}",
+        module_classes={name: type(modules[name]).__name__ for name in layers},
+        dtype=storage_dtype,
+        chunk_samples=chunk_samples,
+        expected=None,
+        dimension_names=dimension_names,
+    )
+    if state is not None:
+        check_resumable(state, spec)
+        if state.get("complete"):
+            consolidate(root)
+            return root
+    spec.expected = _expected_samples(loader, n_samples)
+    outputs: dict[str, Any] = {}
+    device = _device(torch, model)
+    handles = [
+        modules[name].register_forward_hook(_keep_output(torch, name, outputs)) for name in layers
+    ]
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            _record(model, loader, device, outputs, root, state, spec)
+    finally:
+        for handle in handles:
+            handle.remove()
+        model.train(was_training)
+    return root
+
+
+def _check_arguments(model: Any, layers: list[str], chunk_samples: int | None) -> dict[str, Any]:
+    """The model's modules by name, once the layers and chunk size asked for are checked."""
     if not layers:
         raise ValueError("no layers to capture")
     if len(set(layers)) != len(layers):
@@ -307,191 +225,94 @@ def capture_activations(
         raise ValueError(f"no module(s) {missing} in {type(model).__name__}; it has {known}")
     if chunk_samples is not None and chunk_samples < 1:
         raise ValueError(f"chunk_samples must be at least 1, not {chunk_samples}")
-    storage_dtype = None if dtype is None else np.dtype(dtype)
-    model_class = f"{type(model).__module__}.{type(model).__qualname__}"
-    classes = {name: type(modules[name]).__name__ for name in layers}
+    return modules
 
-    root, state = _prepare(store, storage_options, resume, overwrite)
-    if state is not None:
-        _check_resumable(state, layers, model_class, storage_dtype, chunk_samples)
-        if state.get("complete"):
-            _consolidate(root)
-            return root
-    skip = 0 if state is None else int(state["committed"])
-    expected = _expected_samples(loader, n_samples)
 
-    outputs: dict[str, Any] = {}
-
-    def hook(name: str):
-        def keep(module: Any, args: Any, output: Any) -> None:
-            if isinstance(output, tuple | list):
-                output = output[0]
-            if not torch.is_tensor(output):
-                raise TypeError(f"module {name!r} returned {type(output).__name__}, not a tensor")
-            if name in outputs:
-                raise ValueError(
-                    f"module {name!r} ran twice in one forward pass; capture a module that "
-                    "runs once (give a reused module such as a shared activation its own name)"
-                )
-            outputs[name] = output
-
-        return keep
-
+def _device(torch: Any, model: Any) -> Any:
+    """Where the model's first parameter (or buffer) lives; the CPU for a model with none."""
     parameters = [*model.parameters(), *model.buffers()]
-    device = parameters[0].device if parameters else torch.device("cpu")
-    handles = [modules[name].register_forward_hook(hook(name)) for name in layers]
-    was_training = model.training
-    model.eval()
+    return parameters[0].device if parameters else torch.device("cpu")
+
+
+def _keep_output(torch: Any, name: str, outputs: dict[str, Any]) -> Any:
+    """A forward hook that puts module ``name``'s output (a tuple's first element) in
+    ``outputs``, once per forward pass."""
+
+    def keep(module: Any, args: Any, output: Any) -> None:
+        if isinstance(output, tuple | list):
+            output = output[0]
+        if not torch.is_tensor(output):
+            raise TypeError(f"module {name!r} returned {type(output).__name__}, not a tensor")
+        if name in outputs:
+            raise ValueError(
+                f"module {name!r} ran twice in one forward pass; capture a module that "
+                "runs once (give a reused module such as a shared activation its own name)"
+            )
+        outputs[name] = output
+
+    return keep
+
+
+def _record(
+    model: Any,
+    loader: Iterable[Any],
+    device: Any,
+    outputs: dict[str, Any],
+    root: zarr.Group,
+    state: dict[str, Any] | None,
+    spec: CaptureSpec,
+) -> None:
+    """Run the loader through the model and write the outputs of the samples after the
+    ``committed`` ones of ``state`` (all of them for a new capture, ``state`` None)."""
+    skip = 0 if state is None else int(state["committed"])
     writer = None
-    try:
-        with torch.no_grad():
-            seen = 0
-            for batch in loader:
-                x = batch[0] if isinstance(batch, tuple | list) else batch
-                size = int(x.shape[0])
-                if seen == 0 and state is not None and state.get("first_batch") != _fingerprint(x):
-                    raise ValueError(
-                        "the loader's first batch differs from the interrupted capture's; "
-                        "resume needs a loader that gives the same samples in the same order "
-                        "(no unseeded shuffle)"
-                    )
-                if seen + size <= skip:  # committed already: no forward pass needed
-                    seen += size
-                    continue
-                outputs.clear()
-                model(x.to(device))
-                drop, seen = max(0, skip - seen), seen + size
-                if writer is None:
-                    first = state is None
-                    if first:
-                        state = {"first_batch": _fingerprint(x)}
-                    writer = _start(
-                        root, state, outputs, layers, storage_dtype, chunk_samples, expected,
-                        model_class, dimension_names, classes, new=first,
-                    )
-                writer.append(
-                    {
-                        name: _to_numpy(outputs[name], writer.arrays[name].dtype)[drop:]
-                        for name in layers
-                    }
-                )
-                outputs.clear()
+    seen = 0
+    for batch in loader:
+        x = batch[0] if isinstance(batch, tuple | list) else batch
+        size = int(x.shape[0])
+        if seen == 0 and state is not None and state.get("first_batch") != _fingerprint(x):
+            raise ValueError(
+                "the loader's first batch differs from the interrupted capture's; "
+                "resume needs a loader that gives the same samples in the same order "
+                "(no unseeded shuffle)"
+            )
+        if seen + size <= skip:  # committed already: no forward pass needed
+            seen += size
+            continue
+        outputs.clear()
+        model(x.to(device))
+        drop, seen = max(0, skip - seen), seen + size
         if writer is None:
             if state is None:
-                raise ValueError("the loader gave no samples")
-            raise ValueError(
-                f"the loader gave {seen} samples, but the interrupted capture had already "
-                f"committed {skip}; resume needs the same loader"
-            )
-        writer.finish()
-    finally:
-        for handle in handles:
-            handle.remove()
-        model.train(was_training)
-    return root
-
-
-def _prepare(
-    store: Any, storage_options: Mapping[str, Any] | None, resume: bool, overwrite: bool
-) -> tuple[zarr.Group, dict[str, Any] | None]:
-    """The group to write to, and the interrupted capture's state when resuming one."""
-    existing = _existing(store, storage_options)
-    if existing is not None and resume:
-        state = existing.attrs.get(STATE_ATTR)
+                state = {"first_batch": _fingerprint(x)}
+                writer = _new_writer(root, state, outputs, spec)
+            else:
+                writer = reopen_writer(root, state, spec)
+        writer.append(
+            {
+                name: _to_numpy(outputs[name], writer.arrays[name].dtype)[drop:]
+                for name in spec.layers
+            }
+        )
+        outputs.clear()
+    if writer is None:
         if state is None:
-            raise ValueError(
-                f"{store!r} holds a zarr group that is not an activation capture; nothing to resume"
-            )
-        if int(state.get("committed", 0)) > 0 or state.get("complete"):
-            return existing, dict(state)
-        # nothing committed yet: starting afresh is the same as resuming
-    elif existing is not None and not overwrite:
-        raise FileExistsError(
-            f"{store!r} already holds a zarr group; pass resume=True to continue an interrupted "
-            "capture, or overwrite=True to replace it"
-        )
-    return _open_group(store, "w", storage_options), None
-
-
-def _check_resumable(
-    state: Mapping[str, Any],
-    layers: list[str],
-    model_class: str,
-    dtype: np.dtype | None,
-    chunk_samples: int | None,
-) -> None:
-    differences = []
-    if list(state["layers"]) != layers:
-        differences.append(f"layers {state['layers']} != {layers}")
-    if state["model"] != model_class:
-        differences.append(f"model {state['model']} != {model_class}")
-    stored = state["dtype"]
-    stored = set(stored.values()) if isinstance(stored, dict) else {stored}
-    if dtype is not None and stored != {str(dtype)}:
-        differences.append(f"dtype {state['dtype']} != {dtype}")
-    if chunk_samples is not None and int(state["chunk_samples"]) != chunk_samples:
-        differences.append(f"chunk_samples {state['chunk_samples']} != {chunk_samples}")
-    if differences:
+            raise ValueError("the loader gave no samples")
         raise ValueError(
-            "cannot resume: the stored capture differs from this call: " + "; ".join(differences)
+            f"the loader gave {seen} samples, but the interrupted capture had already "
+            f"committed {skip}; resume needs the same loader"
         )
+    writer.finish()
 
 
-def _start(
-    root: zarr.Group,
-    state: dict[str, Any],
-    outputs: Mapping[str, Any],
-    layers: list[str],
-    dtype: np.dtype | None,
-    chunk_samples: int | None,
-    expected: int | None,
-    model_class: str,
-    dimension_names: Mapping[str, Sequence[str]] | None,
-    module_classes: Mapping[str, str],
-    new: bool,
-) -> _ChunkWriter:
-    """Create the arrays from the first batch's outputs (new capture) or reopen them (resume)."""
-    if not new:
-        arrays = {name: root[name] for name in layers}
-        length = expected if expected is not None else int(state["committed"])
-        length = max(length, int(state["committed"]))
-        for array in arrays.values():
-            # Arrays may have been left at different lengths by a crash between resizes.
-            if array.shape[0] != length:
-                array.resize((length,) + array.shape[1:])
-        return _ChunkWriter(root, state, arrays)
+def _new_writer(
+    root: zarr.Group, state: dict[str, Any], outputs: Mapping[str, Any], spec: CaptureSpec
+) -> ChunkWriter:
+    """Create the arrays of a new capture from the first batch's outputs."""
     shapes = {}
     dtypes = {}
-    for name in layers:
+    for name in spec.layers:
         out = outputs[name]
         shapes[name] = tuple(out.shape) if out.ndim > 1 else (out.shape[0], 1)
-        dtypes[name] = _numpy_dtype(out, dtype)
-    widest = max(math.prod(s[1:]) * dtypes[n].itemsize for n, s in shapes.items())
-    chunk = chunk_samples or max(1, _TARGET_CHUNK_BYTES // max(1, widest))
-    dims = _dimension_names(shapes, dimension_names)
-    length = expected or 0
-    arrays = {}
-    for name in layers:
-        kind = dtypes[name].kind
-        arrays[name] = root.create_array(
-            name,
-            shape=(length,) + shapes[name][1:],
-            chunks=(chunk,) + shapes[name][1:],
-            dtype=dtypes[name],
-            # unwritten rows of an unfinished capture read as NaN, not as plausible zeros
-            fill_value=np.nan if kind == "f" else 0,
-            dimension_names=dims[name],
-            attributes={"layer": name, "module": module_classes[name]},
-        )
-    state.update(
-        model=model_class,
-        layers=layers,
-        dtype={name: str(dtypes[name]) for name in layers}
-        if len(set(dtypes.values())) > 1
-        else str(dtypes[layers[0]]),
-        chunk_samples=chunk,
-        committed=0,
-        complete=False,
-    )
-    root.attrs[STATE_ATTR] = dict(state)
-    return _ChunkWriter(root, state, arrays)
+        dtypes[name] = _numpy_dtype(out, spec.dtype)
+    return create_writer(root, state, shapes, dtypes, spec)

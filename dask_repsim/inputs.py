@@ -202,7 +202,7 @@ def _open_zarr_path(path: str, storage_options: Mapping[str, Any] | None) -> zar
     return node
 
 
-def _split_dims(
+def split_dims(
     x: xr.DataArray, sample_dims: Sequence[Hashable] | str | None, name: str
 ) -> tuple[tuple[Hashable, ...], tuple[Hashable, ...]]:
     """(sample dims, feature dims) of a DataArray, checked against what it has."""
@@ -243,7 +243,7 @@ def as_layer(
     (10, 6)
     """
     if isinstance(x, xr.DataArray):
-        samples, features = _split_dims(x, sample_dims, name)
+        samples, features = split_dims(x, sample_dims, name)
         if not features:
             raise ValueError(
                 f"{name} has dims {tuple(x.dims)}, all of them sample dims; activations need "

@@ -210,7 +210,7 @@ class _Crash(RuntimeError):
 
 def _interrupted_then_resumed(torch, tmp_path, monkeypatch, target, after):
     """Fail ``target`` of the writer on its ``after``-th call, resume, compare with a clean run."""
-    from dask_repsim import capture
+    from dask_repsim import capture_store
 
     ns = _namespace()
     clean = capture_activations(
@@ -220,7 +220,7 @@ def _interrupted_then_resumed(torch, tmp_path, monkeypatch, target, after):
         store=tmp_path / "clean.zarr",
         chunk_samples=12,
     )
-    original = getattr(capture._ChunkWriter, target)
+    original = getattr(capture_store.ChunkWriter, target)
     calls = {"n": 0}
 
     def failing(self, *args, **kwargs):
@@ -231,7 +231,7 @@ def _interrupted_then_resumed(torch, tmp_path, monkeypatch, target, after):
 
     store = tmp_path / "crashed.zarr"
     with monkeypatch.context() as patch:
-        patch.setattr(capture._ChunkWriter, target, failing)
+        patch.setattr(capture_store.ChunkWriter, target, failing)
         with pytest.raises(_Crash):
             capture_activations(
                 ns["make_model"](), ns["SlowLoader"](), layers=["0", "3"], store=store,
