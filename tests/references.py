@@ -204,3 +204,17 @@ METRICS = {
     "linear_regression": linear_regression,
     "procrustes": procrustes,
 }
+
+
+def matched_correlation(x: np.ndarray, y: np.ndarray) -> float:
+    """Mean Pearson correlation of the one-to-one matching of units maximising its sum
+    (Li et al. 2016), over the units that vary."""
+    from scipy.optimize import linear_sum_assignment
+
+    xc, yc = centre(x)[:, varying_columns(x)], centre(y)[:, varying_columns(y)]
+    corr = (xc / np.linalg.norm(xc, axis=0)).T @ (yc / np.linalg.norm(yc, axis=0))
+    rows, cols = linear_sum_assignment(corr, maximize=True)
+    return float(corr[rows, cols].mean())
+
+
+METRICS["matched_correlation"] = matched_correlation

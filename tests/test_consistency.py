@@ -1,0 +1,77 @@
+"""A cell's value, its NaN omission and its permutation null depend only on its two layers:
+not on the memory budget (how many passes a grid takes) nor on the other layers in the grid."""
+
+from __future__ import annotations
+
+import warnings
+
+import dask
+import dask.array as da
+import numpy as np
+import pytest
+import references as ref
+
+import dask_repsim as dr
+
+N = 600
+METRICS = ["cka", "cka_debiased", "mean_cca", "svcca", "linear_regression"]
+
+
+def _layers():
+    rng = np.random.default_rng(11)
+    x = rng.normal(size=(N, 6))
+    y = x[:, :4] @ rng.normal(size=(4, 5)) + rng.normal(size=(N, 5))
+    z = rng.normal(size=(N, 40))
+    return x, y, z
+
+
+def _quiet(call):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", dr.RepsimWarning)
+        return call()
+
+
+def test_omitted_samples_of_a_cell_depend_on_its_layers_only():
+    x, y, z = _layers()
+    x[[5, 17, 300], 1] = np.nan
+    y[[17, 420], 0] = np.inf
+    z[[40, 41, 42, 500], 3] = np.nan  # unrelated to the (x, y) cell
+    dx, dy, dz = da.from_array(x, chunks=70), da.from_array(y, chunks=130), da.from_array(z, 90)
+    alone = _quiet(lambda: dr.compare({"x": dx}, {"y": dy}, metrics=METRICS,
+                                      nan_policy="omit"))
+    grid = _quiet(lambda: dr.compare({"x": dx, "z": dz}, {"y": dy, "z2": dz}, metrics=METRICS,
+                                     nan_policy="omit"))
+    with dask.config.set({"repsim.memory-budget": 32 * 50**2}):  # (x, z) never share a pass
+        split = _quiet(lambda: dr.compare({"x": dx, "z": dz}, {"y": dy, "z2": dz},
+                                          metrics=METRICS, nan_policy="omit"))
+    assert split.attrs["n_passes"] > 1
+    finite = np.isfinite(x).all(axis=1) & np.isfinite(y).all(axis=1)
+    for metric in METRICS:
+        expected = ref.METRICS[metric](x[finite], y[finite])
+        for ds in (alone, grid, split):
+            assert float(ds[metric].sel(layer_a="x", layer_b="y")) == pytest.approx(
+                expected, abs=1e-10)
+    assert int(grid.n_samples_used.sel(layer_a="x", layer_b="y")) == finite.sum() == N - 4
+    assert int(split.n_samples_used.sel(layer_a="z", layer_b="z2")) == N - 4
+    pairwise = _quiet(lambda: dr.cka(dx, dy, nan_policy="omit"))
+    assert float(pairwise) == pytest.approx(ref.linear_cka(x[finite], y[finite]), abs=1e-12)
+
+
+def test_permutation_null_of_a_cell_depends_on_its_layers_and_seed_only():
+    x, y, z = _layers()
+    dx, dy, dz = da.from_array(x, chunks=64), da.from_array(y, chunks=256), da.from_array(z, 97)
+    alone = dr.cka(dx, dy, permutations=20, seed=1)
+    rechunked = dr.cka(da.from_array(x, chunks=150), da.from_array(y, chunks=33),
+                       permutations=20, seed=1)
+    np.testing.assert_allclose(rechunked.null, alone.null, atol=1e-12)
+    kw = {"metrics": ["cka"], "permutations": 20, "seed": 1}
+    grid = dr.compare({"x": dx, "z": dz}, {"y": dy}, **kw)
+    with dask.config.set({"repsim.memory-budget": 32 * 48**2}):
+        split = dr.compare({"x": dx, "z": dz}, {"y": dy}, **kw)
+    assert split.attrs["n_passes"] > 1
+    for ds in (grid, split):
+        cell = ds.sel(layer_a="x", layer_b="y")
+        assert float(cell.cka_null_mean) == pytest.approx(alone.null_mean, abs=1e-12)
+        assert float(cell.cka_null_std) == pytest.approx(alone.null_std, abs=1e-12)
+        assert float(cell.cka_pvalue) == alone.pvalue
+    assert dr.cka(dx, dy, permutations=20, seed=2).null_mean != pytest.approx(alone.null_mean)

@@ -1,0 +1,80 @@
+"""A silent no-op is a bug: an option the chosen path or measure does not use is an error."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import dask_repsim as dr
+
+
+@pytest.fixture(scope="module")
+def data():
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(300, 4))
+    return x, x + rng.normal(size=(300, 4))
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda x, y: dr.cka(x, y, method="minibatch", debiased=True, batch_size=50),
+         "always built on unbiased HSIC"),
+        (lambda x, y: dr.cka(x, y, sigma=0.5), "kernel='rbf' only"),
+        (lambda x, y: dr.cka(x, y, batch_size=50), "method='minibatch' only"),
+        (lambda x, y: dr.cka(x, y, method="gram", batch_size=50), "method='minibatch' only"),
+        (lambda x, y: dr.cka(x, y, groups=5), "interval"),
+        (lambda x, y: dr.cka(x, y, level=0.9), "interval"),
+        (lambda x, y: dr.cca(x, y, seed=3), "nothing here is random"),
+        (lambda x, y: dr.svcca(x, y, groups=4), "interval"),
+        (lambda x, y: dr.pwcca(x, y, epsilon=1e-10), "definition='reference' only"),
+        (lambda x, y: dr.procrustes(x, y, method="qr"), "not available here"),
+        (lambda x, y: dr.cka(x, y, method="gram", interval="jackknife"),
+         "interval= is not available on the 'gram' path"),
+        (lambda x, y: dr.cka(x, y, method="tiled", permutations=5),
+         "permutations= is not available on the 'tiled' path"),
+        (lambda x, y: dr.cka(x, y, method="gram", nan_policy="omit"),
+         "nan_policy='omit' is not available on the 'gram' path"),
+        (lambda x, y: dr.linear_regression(x, y, method="qr", interval="jackknife"),
+         "not available on the 'qr' path"),
+        (lambda x, y: dr.compare({"a": x}, {"b": y}, metrics=["cka"], batch_size=50),
+         "method='minibatch' only"),
+        (lambda x, y: dr.compare({"a": x}, {"b": y}, metrics=["cka"], level=0.8),
+         "interval"),
+        (lambda x, y: dr.compare({"a": x}, {"b": y}, metrics=["cka"], seed=1),
+         "nothing here is random"),
+        (lambda x, y: dr.compare({"a": x}, {"b": y}, metrics=["svcca"], method="gram"),
+         "method='gram' computes cka, cka_debiased, not svcca"),
+    ],
+)
+def test_unused_options_are_errors(data, call, message):
+    x, y = data
+    with pytest.raises(ValueError, match=message):
+        call(x, y)
+
+
+def test_options_that_apply_are_accepted(data):
+    x, y = data
+    assert dr.cka(x, y, kernel="rbf", sigma=0.5, seed=1).method == "gram"
+    assert dr.cka(x, y, method="minibatch", batch_size=50, level=0.9).level == 0.9
+    assert dr.cka(x, y, permutations=3, seed=1).n_permutations == 3
+    assert dr.cka(x, y, interval="jackknife", level=0.8, groups=6).n_groups == 6
+
+
+def test_procrustes_takes_method(data):
+    x, y = data
+    assert float(dr.procrustes(x, y, method="covariance")) == float(dr.procrustes(x, y))
+    assert dr.procrustes(x, y, method="auto").method == "covariance"
+
+
+def test_reference_pwcca_epsilon_drops_dead_units_as_the_reference_code(data):
+    """The SVCCA reference code's epsilon crops units whose scaled variance is below it; a
+    near-dead unit (variance 1e-14 of the largest) is dropped at epsilon=1e-10, not at 0."""
+    x, y = data
+    tiny = x.copy()
+    tiny[:, 0] = 1e-7 * np.random.default_rng(1).normal(size=len(x))
+    cropped = dr.pwcca(tiny, y, definition="reference", epsilon=1e-10)
+    assert float(cropped) == pytest.approx(float(dr.pwcca(tiny[:, 1:], y,
+                                                           definition="reference")), abs=1e-6)
+    with pytest.raises(dr.NoVarianceError, match="x has no variance"):
+        dr.pwcca(np.zeros_like(x), y, definition="reference")

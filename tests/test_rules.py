@@ -1,0 +1,128 @@
+"""One set of input rules on every path, generated from the measure registry and the path table.
+
+For every measure and every path that computes it (``dask_repsim.registry``), through ``compare``
+(inputs named as layers) and through the measure's pairwise function (inputs ``x`` and ``y``),
+each bad input gets the same kind of error naming the input, and valid inputs that other tools
+mishandle (an all-zero unit, activations offset by 1e9) get the correct value. A new measure or
+path adds its cases here without editing this file; a new measure needs a float64 reference in
+``tests/references.py``.
+"""
+
+from __future__ import annotations
+
+import inspect
+import warnings
+
+import numpy as np
+import pytest
+import references
+
+import dask_repsim as dr
+from dask_repsim.registry import MEASURES, PATHS
+
+N, P, Q = 240, 6, 5
+#: options a path needs on data this small
+PATH_OPTIONS = {"minibatch": {"batch_size": 60}}
+CASES = [(m, p) for m in MEASURES for p in MEASURES[m].paths]
+
+
+def _data() -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(7)
+    x = rng.normal(size=(N, P))
+    y = np.tanh(x @ rng.normal(size=(P, Q))) + 0.3 * rng.normal(size=(N, Q))
+    return x, y
+
+
+def _grid_value(metric: str, path: str, x, y) -> float:
+    ds = dr.compare({"conv1": x}, {"fc": y}, metrics=[metric], method=path,
+                    **PATH_OPTIONS.get(path, {}))
+    return float(ds[metric].item())
+
+
+def _pairwise_value(metric: str, path: str, x, y) -> float:
+    measure = MEASURES[metric]
+    function = getattr(dr, measure.function)
+    options = dict(measure.options)
+    summary = options.pop("summary", None)
+    result = function(x, y, method=path, **options, **PATH_OPTIONS.get(path, {}))
+    return float(getattr(result, summary) if summary else result)
+
+
+def _entries(metric: str, path: str):
+    """(call, name of the first input, name of the second) for each entry point."""
+    out = [(_grid_value, "conv1", "fc")]
+    method = inspect.signature(getattr(dr, MEASURES[metric].function)).parameters.get("method")
+    if method is not None and method.default == "auto":  # the function chooses among paths
+        out.append((_pairwise_value, "x", "y"))
+    return out
+
+
+def _quiet_call(call, *args, names=()):
+    """``call(*args)``; the package's warnings are allowed only when they name an input."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", dr.RepsimWarning)
+        value = call(*args)
+    for w in caught:
+        if issubclass(w.category, dr.RepsimWarning):
+            assert any(name in str(w.message) for name in names), str(w.message)
+    return value
+
+
+@pytest.mark.parametrize(("metric", "path"), CASES)
+def test_nan_and_inf_name_the_input_and_sample(metric, path):
+    for call, name_x, name_y in _entries(metric, path):
+        x, y = _data()
+        x[37, 2] = np.nan
+        with pytest.raises(dr.NonFiniteError, match=f"{name_x} has NaN at sample 37"):
+            call(metric, path, x, y)
+        x, y = _data()
+        y[11, 0] = np.inf
+        y[90, 1] = np.nan
+        with pytest.raises(dr.NonFiniteError, match=f"{name_y} has Inf at sample 11"):
+            call(metric, path, x, y)
+
+
+@pytest.mark.parametrize(("metric", "path"), CASES)
+def test_constant_layer_has_no_variance(metric, path):
+    for call, name_x, name_y in _entries(metric, path):
+        x, y = _data()
+        with pytest.raises(dr.NoVarianceError, match=f"{name_y} has no variance"):
+            call(metric, path, x, np.full_like(y, 3.0))
+        with pytest.raises(dr.NoVarianceError, match=f"{name_x} has no variance"):
+            call(metric, path, np.full_like(x, -1e9), y)
+
+
+@pytest.mark.parametrize(("metric", "path"), CASES)
+def test_mismatched_sample_counts_name_both(metric, path):
+    for call, name_x, name_y in _entries(metric, path):
+        x, y = _data()
+        with pytest.raises(dr.SampleCountError, match=f"{name_x} has {N}, {name_y} has {N - 1}"):
+            call(metric, path, x, y[:-1])
+
+
+def _expected(metric: str, path: str, x, y, call) -> float:
+    """The reference value: the float64 formula for exact paths; for an approximation, the
+    same path on the clean data (the case must not change it)."""
+    if PATHS[path].exact:
+        return references.METRICS[metric](x, y)
+    return call(metric, path, x, y)
+
+
+@pytest.mark.parametrize(("metric", "path"), CASES)
+def test_all_zero_unit_gives_the_value_without_it(metric, path):
+    for call, name_x, _ in _entries(metric, path):
+        x, y = _data()
+        with_zero = x.copy()
+        with_zero[:, 1] = 0.0
+        expected = _expected(metric, path, np.delete(x, 1, axis=1), y, call)
+        value = _quiet_call(call, metric, path, with_zero, y, names=(name_x,))
+        assert value == pytest.approx(expected, abs=1e-6)
+
+
+@pytest.mark.parametrize(("metric", "path"), CASES)
+def test_activations_offset_by_1e9_give_the_correct_value(metric, path):
+    for call, _, _ in _entries(metric, path):
+        x, y = _data()
+        expected = _expected(metric, path, x, y, call)
+        value = call(metric, path, x + 1e9, y - 3e9)
+        assert value == pytest.approx(expected, abs=1e-6)
