@@ -25,7 +25,7 @@ def linear_cka(pair: Pair) -> float:
     return float(num / np.sqrt(_frobenius_sq(pair.x.comoment) * _frobenius_sq(pair.y.comoment)))
 
 
-def _unbiased_hsic(xty: float, norms: float, tr_x: float, tr_y: float, n: int) -> float:
+def unbiased_hsic(xty: float, norms: float, tr_x: float, tr_y: float, n: int) -> float:
     """n(n-3) x the unbiased HSIC estimator of Song et al. (2012) for linear kernels.
 
     In feature space, with centred X and Y: ``||X^T Y||_F^2 - n/(n-2) sum_i |x_i|^2 |y_i|^2
@@ -42,9 +42,9 @@ def debiased_linear_cka(pair: Pair) -> float:
     pair.x.require_variance()
     pair.y.require_variance()
     tr_x, tr_y = np.trace(pair.x.comoment), np.trace(pair.y.comoment)
-    xy = _unbiased_hsic(_frobenius_sq(pair.cross), pair.norm_xy, tr_x, tr_y, n)
-    xx = _unbiased_hsic(_frobenius_sq(pair.x.comoment), pair.norm_xx, tr_x, tr_x, n)
-    yy = _unbiased_hsic(_frobenius_sq(pair.y.comoment), pair.norm_yy, tr_y, tr_y, n)
+    xy = unbiased_hsic(_frobenius_sq(pair.cross), pair.norm_xy, tr_x, tr_y, n)
+    xx = unbiased_hsic(_frobenius_sq(pair.x.comoment), pair.norm_xx, tr_x, tr_x, n)
+    yy = unbiased_hsic(_frobenius_sq(pair.y.comoment), pair.norm_yy, tr_y, tr_y, n)
     for name, value in ((pair.x.name, xx), (pair.y.name, yy)):
         if value <= 0:
             raise ValueError(
