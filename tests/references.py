@@ -217,4 +217,5 @@ def matched_correlation(x: np.ndarray, y: np.ndarray) -> float:
     return float(corr[rows, cols].mean())
 
 
-METRICS["matched_correlation"] = matched_correlation
+#: every metric of the registry, the eight above and the unit-matching one
+ALL_METRICS = {**METRICS, "matched_correlation": matched_correlation}
