@@ -27,8 +27,8 @@ from dataclasses import dataclass
 import dask
 import numpy as np
 
-from .cka import unbiased_hsic
 from .columns import centred, default_block_rows, pair_means, row_blocks
+from .hsic import cka_ratio, unbiased_hsic
 from .inputs import Layer
 from .medians import (
     MEDIAN_SAMPLE,
@@ -42,8 +42,6 @@ from .validation import require_samples
 
 #: Largest n for which :func:`rbf_cka` finds the median squared distance exactly by default.
 MEDIAN_EXACT_MAX = 20_000
-#: A self-HSIC at most this fraction of its terms' size (``sum K.K``) is zero up to rounding.
-HSIC_RTOL = 1e-10
 
 
 def gram_block(a: np.ndarray, b: np.ndarray, same: bool, scale: float | None) -> np.ndarray:
@@ -112,7 +110,7 @@ class GramSums:
 
         # Song et al. (2012), eq. (5), with K~, L~ the Gram matrices with zeroed diagonals:
         # tr(K~L~) + 1'K~1 1'L~1 / ((n-1)(n-2)) - 2/(n-2) 1'K~L~1. With tr(K~L~) = sum K.L -
-        # dK.dL and K~1 = K1 - dK this is cka.unbiased_hsic (the feature-space form, where
+        # dK.dL and K~1 = K1 - dK this is hsic.unbiased_hsic (the feature-space form, where
         # K1 = 0) of sum K.L less the row-sum terms, norms dK.dL and traces 1'K~1, 1'L~1.
         def unbiased(s: float, a: np.ndarray, b: np.ndarray, da_: np.ndarray, db: np.ndarray):
             rows = float(a @ b) - float(a @ db) - float(da_ @ b)
@@ -125,45 +123,6 @@ class GramSums:
             unbiased(self.kk, k, k, dk, dk),
             unbiased(self.ll, g, g, dg, dg),
         )
-
-
-def cka_ratio(
-    hsic: Sequence[float],
-    names: Sequence[str],
-    n: int,
-    debiased: bool,
-    *,
-    scale: tuple[float, float] = (0.0, 0.0),
-    measure: str = "debiased CKA",
-    remedy: str = "use debiased=False or more samples",
-) -> float:
-    """``HSIC(K, L) / sqrt(HSIC(K, K) HSIC(L, L))``; an error naming the input whose HSIC with
-    itself is not positive (the same words as :func:`dask_repsim.cka.debiased_linear_cka`).
-
-    ``scale``: the size of each side's terms (``sum K.K``); a self-HSIC within
-    :data:`HSIC_RTOL` of it is zero up to rounding. The unbiased self-HSIC of a layer that varies
-    in one sample is exactly zero, and rounding alone would give it either sign.
-
-    Examples
-    --------
-    >>> cka_ratio((2.0, 4.0, 1.0), ("x", "y"), 10, False)
-    1.0
-    """
-    xy, xx, yy = (float(v) for v in hsic)
-    for name, value, size in zip(names, (xx, yy), scale, strict=True):
-        if abs(value) <= HSIC_RTOL * abs(size):
-            value = 0.0
-        if not value > 0:
-            if debiased:
-                raise ValueError(
-                    f"the unbiased HSIC of {name} with itself is {value:.3g} <= 0 at n={n}, so "
-                    f"{measure} is undefined here (too few samples, or a layer that varies in "
-                    f"only one or two samples); {remedy}"
-                )
-            raise ValueError(
-                f"the HSIC of {name} with itself is {value:.3g} at n={n}, so CKA is undefined here"
-            )
-    return float(xy / np.sqrt(xx * yy))
 
 
 def _block_sums(i, j, xi, xj, yi, yj, mx, my, sx, sy) -> tuple:

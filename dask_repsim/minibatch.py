@@ -18,7 +18,8 @@ import dask
 import numpy as np
 
 from .columns import checked_columns
-from .gram import GramSums, cka_ratio
+from .gram import GramSums
+from .hsic import cka_ratio
 from .inputs import Layer
 from .medians import sq_distances
 from .parallel import compute

@@ -14,9 +14,8 @@ from collections.abc import Sequence
 import dask
 import numpy as np
 
-from .cka import unbiased_hsic
 from .columns import BLOCK_BYTES, centred, frobenius_sq, pair_means, row_blocks
-from .gram import cka_ratio
+from .hsic import cka_ratio, unbiased_hsic
 from .inputs import Layer
 from .parallel import compute
 from .validation import require_samples
@@ -140,7 +139,7 @@ def cka_values(
     x, b of y and row chunks k; likewise ``||X_c^T X_c||_F^2`` over tiles ``a <= b``.
     ``CKA = ||X_c^T Y_c||_F^2 / (||X_c^T X_c||_F ||Y_c^T Y_c||_F)`` (Kornblith et al. 2019).
     The debiased estimator also needs ``sum_i |x_i|^2 |y_i|^2``, one more light pass
-    (:func:`dask_repsim.cka.unbiased_hsic`).
+    (:func:`dask_repsim.hsic.unbiased_hsic`).
 
     Examples
     --------
