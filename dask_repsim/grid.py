@@ -18,7 +18,7 @@ from . import methods, runners
 from .exceptions import SampleCountError
 from .inputs import Layer, as_layer, layers_of
 from .layouts import resized, sample_dims_for
-from .options import Options, SampleDims, reject_unused
+from .options import DEFAULTS, Options, SampleDims, reject_unused
 from .pairwise import distinct
 from .registry import DEFAULT_METRICS, MEASURES, PATHS, check_metrics, path_functions
 from .results import jackknife_interval, permutation_pvalue
@@ -111,7 +111,8 @@ def run_grid(path: str, metrics: Sequence[str], layers: Sequence[Layer], rows: S
         return runners.qr_cells(functions, layers, rows, cols)
     if path == "minibatch":
         return runners.minibatch_cells(
-            layers, rows, cols, kernel="linear", sigma=0.8, batch_size=batch_size or 1000,
+            layers, rows, cols, kernel="linear", sigma=DEFAULTS["sigma"],
+            batch_size=batch_size or DEFAULTS["batch_size"],
             seed=options.get("seed"), level=options.get("level"))
     return runners.kernel_cells([path] * (len(rows) * len(cols)), functions, layers, rows, cols)
 

@@ -22,7 +22,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import cca, cka, neurons, qr
+from . import cca, cka, neuron_measures, qr
 
 
 @dataclass(frozen=True)
@@ -130,7 +130,7 @@ MEASURES: dict[str, Measure] = {
                 {"covariance": cka.procrustes}),
         Measure("matched_correlation",
                 "mean correlation of one-to-one (bipartite) matched units (Li et al. 2016)",
-                "match_units", {}, {"covariance": neurons.matched_correlation}),
+                "match_units", {}, {"covariance": neuron_measures.matched_correlation}),
     )
 }
 

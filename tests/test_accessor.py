@@ -126,3 +126,22 @@ def test_dataarray_compare(nets):
     assert list(got.layer_b.values) == ["fc1", "fc2"]
     alone = net_a.fc1.repsim.compare(metrics=["cka"])
     assert float(alone.cka.squeeze()) == pytest.approx(1.0, abs=1e-12)
+
+
+def test_unit_functions_are_forwarded(nets):
+    """The accessor forwards every public function that takes two layers, the unit ones too."""
+    net_a, net_b = nets
+    x, y = net_a.fc1, net_b.fc2
+    got = x.repsim.unit_correlation(y)
+    xc = x.values - x.values.mean(axis=0)
+    yc = y.values - y.values.mean(axis=0)
+    expected = (xc / np.linalg.norm(xc, axis=0)).T @ (yc / np.linalg.norm(yc, axis=0))
+    np.testing.assert_allclose(got.values, expected, atol=1e-12)
+    matched = x.repsim.match_units(y, method="semi")
+    xr.testing.assert_identical(matched, dask_repsim.match_units(x, y, method="semi"))
+    np.testing.assert_allclose(matched.correlation.values,
+                               np.sort(expected.max(axis=1))[::-1], atol=1e-12)
+    sparse = x.repsim.sparse_prediction(y, alphas=[0.05])
+    xr.testing.assert_identical(sparse, dask_repsim.sparse_prediction(x, y, alphas=[0.05]))
+    clusters = x.repsim.cluster_units(y, n_clusters=2)
+    xr.testing.assert_identical(clusters, dask_repsim.cluster_units(x, y, n_clusters=2))
