@@ -16,6 +16,7 @@ from .exceptions import (
     SampleCountError,
 )
 from .grid import compare
+from .metrics import hsic, shape_metric
 from .neurons import cluster_units, match_units, sparse_prediction, unit_correlation
 from .options import JACKKNIFE_GROUPS
 from .pairwise import cca, cka, linear_regression, procrustes, pwcca, svcca
@@ -44,10 +45,12 @@ __all__ = [
     "cka",
     "cluster_units",
     "compare",
+    "hsic",
     "linear_regression",
     "match_units",
     "procrustes",
     "pwcca",
+    "shape_metric",
     "sparse_prediction",
     "svcca",
     "unit_correlation",

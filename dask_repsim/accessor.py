@@ -11,7 +11,7 @@ from typing import Any
 
 import xarray as xr
 
-from . import grid, neurons, pairwise
+from . import grid, metrics, neurons, pairwise
 from .results import CCAResult, Estimate
 
 __all__ = ["DataArrayRepsimAccessor", "DatasetRepsimAccessor"]
@@ -214,4 +214,32 @@ class DataArrayRepsimAccessor:
     def cluster_units(self, other: Any, **kwargs: Any) -> Any:
         """Spectral clustering of both layers' units: :func:`dask_repsim.cluster_units`."""
         return neurons.cluster_units(self._obj, other, **kwargs)
+
+    def hsic(self, other: Any, **kwargs: Any) -> Estimate:
+        """Linear HSIC with ``other``: :func:`dask_repsim.hsic`.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import xarray as xr
+        >>> import dask_repsim.accessor
+        >>> a = xr.DataArray(np.random.default_rng(0).normal(size=(400, 3)), dims=("sample", "u"))
+        >>> bool(a.repsim.hsic(a) > 0)
+        True
+        """
+        return metrics.hsic(self._obj, other, **kwargs)
+
+    def shape_metric(self, other: Any, **kwargs: Any) -> Estimate:
+        """Angular shape distance to ``other``: :func:`dask_repsim.shape_metric`.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import xarray as xr
+        >>> import dask_repsim.accessor
+        >>> a = xr.DataArray(np.random.default_rng(0).normal(size=(400, 3)), dims=("sample", "u"))
+        >>> round(a.repsim.shape_metric(-a), 6)
+        0.0
+        """
+        return metrics.shape_metric(self._obj, other, **kwargs)
 

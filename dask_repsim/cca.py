@@ -81,11 +81,19 @@ def _top_directions(
 
 
 def svcca(
-    pair: Pair, keep: float | int = 0.99, spectrum: str = "variance", center: bool = True
+    pair: Pair,
+    keep: float | int = 0.99,
+    spectrum: str = "variance",
+    center: bool = True,
+    summary: str = "mean",
 ) -> float:
-    """Mean canonical correlation of the top singular directions of each side."""
+    """The mean (``summary="mean"``, Raghu et al.'s rho-bar) or the mean square (``"r2"``,
+    R^2_CCA, Kornblith et al. 2019 Table 2) of the canonical correlations of the top singular
+    directions of each side."""
     if spectrum not in ("variance", "singular_values"):
         raise ValueError(f"spectrum must be 'variance' or 'singular_values', not {spectrum!r}")
+    if summary not in ("mean", "r2"):
+        raise ValueError(f"summary must be 'mean' or 'r2', not {summary!r}")
     vx, _ = _top_directions(pair.x, keep, spectrum, center)
     vy, _ = _top_directions(pair.y, keep, spectrum, center)
     px = Side(pair.x.name, pair.count, vx.T @ pair.x.mean, vx.T @ pair.x.comoment @ vx)
@@ -93,8 +101,13 @@ def svcca(
     projected = Pair(px, py, vx.T @ pair.cross @ vy, pair.norm_xy, pair.norm_xx, pair.norm_yy)
     _warn_if_degenerate(projected)
     wx, wy = px.whitener.basis, py.whitener.basis
-    rho = svd(wx.T @ projected.cross @ wy, compute_uv=False)
-    return float(np.mean(np.clip(rho, 0.0, 1.0)))
+    rho = np.clip(svd(wx.T @ projected.cross @ wy, compute_uv=False), 0.0, 1.0)
+    return float(np.mean(rho if summary == "mean" else rho**2))
+
+
+def svcca_r2(pair: Pair) -> float:
+    """SVCCA summarised by R^2_CCA (the mean squared canonical correlation), 99% variance."""
+    return svcca(pair, summary="r2")
 
 
 def pwcca(pair: Pair) -> float:

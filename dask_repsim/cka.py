@@ -49,3 +49,11 @@ def procrustes(pair: Pair) -> float:
     pair.y.require_variance()
     nuclear = svd(pair.cross, compute_uv=False).sum()
     return float(nuclear / np.sqrt(np.trace(pair.x.comoment) * np.trace(pair.y.comoment)))
+
+
+def linear_hsic(pair: Pair) -> float:
+    """Linear HSIC (Gretton et al. 2005), ``||X_c^T Y_c||_F^2 / (n - 1)^2``: CKA's numerator,
+    not normalised, so it scales with the activations (Kornblith et al. 2019, Table 2)."""
+    pair.x.require_variance()
+    pair.y.require_variance()
+    return float(_frobenius_sq(pair.cross) / (pair.count - 1) ** 2)

@@ -84,6 +84,9 @@ def _parser() -> tuple[_Parser, _Parser]:
     cmp.add_argument("--method", choices=("auto", *PATHS), default="auto",
                      help="computational path (default: auto, the one-pass co-moments unless "
                      "only CKA is asked for and layers are too wide); see dask_repsim.methods")
+    cmp.add_argument("--alpha", type=float,
+                     help="partial whitening of the shape_metric metric, in [0, 1] "
+                     "(default: 1, rotations only)")
     cmp.add_argument("--interval", choices=("jackknife",),
                      help="add a delete-a-group jackknife standard error and interval per cell")
     cmp.add_argument("--level", type=float,
@@ -307,6 +310,7 @@ def _compare(args: argparse.Namespace, parser: _Parser) -> int:
                 permutations=args.permutations,
                 seed=args.seed,
                 method=args.method,
+                alpha=args.alpha,
             )
     _save(result, args.out, args.plot, fmt)
     print(_json(result) if args.json else _table(result))

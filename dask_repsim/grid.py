@@ -20,7 +20,14 @@ from .inputs import Layer, as_layer, layers_of
 from .layouts import resized, sample_dims_for
 from .options import DEFAULTS, Options, SampleDims, reject_unused
 from .pairwise import distinct
-from .registry import DEFAULT_METRICS, MEASURES, PATHS, check_metrics, path_functions
+from .registry import (
+    DEFAULT_METRICS,
+    MEASURES,
+    PATHS,
+    check_metrics,
+    check_parameters,
+    path_functions,
+)
 from .results import jackknife_interval, permutation_pvalue
 from .validation import check_sample_counts
 from .version import __version__
@@ -95,7 +102,8 @@ def _wide_cells(metrics, layers, rows, cols, options) -> tuple[runners.Cells, di
 
 
 def run_grid(path: str, metrics: Sequence[str], layers: Sequence[Layer], rows: Sequence[int],
-             cols: Sequence[int], options: Options, *, batch_size: int | None
+             cols: Sequence[int], options: Options, *, batch_size: int | None,
+             parameters: dict[str, Any] | None = None,
              ) -> tuple[runners.Cells, dict[str, Any]]:
     """Every cell of the grid on ``path``."""
     if batch_size is not None and path != "minibatch":
@@ -104,7 +112,7 @@ def run_grid(path: str, metrics: Sequence[str], layers: Sequence[Layer], rows: S
                   level_used=path == "minibatch", seed_used=path == "minibatch")
     if path == "wide":
         return _wide_cells(metrics, layers, rows, cols, options)
-    functions = path_functions(path, list(metrics))
+    functions = path_functions(path, list(metrics), parameters)
     if path == "covariance":
         return runners.covariance_cells(functions, layers, rows, cols, options)
     if path == "qr":
@@ -141,7 +149,10 @@ def uncertainty_variables(cells, metrics, shape, options) -> tuple[dict, dict]:
         attrs.update(interval="jackknife", level=level, n_groups=options.get("groups"))
     nulls = runners.to_arrays(cells, shape, "null")
     if nulls is not None:
-        summaries = {"pvalue": (permutation_pvalue(values, nulls), "permutation p-value"),
+        directions = np.array([MEASURES[m].similarity for m in metrics])[:, None, None]
+        pvalues = np.where(directions, permutation_pvalue(values, nulls, True),
+                           permutation_pvalue(values, nulls, False))
+        summaries = {"pvalue": (pvalues, "permutation p-value"),
                      "null_mean": (nulls.mean(axis=0), "mean under permutation"),
                      "null_std": (nulls.std(axis=0, ddof=1), "standard deviation under "
                                   "permutation")}
@@ -189,7 +200,7 @@ def compare(
     storage_options: Mapping[str, Any] | None = None, nan_policy: str = "raise",
     interval: str | None = None, level: float | None = None, groups: int | None = None,
     permutations: int = 0, seed: int | None = None, method: str = "auto",
-    batch_size: int | None = None,
+    batch_size: int | None = None, alpha: float | None = None,
 ) -> xr.Dataset:
     """Several measures for every pair of layers of ``a`` and ``b``, from one pass over the data.
 
@@ -242,6 +253,9 @@ def compare(
         ``attrs["approximate"]``, with ``cka_low``/``cka_high`` bootstrap intervals), with
         ``batch_size`` (default 1000) samples per batch. The path used is in
         ``attrs["method"]``; :data:`dask_repsim.registry.PATHS` lists what each supports.
+    alpha
+        For the ``shape_metric`` metric: the partial whitening of :func:`shape_metric` (default
+        1, rotations only); an error when no metric takes it.
 
     Returns
     -------
@@ -264,6 +278,8 @@ def compare(
     (1.0, ('layer_a', 'layer_b'))
     """
     metrics = check_metrics(list(metrics))
+    parameters = {"alpha": alpha}
+    check_parameters(metrics, parameters)
     options = Options(sample_dims=sample_dims, storage_options=storage_options,
                       nan_policy=nan_policy, interval=interval, level=level, groups=groups,
                       permutations=permutations, seed=seed)
@@ -272,6 +288,7 @@ def compare(
         storage_options=storage_options)
     path = choose_grid_path(method, metrics, layers, rows, cols)
     cells, run_attrs = run_grid(path, metrics, layers, rows, cols, options,
-                                batch_size=batch_size)
+                                batch_size=batch_size, parameters=parameters)
+    run_attrs.update({k: v for k, v in parameters.items() if v is not None})
     return build_dataset(cells, metrics, names_a, names_b, run_attrs.pop("method", path),
                          run_attrs, options)

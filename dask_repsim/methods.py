@@ -36,16 +36,19 @@ _COPIES = 4
 
 
 #: the paths of each kind of pairwise call, from the measure registry
-_KINDS = {
+KINDS = {
     "cka": tuple(MEASURES["cka"].paths),
     "rbf_cka": ("gram", "minibatch"),  # a non-linear kernel has no co-moment or tile form
     "cca": tuple(MEASURES["mean_cca"].paths),
     "procrustes": tuple(MEASURES["procrustes"].paths),
+    "hsic": tuple(MEASURES["hsic"].paths),
+    "shape_metric": tuple(MEASURES["shape_metric"].paths),
 }
 
 
 def choose(measure: str, method: str, n: int, p: int, q: int) -> str:
-    """The path for ``measure`` ("cka", "rbf_cka", "cca" or "procrustes") given ``method``.
+    """The path for ``measure`` (a kind of :data:`KINDS`: "cka", "rbf_cka", "cca", ...) given
+    ``method``.
 
     ``"auto"`` takes the cheapest exact path that ``auto`` may choose (:data:`~dask_repsim.
     registry.PATHS`) and that fits the memory budget; it never approximates.
@@ -57,7 +60,7 @@ def choose(measure: str, method: str, n: int, p: int, q: int) -> str:
     >>> choose("rbf_cka", "auto", n=3000, p=64, q=64)
     'gram'
     """
-    allowed = ("auto", *_KINDS[measure])
+    allowed = ("auto", *KINDS[measure])
     if method not in allowed:
         raise ValueError(
             f"method {method!r} is not available here; choose from {allowed}"

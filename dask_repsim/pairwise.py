@@ -37,7 +37,8 @@ def pair_layers(x: Any, y: Any, options: Options) -> list[Layer]:
     return distinct([lx, ly])
 
 
-def _sizes(layers: list[Layer]) -> tuple[int, int, int]:
+def sizes(layers: list[Layer]) -> tuple[int, int, int]:
+    """Samples, features of the first layer, features of the last."""
     return layers[0].data.shape[0], layers[0].data.shape[1], layers[-1].data.shape[1]
 
 
@@ -48,13 +49,16 @@ def covariance_cell(function: Callable[[Any], Any], layers: list[Layer],
     return cells[0, 0, 0]
 
 
-def _estimate(cell: runners.Cell, options: Options, method: str) -> Estimate:
-    return summarise(cell.value, cell.replicates, options.get("level"), cell.null, method=method)
+def cell_estimate(cell: runners.Cell, options: Options, method: str,
+                  similarity: bool = True) -> Estimate:
+    """A cell as an :class:`Estimate` with its interval and permutation fields."""
+    return summarise(cell.value, cell.replicates, options.get("level"), cell.null,
+                     similarity, method=method)
 
 
 def _cca_path(method: str, layers: list[Layer], options: Options) -> str:
     """The path of a CCA-family measure, after rejecting options it does not use."""
-    path = methods.choose("cca", method, *_sizes(layers))
+    path = methods.choose("cca", method, *sizes(layers))
     reject_unused(path, options)
     return path
 
@@ -131,7 +135,7 @@ def cka(
                        nan_policy=nan_policy, interval=interval, level=level, groups=groups,
                        permutations=permutations, seed=seed)
     layers = pair_layers(x, y, options)
-    path = methods.choose("cka" if kernel == "linear" else "rbf_cka", method, *_sizes(layers))
+    path = methods.choose("cka" if kernel == "linear" else "rbf_cka", method, *sizes(layers))
     if batch_size is not None and path != "minibatch":
         raise ValueError(f"batch_size= applies to method='minibatch' only, not {path!r}")
     if debiased and path == "minibatch":
@@ -152,7 +156,7 @@ def cka(
                             seed=options.get("seed"))
     if path == "covariance":
         function = cka_measures.debiased_linear_cka if debiased else cka_measures.linear_cka
-        return _estimate(covariance_cell(function, layers, options), options, path)
+        return cell_estimate(covariance_cell(function, layers, options), options, path)
     cells, _ = runners.kernel_cells([path], [{"debiased": debiased}], layers, [0],
                                     [len(layers) - 1])
     return Estimate(cells[0, 0, 0].value, method=path)
@@ -225,13 +229,13 @@ def _cca_family(covariance: Callable[[Any], float], on_qr: Callable[[Layer, Laye
     layers = pair_layers(x, y, options)
     if _cca_path(method, layers, options) == "qr":
         return Estimate(on_qr(layers[0], layers[-1]), method="qr")
-    return _estimate(covariance_cell(covariance, layers, options), options, "covariance")
+    return cell_estimate(covariance_cell(covariance, layers, options), options, "covariance")
 
 
 @document
 def svcca(
     x: Any, y: Any, *, keep: float | int = 0.99, spectrum: str = "variance",
-    center: bool = True, sample_dims: SampleDims = None,
+    center: bool = True, summary: str = "mean", sample_dims: SampleDims = None,
     storage_options: Mapping[str, Any] | None = None, nan_policy: str = "raise",
     interval: str | None = None, level: float | None = None, groups: int | None = None,
     permutations: int = 0, seed: int | None = None, method: str = "auto",
@@ -253,13 +257,17 @@ def svcca(
         ``True`` (default): SVD of the centred data. ``False``: of the raw data, as some
         implementations do; CCA on the projections centres them either way (co-moment path
         only).
+    summary
+        ``"mean"`` (default): the mean canonical correlation (Raghu et al.'s rho-bar).
+        ``"r2"``: the mean squared canonical correlation (R^2_CCA; Kornblith et al. 2019,
+        Table 2, metric ``svcca_r2``).
     {uncertainty}
     {method}
 
     Returns
     -------
     {returns}
-        The mean canonical correlation between the kept directions.
+        The mean (or mean squared) canonical correlation between the kept directions.
 
     Examples
     --------
@@ -273,6 +281,8 @@ def svcca(
     """
     if spectrum not in ("variance", "singular_values"):
         raise ValueError(f"spectrum must be 'variance' or 'singular_values', not {spectrum!r}")
+    if summary not in ("mean", "r2"):
+        raise ValueError(f"summary must be 'mean' or 'r2', not {summary!r}")
     options = Options(sample_dims=sample_dims, storage_options=storage_options,
                        nan_policy=nan_policy, interval=interval, level=level, groups=groups,
                        permutations=permutations, seed=seed)
@@ -280,10 +290,11 @@ def svcca(
     def on_qr(lx: Layer, ly: Layer) -> float:
         if not center:
             raise ValueError("method='qr' takes the SVD of centred data only (center=True)")
-        return qr.svcca(lx, ly, keep=keep, spectrum=spectrum)
+        return qr.svcca(lx, ly, keep=keep, spectrum=spectrum, summary=summary)
 
     def measure(pair: Any) -> float:
-        return cca_measures.svcca(pair, keep=keep, spectrum=spectrum, center=center)
+        return cca_measures.svcca(pair, keep=keep, spectrum=spectrum, center=center,
+                                  summary=summary)
 
     return _cca_family(measure, on_qr, x, y, method, options)
 
@@ -426,6 +437,7 @@ def procrustes(
                        nan_policy=nan_policy, interval=interval, level=level, groups=groups,
                        permutations=permutations, seed=seed)
     layers = pair_layers(x, y, options)
-    path = methods.choose("procrustes", method, *_sizes(layers))
+    path = methods.choose("procrustes", method, *sizes(layers))
     reject_unused(path, options)
-    return _estimate(covariance_cell(cka_measures.procrustes, layers, options), options, path)
+    cell = covariance_cell(cka_measures.procrustes, layers, options)
+    return cell_estimate(cell, options, path)

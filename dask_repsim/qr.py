@@ -326,9 +326,11 @@ def svcca_from_r(
     *,
     keep: float | int = 0.99,
     spectrum: str = "variance",
+    summary: str = "mean",
     singular_rtol: float = SINGULAR_RTOL,
 ) -> Estimate:
-    """SVCCA (Raghu et al. 2017) of the two layers of ``factor``; see :func:`svcca`.
+    """SVCCA (Raghu et al. 2017) of the two layers of ``factor``: the mean (or with
+    ``summary="r2"`` the mean square) of the canonical correlations; see :func:`svcca`.
 
     Examples
     --------
@@ -343,7 +345,10 @@ def svcca_from_r(
     sx, sy = _spans(factor, names, singular_rtol)
     bx = _top_basis(sx, keep, spectrum, singular_rtol)
     by = _top_basis(sy, keep, spectrum, singular_rtol)
-    return Estimate(float(np.mean(_angles(bx, by)[0])), method="qr")
+    rho = _angles(bx, by)[0]
+    if summary not in ("mean", "r2"):
+        raise ValueError(f"summary must be 'mean' or 'r2', not {summary!r}")
+    return Estimate(float(np.mean(rho if summary == "mean" else rho**2)), method="qr")
 
 
 def svcca(
@@ -352,6 +357,7 @@ def svcca(
     *,
     keep: float | int = 0.99,
     spectrum: str = "variance",
+    summary: str = "mean",
     singular_rtol: float = SINGULAR_RTOL,
 ) -> Estimate:
     """SVCCA from the TSQR factor: CCA between each side's top singular directions.
@@ -372,7 +378,8 @@ def svcca(
     1.0
     """
     return svcca_from_r(
-        tsqr([x, y]), (x.name, y.name), keep=keep, spectrum=spectrum, singular_rtol=singular_rtol
+        tsqr([x, y]), (x.name, y.name), keep=keep, spectrum=spectrum, summary=summary,
+        singular_rtol=singular_rtol,
     )
 
 

@@ -20,9 +20,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
-from . import cca, cka, neuron_measures, qr
+from . import cca, cka, neuron_measures, qr, shape
 
 
 @dataclass(frozen=True)
@@ -68,11 +69,16 @@ class Measure:
 
     name: str
     description: str
-    #: the public pairwise function that computes it, and the options that select it there
-    function: str
+    #: the public pairwise function that computes it (None: none does), and the options that
+    #: select it there; ``attribute``: the attribute of that function's result it is
+    function: str | None
     options: Mapping[str, Any] = field(default_factory=dict)
     #: path name -> what that path needs (see the module docstring)
     paths: Mapping[str, Any] = field(default_factory=dict)
+    #: False for distances: smaller is more similar (permutation p-values count the other way)
+    similarity: bool = True
+    #: options of ``compare`` that this measure's functions take (as keyword arguments)
+    parameters: tuple[str, ...] = ()
 
 
 def _rho_mean(pair: Any) -> float:
@@ -112,14 +118,19 @@ MEASURES: dict[str, Measure] = {
         Measure("cka_debiased",
                 "linear CKA with unbiased HSIC (Song et al. 2012; Nguyen et al. 2021)",
                 "cka", {"debiased": True}, _cka_paths(True)),
-        Measure("mean_cca", "mean of all canonical correlations", "cca", {"summary": "mean"},
-                {"covariance": _rho_mean, "qr": _qr_mean}),
-        Measure("r2_cca", "mean of squared canonical correlations", "cca", {"summary": "r2"},
-                {"covariance": _rho_r2, "qr": _qr_r2}),
+        Measure("mean_cca", "mean of all canonical correlations", "cca",
+                {"attribute": "mean"}, {"covariance": _rho_mean, "qr": _qr_mean}),
+        Measure("r2_cca", "mean of squared canonical correlations", "cca",
+                {"attribute": "r2"}, {"covariance": _rho_r2, "qr": _qr_r2}),
         Measure("svcca",
                 "SVCCA (Raghu et al. 2017): mean canonical correlation of the singular "
                 "directions holding 99% of each side's variance", "svcca", {},
                 {"covariance": cca.svcca, "qr": qr.svcca_from_r}),
+        Measure("svcca_r2",
+                "SVCCA summarised by R^2_CCA: mean squared canonical correlation of the "
+                "singular directions holding 99% of each side's variance", "svcca",
+                {"summary": "r2"},
+                {"covariance": cca.svcca_r2, "qr": partial(qr.svcca_from_r, summary="r2")}),
         Measure("pwcca", "projection-weighted CCA (Morcos et al. 2018), paper definition",
                 "pwcca", {}, {"covariance": cca.pwcca, "qr": qr.pwcca_from_r}),
         Measure("linear_regression",
@@ -128,6 +139,15 @@ MEASURES: dict[str, Measure] = {
                 {"covariance": cca.linear_regression, "qr": qr.linear_regression_from_r}),
         Measure("procrustes", "orthogonal Procrustes similarity", "procrustes", {},
                 {"covariance": cka.procrustes}),
+        Measure("hsic", "linear HSIC ||X_c^T Y_c||_F^2 / (n-1)^2 (Gretton et al. 2005), not "
+                "normalised", "hsic", {}, {"covariance": cka.linear_hsic}),
+        Measure("cka_angular", "arccos(linear CKA): a distance, 0 for the same representation",
+                None, {}, {"covariance": shape.angular_cka}, similarity=False),
+        Measure("shape_metric",
+                "angular shape distance after partial whitening (Williams et al. 2021): "
+                "alpha=1 allows rotations (Procrustes), alpha=0 any linear map (CCA)",
+                "shape_metric", {}, {"covariance": shape.shape_distance}, similarity=False,
+                parameters=("alpha",)),
         Measure("matched_correlation",
                 "mean correlation of one-to-one (bipartite) matched units (Li et al. 2016)",
                 "match_units", {}, {"covariance": neuron_measures.matched_correlation}),
@@ -156,8 +176,11 @@ def paths_of(metrics: list[str]) -> list[str]:
     return [p for p in PATHS if all(p in MEASURES[m].paths for m in metrics)]
 
 
-def path_functions(path: str, metrics: list[str]) -> list[Callable[..., float] | Any]:
-    """What ``path`` needs for each of ``metrics``; an error naming those it cannot compute."""
+def path_functions(
+    path: str, metrics: list[str], parameters: Mapping[str, Any] | None = None
+) -> list[Callable[..., float] | Any]:
+    """What ``path`` needs for each of ``metrics``, with the ``parameters`` each takes bound;
+    an error naming those it cannot compute."""
     missing = [m for m in metrics if path not in MEASURES[m].paths]
     if missing:
         able = [m for m in MEASURES if path in MEASURES[m].paths]
@@ -166,4 +189,18 @@ def path_functions(path: str, metrics: list[str]) -> list[Callable[..., float] |
             f"compute those with method={paths_of(missing)[0]!r}"
             if paths_of(missing) else f"method={path!r} cannot compute {', '.join(missing)}"
         )
-    return [MEASURES[m].paths[path] for m in metrics]
+    out = []
+    for m in metrics:
+        function, names = MEASURES[m].paths[path], MEASURES[m].parameters
+        given = {k: v for k, v in (parameters or {}).items() if k in names and v is not None}
+        out.append(partial(function, **given) if given else function)
+    return out
+
+
+def check_parameters(metrics: list[str], parameters: Mapping[str, Any]) -> None:
+    """An error for a given parameter (not ``None``) that no metric of ``metrics`` takes."""
+    for name, value in parameters.items():
+        users = [m for m in MEASURES if name in MEASURES[m].parameters]
+        if value is not None and not any(m in users for m in metrics):
+            raise ValueError(f"{name}= applies to the metric(s) {', '.join(users)} only; "
+                             "none of them is asked for")

@@ -97,11 +97,14 @@ def _rebuild(cls: type, value: float, fields: dict[str, Any]) -> Any:
     return out
 
 
-def permutation_pvalue(observed: np.ndarray | float, null: np.ndarray) -> np.ndarray:
+def permutation_pvalue(
+    observed: np.ndarray | float, null: np.ndarray, similarity: bool = True
+) -> np.ndarray:
     """``(1 + #{null >= observed}) / (K + 1)`` elementwise; ``null`` has permutations first.
 
-    Every measure here is larger for more similar representations, so this is the one-sided
-    p-value of "no more similar than unrelated samples". Null values within rounding
+    The one-sided p-value of "no more similar than unrelated samples": for similarities
+    (larger is more similar) the null values reaching the observed one from above count, for
+    distances (``similarity=False``) those reaching it from below. Null values within rounding
     (1e-9 relative) of the observed one count as reaching it.
 
     Examples
@@ -111,7 +114,8 @@ def permutation_pvalue(observed: np.ndarray | float, null: np.ndarray) -> np.nda
     """
     observed = np.asarray(observed, dtype=np.float64)
     null = np.asarray(null, dtype=np.float64)
-    reach = null >= observed - 1e-9 * np.maximum(1.0, np.abs(observed))
+    tolerance = 1e-9 * np.maximum(1.0, np.abs(observed))
+    reach = null >= observed - tolerance if similarity else null <= observed + tolerance
     return (1 + reach.sum(axis=0)) / (null.shape[0] + 1)
 
 
@@ -133,6 +137,7 @@ def uncertainty_fields(
     replicates: Sequence[float] | None = None,
     level: float = 0.95,
     null: Sequence[float] | None = None,
+    similarity: bool = True,
 ) -> dict[str, Any]:
     """The interval and permutation fields of an :class:`Estimate` of ``value``."""
     fields: dict[str, Any] = {}
@@ -146,7 +151,7 @@ def uncertainty_fields(
         values = np.asarray(null, dtype=np.float64)
         fields.update(
             null=values,
-            pvalue=float(permutation_pvalue(float(value), values)),
+            pvalue=float(permutation_pvalue(float(value), values, similarity)),
             null_mean=float(values.mean()),
             null_std=float(values.std(ddof=1)) if len(values) > 1 else float("nan"),
             n_permutations=len(values),
@@ -159,10 +164,13 @@ def summarise(
     replicates: Sequence[float] | None = None,
     level: float = 0.95,
     null: Sequence[float] | None = None,
+    similarity: bool = True,
     **fields: Any,
 ) -> Estimate:
     """``value`` as an :class:`Estimate` with its interval and null, when computed."""
-    return Estimate(value, **uncertainty_fields(value, replicates, level, null), **fields)
+    return Estimate(
+        value, **uncertainty_fields(value, replicates, level, null, similarity), **fields
+    )
 
 
 class CCAResult(Estimate):

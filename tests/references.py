@@ -219,3 +219,56 @@ def matched_correlation(x: np.ndarray, y: np.ndarray) -> float:
 
 #: every metric of the registry, the eight above and the unit-matching one
 ALL_METRICS = {**METRICS, "matched_correlation": matched_correlation}
+
+
+def linear_hsic(x: np.ndarray, y: np.ndarray) -> float:
+    """tr(K H L H) / (n-1)^2 with linear kernels (Gretton et al. 2005)."""
+    n = len(x)
+    k, g = centre(x) @ centre(x).T, centre(y) @ centre(y).T
+    return float(_hsic_biased(k, g) / (n - 1) ** 2)
+
+
+def svcca_r2(x: np.ndarray, y: np.ndarray, keep: float | int = 0.99) -> float:
+    """Mean squared canonical correlation of the SVD-reduced activations."""
+    rho = canonical_correlations(svd_reduce(x, keep), svd_reduce(y, keep))
+    return float(np.mean(rho**2))
+
+
+def partially_whiten(a: np.ndarray, alpha: float) -> np.ndarray:
+    """Williams et al. (2021) / netrep's partial whitening of centred data (variance kept):
+    ``X Z``, ``Z = V diag(alpha + (1 - alpha) lambda^-1/2) V^T`` of ``X^T X``, eigenvalues
+    clipped at 1e-7."""
+    xc = centre(a)
+    if alpha > 1 - 1e-7:
+        return xc
+    lam, v = np.linalg.eigh(xc.T @ xc)
+    lam = np.maximum(lam, 1e-7)
+    d = alpha + (1 - alpha) * lam**-0.5
+    new_var = np.sum(alpha**2 * lam + 2 * alpha * (1 - alpha) * lam**0.5 + (1 - alpha) ** 2)
+    d *= np.sqrt(lam.sum() / new_var)
+    return xc @ ((v * d) @ v.T)
+
+
+def shape_metric(x: np.ndarray, y: np.ndarray, alpha: float = 1.0) -> float:
+    """Angular distance after partial whitening, zero-padding the narrower side and the best
+    rotation (orthogonal Procrustes, scipy) of one onto the other (Williams et al. 2021)."""
+    from scipy.linalg import orthogonal_procrustes
+
+    a, b = partially_whiten(x, alpha), partially_whiten(y, alpha)
+    width = max(a.shape[1], b.shape[1])
+    a = np.pad(a, ((0, 0), (0, width - a.shape[1])))
+    b = np.pad(b, ((0, 0), (0, width - b.shape[1])))
+    rotation, _ = orthogonal_procrustes(a, b)
+    aligned = a @ rotation
+    cosine = np.sum(aligned * b) / (np.linalg.norm(aligned) * np.linalg.norm(b))
+    return float(np.arccos(np.clip(cosine, -1.0, 1.0)))
+
+
+def cka_angular(x: np.ndarray, y: np.ndarray) -> float:
+    """The angle between the centred Gram matrices: arccos of linear CKA."""
+    return float(np.arccos(np.clip(linear_cka(x, y), -1.0, 1.0)))
+
+
+ALL_METRICS.update(
+    hsic=linear_hsic, svcca_r2=svcca_r2, shape_metric=shape_metric, cka_angular=cka_angular
+)

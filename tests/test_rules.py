@@ -43,14 +43,16 @@ def _pairwise_value(metric: str, path: str, x, y) -> float:
     measure = MEASURES[metric]
     function = getattr(dr, measure.function)
     options = dict(measure.options)
-    summary = options.pop("summary", None)
+    attribute = options.pop("attribute", None)
     result = function(x, y, method=path, **options, **PATH_OPTIONS.get(path, {}))
-    return float(getattr(result, summary) if summary else result)
+    return float(getattr(result, attribute) if attribute else result)
 
 
 def _entries(metric: str, path: str):
     """(call, name of the first input, name of the second) for each entry point."""
     out = [(_grid_value, "conv1", "fc")]
+    if MEASURES[metric].function is None:
+        return out
     method = inspect.signature(getattr(dr, MEASURES[metric].function)).parameters.get("method")
     if method is not None and method.default == "auto":  # the function chooses among paths
         out.append((_pairwise_value, "x", "y"))
