@@ -15,8 +15,8 @@ from scipy import stats
 from test_single_pass import _chunk_keys
 
 import dask_repsim as dr
-from dask_repsim.inputs import as_layer
 from dask_repsim import permuted as permuted_module
+from dask_repsim.inputs import as_layer
 from dask_repsim.moments import Centred, Statistics
 from dask_repsim.permuted import Permuted, block_permutations
 from dask_repsim.statistics import one_pass
