@@ -46,7 +46,7 @@ class PassResult:
     #: (A layers, B layers, permutations, seed) of the null, if one was computed
     permute: tuple[Sequence[int], Sequence[int], int, int] | None = None
     aside: Aside | None = None
-    #: the pairs (i <= j) a pass with ``pairs=`` was asked for (``None``: every pair)
+    #: the pairs (i <= j) the pass serves (``None``: every pair)
     wanted: frozenset[tuple[int, int]] | None = None
     _views: dict = field(default_factory=dict, repr=False)
 
@@ -76,7 +76,8 @@ class PassResult:
 
     def _check(self, a: int, b: int) -> None:
         if self.wanted is not None and (min(a, b), max(a, b)) not in self.wanted:
-            if a != b or self.total.omitted:
+            # a layer with itself lost nothing when every omitted sample is bad in it
+            if a != b or self.total.omitted != self.total.nonfinite_count[a]:
                 raise ValueError(
                     f"the pass did not compute the pair ({self.names[a]}, {self.names[b]})"
                 )
@@ -133,14 +134,15 @@ class PassResult:
 
     def null(self, a: int, b: int) -> list[Pair]:
         """The pair's statistics under each permutation of layer ``b``'s samples."""
-        if self.permuted is None:
+        if self.permute is None:
             raise ValueError("this pass computed no permutation null")
         stats, layer_sides, i, j = self._view(a, b)
         layers_a, layers_b, k, seed = self.permute
         ia, jb = list(layers_a).index(a), list(layers_b).index(b)
         if self.aside is None or not (self.aside.blocks or len(self.aside.index)):
             return permuted_pairs(stats, layer_sides, self.permuted, a, b, ia, jb)
-        permuted = self.permuted.select([ia], [jb])
+        # every permutation block may have been carried aside: then nothing was permuted here
+        permuted = None if self.permuted is None else self.permuted.select([ia], [jb])
         if self.aside.blocks:
             extra = block_null(self.aside, a, b, k, seed, self.total.sizes)
             permuted = Permuted.merge(permuted, extra)
@@ -178,8 +180,10 @@ def run_pass(
 
     ``nan_policy="raise"`` raises :class:`~dask_repsim.exceptions.NonFiniteError` for NaN or
     Inf; ``"omit"`` gives each pair the samples finite in both of its layers and warns which
-    layers had how many such samples. A layer paired with itself (``(a, a)``) must be listed
-    in ``pairs`` when ``pairs`` is given.
+    layers had how many such samples. ``pairs`` are also the pairs pairwise deletion serves
+    (default: every two distinct layers); a layer paired with itself (``(a, a)``) must be
+    listed when some sample has NaN or Inf in other layers only. Listing only the pairs needed
+    keeps fewer partly finite samples aside.
 
     Examples
     --------
@@ -191,14 +195,14 @@ def run_pass(
     100
     """
     layers = list(layers)
-    wanted = None
-    if pairs is not None:
+    if pairs is None:
+        wanted = frozenset((i, j) for i in range(len(layers)) for j in range(i + 1, len(layers)))
+    else:
         wanted = frozenset((min(int(i), int(j)), max(int(i), int(j))) for i, j in pairs)
-    every = [(i, j) for i in range(len(layers)) for j in range(i, len(layers))]
     limit = memory_budget() // (SPLIT_EVERY + 1)  # a merge's inputs and output stay within it
     result = pass_statistics(
         layers, groups=groups, nan_policy=nan_policy, null=permute, pairs=pairs,
-        wanted=sorted(wanted) if wanted is not None else every, limit=limit,
+        wanted=sorted(wanted), limit=limit,
     )
     if result.aside is not None and result.aside.overflow:
         raise _aside_error(result.aside, limit)

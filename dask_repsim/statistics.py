@@ -73,20 +73,29 @@ class PassPlan:
         return [(i, j) for i in a for j in b if (min(i, j), max(i, j)) in wanted]
 
 
-@dataclass
-class Partial:
-    """What a task returns: statistics per sample group, aside rows, permuted statistics."""
+class Partial(dict):
+    """What a task returns: ``{group: Statistics}`` for the sample groups its rows fall in, with
+    the rows it carried aside (``.aside``) and its permuted statistics (``.permuted``)."""
 
-    groups: dict[int, Statistics]
-    aside: Aside | None = None
-    permuted: Permuted | None = None
+    def __init__(
+        self,
+        groups: dict[int, Statistics],
+        aside: Aside | None = None,
+        permuted: Permuted | None = None,
+    ) -> None:
+        super().__init__(groups)
+        self.aside, self.permuted = aside, permuted
+
+    @property
+    def groups(self) -> dict[int, Statistics]:
+        return dict(self)
 
     @staticmethod
     def merge(*parts: Partial) -> Partial:
         groups: dict[int, Statistics] = {}
         aside, permuted = parts[0].aside, None
         for i, part in enumerate(parts):
-            for group, stats in part.groups.items():
+            for group, stats in part.items():
                 groups[group] = Statistics.merge(groups[group], stats) if group in groups else stats
             if i and aside is not None:
                 aside = Aside.merge(aside, part.aside)
@@ -306,7 +315,7 @@ def pass_statistics(
         wanted=wanted if nan_policy == "omit" else None, limit=limit,
     )
     (partial,) = compute(graph)
-    parts = [partial.groups[g] for g in sorted(partial.groups)]
+    parts = [partial[g] for g in sorted(partial)]
     total = merge_all(*parts)
     if nan_policy == "raise":
         names = [layer.name for layer in layers]

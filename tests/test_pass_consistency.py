@@ -194,12 +194,32 @@ def test_omit_gives_each_pair_the_samples_finite_in_both():
     assert crowd.count(1, 3) == alone.count(0, 1) == keep.sum() == N - 5
     assert crowd.omitted(1, 3) == 5
     # other pairs: their own samples
-    for a, b, na, nb in ((0, 2, "z", "w"), (0, 1, "z", "x"), (2, 2, "w", "w")):
+    for a, b, na, nb in ((0, 2, "z", "w"), (0, 1, "z", "x"), (3, 1, "y", "x")):
         both = np.isfinite(d[na]).all(1) & np.isfinite(d[nb]).all(1)
         _assert_same(
             _fields(crowd.pair(a, b)), _reference(d[na][both], d[nb][both]), rtol=1e-10
         )
         assert crowd.count(a, b) == both.sum()
+    # by default a pass serves distinct layers: w with itself would miss w's samples that are
+    # bad elsewhere only, so it is refused rather than computed from too few samples
+    with pytest.raises(ValueError, match=r"did not compute the pair \(w, w\)"):
+        crowd.pair(2, 2)
+
+
+def test_a_layer_with_itself_needs_no_listing_when_it_lost_nothing():
+    d = _with_nans(_data(17))
+    with pytest.warns(RepsimWarning, match="left out 4 of 700"):
+        single = run_pass([_layer("x", d["x"], 100)], nan_policy="omit")
+    keep = np.isfinite(d["x"]).all(1)
+    _assert_same(_fields(single.pair(0, 0)), _reference(d["x"][keep], d["x"][keep]), 1e-10)
+    x = d["x"].copy()
+    x[np.isfinite(d["y"]).all(1) == 0] = np.nan  # every sample bad in y is bad in x too
+    with pytest.warns(RepsimWarning):
+        result = run_pass([_layer("x", x, 100), _layer("y", d["y"], 64)], nan_policy="omit")
+    keep = np.isfinite(x).all(1)
+    _assert_same(_fields(result.pair(0, 0)), _reference(x[keep], x[keep]), 1e-10)
+    with pytest.raises(ValueError, match=r"did not compute the pair \(y, y\)"):
+        result.pair(1, 1)
 
 
 @pytest.mark.parametrize("groups", [4, 7])
@@ -377,3 +397,24 @@ def test_a_pass_limited_to_pairs_refuses_pairs_it_did_not_compute():
         result.pair(0, 0)  # x's rows that are bad in y only were not kept for it
     with pytest.raises(ValueError, match=r"did not compute the pair \(x, z\)"):
         result.pair(0, 2)
+
+
+def test_omit_null_when_every_permutation_block_is_carried_aside():
+    """NaN in z in every block: each block of the (x, y) null is computed from its raw rows."""
+    d = _data(16)
+    z = d["z"].copy()
+    z[::7, 0] = np.nan
+    k, seed = 3, 9
+    with pytest.warns(RepsimWarning, match="left out 100 of 700"):
+        result = run_pass(
+            [_layer("x", d["x"], 128), _layer("y", d["y"], 99), _layer("z", z, 64)],
+            nan_policy="omit", permute=([0], [1, 2], k, seed),
+        )
+    assert result.permuted is None  # nothing permuted in the tasks: all blocks came back raw
+    for p, (rows_x, rows_y) in zip(result.null(0, 1), _block_permutation(N, seed, k), strict=True):
+        _assert_same(_fields(p), _reference(d["x"][rows_x], d["y"][rows_y]), rtol=1e-10)
+    keep = np.isfinite(z).all(1)
+    for p, (rows_x, rows_z) in zip(
+        result.null(0, 2), _block_permutation(N, seed, k, keep), strict=True
+    ):
+        _assert_same(_fields(p), _reference(d["x"][rows_x], z[rows_z]), rtol=1e-10)
