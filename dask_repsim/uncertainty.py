@@ -20,20 +20,22 @@ and the interval is too wide or too narrow; shuffle the storage order first.
 Permutation tests
 -----------------
 Under "x and y are unrelated", pairing sample i of x with any sample of y is as likely as
-with sample i. Within each chunk of rows the pass also computes the cross statistics of x
-against K random row permutations of y (:class:`~dask_repsim.statistics.Permuted`; the
-marginal statistics of each side do not change under permutation), and each measure is
-recomputed from each permuted cross block. The p-value is ``(1 + #{null >= observed}) / (K +
-1)`` (Phipson & Smyth 2010), exact for any K when the assumption below holds.
+with sample i. The pass also computes the cross statistics of x against K random row
+permutations of y (:class:`~dask_repsim.permuted.Permuted`; the marginal statistics of each
+side do not change under permutation), and each measure is recomputed from each permuted cross
+block. The p-value is ``(1 + #{null >= observed}) / (K + 1)`` (Phipson & Smyth 2010), exact for
+any K when the assumption below holds.
 
-Samples are permuted within chunks only (the rows a task holds at once), so the test assumes
-that samples are exchangeable within a chunk: under the null, any order of the samples in a
-chunk is as likely as the stored one. That holds when the stored order is random or
-unrelated to the activations. When samples are stored in a meaningful order (by class, by
-time, consecutive crops of one image), the within-chunk null is too narrow; write the data in
-a shuffled order first (e.g. ``ds.isel(sample=np.random.default_rng(0).permutation(n))``
-then ``to_zarr``), or use larger chunks. The permutations depend only on ``seed`` and each
-chunk's first sample (:func:`~dask_repsim.statistics.chunk_permutations`).
+Samples are permuted within blocks of
+:data:`~dask_repsim.permuted.PERMUTATION_BLOCK` consecutive samples, so the test assumes that
+samples are exchangeable within blocks of that many consecutive samples: under the null, any
+order of the samples in a block is as likely as the stored one. That holds when the stored
+order is random or unrelated to the activations. When samples are stored in a meaningful order
+(by class, by time, consecutive crops of one image), the within-block null is too narrow; write
+the data in a shuffled order first (e.g. ``ds.isel(sample=np.random.default_rng(0).permutation(n))``
+then ``to_zarr``). The blocks do not depend on the storage chunking, and the permutations only
+on ``seed`` and each block's first sample
+(:func:`~dask_repsim.permuted.block_permutations`), so a pair's null is the same in any pass.
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ import numpy as np
 from scipy import stats as _stats
 
 from .exceptions import RepsimWarning
-from .statistics import Statistics, _merge_all
+from .moments import Statistics, merge_all
 
 T = TypeVar("T")
 
@@ -203,4 +205,4 @@ def quietly(measure: Callable[[T], Any], items: Sequence[T]) -> list[Any]:
 
 def total(parts: Sequence[Statistics]) -> Statistics:
     """The statistics of all groups together."""
-    return _merge_all(*parts)
+    return merge_all(*parts)

@@ -123,3 +123,31 @@ def test_long_chunks_are_taken_in_sub_blocks_with_the_same_result(monkeypatch):
         np.testing.assert_allclose(p.comoment[finite], w.comoment[finite], rtol=1e-12)
         np.testing.assert_allclose(p.norm_product, w.norm_product, rtol=1e-12)
     assert sum(w.omitted for w in whole) == 1
+
+
+def test_select_is_the_statistics_of_those_layers_alone():
+    blocks = _data()
+    stats = Statistics.from_chunk(blocks, pairs=KEPT)
+    part = stats.select([3, 1, 2])
+    direct = Statistics.from_chunk([blocks[3], blocks[1], blocks[2]])
+    assert part.sizes == (5, 4, 2) and part.count == direct.count
+    assert part.has_pair(0, 1) and not part.has_pair(0, 2) and not part.has_pair(1, 2)
+    np.testing.assert_allclose(part.mean, direct.mean, rtol=1e-14)
+    finite = np.isfinite(part.comoment)
+    assert finite[:9, :9].all() and not finite[:5, 9:].any()
+    np.testing.assert_allclose(part.comoment[finite], direct.comoment[finite], rtol=1e-12)
+    np.testing.assert_allclose(part.norm_product[0, 1], direct.norm_product[0, 1], rtol=1e-12)
+    np.testing.assert_allclose(np.diag(part.norm_product), np.diag(direct.norm_product))
+
+
+def test_permuted_select_is_the_null_of_those_layers_alone():
+    from dask_repsim.moments import Centred
+    from dask_repsim.permuted import Permuted, block_permutations
+
+    blocks = _data(n=90)
+    perms = block_permutations(1, 0, 90, 3)
+    full = Permuted.from_centred(Centred.of(blocks, 0), [0, 1], [2, 3, 1], perms)
+    alone = Permuted.from_centred(Centred.of([blocks[1], blocks[3]], 0), [0], [1], perms)
+    part = full.select([1], [1])
+    for name in ("cross", "norm_cross", "norm_ab", "norm_ba", "mean_a", "mean_b", "trace_b"):
+        np.testing.assert_allclose(getattr(part, name), getattr(alone, name), rtol=1e-12)

@@ -15,8 +15,11 @@ from scipy import stats
 from test_single_pass import _chunk_keys
 
 import dask_repsim as dr
+from dask_repsim import permuted as permuted_module
 from dask_repsim.inputs import as_layer
-from dask_repsim.statistics import Permuted, Statistics, _Centred, chunk_permutations, one_pass
+from dask_repsim.moments import Centred, Statistics
+from dask_repsim.permuted import Permuted, block_permutations
+from dask_repsim.statistics import one_pass
 
 REFERENCES = {
     "cka": ref.linear_cka,
@@ -31,13 +34,32 @@ REFERENCES = {
 
 
 def _permuted_rows(chunks: tuple[int, ...], seed: int, k: int) -> np.ndarray:
-    """(k, n) sample indices of the within-chunk permutations, rebuilt chunk by chunk."""
+    """(k, n) sample indices of permutations within the given blocks, rebuilt block by block."""
     offsets = np.cumsum((0,) + chunks)
     return np.concatenate(
-        [off + chunk_permutations(seed, int(off), size, k)
+        [off + block_permutations(seed, int(off), size, k)
          for off, size in zip(offsets[:-1], chunks, strict=True)],
         axis=1,
     )
+
+
+def _block_rows(n: int, block: int, seed: int, k: int) -> np.ndarray:
+    """(k, n) sample indices of the documented null: each block of ``block`` consecutive
+    samples permuted by ``default_rng([seed, first sample]).permutation``, k times."""
+    out = np.empty((k, n), dtype=np.int64)
+    for first in range(0, n, block):
+        size = min(block, n - first)
+        rng = np.random.default_rng([seed, first])
+        for i in range(k):
+            out[i, first : first + size] = first + rng.permutation(size)
+    return out
+
+
+@pytest.fixture
+def small_blocks(monkeypatch):
+    """Permutation blocks of 64 samples, so that test data spans several of them."""
+    monkeypatch.setattr(permuted_module, "PERMUTATION_BLOCK", 64)
+    return 64
 
 
 def _related(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -50,13 +72,13 @@ def _related(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return x, y
 
 
-def test_chunk_permutations_are_permutations_fixed_by_seed_and_offset():
-    a = chunk_permutations(3, 100, 50, 4)
+def test_block_permutations_are_permutations_fixed_by_seed_and_offset():
+    a = block_permutations(3, 100, 50, 4)
     assert a.shape == (4, 50)
     assert all(sorted(p) == list(range(50)) for p in a)
-    np.testing.assert_array_equal(a, chunk_permutations(3, 100, 50, 4))
-    assert not np.array_equal(a, chunk_permutations(3, 150, 50, 4))
-    assert not np.array_equal(a, chunk_permutations(4, 100, 50, 4))
+    np.testing.assert_array_equal(a, block_permutations(3, 100, 50, 4))
+    assert not np.array_equal(a, block_permutations(3, 150, 50, 4))
+    assert not np.array_equal(a, block_permutations(4, 100, 50, 4))
 
 
 def test_merged_permuted_statistics_equal_the_statistics_of_permuted_data():
@@ -69,8 +91,8 @@ def test_merged_permuted_statistics_equal_the_statistics_of_permuted_data():
     offsets = np.cumsum((0,) + chunks)
     parts = [
         Permuted.from_centred(
-            _Centred.of([x[a:b], w[a:b], y[a:b]], a), [0, 1], [2, 1],
-            chunk_permutations(9, int(a), int(b - a), k),
+            Centred.of([x[a:b], w[a:b], y[a:b]], a), [0, 1], [2, 1],
+            block_permutations(9, int(a), int(b - a), k),
         )
         for a, b in zip(offsets[:-1], offsets[1:], strict=True)
     ]
@@ -96,7 +118,7 @@ def test_merged_permuted_statistics_equal_the_statistics_of_permuted_data():
 
 
 @pytest.mark.parametrize("metric", list(REFERENCES))
-def test_null_values_equal_the_measure_recomputed_on_permuted_data(metric):
+def test_null_values_equal_the_measure_recomputed_on_permuted_data(metric, small_blocks):
     x, y = _related(400, 2)
     chunks = (90, 150, 60, 100)
     k, seed = 6, 11
@@ -111,7 +133,7 @@ def test_null_values_equal_the_measure_recomputed_on_permuted_data(metric):
             est = result.mean if metric == "mean_cca" else result.r2
         else:
             est = getattr(dr, metric)(xd, yd, permutations=k, seed=seed)
-    perms = _permuted_rows(chunks, seed, k)
+    perms = _block_rows(400, small_blocks, seed, k)  # blocks of 64 samples, not the chunks
     reference = REFERENCES[metric]
     expected = np.array([reference(x, y[p]) for p in perms])
     assert float(est) == pytest.approx(reference(x, y), abs=1e-8)
@@ -122,7 +144,7 @@ def test_null_values_equal_the_measure_recomputed_on_permuted_data(metric):
     assert est.pvalue == pytest.approx((1 + np.sum(expected >= float(est))) / (k + 1))
 
 
-def test_compare_null_equals_pairwise_nulls_for_every_cell():
+def test_compare_null_equals_pairwise_nulls_for_every_cell(small_blocks):
     rng = np.random.default_rng(3)
     x, y = _related(300, 3)
     z = rng.normal(size=(300, 5)) + x[:, :1]
@@ -136,7 +158,7 @@ def test_compare_null_equals_pairwise_nulls_for_every_cell():
         warnings.simplefilter("ignore", dr.RepsimWarning)
         ds = dr.compare(a, b, metrics=metrics, permutations=k, seed=seed)
     assert ds.attrs["permutations"] == k
-    perms = _permuted_rows(chunks, seed, k)
+    perms = _block_rows(300, small_blocks, seed, k)
     for name_a, xa in a.items():
         for name_b, yb in b.items():
             xa_, yb_ = np.asarray(xa), np.asarray(yb)
