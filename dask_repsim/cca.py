@@ -18,7 +18,7 @@ from scipy.linalg import solve_triangular
 from .exceptions import RepsimWarning
 from .linalg import svd
 from .results import CCAResult
-from .statistics import RANK_RTOL, Pair, Side
+from .views import RANK_RTOL, Pair, Side
 
 
 def _warn_if_degenerate(pair: Pair) -> None:

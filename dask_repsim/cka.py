@@ -11,8 +11,8 @@ import numpy as np
 
 from .hsic import cka_ratio, unbiased_hsic
 from .linalg import svd
-from .statistics import Pair
 from .validation import require_samples
+from .views import Pair
 
 
 def _frobenius_sq(m: np.ndarray) -> float:

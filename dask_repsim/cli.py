@@ -79,6 +79,24 @@ def _parser() -> tuple[_Parser, _Parser]:
     cmp.add_argument("--storage-option", action="append", metavar="KEY=VALUE", default=[],
                      help="fsspec option for zarr URLs, repeatable, e.g. anon=true "
                      "(VALUE is read as JSON when it parses, else as a string)")
+    _statistics_options(cmp)
+    cmp.add_argument("--scheduler", metavar="ADDRESS",
+                     help="address of a running Dask scheduler, e.g. tcp://10.0.0.5:8786 "
+                     "(default: local threads)")
+    cmp.add_argument("--out", "-o", type=Path, metavar="FILE.nc",
+                     help="save the result as netCDF")
+    cmp.add_argument("--plot", type=Path, metavar="FILE.png",
+                     help="save a heatmap per metric (needs matplotlib)")
+    cmp.add_argument("--json", action="store_true",
+                     help="print JSON {metric: {layer_a: {layer_b: value}}, 'n_samples': n}")
+    cmp.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                     help="show a progress bar on stderr (default: when stderr is a terminal)")
+    cmp.add_argument("--debug", action="store_true", help="show tracebacks of errors")
+    return parser, cmp
+
+
+def _statistics_options(cmp: _Parser) -> None:
+    """The options of how the statistics are computed and what else comes with them."""
     cmp.add_argument("--nan-policy", choices=("raise", "omit"), default="raise",
                      help="what to do with samples holding NaN or Inf (default: raise)")
     cmp.add_argument("--method", choices=("auto", *PATHS), default="auto",
@@ -97,19 +115,6 @@ def _parser() -> tuple[_Parser, _Parser]:
                      help="add a permutation test per cell: p-values from K permutations "
                      "of B's samples within blocks (default: 0, none)")
     cmp.add_argument("--seed", type=int, help="seed of the permutations (default: 0)")
-    cmp.add_argument("--scheduler", metavar="ADDRESS",
-                     help="address of a running Dask scheduler, e.g. tcp://10.0.0.5:8786 "
-                     "(default: local threads)")
-    cmp.add_argument("--out", "-o", type=Path, metavar="FILE.nc",
-                     help="save the result as netCDF")
-    cmp.add_argument("--plot", type=Path, metavar="FILE.png",
-                     help="save a heatmap per metric (needs matplotlib)")
-    cmp.add_argument("--json", action="store_true",
-                     help="print JSON {metric: {layer_a: {layer_b: value}}, 'n_samples': n}")
-    cmp.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
-                     help="show a progress bar on stderr (default: when stderr is a terminal)")
-    cmp.add_argument("--debug", action="store_true", help="show tracebacks of errors")
-    return parser, cmp
 
 
 def _split(values: Sequence[str] | None) -> list[str]:

@@ -20,7 +20,7 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 from .exceptions import RepsimWarning
-from .statistics import RANK_RTOL, Pair, Side
+from .views import RANK_RTOL, Pair, Side
 
 __all__ = [
     "cluster_labels",
@@ -133,7 +133,8 @@ def matched_correlation(pair: Pair) -> float:
     --------
     >>> import numpy as np
     >>> from dask_repsim.inputs import as_layer
-    >>> from dask_repsim.statistics import comoments, pair, sides
+    >>> from dask_repsim.statistics import comoments
+    >>> from dask_repsim.views import pair, sides
     >>> x = np.random.default_rng(0).normal(size=(200, 5))
     >>> stats = comoments([as_layer(x, name="x"), as_layer(3 * x[:, ::-1], name="y")])
     >>> round(matched_correlation(pair(stats, sides(stats, ["x", "y"]), 0, 1)), 6)

@@ -33,7 +33,7 @@ from .neuron_measures import (
     warn_constant,
 )
 from .passes import run_pass
-from .statistics import Pair
+from .views import Pair
 
 SampleDims = Sequence[Hashable] | str | None
 

@@ -22,9 +22,9 @@ import numpy as np
 
 from .exceptions import NonFiniteError, RepsimWarning
 from .inputs import Layer
-from .methods import memory_budget
 from .moments import Statistics
 from .omission import Aside, block_null, pair_statistics
+from .parallel import memory_budget
 from .permuted import Permuted
 from .statistics import SPLIT_EVERY, group_bounds, omission_note, pass_statistics
 from .uncertainty import leave_one_out

@@ -12,7 +12,7 @@ import numpy as np
 
 from .cka import linear_cka
 from .linalg import svd
-from .statistics import Pair, Side
+from .views import Pair, Side
 
 #: eigenvalues of ``X_c^T X_c`` are clipped to this before partial whitening, as in netrep
 #: (Williams et al.'s reference code); it only matters for directions without variance

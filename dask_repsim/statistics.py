@@ -29,18 +29,16 @@ from dask.base import tokenize
 from . import permuted as _permuted
 from .exceptions import NonFiniteError, RepsimWarning
 from .inputs import Layer
-from .moments import Centred, Statistics, column_slices, joint_rows, merge_all
+from .moments import Centred, Statistics, joint_rows, merge_all
 from .omission import Aside, useful_rows
 from .parallel import compute
 from .permuted import (
     Permuted,
     block_permutations,
-    chunk_permutations,
     permutation_blocks,
     restrict_permutations,
 )
-from .validation import CONSTANT_RTOL, check_sample_counts, first_nonfinite
-from .views import RANK_RTOL, Pair, Side, Whitener, pair, permuted_pairs, sides
+from .validation import check_sample_counts, first_nonfinite
 
 #: Statistics chunks merged per task in the tree reduction.
 SPLIT_EVERY = 8
@@ -422,18 +420,3 @@ def grouped_comoments(
     [33, 34, 33]
     """
     return one_pass(layers, groups=groups, nan_policy=nan_policy, split_every=split_every)[0]
-
-
-# Names other modules imported from here before the engine was split; they stay until every
-# importer uses the defining module (private ones under their old names too).
-_merge_all = merge_all
-_slices = column_slices
-_Centred = Centred
-_common_row_chunks = row_chunks
-__all__ = [
-    "CONSTANT_RTOL", "RANK_RTOL", "SPLIT_EVERY", "SUB_BLOCK_BYTES", "Centred", "Pair",
-    "PassPlan", "PassStatistics", "Partial", "Permuted", "Side", "Statistics", "Whitener",
-    "chunk_permutations", "chunk_statistics", "column_slices", "comoments", "group_bounds",
-    "grouped_comoments", "merge_all", "omission_note", "one_pass", "pair", "pass_statistics",
-    "permuted_pairs", "row_block_reduction", "row_chunks", "sides", "statistics_graph",
-]

@@ -13,7 +13,8 @@ With the full-data estimate ``t`` and replicates ``t_(g)`` (mean ``t_.``)::
     stderr = sqrt((G - 1) / G * sum_g (t_(g) - t_.)^2)
     interval = t -/+ q * stderr,  q the (1 + level) / 2 quantile of Student's t with G - 1 dof
 
-(Quenouille 1956; Tukey 1958; Efron & Stein 1981). Groups must be exchangeable: if the samples
+(Quenouille 1956; Tukey 1958; Efron & Stein 1981; computed in
+:func:`dask_repsim.results.jackknife_interval`). Groups must be exchangeable: if the samples
 are stored in a meaningful order (by class, by time), contiguous groups are not a random split
 and the interval is too wide or too narrow; shuffle the storage order first.
 
@@ -40,134 +41,9 @@ on ``seed`` and each block's first sample
 
 from __future__ import annotations
 
-import warnings
-from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from collections.abc import Sequence
 
-import numpy as np
-from scipy import stats as _stats
-
-from .exceptions import RepsimWarning
 from .moments import Statistics, merge_all
-
-T = TypeVar("T")
-
-
-class Estimate(float):
-    """A float that carries its jackknife interval and/or its permutation null.
-
-    With an interval (``interval="jackknife"``): ``.stderr``, ``.ci_low``, ``.ci_high``,
-    ``.level``, ``.n_groups``. With a permutation null (``permutations=K``): ``.pvalue``,
-    ``.null_mean``, ``.null_std``, ``.n_permutations`` and the K values themselves, ``.null``.
-    What was not asked for is ``None``.
-
-    Examples
-    --------
-    >>> e = jackknife(0.5, [0.49, 0.5, 0.51, 0.5], level=0.9)
-    >>> float(e), round(e.stderr, 4), e.n_groups, e.pvalue
-    (0.5, 0.0122, 4, None)
-    """
-
-    stderr: float | None
-    ci_low: float | None
-    ci_high: float | None
-    level: float | None
-    n_groups: int | None
-    pvalue: float | None
-    null_mean: float | None
-    null_std: float | None
-    n_permutations: int | None
-    null: np.ndarray | None
-
-    def __new__(
-        cls,
-        value: float,
-        stderr: float | None = None,
-        ci_low: float | None = None,
-        ci_high: float | None = None,
-        level: float | None = None,
-        n_groups: int | None = None,
-        *,
-        null: Sequence[float] | None = None,
-    ) -> Estimate:
-        out = super().__new__(cls, value)
-        fields = (stderr, ci_low, ci_high, level)
-        out.stderr, out.ci_low, out.ci_high, out.level = (
-            None if v is None else float(v) for v in fields
-        )
-        out.n_groups = None if n_groups is None else int(n_groups)
-        out.pvalue = out.null_mean = out.null_std = out.n_permutations = out.null = None
-        if null is not None:
-            values = out.null = np.asarray(null, dtype=np.float64)
-            out.pvalue = float(permutation_pvalue(float(value), values))
-            out.null_mean, out.null_std = float(values.mean()), float(values.std(ddof=1))
-            out.n_permutations = len(values)
-        return out
-
-    def __repr__(self) -> str:
-        parts = [repr(float(self))]
-        if self.stderr is not None:
-            parts.append(
-                f"stderr={self.stderr:.3g}, {100 * self.level:g}% interval "
-                f"[{self.ci_low:.6g}, {self.ci_high:.6g}], {self.n_groups} groups"
-            )
-        if self.pvalue is not None:
-            parts.append(
-                f"pvalue={self.pvalue:.4g}, null {self.null_mean:.4g} +/- {self.null_std:.2g} "
-                f"over {self.n_permutations} permutations"
-            )
-        return f"Estimate({', '.join(parts)})"
-
-
-def permutation_pvalue(observed: np.ndarray | float, null: np.ndarray) -> np.ndarray:
-    """``(1 + #{null >= observed}) / (K + 1)`` elementwise; ``null`` has permutations first.
-
-    Every measure here is larger for more similar representations, so this is the one-sided
-    p-value of "no more similar than unrelated samples". Null values within rounding
-    (1e-9 relative) of the observed one count as reaching it.
-
-    Examples
-    --------
-    >>> float(permutation_pvalue(0.9, np.array([0.1, 0.2, 0.95, 0.3])))
-    0.4
-    """
-    observed = np.asarray(observed, dtype=np.float64)
-    null = np.asarray(null, dtype=np.float64)
-    reach = null >= observed - 1e-9 * np.maximum(1.0, np.abs(observed))
-    return (1 + reach.sum(axis=0)) / (null.shape[0] + 1)
-
-
-def summarise(
-    value: float,
-    replicates: Sequence[float] | None = None,
-    level: float = 0.95,
-    null: Sequence[float] | None = None,
-) -> float:
-    """``value`` as a plain float, or an :class:`Estimate` with what was computed for it."""
-    if replicates is None and null is None:
-        return float(value)
-    if replicates is None:
-        return Estimate(value, null=null)
-    stderr, low, high = jackknife_interval(value, np.asarray(replicates), level)
-    return Estimate(value, stderr, low, high, level, len(replicates), null=null)
-
-
-def jackknife_interval(
-    estimate: np.ndarray, replicates: np.ndarray, level: float = 0.95
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Standard error, lower and upper end, elementwise; ``replicates`` has groups first."""
-    if not 0 < level < 1:
-        raise ValueError(f"level must be between 0 and 1, not {level}")
-    values = np.asarray(replicates, dtype=np.float64)
-    g = values.shape[0]
-    stderr = np.sqrt((g - 1) / g * np.sum((values - values.mean(axis=0)) ** 2, axis=0))
-    q = _stats.t.ppf((1 + level) / 2, g - 1)
-    return stderr, estimate - q * stderr, estimate + q * stderr
-
-
-def jackknife(estimate: float, replicates: Sequence[float], level: float = 0.95) -> Estimate:
-    """The jackknife standard error and interval of ``estimate`` from leave-one-group-out values."""
-    return summarise(estimate, replicates, level)
 
 
 def leave_one_out(parts: Sequence[Statistics]) -> list[Statistics]:
@@ -185,22 +61,6 @@ def leave_one_out(parts: Sequence[Statistics]) -> list[Statistics]:
     out += [Statistics.merge(prefix[g - 1], suffix[g]) for g in range(1, len(parts) - 1)]
     out.append(prefix[-1])
     return out
-
-
-def replicate(measure: Callable[[Statistics], float], parts: Sequence[Statistics]) -> list[float]:
-    """``measure`` of every leave-one-group-out replicate.
-
-    The package's warnings (constant units, ...) were given for the full data; they are not
-    repeated for each replicate.
-    """
-    return quietly(measure, leave_one_out(parts))
-
-
-def quietly(measure: Callable[[T], Any], items: Sequence[T]) -> list[Any]:
-    """``measure`` of every item, without repeating the package's warnings for each."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RepsimWarning)
-        return [measure(item) for item in items]
 
 
 def total(parts: Sequence[Statistics]) -> Statistics:

@@ -9,7 +9,9 @@ import pytest
 import dask_repsim as dr
 from dask_repsim import RepsimWarning
 from dask_repsim.inputs import as_layer
-from dask_repsim.statistics import Statistics, one_pass, pair, sides
+from dask_repsim.moments import Statistics
+from dask_repsim.statistics import one_pass
+from dask_repsim.views import pair, sides
 
 SIZES = (3, 4, 2, 5)
 KEPT = [(0, 2), (3, 1)]

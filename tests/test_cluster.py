@@ -37,7 +37,7 @@ from distributed.comm import connect
 from distributed.system import MEMORY_LIMIT
 
 import dask_repsim
-from dask_repsim.statistics import Statistics
+from dask_repsim.moments import Statistics
 
 N_SAMPLES = 2400
 LAYER_CHUNKS = {"conv": 200, "fc": 300, "out": 240}  # unequal row chunks: a common refinement

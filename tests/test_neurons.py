@@ -21,6 +21,7 @@ from sklearn.metrics import adjusted_rand_score
 
 import dask_repsim
 from dask_repsim.inputs import as_layer
+from dask_repsim.moments import Statistics
 from dask_repsim.neurons import (
     cluster_units,
     match_units,
@@ -28,7 +29,8 @@ from dask_repsim.neurons import (
     sparse_prediction,
     unit_correlation,
 )
-from dask_repsim.statistics import Statistics, comoments, pair, sides
+from dask_repsim.statistics import comoments
+from dask_repsim.views import pair, sides
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "convergent_learning.py"
 

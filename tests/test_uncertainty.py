@@ -9,7 +9,8 @@ import pytest
 
 import dask_repsim as dr
 from dask_repsim.inputs import as_layer
-from dask_repsim.statistics import Statistics, grouped_comoments
+from dask_repsim.moments import Statistics
+from dask_repsim.statistics import grouped_comoments
 from dask_repsim.uncertainty import leave_one_out
 
 METRICS = ["cka", "mean_cca", "pwcca"]
