@@ -169,8 +169,10 @@ def pwcca_reference(pair: Pair, epsilon: float = 0.0) -> float:
     except np.linalg.LinAlgError:
         raise ValueError(
             f"pwcca(definition='reference') is undefined here: the reference code's directions "
-            f"for {side.name} are linearly dependent (collinear units); pass epsilon= to drop "
-            "near-constant units, or use definition='paper'"
+            f"for {side.name} (canonical directions plus the unit means) are numerically "
+            "linearly dependent, as with collinear units or means far larger than the spread; "
+            "pass epsilon= to drop near-constant units, or use definition='paper', which does "
+            "not depend on the means"
         ) from None
     alpha = np.abs(solve_triangular(r, rotation.T @ m + n * np.outer(mu, mu), lower=True))
     weights = alpha.sum(axis=1) / alpha.sum()

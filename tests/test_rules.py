@@ -128,3 +128,38 @@ def test_activations_offset_by_1e9_give_the_correct_value(metric, path):
         expected = _expected(metric, path, x, y, call)
         value = call(metric, path, x + 1e9, y - 3e9)
         assert value == pytest.approx(expected, abs=1e-6)
+
+
+def test_wide_fallback_names_a_constant_layer():
+    """compare(method="auto") falls back to Gram blocks or tiles for CKA when a pair is too wide
+    for the co-moments; a constant layer there is named like on every other path."""
+    import dask
+
+    x, y = _data()
+    with dask.config.set({"repsim.memory-budget": 32 * 8**2}):
+        ds = dr.compare({"conv1": x}, {"fc": y}, metrics=["cka"])
+        assert ds.attrs["method"] in ("gram", "tiled")
+        assert float(ds.cka.item()) == pytest.approx(references.linear_cka(x, y), abs=1e-9)
+        with pytest.raises(dr.NoVarianceError, match="fc has no variance"):
+            dr.compare({"conv1": x}, {"fc": np.ones_like(y)}, metrics=["cka"])
+
+
+def test_reference_pwcca_follows_the_same_rules():
+    """The SVCCA reference code's PWCCA: a dead unit is left out (with the warning naming the
+    layer) instead of a raw LinAlgError; a constant layer is the no-variance error."""
+    x, y = _data()
+    with_zero = x.copy()
+    with_zero[:, 1] = 0.0
+    with pytest.warns(dr.RepsimWarning, match="x: 1 of 6 units are constant"):
+        value = dr.pwcca(with_zero, y, definition="reference")
+    assert float(value) == pytest.approx(
+        float(dr.pwcca(np.delete(x, 1, axis=1), y, definition="reference")), abs=1e-9)
+    with pytest.raises(dr.NoVarianceError, match="y has no variance"):
+        dr.pwcca(x, np.full_like(y, 2.0), definition="reference")
+    # the reference definition adds the means of the narrower side (y) back to its directions,
+    # so it depends on them; the wider side's offset changes nothing, a huge offset of the
+    # narrower side leaves numerically collinear directions: an error that says so
+    assert float(dr.pwcca(x + 1e9, y, definition="reference")) == pytest.approx(
+        float(dr.pwcca(x, y, definition="reference")), abs=1e-6)
+    with pytest.raises(ValueError, match="means far larger than the spread"):
+        dr.pwcca(x, y + 1e9, definition="reference")
