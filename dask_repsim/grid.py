@@ -17,7 +17,8 @@ import xarray as xr
 from . import methods, runners
 from .exceptions import SampleCountError
 from .inputs import Layer, as_layer, layers_of
-from .layouts import resized, sample_dims_for
+from .labels import align_samples, check_join
+from .layouts import check_requested, resized, sample_dims_for
 from .options import DEFAULTS, Options, SampleDims, reject_unused
 from .pairwise import distinct
 from .registry import DEFAULT_METRICS, MEASURES, PATHS, check_metrics, path_functions
@@ -31,15 +32,37 @@ DIMS = ("layer_a", "layer_b")
 def grid_layers(
     a: Any, b: Any, *, sample_dims: SampleDims, pool: str | None, resize: bool,
     spatial_dims: Sequence[Hashable], storage_options: Mapping[str, Any] | None,
+    join: str = "exact",
 ) -> tuple[list[str], list[str], list[Layer], list[int], list[int]]:
-    """Layer names of each side, the distinct layers, and each side's indices into them."""
+    """Layer names of each side, the distinct layers, and each side's indices into them.
+
+    Dims are addressed by role (:mod:`dask_repsim.layouts`): a requested sample or spatial dim
+    that no layer has is an error listing every layer's dims. Labelled layers are paired by
+    sample label (:mod:`dask_repsim.labels`), aligned to side ``a``'s first labelled layer.
+    """
+    check_join(join)
     inputs_a = layers_of(a, "x", storage_options)
     inputs_b = inputs_a if b is None or b is a else layers_of(b, "y", storage_options)
+    both = {f"{k} of a": v for k, v in inputs_a.items()}
+    if inputs_b is not inputs_a:
+        both.update({f"{k} of b": v for k, v in inputs_b.items()})
+    check_requested(both, "sample_dims", sample_dims)
+    # plain arrays pool every axis after the second: spatial_dims names DataArrays' dims
+    plain_maps = any(not isinstance(v, xr.DataArray) and getattr(v, "ndim", 0) > 2
+                     for v in both.values())
+    if resize or (pool == "mean" and not plain_maps):
+        check_requested(both, "spatial_dims", spatial_dims)
+    aligned = dict(zip(both, align_samples(list(both.items()), sample_dims, join), strict=True))
+    inputs_a = {k: aligned[f"{k} of a"] for k in inputs_a}
+    if f"{next(iter(inputs_b))} of b" in aligned:
+        inputs_b = {k: aligned[f"{k} of b"] for k in inputs_b}
+    else:
+        inputs_b = inputs_a
     if resize:
         inputs_a, inputs_b = resized(inputs_a, inputs_b, spatial_dims)
 
     def layer(name: str, value: Any) -> Layer:
-        return as_layer(value, name=name, sample_dims=sample_dims_for(value, sample_dims),
+        return as_layer(value, name=name, sample_dims=sample_dims_for(value, sample_dims, name),
                         storage_options=storage_options, pool=pool, spatial_dims=spatial_dims)
 
     side_a = [layer(name, value) for name, value in inputs_a.items()]
