@@ -138,7 +138,7 @@ def align_samples(named: Sequence[tuple[str, Any]], sample_dims: SampleDims,
     >>> x = xr.DataArray(np.arange(8.0).reshape(4, 2), dims=("sample", "unit"),
     ...                  coords={"sample": ids})
     >>> _, y = align_samples([("x", x), ("y", x[::-1])], None)
-    >>> y.sample.values.tolist(), bool((y == x).all())
+    >>> y.sample.values.tolist(), bool((y.values == x.values).all())
     (['a', 'b', 'c', 'd'], True)
     >>> _, z = align_samples([("x", x), ("z", x[1:])], None, join="inner")
     >>> z.sample.values.tolist()
