@@ -199,7 +199,7 @@ def test_existing_store_and_resume_rules(torch, tmp_path):
     replaced = capture_activations(
         ns["make_model"](), ns["SlowLoader"](), layers=["1"], store=store, overwrite=True
     )
-    assert sorted(replaced.array_keys()) == ["1"]
+    assert sorted(replaced.array_keys()) == ["1", "sample"]  # the layer and its sample ids
     with pytest.raises(ValueError, match="no module"):
         capture_activations(ns["make_model"](), ns["SlowLoader"](), layers=["9"], store=store)
 
