@@ -31,6 +31,7 @@ from .capture_rules import (
     SAMPLE,
     batch_ids,
     batch_input,
+    check_order,
     describe_ids,
     module_layout,
     output_tensor,
@@ -162,8 +163,9 @@ def capture_activations(
         ``sample_dims``, ``pool`` and ``resize`` find it by its role all the same.
     sample_ids, input_key
         The ids written as the group's ``sample`` coordinate: ``None`` (default) each sample's
-        position in the loader; an int ``k``, element ``k`` of tuple/list batches; a str, that
-        key of dict batches (ints or strings, one per sample, unique). ``input_key``: the key
+        position in the loader (a shuffling ``DataLoader`` is then refused: positions would not
+        identify samples); an int ``k``, element ``k`` of tuple/list batches; a str, that key
+        of dict batches (ints or strings, one per sample, unique). ``input_key``: the key
         of the model input in dict batches. :func:`dask_repsim.compare` pairs two captures'
         samples by these ids.
 
@@ -207,6 +209,7 @@ def capture_activations(
     torch = _import_torch()
     layers = list(layers)
     modules = _check_arguments(model, layers, chunk_samples)
+    check_order(loader, sample_ids)
     storage_dtype = None if dtype is None else np.dtype(dtype)
     root, state = prepare_store(store, storage_options, resume, overwrite)
     spec = CaptureSpec(

@@ -176,3 +176,20 @@ def sample_first(dims: Sequence[str], name: str) -> tuple[int, tuple[str, ...]]:
                          f"{SAMPLE!r}")
     axis = dims.index(SAMPLE)
     return axis, (SAMPLE,) + dims[:axis] + dims[axis + 1:]
+
+
+_RANDOM_SAMPLERS = {"RandomSampler", "SubsetRandomSampler", "WeightedRandomSampler"}
+
+
+def check_order(loader: Any, sample_ids: int | str | None) -> None:
+    """Positions identify samples only in a fixed order: a shuffling loader needs ids."""
+    if sample_ids is not None:
+        return
+    sampler = getattr(loader, "sampler", None)
+    if _kinds(sampler) & _RANDOM_SAMPLERS or getattr(sampler, "shuffle", False) is True:
+        raise ValueError(
+            f"the loader shuffles its samples ({type(sampler).__name__}), so positions in it "
+            "do not identify them and the capture could not be paired with another or resumed; "
+            "give sample_ids= (where the batches hold each sample's id) or use a loader with a "
+            "fixed order"
+        )

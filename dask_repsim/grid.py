@@ -43,9 +43,11 @@ def grid_layers(
     check_join(join)
     inputs_a = layers_of(a, "x", storage_options)
     inputs_b = inputs_a if b is None or b is a else layers_of(b, "y", storage_options)
-    both = {f"{k} of a": v for k, v in inputs_a.items()}
-    if inputs_b is not inputs_a:
-        both.update({f"{k} of b": v for k, v in inputs_b.items()})
+    one_side = inputs_b is inputs_a
+    keys_a = {k: k if one_side else f"{k} of a" for k in inputs_a}  # names in messages
+    keys_b = keys_a if one_side else {k: f"{k} of b" for k in inputs_b}
+    both = {keys_a[k]: v for k, v in inputs_a.items()}
+    both.update({keys_b[k]: v for k, v in inputs_b.items()})
     check_requested(both, "sample_dims", sample_dims)
     # plain arrays pool every axis after the second: spatial_dims names DataArrays' dims
     plain_maps = any(not isinstance(v, xr.DataArray) and getattr(v, "ndim", 0) > 2
@@ -53,11 +55,8 @@ def grid_layers(
     if resize or (pool == "mean" and not plain_maps):
         check_requested(both, "spatial_dims", spatial_dims)
     aligned = dict(zip(both, align_samples(list(both.items()), sample_dims, join), strict=True))
-    inputs_a = {k: aligned[f"{k} of a"] for k in inputs_a}
-    if f"{next(iter(inputs_b))} of b" in aligned:
-        inputs_b = {k: aligned[f"{k} of b"] for k in inputs_b}
-    else:
-        inputs_b = inputs_a
+    inputs_a = {k: aligned[keys_a[k]] for k in inputs_a}
+    inputs_b = inputs_a if one_side else {k: aligned[keys_b[k]] for k in inputs_b}
     if resize:
         inputs_a, inputs_b = resized(inputs_a, inputs_b, spatial_dims)
 
@@ -212,7 +211,7 @@ def compare(
     storage_options: Mapping[str, Any] | None = None, nan_policy: str = "raise",
     interval: str | None = None, level: float | None = None, groups: int | None = None,
     permutations: int = 0, seed: int | None = None, method: str = "auto",
-    batch_size: int | None = None,
+    batch_size: int | None = None, join: str = "exact",
 ) -> xr.Dataset:
     """Several measures for every pair of layers of ``a`` and ``b``, from one pass over the data.
 
@@ -292,7 +291,7 @@ def compare(
                       permutations=permutations, seed=seed)
     names_a, names_b, layers, rows, cols = grid_layers(
         a, b, sample_dims=sample_dims, pool=pool, resize=resize, spatial_dims=spatial_dims,
-        storage_options=storage_options)
+        storage_options=storage_options, join=join)
     path = choose_grid_path(method, metrics, layers, rows, cols)
     cells, run_attrs = run_grid(path, metrics, layers, rows, cols, options,
                                 batch_size=batch_size)

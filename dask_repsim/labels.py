@@ -155,7 +155,7 @@ def align_samples(named: Sequence[tuple[str, Any]], sample_dims: SampleDims,
         return [value for _, value in named]
     target = _target(labelled, join)
     unlabelled = [name for (name, _), f in zip(named, found, strict=True) if f is None]
-    if unlabelled and len(target) != len(labelled[0][1]):
+    if unlabelled and any(len(target) != len(index) for _, index in labelled):
         raise ValueError(
             f"join='inner' drops samples of the labelled inputs, but {', '.join(unlabelled)} "
             "has no sample labels to select its samples by; label it or give it the common "
