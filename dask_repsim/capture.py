@@ -329,6 +329,10 @@ class _Run:
         return rows
 
 
+def _plain(value: Any) -> Any:
+    return value.item() if isinstance(value, np.generic) else value
+
+
 def _check_ids(root: zarr.Group, ids: np.ndarray, start: int) -> None:
     """On resume: the ids of committed samples ``start, ...`` must be the stored ones."""
     stored = root[SAMPLE][start : start + len(ids)]
@@ -337,8 +341,8 @@ def _check_ids(root: zarr.Group, ids: np.ndarray, start: int) -> None:
         k = differ[0]
         raise ValueError(
             f"the loader's sample ids differ from the interrupted capture's: sample {start + k} "
-            f"is {ids[k]!r} now, {stored[k]!r} in the store; resume needs the same samples in "
-            "the same order"
+            f"is {_plain(ids[k])!r} now, {_plain(stored[k])!r} in the store; resume needs the same "
+            "samples in the same order"
         )
 
 

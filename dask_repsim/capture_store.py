@@ -226,6 +226,7 @@ class ChunkWriter:
             _, first, counts = np.unique(ids, return_index=True, return_counts=True)
             if (counts > 1).any():
                 repeated = ids[np.sort(first[counts > 1])[0]]
+                repeated = repeated.item() if isinstance(repeated, np.generic) else repeated
                 raise ValueError(
                     f"the loader's sample ids repeat ({repeated!r} more than once); give each "
                     "sample its own id, or leave sample_ids out to number samples by position"

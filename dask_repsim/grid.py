@@ -16,7 +16,7 @@ import xarray as xr
 
 from . import methods, runners
 from .exceptions import SampleCountError
-from .inputs import Layer, as_layer, layers_of
+from .inputs import Layer, as_layer, layers_of, open_input
 from .labels import align_samples, check_join
 from .layouts import check_requested, resized, sample_dims_for
 from .options import DEFAULTS, Options, SampleDims, reject_unused
@@ -44,6 +44,9 @@ def grid_layers(
     inputs_a = layers_of(a, "x", storage_options)
     inputs_b = inputs_a if b is None or b is a else layers_of(b, "y", storage_options)
     one_side = inputs_b is inputs_a
+    inputs_a = {k: open_input(v, k, storage_options) for k, v in inputs_a.items()}
+    inputs_b = inputs_a if one_side else {k: open_input(v, k, storage_options)
+                                          for k, v in inputs_b.items()}
     keys_a = {k: k if one_side else f"{k} of a" for k in inputs_a}  # names in messages
     keys_b = keys_a if one_side else {k: f"{k} of b" for k in inputs_b}
     both = {keys_a[k]: v for k, v in inputs_a.items()}
