@@ -78,7 +78,7 @@ def _dimension_names(array: zarr.Array) -> tuple[Any, ...] | None:
 
 
 def _labelled(
-    array: zarr.Array, name: str, coords: Mapping[str, zarr.Array] | None = None
+    array: zarr.Array, name: str, coords: Mapping[str, np.ndarray] | None = None
 ) -> Any:
     """A zarr array as a DataArray when it has dimension names, so ``sample_dims`` applies,
     with the labels of its dims that ``coords`` (the group's coordinate arrays) hold."""
@@ -87,7 +87,7 @@ def _labelled(
         return array
     _check_dtype(np.dtype(array.dtype), name)
     labels = {
-        d: np.asarray(coords[d][...])
+        d: coords[d]
         for d, size in zip(dims, array.shape, strict=True)
         if coords and d in coords and coords[d].shape == (size,)
     }
@@ -100,6 +100,11 @@ def _coordinates(arrays: Mapping[str, zarr.Array]) -> dict[str, zarr.Array]:
     return {n: a for n, a in arrays.items() if _dimension_names(a) == (n,)}
 
 
+def _read(coords: Mapping[str, zarr.Array]) -> dict[str, np.ndarray]:
+    """Coordinate arrays read once, for all the layers that they label."""
+    return {name: np.asarray(array[...]) for name, array in coords.items()}
+
+
 def _coordinate_names(arrays: Mapping[str, zarr.Array]) -> set[str]:
     """Arrays of a group that label others (as xarray writes them), not activations."""
     names = set(_coordinates(arrays))
@@ -110,7 +115,7 @@ def _coordinate_names(arrays: Mapping[str, zarr.Array]) -> set[str]:
 
 def _parent_coordinates(
     path: str | None, array: zarr.Array, storage_options: Mapping[str, Any] | None
-) -> dict[str, zarr.Array]:
+) -> dict[str, np.ndarray]:
     """The coordinate arrays of the group that holds ``array`` (opened from ``path``, or an
     array object), if it is in one."""
     kwargs = {"storage_options": dict(storage_options)} if storage_options else {}
@@ -125,7 +130,7 @@ def _parent_coordinates(
                 return {}
             parent_path = array.path.rsplit("/", 1)[0] if "/" in array.path else ""
             group = zarr.open_group(store=array.store, path=parent_path, mode="r")
-        return _coordinates(dict(group.arrays()))
+        return _read(_coordinates(dict(group.arrays())))
     except (FileNotFoundError, ValueError, TypeError, KeyError, OSError):
         return {}  # not inside a group: no labels
 
@@ -188,7 +193,7 @@ def layers_of(
         return dict(items)
     if isinstance(obj, zarr.Group):
         arrays = dict(sorted(obj.arrays(), key=_capture_order(obj.attrs)))
-        skip, coords = _coordinate_names(arrays), _coordinates(arrays)
+        skip, coords = _coordinate_names(arrays), _read(_coordinates(arrays))
         layers = {name: _labelled(a, name, coords) for name, a in arrays.items()
                   if name not in skip}
         if not layers:
