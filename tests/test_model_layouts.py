@@ -209,6 +209,10 @@ def test_lstm_attention_gru_and_conv1d_layouts(tmp_path):
     seq = ["lstm", "attn", "gru"]
     folded = dr.compare(ds[seq], sample_dims=("sample", "token"), metrics=list(REFERENCES))
     _assert_grid(folded, {k: arrays[k].reshape(-1, arrays[k].shape[2]) for k in seq})
+    pooled = dr.compare(ds[seq], pool="mean", spatial_dims=("token",), metrics=list(REFERENCES))
+    _assert_grid(pooled, {k: arrays[k].mean(axis=1) for k in seq})
+    flat = dr.compare(ds, metrics=["cka", "procrustes"])
+    _assert_grid(flat, {k: v.reshape(36, -1) for k, v in arrays.items()}, ["cka", "procrustes"])
     conv = dr.compare(ds[["conv"]], ds[["lstm"]].isel(token=slice(0, 4)),
                       sample_dims=("sample", "length", "token"), metrics=["cka"])
     want = linear_cka(arrays["conv"].transpose(0, 2, 1).reshape(-1, 3),
