@@ -164,7 +164,9 @@ def layers_of(
     writes. A group written by :func:`~dask_repsim.capture_activations` (or a Dataset opened from
     one) gives its layers in network order, as they were captured. A mapping gives its items; a
     named DataArray itself; anything else is one layer called ``default``. Zarr arrays with
-    dimension names become DataArrays, so ``sample_dims`` applies to them.
+    dimension names become DataArrays, so ``sample_dims`` applies to them, carrying their
+    group's coordinate arrays (a capture's ``sample`` ids), so samples pair by label
+    (:mod:`dask_repsim.labels`).
 
     Examples
     --------
