@@ -2,9 +2,12 @@
 the arrays and the chunk-by-chunk writer. Nothing here knows PyTorch; rows arrive as numpy.
 
 The group's attribute :data:`STATE_ATTR` describes the capture (model class, layers, dtype,
-chunk size) and its progress (``committed`` samples, ``complete``). :class:`ChunkWriter` owns
-whole chunks: it writes a chunk of every layer before it records the new ``committed`` count,
-so a run killed at any moment leaves every sample below that count written exactly once.
+chunk size, how sample ids are made) and its progress (``committed`` samples, ``complete``).
+Beside the layers, a 1-d array ``sample`` (dims ``("sample",)``) holds each sample's id, which
+``xarray.open_zarr`` reads as the ``sample`` coordinate and :func:`dask_repsim.compare` pairs
+samples by. :class:`ChunkWriter` owns whole chunks: it writes a chunk of every layer and of the
+ids before it records the new ``committed`` count, so a run killed at any moment leaves every
+sample below that count written exactly once.
 """
 
 from __future__ import annotations
@@ -19,18 +22,13 @@ from typing import Any
 import numpy as np
 import zarr
 
+from .capture_rules import SAMPLE, default_dims
 from .inputs import CAPTURE_ATTR
 
 #: Group attribute holding the capture's description and progress.
 STATE_ATTR = CAPTURE_ATTR
 # Default chunk size: about this many bytes of the widest layer per chunk.
 _TARGET_CHUNK_BYTES = 32 * 2**20
-_DEFAULT_DIMS = {
-    2: ("unit",),
-    3: ("channel", "length"),
-    4: ("channel", "height", "width"),
-    5: ("channel", "depth", "height", "width"),
-}
 
 
 @dataclass
@@ -38,7 +36,8 @@ class CaptureSpec:
     """What one call of :func:`~dask_repsim.capture.capture_activations` records, and how.
 
     ``dtype`` and ``chunk_samples`` are the caller's choices (None: decided from the first
-    batch); ``expected`` is the number of samples the loader says it gives, if it says.
+    batch); ``expected`` is the number of samples the loader says it gives, if it says;
+    ``sample_ids`` says how ids are made (``"position"``, or where batches hold them).
     """
 
     layers: list[str]
@@ -48,6 +47,7 @@ class CaptureSpec:
     chunk_samples: int | None
     expected: int | None
     dimension_names: Mapping[str, Sequence[str]] | None
+    sample_ids: str = "position"
 
 
 def _local(store: Any) -> Any:
@@ -111,6 +111,8 @@ def check_resumable(state: Mapping[str, Any], spec: CaptureSpec) -> None:
         differences.append(f"dtype {state['dtype']} != {spec.dtype}")
     if spec.chunk_samples is not None and int(state["chunk_samples"]) != spec.chunk_samples:
         differences.append(f"chunk_samples {state['chunk_samples']} != {spec.chunk_samples}")
+    if state.get("sample_ids") != spec.sample_ids:
+        differences.append(f"sample ids {state.get('sample_ids')} != {spec.sample_ids}")
     if differences:
         raise ValueError(
             "cannot resume: the stored capture differs from this call: " + "; ".join(differences)
@@ -126,22 +128,26 @@ def consolidate(root: zarr.Group) -> None:
 
 
 def dimension_names(
-    shapes: Mapping[str, tuple[int, ...]], given: Mapping[str, Sequence[str]] | None
+    shapes: Mapping[str, tuple[int, ...]], given: Mapping[str, Sequence[str]] | None,
+    defaults: Mapping[str, Sequence[str]] | None = None,
 ) -> dict[str, tuple[str, ...]]:
     """Dimension names per layer: plain names where all layers agree on the size.
 
-    xarray needs a dimension to have one size in a Dataset, so a feature dimension whose size
-    differs between layers (``channel`` of two conv layers of different widths) is qualified by
-    the layer's name (``conv2.channel``); ``sample`` is always shared.
+    ``given``: names declared for a layer (samples first), used as they are. ``defaults``: the
+    feature dims a layer's module type gives (:mod:`dask_repsim.capture_rules`); other layers
+    get those of their number of dims. xarray needs a dimension to have one size in a
+    Dataset, so a default feature dimension whose size differs between layers (``channel`` of
+    two conv layers of different widths) is qualified by the layer's name
+    (``conv2.channel``); ``sample`` is always shared.
 
     Examples
     --------
     >>> dimension_names({"conv1": (9, 4, 6, 6), "conv2": (9, 8, 6, 6)}, None)["conv2"]
     ('sample', 'conv2.channel', 'height', 'width')
     """
-    given = dict(given or {})
+    given, defaults = dict(given or {}), dict(defaults or {})
     plain = {
-        name: _DEFAULT_DIMS.get(len(shape), tuple(f"dim_{i}" for i in range(1, len(shape))))
+        name: tuple(defaults.get(name) or default_dims(len(shape)))
         for name, shape in shapes.items()
         if name not in given
     }
@@ -150,22 +156,20 @@ def dimension_names(
         for dim, size in zip(dims, shapes[name][1:], strict=True):
             sizes.setdefault(dim, set()).add(size)
     for name, dims in given.items():
+        if len(tuple(dims)) != len(shapes[name]):
+            raise ValueError(
+                f"dimension_names[{name!r}] has {len(tuple(dims))} names for an output of "
+                f"shape (samples, ...) {tuple(shapes[name])}"
+            )
         for dim, size in zip(tuple(dims)[1:], shapes[name][1:], strict=True):
             sizes.setdefault(dim, set()).add(size)
     out = {}
-    for name, shape in shapes.items():
+    for name in shapes:
         if name in given:
-            dims = tuple(given[name])
-            if len(dims) != len(shape):
-                raise ValueError(
-                    f"dimension_names[{name!r}] has {len(dims)} names for an output of shape "
-                    f"(samples, ...) {tuple(shape)}"
-                )
-            out[name] = dims
+            out[name] = tuple(given[name])
         else:
-            dims = plain[name]
-            shared = (d if len(sizes[d]) == 1 else f"{name}.{d}" for d in dims)
-            out[name] = ("sample",) + tuple(shared)
+            shared = (d if len(sizes[d]) == 1 else f"{name}.{d}" for d in plain[name])
+            out[name] = (SAMPLE,) + tuple(shared)
     return out
 
 
@@ -173,6 +177,7 @@ class ChunkWriter:
     """Buffers rows per layer and writes them as whole chunks, then records the progress."""
 
     def __init__(self, root: zarr.Group, state: dict[str, Any], arrays: dict[str, zarr.Array]):
+        # ``arrays``: the layers' and the ``sample`` ids', all written chunk by chunk
         self.root, self.state, self.arrays = root, state, arrays
         self.chunk = int(state["chunk_samples"])
         self.start = int(state["committed"])  # first sample the buffer holds
@@ -216,13 +221,23 @@ class ChunkWriter:
                 array.resize((total,) + array.shape[1:])
         if self.filled:
             self._write()
+        if self.state.get("sample_ids") != "position":
+            ids = self.arrays[SAMPLE][...]
+            _, first, counts = np.unique(ids, return_index=True, return_counts=True)
+            if (counts > 1).any():
+                repeated = ids[np.sort(first[counts > 1])[0]]
+                repeated = repeated.item() if isinstance(repeated, np.generic) else repeated
+                raise ValueError(
+                    f"the loader's sample ids repeat ({repeated!r} more than once); give each "
+                    "sample its own id, or leave sample_ids out to number samples by position"
+                )
         self._commit(committed=total, complete=True)
         consolidate(self.root)
 
 
 def reopen_writer(root: zarr.Group, state: dict[str, Any], spec: CaptureSpec) -> ChunkWriter:
     """The writer of an interrupted capture, its arrays at the length this run will fill."""
-    arrays = {name: root[name] for name in spec.layers}
+    arrays = {name: root[name] for name in (*spec.layers, SAMPLE)}
     length = spec.expected if spec.expected is not None else int(state["committed"])
     length = max(length, int(state["committed"]))
     for array in arrays.values():
@@ -238,14 +253,16 @@ def create_writer(
     shapes: Mapping[str, tuple[int, ...]],
     dtypes: Mapping[str, np.dtype],
     spec: CaptureSpec,
+    dims: Mapping[str, tuple[str, ...]],
+    ids_dtype: np.dtype,
 ) -> ChunkWriter:
     """Create the arrays of a new capture from the first batch's output ``shapes`` (samples
-    first, at least 2-d) and storage ``dtypes``, record the capture's description in
-    ``state``, and return the writer."""
+    first, at least 2-d), storage ``dtypes`` and ``dims`` (:func:`dimension_names`), and the
+    ``sample`` array of ids (int64 or str), record the capture's description in ``state``, and
+    return the writer."""
     layers = spec.layers
     widest = max(math.prod(s[1:]) * dtypes[n].itemsize for n, s in shapes.items())
     chunk = spec.chunk_samples or max(1, _TARGET_CHUNK_BYTES // max(1, widest))
-    dims = dimension_names(shapes, spec.dimension_names)
     length = spec.expected or 0
     arrays = {}
     for name in layers:
@@ -260,6 +277,12 @@ def create_writer(
             dimension_names=dims[name],
             attributes={"layer": name, "module": spec.module_classes[name]},
         )
+    text = ids_dtype.kind not in "iu"
+    arrays[SAMPLE] = root.create_array(
+        SAMPLE, shape=(length,), chunks=(chunk,), dtype=str if text else np.int64,
+        fill_value="" if text else -1, dimension_names=(SAMPLE,),
+        attributes={"sample_ids": spec.sample_ids},
+    )
     state.update(
         model=spec.model_class,
         layers=layers,
@@ -267,6 +290,7 @@ def create_writer(
         if len(set(dtypes.values())) > 1
         else str(dtypes[layers[0]]),
         chunk_samples=chunk,
+        sample_ids=spec.sample_ids,
         committed=0,
         complete=False,
     )

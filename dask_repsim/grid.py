@@ -16,8 +16,9 @@ import xarray as xr
 
 from . import methods, runners
 from .exceptions import SampleCountError
-from .inputs import Layer, as_layer, layers_of
-from .layouts import resized, sample_dims_for
+from .inputs import Layer, as_layer, layers_of, open_input
+from .labels import align_samples, check_join
+from .layouts import check_requested, resized, sample_dims_for
 from .options import DEFAULTS, Options, SampleDims, reject_unused
 from .pairwise import distinct
 from .registry import (
@@ -38,15 +39,39 @@ DIMS = ("layer_a", "layer_b")
 def grid_layers(
     a: Any, b: Any, *, sample_dims: SampleDims, pool: str | None, resize: bool,
     spatial_dims: Sequence[Hashable], storage_options: Mapping[str, Any] | None,
+    join: str = "exact",
 ) -> tuple[list[str], list[str], list[Layer], list[int], list[int]]:
-    """Layer names of each side, the distinct layers, and each side's indices into them."""
+    """Layer names of each side, the distinct layers, and each side's indices into them.
+
+    Dims are addressed by role (:mod:`dask_repsim.layouts`): a requested sample or spatial dim
+    that no layer has is an error listing every layer's dims. Labelled layers are paired by
+    sample label (:mod:`dask_repsim.labels`), aligned to side ``a``'s first labelled layer.
+    """
+    check_join(join)
     inputs_a = layers_of(a, "x", storage_options)
     inputs_b = inputs_a if b is None or b is a else layers_of(b, "y", storage_options)
+    one_side = inputs_b is inputs_a
+    inputs_a = {k: open_input(v, k, storage_options) for k, v in inputs_a.items()}
+    inputs_b = inputs_a if one_side else {k: open_input(v, k, storage_options)
+                                          for k, v in inputs_b.items()}
+    keys_a = {k: k if one_side else f"{k} of a" for k in inputs_a}  # names in messages
+    keys_b = keys_a if one_side else {k: f"{k} of b" for k in inputs_b}
+    both = {keys_a[k]: v for k, v in inputs_a.items()}
+    both.update({keys_b[k]: v for k, v in inputs_b.items()})
+    check_requested(both, "sample_dims", sample_dims)
+    # plain arrays pool every axis after the second: spatial_dims names DataArrays' dims
+    plain_maps = any(not isinstance(v, xr.DataArray) and getattr(v, "ndim", 0) > 2
+                     for v in both.values())
+    if resize or (pool == "mean" and not plain_maps):
+        check_requested(both, "spatial_dims", spatial_dims)
+    aligned = dict(zip(both, align_samples(list(both.items()), sample_dims, join), strict=True))
+    inputs_a = {k: aligned[keys_a[k]] for k in inputs_a}
+    inputs_b = inputs_a if one_side else {k: aligned[keys_b[k]] for k in inputs_b}
     if resize:
         inputs_a, inputs_b = resized(inputs_a, inputs_b, spatial_dims)
 
     def layer(name: str, value: Any) -> Layer:
-        return as_layer(value, name=name, sample_dims=sample_dims_for(value, sample_dims),
+        return as_layer(value, name=name, sample_dims=sample_dims_for(value, sample_dims, name),
                         storage_options=storage_options, pool=pool, spatial_dims=spatial_dims)
 
     side_a = [layer(name, value) for name, value in inputs_a.items()]
@@ -200,7 +225,7 @@ def compare(
     storage_options: Mapping[str, Any] | None = None, nan_policy: str = "raise",
     interval: str | None = None, level: float | None = None, groups: int | None = None,
     permutations: int = 0, seed: int | None = None, method: str = "auto",
-    batch_size: int | None = None, alpha: float | None = None,
+    batch_size: int | None = None, alpha: float | None = None, join: str = "exact",
 ) -> xr.Dataset:
     """Several measures for every pair of layers of ``a`` and ``b``, from one pass over the data.
 
@@ -253,6 +278,9 @@ def compare(
         ``attrs["approximate"]``, with ``cka_low``/``cka_high`` bootstrap intervals), with
         ``batch_size`` (default 1000) samples per batch. The path used is in
         ``attrs["method"]``; :data:`dask_repsim.registry.PATHS` lists what each supports.
+    join
+        As for :func:`dask_repsim.cka`: samples with labels are paired by label;
+        ``"inner"`` keeps the samples every layer holds.
     alpha
         For the ``shape_metric`` metric: the partial whitening of :func:`shape_metric` (default
         1, rotations only); an error when no metric takes it.
@@ -285,7 +313,7 @@ def compare(
                       permutations=permutations, seed=seed)
     names_a, names_b, layers, rows, cols = grid_layers(
         a, b, sample_dims=sample_dims, pool=pool, resize=resize, spatial_dims=spatial_dims,
-        storage_options=storage_options)
+        storage_options=storage_options, join=join)
     path = choose_grid_path(method, metrics, layers, rows, cols)
     cells, run_attrs = run_grid(path, metrics, layers, rows, cols, options,
                                 batch_size=batch_size, parameters=parameters)

@@ -22,6 +22,8 @@ import xarray as xr
 import zarr
 from dask.base import tokenize
 
+from .layouts import as_names, matching, resolve
+
 # Row chunk used when wrapping an in-memory array: ~64 MiB of float64 per chunk.
 _TARGET_CHUNK_BYTES = 64 * 2**20
 
@@ -75,23 +77,81 @@ def _dimension_names(array: zarr.Array) -> tuple[Any, ...] | None:
     return None if dims is None else tuple(dims)
 
 
-def _labelled(array: zarr.Array, name: str) -> Any:
-    """A zarr array as a DataArray when it has dimension names, so ``sample_dims`` applies."""
+def _labelled(
+    array: zarr.Array, name: str, coords: Mapping[str, np.ndarray] | None = None
+) -> Any:
+    """A zarr array as a DataArray when it has dimension names, so ``sample_dims`` applies,
+    with the labels of its dims that ``coords`` (the group's coordinate arrays) hold."""
     dims = _dimension_names(array)
     if dims is None or any(d is None for d in dims) or len(set(dims)) != array.ndim:
         return array
     _check_dtype(np.dtype(array.dtype), name)
-    return xr.DataArray(_from_zarr(array, name), dims=dims, name=name)
+    labels = {
+        d: coords[d]
+        for d, size in zip(dims, array.shape, strict=True)
+        if coords and d in coords and coords[d].shape == (size,)
+    }
+    return xr.DataArray(_from_zarr(array, name), dims=dims, coords=labels, name=name)
+
+
+def _coordinates(arrays: Mapping[str, zarr.Array]) -> dict[str, zarr.Array]:
+    """The arrays of a group that label a dim of the same name (as xarray and captures write
+    them: ``sample``)."""
+    return {n: a for n, a in arrays.items() if _dimension_names(a) == (n,)}
+
+
+def _read(coords: Mapping[str, zarr.Array]) -> dict[str, np.ndarray]:
+    """Coordinate arrays read once, for all the layers that they label."""
+    return {name: np.asarray(array[...]) for name, array in coords.items()}
 
 
 def _coordinate_names(arrays: Mapping[str, zarr.Array]) -> set[str]:
     """Arrays of a group that label others (as xarray writes them), not activations."""
-    names = set()
-    for name, array in arrays.items():
-        if _dimension_names(array) == (name,):
-            names.add(name)
+    names = set(_coordinates(arrays))
+    for array in arrays.values():
         names.update(str(array.attrs.get("coordinates", "")).split())
     return names
+
+
+def _parent_coordinates(
+    path: str | None, array: zarr.Array, storage_options: Mapping[str, Any] | None
+) -> dict[str, np.ndarray]:
+    """The coordinate arrays of the group that holds ``array`` (opened from ``path``, or an
+    array object), if it is in one."""
+    kwargs = {"storage_options": dict(storage_options)} if storage_options else {}
+    try:
+        if path is not None:
+            parent = path.rstrip("/").rsplit("/", 1)
+            if len(parent) < 2 or not parent[0]:
+                return {}
+            group = zarr.open_group(store=_local(parent[0]), mode="r", **kwargs)
+        else:
+            if not array.path:
+                return {}
+            parent_path = array.path.rsplit("/", 1)[0] if "/" in array.path else ""
+            group = zarr.open_group(store=array.store, path=parent_path, mode="r")
+        return _read(_coordinates(dict(group.arrays())))
+    except (FileNotFoundError, ValueError, TypeError, KeyError, OSError):
+        return {}  # not inside a group: no labels
+
+
+def open_input(x: Any, name: str, storage_options: Mapping[str, Any] | None = None) -> Any:
+    """``x`` as what the label and dim rules see: a zarr array (object, path or URL) with
+    dimension names becomes a DataArray carrying its group's coordinates (a capture's
+    ``sample`` ids); anything else is returned as it is.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> open_input(np.zeros((3, 2)), "x").shape
+    (3, 2)
+    """
+    path = os.fspath(x) if isinstance(x, str | os.PathLike) else None
+    if path is not None:
+        x = _open_zarr_path(path, storage_options)
+    if isinstance(x, zarr.Array):
+        return _labelled(x, name, _parent_coordinates(path, x, storage_options))
+    return x
 
 
 def layers_of(
@@ -104,7 +164,9 @@ def layers_of(
     writes. A group written by :func:`~dask_repsim.capture_activations` (or a Dataset opened from
     one) gives its layers in network order, as they were captured. A mapping gives its items; a
     named DataArray itself; anything else is one layer called ``default``. Zarr arrays with
-    dimension names become DataArrays, so ``sample_dims`` applies to them.
+    dimension names become DataArrays, so ``sample_dims`` applies to them, carrying their
+    group's coordinate arrays (a capture's ``sample`` ids), so samples pair by label
+    (:mod:`dask_repsim.labels`).
 
     Examples
     --------
@@ -124,7 +186,8 @@ def layers_of(
             obj = _open_zarr(path, storage_options)
             if isinstance(obj, zarr.Array):
                 name = path.rstrip("/").rsplit("/", 1)[-1] or default
-                return {name: _labelled(obj, name)}
+                return {name: _labelled(obj, name, _parent_coordinates(path, obj,
+                                                                       storage_options))}
     if isinstance(obj, xr.Dataset):
         items = [(str(k), v) for k, v in obj.data_vars.items()]
         if CAPTURE_ATTR in obj.attrs:  # a capture opened with xarray: back to network order
@@ -132,8 +195,9 @@ def layers_of(
         return dict(items)
     if isinstance(obj, zarr.Group):
         arrays = dict(sorted(obj.arrays(), key=_capture_order(obj.attrs)))
-        skip = _coordinate_names(arrays)
-        layers = {name: _labelled(a, name) for name, a in arrays.items() if name not in skip}
+        skip, coords = _coordinate_names(arrays), _read(_coordinates(arrays))
+        layers = {name: _labelled(a, name, coords) for name, a in arrays.items()
+                  if name not in skip}
         if not layers:
             groups = sorted(obj.group_keys())
             hint = f"; give one of its groups: {', '.join(groups)}" if groups else ""
@@ -205,18 +269,28 @@ def _open_zarr_path(path: str, storage_options: Mapping[str, Any] | None) -> zar
 def split_dims(
     x: xr.DataArray, sample_dims: Sequence[Hashable] | str | None, name: str
 ) -> tuple[tuple[Hashable, ...], tuple[Hashable, ...]]:
-    """(sample dims, feature dims) of a DataArray, checked against what it has."""
+    """(sample dims, feature dims) of a DataArray, checked against what it has.
+
+    Sample dims are found by role (:mod:`dask_repsim.layouts`): ``"height"`` also names a
+    capture's ``conv1.height``. The default is the dim ``sample``, else the first one.
+
+    Examples
+    --------
+    >>> x = xr.DataArray(np.zeros((2, 3, 4, 4)),
+    ...                  dims=("sample", "conv1.channel", "conv1.height", "conv1.width"))
+    >>> split_dims(x, ("sample", "height", "width"), "conv1")
+    (('sample', 'conv1.height', 'conv1.width'), ('conv1.channel',))
+    """
     if sample_dims is None:
-        sample_dims = ("sample",) if "sample" in x.dims else x.dims[:1]
-    elif isinstance(sample_dims, str):
-        sample_dims = (sample_dims,)
-    missing = [d for d in sample_dims if d not in x.dims]
+        sample_dims = resolve(x.dims, "sample", name) or x.dims[:1]
+    missing = [d for d in as_names(sample_dims) if not matching(x.dims, d)]
     if missing:
         raise ValueError(
             f"sample_dims {tuple(missing)} not in {name}; "
             f"its dims are {tuple(x.dims)}"
         )
-    return tuple(sample_dims), tuple(d for d in x.dims if d not in sample_dims)
+    found = resolve(x.dims, sample_dims, name)
+    return found, tuple(d for d in x.dims if d not in found)
 
 
 def as_layer(
@@ -231,9 +305,11 @@ def as_layer(
     """Wrap ``x`` as a lazy (samples, features) float-or-integer dask array.
 
     ``pool="mean"`` averages a conv layer's spatial positions away (in float64, inside the
-    pass): for a DataArray the ``spatial_dims`` it has (also as ``<layer>.height``, the names
-    :func:`~dask_repsim.capture.capture_activations` gives layers whose grids differ), for a
-    plain array every axis after the second (the NCHW layout frameworks record).
+    pass): for a DataArray the ``spatial_dims`` it has, by role (also as ``<layer>.height``,
+    the names :func:`~dask_repsim.capture.capture_activations` gives layers whose grids
+    differ; ``spatial_dims=("token",)`` averages a sequence's tokens), for a plain array every
+    axis after the second (the NCHW layout frameworks record). Plain arrays take their first
+    axis as samples whatever ``sample_dims`` says: it names dims of DataArrays.
 
     Examples
     --------
@@ -252,9 +328,7 @@ def as_layer(
         _check_dtype(x.dtype, name)
         if _pooling(pool):
             # a capture names a layer's own spatial dims "<layer>.height" when layers differ
-            pooled = [
-                d for d in features if any(d == s or str(d).endswith(f".{s}") for s in spatial_dims)
-            ]
+            pooled = [d for d in resolve(x.dims, spatial_dims, name) if d in features]
             if pooled:
                 x = x.astype(np.float64).mean(pooled)
                 features = tuple(d for d in features if d not in pooled)

@@ -13,8 +13,9 @@ from typing import Any
 
 from . import cka as cka_measures
 from . import methods, shape
+from .cells import cell_estimate, covariance_cell
 from .options import Options, SampleDims, document, reject_unused
-from .pairwise import cell_estimate, covariance_cell, pair_layers, sizes
+from .pairwise import pair_layers, sizes
 from .results import Estimate
 
 
@@ -23,7 +24,7 @@ def hsic(
     x: Any, y: Any, *, sample_dims: SampleDims = None,
     storage_options: Mapping[str, Any] | None = None, nan_policy: str = "raise",
     interval: str | None = None, level: float | None = None, groups: int | None = None,
-    permutations: int = 0, seed: int | None = None, method: str = "auto",
+    permutations: int = 0, seed: int | None = None, method: str = "auto", join: str = "exact",
 ) -> Estimate:
     """Linear HSIC, ``||X_c^T Y_c||_F^2 / (n - 1)^2`` (Gretton et al. 2005).
 
@@ -58,7 +59,7 @@ def hsic(
     options = Options(sample_dims=sample_dims, storage_options=storage_options,
                       nan_policy=nan_policy, interval=interval, level=level, groups=groups,
                       permutations=permutations, seed=seed)
-    layers = pair_layers(x, y, options)
+    layers = pair_layers(x, y, options, join)
     path = methods.choose("hsic", method, *sizes(layers))
     reject_unused(path, options)
     return cell_estimate(covariance_cell(cka_measures.linear_hsic, layers, options), options, path)
@@ -69,7 +70,7 @@ def shape_metric(
     x: Any, y: Any, *, alpha: float = 1.0, sample_dims: SampleDims = None,
     storage_options: Mapping[str, Any] | None = None, nan_policy: str = "raise",
     interval: str | None = None, level: float | None = None, groups: int | None = None,
-    permutations: int = 0, seed: int | None = None, method: str = "auto",
+    permutations: int = 0, seed: int | None = None, method: str = "auto", join: str = "exact",
 ) -> Estimate:
     """Generalized shape metric (Williams, Kunz, Kornblith & Linderman 2021): an angular
     distance, 0 for the same representation up to the allowed transforms.
@@ -120,7 +121,7 @@ def shape_metric(
                       permutations=permutations, seed=seed)
     if not 0 <= alpha <= 1:
         raise ValueError(f"alpha must be in [0, 1], not {alpha}")
-    layers = pair_layers(x, y, options)
+    layers = pair_layers(x, y, options, join)
     path = methods.choose("shape_metric", method, *sizes(layers))
     reject_unused(path, options)
     function = partial(shape.shape_distance, alpha=alpha)

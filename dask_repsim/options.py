@@ -29,8 +29,9 @@ DEFAULTS = {"level": 0.95, "groups": JACKKNIFE_GROUPS, "seed": 0, "sigma": 0.8,
 PARAMETERS = {
     "inputs": """x, y
         Activations, samples along the first axis (or the ``sample_dims`` of a DataArray):
-        numpy, dask or zarr arrays, zarr paths or URLs, or xarray DataArrays. Same samples, in
-        the same order, in both.
+        numpy, dask or zarr arrays, zarr paths or URLs, or xarray DataArrays. Plain arrays are
+        paired by position; DataArrays (and captured groups) with a sample coordinate are
+        paired by label.
     sample_dims
         For DataArrays, the dims that index samples (e.g. ``("sample", "height", "width")``
         to fold a conv layer's positions into samples); all others are features.
@@ -39,7 +40,10 @@ PARAMETERS = {
     nan_policy
         ``"raise"`` (default): NaN or Inf is an error naming the input and the first bad
         sample. ``"omit"``: leave out, for each pair of layers, the samples where either
-        has NaN or Inf (co-moment path only).""",
+        has NaN or Inf (co-moment path only).
+    join
+        For inputs with sample labels: ``"exact"`` (default) pairs them by label and refuses
+        different label sets; ``"inner"`` compares the samples both hold.""",
     "uncertainty": """interval, level, groups
         ``interval="jackknife"``: also a delete-a-group jackknife standard error and a
         ``level`` (default 0.95) interval over ``groups`` (default 20) contiguous ranges of

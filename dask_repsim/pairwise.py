@@ -12,12 +12,17 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import xarray as xr
+
 from . import cca as cca_measures
 from . import cka as cka_measures
 from . import gram, methods, minibatch, qr, runners
-from .inputs import Layer, as_layer
+from .cells import cell_estimate, covariance_cell
+from .inputs import Layer, as_layer, open_input
+from .labels import align_samples, check_join
+from .layouts import check_requested
 from .options import DEFAULTS, Options, SampleDims, document, reject_unused
-from .results import CCAResult, Estimate, summarise
+from .results import CCAResult, Estimate
 from .validation import check_sample_counts
 
 
@@ -29,9 +34,18 @@ def distinct(layers: list[Layer]) -> list[Layer]:
     return list(seen.values())
 
 
-def pair_layers(x: Any, y: Any, options: Options) -> list[Layer]:
-    """The layers of ``x`` and ``y`` (one when they are the same array), sample counts checked."""
-    kw = {"sample_dims": options.sample_dims, "storage_options": options.storage_options}
+def pair_layers(x: Any, y: Any, options: Options, join: str = "exact") -> list[Layer]:
+    """The layers of ``x`` and ``y`` (one when they are the same array), their samples paired
+    by label (:mod:`dask_repsim.labels`; ``join="inner"``: the samples both hold), the
+    requested sample dims checked (:mod:`dask_repsim.layouts`), sample counts checked."""
+    check_join(join)
+    storage = options.storage_options
+    inputs = {"x": open_input(x, "x", storage), "y": open_input(y, "y", storage)}
+    if not any(isinstance(v, xr.DataArray) for v in inputs.values()):
+        # a DataArray names the dims it lacks itself (as_layer); plain arrays have none
+        check_requested(inputs, "sample_dims", options.sample_dims)
+    x, y = align_samples(list(inputs.items()), options.sample_dims, join)
+    kw = {"sample_dims": options.sample_dims, "storage_options": storage}
     lx, ly = as_layer(x, name="x", **kw), as_layer(y, name="y", **kw)
     check_sample_counts([lx.name, ly.name], [lx.data.shape[0], ly.data.shape[0]])
     return distinct([lx, ly])
@@ -40,20 +54,6 @@ def pair_layers(x: Any, y: Any, options: Options) -> list[Layer]:
 def sizes(layers: list[Layer]) -> tuple[int, int, int]:
     """Samples, features of the first layer, features of the last."""
     return layers[0].data.shape[0], layers[0].data.shape[1], layers[-1].data.shape[1]
-
-
-def covariance_cell(function: Callable[[Any], Any], layers: list[Layer],
-                    options: Options) -> runners.Cell:
-    """``function`` of the pair's co-moments, with replicates and null when asked for."""
-    cells, _ = runners.covariance_cells([function], layers, [0], [len(layers) - 1], options)
-    return cells[0, 0, 0]
-
-
-def cell_estimate(cell: runners.Cell, options: Options, method: str,
-                  similarity: bool = True) -> Estimate:
-    """A cell as an :class:`Estimate` with its interval and permutation fields."""
-    return summarise(cell.value, cell.replicates, options.get("level"), cell.null,
-                     similarity, method=method)
 
 
 def _cca_path(method: str, layers: list[Layer], options: Options) -> str:
@@ -70,7 +70,7 @@ def cka(
     seed: int | None = None, sample_dims: SampleDims = None,
     storage_options: Mapping[str, Any] | None = None, nan_policy: str = "raise",
     interval: str | None = None, level: float | None = None, groups: int | None = None,
-    permutations: int = 0,
+    permutations: int = 0, join: str = "exact",
 ) -> Estimate:
     """Centred kernel alignment (CKA) between two layers' activations.
 
@@ -134,7 +134,7 @@ def cka(
     options = Options(sample_dims=sample_dims, storage_options=storage_options,
                        nan_policy=nan_policy, interval=interval, level=level, groups=groups,
                        permutations=permutations, seed=seed)
-    layers = pair_layers(x, y, options)
+    layers = pair_layers(x, y, options, join)
     path = methods.choose("cka" if kernel == "linear" else "rbf_cka", method, *sizes(layers))
     if batch_size is not None and path != "minibatch":
         raise ValueError(f"batch_size= applies to method='minibatch' only, not {path!r}")
@@ -167,7 +167,7 @@ def cca(
     x: Any, y: Any, *, sample_dims: SampleDims = None,
     storage_options: Mapping[str, Any] | None = None, nan_policy: str = "raise",
     interval: str | None = None, level: float | None = None, groups: int | None = None,
-    permutations: int = 0, seed: int | None = None, method: str = "auto",
+    permutations: int = 0, seed: int | None = None, method: str = "auto", join: str = "exact",
 ) -> CCAResult:
     """Canonical correlation analysis between two layers' activations.
 
@@ -211,7 +211,7 @@ def cca(
     options = Options(sample_dims=sample_dims, storage_options=storage_options,
                        nan_policy=nan_policy, interval=interval, level=level, groups=groups,
                        permutations=permutations, seed=seed)
-    layers = pair_layers(x, y, options)
+    layers = pair_layers(x, y, options, join)
     if _cca_path(method, layers, options) == "qr":
         return qr.cca(layers[0], layers[-1])
 
@@ -224,9 +224,9 @@ def cca(
 
 
 def _cca_family(covariance: Callable[[Any], float], on_qr: Callable[[Layer, Layer], float],
-                x: Any, y: Any, method: str, options: Options) -> Estimate:
+                x: Any, y: Any, method: str, options: Options, join: str = "exact") -> Estimate:
     """A CCA-family measure on the co-moments or the QR path."""
-    layers = pair_layers(x, y, options)
+    layers = pair_layers(x, y, options, join)
     if _cca_path(method, layers, options) == "qr":
         return Estimate(on_qr(layers[0], layers[-1]), method="qr")
     return cell_estimate(covariance_cell(covariance, layers, options), options, "covariance")
@@ -238,7 +238,7 @@ def svcca(
     center: bool = True, summary: str = "mean", sample_dims: SampleDims = None,
     storage_options: Mapping[str, Any] | None = None, nan_policy: str = "raise",
     interval: str | None = None, level: float | None = None, groups: int | None = None,
-    permutations: int = 0, seed: int | None = None, method: str = "auto",
+    permutations: int = 0, seed: int | None = None, method: str = "auto", join: str = "exact",
 ) -> Estimate:
     """Singular vector CCA (Raghu et al. 2017): CCA on each side's top singular directions.
 
@@ -296,7 +296,7 @@ def svcca(
         return cca_measures.svcca(pair, keep=keep, spectrum=spectrum, center=center,
                                   summary=summary)
 
-    return _cca_family(measure, on_qr, x, y, method, options)
+    return _cca_family(measure, on_qr, x, y, method, options, join)
 
 
 @document
@@ -305,7 +305,7 @@ def pwcca(
     sample_dims: SampleDims = None, storage_options: Mapping[str, Any] | None = None,
     nan_policy: str = "raise", interval: str | None = None, level: float | None = None,
     groups: int | None = None, permutations: int = 0, seed: int | None = None,
-    method: str = "auto",
+    method: str = "auto", join: str = "exact",
 ) -> Estimate:
     """Projection-weighted CCA (Morcos, Raghu & Bengio 2018).
 
@@ -360,7 +360,7 @@ def pwcca(
             return cca_measures.pwcca(pair)
         return cca_measures.pwcca_reference(pair, epsilon or 0.0)
 
-    return _cca_family(measure, on_qr, x, y, method, options)
+    return _cca_family(measure, on_qr, x, y, method, options, join)
 
 
 @document
@@ -368,7 +368,7 @@ def linear_regression(
     x: Any, y: Any, *, sample_dims: SampleDims = None,
     storage_options: Mapping[str, Any] | None = None, nan_policy: str = "raise",
     interval: str | None = None, level: float | None = None, groups: int | None = None,
-    permutations: int = 0, seed: int | None = None, method: str = "auto",
+    permutations: int = 0, seed: int | None = None, method: str = "auto", join: str = "exact",
 ) -> Estimate:
     """Fraction of y's variance explained by a least-squares linear fit (with intercept) from x.
 
@@ -397,7 +397,7 @@ def linear_regression(
                        nan_policy=nan_policy, interval=interval, level=level, groups=groups,
                        permutations=permutations, seed=seed)
     return _cca_family(cca_measures.linear_regression, qr.linear_regression, x, y, method,
-                       options)
+                       options, join)
 
 
 @document
@@ -405,7 +405,7 @@ def procrustes(
     x: Any, y: Any, *, sample_dims: SampleDims = None,
     storage_options: Mapping[str, Any] | None = None, nan_policy: str = "raise",
     interval: str | None = None, level: float | None = None, groups: int | None = None,
-    permutations: int = 0, seed: int | None = None, method: str = "auto",
+    permutations: int = 0, seed: int | None = None, method: str = "auto", join: str = "exact",
 ) -> Estimate:
     """Orthogonal Procrustes similarity ``||X_c^T Y_c||_* / (||X_c||_F ||Y_c||_F)``.
 
@@ -436,7 +436,7 @@ def procrustes(
     options = Options(sample_dims=sample_dims, storage_options=storage_options,
                        nan_policy=nan_policy, interval=interval, level=level, groups=groups,
                        permutations=permutations, seed=seed)
-    layers = pair_layers(x, y, options)
+    layers = pair_layers(x, y, options, join)
     path = methods.choose("procrustes", method, *sizes(layers))
     reject_unused(path, options)
     cell = covariance_cell(cka_measures.procrustes, layers, options)

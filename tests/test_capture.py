@@ -37,13 +37,16 @@ def make_model():
 
 def make_data(n=90):
     g = torch.Generator().manual_seed(1)
-    return torch.randn(n, 1, 6, 6, generator=g), torch.arange(n)
+    # each sample's id: not its position, so that ids written by position would show
+    return torch.randn(n, 1, 6, 6, generator=g), 1000 + 7 * torch.arange(n)
 
 class SlowLoader:
-    '''(images, labels) batches of 5, with a pause so that a kill lands mid-run.'''
+    '''(images, ids) batches of 5, with a pause so that a kill lands mid-run.'''
 
-    def __init__(self, pause=0.0):
+    def __init__(self, pause=0.0, ids=None):
         self.images, self.labels = make_data()
+        if ids is not None:
+            self.labels = ids
         self.pause, self.forwarded = pause, 0
 
     def __iter__(self):
@@ -199,7 +202,7 @@ def test_existing_store_and_resume_rules(torch, tmp_path):
     replaced = capture_activations(
         ns["make_model"](), ns["SlowLoader"](), layers=["1"], store=store, overwrite=True
     )
-    assert sorted(replaced.array_keys()) == ["1"]
+    assert sorted(replaced.array_keys()) == ["1", "sample"]  # the layer and its sample ids
     with pytest.raises(ValueError, match="no module"):
         capture_activations(ns["make_model"](), ns["SlowLoader"](), layers=["9"], store=store)
 
@@ -253,6 +256,39 @@ def test_crash_after_chunk_written_before_commit(torch, tmp_path, monkeypatch):
     assert committed == 36
 
 
+def test_resume_checks_the_committed_sample_ids(torch, tmp_path, monkeypatch):
+    from dask_repsim import capture_store
+
+    ns = _namespace()
+    store = tmp_path / "ids.zarr"
+    calls = {"n": 0}
+    original = capture_store.ChunkWriter._commit
+
+    def failing(self, **changes):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise _Crash
+        return original(self, **changes)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(capture_store.ChunkWriter, "_commit", failing)
+        with pytest.raises(_Crash):
+            capture_activations(ns["make_model"](), ns["SlowLoader"](), layers=["3"],
+                                store=store, chunk_samples=12, sample_ids=1)
+    assert zarr.open_group(store).attrs[STATE_ATTR]["committed"] == 24
+    ids = 1000 + 7 * np.arange(90)
+    ids[17] = -5  # another sample among the committed ones
+    with pytest.raises(ValueError, match="sample 17 is -5 now, 1119 in the store"):
+        capture_activations(ns["make_model"](), ns["SlowLoader"](ids=ids), layers=["3"],
+                            store=store, sample_ids=1, resume=True)
+    with pytest.raises(ValueError, match=r"sample ids batch\[1\] != position"):
+        capture_activations(ns["make_model"](), ns["SlowLoader"](), layers=["3"],
+                            store=store, resume=True)
+    done = capture_activations(ns["make_model"](), ns["SlowLoader"](), layers=["3"],
+                               store=store, sample_ids=1, resume=True)
+    np.testing.assert_array_equal(done["sample"][...], 1000 + 7 * np.arange(90))
+
+
 def test_crash_with_rows_buffered(torch, tmp_path, monkeypatch):
     # stopped after 9 batches of 5 (45 samples): 9 rows of the fourth chunk were only buffered
     committed = _interrupted_then_resumed(torch, tmp_path, monkeypatch, "append", after=10)
@@ -277,7 +313,7 @@ calls = []
 model.register_forward_hook(lambda m, a, o: calls.append(len(a[0])))
 capture_activations(
     model, loader, layers=["0", "3"], store=sys.argv[1], chunk_samples=10,
-    resume=sys.argv[3] == "resume",
+    resume=sys.argv[3] == "resume", sample_ids=1,
 )
 print("forwarded", sum(calls))
 """
@@ -321,12 +357,27 @@ def test_sigkill_then_resume_equals_uninterrupted(torch, tmp_path):
     ns = _namespace()
     clean = capture_activations(
         ns["make_model"](), ns["SlowLoader"](), layers=["0", "3"],
-        store=tmp_path / "clean.zarr", chunk_samples=10,
+        store=tmp_path / "clean.zarr", chunk_samples=10, sample_ids=1,
     )
     group = zarr.open_group(store, mode="r")
     assert group.attrs[STATE_ATTR]["complete"]
-    for name in ("0", "3"):
+    assert group.attrs[STATE_ATTR]["sample_ids"] == "batch[1]"
+    for name in ("0", "3", "sample"):
         np.testing.assert_array_equal(group[name][...], clean[name][...])
+    # the loader's ids survived the kill and the resume, and xarray reads them as labels
+    np.testing.assert_array_equal(group["sample"][...], 1000 + 7 * np.arange(90))
+    np.testing.assert_array_equal(xr.open_zarr(store).sample.values, 1000 + 7 * np.arange(90))
+    # a capture of the same data by another loader order is paired by id, not position
+    order = np.random.default_rng(0).permutation(90)
+    images, ids = ns["make_data"]()
+    shuffled = [(images[order[i:i + 9]], ids[order[i:i + 9]]) for i in range(0, 90, 9)]
+    other = capture_activations(ns["make_model"](), shuffled, layers=["3"], sample_ids=1,
+                                store=tmp_path / "shuffled.zarr", chunk_samples=10)
+    assert not np.array_equal(other["3"][...], clean["3"][...])  # stored in another order
+    grid = dask_repsim.compare(str(store), str(tmp_path / "shuffled.zarr"), metrics=["cka"])
+    want = _linear_cka(clean["0"][...].astype(float), clean["3"][...].astype(float))
+    assert float(grid.cka.sel(layer_a="0", layer_b="3")) == pytest.approx(want, abs=1e-6)
+    assert float(grid.cka.sel(layer_a="3", layer_b="3")) == pytest.approx(1.0, abs=1e-9)
 
 
 def test_importing_the_package_does_not_import_torch():
