@@ -48,9 +48,11 @@ atexit.register(shutil.rmtree, SCRATCH, ignore_errors=True)
 
 
 def escape(text: Any) -> str:
-    """``text`` as literal RST inline text."""
-    text = str(text).replace("\\", "\\\\")
-    return re.sub(r"([*`|_\[\]])", r"\\\1", text)
+    """``text`` as literal RST inline text (also where a list marker could start a cell)."""
+    text = re.sub(r"([*`|_\[\]])", r"\\\1", str(text).replace("\\", "\\\\"))
+    if re.match(r"(\(?\w+[.)]|[-+#])(\s|$)", text):
+        text = "\\" + text
+    return text
 
 
 def list_table(header: list[str], rows: list[list[str]], widths: str = "auto") -> list[str]:
@@ -198,8 +200,8 @@ def report_lines(text: str) -> list[str]:
         if any(line.strip() for line in literal):
             while not literal[-1].strip():
                 literal.pop()
-            out.extend(["::", ""] + [f"    {line}" if line.strip() else "" for line in literal]
-                       + [""])
+            out.extend([".. code-block:: text", ""]
+                       + [f"    {line}" if line.strip() else "" for line in literal] + [""])
         literal.clear()
         if table:
             header, rows = table[0], [r for r in table[1:] if not set("".join(r)) <= set("-:")]
@@ -260,7 +262,7 @@ def core_summary() -> list[str]:
                 return ""
             return f"{step['seconds']:.1f} s / {step['peak_bytes'] / 1e9:.2f} GB"
 
-        rows.append([f"``{escape(command)}``" if command else path.stem,
+        rows.append([f"``{command}``" if command else path.stem,
                      *[cell(k) for k in steps]])
     header = ["run (``benchmarks/results/``)", *steps.values()]
     return list_table(header, rows)
