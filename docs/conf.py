@@ -45,6 +45,7 @@ source_suffix = {".rst": "restructuredtext", ".md": "markdown"}
 root_doc = "index"
 exclude_patterns = ["_build", "_generated", "Thumbs.db", ".DS_Store"]
 templates_path: list[str] = []
+smartquotes = False  # "--option" stays two hyphens, quotes stay as typed
 
 # offline: no inventories are fetched
 intersphinx_mapping: dict = {}

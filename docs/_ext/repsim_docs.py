@@ -96,6 +96,22 @@ class PathsTable(_Generated):
         return list_table(header, rows)
 
 
+def call_of(measure: Any) -> str:
+    """The pairwise call that gives ``measure``: its keyword options, or the attribute of the
+    result they name (``cca(x, y).r2``)."""
+    import inspect
+
+    import dask_repsim
+
+    parameters = inspect.signature(getattr(dask_repsim, measure.function)).parameters
+    given = {k: v for k, v in measure.options.items() if k in parameters}
+    attributes = "".join(f".{v}" for k, v in measure.options.items() if k not in parameters)
+    if not measure.options:
+        return f":func:`~dask_repsim.{measure.function}`"
+    arguments = ", ".join(["x, y", *(f"{k}={v!r}" for k, v in given.items())])
+    return f"``{measure.function}({arguments}){attributes}``"
+
+
 class MeasuresTable(_Generated):
     """The table of measures by the paths that compute them."""
 
@@ -104,11 +120,8 @@ class MeasuresTable(_Generated):
 
         rows = []
         for m in MEASURES.values():
-            options = ", ".join(f"{k}={v!r}" for k, v in m.options.items())
-            call = (f"``{m.function}({options})``" if options
-                    else f":func:`~dask_repsim.{m.function}`")
-            name = f"``{m.name}``" + (" (default)" if m.name in DEFAULT_METRICS else "")
-            rows.append([name, escape(m.description), call,
+            rows.append([f"``{m.name}``" + (" (default)" if m.name in DEFAULT_METRICS else ""),
+                         escape(m.description), call_of(m),
                          *["yes" if p in m.paths else "" for p in PATHS]])
         header = ["metric", "what", "pairwise function", *[f"``{p}``" for p in PATHS]]
         return list_table(header, rows)
@@ -274,7 +287,13 @@ class Benchmarks(_Generated):
     option_spec = {"sections": directives.flag}
 
     def lines(self) -> list[str]:
+        machines = sorted({line.removeprefix("machine: ")
+                           for report in RESULTS.glob("*.txt")
+                           for line in report.read_text().splitlines()
+                           if line.startswith("machine: ")})
         out = [
+            "Machines of the reports:", "",
+            *[f"- ``{machine}``" for machine in machines], "",
             "At a glance: the core benchmark",
             "-------------------------------",
             "",
