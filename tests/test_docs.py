@@ -156,13 +156,15 @@ def test_command_line_page_shows_the_current_help(html: Path) -> None:
 
     from dask_repsim.cli import main
 
-    text = "".join(page(html, "guide/cli.html").text)
+    cli = page(html, "guide/cli.html")
+    text = "".join(cli.text)
     buffer = StringIO()
     with redirect_stdout(buffer):
         assert main(["compare", "--help"]) == 0
     options = set(re.findall(r"--[a-z][a-z-]+", buffer.getvalue()))
     assert options and all(option in text for option in options)
     assert "dask-repsim: error:" in text  # the page ran a failing command too
+    assert any(src.endswith("heatmap_cli.png") for src in cli.images)  # and drew with --plot
 
 
 def test_benchmark_page_is_generated_from_the_results(html: Path) -> None:

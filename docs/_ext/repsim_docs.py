@@ -70,8 +70,15 @@ class _Generated(SphinxDirective):
     def lines(self) -> list[str]:
         raise NotImplementedError
 
+    #: modules whose change must rebuild the page (the tables read them)
+    depends_on: tuple[str, ...] = ()
+
     def run(self) -> list[nodes.Node]:
-        container = nodes.section() if self.options.get("sections") else nodes.container()
+        import importlib
+
+        for module in self.depends_on:
+            self.env.note_dependency(importlib.import_module(module).__file__)
+        container = nodes.section()  # a holder: its children replace the directive
         content = StringList(self.lines(), source=f"<{self.name}>")
         nested_parse_with_titles(self.state, content, container)
         return container.children
@@ -79,6 +86,8 @@ class _Generated(SphinxDirective):
 
 class PathsTable(_Generated):
     """The table of computational paths."""
+
+    depends_on = ("dask_repsim.registry",)
 
     def lines(self) -> list[str]:
         from dask_repsim.registry import PATHS
@@ -114,6 +123,8 @@ def call_of(measure: Any) -> str:
 
 class MeasuresTable(_Generated):
     """The table of measures by the paths that compute them."""
+
+    depends_on = ("dask_repsim.registry", "dask_repsim.pairwise")
 
     def lines(self) -> list[str]:
         from dask_repsim.registry import DEFAULT_METRICS, MEASURES, PATHS
@@ -283,8 +294,6 @@ def core_summary() -> list[str]:
 
 class Benchmarks(_Generated):
     """Every benchmark report of ``benchmarks/results/``."""
-
-    option_spec = {"sections": directives.flag}
 
     def lines(self) -> list[str]:
         machines = sorted({line.removeprefix("machine: ")
