@@ -275,8 +275,10 @@ def core_summary() -> list[str]:
              "d": "(d) numpy", "e": "(e) jackknife", "f": "(f) 100 permutations"}
     rows = []
     for path in sorted(RESULTS.glob("core_*.json"), key=_order):
-        data = json.loads(path.read_text())
-        results = data["results"]
+        results = json.loads(path.read_text()).get("results")
+        if not isinstance(results, dict):
+            logger.warning("%s has no 'results' table to summarise", path, location=path)
+            continue
         report = path.with_suffix(".txt")
         command = _command_of(report) if report.exists() else ""
 
