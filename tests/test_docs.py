@@ -3,10 +3,12 @@ shows what the examples draw, its generated pages follow the package, and its co
 
 The HTML build (``python -m sphinx -W --keep-going -b html docs <tmp>``, offline) runs once per
 session, in a subprocess, with the gallery's examples re-run; it takes about a minute on two
-cores. The Python blocks of the getting-started page and of the user guide are ``.. doctest::``
-blocks; :func:`test_guide_code_runs` runs each page's blocks in order, in one namespace, with
-doctest's checks of the shown output. The command-line blocks of the guide are
-``.. repsim-command::`` blocks, which the HTML build runs (a failing command fails the build).
+cores, so the tests that read it are marked ``slow`` (which the default test run includes).
+
+The Python blocks of the getting-started page and of the user guide are ``.. doctest::`` blocks;
+:func:`test_guide_code_runs` runs each page's blocks in order, in one namespace, with doctest's
+checks of the shown output. The command-line blocks of the guide are ``.. repsim-command::``
+blocks, which the HTML build runs (a failing command fails the build).
 """
 
 from __future__ import annotations
@@ -97,6 +99,7 @@ def public_names() -> list[str]:
     return [f"dask_repsim.{name}" for name in dask_repsim.__all__] + ["dask_repsim.plot.heatmap"]
 
 
+@pytest.mark.slow  # the site is built once per session, about a minute on 2 cores
 def test_api_reference_documents_every_public_name(html: Path) -> None:
     documented = inventory_names(html)
     missing = [name for name in public_names() if name not in documented]
@@ -106,6 +109,7 @@ def test_api_reference_documents_every_public_name(html: Path) -> None:
     assert "round(cka(x, 3 * x @ q), 6)" in text
 
 
+@pytest.mark.slow  # the site is built once per session, about a minute on 2 cores
 def test_gallery_pages_show_the_images_the_examples_write(html: Path) -> None:
     scripts = sorted(EXAMPLES.glob("*.py"))
     assert scripts
@@ -129,6 +133,7 @@ def test_gallery_pages_show_the_images_the_examples_write(html: Path) -> None:
     assert drawing >= 4  # heatmap, convergent learning and the two paper examples draw
 
 
+@pytest.mark.slow  # the site is built once per session, about a minute on 2 cores
 def test_tables_of_paths_and_measures_follow_the_registry(html: Path) -> None:
     rows = page(html, "api/tables.html").rows
     header = next(r for r in rows if r and r[0] == "metric")
@@ -150,6 +155,7 @@ def test_tables_of_paths_and_measures_follow_the_registry(html: Path) -> None:
     assert {r[0] for r in guide if r and r[0] in PATHS} == set(PATHS)
 
 
+@pytest.mark.slow  # the site is built once per session, about a minute on 2 cores
 def test_command_line_page_shows_the_current_help(html: Path) -> None:
     from contextlib import redirect_stdout
     from io import StringIO
@@ -167,6 +173,7 @@ def test_command_line_page_shows_the_current_help(html: Path) -> None:
     assert any(src.endswith("heatmap_cli.png") for src in cli.images)  # and drew with --plot
 
 
+@pytest.mark.slow  # the site is built once per session, about a minute on 2 cores
 def test_benchmark_page_is_generated_from_the_results(html: Path) -> None:
     parsed = page(html, "benchmarks.html")
     text = " ".join("".join(parsed.text).split())
