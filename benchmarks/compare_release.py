@@ -88,7 +88,7 @@ def main() -> None:
             diff = float(abs(new[call][name] - values).max())
             expected = "null" in name or "pvalue" in name
             worst = worst if expected else max(worst, diff)
-            print(f"{call:>13} {name:<28} max |new - old| = {diff:.2e}"
+            print(f"{call:>13} {name:<28} max abs(new - old) = {diff:.2e}"
                   + ("  (permutation blocks changed on purpose)" if expected else ""))
         for name in sorted(set(new[call]) - set(variables)):
             print(f"{call:>13} {name:<28} new")

@@ -112,6 +112,8 @@ def call_of(measure: Any) -> str:
 
     import dask_repsim
 
+    if measure.function is None:
+        return "``compare`` only"
     parameters = inspect.signature(getattr(dask_repsim, measure.function)).parameters
     given = {k: v for k, v in measure.options.items() if k in parameters}
     attributes = "".join(f".{v}" for k, v in measure.options.items() if k not in parameters)
