@@ -91,53 +91,58 @@ def grid_layers(
 
 
 def choose_grid_path(method: str, metrics: Sequence[str], layers: Sequence[Layer],
-                     rows: Sequence[int], cols: Sequence[int]) -> str:
-    """``method``, or for ``"auto"`` the co-moments unless only CKA is asked for and some pair
-    is too wide for them (then ``"wide"``: each pair's own exact CKA path)."""
+                     rows: Sequence[int], cols: Sequence[int]) -> tuple[str, dict[str, Any]]:
+    """``method``, or for ``"auto"`` the exact path of least estimated arithmetic that
+    computes every metric and fits the memory budget (:func:`dask_repsim.methods.plan_grid`);
+    with the estimates, for ``attrs``."""
     allowed = ("auto", *PATHS)
     if method not in allowed:
         raise ValueError(f"method must be one of {allowed}, not {method!r}")
     if method != "auto":
         path_functions(method, list(metrics))  # an error naming what the path cannot compute
-        return method
-    widths = [layer.data.shape[1] for layer in layers]
-    widest = max(widths[r] for r in rows) + max(widths[c] for c in cols)
-    kernel_ok = all(p in MEASURES[m].paths for m in metrics for p in ("gram", "tiled"))
-    return "wide" if kernel_ok and widest > methods.max_features() else "covariance"
+        return method, {}
+    widths = [int(layer.data.shape[1]) for layer in layers]
+    return methods.plan_grid(list(metrics), int(layers[0].data.shape[0]), widths,
+                             list(rows), list(cols))
 
 
-def _wide_cells(metrics, layers, rows, cols, options) -> tuple[runners.Cells, dict[str, Any]]:
-    """Each pair's own exact CKA path: co-moments where they fit, else Gram blocks or tiles."""
-    n = layers[0].data.shape[0]
-    cells: runners.Cells = {}
-    used = set()
-    specs = path_functions("gram", list(metrics))
-    covariance = path_functions("covariance", list(metrics))
-    for i, a in enumerate(rows):
-        for j, b in enumerate(cols):
-            path = methods.choose("cka", "auto", n, layers[a].data.shape[1],
-                                  layers[b].data.shape[1])
-            used.add(path)
-            if path == "covariance":
-                part, _ = runners.covariance_cells(covariance, layers, [a], [b], options)
-            else:
-                part, _ = runners.kernel_cells([path], specs, layers, [a], [b])
-            cells.update({(m, i, j): cell for (m, _, _), cell in part.items()})
-    return cells, {"n_samples": n, "n_samples_omitted": 0, "method": ", ".join(sorted(used))}
+def expand_metrics(metrics: Sequence[str], sigma: Any) -> list[tuple[str, str, float | None]]:
+    """(variable name, measure, RBF bandwidth) of every output: ``cka_rbf`` once per bandwidth
+    of ``sigma`` (named ``cka_rbf_<sigma>`` when there are several)."""
+    sigmas = [DEFAULTS["sigma"]] if sigma is None else list(np.atleast_1d(sigma))
+    for s in sigmas:
+        if not (np.isscalar(s) and float(s) > 0):
+            raise ValueError(f"sigma must be > 0 (a fraction of the median distance), not {s!r}")
+    if len(set(sigmas)) != len(sigmas):
+        raise ValueError(f"sigma has repeated values: {sigmas}")
+    out: list[tuple[str, str, float | None]] = []
+    for m in metrics:
+        if m != "cka_rbf":
+            out.append((m, m, None))
+        elif len(sigmas) == 1:
+            out.append((m, m, float(sigmas[0])))
+        else:
+            out.extend((f"{m}_{float(s):g}", m, float(s)) for s in sigmas)
+    return out
 
 
-def run_grid(path: str, metrics: Sequence[str], layers: Sequence[Layer], rows: Sequence[int],
-             cols: Sequence[int], options: Options, *, batch_size: int | None,
+def run_grid(path: str, outputs: Sequence[tuple[str, str, float | None]],
+             layers: Sequence[Layer], rows: Sequence[int], cols: Sequence[int],
+             options: Options, *, batch_size: int | None,
              parameters: dict[str, Any] | None = None,
              ) -> tuple[runners.Cells, dict[str, Any]]:
-    """Every cell of the grid on ``path``."""
+    """Every cell of the grid on ``path``; ``outputs`` from :func:`expand_metrics`."""
+    metrics = [measure for _, measure, _ in outputs]
     if batch_size is not None and path != "minibatch":
         raise ValueError(f"batch_size= applies to method='minibatch' only, not {path!r}")
-    reject_unused("gram" if path == "wide" else path, options,
-                  level_used=path == "minibatch", seed_used=path == "minibatch")
-    if path == "wide":
-        return _wide_cells(metrics, layers, rows, cols, options)
-    functions = path_functions(path, list(metrics), parameters)
+    rbf = "cka_rbf" in metrics
+    reject_unused(path, options, level_used=path == "minibatch",
+                  seed_used=path == "minibatch" or rbf)
+    if path == "gram":
+        specs = [dict(spec, sigma=s) for spec, (_, _, s) in
+                 zip(path_functions(path, metrics), outputs, strict=True)]
+        return runners.gram_cells(specs, layers, rows, cols, seed=options.get("seed"))
+    functions = path_functions(path, metrics, parameters)
     if path == "covariance":
         return runners.covariance_cells(functions, layers, rows, cols, options)
     if path == "qr":
@@ -188,15 +193,19 @@ def uncertainty_variables(cells, metrics, shape, options) -> tuple[dict, dict]:
     return variables, attrs
 
 
-def build_dataset(cells: runners.Cells, metrics: Sequence[str], names_a: list[str],
-                  names_b: list[str], path: str, run_attrs: dict[str, Any],
+def build_dataset(cells: runners.Cells, outputs: Sequence[tuple[str, str, float | None]],
+                  names_a: list[str], names_b: list[str], path: str, run_attrs: dict[str, Any],
                   options: Options) -> xr.Dataset:
-    """The one Dataset builder: a variable per metric over (layer_a, layer_b), then intervals,
-    permutation summaries and path-specific variables."""
+    """The one Dataset builder: a variable per output of :func:`expand_metrics` over
+    (layer_a, layer_b), then intervals, permutation summaries and path-specific variables."""
+    metrics = [name for name, _, _ in outputs]
     shape = (len(metrics), len(names_a), len(names_b))
     values = runners.to_arrays(cells, shape, "value")
-    variables = {m: _variable(values[k], m, MEASURES[m].description)
-                 for k, m in enumerate(metrics)}
+    variables = {
+        name: _variable(values[k], name, MEASURES[m].description if s is None else
+                        f"{MEASURES[m].description}, sigma={s:g}")
+        for k, (name, m, s) in enumerate(outputs)
+    }
     extra, attrs = uncertainty_variables(cells, metrics, shape, options)
     variables.update(extra)
     if path == "minibatch":
@@ -225,7 +234,8 @@ def compare(
     storage_options: Mapping[str, Any] | None = None, nan_policy: str = "raise",
     interval: str | None = None, level: float | None = None, groups: int | None = None,
     permutations: int = 0, seed: int | None = None, method: str = "auto",
-    batch_size: int | None = None, alpha: float | None = None, join: str = "exact",
+    batch_size: int | None = None, alpha: float | None = None,
+    sigma: float | Sequence[float] | None = None, join: str = "exact",
 ) -> xr.Dataset:
     """Several measures for every pair of layers of ``a`` and ``b``, from one pass over the data.
 
@@ -238,9 +248,9 @@ def compare(
     metrics
         Names from ``dask_repsim.METRICS`` (:data:`dask_repsim.registry.MEASURES`): ``cka``,
         ``cka_debiased``, ``mean_cca``, ``r2_cca``, ``svcca``, ``pwcca``,
-        ``linear_regression``, ``procrustes`` (the default, ``DEFAULT_METRICS``), and
-        ``matched_correlation`` (mean correlation of one-to-one matched units, Li et al.
-        2016).
+        ``linear_regression``, ``procrustes`` (the default, ``DEFAULT_METRICS``), and more:
+        ``cka_rbf`` (see ``sigma``), ``hsic``, ``svcca_r2``, ``shape_metric``,
+        ``cka_angular``, ``matched_correlation``.
     sample_dims
         For xarray inputs, the dims that index samples; each variable uses those it has. A conv
         layer's ``("sample", "height", "width")`` folds spatial positions into samples (the
@@ -267,17 +277,26 @@ def compare(
         cross matrices of (features of a) x (features of b); an error says when that exceeds
         the memory budget. A cell's null depends only on its two layers and ``seed``.
     method, batch_size
-        ``"auto"`` (default) and ``"covariance"``: the one-pass co-moments, every metric;
-        ``"auto"`` falls back to the exact wide-layer CKA paths (``"gram"`` or ``"tiled"``,
-        per pair) when only CKA is asked for and a pair of layers is too wide for the
-        co-moments. ``"qr"``: one tall-skinny QR pass over all layers; the CCA family
-        (``mean_cca``, ``r2_cca``, ``svcca``, ``pwcca``, ``linear_regression``) without
-        squaring the condition number. ``"gram"``, ``"tiled"``: exact ``cka`` and
-        ``cka_debiased`` from sample-space Gram blocks or feature tiles. ``"minibatch"``: the
+        ``"auto"`` (default): the exact path of least estimated arithmetic that computes every
+        metric within the memory budget (:func:`dask_repsim.methods.plan_grid`; the
+        estimates are in ``attrs["cost_estimate"]``). ``"covariance"``: the one-pass
+        co-moments, every metric, cost ``n P^2`` for ``P`` features in all. ``"gram"``:
+        exact ``cka``, ``cka_debiased`` and ``cka_rbf`` from sample-space Gram tiles, each
+        layer's formed once for the whole grid (cost ``n^2 sum(p)``: the path for wide conv
+        layers; :mod:`dask_repsim.samplespace`). ``"qr"``: one tall-skinny QR pass over all
+        layers; the CCA family (``mean_cca``, ``r2_cca``, ``svcca``, ``pwcca``,
+        ``linear_regression``) without squaring the condition number. ``"tiled"``: exact
+        ``cka`` and ``cka_debiased`` from feature tiles, pair by pair. ``"minibatch"``: the
         minibatch estimate of ``cka`` (Nguyen et al. 2021, an approximation, said in
         ``attrs["approximate"]``, with ``cka_low``/``cka_high`` bootstrap intervals), with
         ``batch_size`` (default 1000) samples per batch. The path used is in
         ``attrs["method"]``; :data:`dask_repsim.registry.PATHS` lists what each supports.
+    sigma
+        For the ``cka_rbf`` metric: the RBF bandwidth as a fraction of each layer's median
+        distance between samples (default 0.8), one value or several. With several, the
+        variables are ``cka_rbf_<sigma>`` (``cka_rbf_0.4``, ...). Each layer's median is
+        found once per grid, exactly up to 20,000 samples and over a seeded subsample of
+        4,000 beyond (``attrs["median_exact"]``); an error when no metric takes it.
     join
         As for :func:`dask_repsim.cka`: samples with labels are paired by label;
         ``"inner"`` keeps the samples every layer holds.
@@ -306,17 +325,21 @@ def compare(
     (1.0, ('layer_a', 'layer_b'))
     """
     metrics = check_metrics(list(metrics))
-    parameters = {"alpha": alpha}
+    parameters = {"alpha": alpha, "sigma": sigma}
     check_parameters(metrics, parameters)
+    outputs = expand_metrics(metrics, sigma)
     options = Options(sample_dims=sample_dims, storage_options=storage_options,
                       nan_policy=nan_policy, interval=interval, level=level, groups=groups,
                       permutations=permutations, seed=seed)
     names_a, names_b, layers, rows, cols = grid_layers(
         a, b, sample_dims=sample_dims, pool=pool, resize=resize, spatial_dims=spatial_dims,
         storage_options=storage_options, join=join)
-    path = choose_grid_path(method, metrics, layers, rows, cols)
-    cells, run_attrs = run_grid(path, metrics, layers, rows, cols, options,
+    path, plan = choose_grid_path(method, metrics, layers, rows, cols)
+    cells, run_attrs = run_grid(path, outputs, layers, rows, cols, options,
                                 batch_size=batch_size, parameters=parameters)
+    run_attrs.update(plan)
     run_attrs.update({k: v for k, v in parameters.items() if v is not None})
-    return build_dataset(cells, metrics, names_a, names_b, run_attrs.pop("method", path),
+    if "sigma" in run_attrs:
+        run_attrs["sigma"] = [float(s) for s in np.atleast_1d(sigma)]
+    return build_dataset(cells, outputs, names_a, names_b, run_attrs.pop("method", path),
                          run_attrs, options)

@@ -27,7 +27,7 @@ import logging
 from .parallel import memory_budget
 from .registry import MEASURES, PATHS
 
-__all__ = ["choose", "max_features", "memory_budget", "plan_passes"]
+__all__ = ["choose", "grid_costs", "max_features", "memory_budget", "plan_grid", "plan_passes"]
 
 logger = logging.getLogger("dask_repsim")
 
@@ -157,3 +157,64 @@ def plan_passes(
             best = plan
     assert best is not None  # the split at widest_row always fits, as widest <= capacity
     return best
+
+
+def grid_costs(
+    metrics: list[str], n: int, widths: list[int], rows: list[int], cols: list[int]
+) -> dict[str, float]:
+    """Estimated multiply-adds of each exact path that ``"auto"`` may choose for a grid and
+    that computes every metric; a path that does not fit the memory budget is left out.
+
+    - ``covariance``: ``n`` times each layer's own block ``p^2`` and each requested cross block
+      ``p q`` (only if the widest pair's co-moments fit);
+    - ``gram``: ``n^2 sum(p)`` for each layer's Gram tiles, plus ``n^2`` per pair;
+    - ``tiled``: ``n (p q + (p^2 + q^2) / 2)`` per pair.
+
+    Examples
+    --------
+    >>> costs = grid_costs(["cka"], 2048, [65536, 100], [0], [1])
+    >>> sorted(costs), f"{costs['gram']:.2e}"
+    (['gram', 'tiled'], '2.75e+11')
+    """
+    used = sorted(set(rows) | set(cols))
+    pairs = {tuple(sorted((a, b))) for a in rows for b in cols}
+    able = [p for p in PATHS if PATHS[p].auto and all(p in MEASURES[m].paths for m in metrics)]
+    costs: dict[str, float] = {}
+    widest = max(widths[r] for r in rows) + max(widths[c] for c in cols)
+    if "covariance" in able and widest <= max_features():
+        costs["covariance"] = float(n) * (sum(widths[u] ** 2 for u in used)
+                                          + sum(widths[a] * widths[b] for a, b in pairs if a != b))
+    if "gram" in able:
+        costs["gram"] = float(n) ** 2 * (sum(widths[u] for u in used) + len(pairs))
+    if "tiled" in able:
+        costs["tiled"] = float(n) * sum(widths[a] * widths[b] + (widths[a] ** 2 + widths[b] ** 2)
+                                        / 2 for a, b in pairs)
+    return costs
+
+
+def plan_grid(
+    metrics: list[str], n: int, widths: list[int], rows: list[int], cols: list[int]
+) -> tuple[str, dict[str, str]]:
+    """The path ``"auto"`` runs a grid on: the least estimated arithmetic (:func:`grid_costs`)
+    among the exact paths that compute every metric and fit the memory budget; with the
+    estimates, logged and returned for the result's ``attrs``.
+
+    Examples
+    --------
+    >>> plan_grid(["cka"], 2048, [65536, 16384, 100], [0, 1, 2], [0, 1, 2])[0]
+    'gram'
+    >>> plan_grid(["cka", "mean_cca"], 100_000, [256, 256], [0], [1])[0]
+    'covariance'
+    """
+    costs = grid_costs(metrics, n, widths, rows, cols)
+    if not costs:
+        able = [p for p in PATHS if all(p in MEASURES[m].paths for m in metrics)]
+        if "covariance" in able:  # too wide: plan_passes says so, naming the paths that can
+            plan_passes(widths, rows, cols, max_features())
+        raise ValueError(f"no exact path computes all of {metrics} on its own; "
+                         "compare them in separate calls")
+    chosen = min(costs, key=costs.__getitem__)
+    estimate = ", ".join(f"{p} {c:.2e}" for p, c in costs.items())
+    logger.info("grid of %d layers, n=%d: method=%s (multiply-adds: %s)",
+                len(set(rows) | set(cols)), n, chosen, estimate)
+    return chosen, {"cost_estimate": f"multiply-adds: {estimate}"}

@@ -23,7 +23,7 @@ from typing import Any
 import dask
 from threadpoolctl import threadpool_limits
 
-__all__ = ["blas_threads", "compute", "memory_budget"]
+__all__ = ["blas_threads", "compute", "memory_budget", "threads_per_process"]
 
 
 def _threaded_scheduler() -> bool:
@@ -99,3 +99,25 @@ def memory_budget() -> int:
     except (ImportError, ValueError):  # no active client
         pass
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 4
+
+
+def threads_per_process() -> int:
+    """How many tasks run at once in one process: the threaded scheduler's workers, or the
+    most threads of any worker of the active ``distributed.Client``.
+
+    Examples
+    --------
+    >>> import dask
+    >>> with dask.config.set(scheduler="threads", num_workers=3):
+    ...     threads_per_process()
+    3
+    """
+    if _threaded_scheduler():
+        return int(dask.config.get("num_workers", None) or os.cpu_count() or 1)
+    try:
+        from distributed import get_client
+
+        workers = get_client().scheduler_info().get("workers", {}).values()
+        return max([int(w.get("nthreads", 1)) for w in workers] or [1])
+    except (ImportError, ValueError):  # a scheduler without a client: synchronous or processes
+        return 1

@@ -13,7 +13,8 @@ computes it for one pair, and for each path that can compute it, what that path 
 - ``covariance``: a function of a :class:`~dask_repsim.statistics.Pair` (the co-moments);
 - ``qr``: a function of ``(RFactor, names)``, the pair's columns of the joint R factor;
 - ``gram``, ``tiled``, ``minibatch``: the kernel options of the CKA the path sums
-  (``{"debiased": bool}``); these paths compute CKA only.
+  (``{"debiased": bool}``, and ``{"kernel": "rbf"}`` on ``gram``); these paths compute CKA
+  only.
 """
 
 from __future__ import annotations
@@ -51,9 +52,9 @@ PATHS: dict[str, PathInfo] = {
         PathInfo("qr", "tall-skinny QR of [1 | X | Y]; only R factors travel",
                  "2 n (p+q)^2", exact=True, auto=False, interval=False, permutations=False,
                  nan_omit=False),
-        PathInfo("gram", "sample-space Gram blocks of centred row blocks",
-                 "n^2 (p+q)", exact=True, auto=True, interval=False, permutations=False,
-                 nan_omit=False),
+        PathInfo("gram", "sample-space Gram tiles of centred row blocks, each layer's formed "
+                 "once per grid", "n^2 (p+q)", exact=True, auto=True, interval=False,
+                 permutations=False, nan_omit=False),
         PathInfo("tiled", "||X_c^T Y_c||_F^2 from feature tiles", "n p q + n (p^2+q^2)/2",
                  exact=True, auto=True, interval=False, permutations=False, nan_omit=False),
         PathInfo("minibatch", "unbiased HSIC averaged over minibatches (Nguyen et al. 2021)",
@@ -118,6 +119,10 @@ MEASURES: dict[str, Measure] = {
         Measure("cka_debiased",
                 "linear CKA with unbiased HSIC (Song et al. 2012; Nguyen et al. 2021)",
                 "cka", {"debiased": True}, _cka_paths(True)),
+        Measure("cka_rbf",
+                "RBF-kernel CKA, bandwidth sigma times the median distance between samples "
+                "(Kornblith et al. 2019)", "cka", {"kernel": "rbf"},
+                {"gram": {"kernel": "rbf", "debiased": False}}, parameters=("sigma",)),
         Measure("mean_cca", "mean of all canonical correlations", "cca",
                 {"attribute": "mean"}, {"covariance": _rho_mean, "qr": _qr_mean}),
         Measure("r2_cca", "mean of squared canonical correlations", "cca",

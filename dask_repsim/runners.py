@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from . import columns, gram, methods, minibatch, qr, tiles
+from . import columns, gram, methods, minibatch, qr, samplespace, tiles
 from .exceptions import RepsimWarning
 from .inputs import Layer
 from .options import Options
@@ -178,6 +178,47 @@ def kernel_cells(
             cells[m, i, j] = Cell(value, fields={"method": paths[c]})
     n = stats[used[0]].count
     return cells, {"n_samples": n, "n_samples_omitted": 0}
+
+
+def gram_cells(
+    specs: Sequence[dict[str, Any]],
+    layers: Sequence[Layer],
+    rows: Sequence[int],
+    cols: Sequence[int],
+    *,
+    seed: int,
+) -> tuple[Cells, dict[str, Any]]:
+    """CKA cells of every pair from the shared sample-space tiles
+    (:mod:`dask_repsim.samplespace`): each layer's Gram tile is formed once for the grid.
+
+    ``specs[m]``: ``{"debiased": bool}`` for linear CKA, ``{"kernel": "rbf", "sigma": s}`` for
+    RBF CKA at bandwidth ``s`` times the median distance.
+    """
+    used = sorted(set(rows) | set(cols))
+    pos = {u: k for k, u in enumerate(used)}
+    sigmas = sorted({spec["sigma"] for spec in specs if spec.get("kernel") == "rbf"})
+    pairs = sorted({tuple(sorted((pos[a], pos[b]))) for a in rows for b in cols})
+    sums, attrs = samplespace.grid_sums([layers[u] for u in used], pairs, sigmas=sigmas,
+                                        seed=seed)
+    cells: Cells = {}
+    for m, spec in enumerate(specs):
+        rbf = spec.get("kernel") == "rbf"
+        kernel = 1 + sigmas.index(spec["sigma"]) if rbf else 0
+        for i, a in enumerate(rows):
+            for j, b in enumerate(cols):
+                first, second = sorted((pos[a], pos[b]))
+                names = (layers[used[first]].name, layers[used[second]].name)
+                value = samplespace.cka_from_sums(sums[kernel, first, second], names,
+                                                  bool(spec.get("debiased")))
+                cells[m, i, j] = Cell(value, fields={"method": "gram"})
+    if "median_sq_distance" in attrs:
+        def side(u: int) -> str:
+            return "" if u in rows and u in cols else " of a" if u in rows else " of b"
+
+        attrs["median_sq_distance"] = "; ".join(  # each layer's, for its bandwidths
+            f"{layers[u].name}{side(u)}: {m!r}"
+            for u, m in zip(used, attrs["median_sq_distance"], strict=True))
+    return cells, {"n_samples_omitted": 0, **attrs}
 
 
 def minibatch_cells(

@@ -1,0 +1,264 @@
+"""Grids on the sample space: each layer's Gram tile formed once, every pair's sums from it.
+
+For a grid of L layers on n samples, split the samples into T row blocks. A task per tile
+(I, J), I <= J, reads row blocks I and J of every layer, forms each layer's centred Gram block
+``K_l[I, J] = X_l[I] X_l[J]^T`` once (float64, in feature slices; ``a @ a.T`` on the diagonal),
+and adds, for every requested pair (a, b) and each layer with itself, ``sum K_a * K_b`` over the
+tile, plus each layer's row sums and diagonal. Those are all that biased and unbiased HSIC need
+(:class:`~dask_repsim.gram.GramSums`), so linear CKA and debiased CKA of every pair follow.
+Cost ``n^2 sum(p)`` for the Gram tiles plus ``n^2`` per pair, against ``n^2 (p + q)`` per pair
+pair by pair; no n x n matrix is ever whole, and a task holds its tile's blocks only.
+
+RBF CKA at several bandwidths: the first pass also writes each tile's squared distances to a
+scratch directory (:mod:`dask_repsim.scratch`) with a histogram of them, from which each
+layer's median squared distance is found exactly (a seeded subsample beyond
+:data:`~dask_repsim.gram.MEDIAN_EXACT_MAX` samples, as :func:`~dask_repsim.gram.rbf_cka` does);
+a second pass reads the distances back and sums the kernels of every bandwidth.
+
+Row blocks are read inside the tasks (a slice of the layer's dask array, computed there), so a
+task's memory is what :func:`tile_rows` counts. Each stored chunk is read once by the column
+pass (means and input checks) and T times by the tiles.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import dask
+import numpy as np
+
+from . import scratch
+from .columns import centred, checked_columns
+from .gram import MEDIAN_EXACT_MAX, GramSums
+from .hsic import cka_ratio
+from .inputs import Layer
+from .medians import MEDIAN_SAMPLE, sampled_median_sq_distance
+from .parallel import compute, memory_budget, threads_per_process
+from .validation import require_samples
+
+logger = logging.getLogger("dask_repsim")
+
+#: features per float64 slice of a row block while a Gram block is formed
+FEATURE_SLICE = 2048
+#: the fewest tiles per thread, so that the threads stay busy
+TILES_PER_THREAD = 3
+
+
+class _Reader:
+    """A layer's rows, read inside a task: the dask array travels with the task instead of
+    being computed as one of its dependencies."""
+
+    def __init__(self, data, mean: np.ndarray) -> None:
+        self.data, self.mean = data, mean
+
+    def rows(self, start: int, stop: int) -> np.ndarray:
+        return np.asarray(self.data[start:stop].compute(scheduler="sync"))
+
+    def gram(self, i: tuple[int, int], j: tuple[int, int]) -> tuple[np.ndarray, ...]:
+        """The centred Gram block of rows ``i`` and ``j`` (start, stop) and their squared norms."""
+        same = i == j
+        xi = self.rows(*i)
+        xj = xi if same else self.rows(*j)
+        g = np.zeros((len(xi), len(xj)))
+        ni, nj = np.zeros(len(xi)), np.zeros(len(xj))
+        for f in range(0, xi.shape[1], FEATURE_SLICE):
+            cut = slice(f, f + FEATURE_SLICE)
+            a = centred(xi[:, cut], self.mean[cut])
+            ni += np.einsum("ij,ij->i", a, a)
+            if same:
+                g += a @ a.T  # a symmetric rank-k update
+                continue
+            b = centred(xj[:, cut], self.mean[cut])
+            nj += np.einsum("ij,ij->i", b, b)
+            g += a @ b.T
+        return g, ni, ni if same else nj
+
+
+def distances(g: np.ndarray, ni: np.ndarray, nj: np.ndarray, same: bool) -> np.ndarray:
+    """Squared distances from a Gram block and the rows' squared norms (as
+    :func:`~dask_repsim.medians.sq_distances`)."""
+    d2 = ni[:, None] + nj[None, :]
+    d2 -= 2.0 * g
+    np.maximum(d2, 0.0, out=d2)
+    d2 += 0.0  # no negative zeros: the scratch histograms order values by their bits
+    if same:
+        np.fill_diagonal(d2, 0.0)
+    return d2
+
+
+@dataclass
+class TileSums:
+    """One tile's contribution: ``pair[k, c]`` = weight x sum K_a K_b for kernel k and pair c,
+    each layer's row sums over the tile's columns (``rows_i``) and rows (``rows_j``), and its
+    diagonal on a diagonal tile."""
+
+    i: int
+    j: int
+    pair: np.ndarray
+    rows_i: np.ndarray  # (kernels, layers, len(I))
+    rows_j: np.ndarray | None
+    diag: np.ndarray | None
+    hist: list[np.ndarray] | None = None
+
+
+def _sums(i, j, kernels: list[list[np.ndarray]], pairs) -> TileSums:
+    """The :class:`TileSums` of each kernel's blocks (``kernels[k][layer]``)."""
+    same, w = i == j, 1.0 if i == j else 2.0
+    pair = np.array([[w * float(np.vdot(blocks[a], blocks[b])) for a, b in pairs]
+                     for blocks in kernels])
+    rows_i = np.array([[k.sum(axis=1) for k in blocks] for blocks in kernels])
+    rows_j = None if same else np.array([[k.sum(axis=0) for k in blocks] for blocks in kernels])
+    diag = np.array([[np.diagonal(k).copy() for k in blocks] for blocks in kernels]) if same \
+        else None
+    return TileSums(i, j, pair, rows_i, rows_j, diag)
+
+
+def _gram_tile(i, j, bounds, readers, pairs, store) -> TileSums:
+    """Linear sums of tile (i, j); with a ``store``, its squared distances are saved there."""
+    grams, hist = [], []
+    for layer, reader in enumerate(readers):
+        g, ni, nj = reader.gram(bounds[i], bounds[j])
+        grams.append(g)
+        if store is not None:
+            d2 = distances(g, ni, nj, i == j)
+            store.save(layer, i, j, d2)
+            hist.append(scratch.top_counts(d2, 1 if i == j else 2))
+            del d2
+    out = _sums(i, j, [grams], pairs)
+    out.hist = hist or None
+    return out
+
+
+def _rbf_tile(i, j, load, n_layers, scales, pairs) -> TileSums:
+    """RBF sums of tile (i, j) at every bandwidth, from its squared distances."""
+    d2 = [load(layer, i, j) for layer in range(n_layers)]
+    kernels = []
+    for s in range(scales.shape[1]):
+        kernels.append([np.exp(-d / scales[layer, s]) for layer, d in enumerate(d2)])
+    sums = _sums(i, j, kernels, pairs)
+    del kernels
+    return sums
+
+
+def tile_rows(n: int, widths: Sequence[int], itemsize: int, rbf: bool,
+              budget: int, threads: int) -> int:
+    """Samples per row block so that a task's blocks fit ``budget / threads`` bytes.
+
+    A task holds each layer's Gram block (twice over with RBF kernels: distances and kernel),
+    a product's temporary, the widest layer's two raw row blocks (and their stored chunks while
+    they are joined) and two float64 feature slices. At most ``n / T`` rows, with T the fewest
+    row blocks that give every thread :data:`TILES_PER_THREAD` tiles.
+
+    Examples
+    --------
+    >>> tile_rows(2048, [65536, 100], 4, False, 2**31, 2)
+    683
+    """
+    a = 8.0 * (len(widths) * (2 if rbf else 1) + 2)
+    b = 4.0 * max(widths) * itemsize + 16.0 * min(max(widths), FEATURE_SLICE)
+    per_task = budget / max(1, threads)
+    rows = int((-b + np.sqrt(b * b + 4 * a * per_task)) / (2 * a))
+    blocks = 1
+    while blocks * (blocks + 1) // 2 < TILES_PER_THREAD * threads and blocks < n:
+        blocks += 1
+    rows = min(rows, -(-n // blocks))
+    if rows < 16:
+        raise ValueError(
+            f"the memory budget ({budget / 2**20:.0f} MiB for {threads} thread(s)) leaves "
+            f"under 16 samples per tile for layers {max(widths)} features wide; raise dask "
+            "config 'repsim.memory-budget'"
+        )
+    return rows
+
+
+def grid_sums(layers: Sequence[Layer], pairs: Sequence[tuple[int, int]], *,
+              sigmas: Sequence[float] = (), seed: int = 0, rows: int | None = None,
+              ) -> tuple[dict, dict]:
+    """Every pair's Gram sums, linear and (with ``sigmas``) RBF, from each layer's tiles once.
+
+    Returns ``(sums, attrs)``: ``sums[(kernel, a, b)]`` is the :class:`GramSums` of layers a and
+    b for kernel 0 (linear) or 1 + s (RBF at ``sigmas[s]``); attrs describe the run.
+    """
+    stats = checked_columns(layers)
+    n = stats[0].count
+    widths = [int(x.data.shape[1]) for x in layers]
+    itemsize = max(np.dtype(x.data.dtype).itemsize for x in layers)
+    budget, threads = memory_budget(), threads_per_process()
+    if rows is None:
+        rows = tile_rows(n, widths, itemsize, bool(sigmas), budget, threads)
+        stored = max(int(x.data.chunks[0][0]) for x in layers)
+        if rows >= stored:  # whole stored chunks per row block: none is read by two blocks
+            rows = rows // stored * stored
+    bounds = [(s, min(n, s + rows)) for s in range(0, n, rows)]
+    tiles = [(i, j) for i in range(len(bounds)) for j in range(i, len(bounds))]
+    selves = [(a, a) for a in range(len(layers))]
+    wanted = sorted(set(selves) | {tuple(sorted(p)) for p in pairs})
+    readers = [_Reader(x.data, s.mean) for x, s in zip(layers, stats, strict=True)]
+    logger.info("sample-space grid: %d layers, n=%d, %d tiles of %d rows", len(layers), n,
+                len(tiles), rows)
+    attrs = {"n_samples": n, "tile_rows": rows, "n_tiles": len(tiles)}
+    with scratch.Store() as store:
+        use = store if sigmas else None
+        parts = compute(*(dask.delayed(_gram_tile, pure=False)(i, j, bounds, readers, wanted,
+                                                               use) for i, j in tiles))
+        sums = _assemble(parts, bounds, wanted, n, [0])
+        if sigmas:
+            meds, exact = _medians(parts, tiles, store, layers, stats, n, seed)
+            scales = np.array([[2.0 * s**2 * m for s in sigmas] for m in meds])
+            parts = compute(*(dask.delayed(_rbf_tile, pure=False)(
+                i, j, store.load, len(layers), scales, wanted) for i, j in tiles))
+            sums.update(_assemble(parts, bounds, wanted, n, [1 + s for s in range(len(sigmas))]))
+            attrs.update(median_sq_distance=[float(m) for m in meds], median_exact=exact)
+    return sums, attrs
+
+
+def _medians(parts, tiles, store, layers, stats, n, seed) -> tuple[list[float], bool]:
+    """Each layer's median squared distance: exact from the scratch tiles up to
+    MEDIAN_EXACT_MAX samples, else over a seeded subsample (as ``rbf_cka``)."""
+    if n > MEDIAN_EXACT_MAX:
+        meds = [sampled_median_sq_distance(x, size=MEDIAN_SAMPLE, seed=seed, mean=s.mean)
+                for x, s in zip(layers, stats, strict=True)]
+    else:
+        ranges = [scratch.Range(n) for _ in layers]
+        for layer, r in enumerate(ranges):
+            r.narrow(np.sum([p.hist[layer] for p in parts], axis=0))
+        meds = scratch.medians(ranges, tiles, store.load, compute)
+    for x, m in zip(layers, meds, strict=True):
+        if not m > 0:
+            raise ValueError(
+                f"{x.name}: the median squared distance between samples is {m}; at least half "
+                "of the pairs of samples coincide, so the RBF bandwidth is undefined"
+            )
+    return meds, n <= MEDIAN_EXACT_MAX
+
+
+def _assemble(parts, bounds, wanted, n, kernels) -> dict:
+    """:class:`GramSums` of every wanted pair for each kernel, from the tiles' sums."""
+    n_layers = max(max(p) for p in wanted) + 1
+    rows = np.zeros((len(kernels), n_layers, n))
+    diag = np.zeros((len(kernels), n_layers, n))
+    pair = np.zeros((len(kernels), len(wanted)))
+    for part in parts:
+        (i0, i1), (j0, j1) = bounds[part.i], bounds[part.j]
+        pair += part.pair
+        rows[:, :, i0:i1] += part.rows_i
+        if part.rows_j is not None:
+            rows[:, :, j0:j1] += part.rows_j
+        if part.diag is not None:
+            diag[:, :, i0:i1] = part.diag
+    index = {p: c for c, p in enumerate(wanted)}
+    out = {}
+    for k_, k in enumerate(kernels):
+        for (a, b), c in index.items():
+            out[k, a, b] = GramSums(n, pair[k_, c], pair[k_, index[a, a]], pair[k_, index[b, b]],
+                                    rows[k_, a], rows[k_, b], diag[k_, a], diag[k_, b])
+    return out
+
+
+def cka_from_sums(sums: GramSums, names: tuple[str, str], debiased: bool) -> float:
+    """CKA from a pair's :class:`GramSums`, with the errors of every path."""
+    if debiased:
+        require_samples(sums.n, 4, "debiased CKA")
+    return cka_ratio(sums.hsic(debiased), names, sums.n, debiased, scale=(sums.kk, sums.ll))

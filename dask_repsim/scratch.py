@@ -1,0 +1,164 @@
+"""Squared-distance tiles kept on local disk, and exact order statistics over them.
+
+RBF CKA sets each layer's bandwidth to a fraction of the median of its n^2 squared distances
+between samples (the zero diagonal included, Kornblith et al.'s ``gram_rbf``), so the kernel can
+only be summed once that median is known. The sample-space grid (:mod:`dask_repsim.samplespace`)
+forms each layer's Gram tile once, writes the tile's squared distances here (one float64 ``.npy``
+file per layer and tile) and counts them into a histogram of their leading bits; the median is
+then narrowed down over these files, and the kernel pass reads them back instead of forming the
+Gram tiles again. Disk holds ``8 n^2 / 2`` bytes per layer (the upper triangle of tiles).
+
+Non-negative float64 numbers sort like their bit patterns read as unsigned integers, so the
+histograms count the values by bit prefix: 15 bits (sign, exponent and 4 bits of mantissa) in
+the first pass, 16 more bits per further pass, until the two middle order statistics lie in a
+range holding at most :data:`GATHER` values, which are gathered and sorted. Every step is
+exact: the result is ``numpy.median`` of the whole distance matrix.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Sequence
+
+import dask
+import numpy as np
+
+#: values gathered on the client once the middle order statistics are narrowed down
+GATHER = 2**22
+_TOP_SHIFT = 48  # keys >> 48: sign bit, 11 exponent bits, 4 mantissa bits
+_STEP = 16
+
+
+def keys(d2: np.ndarray) -> np.ndarray:
+    """The order-preserving integer keys of non-negative float64 values.
+
+    Examples
+    --------
+    >>> k = keys(np.array([0.0, 1e-300, 0.5, 2.0, 1e300]))
+    >>> bool(np.all(np.diff(k.astype(np.float64)) > 0))
+    True
+    """
+    return np.ascontiguousarray(d2, dtype=np.float64).view(np.uint64)
+
+
+def prefix_counts(d2: np.ndarray, weight: int, lo: int, hi: int, shift: int) -> np.ndarray:
+    """Weighted counts of the values with keys in ``[lo, hi)`` by key prefix ``key >> shift``,
+    bin 0 being ``lo >> shift``."""
+    k = keys(d2).ravel()
+    k = k[(k >= lo) & (k < hi)] if lo > 0 or hi < 2**63 else k
+    size = int(((hi - 1) >> shift) - (lo >> shift)) + 1
+    idx = (k >> np.uint64(shift)) - np.uint64(lo >> shift)
+    return np.bincount(idx.astype(np.int64), minlength=size).astype(np.int64) * weight
+
+
+def top_counts(d2: np.ndarray, weight: int) -> np.ndarray:
+    """The first pass's histogram: counts of every non-negative float64 by its top 15 bits."""
+    return prefix_counts(d2, weight, 0, 2**63, _TOP_SHIFT)
+
+
+class Range:
+    """Where a layer's two middle order statistics are known to lie: keys in ``[lo, hi)``,
+    ``below`` values (weighted) smaller than ``lo``."""
+
+    def __init__(self, n: int) -> None:
+        self.k1, self.k2 = (n * n - 1) // 2, n * n // 2  # numpy's middle pair
+        self.lo, self.hi, self.below, self.shift = 0, 2**63, 0, _TOP_SHIFT
+        self.count = n * n
+
+    def narrow(self, counts: np.ndarray) -> None:
+        """Keep the bins holding the middle pair; the next pass counts 16 bits further."""
+        cum = self.below + np.cumsum(counts)
+        b1 = int(np.searchsorted(cum, self.k1, side="right"))
+        b2 = int(np.searchsorted(cum, self.k2, side="right"))
+        base = self.lo >> self.shift
+        below = self.below + (int(cum[b1 - 1] - self.below) if b1 > 0 else 0)
+        self.count = int(cum[b2]) - below
+        self.lo, self.hi = (base + b1) << self.shift, (base + b2 + 1) << self.shift
+        self.below = below
+        self.shift = max(0, self.shift - _STEP)
+
+    @property
+    def gather(self) -> bool:
+        """Whether few enough values are left to gather them."""
+        return self.count <= GATHER or self.shift == 0
+
+    def median(self, values: np.ndarray, weights: np.ndarray) -> float:
+        """The median from the gathered values in ``[lo, hi)`` and their weights."""
+        order = np.argsort(values, kind="stable")
+        cum = self.below + np.cumsum(weights[order])
+        v1 = values[order][np.searchsorted(cum, self.k1, side="right")]
+        v2 = values[order][np.searchsorted(cum, self.k2, side="right")]
+        return float((v1 + v2) / 2)
+
+
+def in_range(d2: np.ndarray, weight: int, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
+    """The values with keys in ``[lo, hi)`` and their weights."""
+    k = keys(d2).ravel()
+    values = d2.ravel()[(k >= lo) & (k < hi)]
+    return values, np.full(len(values), weight, dtype=np.int64)
+
+
+def medians(
+    ranges: Sequence[Range], tiles: Sequence[tuple[int, int]],
+    load: Callable[[int, int, int], np.ndarray], compute: Callable[..., tuple],
+) -> list[float]:
+    """Each layer's exact median, narrowing ``ranges`` (after the first pass's histogram) with
+    passes over the tiles; ``load(layer, i, j)`` gives a tile's squared distances."""
+
+    def one_pass(i: int, j: int) -> list:
+        weight = 1 if i == j else 2
+        out = []
+        for layer, r in enumerate(ranges):
+            d2 = load(layer, i, j)
+            if r.gather:
+                out.append(in_range(d2, weight, r.lo, r.hi))
+            else:
+                out.append(prefix_counts(d2, weight, r.lo, r.hi, r.shift))
+        return out
+
+    while not all(r.gather for r in ranges):
+        parts = compute(*(dask.delayed(one_pass, pure=False)(i, j) for i, j in tiles))
+        for layer, r in enumerate(ranges):
+            if not r.gather:
+                r.narrow(np.sum([p[layer] for p in parts], axis=0))
+    parts = compute(*(dask.delayed(one_pass, pure=False)(i, j) for i, j in tiles))
+    return [
+        r.median(np.concatenate([p[layer][0] for p in parts]),
+                 np.concatenate([p[layer][1] for p in parts]))
+        for layer, r in enumerate(ranges)
+    ]
+
+
+class Store:
+    """A directory of squared-distance tiles, removed when closed.
+
+    The directory is made under the dask config value ``repsim.scratch`` if set, else under
+    dask's ``temporary-directory``, else the system's temporary directory. Every process that
+    runs tasks must see it: on a cluster whose workers are on other machines, set
+    ``repsim.scratch`` to a shared file system.
+    """
+
+    def __init__(self) -> None:
+        parent = (dask.config.get("repsim.scratch", None)
+                  or dask.config.get("temporary-directory", None) or None)
+        self.path = tempfile.mkdtemp(prefix="repsim-distances-", dir=parent)
+
+    def file(self, layer: int, i: int, j: int) -> str:
+        return os.path.join(self.path, f"{layer}-{i}-{j}.npy")
+
+    def save(self, layer: int, i: int, j: int, d2: np.ndarray) -> None:
+        np.save(self.file(layer, i, j), d2, allow_pickle=False)
+
+    def load(self, layer: int, i: int, j: int) -> np.ndarray:
+        return np.load(self.file(layer, i, j), allow_pickle=False)
+
+    def close(self) -> None:
+        shutil.rmtree(self.path, ignore_errors=True)
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,228 @@
+"""Grids of wide layers on the shared sample-space tiles (``method="gram"``).
+
+References are written here from Kornblith et al. (2019): each layer's centred Gram matrix in
+numpy, HSIC = tr(K H L H); the unbiased HSIC of Song et al. (2012) with zeroed diagonals; RBF
+kernels exp(-D^2 / (2 sigma^2 median(D^2))) with the median over all n^2 entries (gram_rbf).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import dask
+import numpy as np
+import pytest
+import xarray as xr
+import zarr
+from conftest import CountingStore, write_zarr
+
+import dask_repsim as dr
+from dask_repsim import scratch
+
+N = 240
+WIDTHS_A = {"conv": 20_000, "mid": 300, "fc": 10}
+WIDTHS_B = {"conv": 6_000, "fc": 10}
+
+
+def _layers(widths: dict[str, int], seed: int) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    base = rng.normal(size=(N, 12))
+    out = {}
+    for k, p in widths.items():  # related layers: a shared low-rank signal, ReLU, offsets
+        x = base @ rng.normal(size=(12, p)) + 0.7 * rng.normal(size=(N, p))
+        out[k] = (np.maximum(x, 0) + 3.0).astype(np.float32)
+    return out
+
+
+def _gram(x: np.ndarray) -> np.ndarray:
+    xc = x.astype(np.float64) - x.astype(np.float64).mean(axis=0)
+    return xc @ xc.T
+
+
+def _hsic(k: np.ndarray, g: np.ndarray) -> float:
+    n = len(k)
+    h = np.eye(n) - 1.0 / n
+    return float(np.trace(k @ h @ g @ h))
+
+
+def _unbiased_hsic(k: np.ndarray, g: np.ndarray) -> float:
+    """Song et al. (2012), eq. (5)."""
+    n = len(k)
+    k, g = k.copy(), g.copy()
+    np.fill_diagonal(k, 0.0)
+    np.fill_diagonal(g, 0.0)
+    one = np.ones(n)
+    return float(np.trace(k @ g) + (one @ k @ one) * (one @ g @ one) / ((n - 1) * (n - 2))
+                 - 2.0 / (n - 2) * (one @ k @ g @ one)) / (n * (n - 3))
+
+
+def _cka(k: np.ndarray, g: np.ndarray, hsic=_hsic) -> float:
+    return hsic(k, g) / np.sqrt(hsic(k, k) * hsic(g, g))
+
+
+def _rbf(k: np.ndarray, sigma: float) -> np.ndarray:
+    d = np.diag(k)[:, None] + np.diag(k)[None, :] - 2 * k
+    d = np.maximum(d, 0)
+    np.fill_diagonal(d, 0)
+    return np.exp(-d / (2 * sigma**2 * np.median(d)))
+
+
+def _references(a: dict, b: dict) -> dict[str, np.ndarray]:
+    ka = {k: _gram(v) for k, v in a.items()}
+    kb = {k: _gram(v) for k, v in b.items()}
+    out = {}
+    pairs = [(x, y) for x in ka for y in kb]
+    shape = (len(ka), len(kb))
+    out["cka"] = np.reshape([_cka(ka[x], kb[y]) for x, y in pairs], shape)
+    out["cka_debiased"] = np.reshape([_cka(ka[x], kb[y], _unbiased_hsic) for x, y in pairs],
+                                     shape)
+    for s in (0.4, 0.8):
+        out[f"cka_rbf_{s:g}"] = np.reshape(
+            [_cka(_rbf(ka[x], s), _rbf(kb[y], s)) for x, y in pairs], shape)
+    return out
+
+
+@pytest.fixture(scope="module")
+def grid_data(tmp_path_factory):
+    a, b = _layers(WIDTHS_A, 0), _layers(WIDTHS_B, 1)
+    b["fc"] = (a["fc"] @ np.random.default_rng(2).normal(size=(10, 10))).astype(np.float32)
+    root = tmp_path_factory.mktemp("conv")
+    for name, layers in (("a", a), ("b", b)):
+        for k, v in layers.items():
+            write_zarr(root / f"{name}.zarr", k, v, chunks=(40, v.shape[1]),
+                       dims=("sample", f"{k}_unit"))
+    return a, b, root, _references(a, b)
+
+
+METRICS = ["cka", "cka_debiased", "cka_rbf"]
+
+
+def _check(ds: xr.Dataset, refs: dict) -> None:
+    assert ds.attrs["method"] == "gram"
+    assert set(refs) <= set(ds.data_vars)
+    ds = ds.sel(layer_a=list(WIDTHS_A), layer_b=list(WIDTHS_B))  # the references' order
+    for name, ref in refs.items():
+        np.testing.assert_allclose(ds[name].values, ref, rtol=0, atol=1e-6, err_msg=name)
+    assert ds.attrs["median_exact"]
+
+
+@pytest.mark.parametrize("kind", ["zarr", "xarray"])
+def test_grid_equals_numpy_gram_references(grid_data, kind):
+    """Widths 10 to 20,000, zarr groups and xarray Datasets, threaded scheduler, "auto" path."""
+    a, b, root, refs = grid_data
+    if kind == "zarr":
+        left, right = str(root / "a.zarr"), str(root / "b.zarr")
+    else:
+        left, right = xr.open_zarr(root / "a.zarr"), xr.open_zarr(root / "b.zarr")
+    with dask.config.set(scheduler="threads"):
+        ds = dr.compare(left, right, metrics=METRICS, sigma=[0.4, 0.8])
+    _check(ds, refs)
+    assert sorted(ds.layer_a.values) == sorted(WIDTHS_A)
+    # "auto" chose the tiles by cost, and says what the alternatives would have cost
+    assert "gram" in ds.attrs["cost_estimate"] and ds.attrs["sigma"] == [0.4, 0.8]
+    # a cell equals the pairwise function for that pair
+    pair = dr.cka(a["mid"], b["fc"], kernel="rbf", sigma=0.4)
+    assert abs(float(ds["cka_rbf_0.4"].sel(layer_a="mid", layer_b="fc")) - pair) < 1e-12
+
+
+def test_grid_on_a_cluster_with_worker_processes(grid_data):
+    distributed = pytest.importorskip("distributed")
+    a, b, root, refs = grid_data
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  dashboard_address=None) as cluster, \
+            distributed.Client(cluster):
+        ds = dr.compare(str(root / "a.zarr"), str(root / "b.zarr"), metrics=METRICS,
+                        sigma=[0.4, 0.8])
+    _check(ds, refs)
+
+
+def test_each_chunk_read_a_bounded_number_of_times(tmp_path):
+    """Every chunk is read by the column pass once and by the tiles T times (T row blocks),
+    however many layers, pairs and bandwidths; RBF kernels read the distances back from disk."""
+    rng = np.random.default_rng(3)
+    store = CountingStore(zarr.storage.LocalStore(tmp_path / "counted.zarr"))
+    n, names = 320, ["l0", "l1", "l2", "l3"]
+    for k, name in enumerate(names):
+        write_zarr(store, name, rng.normal(size=(n, 50 * (k + 1))), chunks=(32, 50 * (k + 1)))
+    store.reads.clear()
+    group = zarr.open_group(store, mode="r")
+    with dask.config.set({"scheduler": "threads", "num_workers": 2,
+                          "repsim.memory-budget": 2**20}):
+        ds = dr.compare(group, metrics=["cka", "cka_debiased", "cka_rbf"], sigma=[0.5, 1.0],
+                        method="gram")
+    rows, tiles = ds.attrs["tile_rows"], ds.attrs["n_tiles"]
+    blocks = -(-n // rows)
+    assert tiles == blocks * (blocks + 1) // 2 and blocks >= 3
+    reads = store.chunk_reads()
+    assert len(reads) == 4 * n // 32  # every chunk was read
+    assert max(reads.values()) <= blocks + 1, reads  # 16 pairs x 4 outputs: no read per pair
+    x = {k: np.asarray(group[k]) for k in names}
+    ref = _cka(_rbf(_gram(x["l1"]), 1.0), _rbf(_gram(x["l3"]), 1.0))
+    assert abs(float(ds["cka_rbf_1"].sel(layer_a="l1", layer_b="l3")) - ref) < 1e-9
+
+
+@pytest.mark.parametrize("gather", [2**4, 2**10])
+def test_exact_median_over_scratch_tiles_with_few_gathered(monkeypatch, gather):
+    """The bit-prefix narrowing gives numpy's median however few values may be gathered
+    (several passes over the scratch tiles), ties and a zero diagonal included."""
+    monkeypatch.setattr(scratch, "GATHER", gather)
+    rng = np.random.default_rng(4)
+    x = rng.integers(0, 3, size=(150, 4)).astype(np.float64)  # many tied distances
+    y = rng.normal(size=(150, 3))
+    ds = dr.compare({"x": x}, {"y": y}, metrics=["cka_rbf"], method="gram")
+    med = [float(v.split(": ")[1]) for v in ds.attrs["median_sq_distance"].split("; ")]
+    for value, data in zip(med, (x, y), strict=True):
+        d = ((data[:, None] - data[None]) ** 2).sum(-1)
+        assert value == pytest.approx(np.median(d), rel=1e-12, abs=1e-12)
+
+
+def test_sigma_rules():
+    x = np.random.default_rng(5).normal(size=(50, 4))
+    with pytest.raises(ValueError, match="sigma= applies to the metric"):
+        dr.compare({"x": x}, metrics=["cka"], sigma=0.5)
+    with pytest.raises(ValueError, match="sigma must be > 0"):
+        dr.compare({"x": x}, metrics=["cka_rbf"], sigma=[0.5, -1])
+    with pytest.raises(ValueError, match="method='covariance' computes"):
+        dr.compare({"x": x}, metrics=["cka_rbf"], method="covariance")
+    with pytest.raises(ValueError, match="interval"):
+        dr.compare({"x": x}, metrics=["cka_rbf"], interval="jackknife")
+    one = dr.compare({"x": x}, {"y": x ** 2}, metrics=["cka_rbf"], sigma=0.5)
+    assert list(one.data_vars) == ["cka_rbf"] and one.attrs["sigma"] == [0.5]
+
+
+_RSS_SCRIPT = textwrap.dedent("""
+    import json, resource, sys
+    import dask, dask_repsim as dr
+    with dask.config.set({"repsim.memory-budget": "1GiB", "scheduler": "threads",
+                          "num_workers": 2}):
+        ds = dr.compare(sys.argv[1], sys.argv[2], metrics=["cka", "cka_rbf"],
+                        sigma=[0.4, 0.8])
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    print(json.dumps({"peak": peak, "method": ds.attrs["method"],
+                      "rows": ds.attrs["tile_rows"], "cka": ds.cka.values.tolist()}))
+""")
+
+
+def test_wide_grid_peak_rss_within_the_budget(tmp_path):
+    """Two 2,000 x 40,000 float32 layers (320 MB each) with a budget of 1 GiB: the process
+    peaks below the budget plus 400 MiB (imports, dask, the client's sums)."""
+    n, p = 2000, 40_000
+    rng = np.random.default_rng(6)
+    for name, seed in (("a", 0), ("b", 1)):
+        root = zarr.open_group(tmp_path / f"{name}.zarr", mode="w")
+        arr = root.create_array("conv", shape=(n, p), chunks=(100, p), dtype="float32",
+                                dimension_names=("sample", "unit"))
+        for s in range(0, n, 500):
+            arr[s:s + 500] = rng.normal(size=(500, p)).astype(np.float32) + seed
+        root.create_array("fc", shape=(n, 10), chunks=(100, 10), dtype="float32",
+                          dimension_names=("sample", "fc_unit"))[...] = rng.normal(size=(n, 10))
+    out = subprocess.run([sys.executable, "-c", _RSS_SCRIPT, str(tmp_path / "a.zarr"),
+                          str(tmp_path / "b.zarr")], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["method"] == "gram"
+    assert result["peak"] < 2**30 + 400 * 2**20, result["peak"] / 2**20
+    assert np.isfinite(result["cka"]).all()
