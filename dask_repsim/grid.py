@@ -91,9 +91,11 @@ def grid_layers(
 
 
 def choose_grid_path(method: str, metrics: Sequence[str], layers: Sequence[Layer],
-                     rows: Sequence[int], cols: Sequence[int]) -> tuple[str, dict[str, Any]]:
+                     rows: Sequence[int], cols: Sequence[int], options: Options,
+                     ) -> tuple[str, dict[str, Any]]:
     """``method``, or for ``"auto"`` the exact path of least estimated arithmetic that
-    computes every metric and fits the memory budget (:func:`dask_repsim.methods.plan_grid`);
+    computes every metric, supports the options asked for (intervals, permutations,
+    ``nan_policy="omit"``) and fits the memory budget (:func:`dask_repsim.methods.plan_grid`);
     with the estimates, for ``attrs``."""
     allowed = ("auto", *PATHS)
     if method not in allowed:
@@ -102,8 +104,11 @@ def choose_grid_path(method: str, metrics: Sequence[str], layers: Sequence[Layer
         path_functions(method, list(metrics))  # an error naming what the path cannot compute
         return method, {}
     widths = [int(layer.data.shape[1]) for layer in layers]
+    needs = tuple(need for need, asked in (
+        ("interval", options.interval is not None), ("permutations", options.permutations > 0),
+        ("nan_omit", options.nan_policy == "omit")) if asked)
     return methods.plan_grid(list(metrics), int(layers[0].data.shape[0]), widths,
-                             list(rows), list(cols))
+                             list(rows), list(cols), needs)
 
 
 def expand_metrics(metrics: Sequence[str], sigma: Any) -> list[tuple[str, str, float | None]]:
@@ -334,7 +339,7 @@ def compare(
     names_a, names_b, layers, rows, cols = grid_layers(
         a, b, sample_dims=sample_dims, pool=pool, resize=resize, spatial_dims=spatial_dims,
         storage_options=storage_options, join=join)
-    path, plan = choose_grid_path(method, metrics, layers, rows, cols)
+    path, plan = choose_grid_path(method, metrics, layers, rows, cols, options)
     cells, run_attrs = run_grid(path, outputs, layers, rows, cols, options,
                                 batch_size=batch_size, parameters=parameters)
     run_attrs.update(plan)

@@ -160,25 +160,31 @@ def plan_passes(
 
 
 def grid_costs(
-    metrics: list[str], n: int, widths: list[int], rows: list[int], cols: list[int]
+    metrics: list[str], n: int, widths: list[int], rows: list[int], cols: list[int],
+    needs: tuple[str, ...] = (),
 ) -> dict[str, float]:
-    """Estimated multiply-adds of each exact path that ``"auto"`` may choose for a grid and
-    that computes every metric; a path that does not fit the memory budget is left out.
+    """Estimated multiply-adds of each exact path that ``"auto"`` may choose for a grid, that
+    computes every metric and supports each of ``needs`` (``"interval"``, ``"permutations"``,
+    ``"nan_omit"``); a path that does not fit the memory budget is left out.
 
     - ``covariance``: ``n`` times each layer's own block ``p^2`` and each requested cross block
       ``p q`` (only if the widest pair's co-moments fit);
     - ``gram``: ``n^2 sum(p)`` for each layer's Gram tiles, plus ``n^2`` per pair;
-    - ``tiled``: ``n (p q + (p^2 + q^2) / 2)`` per pair.
+    - ``tiled``: ``n (p q + (p^2 + q^2) / 2)`` per pair, only when the co-moments do not fit
+      (pair by pair it shares nothing, so its estimate flatters it).
 
     Examples
     --------
     >>> costs = grid_costs(["cka"], 2048, [65536, 100], [0], [1])
     >>> sorted(costs), f"{costs['gram']:.2e}"
     (['gram', 'tiled'], '2.75e+11')
+    >>> sorted(grid_costs(["cka"], 2048, [65536, 100], [0], [1], needs=("permutations",)))
+    []
     """
     used = sorted(set(rows) | set(cols))
     pairs = {tuple(sorted((a, b))) for a in rows for b in cols}
-    able = [p for p in PATHS if PATHS[p].auto and all(p in MEASURES[m].paths for m in metrics)]
+    able = [p for p in PATHS if PATHS[p].auto and all(p in MEASURES[m].paths for m in metrics)
+            and all(getattr(PATHS[p], need) for need in needs)]
     costs: dict[str, float] = {}
     widest = max(widths[r] for r in rows) + max(widths[c] for c in cols)
     if "covariance" in able and widest <= max_features():
@@ -186,14 +192,15 @@ def grid_costs(
                                           + sum(widths[a] * widths[b] for a, b in pairs if a != b))
     if "gram" in able:
         costs["gram"] = float(n) ** 2 * (sum(widths[u] for u in used) + len(pairs))
-    if "tiled" in able:
+    if "tiled" in able and "covariance" not in costs:
         costs["tiled"] = float(n) * sum(widths[a] * widths[b] + (widths[a] ** 2 + widths[b] ** 2)
                                         / 2 for a, b in pairs)
     return costs
 
 
 def plan_grid(
-    metrics: list[str], n: int, widths: list[int], rows: list[int], cols: list[int]
+    metrics: list[str], n: int, widths: list[int], rows: list[int], cols: list[int],
+    needs: tuple[str, ...] = (),
 ) -> tuple[str, dict[str, str]]:
     """The path ``"auto"`` runs a grid on: the least estimated arithmetic (:func:`grid_costs`)
     among the exact paths that compute every metric and fit the memory budget; with the
@@ -206,13 +213,15 @@ def plan_grid(
     >>> plan_grid(["cka", "mean_cca"], 100_000, [256, 256], [0], [1])[0]
     'covariance'
     """
-    costs = grid_costs(metrics, n, widths, rows, cols)
+    costs = grid_costs(metrics, n, widths, rows, cols, needs)
     if not costs:
-        able = [p for p in PATHS if all(p in MEASURES[m].paths for m in metrics)]
+        able = [p for p in PATHS if all(p in MEASURES[m].paths for m in metrics)
+                and all(getattr(PATHS[p], need) for need in needs)]
         if "covariance" in able:  # too wide: plan_passes says so, naming the paths that can
             plan_passes(widths, rows, cols, max_features())
-        raise ValueError(f"no exact path computes all of {metrics} on its own; "
-                         "compare them in separate calls")
+        raise ValueError(f"no exact path computes all of {metrics}"
+                         + (f" with {', '.join(needs)}" if needs else "")
+                         + "; compare them in separate calls")
     chosen = min(costs, key=costs.__getitem__)
     estimate = ", ".join(f"{p} {c:.2e}" for p, c in costs.items())
     logger.info("grid of %d layers, n=%d: method=%s (multiply-adds: %s)",

@@ -15,9 +15,10 @@ layer's median squared distance is found exactly (a seeded subsample beyond
 :data:`~dask_repsim.gram.MEDIAN_EXACT_MAX` samples, as :func:`~dask_repsim.gram.rbf_cka` does);
 a second pass reads the distances back and sums the kernels of every bandwidth.
 
-Row blocks are read inside the tasks (a slice of the layer's dask array, computed there), so a
-task's memory is what :func:`tile_rows` counts. Each stored chunk is read once by the column
-pass (means and input checks) and T times by the tiles.
+Row blocks are read inside the tasks (a slice of the layer's dask array, computed there, stored
+chunk by stored chunk), so a task's memory is what :func:`tile_rows` counts. Each stored chunk
+is read T times by the tiles, the first chunk of each layer once more (:func:`first_chunk_means`);
+there is no separate pass for the means: centring is exact from the Gram sums.
 """
 
 from __future__ import annotations
@@ -36,25 +37,29 @@ from .hsic import cka_ratio
 from .inputs import Layer
 from .medians import MEDIAN_SAMPLE, sampled_median_sq_distance
 from .parallel import compute, memory_budget, threads_per_process
-from .validation import require_samples
+from .validation import check_sample_counts, require_samples
 
 logger = logging.getLogger("dask_repsim")
 
 #: features per float64 slice of a row block while a Gram block is formed
 FEATURE_SLICE = 2048
-#: the fewest tiles per thread, so that the threads stay busy
-TILES_PER_THREAD = 3
 
 
 class _Reader:
     """A layer's rows, read inside a task: the dask array travels with the task instead of
-    being computed as one of its dependencies."""
+    being computed as one of its dependencies. ``shift``: subtracted from every row."""
 
-    def __init__(self, data, mean: np.ndarray) -> None:
-        self.data, self.mean = data, mean
+    def __init__(self, data, shift: np.ndarray) -> None:
+        self.data, self.mean = data, shift
+        self.edges = np.cumsum((0,) + tuple(data.chunks[0]))
 
     def rows(self, start: int, stop: int) -> np.ndarray:
-        return np.asarray(self.data[start:stop].compute(scheduler="sync"))
+        """Rows ``start:stop``, read stored chunk by stored chunk into one array."""
+        out = np.empty((stop - start, self.data.shape[1]), dtype=self.data.dtype)
+        cuts = [start, *(int(e) for e in self.edges if start < e < stop), stop]
+        for a, b in zip(cuts[:-1], cuts[1:], strict=True):
+            out[a - start:b - start] = self.data[a:b].compute(scheduler="sync")
+        return out
 
     def gram(self, i: tuple[int, int], j: tuple[int, int]) -> tuple[np.ndarray, ...]:
         """The centred Gram block of rows ``i`` and ``j`` (start, stop) and their squared norms."""
@@ -132,37 +137,41 @@ def _gram_tile(i, j, bounds, readers, pairs, store) -> TileSums:
 
 
 def _rbf_tile(i, j, load, n_layers, scales, pairs) -> TileSums:
-    """RBF sums of tile (i, j) at every bandwidth, from its squared distances."""
-    d2 = [load(layer, i, j) for layer in range(n_layers)]
-    kernels = []
+    """RBF sums of tile (i, j) at every bandwidth, from its squared distances (one bandwidth's
+    kernel blocks held at a time)."""
+    parts = []
     for s in range(scales.shape[1]):
-        kernels.append([np.exp(-d / scales[layer, s]) for layer, d in enumerate(d2)])
-    sums = _sums(i, j, kernels, pairs)
-    del kernels
-    return sums
+        blocks = []
+        for layer in range(n_layers):
+            k = load(layer, i, j)
+            np.exp(np.multiply(k, -1.0 / scales[layer, s], out=k), out=k)
+            blocks.append(k)
+        parts.append(_sums(i, j, [blocks], pairs))
+        del blocks
+    first = parts[0]
+    stack = [np.concatenate([getattr(p, f) for p in parts]) if getattr(first, f) is not None
+             else None for f in ("pair", "rows_i", "rows_j", "diag")]
+    return TileSums(i, j, *stack)
 
 
-def tile_rows(n: int, widths: Sequence[int], itemsize: int, rbf: bool,
-              budget: int, threads: int) -> int:
+def tile_rows(n: int, widths: Sequence[int], itemsize: int, budget: int, threads: int) -> int:
     """Samples per row block so that a task's blocks fit ``budget / threads`` bytes.
 
-    A task holds each layer's Gram block (twice over with RBF kernels: distances and kernel),
-    a product's temporary, the widest layer's two raw row blocks (and their stored chunks while
-    they are joined) and two float64 feature slices. At most ``n / T`` rows, with T the fewest
-    row blocks that give every thread :data:`TILES_PER_THREAD` tiles.
+    A task holds each layer's Gram block (or one bandwidth's kernel blocks), two temporaries,
+    the widest layer's two raw row blocks and two float64 feature slices. At most ``n / T``
+    rows, with T the fewest row blocks whose T^2 / 2 units of work (a diagonal tile is half a
+    unit) are at least as many as the threads.
 
     Examples
     --------
-    >>> tile_rows(2048, [65536, 100], 4, False, 2**31, 2)
-    683
+    >>> tile_rows(2048, [65536, 100], 4, 2**31, 2)
+    1024
     """
-    a = 8.0 * (len(widths) * (2 if rbf else 1) + 2)
-    b = 4.0 * max(widths) * itemsize + 16.0 * min(max(widths), FEATURE_SLICE)
+    a = 8.0 * (len(widths) + 3)
+    b = 2.0 * max(widths) * itemsize + 16.0 * min(max(widths), FEATURE_SLICE)
     per_task = budget / max(1, threads)
     rows = int((-b + np.sqrt(b * b + 4 * a * per_task)) / (2 * a))
-    blocks = 1
-    while blocks * (blocks + 1) // 2 < TILES_PER_THREAD * threads and blocks < n:
-        blocks += 1
+    blocks = min(n, int(np.ceil(np.sqrt(2 * threads))))
     rows = min(rows, -(-n // blocks))
     if rows < 16:
         raise ValueError(
@@ -181,13 +190,13 @@ def grid_sums(layers: Sequence[Layer], pairs: Sequence[tuple[int, int]], *,
     Returns ``(sums, attrs)``: ``sums[(kernel, a, b)]`` is the :class:`GramSums` of layers a and
     b for kernel 0 (linear) or 1 + s (RBF at ``sigmas[s]``); attrs describe the run.
     """
-    stats = checked_columns(layers)
-    n = stats[0].count
+    n = check_sample_counts([x.name for x in layers], [x.data.shape[0] for x in layers])
+    shifts = first_chunk_means(layers)
     widths = [int(x.data.shape[1]) for x in layers]
     itemsize = max(np.dtype(x.data.dtype).itemsize for x in layers)
     budget, threads = memory_budget(), threads_per_process()
     if rows is None:
-        rows = tile_rows(n, widths, itemsize, bool(sigmas), budget, threads)
+        rows = tile_rows(n, widths, itemsize, budget, threads)
         stored = max(int(x.data.chunks[0][0]) for x in layers)
         if rows >= stored:  # whole stored chunks per row block: none is read by two blocks
             rows = rows // stored * stored
@@ -195,7 +204,7 @@ def grid_sums(layers: Sequence[Layer], pairs: Sequence[tuple[int, int]], *,
     tiles = [(i, j) for i in range(len(bounds)) for j in range(i, len(bounds))]
     selves = [(a, a) for a in range(len(layers))]
     wanted = sorted(set(selves) | {tuple(sorted(p)) for p in pairs})
-    readers = [_Reader(x.data, s.mean) for x, s in zip(layers, stats, strict=True)]
+    readers = [_Reader(x.data, m) for x, m in zip(layers, shifts, strict=True)]
     logger.info("sample-space grid: %d layers, n=%d, %d tiles of %d rows", len(layers), n,
                 len(tiles), rows)
     attrs = {"n_samples": n, "tile_rows": rows, "n_tiles": len(tiles)}
@@ -203,9 +212,10 @@ def grid_sums(layers: Sequence[Layer], pairs: Sequence[tuple[int, int]], *,
         use = store if sigmas else None
         parts = compute(*(dask.delayed(_gram_tile, pure=False)(i, j, bounds, readers, wanted,
                                                                use) for i, j in tiles))
+        _check(parts, layers, wanted)
         sums = _assemble(parts, bounds, wanted, n, [0])
         if sigmas:
-            meds, exact = _medians(parts, tiles, store, layers, stats, n, seed)
+            meds, exact = _medians(parts, tiles, store, layers, shifts, n, seed)
             scales = np.array([[2.0 * s**2 * m for s in sigmas] for m in meds])
             parts = compute(*(dask.delayed(_rbf_tile, pure=False)(
                 i, j, store.load, len(layers), scales, wanted) for i, j in tiles))
@@ -214,12 +224,35 @@ def grid_sums(layers: Sequence[Layer], pairs: Sequence[tuple[int, int]], *,
     return sums, attrs
 
 
-def _medians(parts, tiles, store, layers, stats, n, seed) -> tuple[list[float], bool]:
+def first_chunk_means(layers: Sequence[Layer]) -> list[np.ndarray]:
+    """Each layer's column means over its first stored chunk.
+
+    The tiles subtract them before any product, so that large offsets (ReLU layers, values
+    around 1e9) cost no precision; exact centring is then algebraic (``tr(K H L H)`` from the
+    row sums, :class:`~dask_repsim.gram.GramSums`; unbiased HSIC and distances do not depend on
+    a shift). This reads one chunk per layer instead of a column pass over all the data.
+    """
+    return list(compute(*(x.data[: x.data.chunks[0][0]].astype(np.float64).mean(axis=0)
+                          for x in layers)))
+
+
+def _check(parts: Sequence[TileSums], layers: Sequence[Layer], wanted) -> None:
+    """The errors of every path for NaN or Inf and for a layer without variance: when a sum
+    is not finite or a layer's Gram matrix is zero, the column pass names the cause."""
+    selves = [wanted.index((a, a)) for a in range(len(layers))]
+    total = np.sum([p.pair[0] for p in parts], axis=0)
+    if np.isfinite(total).all() and (total[selves] > 0).all():
+        return
+    checked_columns(layers)  # raises NonFiniteError or NoVarianceError, naming the layer
+    raise ValueError("the Gram tiles are not finite although the inputs are")  # pragma: no cover
+
+
+def _medians(parts, tiles, store, layers, shifts, n, seed) -> tuple[list[float], bool]:
     """Each layer's median squared distance: exact from the scratch tiles up to
     MEDIAN_EXACT_MAX samples, else over a seeded subsample (as ``rbf_cka``)."""
     if n > MEDIAN_EXACT_MAX:
-        meds = [sampled_median_sq_distance(x, size=MEDIAN_SAMPLE, seed=seed, mean=s.mean)
-                for x, s in zip(layers, stats, strict=True)]
+        meds = [sampled_median_sq_distance(x, size=MEDIAN_SAMPLE, seed=seed, mean=m)
+                for x, m in zip(layers, shifts, strict=True)]
     else:
         ranges = [scratch.Range(n) for _ in layers]
         for layer, r in enumerate(ranges):

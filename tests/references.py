@@ -269,6 +269,21 @@ def cka_angular(x: np.ndarray, y: np.ndarray) -> float:
     return float(np.arccos(np.clip(linear_cka(x, y), -1.0, 1.0)))
 
 
+def rbf_cka(x: np.ndarray, y: np.ndarray, sigma: float = 0.8) -> float:
+    """Kornblith et al.'s ``gram_rbf``: exp(-D^2 / (2 sigma^2 median(D^2))), the median over
+    all n^2 squared distances (zero diagonal included), then biased CKA of the two kernels."""
+
+    def gram(a: np.ndarray) -> np.ndarray:
+        g = centre(a) @ centre(a).T
+        d = np.maximum(np.diag(g)[:, None] + np.diag(g)[None, :] - 2 * g, 0)
+        np.fill_diagonal(d, 0)
+        return np.exp(-d / (2 * sigma**2 * np.median(d)))
+
+    k, g = gram(x), gram(y)
+    return float(_hsic_biased(k, g) / np.sqrt(_hsic_biased(k, k) * _hsic_biased(g, g)))
+
+
 ALL_METRICS.update(
-    hsic=linear_hsic, svcca_r2=svcca_r2, shape_metric=shape_metric, cka_angular=cka_angular
+    hsic=linear_hsic, svcca_r2=svcca_r2, shape_metric=shape_metric, cka_angular=cka_angular,
+    cka_rbf=rbf_cka,
 )

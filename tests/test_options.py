@@ -44,7 +44,7 @@ def data():
         (lambda x, y: dr.compare({"a": x}, {"b": y}, metrics=["cka"], seed=1),
          "nothing here is random"),
         (lambda x, y: dr.compare({"a": x}, {"b": y}, metrics=["svcca"], method="gram"),
-         "method='gram' computes cka, cka_debiased, not svcca"),
+         "method='gram' computes cka, cka_debiased, cka_rbf, not svcca"),
     ],
 )
 def test_unused_options_are_errors(data, call, message):
