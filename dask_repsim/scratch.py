@@ -26,7 +26,7 @@ import dask
 import numpy as np
 
 #: values gathered on the client once the middle order statistics are narrowed down
-GATHER = 2**22
+GATHER = 2**18
 _TOP_SHIFT = 48  # keys >> 48: sign bit, 11 exponent bits, 4 mantissa bits
 _STEP = 16
 
