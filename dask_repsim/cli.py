@@ -100,11 +100,14 @@ def _statistics_options(cmp: _Parser) -> None:
     cmp.add_argument("--nan-policy", choices=("raise", "omit"), default="raise",
                      help="what to do with samples holding NaN or Inf (default: raise)")
     cmp.add_argument("--method", choices=("auto", *PATHS), default="auto",
-                     help="computational path (default: auto, the one-pass co-moments unless "
-                     "only CKA is asked for and layers are too wide); see dask_repsim.methods")
+                     help="computational path (default: auto, the exact path of least estimated "
+                     "arithmetic within the memory budget); see dask_repsim.methods")
     cmp.add_argument("--alpha", type=float,
                      help="partial whitening of the shape_metric metric, in [0, 1] "
                      "(default: 1, rotations only)")
+    cmp.add_argument("--sigma", type=float, nargs="+",
+                     help="RBF bandwidth(s) of the cka_rbf metric, as fractions of each layer's "
+                     "median distance (default: 0.8); several give cka_rbf_<sigma> columns")
     cmp.add_argument("--interval", choices=("jackknife",),
                      help="add a delete-a-group jackknife standard error and interval per cell")
     cmp.add_argument("--level", type=float,
@@ -316,6 +319,7 @@ def _compare(args: argparse.Namespace, parser: _Parser) -> int:
                 seed=args.seed,
                 method=args.method,
                 alpha=args.alpha,
+                sigma=args.sigma,
             )
     _save(result, args.out, args.plot, fmt)
     print(_json(result) if args.json else _table(result))

@@ -157,8 +157,11 @@ def cka(
     if path == "covariance":
         function = cka_measures.debiased_linear_cka if debiased else cka_measures.linear_cka
         return cell_estimate(covariance_cell(function, layers, options), options, path)
-    cells, _ = runners.kernel_cells([path], [{"debiased": debiased}], layers, [0],
-                                    [len(layers) - 1])
+    last = len(layers) - 1
+    if path == "gram":  # the sample-space tiles that grids share
+        cells, _ = runners.gram_cells([{"debiased": debiased}], layers, [0], [last], seed=0)
+    else:
+        cells, _ = runners.kernel_cells([path], [{"debiased": debiased}], layers, [0], [last])
     return Estimate(cells[0, 0, 0].value, method=path)
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import matplotlib.image
 import numpy as np
 import pytest
+import references
 import xarray as xr
 import zarr
 from conftest import write_zarr
@@ -361,6 +362,20 @@ def test_method_option(stores, capsys):
     assert out["mean_cca"]["dense"]["conv"] == pytest.approx(expected, abs=1e-6)
     assert cli.main(["compare", str(root / "a.zarr"), "-m", "pwcca", "--method", "gram"]) == 1
     assert "method='gram' computes cka, cka_debiased" in capsys.readouterr().err
+
+
+def test_rbf_bandwidths_option(stores, capsys):
+    root, stored = stores
+    code = cli.main(["compare", str(root / "a.zarr"), str(root / "b.zarr"), "-m", "cka_rbf",
+                     "--sigma", "0.5", "1.0", "--json"])
+    assert code == 0
+    out = json.loads(capsys.readouterr().out)
+    assert set(out) >= {"cka_rbf_0.5", "cka_rbf_1"}
+    x, y = stored["a", "dense"], stored["b", "conv"]
+    expected = references.rbf_cka(x.reshape(len(x), -1), y.reshape(len(y), -1), 1.0)
+    assert out["cka_rbf_1"]["dense"]["conv"] == pytest.approx(expected, abs=1e-6)
+    assert cli.main(["compare", str(root / "a.zarr"), "-m", "cka", "--sigma", "0.5"]) == 1
+    assert "sigma= applies to the metric(s) cka_rbf only" in capsys.readouterr().err
 
 
 def test_netcdf_input(tmp_path, capsys):
