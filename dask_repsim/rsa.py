@@ -15,7 +15,8 @@ The definitions are rsatoolbox's (``calc_rdm`` and ``compare``, version 0.3):
 - ``rdm="correlation"``: ``d_ij = 1 - r_ij``, ``r_ij`` the Pearson correlation of samples i and j
   across features (each sample less its mean over features, scaled to unit norm);
 - ``rdm="euclidean"``: ``d_ij = ||x_i - x_j||^2 / p``, the squared distance over the number of
-  features (computed from column-centred rows, which does not change it);
+  features (computed from rows less about their column means, which does not change it:
+  :func:`exact_shift`);
 - ``compare="corr"``: Pearson correlation of the two vectors of ``d_ij, i < j``; ``"cosine"``:
   their cosine (uncentred); ``"spearman"``: the Pearson correlation of their ranks (ties get
   their average rank); ``"rho-a"``: ``12 sum_k (r1_k - m)(r2_k - m) / (N^3 - N)`` with the
@@ -141,10 +142,29 @@ def _tile(same, rdm, gather, xi, xj, yi, yj, ix, jx, iy, jy) -> list:
     return [moments, *(entries if gather else (None, None))]
 
 
+def exact_shift(mean: np.ndarray, sum_sq: np.ndarray, count: int) -> np.ndarray:
+    """Column shifts for the euclidean RDM: each mean rounded to a multiple of a power of two
+    at most its column's standard deviation.
+
+    Centring keeps squared distances from cancelling when activations have large means; with
+    these shifts integer-valued (and other coarse binary-fraction) activations stay exact, so
+    their squared distances, and the ties the rank comparisons see, are exact too.
+
+    Examples
+    --------
+    >>> exact_shift(np.array([1e9 + 0.3, 0.7]), np.array([4.0, 0.09]), 4).tolist()
+    [1000000000.0, 0.75]
+    """
+    std = np.sqrt(np.asarray(sum_sq, dtype=np.float64) / max(count, 1))
+    step = np.exp2(np.floor(np.log2(np.where(std > 0, std, 1.0))))
+    return np.where(std > 0, np.round(mean / step) * step, mean)
+
+
 def _infos(lx: Layer, ly: Layer, rdm: str, columns: list) -> list:
     """Per layer, a function of a block's samples giving what :func:`_patterns` needs."""
     if rdm == "euclidean":
-        return [lambda rows, m=c.mean: (m,) for c in columns]
+        shifts = [exact_shift(c.mean, c.sum_sq, c.count) for c in columns]
+        return [lambda rows, m=m: (m,) for m in shifts]
     measure = f"the {rdm} RDM"
     out = []
     for layer, (mean, norm) in zip((lx, ly), row_statistics([lx, ly], True), strict=True):
@@ -289,8 +309,9 @@ def rsa_values(x: Layer, y: Layer, *, rdm: str = "correlation",
         total = EntryMoments.merge(total, p[0])
     _check_rdm(x.name, (total.count, total.mean1, total.m11), rdm, compares)
     _check_rdm(y.name, (total.count, total.mean2, total.m22), rdm, compares)
-    values = {"corr": total.pearson(), "cosine": total.cosine()}
-    values.update(_rank_measures(parts, ranks) if ranks else {})
+    values = _rank_measures(parts, ranks) if ranks else {}
+    values.update({c: total.pearson() if c == "corr" else total.cosine()
+                   for c in compares if c in ("corr", "cosine")})
     return {c: float(values[c]) for c in compares}
 
 
