@@ -20,8 +20,16 @@ The definitions are rsatoolbox's (``calc_rdm`` and ``compare``, version 0.3):
 - ``compare="corr"``: Pearson correlation of the two vectors of ``d_ij, i < j``; ``"cosine"``:
   their cosine (uncentred); ``"spearman"``: the Pearson correlation of their ranks (ties get
   their average rank); ``"rho-a"``: ``12 sum_k (r1_k - m)(r2_k - m) / (N^3 - N)`` with the
-  average ranks ``r``, their mean ``m = (N + 1) / 2`` and N entries (Spearman's rho without the
-  tie correction of the denominator).
+  average ranks ``r``, their mean ``m = (N + 1) / 2`` and N entries: the expected Spearman
+  correlation when ties are broken at random (Nili et al. 2014), equal to ``"spearman"``
+  without ties and smaller with them.
+
+References
+----------
+Kriegeskorte, Mur, Bandettini (2008). Representational similarity analysis - connecting the
+branches of systems neuroscience. Front. Syst. Neurosci. 2, 4. Nili, Wingfield, Walther, Su,
+Marslen-Wilson, Kriegeskorte (2014). A toolbox for representational similarity analysis. PLoS
+Comput. Biol. 10, e1003553.
 """
 
 from __future__ import annotations
