@@ -22,6 +22,7 @@ from .options import JACKKNIFE_GROUPS
 from .pairwise import cca, cka, linear_regression, procrustes, pwcca, svcca
 from .registry import DEFAULT_METRICS, MEASURES, PATHS
 from .results import CCAResult, Estimate
+from .sample_measures import cknna, mutual_knn, rsa
 from .version import __version__
 
 #: metric name -> what it is (the measure registry, :data:`dask_repsim.registry.MEASURES`)
@@ -43,13 +44,16 @@ __all__ = [
     "capture_activations",
     "cca",
     "cka",
+    "cknna",
     "cluster_units",
     "compare",
     "hsic",
     "linear_regression",
     "match_units",
+    "mutual_knn",
     "procrustes",
     "pwcca",
+    "rsa",
     "shape_metric",
     "sparse_prediction",
     "svcca",

@@ -11,7 +11,7 @@ from typing import Any
 
 import xarray as xr
 
-from . import grid, metrics, neurons, pairwise
+from . import grid, metrics, neurons, pairwise, sample_measures
 from .results import CCAResult, Estimate
 
 __all__ = ["DataArrayRepsimAccessor", "DatasetRepsimAccessor"]
@@ -243,3 +243,45 @@ class DataArrayRepsimAccessor:
         """
         return metrics.shape_metric(self._obj, other, **kwargs)
 
+
+    def rsa(self, other: Any, **kwargs: Any) -> Estimate:
+        """RSA with ``other``: :func:`dask_repsim.rsa`.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import xarray as xr
+        >>> import dask_repsim.accessor
+        >>> a = xr.DataArray(np.random.default_rng(0).normal(size=(200, 6)), dims=("sample", "u"))
+        >>> round(a.repsim.rsa(3 * a), 6)
+        1.0
+        """
+        return sample_measures.rsa(self._obj, other, **kwargs)
+
+    def mutual_knn(self, other: Any, **kwargs: Any) -> Estimate:
+        """Mutual k-nearest-neighbour alignment with ``other``: :func:`dask_repsim.mutual_knn`.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import xarray as xr
+        >>> import dask_repsim.accessor
+        >>> a = xr.DataArray(np.random.default_rng(0).normal(size=(200, 6)), dims=("sample", "u"))
+        >>> float(a.repsim.mutual_knn(2 * a, k=5))
+        1.0
+        """
+        return sample_measures.mutual_knn(self._obj, other, **kwargs)
+
+    def cknna(self, other: Any, **kwargs: Any) -> Estimate:
+        """CKNNA with ``other``: :func:`dask_repsim.cknna`.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import xarray as xr
+        >>> import dask_repsim.accessor
+        >>> a = xr.DataArray(np.random.default_rng(0).normal(size=(200, 6)), dims=("sample", "u"))
+        >>> round(a.repsim.cknna(2 * a, k=5), 9)
+        1.0
+        """
+        return sample_measures.cknna(self._obj, other, **kwargs)

@@ -105,6 +105,12 @@ def _statistics_options(cmp: _Parser) -> None:
     cmp.add_argument("--alpha", type=float,
                      help="partial whitening of the shape_metric metric, in [0, 1] "
                      "(default: 1, rotations only)")
+    cmp.add_argument("--rdm", choices=("correlation", "euclidean"),
+                     help="dissimilarities of the rsa metric (default: correlation)")
+    cmp.add_argument("--rdm-compare", choices=("corr", "cosine", "spearman", "rho-a"),
+                     help="how the rsa metric compares the dissimilarities (default: corr)")
+    cmp.add_argument("--k", type=int,
+                     help="neighbours per sample of mutual_knn and cknna (default: 10)")
     cmp.add_argument("--sigma", type=float, nargs="+",
                      help="RBF bandwidth(s) of the cka_rbf metric, as fractions of each layer's "
                      "median distance (default: 0.8); several give cka_rbf_<sigma> columns")
@@ -320,6 +326,9 @@ def _compare(args: argparse.Namespace, parser: _Parser) -> int:
                 method=args.method,
                 alpha=args.alpha,
                 sigma=args.sigma,
+                rdm=args.rdm,
+                rdm_compare=args.rdm_compare,
+                k=args.k,
             )
     _save(result, args.out, args.plot, fmt)
     print(_json(result) if args.json else _table(result))

@@ -30,6 +30,7 @@ from .registry import (
     path_functions,
 )
 from .results import jackknife_interval, permutation_pvalue
+from .rsa import check_choice
 from .validation import check_sample_counts
 from .version import __version__
 
@@ -131,6 +132,19 @@ def expand_metrics(metrics: Sequence[str], sigma: Any) -> list[tuple[str, str, f
     return out
 
 
+def metric_groups(method: str, outputs: Sequence[tuple[str, str, float | None]],
+                  ) -> list[list[int]]:
+    """Indices of ``outputs`` computed together: all of them, except that with
+    ``method="auto"`` the measures of sample x sample matrices (RSA, k-nearest neighbours),
+    which only the ``sample_blocks`` path computes, run beside the others' path."""
+    alone = [k for k, (_, m, _) in enumerate(outputs) if set(MEASURES[m].paths) ==
+             {"sample_blocks"}]
+    rest = [k for k in range(len(outputs)) if k not in alone]
+    if method != "auto" or not alone or not rest:
+        return [list(range(len(outputs)))]
+    return [rest, alone]
+
+
 def run_grid(path: str, outputs: Sequence[tuple[str, str, float | None]],
              layers: Sequence[Layer], rows: Sequence[int], cols: Sequence[int],
              options: Options, *, batch_size: int | None,
@@ -143,6 +157,9 @@ def run_grid(path: str, outputs: Sequence[tuple[str, str, float | None]],
     rbf = "cka_rbf" in metrics
     reject_unused(path, options, level_used=path == "minibatch",
                   seed_used=path == "minibatch" or rbf)
+    if path == "sample_blocks":
+        return runners.sample_cells(path_functions(path, metrics, parameters), layers, rows,
+                                    cols)
     if path == "gram":
         specs = [dict(spec, sigma=s) for spec, (_, _, s) in
                  zip(path_functions(path, metrics), outputs, strict=True)]
@@ -240,7 +257,8 @@ def compare(
     interval: str | None = None, level: float | None = None, groups: int | None = None,
     permutations: int = 0, seed: int | None = None, method: str = "auto",
     batch_size: int | None = None, alpha: float | None = None,
-    sigma: float | Sequence[float] | None = None, join: str = "exact",
+    sigma: float | Sequence[float] | None = None, rdm: str | None = None,
+    rdm_compare: str | None = None, k: int | None = None, join: str = "exact",
 ) -> xr.Dataset:
     """Several measures for every pair of layers of ``a`` and ``b``, from one pass over the data.
 
@@ -255,7 +273,7 @@ def compare(
         ``cka_debiased``, ``mean_cca``, ``r2_cca``, ``svcca``, ``pwcca``,
         ``linear_regression``, ``procrustes`` (the default, ``DEFAULT_METRICS``), and more:
         ``cka_rbf`` (see ``sigma``), ``hsic``, ``svcca_r2``, ``shape_metric``,
-        ``cka_angular``, ``matched_correlation``.
+        ``cka_angular``, ``matched_correlation``, ``rsa``, ``mutual_knn``, ``cknna``.
     sample_dims
         For xarray inputs, the dims that index samples; each variable uses those it has. A conv
         layer's ``("sample", "height", "width")`` folds spatial positions into samples (the
@@ -302,6 +320,15 @@ def compare(
         variables are ``cka_rbf_<sigma>`` (``cka_rbf_0.4``, ...). Each layer's median is
         found once per grid, exactly up to 20,000 samples and over a seeded subsample of
         4,000 beyond (``attrs["median_exact"]``); an error when no metric takes it.
+    rdm, rdm_compare
+        For the ``rsa`` metric: the dissimilarity matrices (``"correlation"``, default, or
+        ``"euclidean"``) and how they are compared (``"corr"``, default, ``"cosine"``,
+        ``"spearman"``, ``"rho-a"``), as :func:`dask_repsim.rsa` (its ``compare=``).
+    k
+        For ``mutual_knn`` and ``cknna``: neighbours per sample (default 10), as
+        :func:`dask_repsim.mutual_knn`. These measures and ``rsa`` run on the
+        ``sample_blocks`` path, pair by pair; with ``method="auto"`` beside the path of the
+        other metrics (``attrs["method"]`` names both).
     join
         As for :func:`dask_repsim.cka`: samples with labels are paired by label;
         ``"inner"`` keeps the samples every layer holds.
@@ -330,8 +357,11 @@ def compare(
     (1.0, ('layer_a', 'layer_b'))
     """
     metrics = check_metrics(list(metrics))
-    parameters = {"alpha": alpha, "sigma": sigma}
+    parameters = {"alpha": alpha, "sigma": sigma, "rdm": rdm, "rdm_compare": rdm_compare,
+                  "k": k}
     check_parameters(metrics, parameters)
+    if rdm is not None or rdm_compare is not None:
+        check_choice(rdm or "correlation", (rdm_compare or "corr",))
     outputs = expand_metrics(metrics, sigma)
     options = Options(sample_dims=sample_dims, storage_options=storage_options,
                       nan_policy=nan_policy, interval=interval, level=level, groups=groups,
@@ -339,12 +369,21 @@ def compare(
     names_a, names_b, layers, rows, cols = grid_layers(
         a, b, sample_dims=sample_dims, pool=pool, resize=resize, spatial_dims=spatial_dims,
         storage_options=storage_options, join=join)
-    path, plan = choose_grid_path(method, metrics, layers, rows, cols, options)
-    cells, run_attrs = run_grid(path, outputs, layers, rows, cols, options,
-                                batch_size=batch_size, parameters=parameters)
-    run_attrs.update(plan)
+    cells: runners.Cells = {}
+    paths, run_attrs = [], {}
+    for group in metric_groups(method, outputs):  # one path each
+        chosen = [outputs[g] for g in group]
+        path, plan = choose_grid_path(method, [m for _, m, _ in chosen], layers, rows, cols,
+                                      options)
+        part, attrs = run_grid(path, chosen, layers, rows, cols, options,
+                               batch_size=batch_size, parameters=parameters)
+        cells.update({(group[m], i, j): cell for (m, i, j), cell in part.items()})
+        paths.append(attrs.pop("method", path))
+        for key, value in {**attrs, **plan}.items():
+            run_attrs[key] = value if key not in run_attrs or run_attrs[key] == value \
+                else f"{run_attrs[key]}; {value}"
+    path = " + ".join(paths)
     run_attrs.update({k: v for k, v in parameters.items() if v is not None})
     if "sigma" in run_attrs:
         run_attrs["sigma"] = [float(s) for s in np.atleast_1d(sigma)]
-    return build_dataset(cells, outputs, names_a, names_b, run_attrs.pop("method", path),
-                         run_attrs, options)
+    return build_dataset(cells, outputs, names_a, names_b, path, run_attrs, options)

@@ -170,6 +170,7 @@ def grid_costs(
     - ``covariance``: ``n`` times each layer's own block ``p^2`` and each requested cross block
       ``p q`` (only if the widest pair's co-moments fit);
     - ``gram``: ``n^2 sum(p)`` for each layer's Gram tiles, plus ``n^2`` per pair;
+    - ``sample_blocks``: ``n^2 (p + q)`` per pair;
     - ``tiled``: ``n (p q + (p^2 + q^2) / 2)`` per pair, only when the co-moments do not fit
       (pair by pair it shares nothing, so its estimate flatters it).
 
@@ -192,6 +193,8 @@ def grid_costs(
                                           + sum(widths[a] * widths[b] for a, b in pairs if a != b))
     if "gram" in able:
         costs["gram"] = float(n) ** 2 * (sum(widths[u] for u in used) + len(pairs))
+    if "sample_blocks" in able:  # each pair's own pass over both layers
+        costs["sample_blocks"] = float(n) ** 2 * sum(widths[a] + widths[b] for a, b in pairs)
     if "tiled" in able and "covariance" not in costs:
         costs["tiled"] = float(n) * sum(widths[a] * widths[b] + (widths[a] ** 2 + widths[b] ** 2)
                                         / 2 for a, b in pairs)

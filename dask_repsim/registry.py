@@ -12,6 +12,7 @@ computes it for one pair, and for each path that can compute it, what that path 
 
 - ``covariance``: a function of a :class:`~dask_repsim.statistics.Pair` (the co-moments);
 - ``qr``: a function of ``(RFactor, names)``, the pair's columns of the joint R factor;
+- ``sample_blocks``: a function of the two :class:`~dask_repsim.inputs.Layer` objects;
 - ``gram``, ``tiled``, ``minibatch``: the kernel options of the CKA the path sums
   (``{"debiased": bool}``, and ``{"kernel": "rbf"}`` on ``gram``); these paths compute CKA
   only.
@@ -24,7 +25,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
-from . import cca, cka, neuron_measures, qr, shape
+from . import cca, cka, neighbours, neuron_measures, qr, rsa, shape
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,9 @@ PATHS: dict[str, PathInfo] = {
                  permutations=False, nan_omit=False),
         PathInfo("tiled", "||X_c^T Y_c||_F^2 from feature tiles", "n p q + n (p^2+q^2)/2",
                  exact=True, auto=True, interval=False, permutations=False, nan_omit=False),
+        PathInfo("sample_blocks", "row-block tiles of sample x sample matrices: RDMs, cosine "
+                 "k-nearest neighbours", "n^2 (p+q)", exact=True, auto=True, interval=False,
+                 permutations=False, nan_omit=False),
         PathInfo("minibatch", "unbiased HSIC averaged over minibatches (Nguyen et al. 2021)",
                  "n b (p+q)", exact=False, auto=False, interval=False, permutations=False,
                  nan_omit=False),
@@ -97,6 +101,17 @@ def _qr_mean(factor: Any, names: Any) -> float:
 
 def _qr_r2(factor: Any, names: Any) -> float:
     return float(qr.canonical_correlations_from_r(factor, names).r2)
+
+
+def _rsa(x: Any, y: Any, rdm: str = "correlation", rdm_compare: str = "corr") -> float:
+    return rsa.rsa_values(x, y, rdm=rdm, compares=(rdm_compare,))[rdm_compare]
+
+
+def _knn(measure: str) -> Callable[..., float]:
+    def value(x: Any, y: Any, k: int = 10) -> float:
+        return neighbours.knn_values(x, y, k, measures=(measure,))[measure]
+
+    return value
 
 
 _KERNEL_PATHS = ("gram", "tiled")
@@ -153,6 +168,15 @@ MEASURES: dict[str, Measure] = {
                 "alpha=1 allows rotations (Procrustes), alpha=0 any linear map (CCA)",
                 "shape_metric", {}, {"covariance": shape.shape_distance}, similarity=False,
                 parameters=("alpha",)),
+        Measure("rsa", "representational similarity analysis (Kriegeskorte et al. 2008): the "
+                "layers' dissimilarity matrices over samples compared (rdm=, rdm_compare=)",
+                "rsa", {}, {"sample_blocks": _rsa}, parameters=("rdm", "rdm_compare")),
+        Measure("mutual_knn", "mutual k-nearest-neighbour alignment (Huh et al. 2024): the "
+                "share of each sample's k cosine neighbours both layers agree on (k=)",
+                "mutual_knn", {}, {"sample_blocks": _knn("mutual_knn")}, parameters=("k",)),
+        Measure("cknna", "CKNNA (Huh et al. 2024): CKA of the cosine kernels on the pairs that "
+                "are k nearest neighbours in both layers (k=)", "cknna", {},
+                {"sample_blocks": _knn("cknna")}, parameters=("k",)),
         Measure("matched_correlation",
                 "mean correlation of one-to-one (bipartite) matched units (Li et al. 2016)",
                 "match_units", {}, {"covariance": neuron_measures.matched_correlation}),

@@ -221,6 +221,24 @@ def gram_cells(
     return cells, {"n_samples_omitted": 0, **attrs}
 
 
+def sample_cells(
+    functions: Sequence[Callable[..., float]],
+    layers: Sequence[Layer],
+    rows: Sequence[int],
+    cols: Sequence[int],
+) -> tuple[Cells, dict[str, Any]]:
+    """Cells of the measures of sample x sample matrices (RSA, k-nearest neighbours), each pair
+    from its own pass over row-block tiles (:mod:`dask_repsim.rsa`,
+    :mod:`dask_repsim.neighbours`)."""
+    cells: Cells = {}
+    for m, function in enumerate(functions):
+        for i, a in enumerate(rows):
+            for j, b in enumerate(cols):
+                cells[m, i, j] = Cell(function(layers[a], layers[b]),
+                                      fields={"method": "sample_blocks"})
+    return cells, {"n_samples": int(layers[rows[0]].data.shape[0]), "n_samples_omitted": 0}
+
+
 def minibatch_cells(
     layers: Sequence[Layer],
     rows: Sequence[int],

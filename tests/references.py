@@ -283,7 +283,59 @@ def rbf_cka(x: np.ndarray, y: np.ndarray, sigma: float = 0.8) -> float:
     return float(_hsic_biased(k, g) / np.sqrt(_hsic_biased(k, k) * _hsic_biased(g, g)))
 
 
+def rsa_correlation(x: np.ndarray, y: np.ndarray) -> float:
+    """RSA (Kriegeskorte et al. 2008) with rsatoolbox's defaults: RDMs of 1 - Pearson
+    correlation between samples, compared by the Pearson correlation of their upper
+    triangles."""
+    iu = np.triu_indices(len(x), 1)
+    d1 = (1 - np.corrcoef(_as_float64(x)))[iu]
+    d2 = (1 - np.corrcoef(_as_float64(y)))[iu]
+    return float(np.corrcoef(d1, d2)[0, 1])
+
+
+def _cosine_neighbours(a: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Cosine similarities and each sample's k most similar others (ties: smaller index)."""
+    u = _as_float64(a) / np.linalg.norm(_as_float64(a), axis=1, keepdims=True)
+    s = u @ u.T
+    np.fill_diagonal(s, -np.inf)
+    order = np.lexsort((np.broadcast_to(np.arange(len(a)), s.shape), -s), axis=1)
+    np.fill_diagonal(s, 1.0)
+    return s, order[:, :k]
+
+
+def _knn_masks(x: np.ndarray, y: np.ndarray, k: int) -> tuple:
+    n = len(x)
+    sx, ix = _cosine_neighbours(x, k)
+    sy, iy = _cosine_neighbours(y, k)
+    mx, my = np.zeros((n, n)), np.zeros((n, n))
+    mx[np.arange(n)[:, None], ix] = 1.0
+    my[np.arange(n)[:, None], iy] = 1.0
+    return sx, sy, mx, my
+
+
+def mutual_knn(x: np.ndarray, y: np.ndarray, k: int = 10) -> float:
+    """Huh et al. (2024): mean over samples of |N_x(i) & N_y(i)| / k."""
+    _, _, mx, my = _knn_masks(x, y, k)
+    return float(np.mean((mx * my).sum(axis=1) / k))
+
+
+def cknna(x: np.ndarray, y: np.ndarray, k: int = 10) -> float:
+    """Huh et al. (2024), their code's cknna(unbiased=True) without its 1e-6: the unbiased
+    HSIC (Song et al. 2012, eq. 5) of the cosine kernels masked by the shared neighbours."""
+    n = len(x)
+    sx, sy, mx, my = _knn_masks(x, y, k)
+
+    def hsic(a: np.ndarray, b: np.ndarray) -> float:  # zero diagonals: masks exclude i
+        return (np.sum(a * b.T) + a.sum() * b.sum() / ((n - 1) * (n - 2))
+                - 2 * np.sum(a @ b) / (n - 2)) / (n * (n - 3))
+
+    both = mx * my
+    return float(hsic(both * sx, both * sy)
+                 / np.sqrt(hsic(mx * sx, mx * sx) * hsic(my * sy, my * sy)))
+
+
 ALL_METRICS.update(
+    rsa=rsa_correlation, mutual_knn=mutual_knn, cknna=cknna,
     hsic=linear_hsic, svcca_r2=svcca_r2, shape_metric=shape_metric, cka_angular=cka_angular,
     cka_rbf=rbf_cka,
 )

@@ -378,6 +378,22 @@ def test_rbf_bandwidths_option(stores, capsys):
     assert "sigma= applies to the metric(s) cka_rbf only" in capsys.readouterr().err
 
 
+def test_sample_measure_options(stores, capsys):
+    root, stored = stores
+    code = cli.main(["compare", str(root / "a.zarr"), str(root / "b.zarr"), "-m", "rsa",
+                     "-m", "mutual_knn", "--k", "7", "--rdm-compare", "corr", "--json"])
+    assert code == 0
+    out = json.loads(capsys.readouterr().out)
+    x, y = stored["a", "dense"], stored["b", "conv"]
+    x, y = x.reshape(len(x), -1), y.reshape(len(y), -1)
+    assert out["rsa"]["dense"]["conv"] == pytest.approx(references.rsa_correlation(x, y),
+                                                        abs=1e-6)
+    assert out["mutual_knn"]["dense"]["conv"] == pytest.approx(references.mutual_knn(x, y, 7),
+                                                               abs=1e-12)
+    assert cli.main(["compare", str(root / "a.zarr"), "-m", "cka", "--k", "5"]) == 1
+    assert "k= applies to the metric(s) mutual_knn, cknna only" in capsys.readouterr().err
+
+
 def test_netcdf_input(tmp_path, capsys):
     rng = np.random.default_rng(3)
     x, y = rng.normal(size=(80, 4)), rng.normal(size=(80, 3, 2))

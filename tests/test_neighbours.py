@@ -188,7 +188,7 @@ _CHILD = textwrap.dedent("""
 """)
 
 
-@pytest.mark.slow
+@pytest.mark.large
 def test_out_of_core_within_the_memory_budget(tmp_path):
     """50,000 x 512 float32 Zarr layers: the n x n similarity and dissimilarity matrices would
     take 20 GB each; the child's peak RSS stays near the 2 GB budget."""

@@ -102,6 +102,13 @@ def test_mismatched_sample_counts_name_both(metric, path):
             call(metric, path, x, y[:-1])
 
 
+#: measures not invariant to what a case changes: RSA's correlation RDM correlates each sample's
+#: features, so an added all-zero unit changes it (its reference then takes the unit); cosine
+#: neighbours change when every activation is offset, so the offset case does not apply
+ZERO_UNIT_COUNTS = {"rsa"}
+NOT_SHIFT_INVARIANT = {"mutual_knn", "cknna"}
+
+
 def _expected(metric: str, path: str, x, y, call) -> float:
     """The reference value: the float64 formula for exact paths; for an approximation, the
     same path on the clean data (the case must not change it)."""
@@ -116,13 +123,16 @@ def test_all_zero_unit_gives_the_value_without_it(metric, path):
         x, y = _data()
         with_zero = x.copy()
         with_zero[:, 1] = 0.0
-        expected = _expected(metric, path, np.delete(x, 1, axis=1), y, call)
+        without = with_zero if metric in ZERO_UNIT_COUNTS else np.delete(x, 1, axis=1)
+        expected = _expected(metric, path, without, y, call)
         value = _quiet_call(call, metric, path, with_zero, y, names=(name_x,))
         assert value == pytest.approx(expected, abs=1e-6)
 
 
 @pytest.mark.parametrize(("metric", "path"), CASES)
 def test_activations_offset_by_1e9_give_the_correct_value(metric, path):
+    if metric in NOT_SHIFT_INVARIANT:
+        pytest.skip(f"{metric} (cosine similarity) depends on the offset by definition")
     for call, _, _ in _entries(metric, path):
         x, y = _data()
         expected = _expected(metric, path, x, y, call)
