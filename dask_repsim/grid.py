@@ -134,15 +134,31 @@ def expand_metrics(metrics: Sequence[str], sigma: Any) -> list[tuple[str, str, f
 
 def metric_groups(method: str, outputs: Sequence[tuple[str, str, float | None]],
                   ) -> list[list[int]]:
-    """Indices of ``outputs`` computed together: all of them, except that with
-    ``method="auto"`` the measures of sample x sample matrices (RSA, k-nearest neighbours),
-    which only the ``sample_blocks`` path computes, run beside the others' path."""
-    alone = [k for k, (_, m, _) in enumerate(outputs) if set(MEASURES[m].paths) ==
-             {"sample_blocks"}]
-    rest = [k for k in range(len(outputs)) if k not in alone]
-    if method != "auto" or not alone or not rest:
-        return [list(range(len(outputs)))]
-    return [rest, alone]
+    """Indices of ``outputs`` computed together, each group on one path: all of them, unless
+    ``method="auto"`` and no path computes them all; then, in turn, the path that ``auto``
+    may choose computing most of those left takes them (the CCA family on the co-moments,
+    RBF CKA on the Gram tiles, RSA and neighbours on sample x sample tiles).
+
+    Examples
+    --------
+    >>> metric_groups("auto", [("cka", "cka", None), ("rsa", "rsa", None),
+    ...                        ("mean_cca", "mean_cca", None)])
+    [[0, 2], [1]]
+    """
+    everything = list(range(len(outputs)))
+    if method != "auto":
+        return [everything]
+    groups: list[list[int]] = []
+    left = everything
+    while left:
+        def covered(path: str, left: list[int] = left) -> list[int]:
+            return [k for k in left if path in MEASURES[outputs[k][1]].paths]
+
+        best = max((p for p in PATHS if PATHS[p].auto), key=lambda p: len(covered(p)))
+        members = covered(best) or left  # none on an auto path: plan_grid says why
+        groups.append(members)
+        left = [k for k in left if k not in members]
+    return groups
 
 
 def run_grid(path: str, outputs: Sequence[tuple[str, str, float | None]],

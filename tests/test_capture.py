@@ -435,6 +435,10 @@ def _check_layer_identification(text: str) -> None:
         else:  # a share of layers identified, in percent (quick: no finding is asserted)
             assert 0.0 <= float(ours) <= 100.0, (label, ours)
     assert "Kornblith et al. 2019, Table 2" in text
+    for label in ("RSA (corr. RDM)", "Mutual 10-NN"):  # beyond the table: no paper figure
+        line = next(x for x in text.splitlines() if x.startswith(label + " "))
+        ours, paper = line[len(label):].split()[:2]
+        assert 0.0 <= float(ours) <= 100.0 and paper == "-", line
 
 
 def _check_width_and_labels(text: str) -> None:
