@@ -16,16 +16,14 @@ scheduler holds and for the rest of the process). :func:`row_statistics` is a pa
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 
-import dask
 import numpy as np
 
 from .columns import row_blocks
 from .exceptions import InputError
 from .inputs import Layer
-from .parallel import compute, memory_budget
+from .parallel import compute, memory_budget, threads_per_process
 from .validation import constant_units
 
 #: Fewest and most samples per row block.
@@ -33,8 +31,10 @@ MIN_BLOCK_ROWS, MAX_BLOCK_ROWS = 64, 4096
 
 
 def concurrent_tasks() -> int:
-    """How many tasks may run at once: dask config ``num_workers``, else the CPU count."""
-    return int(dask.config.get("num_workers", None) or os.cpu_count() or 1)
+    """How many tasks may run at once in one process
+    (:func:`~dask_repsim.parallel.threads_per_process`: the threaded scheduler's workers, or
+    a distributed worker's threads)."""
+    return threads_per_process()
 
 
 def block_rows(n: int, width: int, matrices: int) -> int:
@@ -48,7 +48,8 @@ def block_rows(n: int, width: int, matrices: int) -> int:
     Examples
     --------
     >>> import dask
-    >>> with dask.config.set({"repsim.memory-budget": "2GB", "num_workers": 2}):
+    >>> with dask.config.set({"repsim.memory-budget": "2GB", "num_workers": 2,
+    ...                       "scheduler": "threads"}):
     ...     block_rows(50_000, 1024, 6), block_rows(1_000, 1024, 6)
     (3061, 250)
     """
