@@ -45,9 +45,15 @@ class Estimate(float):
 
     Examples
     --------
-    >>> e = summarise(0.5, [0.49, 0.5, 0.51, 0.5], level=0.9)
-    >>> float(e), round(e.stderr, 4), e.n_groups, e.pvalue, round(e, 1)
-    (0.5, 0.0122, 4, None, 0.5)
+    >>> import numpy as np
+    >>> import dask_repsim as dr
+    >>> rng = np.random.default_rng(0)
+    >>> x = rng.normal(size=(1000, 5))
+    >>> e = dr.cka(x, x + rng.normal(size=(1000, 5)), interval="jackknife", groups=10, level=0.9)
+    >>> isinstance(e, float), round(e, 3), e.method, e.n_groups, e.level, e.pvalue
+    (True, 0.506, 'covariance', 10, 0.9, None)
+    >>> bool(e.ci_low < e < e.ci_high), round(e.stderr, 3)
+    (True, 0.012)
     """
 
     stderr: float | None

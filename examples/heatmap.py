@@ -1,4 +1,4 @@
-"""Layer-by-layer heatmap: every layer of one small network against every layer of another.
+r"""Layer-by-layer heatmap: every layer of one small network against every layer of another.
 
 Writes ``examples/output/heatmap.zarr`` with one group per network ("net_a", "net_b") and one
 array per layer, with dimension names so that xarray opens each group as a Dataset: a conv
@@ -6,7 +6,7 @@ layer ``conv`` (sample, channel, height, width), then two dense layers and the l
 (sample, unit). net_b starts from net_a's weights with a fifth of each weight replaced by fresh
 random ones, as a second training run would differ. The four layers of each are compared in
 one pass (the conv layer flattened into features) and drawn as CKA and SVCCA heatmaps in
-``examples/output/heatmap.png``.
+``examples/output/heatmap.png``. Run it as::
 
     python examples/heatmap.py [--samples 4000] [--out examples/output]
 

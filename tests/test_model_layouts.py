@@ -321,7 +321,8 @@ def test_shuffled_loader_without_ids_and_repeated_ids_are_refused(tmp_path):
 
 
 def test_padding_mask_recipe_drops_padded_positions(tmp_path):
-    """The README's recipe: stack (sample, token), keep the real tokens, compare by position."""
+    """The guide's recipe (docs/guide/layers.rst): stack (sample, token), keep the real tokens,
+    compare by position."""
     x = _sequences(n=24)
     lengths = np.random.default_rng(5).integers(2, 6, size=24)
     mask = np.arange(5)[None, :] < lengths[:, None]            # True at real tokens
