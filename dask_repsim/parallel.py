@@ -83,7 +83,14 @@ def compute(*graphs: Any) -> tuple:
 
 
 def memory_budget() -> int:
-    """Bytes one task may use for the feature-side matrices."""
+    """The memory budget in bytes: dask config ``repsim.memory-budget`` if set, else a quarter
+    of the smallest worker's memory limit under a ``distributed.Client``, else a quarter of
+    this machine's memory.
+
+    The co-moment path sizes each task's feature-side matrices by it; the sample-space paths
+    (``gram``, ``sample_blocks``) divide it among the tasks that run at once in one process
+    (:func:`threads_per_process`), so that it bounds what the process holds for them.
+    """
     configured = dask.config.get("repsim.memory-budget", None)
     if configured is not None:
         if isinstance(configured, str):

@@ -206,23 +206,46 @@ _RSS_SCRIPT = textwrap.dedent("""
 """)
 
 
-def test_wide_grid_peak_rss_within_the_budget(tmp_path):
-    """Two 2,000 x 40,000 float32 layers (320 MB each) with a budget of 1 GiB: the process
-    peaks below the budget plus 400 MiB (imports, dask, the client's sums)."""
-    n, p = 2000, 40_000
+def _wide_stores(tmp_path, n: int, p: int) -> tuple[str, str]:
     rng = np.random.default_rng(6)
     for name, seed in (("a", 0), ("b", 1)):
         root = zarr.open_group(tmp_path / f"{name}.zarr", mode="w")
         arr = root.create_array("conv", shape=(n, p), chunks=(100, p), dtype="float32",
                                 dimension_names=("sample", "unit"))
         for s in range(0, n, 500):
-            arr[s:s + 500] = rng.normal(size=(500, p)).astype(np.float32) + seed
+            arr[s:s + 500] = rng.normal(size=(min(500, n - s), p)).astype(np.float32) + seed
         root.create_array("fc", shape=(n, 10), chunks=(100, 10), dtype="float32",
                           dimension_names=("sample", "fc_unit"))[...] = rng.normal(size=(n, 10))
-    out = subprocess.run([sys.executable, "-c", _RSS_SCRIPT, str(tmp_path / "a.zarr"),
-                          str(tmp_path / "b.zarr")], capture_output=True, text=True, timeout=600)
+    return str(tmp_path / "a.zarr"), str(tmp_path / "b.zarr")
+
+
+def test_wide_grid_peak_rss_within_the_budget(tmp_path):
+    """Two 2,000 x 40,000 float32 layers (320 MB each) with a budget of 1 GiB: the process
+    peaks below the budget plus 400 MiB (imports, dask, the client's sums)."""
+    a, b = _wide_stores(tmp_path, 2000, 40_000)
+    out = subprocess.run([sys.executable, "-c", _RSS_SCRIPT, a, b], capture_output=True,
+                         text=True, timeout=600)
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["method"] == "gram"
     assert result["peak"] < 2**30 + 400 * 2**20, result["peak"] / 2**20
     assert np.isfinite(result["cka"]).all()
+
+
+@pytest.mark.slow
+def test_wide_grid_on_workers_with_a_memory_limit(tmp_path):
+    """Worker processes limited to 1.2 GB each (the budget: a quarter of that, per process):
+    the grid completes without a worker being killed or restarted, values as on threads."""
+    distributed = pytest.importorskip("distributed")
+    a, b = _wide_stores(tmp_path, 1200, 40_000)
+    with dask.config.set(scheduler="threads"):
+        local = dr.compare(a, b, metrics=["cka", "cka_rbf"])
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  memory_limit="1.2GB", dashboard_address=None) as cluster, \
+            distributed.Client(cluster) as client:
+        before = set(client.scheduler_info()["workers"])
+        ds = dr.compare(a, b, metrics=["cka", "cka_rbf"])
+        after = set(client.scheduler_info()["workers"])
+    assert len(before) == 2 and after == before  # a restarted worker comes back renamed
+    assert ds.attrs["method"] == "gram"
+    xr.testing.assert_allclose(ds[["cka", "cka_rbf"]], local[["cka", "cka_rbf"]], rtol=1e-9)
