@@ -335,7 +335,7 @@ def compare(
         distance between samples (default 0.8), one value or several. With several, the
         variables are ``cka_rbf_<sigma>`` (``cka_rbf_0.4``, ...). Each layer's median is
         found once per grid, exactly up to 20,000 samples and over a seeded subsample of
-        4,000 beyond (``attrs["median_exact"]``); an error when no metric takes it.
+        4,000 beyond (``attrs["median_exact"]``, 1 or 0); an error when no metric takes it.
     rdm, rdm_compare
         For the ``rsa`` metric: the dissimilarity matrices (``"correlation"``, default, or
         ``"euclidean"``) and how they are compared (``"corr"``, default, ``"cosine"``,

@@ -18,12 +18,14 @@ does as described, ``None`` leaves BLAS alone.
 from __future__ import annotations
 
 import os
+import socket
 from typing import Any
 
 import dask
 from threadpoolctl import threadpool_limits
 
-__all__ = ["blas_threads", "compute", "memory_budget", "threads_per_process"]
+__all__ = ["blas_threads", "compute", "memory_budget", "threads_per_process",
+           "workers_share_this_machine"]
 
 
 def _threaded_scheduler() -> bool:
@@ -128,3 +130,37 @@ def threads_per_process() -> int:
         return max([int(w.get("nthreads", 1)) for w in workers] or [1])
     except (ImportError, ValueError):  # a scheduler without a client: synchronous or processes
         return 1
+
+
+_LOCAL_SCHEDULERS = ("threads", "threading", "sync", "synchronous", "single-threaded",
+                     "processes", "multiprocessing")
+
+
+def workers_share_this_machine() -> bool:
+    """Whether every process that runs tasks is on this machine (and so sees its local disk):
+    true for Dask's local schedulers and for a ``distributed.Client`` whose workers all run on
+    this host (a ``LocalCluster``).
+
+    Examples
+    --------
+    >>> import dask
+    >>> with dask.config.set(scheduler="threads"):
+    ...     workers_share_this_machine()
+    True
+    """
+    if dask.config.get("scheduler", None) in _LOCAL_SCHEDULERS or _threaded_scheduler():
+        return True
+    try:
+        from distributed import get_client
+
+        workers = get_client().scheduler_info().get("workers", {})
+    except (ImportError, ValueError):  # no client: a local scheduler
+        return True
+    here = {"127.0.0.1", "localhost", "::1", socket.gethostname(), socket.getfqdn()}
+    try:
+        here.update(socket.gethostbyname_ex(socket.gethostname())[2])
+    except OSError:
+        pass
+    hosts = {str(w.get("host", "")) for w in workers.values()}
+    addresses = {str(a) for a in workers}
+    return hosts <= here or all(a.startswith("inproc://") for a in addresses)

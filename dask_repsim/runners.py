@@ -211,6 +211,8 @@ def gram_cells(
                 value = samplespace.cka_from_sums(sums[kernel, first, second], names,
                                                   bool(spec.get("debiased")))
                 cells[m, i, j] = Cell(value, fields={"method": "gram"})
+    if "median_exact" in attrs:  # netCDF attributes take no booleans
+        attrs["median_exact"] = int(attrs["median_exact"])
     if "median_sq_distance" in attrs:
         def side(u: int) -> str:
             return "" if u in rows and u in cols else " of a" if u in rows else " of b"

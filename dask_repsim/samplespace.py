@@ -16,9 +16,14 @@ layer's median squared distance is found exactly (a seeded subsample beyond
 a second pass reads the distances back and sums the kernels of every bandwidth.
 
 Row blocks are read inside the tasks (a slice of the layer's dask array, computed there, stored
-chunk by stored chunk), so a task's memory is what :func:`tile_rows` counts. Each stored chunk
-is read T times by the tiles, the first chunk of each layer once more (:func:`first_chunk_means`);
-there is no separate pass for the means: centring is exact from the Gram sums.
+chunk by stored chunk), so a task's memory is what :func:`tile_rows` counts. With T > 1 row
+blocks, a first pass copies each block, as stored (float32 stays float32), to the scratch
+directory, and the tiles read the copies: each stored chunk is read once, the first chunk of
+each layer once more (:func:`first_chunk_means`), and the tiles' reads are plain file reads
+that run in parallel. When the workers may be on other machines (a ``distributed`` cluster
+with workers on other hosts) and ``repsim.scratch`` is not set, the tiles read the source
+instead, each stored chunk T times. There is no separate pass for the means: centring is exact
+from the Gram sums.
 """
 
 from __future__ import annotations
@@ -36,7 +41,7 @@ from .gram import MEDIAN_EXACT_MAX, GramSums
 from .hsic import cka_ratio
 from .inputs import Layer
 from .medians import MEDIAN_SAMPLE, sampled_median_sq_distance
-from .parallel import compute, memory_budget, threads_per_process
+from .parallel import compute, memory_budget, threads_per_process, workers_share_this_machine
 from .validation import check_sample_counts, require_samples
 
 logger = logging.getLogger("dask_repsim")
@@ -47,14 +52,19 @@ FEATURE_SLICE = 2048
 
 class _Reader:
     """A layer's rows, read inside a task: the dask array travels with the task instead of
-    being computed as one of its dependencies. ``shift``: subtracted from every row."""
+    being computed as one of its dependencies. ``shift``: subtracted from every row.
+    ``cache``: ``(store, layer, bounds)`` when the row blocks ``bounds`` were copied to the
+    scratch directory (:func:`_copy_rows`), from which they are then read."""
 
-    def __init__(self, data, shift: np.ndarray) -> None:
-        self.data, self.mean = data, shift
+    def __init__(self, data, shift: np.ndarray, cache: tuple | None = None) -> None:
+        self.data, self.mean, self.cache = data, shift, cache
         self.edges = np.cumsum((0,) + tuple(data.chunks[0]))
 
     def rows(self, start: int, stop: int) -> np.ndarray:
         """Rows ``start:stop``, read stored chunk by stored chunk into one array."""
+        if self.cache is not None:
+            store, layer, bounds = self.cache
+            return store.load_rows(layer, bounds.index((start, stop)))
         out = np.empty((stop - start, self.data.shape[1]), dtype=self.data.dtype)
         cuts = [start, *(int(e) for e in self.edges if start < e < stop), stop]
         for a, b in zip(cuts[:-1], cuts[1:], strict=True):
@@ -120,6 +130,11 @@ def _sums(i, j, kernels: list[list[np.ndarray]], pairs) -> TileSums:
     return TileSums(i, j, pair, rows_i, rows_j, diag)
 
 
+def _copy_rows(reader: _Reader, layer: int, block: int, bounds, store) -> None:
+    """Copy a row block of a layer from its source to the scratch directory."""
+    store.save_rows(layer, block, reader.rows(*bounds[block]))
+
+
 def _gram_tile(i, j, bounds, readers, pairs, store) -> TileSums:
     """Linear sums of tile (i, j); with a ``store``, its squared distances are saved there."""
     grams, hist = [], []
@@ -152,6 +167,21 @@ def _rbf_tile(i, j, load, n_layers, scales, pairs) -> TileSums:
     stack = [np.concatenate([getattr(p, f) for p in parts]) if getattr(first, f) is not None
              else None for f in ("pair", "rows_i", "rows_j", "diag")]
     return TileSums(i, j, *stack)
+
+
+def _run(function, tiles, *args) -> list:
+    """``function(i, j, *args)`` of every tile, computed; a task per off-diagonal tile and per
+    two diagonal tiles (half the work each), so that the tasks take about the same time and
+    the threads finish together whatever order they take them in."""
+    diagonal = [t for t in tiles if t[0] == t[1]]
+    bundles = [[t] for t in tiles if t[0] != t[1]]
+    bundles += [diagonal[k:k + 2] for k in range(0, len(diagonal), 2)]
+
+    def task(bundle):
+        return [function(i, j, *args) for i, j in bundle]
+
+    done = compute(*(dask.delayed(task, pure=False)(b) for b in bundles))
+    return [part for parts in done for part in parts]
 
 
 def tile_rows(n: int, widths: Sequence[int], itemsize: int, budget: int, threads: int) -> int:
@@ -205,20 +235,27 @@ def grid_sums(layers: Sequence[Layer], pairs: Sequence[tuple[int, int]], *,
     selves = [(a, a) for a in range(len(layers))]
     wanted = sorted(set(selves) | {tuple(sorted(p)) for p in pairs})
     readers = [_Reader(x.data, m) for x, m in zip(layers, shifts, strict=True)]
-    logger.info("sample-space grid: %d layers, n=%d, %d tiles of %d rows", len(layers), n,
-                len(tiles), rows)
+    # With several row blocks each is read by T tiles: copy the blocks to local scratch once
+    # (raw, as stored) unless the processes running tasks may not share this machine's disk.
+    copy = len(bounds) > 1 and bool(dask.config.get("repsim.scratch", None)
+                                    or workers_share_this_machine())
+    logger.info("sample-space grid: %d layers, n=%d, %d tiles of %d rows%s", len(layers), n,
+                len(tiles), rows, ", row blocks copied to scratch" if copy else "")
     attrs = {"n_samples": n, "tile_rows": rows, "n_tiles": len(tiles)}
     with scratch.Store() as store:
+        if copy:
+            compute(*(dask.delayed(_copy_rows, pure=False)(reader, layer, b, bounds, store)
+                      for layer, reader in enumerate(readers) for b in range(len(bounds))))
+            readers = [_Reader(r.data, r.mean, (store, layer, bounds))
+                       for layer, r in enumerate(readers)]
         use = store if sigmas else None
-        parts = compute(*(dask.delayed(_gram_tile, pure=False)(i, j, bounds, readers, wanted,
-                                                               use) for i, j in tiles))
+        parts = _run(_gram_tile, tiles, bounds, readers, wanted, use)
         _check(parts, layers, wanted)
         sums = _assemble(parts, bounds, wanted, n, [0])
         if sigmas:
             meds, exact = _medians(parts, tiles, store, layers, shifts, n, seed)
             scales = np.array([[2.0 * s**2 * m for s in sigmas] for m in meds])
-            parts = compute(*(dask.delayed(_rbf_tile, pure=False)(
-                i, j, store.load, len(layers), scales, wanted) for i, j in tiles))
+            parts = _run(_rbf_tile, tiles, store.load, len(layers), scales, wanted)
             sums.update(_assemble(parts, bounds, wanted, n, [1 + s for s in range(len(sigmas))]))
             attrs.update(median_sq_distance=[float(m) for m in meds], median_exact=exact)
     return sums, attrs

@@ -132,7 +132,7 @@ def medians(
 
 
 class Store:
-    """A directory of squared-distance tiles, removed when closed.
+    """A directory of squared-distance tiles and copies of row blocks, removed when closed.
 
     The directory is made under the dask config value ``repsim.scratch`` if set, else under
     dask's ``temporary-directory``, else the system's temporary directory. Every process that
@@ -153,6 +153,13 @@ class Store:
 
     def load(self, layer: int, i: int, j: int) -> np.ndarray:
         return np.load(self.file(layer, i, j), allow_pickle=False)
+
+    def save_rows(self, layer: int, block: int, x: np.ndarray) -> None:
+        """A copy of a layer's row block (the sample-space grid reads it once per tile)."""
+        np.save(os.path.join(self.path, f"rows-{layer}-{block}.npy"), x, allow_pickle=False)
+
+    def load_rows(self, layer: int, block: int) -> np.ndarray:
+        return np.load(os.path.join(self.path, f"rows-{layer}-{block}.npy"), allow_pickle=False)
 
     def close(self) -> None:
         shutil.rmtree(self.path, ignore_errors=True)
