@@ -243,6 +243,13 @@ def grid_sums(layers: Sequence[Layer], pairs: Sequence[tuple[int, int]], *,
                 len(tiles), rows, ", row blocks copied to scratch" if copy else "")
     attrs = {"n_samples": n, "tile_rows": rows, "n_tiles": len(tiles)}
     with scratch.Store() as store:
+        need = {"copies of the row blocks": sum(
+                    x.data.shape[0] * w * np.dtype(x.data.dtype).itemsize
+                    for x, w in zip(layers, widths, strict=True)) if copy else 0,
+                "squared distances for RBF CKA": 8 * n * (n + rows) // 2 * len(layers)
+                if sigmas else 0}
+        if sum(need.values()):
+            store.require(sum(need.values()), " and ".join(k for k, v in need.items() if v))
         if copy:
             compute(*(dask.delayed(_copy_rows, pure=False)(reader, layer, b, bounds, store)
                       for layer, reader in enumerate(readers) for b in range(len(bounds))))

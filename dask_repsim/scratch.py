@@ -1,4 +1,9 @@
-"""Squared-distance tiles kept on local disk, and exact order statistics over them.
+"""Row-block copies and squared-distance tiles kept on local disk, and exact order statistics
+over the distances.
+
+The sample-space grid (:mod:`dask_repsim.samplespace`) reads every row block of a layer once per
+tile; it first copies the blocks here, as stored (``itemsize x n x p`` bytes per layer), so that
+each stored chunk is decoded once and the tiles read plain files.
 
 RBF CKA sets each layer's bandwidth to a fraction of the median of its n^2 squared distances
 between samples (the zero diagonal included, Kornblith et al.'s ``gram_rbf``), so the kernel can
@@ -24,6 +29,7 @@ from collections.abc import Callable, Sequence
 
 import dask
 import numpy as np
+from dask.utils import format_bytes
 
 #: values gathered on the client once the middle order statistics are narrowed down
 GATHER = 2**18
@@ -144,6 +150,15 @@ class Store:
         parent = (dask.config.get("repsim.scratch", None)
                   or dask.config.get("temporary-directory", None) or None)
         self.path = tempfile.mkdtemp(prefix="repsim-distances-", dir=parent)
+
+    def require(self, nbytes: int, what: str) -> None:
+        """Raise before anything is written when the directory's disk has under ``nbytes`` free."""
+        free = shutil.disk_usage(self.path).free
+        if free < nbytes:
+            raise OSError(
+                f"{what} need {format_bytes(nbytes)} of scratch disk, and {self.path} has "
+                f"{format_bytes(free)} free; point dask config 'repsim.scratch' at a larger disk"
+            )
 
     def file(self, layer: int, i: int, j: int) -> str:
         return os.path.join(self.path, f"{layer}-{i}-{j}.npy")

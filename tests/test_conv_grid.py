@@ -264,3 +264,25 @@ def test_wide_grid_on_workers_with_a_memory_limit(tmp_path):
     assert len(before) == 2 and after == before  # a restarted worker comes back renamed
     assert ds.attrs["method"] == "gram"
     xr.testing.assert_allclose(ds[["cka", "cka_rbf"]], local[["cka", "cka_rbf"]], rtol=1e-9)
+
+
+def test_too_little_scratch_disk_is_an_error_before_writing(tmp_path, monkeypatch):
+    """The grid says how much scratch disk it needs and where, and leaves nothing behind."""
+    import collections
+    import shutil
+
+    usage = collections.namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**12, 10**12 - 10**5, 10**5))
+    rng = np.random.default_rng(8)
+    x, y = rng.normal(size=(200, 30)), rng.normal(size=(200, 20))
+    with dask.config.set({"repsim.scratch": str(tmp_path), "repsim.memory-budget": 2**16,
+                          "scheduler": "threads", "num_workers": 2}):
+        with pytest.raises(OSError, match=r"copies of the row blocks and squared distances "
+                                          r"for RBF CKA need [\d.]+ kiB of scratch disk.*"
+                                          r"'repsim.scratch'"):
+            dr.compare({"x": x}, {"y": y}, metrics=["cka", "cka_rbf"], method="gram")
+        monkeypatch.undo()
+        ds = dr.compare({"x": x}, {"y": y}, metrics=["cka", "cka_rbf"], method="gram")
+    assert ds.attrs["n_tiles"] > 1 and list(tmp_path.iterdir()) == []
+    ref = _cka(_gram(x), _gram(y))
+    assert abs(float(ds.cka.squeeze()) - ref) < 1e-12
