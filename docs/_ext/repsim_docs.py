@@ -255,7 +255,9 @@ def report_lines(text: str) -> list[str]:
 
 #: the reports in reading order; any others follow by name
 REPORT_ORDER = ["core_1000000", "core_4000000", "core_1000000_uncertainty",
-                "core_1000000_blas1_uncertainty", "grid_200000", "scaling", "scaling_workers"]
+                "core_1000000_blas1_uncertainty", "grid_200000", "scaling", "scaling_workers",
+                "wide_20000x16384_rbf50000", "wide_4000x4096_rbf10000", "conv_n2048",
+                "conv_n10000", "conv_n256", "rsa_knn"]
 
 
 def _order(path: Path) -> tuple[int, str]:
