@@ -33,6 +33,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import dask
+import dask.array as da
 import numpy as np
 
 from . import scratch
@@ -53,18 +54,16 @@ FEATURE_SLICE = 2048
 class _Reader:
     """A layer's rows, read inside a task: the dask array travels with the task instead of
     being computed as one of its dependencies. ``shift``: subtracted from every row.
-    ``cache``: ``(store, layer, bounds)`` when the row blocks ``bounds`` were copied to the
-    scratch directory (:func:`_copy_rows`), from which they are then read."""
+    ``copy``: a :class:`~dask_repsim.scratch.RowFile` holding the layer's rows, read instead."""
 
-    def __init__(self, data, shift: np.ndarray, cache: tuple | None = None) -> None:
-        self.data, self.mean, self.cache = data, shift, cache
+    def __init__(self, data, shift: np.ndarray, copy: scratch.RowFile | None = None) -> None:
+        self.data, self.mean, self.copy = data, shift, copy
         self.edges = np.cumsum((0,) + tuple(data.chunks[0]))
 
     def rows(self, start: int, stop: int) -> np.ndarray:
         """Rows ``start:stop``, read stored chunk by stored chunk into one array."""
-        if self.cache is not None:
-            store, layer, bounds = self.cache
-            return store.load_rows(layer, bounds.index((start, stop)))
+        if self.copy is not None:
+            return self.copy.rows(start, stop)
         out = np.empty((stop - start, self.data.shape[1]), dtype=self.data.dtype)
         cuts = [start, *(int(e) for e in self.edges if start < e < stop), stop]
         for a, b in zip(cuts[:-1], cuts[1:], strict=True):
@@ -128,11 +127,6 @@ def _sums(i, j, kernels: list[list[np.ndarray]], pairs) -> TileSums:
     diag = np.array([[np.diagonal(k).copy() for k in blocks] for blocks in kernels]) if same \
         else None
     return TileSums(i, j, pair, rows_i, rows_j, diag)
-
-
-def _copy_rows(reader: _Reader, layer: int, block: int, bounds, store) -> None:
-    """Copy a row block of a layer from its source to the scratch directory."""
-    store.save_rows(layer, block, reader.rows(*bounds[block]))
 
 
 def _gram_tile(i, j, bounds, readers, pairs, store) -> TileSums:
@@ -250,11 +244,11 @@ def grid_sums(layers: Sequence[Layer], pairs: Sequence[tuple[int, int]], *,
                 if sigmas else 0}
         if sum(need.values()):
             store.require(sum(need.values()), " and ".join(k for k, v in need.items() if v))
-        if copy:
-            compute(*(dask.delayed(_copy_rows, pure=False)(reader, layer, b, bounds, store)
-                      for layer, reader in enumerate(readers) for b in range(len(bounds))))
-            readers = [_Reader(r.data, r.mean, (store, layer, bounds))
-                       for layer, r in enumerate(readers)]
+        if copy:  # one task per stored chunk writes its rows
+            files = [store.rows(layer, x.data.shape, x.data.dtype)
+                     for layer, x in enumerate(layers)]
+            compute(da.store([x.data for x in layers], files, lock=False, compute=False))
+            readers = [_Reader(r.data, r.mean, f) for r, f in zip(readers, files, strict=True)]
         use = store if sigmas else None
         parts = _run(_gram_tile, tiles, bounds, readers, wanted, use)
         _check(parts, layers, wanted)

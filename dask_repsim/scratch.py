@@ -169,12 +169,12 @@ class Store:
     def load(self, layer: int, i: int, j: int) -> np.ndarray:
         return np.load(self.file(layer, i, j), allow_pickle=False)
 
-    def save_rows(self, layer: int, block: int, x: np.ndarray) -> None:
-        """A copy of a layer's row block (the sample-space grid reads it once per tile)."""
-        np.save(os.path.join(self.path, f"rows-{layer}-{block}.npy"), x, allow_pickle=False)
-
-    def load_rows(self, layer: int, block: int) -> np.ndarray:
-        return np.load(os.path.join(self.path, f"rows-{layer}-{block}.npy"), allow_pickle=False)
+    def rows(self, layer: int, shape: tuple[int, int], dtype) -> RowFile:
+        """An empty raw copy of a layer (samples x features), to fill with ``dask.array.store``."""
+        out = RowFile(os.path.join(self.path, f"rows-{layer}.raw"), shape, dtype)
+        with open(out.path, "wb") as f:
+            f.truncate(shape[0] * shape[1] * out.dtype.itemsize)
+        return out
 
     def close(self) -> None:
         shutil.rmtree(self.path, ignore_errors=True)
@@ -184,3 +184,38 @@ class Store:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class RowFile:
+    """A layer's rows in a raw file (C order), written region by region with ``pwrite`` (a
+    ``dask.array.store`` target: each chunk's task writes its own rows, nothing is mapped into
+    memory) and read back by row ranges."""
+
+    def __init__(self, path: str, shape: tuple[int, int], dtype) -> None:
+        self.path, self.shape, self.dtype = path, tuple(shape), np.dtype(dtype)
+
+    def __setitem__(self, key: tuple[slice, slice], value: np.ndarray) -> None:
+        rows, cols = (k.indices(n) for k, n in zip(key, self.shape, strict=True))
+        value = np.ascontiguousarray(value, dtype=self.dtype)
+        width, item = self.shape[1], self.dtype.itemsize
+        fd = os.open(self.path, os.O_WRONLY)
+        try:
+            if cols[:2] == (0, width):  # whole rows: one contiguous range
+                _pwrite(fd, value, rows[0] * width * item)
+            else:
+                for r, row in enumerate(value):
+                    _pwrite(fd, row, ((rows[0] + r) * width + cols[0]) * item)
+        finally:
+            os.close(fd)
+
+    def rows(self, start: int, stop: int) -> np.ndarray:
+        width = self.shape[1]
+        return np.fromfile(self.path, dtype=self.dtype, count=(stop - start) * width,
+                           offset=start * width * self.dtype.itemsize).reshape(stop - start, width)
+
+
+def _pwrite(fd: int, data: np.ndarray, offset: int) -> None:
+    view = memoryview(data).cast("B")
+    while len(view):
+        done = os.pwrite(fd, view, offset)
+        view, offset = view[done:], offset + done
