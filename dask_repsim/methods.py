@@ -1,23 +1,31 @@
-"""Which computational path computes a measure: a cost model over n, p, q and a memory budget.
+"""Which computational path computes a measure: a cost model over n, the widths and a memory
+budget.
 
-Paths (DESIGN.md, "When the feature side is too wide"):
+Paths (:data:`~dask_repsim.registry.PATHS` lists what each supports):
 
 - ``covariance``: the one-pass co-moments (:mod:`dask_repsim.statistics`); cost ~ n (p+q)^2,
-  memory ~ (p+q)^2 per task. Every measure; exact.
-- ``gram``: sample-space Gram blocks (:mod:`dask_repsim.gram`); cost ~ n^2 (p+q), memory in
-  blocks. Linear and RBF CKA; exact.
+  memory ~ (p+q)^2 per task. Every co-moment measure; exact.
+- ``gram``: sample-space Gram tiles; pair by pair cost ~ n^2 (p+q); for a grid each layer's
+  tile is formed once for all pairs (:mod:`dask_repsim.samplespace`), cost ~ n^2 sum(p) plus
+  n^2 per pair, memory in tiles. Linear, debiased and RBF CKA; exact.
 - ``tiled``: ||X^T Y||_F^2 from feature tiles; cost ~ n (p+q)^2 / 2, memory per tile. Linear
   CKA; exact.
+- ``sample_blocks``: sample x sample row blocks (:mod:`dask_repsim.sample_blocks`: RSA, mutual
+  k-NN, CKNNA); cost ~ n^2 (p+q) per pair; exact.
 - ``minibatch``: unbiased HSIC averaged over minibatches (Nguyen et al. 2021). CKA;
   approximate, with a bootstrap interval; only on request.
 - ``qr``: tall-skinny QR of [1 | X | Y] (:mod:`dask_repsim.qr`). The CCA family, without
   squaring the condition number; exact; only on request (it costs about twice the covariance
   path).
 
-``"auto"`` picks the cheapest exact path that fits the memory budget and never approximates.
-The budget is the dask config value ``repsim.memory-budget`` (bytes) if set, else a quarter of
-the smallest worker's memory limit when a ``distributed.Client`` is active, else a quarter of
-this machine's memory. The chosen path is logged on the ``dask_repsim`` logger.
+``"auto"`` picks the cheapest exact path that fits the memory budget and never approximates:
+pair by pair with :func:`choose`; for a grid with :func:`plan_grid`, which estimates each
+path's multiply-adds for the whole grid (:func:`grid_costs`) and takes the cheapest that fits,
+a grid whose metrics no one path computes running in groups (``compare``). The budget is the
+dask config value ``repsim.memory-budget`` (bytes) if set, else a quarter of the smallest
+worker's memory limit when a ``distributed.Client`` is active, else a quarter of this machine's
+memory. The chosen path and the estimates are logged on the ``dask_repsim`` logger and given
+in the result's ``attrs``.
 """
 
 from __future__ import annotations
@@ -201,6 +209,11 @@ def grid_costs(
     return costs
 
 
+#: the options behind plan_grid's ``needs``, in the user's words
+_NEEDS = {"interval": "intervals (interval=)", "permutations": "permutation tests (permutations=)",
+          "nan_omit": "omitting non-finite samples (nan_policy='omit')"}
+
+
 def plan_grid(
     metrics: list[str], n: int, widths: list[int], rows: list[int], cols: list[int],
     needs: tuple[str, ...] = (),
@@ -222,6 +235,15 @@ def plan_grid(
                 and all(getattr(PATHS[p], need) for need in needs)]
         if "covariance" in able:  # too wide: plan_passes says so, naming the paths that can
             plan_passes(widths, rows, cols, max_features())
+        lacking = [m for m in metrics if not all(
+            any(getattr(PATHS[p], need) for p in MEASURES[m].paths) for need in needs)]
+        if lacking:  # a metric none of whose paths offers what was asked
+            one = len(lacking) == 1
+            raise ValueError(
+                f"{', '.join(lacking)}: no path of {'this metric' if one else 'these metrics'} "
+                f"supports {' or '.join(_NEEDS[need] for need in needs)} "
+                "(dask_repsim.PATHS lists what each path supports); leave "
+                f"{'it' if one else 'them'} out of this call")
         raise ValueError(f"no exact path computes all of {metrics}"
                          + (f" with {', '.join(needs)}" if needs else "")
                          + "; compare them in separate calls")

@@ -210,7 +210,8 @@ def gram_cells(
                 names = (layers[used[first]].name, layers[used[second]].name)
                 value = samplespace.cka_from_sums(sums[kernel, first, second], names,
                                                   bool(spec.get("debiased")))
-                cells[m, i, j] = Cell(value, fields={"method": "gram"})
+                cells[m, i, j] = Cell(value, fields={
+                    "method": "gram", "approximate": attrs.get("approximate") if rbf else None})
     if "median_exact" in attrs:  # netCDF attributes take no booleans
         attrs["median_exact"] = int(attrs["median_exact"])
     if "median_sq_distance" in attrs:

@@ -259,6 +259,11 @@ def grid_sums(layers: Sequence[Layer], pairs: Sequence[tuple[int, int]], *,
             parts = _run(_rbf_tile, tiles, store.load, len(layers), scales, wanted)
             sums.update(_assemble(parts, bounds, wanted, n, [1 + s for s in range(len(sigmas))]))
             attrs.update(median_sq_distance=[float(m) for m in meds], median_exact=exact)
+            if not exact:  # as the pairwise rbf_cka says it
+                attrs["approximate"] = (
+                    "cka_rbf: RBF bandwidths from each layer's median squared distance among a "
+                    f"seeded random subset of {min(MEDIAN_SAMPLE, n)} samples "
+                    f"(n > {MEDIAN_EXACT_MAX})")
     return sums, attrs
 
 

@@ -304,3 +304,24 @@ def test_row_copies_of_arrays_chunked_along_features():
     assert abs(float(ds.cka.squeeze()) - _cka(_gram(x), _gram(y))) < 1e-12
     assert abs(float(ds.cka_debiased.squeeze())
                - _cka(_gram(x), _gram(y), _unbiased_hsic)) < 1e-12
+
+
+def test_subsampled_median_is_labelled_approximate(monkeypatch):
+    """Beyond MEDIAN_EXACT_MAX samples the bandwidths come from a seeded subsample: the grid
+    says so in attrs (and the cell's fields), and its values follow from the reported medians."""
+    monkeypatch.setattr(samplespace, "MEDIAN_EXACT_MAX", 100)
+    rng = np.random.default_rng(10)
+    x, y = rng.normal(size=(160, 6)), rng.normal(size=(160, 4)) ** 2
+    ds = dr.compare({"x": x}, {"y": y}, metrics=["cka", "cka_rbf"], sigma=0.5, method="gram")
+    assert ds.attrs["median_exact"] == 0
+    assert ds.attrs["approximate"] == ("cka_rbf: RBF bandwidths from each layer's median squared "
+                                       "distance among a seeded random subset of 160 samples "
+                                       "(n > 100)")
+    med = [float(v.split(": ")[1]) for v in ds.attrs["median_sq_distance"].split("; ")]
+
+    def kernel(data, m):
+        d = ((data[:, None] - data[None]) ** 2).sum(-1)
+        return np.exp(-d / (2 * 0.5**2 * m))
+
+    ref = _cka(kernel(x, med[0]), kernel(y, med[1]))
+    assert abs(float(ds.cka_rbf.squeeze()) - ref) < 1e-9

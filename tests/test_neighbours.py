@@ -18,6 +18,7 @@ import xarray as xr
 import zarr
 from conftest import write_zarr
 
+import dask_repsim as dr
 from dask_repsim.exceptions import InputError, NonFiniteError, SampleCountError
 from dask_repsim.inputs import as_layer
 from dask_repsim.neighbours import knn_values, nearest_neighbours, top_k
@@ -214,3 +215,15 @@ def test_out_of_core_within_the_memory_budget(tmp_path):
     bound = 2e9 + 400 * 2**20
     assert peak < bound, f"peak RSS {peak / 2**30:.2f} GiB over {bound / 2**30:.2f} GiB"
     assert 0.0 < result["mutual_knn"] < 1.0 and 0.0 < result["rsa"] < 1.0
+
+
+def test_grid_options_the_sample_space_measures_lack_name_them():
+    """compare with an option no path of a metric supports names the metric and the option."""
+    rng = np.random.default_rng(12)
+    x, y = rng.normal(size=(60, 5)), rng.normal(size=(60, 4))
+    with pytest.raises(ValueError, match=r"^rsa: no path of this metric supports permutation "
+                                         r"tests \(permutations=\)"):
+        dr.compare({"x": x}, {"y": y}, metrics=["rsa", "cka"], permutations=10)
+    with pytest.raises(ValueError, match=r"^mutual_knn, cknna: no path of these metrics "
+                                         r"supports intervals \(interval=\)"):
+        dr.compare({"x": x}, {"y": y}, metrics=["mutual_knn", "cknna"], interval="jackknife")
