@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
@@ -149,13 +148,11 @@ def main() -> None:
         print(json.dumps(run_step(args.child, args.path, args.budget)))
         return
 
+    from bench_core import _run_lines
+
     p = args.features
-    lines = [
-        f"# bench_rsa_knn: {' '.join(sys.argv[1:]) or '(defaults)'}",
-        f"# {platform.node()} {os.cpu_count()} CPUs, Python {platform.python_version()}, "
-        f"numpy {np.__version__}; dask_repsim steps with repsim.memory-budget={args.budget}",
-        f"{'step':<11} {'shape':<18} {'value':>12} {'seconds':>9} {'peak GB':>8}  what",
-    ]
+    start_load = os.getloadavg()
+    table = [f"{'step':<11} {'shape':<18} {'value':>12} {'seconds':>9} {'peak GB':>8}  what"]
     runs = [(args.rows, list(STEPS))]
     if args.large_rows:
         runs.append((args.large_rows, ["rsa", "knn"]))
@@ -163,18 +160,28 @@ def main() -> None:
         path = HERE / "data" / f"rsa_knn_n{n}_p{p}.zarr"
         _write_pair(path, n, p, args.chunk_rows)
         for step in steps:
-            lines.append(_line(step, n, p, _child(step, path, args.budget)))
-            print(lines[-1], flush=True)
+            table.append(_line(step, n, p, _child(step, path, args.budget)))
+            print(table[-1], flush=True)
         if n == args.large_rows:
             need = in_memory_need(n, p)
             for step in ("rsatoolbox", "numpy_knn"):
-                lines.append(f"{step:<11} {f'{n} x {p} (x2)':<18} not run: needs at least "
+                table.append(f"{step:<11} {f'{n} x {p} (x2)':<18} not run: needs at least "
                              f"{need[step]:.0f} GB (two {n} x {n} 8-byte matrices and the "
                              "data in float64)")
-                print(lines[-1], flush=True)
+                print(table[-1], flush=True)
+    header = [
+        "# dask_repsim sample-space measures benchmark: RSA and mutual k-NN against rsatoolbox "
+        "and numpy in memory",
+        "",
+        "command: python benchmarks/bench_rsa_knn.py " + " ".join(sys.argv[1:]),
+        *_run_lines(start_load),
+        f"dask_repsim steps: dask config repsim.memory-budget {args.budget}; each step in its "
+        "own process; seconds: the work (imports excluded); peak GB: the process's peak RSS",
+        "",
+    ]
     out = HERE / "results" / "rsa_knn.txt"
     out.parent.mkdir(exist_ok=True)
-    out.write_text("\n".join(lines) + "\n")
+    out.write_text("\n".join(header + table) + "\n")
 
 
 if __name__ == "__main__":
