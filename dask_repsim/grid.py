@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from . import methods, runners
+from . import methods, neighbours, runners
 from .exceptions import SampleCountError
 from .inputs import Layer, as_layer, layers_of, open_input
 from .labels import align_samples, check_join
@@ -174,8 +174,9 @@ def run_grid(path: str, outputs: Sequence[tuple[str, str, float | None]],
     reject_unused(path, options, level_used=path == "minibatch",
                   seed_used=path == "minibatch" or rbf)
     if path == "sample_blocks":
+        k = (parameters or {}).get("k")
         return runners.sample_cells(path_functions(path, metrics, parameters), layers, rows,
-                                    cols)
+                                    cols, metrics, neighbours.DEFAULT_K if k is None else k)
     if path == "gram":
         specs = [dict(spec, sigma=s) for spec, (_, _, s) in
                  zip(path_functions(path, metrics), outputs, strict=True)]

@@ -245,6 +245,8 @@ def check_k(k: int, n: int, measure: str, least: int = 1) -> int:
 
 
 KNN_MEASURES = ("mutual_knn", "cknna")
+#: neighbours per sample when k is not given (as Huh et al. 2024)
+DEFAULT_K = 10
 
 
 def knn_values(x: Layer, y: Layer, k: int, *, measures: tuple[str, ...] = KNN_MEASURES,

@@ -108,7 +108,7 @@ def _rsa(x: Any, y: Any, rdm: str = "correlation", rdm_compare: str = "corr") ->
 
 
 def _knn(measure: str) -> Callable[..., float]:
-    def value(x: Any, y: Any, k: int = 10) -> float:
+    def value(x: Any, y: Any, k: int = neighbours.DEFAULT_K) -> float:
         return neighbours.knn_values(x, y, k, measures=(measure,))[measure]
 
     return value

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from . import columns, gram, methods, minibatch, qr, samplespace, tiles
+from . import columns, gram, methods, minibatch, neighbours, qr, samplespace, tiles
 from .exceptions import RepsimWarning
 from .inputs import Layer
 from .options import Options
@@ -229,16 +229,25 @@ def sample_cells(
     layers: Sequence[Layer],
     rows: Sequence[int],
     cols: Sequence[int],
+    metrics: Sequence[str] = (),
+    k: int = neighbours.DEFAULT_K,
 ) -> tuple[Cells, dict[str, Any]]:
     """Cells of the measures of sample x sample matrices (RSA, k-nearest neighbours), each pair
     from its own pass over row-block tiles (:mod:`dask_repsim.rsa`,
-    :mod:`dask_repsim.neighbours`)."""
+    :mod:`dask_repsim.neighbours`); mutual k-NN and CKNNA, when both are in ``metrics``, from
+    one pass with ``k`` neighbours."""
+    shared = {name: m for m, name in enumerate(metrics) if name in neighbours.KNN_MEASURES}
+    if len(shared) < 2:
+        shared = {}
     cells: Cells = {}
-    for m, function in enumerate(functions):
-        for i, a in enumerate(rows):
-            for j, b in enumerate(cols):
-                cells[m, i, j] = Cell(function(layers[a], layers[b]),
-                                      fields={"method": "sample_blocks"})
+    for i, a in enumerate(rows):
+        for j, b in enumerate(cols):
+            values = neighbours.knn_values(layers[a], layers[b], k, measures=tuple(shared)) \
+                if shared else {}
+            for m, function in enumerate(functions):
+                name = metrics[m] if m < len(metrics) else None
+                value = values[name] if name in shared else function(layers[a], layers[b])
+                cells[m, i, j] = Cell(value, fields={"method": "sample_blocks"})
     return cells, {"n_samples": int(layers[rows[0]].data.shape[0]), "n_samples_omitted": 0}
 
 

@@ -17,13 +17,14 @@ a second pass reads the distances back and sums the kernels of every bandwidth.
 
 Row blocks are read inside the tasks (a slice of the layer's dask array, computed there, stored
 chunk by stored chunk), so a task's memory is what :func:`tile_rows` counts. With T > 1 row
-blocks, a first pass copies each block, as stored (float32 stays float32), to the scratch
-directory, and the tiles read the copies: each stored chunk is read once, the first chunk of
-each layer once more (:func:`first_chunk_means`), and the tiles' reads are plain file reads
-that run in parallel. When the workers may be on other machines (a ``distributed`` cluster
-with workers on other hosts) and ``repsim.scratch`` is not set, the tiles read the source
-instead, each stored chunk T times. There is no separate pass for the means: centring is exact
-from the Gram sums.
+blocks, the diagonal tiles (I, I) run first, and each also writes its rows, as stored (float32
+stays float32), to the scratch directory; the tiles above the diagonal then read the copies
+(cut by rows into pieces when there are fewer of them than threads): each stored chunk is read
+once, the first chunk of each layer once more (:func:`first_chunk_means`), and the other reads
+are plain file reads that run in parallel. When the workers may be on other machines (a
+``distributed`` cluster with workers on other hosts) and ``repsim.scratch`` is not set, the
+tiles read the source instead, each stored chunk T times. There is no separate pass for the
+means: centring is exact from the Gram sums.
 """
 
 from __future__ import annotations
@@ -33,7 +34,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import dask
-import dask.array as da
 import numpy as np
 
 from . import scratch
@@ -60,23 +60,28 @@ class _Reader:
         self.data, self.mean, self.copy = data, shift, copy
         self.edges = np.cumsum((0,) + tuple(data.chunks[0]))
 
-    def rows(self, start: int, stop: int) -> np.ndarray:
-        """Rows ``start:stop``, read stored chunk by stored chunk into one array."""
+    def nbytes(self, start: int, stop: int) -> int:
+        return (stop - start) * self.data.shape[1] * np.dtype(self.data.dtype).itemsize
+
+    def rows(self, start: int, stop: int, buffer: np.ndarray | None = None) -> np.ndarray:
+        """Rows ``start:stop``, read stored chunk by stored chunk into one array (in
+        ``buffer``, bytes, when given: a task reuses its memory from layer to layer)."""
+        shape, dtype = (stop - start, self.data.shape[1]), np.dtype(self.data.dtype)
+        out = np.empty(shape, dtype) if buffer is None else \
+            buffer[:self.nbytes(start, stop)].view(dtype).reshape(shape)
         if self.copy is not None:
-            return self.copy.rows(start, stop)
-        out = np.empty((stop - start, self.data.shape[1]), dtype=self.data.dtype)
+            return self.copy.rows(start, stop, out)
         cuts = [start, *(int(e) for e in self.edges if start < e < stop), stop]
         for a, b in zip(cuts[:-1], cuts[1:], strict=True):
             out[a - start:b - start] = self.data[a:b].compute(scheduler="sync")
         return out
 
-    def gram(self, i: tuple[int, int], j: tuple[int, int]) -> tuple[np.ndarray, ...]:
-        """The centred Gram block of rows ``i`` and ``j`` (start, stop) and their squared norms."""
-        same = i == j
-        xi = self.rows(*i)
-        xj = xi if same else self.rows(*j)
-        g = np.zeros((len(xi), len(xj)))
-        ni, nj = np.zeros(len(xi)), np.zeros(len(xj))
+    def gram(self, xi: np.ndarray, xj: np.ndarray | None) -> tuple[np.ndarray, ...]:
+        """The centred Gram block of rows ``xi`` and ``xj`` (``None``: the same rows) and their
+        squared norms."""
+        same = xj is None
+        g = np.zeros((len(xi), len(xi) if same else len(xj)))
+        ni, nj = np.zeros(len(xi)), np.zeros(len(g.T))
         for f in range(0, xi.shape[1], FEATURE_SLICE):
             cut = slice(f, f + FEATURE_SLICE)
             a = centred(xi[:, cut], self.mean[cut])
@@ -88,6 +93,49 @@ class _Reader:
             nj += np.einsum("ij,ij->i", b, b)
             g += a @ b.T
         return g, ni, ni if same else nj
+
+
+@dataclass(frozen=True)
+class Tile:
+    """The sample pairs ``rows x cols`` (start, stop); ``key`` names its files on scratch. A
+    tile off the diagonal stands for its mirror image too (``weight`` 2)."""
+
+    key: int
+    rows: tuple[int, int]
+    cols: tuple[int, int]
+
+    @property
+    def same(self) -> bool:
+        return self.rows == self.cols
+
+    @property
+    def weight(self) -> int:
+        return 1 if self.same else 2
+
+
+def tiles_of(bounds: Sequence[tuple[int, int]], threads: int, split: bool) -> list[Tile]:
+    """The diagonal tiles of the row blocks ``bounds``, then those above it; with ``split``,
+    each of the latter cut by rows into enough pieces that there are tasks for every thread
+    (two row blocks on two threads: the one tile above the diagonal in two halves).
+
+    Examples
+    --------
+    >>> for t in tiles_of([(0, 10), (10, 20)], 2, split=True):
+    ...     print(t.key, t.rows, t.cols, t.weight)
+    0 (0, 10) (0, 10) 1
+    1 (10, 20) (10, 20) 1
+    2 (0, 5) (10, 20) 2
+    3 (5, 10) (10, 20) 2
+    """
+    above = [(bounds[i], bounds[j]) for i in range(len(bounds))
+             for j in range(i + 1, len(bounds))]
+    pieces = max(1, -(-threads // len(above))) if split and above else 1
+    out = [Tile(k, b, b) for k, b in enumerate(bounds)]
+    for (r0, r1), cols in above:
+        cuts = np.unique(np.linspace(r0, r1, min(pieces, r1 - r0) + 1).astype(int))
+        for a, b in zip(cuts[:-1], cuts[1:], strict=True):
+            out.append(Tile(len(out), (int(a), int(b)), cols))
+    return out
 
 
 def distances(g: np.ndarray, ni: np.ndarray, nj: np.ndarray, same: bool) -> np.ndarray:
@@ -108,74 +156,69 @@ class TileSums:
     each layer's row sums over the tile's columns (``rows_i``) and rows (``rows_j``), and its
     diagonal on a diagonal tile."""
 
-    i: int
-    j: int
+    tile: Tile
     pair: np.ndarray
-    rows_i: np.ndarray  # (kernels, layers, len(I))
+    rows_i: np.ndarray  # (kernels, layers, rows)
     rows_j: np.ndarray | None
     diag: np.ndarray | None
     hist: list[np.ndarray] | None = None
 
 
-def _sums(i, j, kernels: list[list[np.ndarray]], pairs) -> TileSums:
+def _sums(tile: Tile, kernels: list[list[np.ndarray]], pairs) -> TileSums:
     """The :class:`TileSums` of each kernel's blocks (``kernels[k][layer]``)."""
-    same, w = i == j, 1.0 if i == j else 2.0
-    pair = np.array([[w * float(np.vdot(blocks[a], blocks[b])) for a, b in pairs]
+    pair = np.array([[tile.weight * float(np.vdot(blocks[a], blocks[b])) for a, b in pairs]
                      for blocks in kernels])
     rows_i = np.array([[k.sum(axis=1) for k in blocks] for blocks in kernels])
-    rows_j = None if same else np.array([[k.sum(axis=0) for k in blocks] for blocks in kernels])
-    diag = np.array([[np.diagonal(k).copy() for k in blocks] for blocks in kernels]) if same \
-        else None
-    return TileSums(i, j, pair, rows_i, rows_j, diag)
+    rows_j = None if tile.same else np.array([[k.sum(axis=0) for k in blocks]
+                                              for blocks in kernels])
+    diag = np.array([[np.diagonal(k).copy() for k in blocks] for blocks in kernels]) \
+        if tile.same else None
+    return TileSums(tile, pair, rows_i, rows_j, diag)
 
 
-def _gram_tile(i, j, bounds, readers, pairs, store) -> TileSums:
-    """Linear sums of tile (i, j); with a ``store``, its squared distances are saved there."""
+def _gram_tile(tile: Tile, readers, pairs, store, copies=None) -> TileSums:
+    """Linear sums of a tile; with a ``store``, its squared distances are saved there; with
+    ``copies`` (a diagonal tile), the rows read are written to them."""
     grams, hist = [], []
+    size = {b: max(r.nbytes(*b) for r in readers) for b in (tile.rows, tile.cols)}
+    buffers = [np.empty(size[b], np.uint8) for b in dict.fromkeys((tile.rows, tile.cols))]
     for layer, reader in enumerate(readers):
-        g, ni, nj = reader.gram(bounds[i], bounds[j])
+        xi = reader.rows(*tile.rows, buffers[0])
+        if copies is not None:
+            copies[layer][slice(*tile.rows), :] = xi
+        g, ni, nj = reader.gram(xi, None if tile.same else reader.rows(*tile.cols, buffers[1]))
         grams.append(g)
         if store is not None:
-            d2 = distances(g, ni, nj, i == j)
-            store.save(layer, i, j, d2)
-            hist.append(scratch.top_counts(d2, 1 if i == j else 2))
+            d2 = distances(g, ni, nj, tile.same)
+            store.save(layer, tile.key, d2)
+            hist.append(scratch.top_counts(d2, tile.weight))
             del d2
-    out = _sums(i, j, [grams], pairs)
+    out = _sums(tile, [grams], pairs)
     out.hist = hist or None
     return out
 
 
-def _rbf_tile(i, j, load, n_layers, scales, pairs) -> TileSums:
-    """RBF sums of tile (i, j) at every bandwidth, from its squared distances (one bandwidth's
+def _rbf_tile(tile: Tile, load, n_layers, scales, pairs) -> TileSums:
+    """RBF sums of a tile at every bandwidth, from its squared distances (one bandwidth's
     kernel blocks held at a time)."""
     parts = []
     for s in range(scales.shape[1]):
         blocks = []
         for layer in range(n_layers):
-            k = load(layer, i, j)
+            k = load(layer, tile.key)
             np.exp(np.multiply(k, -1.0 / scales[layer, s], out=k), out=k)
             blocks.append(k)
-        parts.append(_sums(i, j, [blocks], pairs))
+        parts.append(_sums(tile, [blocks], pairs))
         del blocks
     first = parts[0]
     stack = [np.concatenate([getattr(p, f) for p in parts]) if getattr(first, f) is not None
              else None for f in ("pair", "rows_i", "rows_j", "diag")]
-    return TileSums(i, j, *stack)
+    return TileSums(tile, *stack)
 
 
-def _run(function, tiles, *args) -> list:
-    """``function(i, j, *args)`` of every tile, computed; a task per off-diagonal tile and per
-    two diagonal tiles (half the work each), so that the tasks take about the same time and
-    the threads finish together whatever order they take them in."""
-    diagonal = [t for t in tiles if t[0] == t[1]]
-    bundles = [[t] for t in tiles if t[0] != t[1]]
-    bundles += [diagonal[k:k + 2] for k in range(0, len(diagonal), 2)]
-
-    def task(bundle):
-        return [function(i, j, *args) for i, j in bundle]
-
-    done = compute(*(dask.delayed(task, pure=False)(b) for b in bundles))
-    return [part for parts in done for part in parts]
+def _run(function, tiles: Sequence[Tile], *args) -> list:
+    """``function(tile, *args)`` of every tile, a task each, computed."""
+    return list(compute(*(dask.delayed(function, pure=False)(t, *args) for t in tiles)))
 
 
 def tile_rows(n: int, widths: Sequence[int], itemsize: int, budget: int, threads: int) -> int:
@@ -225,16 +268,19 @@ def grid_sums(layers: Sequence[Layer], pairs: Sequence[tuple[int, int]], *,
         if rows >= stored:  # whole stored chunks per row block: none is read by two blocks
             rows = rows // stored * stored
     bounds = [(s, min(n, s + rows)) for s in range(0, n, rows)]
-    tiles = [(i, j) for i in range(len(bounds)) for j in range(i, len(bounds))]
     selves = [(a, a) for a in range(len(layers))]
     wanted = sorted(set(selves) | {tuple(sorted(p)) for p in pairs})
     readers = [_Reader(x.data, m) for x, m in zip(layers, shifts, strict=True)]
-    # With several row blocks each is read by T tiles: copy the blocks to local scratch once
-    # (raw, as stored) unless the processes running tasks may not share this machine's disk.
+    # With several row blocks each is read by T tiles: the diagonal tiles (one per block)
+    # read the source and copy their rows to local scratch (raw, as stored), and the tiles
+    # above the diagonal read the copies, unless the processes running tasks may not share
+    # this machine's disk.
     copy = len(bounds) > 1 and bool(dask.config.get("repsim.scratch", None)
                                     or workers_share_this_machine())
-    logger.info("sample-space grid: %d layers, n=%d, %d tiles of %d rows%s", len(layers), n,
-                len(tiles), rows, ", row blocks copied to scratch" if copy else "")
+    tiles = tiles_of(bounds, threads, split=copy)
+    logger.info("sample-space grid: %d layers, n=%d, %d row blocks of %d rows, %d tiles%s",
+                len(layers), n, len(bounds), rows, len(tiles),
+                ", row blocks copied to scratch" if copy else "")
     attrs = {"n_samples": n, "tile_rows": rows, "n_tiles": len(tiles)}
     with scratch.Store() as store:
         need = {"copies of the row blocks": sum(
@@ -244,20 +290,23 @@ def grid_sums(layers: Sequence[Layer], pairs: Sequence[tuple[int, int]], *,
                 if sigmas else 0}
         if sum(need.values()):
             store.require(sum(need.values()), " and ".join(k for k, v in need.items() if v))
-        if copy:  # one task per stored chunk writes its rows
+        use = store if sigmas else None
+        if copy:
             files = [store.rows(layer, x.data.shape, x.data.dtype)
                      for layer, x in enumerate(layers)]
-            compute(da.store([x.data for x in layers], files, lock=False, compute=False))
+            diagonal = [t for t in tiles if t.same]
+            parts = _run(_gram_tile, diagonal, readers, wanted, use, files)
             readers = [_Reader(r.data, r.mean, f) for r, f in zip(readers, files, strict=True)]
-        use = store if sigmas else None
-        parts = _run(_gram_tile, tiles, bounds, readers, wanted, use)
+            parts += _run(_gram_tile, tiles[len(diagonal):], readers, wanted, use)
+        else:
+            parts = _run(_gram_tile, tiles, readers, wanted, use)
         _check(parts, layers, wanted)
-        sums = _assemble(parts, bounds, wanted, n, [0])
+        sums = _assemble(parts, wanted, n, [0])
         if sigmas:
             meds, exact = _medians(parts, tiles, store, layers, shifts, n, seed)
             scales = np.array([[2.0 * s**2 * m for s in sigmas] for m in meds])
             parts = _run(_rbf_tile, tiles, store.load, len(layers), scales, wanted)
-            sums.update(_assemble(parts, bounds, wanted, n, [1 + s for s in range(len(sigmas))]))
+            sums.update(_assemble(parts, wanted, n, [1 + s for s in range(len(sigmas))]))
             attrs.update(median_sq_distance=[float(m) for m in meds], median_exact=exact)
             if not exact:  # as the pairwise rbf_cka says it
                 attrs["approximate"] = (
@@ -300,7 +349,8 @@ def _medians(parts, tiles, store, layers, shifts, n, seed) -> tuple[list[float],
         ranges = [scratch.Range(n) for _ in layers]
         for layer, r in enumerate(ranges):
             r.narrow(np.sum([p.hist[layer] for p in parts], axis=0))
-        meds = scratch.medians(ranges, tiles, store.load, compute)
+        meds = scratch.medians(ranges, [(t.key, t.weight) for t in tiles], store.load,
+                               compute)
     for x, m in zip(layers, meds, strict=True):
         if not m > 0:
             raise ValueError(
@@ -310,14 +360,14 @@ def _medians(parts, tiles, store, layers, shifts, n, seed) -> tuple[list[float],
     return meds, n <= MEDIAN_EXACT_MAX
 
 
-def _assemble(parts, bounds, wanted, n, kernels) -> dict:
+def _assemble(parts, wanted, n, kernels) -> dict:
     """:class:`GramSums` of every wanted pair for each kernel, from the tiles' sums."""
     n_layers = max(max(p) for p in wanted) + 1
     rows = np.zeros((len(kernels), n_layers, n))
     diag = np.zeros((len(kernels), n_layers, n))
     pair = np.zeros((len(kernels), len(wanted)))
     for part in parts:
-        (i0, i1), (j0, j1) = bounds[part.i], bounds[part.j]
+        (i0, i1), (j0, j1) = part.tile.rows, part.tile.cols
         pair += part.pair
         rows[:, :, i0:i1] += part.rows_i
         if part.rows_j is not None:

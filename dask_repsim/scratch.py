@@ -108,16 +108,16 @@ def in_range(d2: np.ndarray, weight: int, lo: int, hi: int) -> tuple[np.ndarray,
 
 def medians(
     ranges: Sequence[Range], tiles: Sequence[tuple[int, int]],
-    load: Callable[[int, int, int], np.ndarray], compute: Callable[..., tuple],
+    load: Callable[[int, int], np.ndarray], compute: Callable[..., tuple],
 ) -> list[float]:
     """Each layer's exact median, narrowing ``ranges`` (after the first pass's histogram) with
-    passes over the tiles; ``load(layer, i, j)`` gives a tile's squared distances."""
+    passes over the tiles, given as ``(key, weight)`` (2 for a tile that stands for its mirror
+    image too); ``load(layer, key)`` gives a tile's squared distances."""
 
-    def one_pass(i: int, j: int) -> list:
-        weight = 1 if i == j else 2
+    def one_pass(key: int, weight: int) -> list:
         out = []
         for layer, r in enumerate(ranges):
-            d2 = load(layer, i, j)
+            d2 = load(layer, key)
             if r.gather:
                 out.append(in_range(d2, weight, r.lo, r.hi))
             else:
@@ -125,11 +125,11 @@ def medians(
         return out
 
     while not all(r.gather for r in ranges):
-        parts = compute(*(dask.delayed(one_pass, pure=False)(i, j) for i, j in tiles))
+        parts = compute(*(dask.delayed(one_pass, pure=False)(k, w) for k, w in tiles))
         for layer, r in enumerate(ranges):
             if not r.gather:
                 r.narrow(np.sum([p[layer] for p in parts], axis=0))
-    parts = compute(*(dask.delayed(one_pass, pure=False)(i, j) for i, j in tiles))
+    parts = compute(*(dask.delayed(one_pass, pure=False)(k, w) for k, w in tiles))
     return [
         r.median(np.concatenate([p[layer][0] for p in parts]),
                  np.concatenate([p[layer][1] for p in parts]))
@@ -160,14 +160,14 @@ class Store:
                 f"{format_bytes(free)} free; point dask config 'repsim.scratch' at a larger disk"
             )
 
-    def file(self, layer: int, i: int, j: int) -> str:
-        return os.path.join(self.path, f"{layer}-{i}-{j}.npy")
+    def file(self, layer: int, key: int) -> str:
+        return os.path.join(self.path, f"{layer}-{key}.npy")
 
-    def save(self, layer: int, i: int, j: int, d2: np.ndarray) -> None:
-        np.save(self.file(layer, i, j), d2, allow_pickle=False)
+    def save(self, layer: int, key: int, d2: np.ndarray) -> None:
+        np.save(self.file(layer, key), d2, allow_pickle=False)
 
-    def load(self, layer: int, i: int, j: int) -> np.ndarray:
-        return np.load(self.file(layer, i, j), allow_pickle=False)
+    def load(self, layer: int, key: int) -> np.ndarray:
+        return np.load(self.file(layer, key), allow_pickle=False)
 
     def rows(self, layer: int, shape: tuple[int, int], dtype) -> RowFile:
         """An empty raw copy of a layer (samples x features), to fill with ``dask.array.store``."""
@@ -208,10 +208,19 @@ class RowFile:
         finally:
             os.close(fd)
 
-    def rows(self, start: int, stop: int) -> np.ndarray:
-        width = self.shape[1]
-        return np.fromfile(self.path, dtype=self.dtype, count=(stop - start) * width,
-                           offset=start * width * self.dtype.itemsize).reshape(stop - start, width)
+    def rows(self, start: int, stop: int, out: np.ndarray | None = None) -> np.ndarray:
+        """Rows ``start:stop``, into ``out`` (C-contiguous, of their shape) when given."""
+        if out is None:
+            out = np.empty((stop - start, self.shape[1]), self.dtype)
+        view = memoryview(out).cast("B")
+        with open(self.path, "rb", buffering=0) as f:
+            f.seek(start * self.shape[1] * self.dtype.itemsize)
+            while len(view):
+                done = f.readinto(view)
+                if not done:
+                    raise OSError(f"{self.path}: the scratch copy ends before row {stop}")
+                view = view[done:]
+        return out
 
 
 def _pwrite(fd: int, data: np.ndarray, offset: int) -> None:

@@ -227,3 +227,24 @@ def test_grid_options_the_sample_space_measures_lack_name_them():
     with pytest.raises(ValueError, match=r"^mutual_knn, cknna: no path of these metrics "
                                          r"supports intervals \(interval=\)"):
         dr.compare({"x": x}, {"y": y}, metrics=["mutual_knn", "cknna"], interval="jackknife")
+
+
+def test_grid_takes_mutual_knn_and_cknna_from_one_pass(monkeypatch):
+    """Both neighbour metrics in one compare: one pass per pair, the values of the pairwise
+    functions (which make a pass each)."""
+    from dask_repsim import neighbours
+
+    rng = np.random.default_rng(13)
+    x = {"a": rng.normal(size=(120, 6)), "b": rng.normal(size=(120, 9))}
+    y = {"c": x["a"] @ rng.normal(size=(6, 5)) + 0.3 * rng.normal(size=(120, 5))}
+    calls = []
+    real = neighbours.knn_values
+    monkeypatch.setattr(neighbours, "knn_values",
+                        lambda *args, **kw: calls.append(kw["measures"]) or real(*args, **kw))
+    ds = dr.compare(x, y, metrics=["cknna", "rsa", "mutual_knn"], k=7)
+    assert calls == [("cknna", "mutual_knn")] * 2  # one pass for each of the two pairs
+    for name in ("a", "b"):
+        cell = ds.sel(layer_a=name, layer_b="c")
+        assert float(cell.mutual_knn) == mutual_knn(x[name], y["c"], k=7)
+        assert float(cell.cknna) == pytest.approx(cknna(x[name], y["c"], k=7), rel=1e-12)
+        assert float(cell.rsa) == pytest.approx(dr.rsa(x[name], y["c"]), rel=1e-12)
