@@ -257,7 +257,7 @@ def report_lines(text: str) -> list[str]:
 REPORT_ORDER = ["core_1000000", "core_4000000", "core_1000000_uncertainty",
                 "core_1000000_blas1_uncertainty", "grid_200000", "scaling", "scaling_workers",
                 "wide_20000x16384_rbf50000", "wide_4000x4096_rbf10000", "conv_n2048",
-                "conv_n10000", "conv_n256", "rsa_knn"]
+                "conv_n10000", "conv_n20000", "rsa_knn"]
 
 
 def _order(path: Path) -> tuple[int, str]:
@@ -298,6 +298,74 @@ def core_summary() -> list[str]:
     return list_table(header, rows)
 
 
+def _gb(step: dict) -> str:
+    return f"{step['seconds']:.1f} s / {step['peak_bytes'] / 1e9:.2f} GB"
+
+
+def conv_summary() -> list[str]:
+    """The conv benchmark's runs, one row per ``conv_n*.json``, with figures from its report."""
+    rows = []
+    for path in sorted(RESULTS.glob("conv_n*.json"), key=lambda p: int(p.stem[6:])):
+        results, report = json.loads(path.read_text()), path.with_suffix(".txt").read_text()
+        ours, numpy_ = results.get("ours"), results.get("numpy")
+        floor = re.search(r"^arithmetic floor = .* = ([\d.]+) s", report, re.M)
+        budget = re.search(r"repsim\.memory-budget: ([^;]+);", report)
+        if not ours or not floor:
+            logger.warning("%s has no 'ours' step or floor to summarise", path, location=path)
+            continue
+        attrs = ours["attrs"]
+        rows.append([
+            f"{attrs['n_samples']:,} ({results['read']['bytes'] / 1e9:.2f} GB)",
+            budget.group(1) if budget else "", attrs["method"], _gb(ours),
+            _gb(numpy_) if numpy_ else "not run",
+            f"{ours['seconds'] / numpy_['seconds']:.2f}" if numpy_ else "",
+            f"{results['read']['seconds']:.1f} s", f"{float(floor.group(1)):.1f} s",
+            f"{ours['seconds'] / float(floor.group(1)):.2f}",
+        ])
+    header = ["n (data)", "budget", "path", "``compare``", "numpy in memory", "x numpy",
+              "read pass", "arithmetic floor", "x floor"]
+    return list_table(header, rows)
+
+
+def rsa_knn_summary() -> list[str]:
+    """``rsa_knn.txt``'s steps by sample count: seconds / peak GB, or why a step did not run."""
+    report = RESULTS / "rsa_knn.txt"
+    names = {"rsa": "``rsa``, row-block tiles", "rsatoolbox": "rsatoolbox, data in memory",
+             "knn": "``mutual_knn`` (and CKNNA), row-block tiles",
+             "numpy_knn": "numpy, n x n similarities in memory"}
+    cells: dict[str, dict[int, str]] = {}
+    for line in report.read_text().splitlines():
+        run = re.match(r"(\w+)\s+(\d+) x \d+ \(x2\)\s+(.*)$", line)
+        if not run or run.group(1) not in names:
+            continue
+        rest = run.group(3)
+        figures = re.match(r"([\d.]+)\s+([\d.]+)\s+([\d.]+)\s", rest)
+        cells.setdefault(run.group(1), {})[int(run.group(2))] = (
+            f"{figures.group(2)} s / {figures.group(3)} GB (value {figures.group(1)})"
+            if figures else rest.split(" (")[0])
+    sizes = sorted({n for by_n in cells.values() for n in by_n})
+    rows = [[names[step], *[cells[step].get(n, "") for n in sizes]] for step in names
+            if step in cells]
+    return list_table(["step", *[f"{n:,} x 512 (x2)" for n in sizes]], rows)
+
+
+class RsaKnnSummary(_Generated):
+    """The RSA and mutual k-NN benchmark at a glance, from ``benchmarks/results/rsa_knn.txt``."""
+
+    def lines(self) -> list[str]:
+        self.env.note_dependency(str(RESULTS / "rsa_knn.txt"))
+        return rsa_knn_summary()
+
+
+class ConvSummary(_Generated):
+    """The conv benchmark's runs at a glance, from ``benchmarks/results/conv_n*``."""
+
+    def lines(self) -> list[str]:
+        for path in RESULTS.glob("conv_n*"):
+            self.env.note_dependency(str(path))
+        return conv_summary()
+
+
 class Benchmarks(_Generated):
     """Every benchmark report of ``benchmarks/results/``."""
 
@@ -332,4 +400,6 @@ def setup(app: Any) -> dict[str, Any]:
     app.add_directive("repsim-measures", MeasuresTable)
     app.add_directive("repsim-command", Command)
     app.add_directive("repsim-benchmarks", Benchmarks)
+    app.add_directive("repsim-conv-summary", ConvSummary)
+    app.add_directive("repsim-rsa-knn-summary", RsaKnnSummary)
     return {"parallel_read_safe": True, "parallel_write_safe": True}
