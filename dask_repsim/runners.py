@@ -229,7 +229,7 @@ def sample_cells(
     layers: Sequence[Layer],
     rows: Sequence[int],
     cols: Sequence[int],
-    metrics: Sequence[str] = (),
+    metrics: Sequence[str],
     k: int = neighbours.DEFAULT_K,
 ) -> tuple[Cells, dict[str, Any]]:
     """Cells of the measures of sample x sample matrices (RSA, k-nearest neighbours), each pair
@@ -244,8 +244,7 @@ def sample_cells(
         for j, b in enumerate(cols):
             values = neighbours.knn_values(layers[a], layers[b], k, measures=tuple(shared)) \
                 if shared else {}
-            for m, function in enumerate(functions):
-                name = metrics[m] if m < len(metrics) else None
+            for m, (function, name) in enumerate(zip(functions, metrics, strict=True)):
                 value = values[name] if name in shared else function(layers[a], layers[b])
                 cells[m, i, j] = Cell(value, fields={"method": "sample_blocks"})
     return cells, {"n_samples": int(layers[rows[0]].data.shape[0]), "n_samples_omitted": 0}

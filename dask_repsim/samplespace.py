@@ -185,7 +185,7 @@ def _gram_tile(tile: Tile, readers, pairs, store, copies=None) -> TileSums:
     for layer, reader in enumerate(readers):
         xi = reader.rows(*tile.rows, buffers[0])
         if copies is not None:
-            copies[layer][slice(*tile.rows), :] = xi
+            copies[layer].write(tile.rows[0], xi)
         g, ni, nj = reader.gram(xi, None if tile.same else reader.rows(*tile.cols, buffers[1]))
         grams.append(g)
         if store is not None:

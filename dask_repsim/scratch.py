@@ -2,8 +2,8 @@
 over the distances.
 
 The sample-space grid (:mod:`dask_repsim.samplespace`) reads every row block of a layer once per
-tile; it first copies the blocks here, as stored (``itemsize x n x p`` bytes per layer), so that
-each stored chunk is decoded once and the tiles read plain files.
+tile; its diagonal tiles copy the blocks here, as stored (``itemsize x n x p`` bytes per layer),
+so that each stored chunk is decoded once and the other tiles read plain files.
 
 RBF CKA sets each layer's bandwidth to a fraction of the median of its n^2 squared distances
 between samples (the zero diagonal included, Kornblith et al.'s ``gram_rbf``), so the kernel can
@@ -149,7 +149,7 @@ class Store:
     def __init__(self) -> None:
         parent = (dask.config.get("repsim.scratch", None)
                   or dask.config.get("temporary-directory", None) or None)
-        self.path = tempfile.mkdtemp(prefix="repsim-distances-", dir=parent)
+        self.path = tempfile.mkdtemp(prefix="repsim-scratch-", dir=parent)
 
     def require(self, nbytes: int, what: str) -> None:
         """Raise before anything is written when the directory's disk has under ``nbytes`` free."""
@@ -170,7 +170,7 @@ class Store:
         return np.load(self.file(layer, key), allow_pickle=False)
 
     def rows(self, layer: int, shape: tuple[int, int], dtype) -> RowFile:
-        """An empty raw copy of a layer (samples x features), to fill with ``dask.array.store``."""
+        """An empty raw copy of a layer (samples x features), to fill by row ranges."""
         out = RowFile(os.path.join(self.path, f"rows-{layer}.raw"), shape, dtype)
         with open(out.path, "wb") as f:
             f.truncate(shape[0] * shape[1] * out.dtype.itemsize)
@@ -187,24 +187,22 @@ class Store:
 
 
 class RowFile:
-    """A layer's rows in a raw file (C order), written region by region with ``pwrite`` (a
-    ``dask.array.store`` target: each chunk's task writes its own rows, nothing is mapped into
-    memory) and read back by row ranges."""
+    """A layer's rows in a raw file (C order), written and read by row ranges (``pwrite`` and
+    ``readinto``: nothing is mapped into memory, so a task's memory is what it reads)."""
 
     def __init__(self, path: str, shape: tuple[int, int], dtype) -> None:
         self.path, self.shape, self.dtype = path, tuple(shape), np.dtype(dtype)
 
-    def __setitem__(self, key: tuple[slice, slice], value: np.ndarray) -> None:
-        rows, cols = (k.indices(n) for k, n in zip(key, self.shape, strict=True))
-        value = np.ascontiguousarray(value, dtype=self.dtype)
-        width, item = self.shape[1], self.dtype.itemsize
+    def write(self, start: int, rows: np.ndarray) -> None:
+        """Write ``rows`` (every feature) from row ``start`` on."""
+        rows = np.ascontiguousarray(rows, dtype=self.dtype)
+        view = memoryview(rows).cast("B")
+        offset = start * self.shape[1] * self.dtype.itemsize
         fd = os.open(self.path, os.O_WRONLY)
         try:
-            if cols[:2] == (0, width):  # whole rows: one contiguous range
-                _pwrite(fd, value, rows[0] * width * item)
-            else:
-                for r, row in enumerate(value):
-                    _pwrite(fd, row, ((rows[0] + r) * width + cols[0]) * item)
+            while len(view):
+                done = os.pwrite(fd, view, offset)
+                view, offset = view[done:], offset + done
         finally:
             os.close(fd)
 
@@ -221,10 +219,3 @@ class RowFile:
                     raise OSError(f"{self.path}: the scratch copy ends before row {stop}")
                 view = view[done:]
         return out
-
-
-def _pwrite(fd: int, data: np.ndarray, offset: int) -> None:
-    view = memoryview(data).cast("B")
-    while len(view):
-        done = os.pwrite(fd, view, offset)
-        view, offset = view[done:], offset + done

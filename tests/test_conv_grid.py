@@ -289,8 +289,8 @@ def test_too_little_scratch_disk_is_an_error_before_writing(tmp_path, monkeypatc
 
 
 def test_row_copies_of_arrays_chunked_along_features():
-    """Dask arrays chunked along features too: the scratch copies are written chunk region by
-    chunk region and the grid equals the reference."""
+    """Dask arrays chunked along features too: the diagonal tiles read whole rows through the
+    chunks, copy them to scratch, and the grid equals the reference."""
     import dask.array as da
 
     rng = np.random.default_rng(9)
