@@ -32,14 +32,40 @@ def two_layers(counting_store):
     return counting_store
 
 
-def test_compare_all_metrics_reads_each_chunk_once(two_layers):
+#: the metrics of the co-moment pass, which reads every chunk once whatever the metrics
+COMOMENT = [m for m in METRICS if "covariance" in METRICS[m].paths]
+
+
+def test_compare_all_comoment_metrics_reads_each_chunk_once(two_layers):
     group = zarr.open_group(two_layers, mode="r")
     with dask.config.set(scheduler="threads"):
-        ds = dr.compare(group["x"], group["y"], metrics=list(METRICS))
+        ds = dr.compare(group["x"], group["y"], metrics=COMOMENT)
     reads = two_layers.chunk_reads()
     assert set(reads) == _chunk_keys(group)
     assert max(reads.values()) == 1, {k: v for k, v in reads.items() if v > 1}
+    assert set(ds.data_vars) == set(COMOMENT) and len(COMOMENT) >= 10
+
+
+def test_compare_every_metric_reads_each_chunk_once_per_path_pass(two_layers):
+    """Every metric at once: the co-moment pass once, the Gram tiles once (their first chunk
+    once more, for the shift), RSA once per row block of its pass and mutual k-NN with CKNNA
+    from one shared pass: a bound that does not grow with the number of metrics."""
+    group = zarr.open_group(two_layers, mode="r")
+    with dask.config.set(scheduler="threads"):
+        ds = dr.compare(group["x"], group["y"], metrics=list(METRICS))
     assert set(ds.data_vars) == set(METRICS)
+    assert set(ds.attrs["method"].split(" + ")) == {"covariance", "gram", "sample_blocks"}
+    everything = two_layers.chunk_reads()
+    two_layers.reads.clear()
+    with dask.config.set(scheduler="threads"):
+        dr.compare(group["x"], group["y"], metrics=["rsa"])
+    rsa = two_layers.chunk_reads()
+    two_layers.reads.clear()
+    with dask.config.set(scheduler="threads"):
+        dr.compare(group["x"], group["y"], metrics=["mutual_knn"])
+    knn = two_layers.chunk_reads()
+    for key, count in everything.items():
+        assert count <= 1 + 2 + rsa[key] + knn[key], (key, count, rsa[key], knn[key])
 
 
 def test_grid_reads_each_chunk_once(counting_store):
