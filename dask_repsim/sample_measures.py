@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from .neighbours import knn_values
+from .neighbours import DEFAULT_K, knn_values
 from .options import Options, SampleDims, document
 from .pairwise import pair_layers
 from .results import Estimate
@@ -127,7 +127,7 @@ def rsa(
 
 @_documented
 def mutual_knn(
-    x: Any, y: Any, *, k: int = 10, sample_dims: SampleDims = None,
+    x: Any, y: Any, *, k: int = DEFAULT_K, sample_dims: SampleDims = None,
     storage_options: Mapping[str, Any] | None = None, nan_policy: str = "raise",
     interval: str | None = None, level: float | None = None, groups: int | None = None,
     permutations: int = 0, seed: int | None = None, join: str = "exact",
@@ -176,7 +176,7 @@ def mutual_knn(
 
 @_documented
 def cknna(
-    x: Any, y: Any, *, k: int = 10, sample_dims: SampleDims = None,
+    x: Any, y: Any, *, k: int = DEFAULT_K, sample_dims: SampleDims = None,
     storage_options: Mapping[str, Any] | None = None, nan_policy: str = "raise",
     interval: str | None = None, level: float | None = None, groups: int | None = None,
     permutations: int = 0, seed: int | None = None, join: str = "exact",
