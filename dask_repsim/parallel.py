@@ -24,7 +24,7 @@ from typing import Any
 import dask
 from threadpoolctl import threadpool_limits
 
-__all__ = ["blas_threads", "compute", "memory_budget", "threads_per_process",
+__all__ = ["blas_threads", "compute", "memory_budget", "task_slots", "threads_per_process",
            "workers_share_this_machine"]
 
 
@@ -128,6 +128,28 @@ def threads_per_process() -> int:
 
         workers = get_client().scheduler_info().get("workers", {}).values()
         return max([int(w.get("nthreads", 1)) for w in workers] or [1])
+    except (ImportError, ValueError):  # a scheduler without a client: synchronous or processes
+        return 1
+
+
+def task_slots() -> int:
+    """How many tasks run at once in all: the threaded scheduler's workers, or the threads of
+    every worker of the active ``distributed.Client`` together.
+
+    Examples
+    --------
+    >>> import dask
+    >>> with dask.config.set(scheduler="threads", num_workers=3):
+    ...     task_slots()
+    3
+    """
+    if _threaded_scheduler():
+        return threads_per_process()
+    try:
+        from distributed import get_client
+
+        workers = get_client().scheduler_info().get("workers", {}).values()
+        return max(1, sum(int(w.get("nthreads", 1)) for w in workers))
     except (ImportError, ValueError):  # a scheduler without a client: synchronous or processes
         return 1
 

@@ -15,8 +15,16 @@ layer's median squared distance is found exactly (a seeded subsample beyond
 :data:`~dask_repsim.gram.MEDIAN_EXACT_MAX` samples, as :func:`~dask_repsim.gram.rbf_cka` does);
 a second pass reads the distances back and sums the kernels of every bandwidth.
 
+When the budget holds every layer's whole n x n Gram matrix at once (:func:`whole_plan`; at
+2,048 samples 34 MB each), there is a single row block and a single tile: the tasks share the
+work by layers instead, each forming the whole Gram matrices of its share of the layers'
+columns (wide layers cut by columns into several tasks when they are more than a task's share),
+so that each stored chunk is read once and no product is formed twice. Otherwise the samples
+are cut into T row blocks.
+
 Row blocks are read inside the tasks (a slice of the layer's dask array, computed there, stored
-chunk by stored chunk), so a task's memory is what :func:`tile_rows` counts. With T > 1 row
+chunk by stored chunk), so a task's memory is what :func:`~dask_repsim.gramtiles.tile_rows`
+counts; :mod:`dask_repsim.gramtiles` forms the blocks and a tile's sums. With T > 1 row
 blocks, the diagonal tiles (I, I) run first, and each also writes its rows, as stored (float32
 stays float32), to the scratch directory; the tiles above the diagonal then read the copies
 (cut by rows into pieces when there are fewer of them than threads): each stored chunk is read
@@ -37,216 +45,143 @@ import dask
 import numpy as np
 
 from . import scratch
-from .columns import centred, checked_columns
+from .columns import checked_columns
 from .gram import MEDIAN_EXACT_MAX, GramSums
+from .gramtiles import (
+    FEATURE_SLICE,
+    RowReader,
+    Tile,
+    TileSums,
+    gram_tile,
+    rbf_sums,
+    run_tiles,
+    saved_distances,
+    tile_rows,
+    tile_sums,
+    tiles_of,
+)
 from .hsic import cka_ratio
 from .inputs import Layer
 from .medians import MEDIAN_SAMPLE, sampled_median_sq_distance
-from .parallel import compute, memory_budget, threads_per_process, workers_share_this_machine
+from .parallel import (
+    compute,
+    memory_budget,
+    task_slots,
+    threads_per_process,
+    workers_share_this_machine,
+)
 from .validation import check_sample_counts, require_samples
 
 logger = logging.getLogger("dask_repsim")
 
-#: features per float64 slice of a row block while a Gram block is formed
-FEATURE_SLICE = 2048
-
-
-class _Reader:
-    """A layer's rows, read inside a task: the dask array travels with the task instead of
-    being computed as one of its dependencies. ``shift``: subtracted from every row.
-    ``copy``: a :class:`~dask_repsim.scratch.RowFile` holding the layer's rows, read instead."""
-
-    def __init__(self, data, shift: np.ndarray, copy: scratch.RowFile | None = None) -> None:
-        self.data, self.mean, self.copy = data, shift, copy
-        self.edges = np.cumsum((0,) + tuple(data.chunks[0]))
-
-    def nbytes(self, start: int, stop: int) -> int:
-        return (stop - start) * self.data.shape[1] * np.dtype(self.data.dtype).itemsize
-
-    def rows(self, start: int, stop: int, buffer: np.ndarray | None = None) -> np.ndarray:
-        """Rows ``start:stop``, read stored chunk by stored chunk into one array (in
-        ``buffer``, bytes, when given: a task reuses its memory from layer to layer)."""
-        shape, dtype = (stop - start, self.data.shape[1]), np.dtype(self.data.dtype)
-        out = np.empty(shape, dtype) if buffer is None else \
-            buffer[:self.nbytes(start, stop)].view(dtype).reshape(shape)
-        if self.copy is not None:
-            return self.copy.rows(start, stop, out)
-        cuts = [start, *(int(e) for e in self.edges if start < e < stop), stop]
-        for a, b in zip(cuts[:-1], cuts[1:], strict=True):
-            out[a - start:b - start] = self.data[a:b].compute(scheduler="sync")
-        return out
-
-    def gram(self, xi: np.ndarray, xj: np.ndarray | None) -> tuple[np.ndarray, ...]:
-        """The centred Gram block of rows ``xi`` and ``xj`` (``None``: the same rows) and their
-        squared norms."""
-        same = xj is None
-        g = np.zeros((len(xi), len(xi) if same else len(xj)))
-        ni, nj = np.zeros(len(xi)), np.zeros(len(g.T))
-        for f in range(0, xi.shape[1], FEATURE_SLICE):
-            cut = slice(f, f + FEATURE_SLICE)
-            a = centred(xi[:, cut], self.mean[cut])
-            ni += np.einsum("ij,ij->i", a, a)
-            if same:
-                g += a @ a.T  # a symmetric rank-k update
-                continue
-            b = centred(xj[:, cut], self.mean[cut])
-            nj += np.einsum("ij,ij->i", b, b)
-            g += a @ b.T
-        return g, ni, ni if same else nj
-
-
 @dataclass(frozen=True)
-class Tile:
-    """The sample pairs ``rows x cols`` (start, stop); ``key`` names its files on scratch. A
-    tile off the diagonal stands for its mirror image too (``weight`` 2)."""
+class Unit:
+    """Columns ``cols`` (start, stop) of layer ``layer``: a share of its whole Gram matrix."""
 
-    key: int
-    rows: tuple[int, int]
+    layer: int
     cols: tuple[int, int]
 
     @property
-    def same(self) -> bool:
-        return self.rows == self.cols
-
-    @property
-    def weight(self) -> int:
-        return 1 if self.same else 2
+    def width(self) -> int:
+        return self.cols[1] - self.cols[0]
 
 
-def tiles_of(bounds: Sequence[tuple[int, int]], threads: int, split: bool) -> list[Tile]:
-    """The diagonal tiles of the row blocks ``bounds``, then those above it; with ``split``,
-    each of the latter cut by rows into enough pieces that there are tasks for every thread
-    (two row blocks on two threads: the one tile above the diagonal in two halves).
+def whole_plan(n: int, widths: Sequence[int], itemsize: int, budget: int, threads: int,
+               slots: int, rbf: bool = False) -> list[list[Unit]] | None:
+    """How to form every layer's whole n x n Gram matrix in one row block: the layers' column
+    ranges (units) in ``slots`` bins of about equal width, a task each; ``None`` when that
+    does not fit ``budget`` (then the samples are cut into row blocks,
+    :func:`~dask_repsim.gramtiles.tile_rows`).
 
-    Examples
-    --------
-    >>> for t in tiles_of([(0, 10), (10, 20)], 2, split=True):
-    ...     print(t.key, t.rows, t.cols, t.weight)
-    0 (0, 10) (0, 10) 1
-    1 (10, 20) (10, 20) 1
-    2 (0, 5) (10, 20) 2
-    3 (5, 10) (10, 20) 2
-    """
-    above = [(bounds[i], bounds[j]) for i in range(len(bounds))
-             for j in range(i + 1, len(bounds))]
-    pieces = max(1, -(-threads // len(above))) if split and above else 1
-    out = [Tile(k, b, b) for k, b in enumerate(bounds)]
-    for (r0, r1), cols in above:
-        cuts = np.unique(np.linspace(r0, r1, min(pieces, r1 - r0) + 1).astype(int))
-        for a, b in zip(cuts[:-1], cuts[1:], strict=True):
-            out.append(Tile(len(out), (int(a), int(b)), cols))
-    return out
-
-
-def distances(g: np.ndarray, ni: np.ndarray, nj: np.ndarray, same: bool) -> np.ndarray:
-    """Squared distances from a Gram block and the rows' squared norms (as
-    :func:`~dask_repsim.medians.sq_distances`)."""
-    d2 = ni[:, None] + nj[None, :]
-    d2 -= 2.0 * g
-    np.maximum(d2, 0.0, out=d2)
-    d2 += 0.0  # no negative zeros: the scratch histograms order values by their bits
-    if same:
-        np.fill_diagonal(d2, 0.0)
-    return d2
-
-
-@dataclass
-class TileSums:
-    """One tile's contribution: ``pair[k, c]`` = weight x sum K_a K_b for kernel k and pair c,
-    each layer's row sums over the tile's columns (``rows_i``) and rows (``rows_j``), and its
-    diagonal on a diagonal tile."""
-
-    tile: Tile
-    pair: np.ndarray
-    rows_i: np.ndarray  # (kernels, layers, rows)
-    rows_j: np.ndarray | None
-    diag: np.ndarray | None
-    hist: list[np.ndarray] | None = None
-
-
-def _sums(tile: Tile, kernels: list[list[np.ndarray]], pairs) -> TileSums:
-    """The :class:`TileSums` of each kernel's blocks (``kernels[k][layer]``)."""
-    pair = np.array([[tile.weight * float(np.vdot(blocks[a], blocks[b])) for a, b in pairs]
-                     for blocks in kernels])
-    rows_i = np.array([[k.sum(axis=1) for k in blocks] for blocks in kernels])
-    rows_j = None if tile.same else np.array([[k.sum(axis=0) for k in blocks]
-                                              for blocks in kernels])
-    diag = np.array([[np.diagonal(k).copy() for k in blocks] for blocks in kernels]) \
-        if tile.same else None
-    return TileSums(tile, pair, rows_i, rows_j, diag)
-
-
-def _gram_tile(tile: Tile, readers, pairs, store, copies=None) -> TileSums:
-    """Linear sums of a tile; with a ``store``, its squared distances are saved there; with
-    ``copies`` (a diagonal tile), the rows read are written to them."""
-    grams, hist = [], []
-    size = {b: max(r.nbytes(*b) for r in readers) for b in (tile.rows, tile.cols)}
-    buffers = [np.empty(size[b], np.uint8) for b in dict.fromkeys((tile.rows, tile.cols))]
-    for layer, reader in enumerate(readers):
-        xi = reader.rows(*tile.rows, buffers[0])
-        if copies is not None:
-            copies[layer].write(tile.rows[0], xi)
-        g, ni, nj = reader.gram(xi, None if tile.same else reader.rows(*tile.cols, buffers[1]))
-        grams.append(g)
-        if store is not None:
-            d2 = distances(g, ni, nj, tile.same)
-            store.save(layer, tile.key, d2)
-            hist.append(scratch.top_counts(d2, tile.weight))
-            del d2
-    out = _sums(tile, [grams], pairs)
-    out.hist = hist or None
-    return out
-
-
-def _rbf_tile(tile: Tile, load, n_layers, scales, pairs) -> TileSums:
-    """RBF sums of a tile at every bandwidth, from its squared distances (one bandwidth's
-    kernel blocks held at a time)."""
-    parts = []
-    for s in range(scales.shape[1]):
-        blocks = []
-        for layer in range(n_layers):
-            k = load(layer, tile.key)
-            np.exp(np.multiply(k, -1.0 / scales[layer, s], out=k), out=k)
-            blocks.append(k)
-        parts.append(_sums(tile, [blocks], pairs))
-        del blocks
-    first = parts[0]
-    stack = [np.concatenate([getattr(p, f) for p in parts]) if getattr(first, f) is not None
-             else None for f in ("pair", "rows_i", "rows_j", "diag")]
-    return TileSums(tile, *stack)
-
-
-def _run(function, tiles: Sequence[Tile], *args) -> list:
-    """``function(tile, *args)`` of every tile, a task each, computed."""
-    return list(compute(*(dask.delayed(function, pure=False)(t, *args) for t in tiles)))
-
-
-def tile_rows(n: int, widths: Sequence[int], itemsize: int, budget: int, threads: int) -> int:
-    """Samples per row block so that a task's blocks fit ``budget / threads`` bytes.
-
-    A task holds each layer's Gram block (or one bandwidth's kernel blocks), two temporaries,
-    the widest layer's two raw row blocks and two float64 feature slices. At most ``n / T``
-    rows, with T the fewest row blocks whose T^2 / 2 units of work (a diagonal tile is half a
-    unit) are at least as many as the threads.
+    With a single row block each stored chunk is read once and no Gram product is formed
+    twice; the tasks share the work by layers instead of by tiles. A process then holds every
+    layer's Gram matrix (8 n^2 bytes each, a partial one per unit) and, per task (``threads``
+    at once), four more temporaries of that size (the product of a feature slice, the
+    distances and their keys for RBF CKA), a float64 feature slice and the raw rows of its
+    unit; with ``rbf``, the kernel pass's tasks each hold every layer's kernel matrix and one
+    more. A layer wider than a bin's share is cut into units, each of which reads all of the
+    layer's stored chunks; when the budget leaves a unit less than half that share, the row
+    blocks are cheaper.
 
     Examples
     --------
-    >>> tile_rows(2048, [65536, 100], 4, 2**31, 2)
-    1024
+    >>> plan = whole_plan(2048, [65536, 100, 65536, 100], 4, 2**32, 2, 2)
+    >>> [[(u.layer, u.cols) for u in b] for b in plan]
+    [[(0, (0, 65536)), (1, (0, 100))], [(3, (0, 100)), (2, (0, 65536))]]
+    >>> [len(b) for b in whole_plan(2048, [65536, 100], 4, 2**32, 2, 2)]  # the wide one in two
+    [2, 1]
+    >>> whole_plan(50_000, [65536, 100], 4, 2**32, 2, 2) is None  # 20 GB per Gram matrix
+    True
     """
-    a = 8.0 * (len(widths) + 3)
-    b = 2.0 * max(widths) * itemsize + 16.0 * min(max(widths), FEATURE_SLICE)
-    per_task = budget / max(1, threads)
-    rows = int((-b + np.sqrt(b * b + 4 * a * per_task)) / (2 * a))
-    blocks = min(n, int(np.ceil(np.sqrt(2 * threads))))
-    rows = min(rows, -(-n // blocks))
-    if rows < 16:
-        raise ValueError(
-            f"the memory budget ({budget / 2**20:.0f} MiB for {threads} thread(s)) leaves "
-            f"under 16 samples per tile for layers {max(widths)} features wide; raise dask "
-            "config 'repsim.memory-budget'"
-        )
-    return rows
+    square = 8.0 * n * n
+    kernels = square * threads * (len(widths) + 1) if rbf else 0.0
+    cap = -(-sum(widths) // slots)
+    share = min(max(widths), cap)
+    while 2 * cap >= share:
+        units = []
+        for layer, w in enumerate(widths):
+            cuts = np.linspace(0, w, -(-w // cap) + 1).astype(int)
+            units += [Unit(layer, (int(a), int(b))) for a, b in zip(cuts[:-1], cuts[1:],
+                                                                    strict=True)]
+        grams = square * (len(units) + 4 * threads) + threads * n * (
+            8.0 * min(max(widths), FEATURE_SLICE) + itemsize * max(u.width for u in units))
+        if max(grams, kernels) <= budget:
+            bins: list[list[Unit]] = [[] for _ in range(min(slots, len(units)))]
+            load = [0] * len(bins)
+            for u in sorted(units, key=lambda u: -u.width):  # the widest first, to the least load
+                k = int(np.argmin(load))
+                bins[k].append(u)
+                load[k] += u.width
+            # every other bin narrowest first, so that reads and products of bins interleave
+            return [sorted(b, key=lambda u: (u.layer, u.cols), reverse=bool(k % 2))
+                    for k, b in enumerate(bins)]
+        cap //= 2
+    return None
+
+
+def _unit_grams(units: Sequence[Unit], readers, n: int) -> list[np.ndarray]:
+    """The (partial) Gram matrix of every unit of a bin, over all n samples, each unit's
+    columns shifted by their means over the layer's first stored chunk (see
+    :func:`first_chunk_means`; the rows are at hand, so no pass reads that chunk again)."""
+    buffer = np.empty(max(readers[u.layer].nbytes(0, n, u.cols) for u in units), np.uint8)
+    out = []
+    for u in units:
+        reader = readers[u.layer]
+        x = reader.rows(0, n, buffer, u.cols)
+        out.append(reader.gram(x, None, x[:reader.edges[1]].mean(axis=0, dtype=np.float64))[0])
+    return out
+
+
+def _layer_gram(tile: Tile, partials: Sequence[np.ndarray], layer: int, store):
+    """A layer's whole Gram matrix, the sum of its units', and, with a ``store``, the first
+    histogram of its saved squared distances."""
+    g = partials[0] if len(partials) == 1 else partials[0] + partials[1]
+    for p in partials[2:]:
+        g += p
+    if store is None:
+        return g, None
+    norms = np.diagonal(g).copy()
+    return g, saved_distances(store, layer, tile, g, norms, norms)
+
+
+def _whole_sums(tile: Tile, done, pairs) -> TileSums:
+    out = tile_sums(tile, [[g for g, _ in done]], pairs)
+    out.hist = [h for _, h in done] if done[0][1] is not None else None
+    return out
+
+
+def _whole(tile: Tile, plan: Sequence[Sequence[Unit]], readers, pairs, store) -> TileSums:
+    """The sums of the single tile of all samples: a task per bin of units, one per layer
+    adding its units' Gram matrices, one for the sums."""
+    of_layer: dict[int, list] = {}
+    for units in plan:
+        grams = dask.delayed(_unit_grams, pure=False, nout=len(units))(units, readers,
+                                                                     tile.rows[1])
+        for k, u in enumerate(units):
+            of_layer.setdefault(u.layer, []).append(grams[k])
+    done = [dask.delayed(_layer_gram, pure=False)(tile, of_layer[layer], layer, store)
+            for layer in range(len(readers))]
+    return compute(dask.delayed(_whole_sums, pure=False)(tile, done, pairs))[0]
 
 
 def grid_sums(layers: Sequence[Layer], pairs: Sequence[tuple[int, int]], *,
@@ -255,22 +190,28 @@ def grid_sums(layers: Sequence[Layer], pairs: Sequence[tuple[int, int]], *,
     """Every pair's Gram sums, linear and (with ``sigmas``) RBF, from each layer's tiles once.
 
     Returns ``(sums, attrs)``: ``sums[(kernel, a, b)]`` is the :class:`GramSums` of layers a and
-    b for kernel 0 (linear) or 1 + s (RBF at ``sigmas[s]``); attrs describe the run.
+    b for kernel 0 (linear) or 1 + s (RBF at ``sigmas[s]``); attrs describe the run. ``rows``:
+    samples per row block (default: from the memory budget, one block when it holds every
+    layer's whole Gram matrix).
     """
     n = check_sample_counts([x.name for x in layers], [x.data.shape[0] for x in layers])
-    shifts = first_chunk_means(layers)
     widths = [int(x.data.shape[1]) for x in layers]
     itemsize = max(np.dtype(x.data.dtype).itemsize for x in layers)
     budget, threads = memory_budget(), threads_per_process()
-    if rows is None:
+    plan = whole_plan(n, widths, itemsize, budget, threads, task_slots(), rbf=bool(sigmas)) \
+        if rows is None else None
+    if plan is not None:
+        rows = n
+    elif rows is None:
         rows = tile_rows(n, widths, itemsize, budget, threads)
         stored = max(int(x.data.chunks[0][0]) for x in layers)
         if rows >= stored:  # whole stored chunks per row block: none is read by two blocks
             rows = rows // stored * stored
+    # a single row block takes each unit's shift from the rows it reads
+    shifts = first_chunk_means(layers) if plan is None else [None] * len(layers)
     bounds = [(s, min(n, s + rows)) for s in range(0, n, rows)]
-    selves = [(a, a) for a in range(len(layers))]
-    wanted = sorted(set(selves) | {tuple(sorted(p)) for p in pairs})
-    readers = [_Reader(x.data, m) for x, m in zip(layers, shifts, strict=True)]
+    wanted = sorted({(a, a) for a in range(len(layers))} | {tuple(sorted(p)) for p in pairs})
+    readers = [RowReader(x.data, m) for x, m in zip(layers, shifts, strict=True)]
     # With several row blocks each is read by T tiles: the diagonal tiles (one per block)
     # read the source and copy their rows to local scratch (raw, as stored), and the tiles
     # above the diagonal read the copies, unless the processes running tasks may not share
@@ -278,9 +219,14 @@ def grid_sums(layers: Sequence[Layer], pairs: Sequence[tuple[int, int]], *,
     copy = len(bounds) > 1 and bool(dask.config.get("repsim.scratch", None)
                                     or workers_share_this_machine())
     tiles = tiles_of(bounds, threads, split=copy)
-    logger.info("sample-space grid: %d layers, n=%d, %d row blocks of %d rows, %d tiles%s",
-                len(layers), n, len(bounds), rows, len(tiles),
-                ", row blocks copied to scratch" if copy else "")
+    if plan is not None:
+        logger.info("sample-space grid: %d layers, n=%d, whole Gram matrices in one row block: "
+                    "%d column ranges in %d tasks", len(layers), n, sum(map(len, plan)),
+                    len(plan))
+    else:
+        logger.info("sample-space grid: %d layers, n=%d, %d row blocks of %d rows, %d tiles%s",
+                    len(layers), n, len(bounds), rows, len(tiles),
+                    ", row blocks copied to scratch" if copy else "")
     attrs = {"n_samples": n, "tile_rows": rows, "n_tiles": len(tiles)}
     with scratch.Store() as store:
         need = {"copies of the row blocks": sum(
@@ -290,30 +236,43 @@ def grid_sums(layers: Sequence[Layer], pairs: Sequence[tuple[int, int]], *,
                 if sigmas else 0}
         if sum(need.values()):
             store.require(sum(need.values()), " and ".join(k for k, v in need.items() if v))
-        use = store if sigmas else None
-        if copy:
-            files = [store.rows(layer, x.data.shape, x.data.dtype)
-                     for layer, x in enumerate(layers)]
-            diagonal = [t for t in tiles if t.same]
-            parts = _run(_gram_tile, diagonal, readers, wanted, use, files)
-            readers = [_Reader(r.data, r.mean, f) for r, f in zip(readers, files, strict=True)]
-            parts += _run(_gram_tile, tiles[len(diagonal):], readers, wanted, use)
-        else:
-            parts = _run(_gram_tile, tiles, readers, wanted, use)
+        parts = _linear_parts(plan, tiles, readers, wanted, store if sigmas else None,
+                              store if copy else None)
         _check(parts, layers, wanted)
         sums = _assemble(parts, wanted, n, [0])
         if sigmas:
-            meds, exact = _medians(parts, tiles, store, layers, shifts, n, seed)
-            scales = np.array([[2.0 * s**2 * m for s in sigmas] for m in meds])
-            parts = _run(_rbf_tile, tiles, store.load, len(layers), scales, wanted)
-            sums.update(_assemble(parts, wanted, n, [1 + s for s in range(len(sigmas))]))
-            attrs.update(median_sq_distance=[float(m) for m in meds], median_exact=exact)
-            if not exact:  # as the pairwise rbf_cka says it
-                attrs["approximate"] = (
-                    "cka_rbf: RBF bandwidths from each layer's median squared distance among a "
-                    f"seeded random subset of {min(MEDIAN_SAMPLE, n)} samples "
-                    f"(n > {MEDIAN_EXACT_MAX})")
+            sums.update(_rbf_grid(parts, tiles, store, layers, shifts, sigmas, seed, wanted,
+                                  attrs))
     return sums, attrs
+
+
+def _linear_parts(plan, tiles, readers, wanted, distances_to, copies_to) -> list[TileSums]:
+    """Every tile's linear sums: the whole Gram matrices of ``plan``, or the tiles, the
+    diagonal ones first and copying their rows when ``copies_to`` (a store) is given."""
+    if plan is not None:
+        return [_whole(tiles[0], plan, readers, wanted, distances_to)]
+    if copies_to is None:
+        return run_tiles(gram_tile, tiles, readers, wanted, distances_to)
+    files = [copies_to.rows(layer, r.data.shape, r.data.dtype) for layer, r in enumerate(readers)]
+    diagonal = [t for t in tiles if t.same]
+    parts = run_tiles(gram_tile, diagonal, readers, wanted, distances_to, files)
+    readers = [RowReader(r.data, r.mean, f) for r, f in zip(readers, files, strict=True)]
+    return parts + run_tiles(gram_tile, tiles[len(diagonal):], readers, wanted, distances_to)
+
+
+def _rbf_grid(parts, tiles, store, layers, shifts, sigmas, seed, wanted, attrs) -> dict:
+    """RBF sums of every pair at every bandwidth, from the distances in ``store``; the
+    medians (and whether they are exact) go to ``attrs``."""
+    n = tiles[-1].cols[1]
+    meds, exact = _medians(parts, tiles, store, layers, shifts, n, seed)
+    scales = np.array([[2.0 * s**2 * m for s in sigmas] for m in meds])
+    parts = rbf_sums(tiles, store.load, len(layers), scales, wanted, task_slots())
+    attrs.update(median_sq_distance=[float(m) for m in meds], median_exact=exact)
+    if not exact:  # as the pairwise rbf_cka says it
+        attrs["approximate"] = (
+            "cka_rbf: RBF bandwidths from each layer's median squared distance among a "
+            f"seeded random subset of {min(MEDIAN_SAMPLE, n)} samples (n > {MEDIAN_EXACT_MAX})")
+    return _assemble(parts, wanted, n, [1 + s for s in range(len(sigmas))])
 
 
 def first_chunk_means(layers: Sequence[Layer]) -> list[np.ndarray]:
@@ -341,8 +300,11 @@ def _check(parts: Sequence[TileSums], layers: Sequence[Layer], wanted) -> None:
 
 def _medians(parts, tiles, store, layers, shifts, n, seed) -> tuple[list[float], bool]:
     """Each layer's median squared distance: exact from the scratch tiles up to
-    MEDIAN_EXACT_MAX samples, else over a seeded subsample (as ``rbf_cka``)."""
+    MEDIAN_EXACT_MAX samples, else over a seeded subsample (as ``rbf_cka``, its rows shifted
+    by ``shifts``, found here when not given)."""
     if n > MEDIAN_EXACT_MAX:
+        if any(m is None for m in shifts):
+            shifts = first_chunk_means(layers)
         meds = [sampled_median_sq_distance(x, size=MEDIAN_SAMPLE, seed=seed, mean=m)
                 for x, m in zip(layers, shifts, strict=True)]
     else:

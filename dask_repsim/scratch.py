@@ -114,27 +114,27 @@ def medians(
     passes over the tiles, given as ``(key, weight)`` (2 for a tile that stands for its mirror
     image too); ``load(layer, key)`` gives a tile's squared distances."""
 
-    def one_pass(key: int, weight: int) -> list:
-        out = []
-        for layer, r in enumerate(ranges):
-            d2 = load(layer, key)
-            if r.gather:
-                out.append(in_range(d2, weight, r.lo, r.hi))
-            else:
-                out.append(prefix_counts(d2, weight, r.lo, r.hi, r.shift))
-        return out
+    def one_pass(key: int, weight: int, layer: int):
+        r = ranges[layer]
+        d2 = load(layer, key)
+        if r.gather:
+            return in_range(d2, weight, r.lo, r.hi)
+        return prefix_counts(d2, weight, r.lo, r.hi, r.shift)
 
+    def tasks(layers: Sequence[int]) -> list[list]:
+        """A task per tile and layer (so that few tiles still keep every thread busy)."""
+        done = compute(*(dask.delayed(one_pass, pure=False)(k, w, layer)
+                         for k, w in tiles for layer in layers))
+        return [list(done[t::len(layers)]) for t in range(len(layers))]
+
+    every = range(len(ranges))
     while not all(r.gather for r in ranges):
-        parts = compute(*(dask.delayed(one_pass, pure=False)(k, w) for k, w in tiles))
-        for layer, r in enumerate(ranges):
-            if not r.gather:
-                r.narrow(np.sum([p[layer] for p in parts], axis=0))
-    parts = compute(*(dask.delayed(one_pass, pure=False)(k, w) for k, w in tiles))
-    return [
-        r.median(np.concatenate([p[layer][0] for p in parts]),
-                 np.concatenate([p[layer][1] for p in parts]))
-        for layer, r in enumerate(ranges)
-    ]
+        narrowing = [layer for layer in every if not ranges[layer].gather]
+        for layer, counts in zip(narrowing, tasks(narrowing), strict=True):
+            ranges[layer].narrow(np.sum(counts, axis=0))
+    return [ranges[layer].median(np.concatenate([v for v, _ in parts]),
+                                 np.concatenate([w for _, w in parts]))
+            for layer, parts in zip(every, tasks(every), strict=True)]
 
 
 class Store:

@@ -109,18 +109,34 @@ def _check(ds: xr.Dataset, refs: dict) -> None:
     assert ds.attrs["median_exact"]
 
 
+#: budgets for either way of cutting the samples of ``grid_data``: the default (every layer's
+#: whole Gram matrix at once) and one that leaves room for row blocks only, with one thread
+#: per process (the cluster's workers) as with two
+BUDGETS = {"whole": None, "tiles": "8MiB"}
+
+
+def _cut(ds: xr.Dataset, how: str) -> None:
+    if how == "whole":
+        assert (ds.attrs["n_tiles"], ds.attrs["tile_rows"]) == (1, N)
+    else:
+        assert ds.attrs["n_tiles"] >= 6 and ds.attrs["tile_rows"] < N
+
+
+@pytest.mark.parametrize("how", list(BUDGETS))
 @pytest.mark.parametrize("kind", ["zarr", "xarray"])
-def test_grid_equals_numpy_gram_references(grid_data, kind):
-    """Widths 10 to 20,000, zarr groups and xarray Datasets, threaded scheduler, "auto" path."""
+def test_grid_equals_numpy_gram_references(grid_data, kind, how):
+    """Widths 10 to 20,000, zarr groups and xarray Datasets, threaded scheduler, "auto" path;
+    whole Gram matrices and row-block tiles."""
     a, b, root, refs = grid_data
     if kind == "zarr":
         left, right = str(root / "a.zarr"), str(root / "b.zarr")
     else:
         left, right = xr.open_zarr(root / "a.zarr", consolidated=False), \
             xr.open_zarr(root / "b.zarr", consolidated=False)
-    with dask.config.set(scheduler="threads"):
+    with dask.config.set({"scheduler": "threads", "repsim.memory-budget": BUDGETS[how]}):
         ds = dr.compare(left, right, metrics=METRICS, sigma=[0.4, 0.8])
     _check(ds, refs)
+    _cut(ds, how)
     assert sorted(ds.layer_a.values) == sorted(WIDTHS_A)
     # "auto" chose the tiles by cost, and says what the alternatives would have cost
     assert "gram" in ds.attrs["cost_estimate"] and ds.attrs["sigma"] == [0.4, 0.8]
@@ -128,24 +144,97 @@ def test_grid_equals_numpy_gram_references(grid_data, kind):
     pair = dr.cka(a["mid"], b["fc"], kernel="rbf", sigma=0.4)
     assert abs(float(ds["cka_rbf_0.4"].sel(layer_a="mid", layer_b="fc")) - pair) < 1e-12
     # the grid, its medians and bandwidths included, saves to netCDF and reads back
-    ds.to_netcdf(root / f"grid_{kind}.nc")
-    back = xr.load_dataset(root / f"grid_{kind}.nc")
+    ds.to_netcdf(root / f"grid_{kind}_{how}.nc")
+    back = xr.load_dataset(root / f"grid_{kind}_{how}.nc")
     xr.testing.assert_identical(back[list(refs)], ds[list(refs)])
     assert back.attrs["median_exact"] == 1
     assert back.attrs["median_sq_distance"] == ds.attrs["median_sq_distance"]
     assert list(back.attrs["sigma"]) == [0.4, 0.8]
 
 
-def test_grid_on_a_cluster_with_worker_processes(grid_data):
+@pytest.mark.parametrize("how", list(BUDGETS))
+def test_grid_on_a_cluster_with_worker_processes(grid_data, how):
     distributed = pytest.importorskip("distributed")
     a, b, root, refs = grid_data
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
                                   dashboard_address=None) as cluster, \
-            distributed.Client(cluster):
+            distributed.Client(cluster), \
+            dask.config.set({"repsim.memory-budget": BUDGETS[how]}):
         assert parallel.workers_share_this_machine()  # so the row blocks go to local scratch
+        assert parallel.task_slots() == 2  # the whole Gram matrices: two tasks form them
         ds = dr.compare(str(root / "a.zarr"), str(root / "b.zarr"), metrics=METRICS,
                         sigma=[0.4, 0.8])
     _check(ds, refs)
+    _cut(ds, how)
+
+
+def _counted_layers(tmp_path, widths: dict[str, int], n: int = 320):
+    rng = np.random.default_rng(11)
+    store = CountingStore(zarr.storage.LocalStore(tmp_path / "counted.zarr"))
+    for name, p in widths.items():
+        write_zarr(store, name, rng.normal(size=(n, p)) + 5.0, chunks=(32, p))
+    store.reads.clear()
+    return store, zarr.open_group(store, mode="r")
+
+
+def test_whole_gram_matrices_read_each_chunk_once(tmp_path):
+    """With room for every layer's n x n Gram matrix, the grid forms them in one row block:
+    every stored chunk is read exactly once (no second read for the shift), and the values
+    equal the references."""
+    widths = {"l0": 50, "l1": 100, "l2": 150, "l3": 200}
+    store, group = _counted_layers(tmp_path, widths)
+    with dask.config.set({"scheduler": "threads", "num_workers": 2}):
+        ds = dr.compare(group, metrics=METRICS, sigma=[0.5, 1.0], method="gram")
+    assert (ds.attrs["n_tiles"], ds.attrs["tile_rows"]) == (1, 320)
+    reads = store.chunk_reads()
+    assert len(reads) == 4 * 320 // 32 and set(reads.values()) == {1}, reads
+    x = {k: _gram(np.asarray(group[k])) for k in widths}
+    for metric, kernel, hsic in (("cka", None, _hsic), ("cka_debiased", None, _unbiased_hsic),
+                                 ("cka_rbf_0.5", 0.5, _hsic), ("cka_rbf_1", 1.0, _hsic)):
+        for a_ in widths:
+            for b_ in widths:
+                k, g = (x[a_], x[b_]) if kernel is None else (_rbf(x[a_], kernel),
+                                                               _rbf(x[b_], kernel))
+                got = float(ds[metric].sel(layer_a=a_, layer_b=b_))
+                assert abs(got - _cka(k, g, hsic)) < 1e-9, (metric, a_, b_)
+
+
+def test_whole_gram_matrices_of_a_layer_cut_by_columns(tmp_path):
+    """A layer wider than a task's share is cut into column ranges, each a task reading the
+    layer's chunks (so twice here) and forming a partial Gram matrix; their sum is the
+    layer's, with each range shifted by its own means."""
+    widths = {"wide": 400, "fc": 20}
+    store, group = _counted_layers(tmp_path, widths)
+    plan = samplespace.whole_plan(320, [400, 20], 8, 2**30, 2, 2)
+    assert sorted(u.width for b in plan for u in b) == [20, 200, 200]
+    with dask.config.set({"scheduler": "threads", "num_workers": 2}):
+        ds = dr.compare(group, metrics=["cka", "cka_debiased"], method="gram")
+    assert ds.attrs["n_tiles"] == 1
+    reads = store.chunk_reads()
+    assert {v for k, v in reads.items() if k.startswith("wide/")} == {2}
+    assert {v for k, v in reads.items() if k.startswith("fc/")} == {1}
+    x = {k: _gram(np.asarray(group[k])) for k in widths}
+    assert abs(float(ds.cka.sel(layer_a="wide", layer_b="fc"))
+               - _cka(x["wide"], x["fc"])) < 1e-12
+    assert abs(float(ds.cka_debiased.sel(layer_a="wide", layer_b="fc"))
+               - _cka(x["wide"], x["fc"], _unbiased_hsic)) < 1e-12
+
+
+def test_whole_plan_follows_the_budget():
+    """The plan fits the budget it is given, cuts wide layers before giving up, and leaves the
+    samples to row blocks when even that does not fit (or RBF kernels would not)."""
+    n, widths = 2048, [65536, 16384, 100]
+
+    def cut(plan):
+        return sorted((u.layer, u.width) for b in plan for u in b)
+
+    roomy = samplespace.whole_plan(n, widths, 4, 2**32, 2, 2)  # conv1 is over half the work
+    assert cut(roomy) == [(0, 32768), (0, 32768), (1, 16384), (2, 100)] and len(roomy) == 2
+    tight = samplespace.whole_plan(n, widths, 4, 2**29 + 2**28, 2, 2)  # 768 MiB: cut more
+    assert cut(tight) == [(0, 16384)] * 4 + [(1, 16384), (2, 100)]
+    assert samplespace.whole_plan(n, widths, 4, 2**29, 2, 2) is None
+    assert samplespace.whole_plan(n, widths, 4, 2**32, 2, 2, rbf=True) is not None
+    assert samplespace.whole_plan(n, [100] * 40, 4, 2**31, 4, 4, rbf=True) is None  # 4 x 41
 
 
 @pytest.mark.parametrize("local_disk", [True, False])
@@ -211,13 +300,13 @@ def test_sigma_rules():
 _RSS_SCRIPT = textwrap.dedent("""
     import json, resource, sys
     import dask, dask_repsim as dr
-    with dask.config.set({"repsim.memory-budget": "1GiB", "scheduler": "threads",
+    with dask.config.set({"repsim.memory-budget": sys.argv[3], "scheduler": "threads",
                           "num_workers": 2}):
         ds = dr.compare(sys.argv[1], sys.argv[2], metrics=["cka", "cka_rbf"],
                         sigma=[0.4, 0.8])
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     print(json.dumps({"peak": peak, "method": ds.attrs["method"],
-                      "rows": ds.attrs["tile_rows"], "cka": ds.cka.values.tolist()}))
+                      "tiles": ds.attrs["n_tiles"], "cka": ds.cka.values.tolist()}))
 """)
 
 
@@ -234,16 +323,19 @@ def _wide_stores(tmp_path, n: int, p: int) -> tuple[str, str]:
     return str(tmp_path / "a.zarr"), str(tmp_path / "b.zarr")
 
 
-def test_wide_grid_peak_rss_within_the_budget(tmp_path):
-    """Two 2,000 x 40,000 float32 layers (320 MB each) with a budget of 1 GiB: the process
+@pytest.mark.parametrize(("budget", "tiles"), [(2**30, 1), (600 * 2**20, 6)])
+def test_wide_grid_peak_rss_within_the_budget(tmp_path, budget, tiles):
+    """Two 2,000 x 40,000 float32 layers (320 MB each) with a budget of 1 GiB (whole Gram
+    matrices, each layer's rows held by a task) or 600 MiB (row-block tiles): the process
     peaks below the budget plus 400 MiB (imports, dask, the client's sums)."""
     a, b = _wide_stores(tmp_path, 2000, 40_000)
-    out = subprocess.run([sys.executable, "-c", _RSS_SCRIPT, a, b], capture_output=True,
-                         text=True, timeout=600)
+    out = subprocess.run([sys.executable, "-c", _RSS_SCRIPT, a, b, str(budget)],
+                         capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["method"] == "gram"
-    assert result["peak"] < 2**30 + 400 * 2**20, result["peak"] / 2**20
+    assert result["tiles"] == 1 if tiles == 1 else result["tiles"] >= tiles
+    assert result["peak"] < budget + 400 * 2**20, result["peak"] / 2**20
     assert np.isfinite(result["cka"]).all()
 
 
