@@ -84,6 +84,17 @@ def compute(*graphs: Any) -> tuple:
         return dask.compute(*graphs)
 
 
+def _client_workers() -> dict[str, dict] | None:
+    """The workers of the active ``distributed.Client`` by address (each with its
+    ``nthreads``, ``memory_limit`` and ``host``), or ``None`` when there is no client."""
+    try:
+        from distributed import get_client
+
+        return dict(get_client().scheduler_info().get("workers", {}))
+    except (ImportError, ValueError):  # no active client
+        return None
+
+
 def memory_budget() -> int:
     """The memory budget in bytes: dask config ``repsim.memory-budget`` if set, else a quarter
     of the smallest worker's memory limit under a ``distributed.Client``, else a quarter of
@@ -98,15 +109,10 @@ def memory_budget() -> int:
         if isinstance(configured, str):
             return int(dask.utils.parse_bytes(configured))
         return int(configured)
-    try:
-        from distributed import get_client
-
-        workers = get_client().scheduler_info().get("workers", {}).values()
-        limits = [w["memory_limit"] for w in workers if w.get("memory_limit")]
-        if limits:
-            return min(limits) // 4
-    except (ImportError, ValueError):  # no active client
-        pass
+    limits = [w["memory_limit"] for w in (_client_workers() or {}).values()
+              if w.get("memory_limit")]
+    if limits:
+        return min(limits) // 4
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 4
 
 
@@ -123,13 +129,8 @@ def threads_per_process() -> int:
     """
     if _threaded_scheduler():
         return int(dask.config.get("num_workers", None) or os.cpu_count() or 1)
-    try:
-        from distributed import get_client
-
-        workers = get_client().scheduler_info().get("workers", {}).values()
-        return max([int(w.get("nthreads", 1)) for w in workers] or [1])
-    except (ImportError, ValueError):  # a scheduler without a client: synchronous or processes
-        return 1
+    workers = _client_workers()  # None: synchronous or processes
+    return max([int(w.get("nthreads", 1)) for w in (workers or {}).values()] or [1])
 
 
 def task_slots() -> int:
@@ -145,13 +146,8 @@ def task_slots() -> int:
     """
     if _threaded_scheduler():
         return threads_per_process()
-    try:
-        from distributed import get_client
-
-        workers = get_client().scheduler_info().get("workers", {}).values()
-        return max(1, sum(int(w.get("nthreads", 1)) for w in workers))
-    except (ImportError, ValueError):  # a scheduler without a client: synchronous or processes
-        return 1
+    workers = _client_workers()  # None: synchronous or processes
+    return max(1, sum(int(w.get("nthreads", 1)) for w in (workers or {}).values()))
 
 
 _LOCAL_SCHEDULERS = ("threads", "threading", "sync", "synchronous", "single-threaded",
@@ -172,11 +168,8 @@ def workers_share_this_machine() -> bool:
     """
     if dask.config.get("scheduler", None) in _LOCAL_SCHEDULERS or _threaded_scheduler():
         return True
-    try:
-        from distributed import get_client
-
-        workers = get_client().scheduler_info().get("workers", {})
-    except (ImportError, ValueError):  # no client: a local scheduler
+    workers = _client_workers()
+    if workers is None:  # no client: a local scheduler
         return True
     here = {"127.0.0.1", "localhost", "::1", socket.gethostname(), socket.getfqdn()}
     try:
