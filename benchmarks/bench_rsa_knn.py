@@ -90,9 +90,9 @@ def run_step(step: str, path: str, budget: str) -> dict:
             rdms = [calc_rdm(Dataset(z), method="correlation") for z in (x, y)]
             value = float(compare(rdms[0], rdms[1], method="corr")[0, 0])
     else:
-        from dask_repsim.inputs import as_layer
-        from dask_repsim.neighbours import knn_values
-        from dask_repsim.sample_measures import rsa
+        from dask_repsim.io.inputs import as_layer
+        from dask_repsim.pairwise.samples import rsa
+        from dask_repsim.paths.sample_blocks.neighbours import knn_values
 
         with dask.config.set({"repsim.memory-budget": budget}):
             if step == "rsa":

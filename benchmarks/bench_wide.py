@@ -33,10 +33,10 @@ import zarr
 HERE = Path(__file__).resolve().parent
 LATENT = 64
 STEPS = {
-    "gram": "dask_repsim.gram.cka_values (Gram blocks)",
-    "tiled": "dask_repsim.tiles.cka_values (feature tiles)",
+    "gram": "dask_repsim.paths.gram.pairwise.cka_values (Gram blocks)",
+    "tiled": "dask_repsim.paths.tiled.cka_values (feature tiles)",
     "numpy_linear": "numpy in memory: Gram matrices of centred data, HSIC",
-    "rbf": "dask_repsim.gram.rbf_cka (Gram blocks)",
+    "rbf": "dask_repsim.paths.gram.pairwise.rbf_cka (Gram blocks)",
     "numpy_rbf": "numpy in memory: gram_rbf + HSIC",
 }
 
@@ -94,8 +94,9 @@ def _numpy_cka(x: np.ndarray, y: np.ndarray, sigma: float | None) -> float:
 
 
 def run_step(step: str, path: str, sigma: float) -> dict:
-    from dask_repsim import gram, tiles
-    from dask_repsim.inputs import as_layer
+    from dask_repsim.io.inputs import as_layer
+    from dask_repsim.paths import tiled as tiles
+    from dask_repsim.paths.gram import pairwise as gram
 
     start = time.perf_counter()
     extra = {}

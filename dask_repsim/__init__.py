@@ -7,7 +7,7 @@ zarr stores (local or object storage), or xarray objects.
 """
 
 from . import accessor  # noqa: F401  (registers the .repsim accessor on xarray objects)
-from .capture import capture_activations
+from .capture.activations import capture_activations
 from .exceptions import (
     InputError,
     NonFiniteError,
@@ -16,13 +16,14 @@ from .exceptions import (
     SampleCountError,
 )
 from .grid import compare
-from .metrics import hsic, shape_metric
-from .neurons import cluster_units, match_units, sparse_prediction, unit_correlation
 from .options import JACKKNIFE_GROUPS
-from .pairwise import cca, cka, linear_regression, procrustes, pwcca, svcca
+from .pairwise.cca import cca, linear_regression, pwcca, svcca
+from .pairwise.cka import cka, hsic
+from .pairwise.samples import cknna, mutual_knn, rsa
+from .pairwise.shape import procrustes, shape_metric
+from .pairwise.units import cluster_units, match_units, sparse_prediction, unit_correlation
 from .registry import DEFAULT_METRICS, MEASURES, PATHS
 from .results import CCAResult, Estimate
-from .sample_measures import cknna, mutual_knn, rsa
 from .version import __version__
 
 #: metric name -> what it is (the measure registry, :data:`dask_repsim.registry.MEASURES`)

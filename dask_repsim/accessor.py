@@ -11,7 +11,8 @@ from typing import Any
 
 import xarray as xr
 
-from . import grid, metrics, neurons, pairwise, sample_measures
+from . import grid
+from .pairwise import cca, cka, samples, shape, units
 from .results import CCAResult, Estimate
 
 __all__ = ["DataArrayRepsimAccessor", "DatasetRepsimAccessor"]
@@ -87,7 +88,7 @@ class DataArrayRepsimAccessor:
         >>> round(a.repsim.cka(a * 2 + 1), 6)
         1.0
         """
-        return pairwise.cka(self._obj, other, **kwargs)
+        return cka.cka(self._obj, other, **kwargs)
 
     def cca(self, other: Any, **kwargs: Any) -> CCAResult:
         """Canonical correlations with ``other``: :func:`dask_repsim.cca`.
@@ -101,7 +102,7 @@ class DataArrayRepsimAccessor:
         >>> np.round(a.repsim.cca(a.cumsum("u")).rho, 6)
         array([1., 1., 1.])
         """
-        return pairwise.cca(self._obj, other, **kwargs)
+        return cca.cca(self._obj, other, **kwargs)
 
     def svcca(self, other: Any, **kwargs: Any) -> Estimate:
         """SVCCA with ``other``: :func:`dask_repsim.svcca`.
@@ -115,7 +116,7 @@ class DataArrayRepsimAccessor:
         >>> round(a.repsim.svcca(a.cumsum("u"), keep=4), 6)
         1.0
         """
-        return pairwise.svcca(self._obj, other, **kwargs)
+        return cca.svcca(self._obj, other, **kwargs)
 
     def pwcca(self, other: Any, **kwargs: Any) -> Estimate:
         """Projection-weighted CCA with ``other``: :func:`dask_repsim.pwcca`.
@@ -129,7 +130,7 @@ class DataArrayRepsimAccessor:
         >>> round(a.repsim.pwcca(a.cumsum("u")), 6)
         1.0
         """
-        return pairwise.pwcca(self._obj, other, **kwargs)
+        return cca.pwcca(self._obj, other, **kwargs)
 
     def linear_regression(self, other: Any, **kwargs: Any) -> Estimate:
         """R^2 of ``other`` fitted linearly from this layer: :func:`dask_repsim.linear_regression`.
@@ -143,7 +144,7 @@ class DataArrayRepsimAccessor:
         >>> round(a.repsim.linear_regression(a[:, :2]), 6)
         1.0
         """
-        return pairwise.linear_regression(self._obj, other, **kwargs)
+        return cca.linear_regression(self._obj, other, **kwargs)
 
     def procrustes(self, other: Any, **kwargs: Any) -> Estimate:
         """Orthogonal Procrustes similarity with ``other``: :func:`dask_repsim.procrustes`.
@@ -157,7 +158,7 @@ class DataArrayRepsimAccessor:
         >>> round(a.repsim.procrustes(-a), 6)
         1.0
         """
-        return pairwise.procrustes(self._obj, other, **kwargs)
+        return shape.procrustes(self._obj, other, **kwargs)
 
     def compare(self, other: Any = None, **kwargs: Any) -> xr.Dataset:
         """Several measures with ``other`` at once: :func:`dask_repsim.compare`.
@@ -189,7 +190,7 @@ class DataArrayRepsimAccessor:
         >>> a.repsim.unit_correlation(-a).shape
         (3, 3)
         """
-        return neurons.unit_correlation(self._obj, other, **kwargs)
+        return units.unit_correlation(self._obj, other, **kwargs)
 
     def match_units(self, other: Any, **kwargs: Any) -> Any:
         """One-to-one or semi-matching of units with ``other``: :func:`dask_repsim.match_units`.
@@ -204,16 +205,16 @@ class DataArrayRepsimAccessor:
         >>> matched.sizes["pair"]
         3
         """
-        return neurons.match_units(self._obj, other, **kwargs)
+        return units.match_units(self._obj, other, **kwargs)
 
     def sparse_prediction(self, other: Any, **kwargs: Any) -> Any:
         """Lasso prediction of ``other``'s units from this layer's:
         :func:`dask_repsim.sparse_prediction`."""
-        return neurons.sparse_prediction(self._obj, other, **kwargs)
+        return units.sparse_prediction(self._obj, other, **kwargs)
 
     def cluster_units(self, other: Any, **kwargs: Any) -> Any:
         """Spectral clustering of both layers' units: :func:`dask_repsim.cluster_units`."""
-        return neurons.cluster_units(self._obj, other, **kwargs)
+        return units.cluster_units(self._obj, other, **kwargs)
 
     def hsic(self, other: Any, **kwargs: Any) -> Estimate:
         """Linear HSIC with ``other``: :func:`dask_repsim.hsic`.
@@ -227,7 +228,7 @@ class DataArrayRepsimAccessor:
         >>> bool(a.repsim.hsic(a) > 0)
         True
         """
-        return metrics.hsic(self._obj, other, **kwargs)
+        return cka.hsic(self._obj, other, **kwargs)
 
     def shape_metric(self, other: Any, **kwargs: Any) -> Estimate:
         """Angular shape distance to ``other``: :func:`dask_repsim.shape_metric`.
@@ -241,7 +242,7 @@ class DataArrayRepsimAccessor:
         >>> round(a.repsim.shape_metric(-a), 6)
         0.0
         """
-        return metrics.shape_metric(self._obj, other, **kwargs)
+        return shape.shape_metric(self._obj, other, **kwargs)
 
 
     def rsa(self, other: Any, **kwargs: Any) -> Estimate:
@@ -256,7 +257,7 @@ class DataArrayRepsimAccessor:
         >>> round(a.repsim.rsa(3 * a), 6)
         1.0
         """
-        return sample_measures.rsa(self._obj, other, **kwargs)
+        return samples.rsa(self._obj, other, **kwargs)
 
     def mutual_knn(self, other: Any, **kwargs: Any) -> Estimate:
         """Mutual k-nearest-neighbour alignment with ``other``: :func:`dask_repsim.mutual_knn`.
@@ -270,7 +271,7 @@ class DataArrayRepsimAccessor:
         >>> float(a.repsim.mutual_knn(2 * a, k=5))
         1.0
         """
-        return sample_measures.mutual_knn(self._obj, other, **kwargs)
+        return samples.mutual_knn(self._obj, other, **kwargs)
 
     def cknna(self, other: Any, **kwargs: Any) -> Estimate:
         """CKNNA with ``other``: :func:`dask_repsim.cknna`.
@@ -284,4 +285,4 @@ class DataArrayRepsimAccessor:
         >>> round(a.repsim.cknna(2 * a, k=5), 9)
         1.0
         """
-        return sample_measures.cknna(self._obj, other, **kwargs)
+        return samples.cknna(self._obj, other, **kwargs)

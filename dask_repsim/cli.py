@@ -101,7 +101,7 @@ def _statistics_options(cmp: _Parser) -> None:
                      help="what to do with samples holding NaN or Inf (default: raise)")
     cmp.add_argument("--method", choices=("auto", *PATHS), default="auto",
                      help="computational path (default: auto, the exact path of least estimated "
-                     "arithmetic within the memory budget); see dask_repsim.methods")
+                     "arithmetic within the memory budget); see dask_repsim.planning")
     cmp.add_argument("--alpha", type=float,
                      help="partial whitening of the shape_metric metric, in [0, 1] "
                      "(default: 1, rotations only)")

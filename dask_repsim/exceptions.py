@@ -1,6 +1,6 @@
 """The package's warning type and the errors it raises for bad input.
 
-Every computational path checks its input through :mod:`dask_repsim.validation`, so the same
+Every computational path checks its input through :mod:`dask_repsim.io.validation`, so the same
 bad input gets the same error, naming the input (a layer name in grids), whichever path runs.
 All of them are ``ValueError`` subclasses.
 """

@@ -1,7 +1,7 @@
 """``compare``: several measures for every pair of layers of two networks, as an xarray Dataset.
 
 A few named steps: gather the layers (:func:`grid_layers`), pick the path
-(:func:`choose_grid_path`), run that path's runner on every cell (:mod:`dask_repsim.runners`),
+(:func:`choose_grid_path`), run that path on every cell (:func:`dask_repsim.runners.run_cells`),
 and build one Dataset (:func:`build_dataset`). A cell's value is exactly what the pairwise
 function gives for that pair.
 """
@@ -14,13 +14,11 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from . import methods, neighbours, runners
-from .exceptions import SampleCountError
-from .inputs import Layer, as_layer, layers_of, open_input
-from .labels import align_samples, check_join
-from .layouts import check_requested, resized, sample_dims_for
-from .options import DEFAULTS, Options, SampleDims, reject_unused
-from .pairwise import distinct
+from . import planning, runners
+from .io.gather import grid_layers
+from .io.inputs import Layer
+from .options import DEFAULTS, Options, SampleDims
+from .paths.sample_blocks.rsa import check_choice
 from .registry import (
     DEFAULT_METRICS,
     MEASURES,
@@ -30,65 +28,11 @@ from .registry import (
     path_functions,
 )
 from .results import jackknife_interval, permutation_pvalue
-from .rsa import check_choice
-from .validation import check_sample_counts
 from .version import __version__
 
 DIMS = ("layer_a", "layer_b")
 
 
-def grid_layers(
-    a: Any, b: Any, *, sample_dims: SampleDims, pool: str | None, resize: bool,
-    spatial_dims: Sequence[Hashable], storage_options: Mapping[str, Any] | None,
-    join: str = "exact",
-) -> tuple[list[str], list[str], list[Layer], list[int], list[int]]:
-    """Layer names of each side, the distinct layers, and each side's indices into them.
-
-    Dims are addressed by role (:mod:`dask_repsim.layouts`): a requested sample or spatial dim
-    that no layer has is an error listing every layer's dims. Labelled layers are paired by
-    sample label (:mod:`dask_repsim.labels`), aligned to side ``a``'s first labelled layer.
-    """
-    check_join(join)
-    inputs_a = layers_of(a, "x", storage_options)
-    inputs_b = inputs_a if b is None or b is a else layers_of(b, "y", storage_options)
-    one_side = inputs_b is inputs_a
-    inputs_a = {k: open_input(v, k, storage_options) for k, v in inputs_a.items()}
-    inputs_b = inputs_a if one_side else {k: open_input(v, k, storage_options)
-                                          for k, v in inputs_b.items()}
-    keys_a = {k: k if one_side else f"{k} of a" for k in inputs_a}  # names in messages
-    keys_b = keys_a if one_side else {k: f"{k} of b" for k in inputs_b}
-    both = {keys_a[k]: v for k, v in inputs_a.items()}
-    both.update({keys_b[k]: v for k, v in inputs_b.items()})
-    check_requested(both, "sample_dims", sample_dims)
-    # plain arrays pool every axis after the second: spatial_dims names DataArrays' dims
-    plain_maps = any(not isinstance(v, xr.DataArray) and getattr(v, "ndim", 0) > 2
-                     for v in both.values())
-    if resize or (pool == "mean" and not plain_maps):
-        check_requested(both, "spatial_dims", spatial_dims)
-    aligned = dict(zip(both, align_samples(list(both.items()), sample_dims, join), strict=True))
-    inputs_a = {k: aligned[keys_a[k]] for k in inputs_a}
-    inputs_b = inputs_a if one_side else {k: aligned[keys_b[k]] for k in inputs_b}
-    if resize:
-        inputs_a, inputs_b = resized(inputs_a, inputs_b, spatial_dims)
-
-    def layer(name: str, value: Any) -> Layer:
-        return as_layer(value, name=name, sample_dims=sample_dims_for(value, sample_dims, name),
-                        storage_options=storage_options, pool=pool, spatial_dims=spatial_dims)
-
-    side_a = [layer(name, value) for name, value in inputs_a.items()]
-    side_b = side_a if inputs_b is inputs_a else [layer(n, v) for n, v in inputs_b.items()]
-    layers = distinct(side_a + side_b)  # an array on both sides is read once
-    position = {layer.data.name: i for i, layer in enumerate(layers)}
-    try:
-        check_sample_counts([x.name for x in layers], [x.data.shape[0] for x in layers])
-    except SampleCountError as error:
-        raise SampleCountError(
-            f"{error}; if spatial positions are folded into samples, use pool='mean', "
-            "resize=True, or fold fewer sample_dims"
-        ) from None
-    rows = [position[x.data.name] for x in side_a]
-    cols = [position[x.data.name] for x in side_b]
-    return list(inputs_a), list(inputs_b), layers, rows, cols
 
 
 def choose_grid_path(method: str, metrics: Sequence[str], layers: Sequence[Layer],
@@ -96,7 +40,7 @@ def choose_grid_path(method: str, metrics: Sequence[str], layers: Sequence[Layer
                      ) -> tuple[str, dict[str, Any]]:
     """``method``, or for ``"auto"`` the exact path of least estimated arithmetic that
     computes every metric, supports the options asked for (intervals, permutations,
-    ``nan_policy="omit"``) and fits the memory budget (:func:`dask_repsim.methods.plan_grid`);
+    ``nan_policy="omit"``) and fits the memory budget (:func:`dask_repsim.planning.plan_grid`);
     with the estimates, for ``attrs``."""
     allowed = ("auto", *PATHS)
     if method not in allowed:
@@ -108,7 +52,7 @@ def choose_grid_path(method: str, metrics: Sequence[str], layers: Sequence[Layer
     needs = tuple(need for need, asked in (
         ("interval", options.interval is not None), ("permutations", options.permutations > 0),
         ("nan_omit", options.nan_policy == "omit")) if asked)
-    return methods.plan_grid(list(metrics), int(layers[0].data.shape[0]), widths,
+    return planning.plan_grid(list(metrics), int(layers[0].data.shape[0]), widths,
                              list(rows), list(cols), needs)
 
 
@@ -161,37 +105,6 @@ def metric_groups(method: str, outputs: Sequence[tuple[str, str, float | None]],
     return groups
 
 
-def run_grid(path: str, outputs: Sequence[tuple[str, str, float | None]],
-             layers: Sequence[Layer], rows: Sequence[int], cols: Sequence[int],
-             options: Options, *, batch_size: int | None,
-             parameters: dict[str, Any] | None = None,
-             ) -> tuple[runners.Cells, dict[str, Any]]:
-    """Every cell of the grid on ``path``; ``outputs`` from :func:`expand_metrics`."""
-    metrics = [measure for _, measure, _ in outputs]
-    if batch_size is not None and path != "minibatch":
-        raise ValueError(f"batch_size= applies to method='minibatch' only, not {path!r}")
-    rbf = "cka_rbf" in metrics
-    reject_unused(path, options, level_used=path == "minibatch",
-                  seed_used=path == "minibatch" or rbf)
-    if path == "sample_blocks":
-        k = (parameters or {}).get("k")
-        return runners.sample_cells(path_functions(path, metrics, parameters), layers, rows,
-                                    cols, metrics, neighbours.DEFAULT_K if k is None else k)
-    if path == "gram":
-        specs = [dict(spec, sigma=s) for spec, (_, _, s) in
-                 zip(path_functions(path, metrics), outputs, strict=True)]
-        return runners.gram_cells(specs, layers, rows, cols, seed=options.get("seed"))
-    functions = path_functions(path, metrics, parameters)
-    if path == "covariance":
-        return runners.covariance_cells(functions, layers, rows, cols, options)
-    if path == "qr":
-        return runners.qr_cells(functions, layers, rows, cols)
-    if path == "minibatch":
-        return runners.minibatch_cells(
-            layers, rows, cols, kernel="linear", sigma=DEFAULTS["sigma"],
-            batch_size=batch_size or DEFAULTS["batch_size"],
-            seed=options.get("seed"), level=options.get("level"))
-    return runners.kernel_cells([path] * (len(rows) * len(cols)), functions, layers, rows, cols)
 
 
 def _variable(values: np.ndarray, name: str, description: str | None = None) -> tuple:
@@ -318,12 +231,13 @@ def compare(
         the memory budget. A cell's null depends only on its two layers and ``seed``.
     method, batch_size
         ``"auto"`` (default): the exact path of least estimated arithmetic that computes every
-        metric within the memory budget (:func:`dask_repsim.methods.plan_grid`; the
+        metric within the memory budget (:func:`dask_repsim.planning.plan_grid`; the
         estimates are in ``attrs["cost_estimate"]``). ``"covariance"``: the one-pass
         co-moments, every metric, cost ``n P^2`` for ``P`` features in all. ``"gram"``:
         exact ``cka``, ``cka_debiased`` and ``cka_rbf`` from sample-space Gram tiles, each
         layer's formed once for the whole grid (cost ``n^2 sum(p)``: the path for wide conv
-        layers; :mod:`dask_repsim.samplespace`). ``"qr"``: one tall-skinny QR pass over all
+        layers; :mod:`dask_repsim.paths.gram.samplespace`). ``"qr"``: one tall-skinny QR pass over
+        all
         layers; the CCA family (``mean_cca``, ``r2_cca``, ``svcca``, ``pwcca``,
         ``linear_regression``) without squaring the condition number. ``"tiled"``: exact
         ``cka`` and ``cka_debiased`` from feature tiles, pair by pair. ``"minibatch"``: the
@@ -392,7 +306,7 @@ def compare(
         chosen = [outputs[g] for g in group]
         path, plan = choose_grid_path(method, [m for _, m, _ in chosen], layers, rows, cols,
                                       options)
-        part, attrs = run_grid(path, chosen, layers, rows, cols, options,
+        part, attrs = runners.run_cells(path, chosen, layers, rows, cols, options,
                                batch_size=batch_size, parameters=parameters)
         cells.update({(group[m], i, j): cell for (m, i, j), cell in part.items()})
         paths.append(attrs.pop("method", path))

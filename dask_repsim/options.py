@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from .layouts import SampleDims
+from .io.layouts import SampleDims
 from .registry import PATHS
 
 __all__ = ["DEFAULTS", "Options", "SampleDims", "document", "reject_unused"]

@@ -10,9 +10,9 @@ whether the result is exact, whether ``method="auto"`` may choose the path, and 
 Measures (:data:`MEASURES`) are the ``compare`` metrics. Each names the public function that
 computes it for one pair, and for each path that can compute it, what that path needs:
 
-- ``covariance``: a function of a :class:`~dask_repsim.statistics.Pair` (the co-moments);
+- ``covariance``: a function of a :class:`~dask_repsim.engine.stream.Pair` (the co-moments);
 - ``qr``: a function of ``(RFactor, names)``, the pair's columns of the joint R factor;
-- ``sample_blocks``: a function of the two :class:`~dask_repsim.inputs.Layer` objects;
+- ``sample_blocks``: a function of the two :class:`~dask_repsim.io.inputs.Layer` objects;
 - ``gram``, ``tiled``, ``minibatch``: the kernel options of the CKA the path sums
   (``{"debiased": bool}``, and ``{"kernel": "rbf"}`` on ``gram``); these paths compute CKA
   only.
@@ -25,7 +25,9 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
-from . import cca, cka, neighbours, neuron_measures, qr, rsa, shape
+from .measures import cca, cka, shape, units
+from .paths import qr
+from .paths.sample_blocks import neighbours, rsa
 
 
 @dataclass(frozen=True)
@@ -179,7 +181,7 @@ MEASURES: dict[str, Measure] = {
                 {"sample_blocks": _knn("cknna")}, parameters=("k",)),
         Measure("matched_correlation",
                 "mean correlation of one-to-one (bipartite) matched units (Li et al. 2016)",
-                "match_units", {}, {"covariance": neuron_measures.matched_correlation}),
+                "match_units", {}, {"covariance": units.matched_correlation}),
     )
 }
 

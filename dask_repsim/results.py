@@ -20,6 +20,7 @@ Jackknife intervals: with the full-data estimate ``t`` and G leave-one-group-out
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -251,3 +252,17 @@ class CCAResult(Estimate):
             return float(np.mean(rho[: min(i, len(rho))]))
 
         return self._summary(truncated)
+
+
+@dataclasses.dataclass
+class Cell:
+    """One measure of one pair of layers, with what was computed beside it."""
+
+    value: Any
+    replicates: list[Any] | None = None
+    null: list[Any] | None = None
+    fields: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+#: a grid's cells by (measure, row, column)
+Cells = dict[tuple[int, int, int], Cell]

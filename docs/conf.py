@@ -60,7 +60,7 @@ numpydoc_xref_param_type = False
 numpydoc_validation_checks: set[str] = set()
 add_module_names = False
 
-# -- doctest (the guide's examples are also run by tests/test_docs.py) --------------------------
+# -- doctest (the guide's examples are also run by tests/project/test_docs.py) ---------------
 doctest_test_doctest_blocks = ""  # only the explicit ``.. doctest::`` blocks of the guide
 
 # -- gallery -------------------------------------------------------------------------------------

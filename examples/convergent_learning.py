@@ -35,7 +35,7 @@ from sklearn.neural_network import MLPClassifier  # noqa: E402
 from threadpoolctl import threadpool_limits  # noqa: E402
 
 from dask_repsim import RepsimWarning  # noqa: E402
-from dask_repsim.neurons import match_units, sparse_prediction  # noqa: E402
+from dask_repsim.pairwise.units import match_units, sparse_prediction  # noqa: E402
 
 ALPHAS = (0.0, 1e-3, 1e-2, 3e-2, 1e-1)
 CHUNK = 256

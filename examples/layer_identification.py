@@ -20,7 +20,7 @@ So there are as many conv layers to tell apart as in Tiny-10 (eight; picking one
 would be right 12.5% of the time), not the two or three a network for 8x8 inputs needs.
 Each is trained for a few epochs on two thirds of scikit-learn's 8x8 digits, and the eight
 post-ReLU conv outputs are recorded on the held-out third with
-:func:`dask_repsim.capture.capture_activations` (one Zarr group per network; conv layers have
+:func:`dask_repsim.capture_activations` (one Zarr group per network; conv layers have
 dims ``sample, channel, height, width`` and every measure flattens all but ``sample`` into
 features). For each pair of networks one :func:`dask_repsim.compare` call gives every
 measure of every layer pair: the CCA-family measures, linear regression, HSIC and linear CKA
@@ -69,12 +69,12 @@ import dask
 import numpy as np
 import torch
 import xarray as xr
+from dask_repsim.capture.activations.activations import capture_activations
 from matplotlib.figure import Figure  # not pyplot: writes files, needs no display
 from sklearn.datasets import load_digits
 from threadpoolctl import threadpool_limits  # installed with scikit-learn
 
 import dask_repsim
-from dask_repsim.capture import capture_activations
 
 #: compare() metrics; the asymmetric ones are symmetrised as the paper did
 COMPARE_METRICS = [

@@ -13,7 +13,7 @@ data, and found that
 
 This example repeats both experiments on scikit-learn's 8x8 digits with two-hidden-layer MLPs.
 The hidden layers (post-ReLU) are recorded on the training digits with
-:func:`dask_repsim.capture.capture_activations` (one Zarr group per network) and compared with
+:func:`dask_repsim.capture_activations` (one Zarr group per network) and compared with
 :func:`dask_repsim.pwcca` (the paper's definition), layer by layer, over every pair of
 networks in a group:
 
@@ -44,12 +44,12 @@ import dask
 import numpy as np
 import torch
 import xarray as xr
+from dask_repsim.capture.activations.activations import capture_activations
 from matplotlib.figure import Figure  # not pyplot: writes files, needs no display
 from sklearn.datasets import load_digits
 from threadpoolctl import threadpool_limits  # installed with scikit-learn
 
 import dask_repsim
-from dask_repsim.capture import capture_activations
 
 LAYERS = ["1", "3"]  # the ReLU after each hidden layer
 

@@ -126,7 +126,8 @@ def call_of(measure: Any) -> str:
 class MeasuresTable(_Generated):
     """The table of measures by the paths that compute them."""
 
-    depends_on = ("dask_repsim.registry", "dask_repsim.pairwise")
+    depends_on = ("dask_repsim.registry", "dask_repsim.pairwise.cka", "dask_repsim.pairwise.cca",
+                  "dask_repsim.pairwise.shape", "dask_repsim.pairwise.samples")
 
     def lines(self) -> list[str]:
         from dask_repsim.registry import DEFAULT_METRICS, MEASURES, PATHS

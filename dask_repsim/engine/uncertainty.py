@@ -1,0 +1,68 @@
+"""Uncertainty from the same pass: jackknife intervals and permutation tests.
+
+Jackknife intervals
+-------------------
+
+The pass keeps the statistics of G contiguous ranges of samples instead of only their total
+(:func:`~dask_repsim.engine.stream.grouped_comoments`). Leaving group g out is the merge of the
+groups before it with those after it (prefix and suffix merges, so no subtraction and no loss
+of precision); each measure is recomputed from each of the G small replicates on the client.
+
+With the full-data estimate ``t`` and replicates ``t_(g)`` (mean ``t_.``)::
+
+    stderr = sqrt((G - 1) / G * sum_g (t_(g) - t_.)^2)
+    interval = t -/+ q * stderr,  q the (1 + level) / 2 quantile of Student's t with G - 1 dof
+
+(Quenouille 1956; Tukey 1958; Efron & Stein 1981; computed in
+:func:`dask_repsim.results.jackknife_interval`). Groups must be exchangeable: if the samples
+are stored in a meaningful order (by class, by time), contiguous groups are not a random split
+and the interval is too wide or too narrow; shuffle the storage order first.
+
+Permutation tests
+-----------------
+Under "x and y are unrelated", pairing sample i of x with any sample of y is as likely as
+with sample i. The pass also computes the cross statistics of x against K random row
+permutations of y (:class:`~dask_repsim.engine.permuted.Permuted`; the marginal statistics of each
+side do not change under permutation), and each measure is recomputed from each permuted cross
+block. The p-value is ``(1 + #{null >= observed}) / (K + 1)`` (Phipson & Smyth 2010), exact for
+any K when the assumption below holds.
+
+Samples are permuted within blocks of
+:data:`~dask_repsim.engine.permuted.PERMUTATION_BLOCK` consecutive samples, so the test assumes that
+samples are exchangeable within blocks of that many consecutive samples: under the null, any
+order of the samples in a block is as likely as the stored one. That holds when the stored
+order is random or unrelated to the activations. When samples are stored in a meaningful order
+(by class, by time, consecutive crops of one image), the within-block null is too narrow; write
+the data in a shuffled order first (e.g. ``ds.isel(sample=np.random.default_rng(0).permutation(n))``
+then ``to_zarr``). The blocks do not depend on the storage chunking, and the permutations only
+on ``seed`` and each block's first sample
+(:func:`~dask_repsim.engine.permuted.block_permutations`), so a pair's null is the same in any pass.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from .moments import Statistics, merge_all
+
+
+def leave_one_out(parts: Sequence[Statistics]) -> list[Statistics]:
+    """The statistics of all groups but one, for each group, by prefix and suffix merges."""
+    if len(parts) < 2:
+        raise ValueError("a jackknife needs at least 2 groups")
+    prefix = [parts[0]]
+    for part in parts[1:-1]:
+        prefix.append(Statistics.merge(prefix[-1], part))
+    suffix = [parts[-1]]
+    for part in parts[-2:0:-1]:
+        suffix.append(Statistics.merge(part, suffix[-1]))
+    suffix.reverse()  # suffix[i] = merge of parts[i + 1:]
+    out = [suffix[0]]
+    out += [Statistics.merge(prefix[g - 1], suffix[g]) for g in range(1, len(parts) - 1)]
+    out.append(prefix[-1])
+    return out
+
+
+def total(parts: Sequence[Statistics]) -> Statistics:
+    """The statistics of all groups together."""
+    return merge_all(*parts)

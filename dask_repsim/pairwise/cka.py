@@ -1,0 +1,166 @@
+"""Public pairwise CKA and linear HSIC.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from .. import planning
+from ..io.gather import pair_layers, sizes
+from ..measures import cka as cka_measures
+from ..options import DEFAULTS, Options, SampleDims, document, reject_unused
+from ..paths import minibatch, tiled
+from ..paths.gram import pairwise as gram
+from ..paths.gram import samplespace
+from ..results import Estimate
+from ..runners import cell_estimate, covariance_cell
+
+
+@document
+def cka(
+    x: Any, y: Any, *, debiased: bool = False, kernel: str = "linear",
+    sigma: float | None = None, method: str = "auto", batch_size: int | None = None,
+    seed: int | None = None, sample_dims: SampleDims = None,
+    storage_options: Mapping[str, Any] | None = None, nan_policy: str = "raise",
+    interval: str | None = None, level: float | None = None, groups: int | None = None,
+    permutations: int = 0, join: str = "exact",
+) -> Estimate:
+    """Centred kernel alignment (CKA) between two layers' activations.
+
+    Parameters
+    ----------
+    {inputs}
+    debiased
+        Use the unbiased HSIC estimator (Song et al. 2012) so that the value does not drift
+        with the number of samples; needs at least 4 samples and can be slightly negative.
+        (Minibatch CKA is always built on unbiased HSIC, so it does not take this option.)
+    kernel, sigma
+        ``"linear"`` (default) or ``"rbf"``: Gaussian kernels with bandwidth ``sigma``
+        (default 0.8) times the median pairwise distance (Kornblith et al.'s ``gram_rbf``),
+        computed exactly from sample-space Gram blocks; the result also carries ``.median``
+        and ``.median_exact`` (above 20,000 samples the median comes from a seeded
+        subsample). ``sigma`` with the linear kernel is an error.
+    method
+        ``"auto"`` (default: the cheapest exact path within the memory budget, see
+        :mod:`dask_repsim.planning`), ``"covariance"``, ``"gram"``, ``"tiled"``, or
+        ``"minibatch"``: an approximation (Nguyen et al. 2021) averaging unbiased HSIC over
+        minibatches of ``batch_size`` (default 1000) samples in an order shuffled with
+        ``seed``, with a ``level`` bootstrap interval (``.ci_low``, ``.ci_high``) and
+        ``.approximate`` saying what it approximates. ``batch_size`` on another path is an
+        error.
+    {uncertainty}
+
+    Returns
+    -------
+    {returns}
+        In [0, 1] (debiased: about [0, 1]); 1 when Y is an orthogonal transform and isotropic
+        scaling of X.
+
+    Notes
+    -----
+    With centred activations ``X_c``, ``Y_c`` (Kornblith et al. 2019, eq. 6 in feature space)::
+
+        CKA = ||X_c^T Y_c||_F^2 / (||X_c^T X_c||_F ||Y_c^T Y_c||_F)
+
+    Invariant to orthogonal transforms and isotropic scaling of either side, not to general
+    invertible linear maps; it is defined however wide the layers are relative to the
+    number of samples.
+
+    References
+    ----------
+    Kornblith, Norouzi, Lee, Hinton (2019). Similarity of Neural Network Representations
+    Revisited. ICML.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> x = rng.normal(size=(500, 10))
+    >>> q, _ = np.linalg.qr(rng.normal(size=(10, 10)))
+    >>> round(cka(x, 3 * x @ q), 6)
+    1.0
+    """
+    if kernel not in ("linear", "rbf"):
+        raise ValueError(f"kernel must be 'linear' or 'rbf', not {kernel!r}")
+    if sigma is not None and kernel != "rbf":
+        raise ValueError("sigma= is the RBF bandwidth: it applies with kernel='rbf' only")
+    options = Options(sample_dims=sample_dims, storage_options=storage_options,
+                       nan_policy=nan_policy, interval=interval, level=level, groups=groups,
+                       permutations=permutations, seed=seed)
+    layers = pair_layers(x, y, options, join)
+    path = planning.choose("cka" if kernel == "linear" else "rbf_cka", method, *sizes(layers))
+    if batch_size is not None and path != "minibatch":
+        raise ValueError(f"batch_size= applies to method='minibatch' only, not {path!r}")
+    if debiased and path == "minibatch":
+        raise ValueError("minibatch CKA is always built on unbiased HSIC (Nguyen et al. 2021): "
+                         "leave debiased= out with method='minibatch'")
+    reject_unused(path, options, level_used=path == "minibatch",
+                  seed_used=path == "minibatch" or kernel == "rbf")
+    lx, ly = layers[0], layers[-1]
+    if path == "minibatch":
+        return minibatch.minibatch_cka(
+            lx, ly, kernel=kernel, sigma=DEFAULTS["sigma"] if sigma is None else sigma,
+            batch_size=batch_size or DEFAULTS["batch_size"], seed=options.get("seed"),
+            level=options.get("level"),
+        )
+    if kernel == "rbf":
+        return gram.rbf_cka(lx, ly, DEFAULTS["sigma"] if sigma is None else sigma,
+                            debiased=debiased,
+                            seed=options.get("seed"))
+    if path == "covariance":
+        function = cka_measures.debiased_linear_cka if debiased else cka_measures.linear_cka
+        return cell_estimate(covariance_cell(function, layers, options), options, path)
+    last = len(layers) - 1
+    if path == "gram":  # the sample-space tiles that grids share
+        cells, _ = samplespace.gram_cells([{"debiased": debiased}], layers, [0], [last], seed=0)
+    else:
+        cells, _ = tiled.kernel_cells([{"debiased": debiased}], layers, [0], [last])
+    return Estimate(cells[0, 0, 0].value, method=path)
+
+
+@document
+def hsic(
+    x: Any, y: Any, *, sample_dims: SampleDims = None,
+    storage_options: Mapping[str, Any] | None = None, nan_policy: str = "raise",
+    interval: str | None = None, level: float | None = None, groups: int | None = None,
+    permutations: int = 0, seed: int | None = None, method: str = "auto", join: str = "exact",
+) -> Estimate:
+    """Linear HSIC, ``||X_c^T Y_c||_F^2 / (n - 1)^2`` (Gretton et al. 2005).
+
+    The numerator of linear CKA, without its normalisation: it grows with the scale of either
+    layer, so it compares pairs only when the layers' scales are comparable. A row of Kornblith
+    et al.'s (2019) Table 2, where it identifies corresponding layers less reliably than CKA.
+
+    Parameters
+    ----------
+    {inputs}
+    {uncertainty}
+    method
+        ``"auto"`` or ``"covariance"`` (the co-moments).
+
+    Returns
+    -------
+    {returns}
+
+    References
+    ----------
+    Gretton, Bousquet, Smola, Schölkopf (2005). Measuring statistical dependence with
+    Hilbert-Schmidt norms. ALT.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> x = np.random.default_rng(0).normal(size=(200, 3))
+    >>> xc = x - x.mean(axis=0)
+    >>> bool(np.isclose(hsic(x, 2 * x), np.linalg.norm(xc.T @ (2 * xc)) ** 2 / 199**2))
+    True
+    """
+    options = Options(sample_dims=sample_dims, storage_options=storage_options,
+                      nan_policy=nan_policy, interval=interval, level=level, groups=groups,
+                      permutations=permutations, seed=seed)
+    layers = pair_layers(x, y, options, join)
+    path = planning.choose("hsic", method, *sizes(layers))
+    reject_unused(path, options)
+    return cell_estimate(covariance_cell(cka_measures.linear_hsic, layers, options), options, path)
+

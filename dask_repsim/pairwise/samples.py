@@ -1,0 +1,241 @@
+"""Public pairwise functions of the sample-space measures: RSA, mutual k-NN alignment and
+CKNNA.
+
+Same inputs and shape as :mod:`dask_repsim.pairwise`: any input it accepts, samples paired by
+label, the same input errors. They run on the ``"sample_blocks"`` path, tiles of sample x
+sample matrices (:mod:`dask_repsim.paths.sample_blocks.tiles`, :mod:`dask_repsim.rsa`,
+:mod:`dask_repsim.paths.sample_blocks.neighbours`): exact, cost ``n^2 (p + q)``, memory a few row
+blocks per task
+whatever n. That path has no jackknife intervals, permutation tests or NaN omission; asking for
+them is an error.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from ..io.gather import pair_layers
+from ..options import Options, SampleDims, document
+from ..paths.sample_blocks.neighbours import DEFAULT_K, knn_values
+from ..paths.sample_blocks.rsa import check_choice, rsa_values
+from ..results import Estimate
+
+#: The path name the sample-space measures report in ``Estimate.method``.
+PATH = "sample_blocks"
+
+_UNSUPPORTED = """interval, level, groups, permutations, seed
+        Not available for this measure (its ``"sample_blocks"`` path has no jackknife
+        intervals or permutation tests); giving any of them is an error. They are here so that
+        every pairwise function takes the same options."""
+
+
+def reject_options(measure: str, nan_policy: str, interval: str | None, level: float | None,
+                   groups: int | None, permutations: int, seed: int | None) -> None:
+    """An error naming each option that ``measure``'s path does not support."""
+    given = {
+        "interval=": interval is not None, "level=": level is not None,
+        "groups=": groups is not None, "permutations=": bool(permutations),
+        "seed=": seed is not None, "nan_policy='omit'": nan_policy == "omit",
+    }
+    bad = [name for name, yes in given.items() if yes]
+    if bad:
+        raise ValueError(
+            f"{', '.join(bad)} {'is' if len(bad) == 1 else 'are'} not available for {measure}, "
+            f"computed on the {PATH!r} path (sample x sample tiles), which has no jackknife "
+            "intervals, permutation tests or NaN omission; leave "
+            f"{'it' if len(bad) == 1 else 'them'} out (NaN or Inf samples: drop them first)"
+        )
+
+
+def _documented(function: Any) -> Any:
+    """:func:`~dask_repsim.options.document`, with the options the path refuses."""
+    function.__doc__ = function.__doc__.replace("{unsupported}", _UNSUPPORTED)
+    return document(function)
+
+
+def _pair(x: Any, y: Any, measure: str, sample_dims: SampleDims,
+          storage_options: Mapping[str, Any] | None, join: str, rejected: tuple) -> tuple:
+    """The two layers of a call, after refusing the options the path does not support."""
+    options = Options(sample_dims=sample_dims, storage_options=storage_options,
+                      nan_policy=rejected[0])
+    reject_options(measure, *rejected)
+    layers = pair_layers(x, y, options, join)
+    return layers[0], layers[-1]
+
+
+@_documented
+def rsa(
+    x: Any, y: Any, *, rdm: str = "correlation", compare: str = "corr",
+    sample_dims: SampleDims = None, storage_options: Mapping[str, Any] | None = None,
+    nan_policy: str = "raise", interval: str | None = None, level: float | None = None,
+    groups: int | None = None, permutations: int = 0, seed: int | None = None,
+    join: str = "exact",
+) -> Estimate:
+    """Representational similarity analysis (Kriegeskorte, Mur & Bandettini 2008).
+
+    Each layer's representational dissimilarity matrix (RDM) over the samples, compared on
+    the entries ``i < j``, as rsatoolbox's ``calc_rdm`` and ``compare`` define them.
+
+    Parameters
+    ----------
+    {inputs}
+    rdm
+        ``"correlation"`` (default): ``1 - r_ij``, the Pearson correlation of samples i and
+        j across features. ``"euclidean"``: the squared euclidean distance divided by the
+        number of features (rsatoolbox's ``"euclidean"``).
+    compare
+        ``"corr"`` (default): Pearson correlation of the two RDMs' entries; ``"cosine"``:
+        their cosine; ``"spearman"``: the Pearson correlation of their ranks (ties averaged);
+        ``"rho-a"``: Spearman's rho without tie correction, ``12 sum (r1 - m)(r2 - m) /
+        (N^3 - N)`` over the N entries. ``"corr"`` and ``"cosine"`` stream over tiles for any
+        number of samples; the rank comparisons hold all entries at once, up to
+        :data:`dask_repsim.paths.sample_blocks.rsa.RANK_MAX_SAMPLES` samples and the memory budget.
+    {unsupported}
+
+    Returns
+    -------
+    Estimate
+        A float, with ``.method`` ``"sample_blocks"``, ``.rdm`` and ``.compare``.
+
+    Notes
+    -----
+    Exact, in float64: each pair of row blocks is one task forming both RDMs' blocks and
+    returning moments that merge exactly (:mod:`dask_repsim.rsa`). Cost ``n^2 (p + q) / 2``;
+    no n x n matrix is held. A sample whose activations are equal in all features has no
+    correlation with the others: with ``rdm="correlation"`` it is an error.
+
+    References
+    ----------
+    Kriegeskorte, Mur, Bandettini (2008). Representational similarity analysis - connecting
+    the branches of systems neuroscience. Frontiers in Systems Neuroscience 2, 4.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> x = rng.normal(size=(200, 10))
+    >>> q, _ = np.linalg.qr(rng.normal(size=(10, 10)))
+    >>> round(rsa(x, 2 * x @ q, rdm="euclidean"), 6)
+    1.0
+    """
+    check_choice(rdm, (compare,))
+    lx, ly = _pair(x, y, "rsa", sample_dims, storage_options, join,
+                   (nan_policy, interval, level, groups, permutations, seed))
+    value = rsa_values(lx, ly, rdm=rdm, compares=(compare,))[compare]
+    return Estimate(value, method=PATH, rdm=rdm, compare=compare)
+
+
+@_documented
+def mutual_knn(
+    x: Any, y: Any, *, k: int = DEFAULT_K, sample_dims: SampleDims = None,
+    storage_options: Mapping[str, Any] | None = None, nan_policy: str = "raise",
+    interval: str | None = None, level: float | None = None, groups: int | None = None,
+    permutations: int = 0, seed: int | None = None, join: str = "exact",
+) -> Estimate:
+    """Mutual k-nearest-neighbour alignment (Huh, Cheung, Wang & Isola 2024).
+
+    For each sample, the share of its k nearest neighbours (cosine similarity of the raw
+    activations, the sample itself excluded) that both layers agree on, averaged over
+    samples: ``mean_i |N_x(i) ∩ N_y(i)| / k``.
+
+    Parameters
+    ----------
+    {inputs}
+    k
+        Neighbours per sample, ``1 <= k < n`` (default 10, as the paper).
+    {unsupported}
+
+    Returns
+    -------
+    Estimate
+        A float in [0, 1], with ``.method`` ``"sample_blocks"`` and ``.k``.
+
+    Notes
+    -----
+    Equal similarities are ordered by sample index (smaller first), so the neighbour sets are
+    deterministic; the reference code leaves ties to its sort. It also clips outlying
+    activations (its ``remove_outliers``) before measuring: that is preprocessing, not done
+    here. A sample whose activations are all zero has no cosine similarity: an error.
+
+    References
+    ----------
+    Huh, Cheung, Wang, Isola (2024). The Platonic Representation Hypothesis. ICML.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> x = np.random.default_rng(0).normal(size=(300, 8))
+    >>> float(mutual_knn(x, 5 * x, k=10))
+    1.0
+    """
+    lx, ly = _pair(x, y, "mutual_knn", sample_dims, storage_options, join,
+                   (nan_policy, interval, level, groups, permutations, seed))
+    value = knn_values(lx, ly, k, measures=("mutual_knn",))["mutual_knn"]
+    return Estimate(value, method=PATH, k=k)
+
+
+@_documented
+def cknna(
+    x: Any, y: Any, *, k: int = DEFAULT_K, sample_dims: SampleDims = None,
+    storage_options: Mapping[str, Any] | None = None, nan_policy: str = "raise",
+    interval: str | None = None, level: float | None = None, groups: int | None = None,
+    permutations: int = 0, seed: int | None = None, join: str = "exact",
+) -> Estimate:
+    """Centred kernel nearest-neighbour alignment, CKNNA (Huh, Cheung, Wang & Isola 2024).
+
+    CKA of the cosine-similarity kernels restricted to pairs of samples that are k nearest
+    neighbours in both layers, with the unbiased HSIC estimator, as the paper's reference
+    code (``cknna`` with ``unbiased=True``) computes it.
+
+    Parameters
+    ----------
+    {inputs}
+    k
+        Neighbours per sample, ``2 <= k < n`` (default 10, as the paper).
+    {unsupported}
+
+    Returns
+    -------
+    Estimate
+        A float, with ``.method`` ``"sample_blocks"``, ``.k``, ``.hsic`` (the unbiased HSIC
+        terms ``(KL, KK, LL)``) and ``.reference_value``: ``KL / (sqrt(KK LL) + 1e-6)``, the
+        number the reference code returns.
+
+    Notes
+    -----
+    ``K_ij`` is the cosine similarity of samples i and j in x (the reference code
+    l2-normalises each sample and takes inner products), L the same in y. With ``M_ij = 1``
+    when j is among i's k nearest neighbours (i excluded) in both layers, ``M^K``, ``M^L``
+    the masks of one layer, and the reference's unbiased HSIC H (Song et al. 2012, eq. 5, of
+    the masked, not symmetric, matrices)::
+
+        CKNNA = H(M∘K, M∘L) / sqrt(H(M^K∘K, M^K∘K) H(M^L∘L, M^L∘L))
+        H(A, B) = [sum_ij A_ij B_ji + 1'A1 1'B1 / ((n-1)(n-2)) - 2 1'AB1 / (n-2)] / (n (n-3))
+
+    Differences from the reference code: its denominator adds 1e-6 (``.reference_value``
+    keeps it), which lowers the value by a relative ``1e-6 / sqrt(KK LL)``: the HSIC terms
+    shrink as k/n grows small, so at 400 samples and k = 10 the fourth digit moves; ties
+    in the neighbour ranking are broken by sample index here; its outlier clipping of the
+    features is preprocessing, not done here. A kernel whose masked HSIC with itself is not
+    positive leaves CKNNA undefined: an error.
+
+    References
+    ----------
+    Huh, Cheung, Wang, Isola (2024). The Platonic Representation Hypothesis. ICML.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> x = np.random.default_rng(0).normal(size=(300, 8))
+    >>> round(cknna(x, 5 * x, k=10), 9)
+    1.0
+    """
+    lx, ly = _pair(x, y, "cknna", sample_dims, storage_options, join,
+                   (nan_policy, interval, level, groups, permutations, seed))
+    values = knn_values(lx, ly, k, measures=("cknna",))
+    kl, kk, ll = values["cknna_hsic"]
+    return Estimate(values["cknna"], method=PATH, k=k, hsic=(kl, kk, ll),
+                    reference_value=kl / (float(kk * ll) ** 0.5 + 1e-6))
+
+

@@ -1,0 +1,125 @@
+"""Public pairwise functions of alignment after a rotation: orthogonal Procrustes
+similarity and the generalized shape metric.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from functools import partial
+from typing import Any
+
+from .. import planning
+from ..io.gather import pair_layers, sizes
+from ..measures import cka as cka_measures
+from ..measures import shape
+from ..options import Options, SampleDims, document, reject_unused
+from ..results import Estimate
+from ..runners import cell_estimate, covariance_cell
+
+
+@document
+def procrustes(
+    x: Any, y: Any, *, sample_dims: SampleDims = None,
+    storage_options: Mapping[str, Any] | None = None, nan_policy: str = "raise",
+    interval: str | None = None, level: float | None = None, groups: int | None = None,
+    permutations: int = 0, seed: int | None = None, method: str = "auto", join: str = "exact",
+) -> Estimate:
+    """Orthogonal Procrustes similarity ``||X_c^T Y_c||_* / (||X_c||_F ||Y_c||_F)``.
+
+    One minus half the squared Procrustes distance between the centred, Frobenius-normalised
+    activations, after the best rotation of one onto the other (Kornblith et al. 2019,
+    Table 1). In [0, 1]; invariant to orthogonal transforms and isotropic scaling.
+
+    Parameters
+    ----------
+    {inputs}
+    {uncertainty}
+    method
+        ``"auto"`` or ``"covariance"`` (the co-moments, the only path that computes it).
+
+    Returns
+    -------
+    {returns}
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> x = rng.normal(size=(500, 6))
+    >>> q, _ = np.linalg.qr(rng.normal(size=(6, 6)))
+    >>> round(procrustes(x, 2 * x @ q), 6)
+    1.0
+    """
+    options = Options(sample_dims=sample_dims, storage_options=storage_options,
+                       nan_policy=nan_policy, interval=interval, level=level, groups=groups,
+                       permutations=permutations, seed=seed)
+    layers = pair_layers(x, y, options, join)
+    path = planning.choose("procrustes", method, *sizes(layers))
+    reject_unused(path, options)
+    cell = covariance_cell(cka_measures.procrustes, layers, options)
+    return cell_estimate(cell, options, path)
+
+
+@document
+def shape_metric(
+    x: Any, y: Any, *, alpha: float = 1.0, sample_dims: SampleDims = None,
+    storage_options: Mapping[str, Any] | None = None, nan_policy: str = "raise",
+    interval: str | None = None, level: float | None = None, groups: int | None = None,
+    permutations: int = 0, seed: int | None = None, method: str = "auto", join: str = "exact",
+) -> Estimate:
+    """Generalized shape metric (Williams, Kunz, Kornblith & Linderman 2021): an angular
+    distance, 0 for the same representation up to the allowed transforms.
+
+    Parameters
+    ----------
+    {inputs}
+    alpha
+        Partial whitening, in [0, 1]: each side's centred activations are multiplied by
+        ``V diag(alpha + (1 - alpha) lambda^-1/2) V^T`` (eigendecomposition of
+        ``X_c^T X_c``, eigenvalues clipped at 1e-7 as in netrep). ``1`` (default) allows only
+        rotations (the angular Procrustes distance, ``arccos`` of :func:`procrustes`); ``0``
+        allows any invertible linear map (a CCA distance); values between interpolate.
+    {uncertainty}
+        Permutation p-values count the null values at or *below* the observed distance.
+    method
+        ``"auto"`` or ``"covariance"`` (the co-moments).
+
+    Returns
+    -------
+    {returns}
+        In [0, pi/2]; a true metric (symmetric, triangle inequality).
+
+    Notes
+    -----
+    With the partially whitened ``X~`` and ``Y~`` (the narrower zero-padded), the distance
+    after the best rotation is ``arccos(||X~^T Y~||_* / (||X~||_F ||Y~||_F))``, computed from
+    co-moments. netrep's ``LinearMetric(alpha, score_method="angular")`` defines the same
+    quantity.
+
+    References
+    ----------
+    Williams, Kunz, Kornblith, Linderman (2021). Generalized Shape Metrics on Neural
+    Representations. NeurIPS.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> x = rng.normal(size=(500, 4))
+    >>> q, _ = np.linalg.qr(rng.normal(size=(4, 4)))
+    >>> round(shape_metric(x, x @ q), 6), round(shape_metric(x, x @ rng.normal(size=(4, 4)),
+    ...                                                      alpha=0.0), 6)
+    (0.0, 0.0)
+    """
+    options = Options(sample_dims=sample_dims, storage_options=storage_options,
+                      nan_policy=nan_policy, interval=interval, level=level, groups=groups,
+                      permutations=permutations, seed=seed)
+    if not 0 <= alpha <= 1:
+        raise ValueError(f"alpha must be in [0, 1], not {alpha}")
+    layers = pair_layers(x, y, options, join)
+    path = planning.choose("shape_metric", method, *sizes(layers))
+    reject_unused(path, options)
+    function = partial(shape.shape_distance, alpha=alpha)
+    cell = covariance_cell(function, layers, options)
+    return cell_estimate(cell, options, path, similarity=False)
+

@@ -1,0 +1,387 @@
+"""One co-moment pass over several layers, and the per-pair statistics measures take from it.
+
+:func:`run_pass` is what the public functions and the grid call; it hides how the engine
+(:mod:`dask_repsim.engine.stream`) organises its sums. A :class:`PassResult` hands out, for any
+pair of layers the pass covered, the :class:`~dask_repsim.engine.views.Pair` of the full data,
+its leave-one-group-out jackknife replicates and its permutation null. What a pair's statistics
+are depends only on the two layers, the options and the seed: not on the other layers in the
+pass, nor on how many passes a grid needs, nor on the storage chunking or the memory budget.
+
+With ``nan_policy="omit"`` a pair uses exactly the samples finite in both of its layers
+(pairwise deletion, :mod:`dask_repsim.engine.omission`), for its value, its replicates and its null.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
+
+import numpy as np
+
+from ..engine.moments import Statistics
+from ..engine.omission import Aside, block_null, pair_statistics
+from ..engine.parallel import memory_budget
+from ..engine.permuted import Permuted
+from ..engine.stream import SPLIT_EVERY, group_bounds, omission_note, pass_statistics
+from ..engine.uncertainty import leave_one_out
+from ..engine.views import Pair, Side, pair, permuted_pairs, sides
+from ..exceptions import NonFiniteError, RepsimWarning
+from ..io.inputs import Layer
+from ..results import Cell, Cells
+
+
+@dataclass(eq=False)
+class PassResult:
+    """The statistics of one pass over ``layers``.
+
+    ``total``: the statistics of the samples finite in every layer (all samples when none has
+    NaN or Inf); a pair's own statistics add the samples finite in both of its layers.
+    """
+
+    layers: Sequence[Layer]
+    parts: list[Statistics]
+    total: Statistics
+    permuted: Permuted | None = None
+    #: (A layers, B layers, permutations, seed) of the null, if one was computed
+    permute: tuple[Sequence[int], Sequence[int], int, int] | None = None
+    aside: Aside | None = None
+    #: the pairs (i <= j) the pass serves (``None``: every pair)
+    wanted: frozenset[tuple[int, int]] | None = None
+    _views: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def names(self) -> list[str]:
+        return [layer.name for layer in self.layers]
+
+    @property
+    def n_samples(self) -> int:
+        """Samples in the pass, counting those left out for NaN or Inf."""
+        return int(self.layers[0].data.shape[0])
+
+    @cached_property
+    def _sides(self) -> list[Side]:
+        return sides(self.total, self.names)
+
+    @cached_property
+    def _leave_one_out(self) -> list[tuple[Statistics, list[Side]]]:
+        return [(s, sides(s, self.names)) for s in leave_one_out(self.parts)]
+
+    def _usable(self, a: int, b: int) -> np.ndarray | None:
+        """Mask of the aside rows the pair (a, b) uses, or ``None`` when it uses none."""
+        if self.aside is None or not len(self.aside.index):
+            return None
+        use = self.aside.usable(a, b)
+        return use if use.any() else None
+
+    def _check(self, a: int, b: int) -> None:
+        if self.wanted is not None and (min(a, b), max(a, b)) not in self.wanted:
+            # a layer with itself lost nothing when every omitted sample is bad in it
+            if a != b or self.total.omitted != self.total.nonfinite_count[a]:
+                raise ValueError(
+                    f"the pass did not compute the pair ({self.names[a]}, {self.names[b]})"
+                )
+
+    def _view(self, a: int, b: int) -> tuple[Statistics, list[Side], int, int]:
+        """(statistics, sides, i, j): the pair is ``pair(statistics, sides, i, j)``."""
+        self._check(a, b)
+        if (a, b) not in self._views:
+            if self._usable(a, b) is None:
+                view = (self.total, self._sides, a, b)
+            else:
+                stats = pair_statistics(self.total, self.aside, a, b)
+                view = (stats, sides(stats, [self.names[a], self.names[b]]), 0, 1)
+            if view[0].count == 0:
+                raise NonFiniteError(
+                    f"no samples left for {self.names[a]} and {self.names[b]}: each of the "
+                    f"{self.n_samples} samples has NaN or Inf in one of them"
+                )
+            self._views[(a, b)] = view
+        return self._views[(a, b)]
+
+    def count(self, a: int, b: int) -> int:
+        """Samples the pair (a, b) was computed from."""
+        use = self._usable(a, b)
+        return self.total.count + (0 if use is None else int(use.sum()))
+
+    def omitted(self, a: int, b: int) -> int:
+        """Samples left out of the pair (a, b) for NaN or Inf (``nan_policy="omit"``)."""
+        return self.n_samples - self.count(a, b)
+
+    def statistics(self, a: int, b: int) -> Statistics:
+        """The :class:`~dask_repsim.engine.moments.Statistics` of layers ``[a, b]`` (pairwise)."""
+        stats, _, i, j = self._view(a, b)
+        return stats.select([i, j])
+
+    def pair(self, a: int, b: int) -> Pair:
+        """The statistics of layers ``a`` and ``b`` over all samples (finite in both)."""
+        return pair(*self._view(a, b))
+
+    def replicates(self, a: int, b: int) -> list[Pair]:
+        """The pair's statistics with each group of samples left out (jackknife)."""
+        self._view(a, b)
+        use = self._usable(a, b)
+        if use is None:
+            return [pair(s, layer_sides, a, b) for s, layer_sides in self._leave_one_out]
+        bounds = group_bounds(self.n_samples, len(self.parts))
+        index, names = self.aside.index, [self.names[a], self.names[b]]
+        out = []
+        for g, (s, _) in enumerate(self._leave_one_out):
+            keep = (index < bounds[g]) | (index >= bounds[g + 1])
+            stats = pair_statistics(s, self.aside, a, b, keep)
+            out.append(pair(stats, sides(stats, names), 0, 1))
+        return out
+
+    def null(self, a: int, b: int) -> list[Pair]:
+        """The pair's statistics under each permutation of layer ``b``'s samples."""
+        if self.permute is None:
+            raise ValueError("this pass computed no permutation null")
+        stats, layer_sides, i, j = self._view(a, b)
+        layers_a, layers_b, k, seed = self.permute
+        ia, jb = list(layers_a).index(a), list(layers_b).index(b)
+        if self.aside is None or not (self.aside.blocks or len(self.aside.index)):
+            return permuted_pairs(stats, layer_sides, self.permuted, a, b, ia, jb)
+        # every permutation block may have been carried aside: then nothing was permuted here
+        permuted = None if self.permuted is None else self.permuted.select([ia], [jb])
+        if self.aside.blocks:
+            extra = block_null(self.aside, a, b, k, seed, self.total.sizes)
+            permuted = Permuted.merge(permuted, extra)
+        if permuted.count != stats.count:  # the null permutes exactly the pair's samples
+            raise AssertionError(f"null over {permuted.count} samples, pair over {stats.count}")
+        return permuted_pairs(stats, layer_sides, permuted, i, j, 0, 0)
+
+
+def _aside_error(aside: Aside, limit: int) -> ValueError:
+    blocks = (
+        f" (and the permutation null {aside.n_block_rows} rows of the blocks holding them)"
+        if aside.n_block_rows
+        else ""
+    )
+    return ValueError(
+        f"{aside.n_rows} samples have NaN or Inf in some layers but not in others{blocks}; "
+        "giving each pair of layers the samples finite in both (nan_policy='omit') keeps them "
+        f"aside, which takes more than {limit / 2**20:.0f} MiB of the memory budget. Compare "
+        "the layers with NaN or Inf in a separate call, leave those samples out of every layer "
+        "before comparing, or raise dask config 'repsim.memory-budget'"
+    )
+
+
+def run_pass(
+    layers: Sequence[Layer],
+    *,
+    groups: int = 1,
+    nan_policy: str = "raise",
+    permute: tuple[Sequence[int], Sequence[int], int, int] | None = None,
+    pairs: Sequence[tuple[int, int]] | None = None,
+) -> PassResult:
+    """One pass over ``layers``: ``groups`` sample groups (jackknife), the cross blocks of
+    ``pairs`` (default all), and with ``permute = (a, b, k, seed)`` the null of layers ``a``
+    against layers ``b`` under ``k`` permutations.
+
+    ``nan_policy="raise"`` raises :class:`~dask_repsim.exceptions.NonFiniteError` for NaN or
+    Inf; ``"omit"`` gives each pair the samples finite in both of its layers and warns which
+    layers had how many such samples. ``pairs`` are also the pairs pairwise deletion serves
+    (default: every two distinct layers); a layer paired with itself (``(a, a)``) must be
+    listed when some sample has NaN or Inf in other layers only. Listing only the pairs needed
+    keeps fewer partly finite samples aside.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from dask_repsim.io.inputs import as_layer
+    >>> x = np.random.default_rng(0).normal(size=(100, 3))
+    >>> result = run_pass([as_layer(x, name="x"), as_layer(2 * x, name="y")])
+    >>> result.pair(0, 1).count
+    100
+    """
+    layers = list(layers)
+    if pairs is None:
+        wanted = frozenset((i, j) for i in range(len(layers)) for j in range(i + 1, len(layers)))
+    else:
+        wanted = frozenset((min(int(i), int(j)), max(int(i), int(j))) for i, j in pairs)
+    limit = memory_budget() // (SPLIT_EVERY + 1)  # a merge's inputs and output stay within it
+    result = pass_statistics(
+        layers, groups=groups, nan_policy=nan_policy, null=permute, pairs=pairs,
+        wanted=sorted(wanted), limit=limit,
+    )
+    if result.aside is not None and result.aside.overflow:
+        raise _aside_error(result.aside, limit)
+    if result.total.omitted:
+        warnings.warn(
+            f"left out {result.total.omitted} of {layers[0].data.shape[0]} samples that have "
+            "NaN or Inf in some layer (nan_policy='omit'): "
+            f"{omission_note([layer.name for layer in layers], result.total)}; each pair of "
+            "layers leaves out only the samples where one of its two layers has them",
+            RepsimWarning,
+            stacklevel=2,
+        )
+    return PassResult(
+        layers, result.parts, result.total, result.permuted, permute, result.aside, wanted
+    )
+
+
+#: copies of the joint co-moment matrix a task holds at once (a merge's inputs and output)
+_COPIES = 4
+
+
+def max_features() -> int:
+    """The widest joint array whose co-moments fit the memory budget."""
+    return int((memory_budget() / (_COPIES * 8)) ** 0.5)
+
+
+def _bins(items: list[int], widths: list[int], capacity: int) -> list[list[int]]:
+    """First-fit decreasing packing of layers into bins of at most ``capacity`` features."""
+    bins: list[list[int]] = []
+    room: list[int] = []
+    for i in sorted(items, key=lambda i: -widths[i]):
+        for b, free in enumerate(room):
+            if widths[i] <= free:
+                bins[b].append(i)
+                room[b] -= widths[i]
+                break
+        else:
+            bins.append([i])
+            room.append(capacity - widths[i])
+    return bins
+
+
+def plan_passes(
+    widths: list[int], rows: list[int], cols: list[int], capacity: int
+) -> list[list[int]]:
+    """Sets of layers, each narrow enough for one pass, that together hold every (row, col) pair.
+
+    One pass when everything fits. Otherwise the row layers and the column layers are packed
+    (first-fit decreasing) into bins, and each pass is one row bin with one column bin; when a
+    grid compares layers with themselves, bins of half the capacity are paired (i <= j). Of a few
+    ways to share the capacity between the sides, the one with the fewest passes is used.
+
+    Examples
+    --------
+    >>> plan_passes([100, 100, 100], [0, 1, 2], [0, 1, 2], capacity=1000)
+    [[0, 1, 2]]
+    >>> len(plan_passes([100, 100, 100, 100], [0, 1, 2, 3], [0, 1, 2, 3], capacity=200))
+    10
+    """
+    everything = sorted(set(rows) | set(cols))
+    if sum(widths[i] for i in everything) <= capacity:
+        return [everything]
+    widest = max(widths[r] for r in rows) + max(widths[c] for c in cols)
+    if widest > capacity:
+        raise ValueError(
+            f"two layers together have {widest} features, more than the {capacity} whose "
+            "co-moments fit the memory budget; compare them with cka(..., method='gram' or "
+            "'tiled'), or raise dask config 'repsim.memory-budget'"
+        )
+    best: list[list[int]] | None = None
+    if sorted(rows) == sorted(cols) and 2 * max(widths[i] for i in rows) <= capacity:
+        bins = _bins(list(rows), widths, capacity // 2)
+        best = [sorted(set(a) | set(b)) for k, a in enumerate(bins) for b in bins[k:]]
+    widest_row, widest_col = max(widths[r] for r in rows), max(widths[c] for c in cols)
+    splits = [int(capacity * s) for s in (0.25, 0.5, 0.75)] + [widest_row, capacity - widest_col]
+    for cap_rows in splits:
+        cap_cols = capacity - cap_rows
+        if cap_rows < widest_row or cap_cols < widest_col:
+            continue
+        plan = [
+            sorted(set(a) | set(b))
+            for a in _bins(list(rows), widths, cap_rows)
+            for b in _bins(list(cols), widths, cap_cols)
+        ]
+        if best is None or len(plan) < len(best):
+            best = plan
+    assert best is not None  # the split at widest_row always fits, as widest <= capacity
+    return best
+
+
+def quietly(function: Callable[[Any], Any], items: Sequence[Any] | None) -> list[Any] | None:
+    """``function`` of every item, without repeating the package's warnings for each (they were
+    given for the full data already)."""
+    if items is None:
+        return None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RepsimWarning)
+        return [function(item) for item in items]
+
+
+def check_permutations(permutations: int, cross_size: int) -> int:
+    """``permutations``, after checking the memory its cross blocks need per task.
+
+    ``cross_size``: entries of one permuted cross block (features of the permuted pairs' A
+    side times those of their B side).
+    """
+    need = int(permutations) * cross_size * 8 * (SPLIT_EVERY + 2)
+    budget = memory_budget()
+    if need > budget:
+        raise ValueError(
+            f"permutations={permutations} keeps {permutations} cross matrices of {cross_size} "
+            f"entries per task: about {need / 2**30:.1f} GiB per task, over the memory budget "
+            f"of {budget / 2**30:.1f} GiB; ask for fewer permutations or compare fewer layers "
+            "at once (or raise dask config 'repsim.memory-budget')"
+        )
+    return int(permutations)
+
+
+def _plan(layers: Sequence[Layer], rows: Sequence[int], cols: Sequence[int]) -> list[list[int]]:
+    widths = [layer.data.shape[1] for layer in layers]
+    passes = plan_passes(widths, rows, cols, max_features())
+    if len(passes) > 1:
+        warnings.warn(
+            f"the {sum(widths)} features of all layers do not fit the memory budget together: "
+            f"computing the grid in {len(passes)} passes over the data (set dask config "
+            "'repsim.memory-budget' to change the budget)",
+            RepsimWarning,
+            stacklevel=5,
+        )
+    return passes
+
+
+def covariance_cells(
+    functions: Sequence[Callable[[Any], Any]],
+    layers: Sequence[Layer],
+    rows: Sequence[int],
+    cols: Sequence[int],
+    options: Any,
+) -> tuple[Cells, dict[str, Any]]:
+    """Cells from co-moment passes: one pass when every layer fits the memory budget, else the
+    fewest passes that hold every cell (:func:`plan_passes`)."""
+    passes = _plan(layers, rows, cols)
+    widths = [layer.data.shape[1] for layer in layers]
+    k = check_permutations(options.permutations, max(
+        sum(widths[i] for i in set(rows) & set(s)) * sum(widths[j] for j in set(cols) & set(s))
+        for s in passes
+    )) if options.permutations else 0
+    cells: Cells = {}
+    counts: dict[tuple[int, int], tuple[int, int]] = {}
+    for subset in passes:
+        todo = [(i, j) for i, a in enumerate(rows) for j, b in enumerate(cols)
+                if (i, j) not in counts and a in subset and b in subset]
+        if todo:
+            _one_pass(functions, layers, rows, cols, subset, todo, options, k, cells, counts)
+    n = [c for c, _ in counts.values()]
+    attrs = {"n_samples": min(n), "n_samples_omitted": max(o for _, o in counts.values()),
+             "n_passes": len(passes)}
+    if options.nan_policy == "omit":
+        attrs["n_samples_per_cell"] = counts
+    return cells, attrs
+
+
+def _one_pass(functions, layers, rows, cols, subset, todo, options, k, cells, counts) -> None:
+    """The cells ``todo`` from one pass over the layers ``subset``."""
+    position = {layer: pos for pos, layer in enumerate(subset)}
+    pairs = [(position[rows[i]], position[cols[j]]) for i, j in todo]
+    null_a = sorted({a for a, _ in pairs})
+    null_b = sorted({b for _, b in pairs})
+    result = run_pass(
+        [layers[i] for i in subset], groups=options.groups_used,
+        nan_policy=options.nan_policy,
+        permute=(null_a, null_b, k, options.get("seed")) if k else None, pairs=pairs,
+    )
+    for (i, j), (a, b) in zip(todo, pairs, strict=True):
+        pair = result.pair(a, b)
+        reps = result.replicates(a, b) if options.interval else None
+        null = result.null(a, b) if k else None
+        for m, function in enumerate(functions):
+            cells[m, i, j] = Cell(function(pair), quietly(function, reps), quietly(function, null))
+        counts[i, j] = (result.count(a, b), result.omitted(a, b))

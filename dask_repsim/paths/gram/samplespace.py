@@ -1,0 +1,400 @@
+"""Grids on the sample space: each layer's Gram tile formed once, every pair's sums from it.
+
+For a grid of L layers on n samples, split the samples into T row blocks. A task per tile
+(I, J), I <= J, reads row blocks I and J of every layer, forms each layer's centred Gram block
+``K_l[I, J] = X_l[I] X_l[J]^T`` once (float64, in feature slices; ``a @ a.T`` on the diagonal),
+and adds, for every requested pair (a, b) and each layer with itself, ``sum K_a * K_b`` over the
+tile, plus each layer's row sums and diagonal. Those are all that biased and unbiased HSIC need
+(:class:`~dask_repsim.measures.hsic.GramSums`), so linear CKA and debiased CKA of every pair follow.
+Cost ``n^2 sum(p)`` for the Gram tiles plus ``n^2`` per pair, against ``n^2 (p + q)`` per pair
+pair by pair; no n x n matrix is ever whole, and a task holds its tile's blocks only.
+
+RBF CKA at several bandwidths: the first pass also writes each tile's squared distances to a
+scratch directory (:mod:`dask_repsim.paths.gram.scratch`) with a histogram of them, from which each
+layer's median squared distance is found exactly (a seeded subsample beyond
+:data:`~dask_repsim.paths.gram.pairwise.MEDIAN_EXACT_MAX` samples, as
+:func:`~dask_repsim.paths.gram.pairwise.rbf_cka` does);
+a second pass reads the distances back and sums the kernels of every bandwidth.
+
+When the budget holds every layer's whole n x n Gram matrix at once (:func:`whole_plan`; at
+2,048 samples 34 MB each), there is a single row block and a single tile: the tasks share the
+work by layers instead, each forming the whole Gram matrices of its share of the layers'
+columns (wide layers cut by columns into several tasks when they are more than a task's share),
+so that each stored chunk is read once and no product is formed twice. Otherwise the samples
+are cut into T row blocks.
+
+Row blocks are read inside the tasks (a slice of the layer's dask array, computed there, stored
+chunk by stored chunk), so a task's memory is what :func:`~dask_repsim.paths.gram.tiles.tile_rows`
+counts; :mod:`dask_repsim.paths.gram.tiles` forms the blocks and a tile's sums. With T > 1 row
+blocks, the diagonal tiles (I, I) run first, and each also writes its rows, as stored (float32
+stays float32), to the scratch directory; the tiles above the diagonal then read the copies
+(cut by rows into pieces when there are fewer of them than threads): each stored chunk is read
+once, the first chunk of each layer once more (:func:`first_chunk_means`), and the other reads
+are plain file reads that run in parallel. When the workers may be on other machines (a
+``distributed`` cluster with workers on other hosts) and ``repsim.scratch`` is not set, the
+tiles read the source instead, each stored chunk T times. There is no separate pass for the
+means: centring is exact from the Gram sums.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import dask
+import numpy as np
+
+from ...engine.columns import checked_columns
+from ...engine.medians import MEDIAN_SAMPLE, sampled_median_sq_distance
+from ...engine.parallel import (
+    compute,
+    memory_budget,
+    task_slots,
+    threads_per_process,
+    workers_share_this_machine,
+)
+from ...io.inputs import Layer
+from ...io.validation import check_sample_counts, require_samples
+from ...measures.hsic import GramSums, cka_ratio
+from ...results import Cell, Cells
+from . import scratch
+from .pairwise import MEDIAN_EXACT_MAX
+from .tiles import (
+    FEATURE_SLICE,
+    RowReader,
+    Tile,
+    TileSums,
+    gram_tile,
+    rbf_sums,
+    run_tiles,
+    saved_distances,
+    tile_rows,
+    tile_sums,
+    tiles_of,
+)
+
+logger = logging.getLogger("dask_repsim")
+
+@dataclass(frozen=True)
+class Unit:
+    """Columns ``cols`` (start, stop) of layer ``layer``: a share of its whole Gram matrix."""
+
+    layer: int
+    cols: tuple[int, int]
+
+    @property
+    def width(self) -> int:
+        return self.cols[1] - self.cols[0]
+
+
+def whole_plan(n: int, widths: Sequence[int], itemsize: int, budget: int, threads: int,
+               slots: int, rbf: bool = False) -> list[list[Unit]] | None:
+    """How to form every layer's whole n x n Gram matrix in one row block: the layers' column
+    ranges (units) in ``slots`` bins of about equal width, a task each; ``None`` when that
+    does not fit ``budget`` (then the samples are cut into row blocks,
+    :func:`~dask_repsim.paths.gram.tiles.tile_rows`).
+
+    With a single row block each stored chunk is read once and no Gram product is formed
+    twice; the tasks share the work by layers instead of by tiles. A process then holds every
+    layer's Gram matrix (8 n^2 bytes each, a partial one per unit) and, per task (``threads``
+    at once), four more temporaries of that size (the product of a feature slice, the
+    distances and their keys for RBF CKA), a float64 feature slice and the raw rows of its
+    unit; with ``rbf``, the kernel pass's tasks each hold every layer's kernel matrix and one
+    more. A layer wider than a bin's share is cut into units, each of which reads all of the
+    layer's stored chunks; when the budget leaves a unit less than half that share, the row
+    blocks are cheaper.
+
+    Examples
+    --------
+    >>> plan = whole_plan(2048, [65536, 100, 65536, 100], 4, 2**32, 2, 2)
+    >>> [[(u.layer, u.cols) for u in b] for b in plan]
+    [[(0, (0, 65536)), (1, (0, 100))], [(3, (0, 100)), (2, (0, 65536))]]
+    >>> [len(b) for b in whole_plan(2048, [65536, 100], 4, 2**32, 2, 2)]  # the wide one in two
+    [2, 1]
+    >>> whole_plan(50_000, [65536, 100], 4, 2**32, 2, 2) is None  # 20 GB per Gram matrix
+    True
+    """
+    square = 8.0 * n * n
+    kernels = square * threads * (len(widths) + 1) if rbf else 0.0
+    cap = -(-sum(widths) // slots)
+    share = min(max(widths), cap)
+    while 2 * cap >= share:
+        units = []
+        for layer, w in enumerate(widths):
+            cuts = np.linspace(0, w, -(-w // cap) + 1).astype(int)
+            units += [Unit(layer, (int(a), int(b))) for a, b in zip(cuts[:-1], cuts[1:],
+                                                                    strict=True)]
+        grams = square * (len(units) + 4 * threads) + threads * n * (
+            8.0 * min(max(widths), FEATURE_SLICE) + itemsize * max(u.width for u in units))
+        if max(grams, kernels) <= budget:
+            bins: list[list[Unit]] = [[] for _ in range(min(slots, len(units)))]
+            load = [0] * len(bins)
+            for u in sorted(units, key=lambda u: -u.width):  # the widest first, to the least load
+                k = int(np.argmin(load))
+                bins[k].append(u)
+                load[k] += u.width
+            # every other bin narrowest first, so that reads and products of bins interleave
+            return [sorted(b, key=lambda u: (u.layer, u.cols), reverse=bool(k % 2))
+                    for k, b in enumerate(bins)]
+        cap //= 2
+    return None
+
+
+def _unit_grams(units: Sequence[Unit], readers, n: int) -> list[np.ndarray]:
+    """The (partial) Gram matrix of every unit of a bin, over all n samples, each unit's
+    columns shifted by their means over the layer's first stored chunk (see
+    :func:`first_chunk_means`; the rows are at hand, so no pass reads that chunk again)."""
+    buffer = np.empty(max(readers[u.layer].nbytes(0, n, u.cols) for u in units), np.uint8)
+    out = []
+    for u in units:
+        reader = readers[u.layer]
+        x = reader.rows(0, n, buffer, u.cols)
+        out.append(reader.gram(x, None, x[:reader.edges[1]].mean(axis=0, dtype=np.float64))[0])
+    return out
+
+
+def _layer_gram(tile: Tile, partials: Sequence[np.ndarray], layer: int, store):
+    """A layer's whole Gram matrix, the sum of its units', and, with a ``store``, the first
+    histogram of its saved squared distances."""
+    g = partials[0] if len(partials) == 1 else partials[0] + partials[1]
+    for p in partials[2:]:
+        g += p
+    if store is None:
+        return g, None
+    norms = np.diagonal(g).copy()
+    return g, saved_distances(store, layer, tile, g, norms, norms)
+
+
+def _whole_sums(tile: Tile, done, pairs) -> TileSums:
+    out = tile_sums(tile, [[g for g, _ in done]], pairs)
+    out.hist = [h for _, h in done] if done[0][1] is not None else None
+    return out
+
+
+def _whole(tile: Tile, plan: Sequence[Sequence[Unit]], readers, pairs, store) -> TileSums:
+    """The sums of the single tile of all samples: a task per bin of units, one per layer
+    adding its units' Gram matrices, one for the sums."""
+    of_layer: dict[int, list] = {}
+    for units in plan:
+        grams = dask.delayed(_unit_grams, pure=False, nout=len(units))(units, readers,
+                                                                     tile.rows[1])
+        for k, u in enumerate(units):
+            of_layer.setdefault(u.layer, []).append(grams[k])
+    done = [dask.delayed(_layer_gram, pure=False)(tile, of_layer[layer], layer, store)
+            for layer in range(len(readers))]
+    return compute(dask.delayed(_whole_sums, pure=False)(tile, done, pairs))[0]
+
+
+def grid_sums(layers: Sequence[Layer], pairs: Sequence[tuple[int, int]], *,
+              sigmas: Sequence[float] = (), seed: int = 0, rows: int | None = None,
+              ) -> tuple[dict, dict]:
+    """Every pair's Gram sums, linear and (with ``sigmas``) RBF, from each layer's tiles once.
+
+    Returns ``(sums, attrs)``: ``sums[(kernel, a, b)]`` is the :class:`GramSums` of layers a and
+    b for kernel 0 (linear) or 1 + s (RBF at ``sigmas[s]``); attrs describe the run. ``rows``:
+    samples per row block (default: from the memory budget, one block when it holds every
+    layer's whole Gram matrix).
+    """
+    n = check_sample_counts([x.name for x in layers], [x.data.shape[0] for x in layers])
+    widths = [int(x.data.shape[1]) for x in layers]
+    itemsize = max(np.dtype(x.data.dtype).itemsize for x in layers)
+    budget, threads = memory_budget(), threads_per_process()
+    plan = whole_plan(n, widths, itemsize, budget, threads, task_slots(), rbf=bool(sigmas)) \
+        if rows is None else None
+    if plan is not None:
+        rows = n
+    elif rows is None:
+        rows = tile_rows(n, widths, itemsize, budget, threads)
+        stored = max(int(x.data.chunks[0][0]) for x in layers)
+        if rows >= stored:  # whole stored chunks per row block: none is read by two blocks
+            rows = rows // stored * stored
+    # a single row block takes each unit's shift from the rows it reads
+    shifts = first_chunk_means(layers) if plan is None else [None] * len(layers)
+    bounds = [(s, min(n, s + rows)) for s in range(0, n, rows)]
+    wanted = sorted({(a, a) for a in range(len(layers))} | {tuple(sorted(p)) for p in pairs})
+    readers = [RowReader(x.data, m) for x, m in zip(layers, shifts, strict=True)]
+    # With several row blocks each is read by T tiles: the diagonal tiles (one per block)
+    # read the source and copy their rows to local scratch (raw, as stored), and the tiles
+    # above the diagonal read the copies, unless the processes running tasks may not share
+    # this machine's disk.
+    copy = len(bounds) > 1 and bool(dask.config.get("repsim.scratch", None)
+                                    or workers_share_this_machine())
+    tiles = tiles_of(bounds, threads, split=copy)
+    if plan is not None:
+        logger.info("sample-space grid: %d layers, n=%d, whole Gram matrices in one row block: "
+                    "%d column ranges in %d tasks", len(layers), n, sum(map(len, plan)),
+                    len(plan))
+    else:
+        logger.info("sample-space grid: %d layers, n=%d, %d row blocks of %d rows, %d tiles%s",
+                    len(layers), n, len(bounds), rows, len(tiles),
+                    ", row blocks copied to scratch" if copy else "")
+    attrs = {"n_samples": n, "tile_rows": rows, "n_tiles": len(tiles)}
+    with scratch.Store() as store:
+        need = {"copies of the row blocks": sum(
+                    x.data.shape[0] * w * np.dtype(x.data.dtype).itemsize
+                    for x, w in zip(layers, widths, strict=True)) if copy else 0,
+                "squared distances for RBF CKA": 8 * n * (n + rows) // 2 * len(layers)
+                if sigmas else 0}
+        if sum(need.values()):
+            store.require(sum(need.values()), " and ".join(k for k, v in need.items() if v))
+        parts = _linear_parts(plan, tiles, readers, wanted, store if sigmas else None,
+                              store if copy else None)
+        _check(parts, layers, wanted)
+        sums = _assemble(parts, wanted, n, [0])
+        if sigmas:
+            sums.update(_rbf_grid(parts, tiles, store, layers, shifts, sigmas, seed, wanted,
+                                  attrs))
+    return sums, attrs
+
+
+def _linear_parts(plan, tiles, readers, wanted, distances_to, copies_to) -> list[TileSums]:
+    """Every tile's linear sums: the whole Gram matrices of ``plan``, or the tiles, the
+    diagonal ones first and copying their rows when ``copies_to`` (a store) is given."""
+    if plan is not None:
+        return [_whole(tiles[0], plan, readers, wanted, distances_to)]
+    if copies_to is None:
+        return run_tiles(gram_tile, tiles, readers, wanted, distances_to)
+    files = [copies_to.rows(layer, r.data.shape, r.data.dtype) for layer, r in enumerate(readers)]
+    diagonal = [t for t in tiles if t.same]
+    parts = run_tiles(gram_tile, diagonal, readers, wanted, distances_to, files)
+    readers = [RowReader(r.data, r.mean, f) for r, f in zip(readers, files, strict=True)]
+    return parts + run_tiles(gram_tile, tiles[len(diagonal):], readers, wanted, distances_to)
+
+
+def _rbf_grid(parts, tiles, store, layers, shifts, sigmas, seed, wanted, attrs) -> dict:
+    """RBF sums of every pair at every bandwidth, from the distances in ``store``; the
+    medians (and whether they are exact) go to ``attrs``."""
+    n = tiles[-1].cols[1]
+    meds, exact = _medians(parts, tiles, store, layers, shifts, n, seed)
+    scales = np.array([[2.0 * s**2 * m for s in sigmas] for m in meds])
+    parts = rbf_sums(tiles, store.load, len(layers), scales, wanted, task_slots())
+    attrs.update(median_sq_distance=[float(m) for m in meds], median_exact=exact)
+    if not exact:  # as the pairwise rbf_cka says it
+        attrs["approximate"] = (
+            "cka_rbf: RBF bandwidths from each layer's median squared distance among a "
+            f"seeded random subset of {min(MEDIAN_SAMPLE, n)} samples (n > {MEDIAN_EXACT_MAX})")
+    return _assemble(parts, wanted, n, [1 + s for s in range(len(sigmas))])
+
+
+def first_chunk_means(layers: Sequence[Layer]) -> list[np.ndarray]:
+    """Each layer's column means over its first stored chunk.
+
+    The tiles subtract them before any product, so that large offsets (ReLU layers, values
+    around 1e9) cost no precision; exact centring is then algebraic (``tr(K H L H)`` from the
+    row sums, :class:`~dask_repsim.measures.hsic.GramSums`; unbiased HSIC and distances do not
+    depend on
+    a shift). This reads one chunk per layer instead of a column pass over all the data.
+    """
+    return list(compute(*(x.data[: x.data.chunks[0][0]].astype(np.float64).mean(axis=0)
+                          for x in layers)))
+
+
+def _check(parts: Sequence[TileSums], layers: Sequence[Layer], wanted) -> None:
+    """The errors of every path for NaN or Inf and for a layer without variance: when a sum
+    is not finite or a layer's Gram matrix is zero, the column pass names the cause."""
+    selves = [wanted.index((a, a)) for a in range(len(layers))]
+    total = np.sum([p.pair[0] for p in parts], axis=0)
+    if np.isfinite(total).all() and (total[selves] > 0).all():
+        return
+    checked_columns(layers)  # raises NonFiniteError or NoVarianceError, naming the layer
+    raise ValueError("the Gram tiles are not finite although the inputs are")  # pragma: no cover
+
+
+def _medians(parts, tiles, store, layers, shifts, n, seed) -> tuple[list[float], bool]:
+    """Each layer's median squared distance: exact from the scratch tiles up to
+    MEDIAN_EXACT_MAX samples, else over a seeded subsample (as ``rbf_cka``, its rows shifted
+    by ``shifts``, found here when not given)."""
+    if n > MEDIAN_EXACT_MAX:
+        if any(m is None for m in shifts):
+            shifts = first_chunk_means(layers)
+        meds = [sampled_median_sq_distance(x, size=MEDIAN_SAMPLE, seed=seed, mean=m)
+                for x, m in zip(layers, shifts, strict=True)]
+    else:
+        ranges = [scratch.Range(n) for _ in layers]
+        for layer, r in enumerate(ranges):
+            r.narrow(np.sum([p.hist[layer] for p in parts], axis=0))
+        meds = scratch.medians(ranges, [(t.key, t.weight) for t in tiles], store.load,
+                               compute)
+    for x, m in zip(layers, meds, strict=True):
+        if not m > 0:
+            raise ValueError(
+                f"{x.name}: the median squared distance between samples is {m}; at least half "
+                "of the pairs of samples coincide, so the RBF bandwidth is undefined"
+            )
+    return meds, n <= MEDIAN_EXACT_MAX
+
+
+def _assemble(parts, wanted, n, kernels) -> dict:
+    """:class:`GramSums` of every wanted pair for each kernel, from the tiles' sums."""
+    n_layers = max(max(p) for p in wanted) + 1
+    rows = np.zeros((len(kernels), n_layers, n))
+    diag = np.zeros((len(kernels), n_layers, n))
+    pair = np.zeros((len(kernels), len(wanted)))
+    for part in parts:
+        (i0, i1), (j0, j1) = part.tile.rows, part.tile.cols
+        pair += part.pair
+        rows[:, :, i0:i1] += part.rows_i
+        if part.rows_j is not None:
+            rows[:, :, j0:j1] += part.rows_j
+        if part.diag is not None:
+            diag[:, :, i0:i1] = part.diag
+    index = {p: c for c, p in enumerate(wanted)}
+    out = {}
+    for k_, k in enumerate(kernels):
+        for (a, b), c in index.items():
+            out[k, a, b] = GramSums(n, pair[k_, c], pair[k_, index[a, a]], pair[k_, index[b, b]],
+                                    rows[k_, a], rows[k_, b], diag[k_, a], diag[k_, b])
+    return out
+
+
+def cka_from_sums(sums: GramSums, names: tuple[str, str], debiased: bool) -> float:
+    """CKA from a pair's :class:`GramSums`, with the errors of every path."""
+    if debiased:
+        require_samples(sums.n, 4, "debiased CKA")
+    return cka_ratio(sums.hsic(debiased), names, sums.n, debiased, scale=(sums.kk, sums.ll))
+
+
+def gram_cells(
+    specs: Sequence[dict[str, Any]],
+    layers: Sequence[Layer],
+    rows: Sequence[int],
+    cols: Sequence[int],
+    *,
+    seed: int,
+) -> tuple[Cells, dict[str, Any]]:
+    """CKA cells of every pair from the shared sample-space tiles
+    (:mod:`dask_repsim.paths.gram.samplespace`): each layer's Gram tile is formed once for the grid.
+
+    ``specs[m]``: ``{"debiased": bool}`` for linear CKA, ``{"kernel": "rbf", "sigma": s}`` for
+    RBF CKA at bandwidth ``s`` times the median distance.
+    """
+    used = sorted(set(rows) | set(cols))
+    pos = {u: k for k, u in enumerate(used)}
+    sigmas = sorted({spec["sigma"] for spec in specs if spec.get("kernel") == "rbf"})
+    pairs = sorted({tuple(sorted((pos[a], pos[b]))) for a in rows for b in cols})
+    sums, attrs = grid_sums([layers[u] for u in used], pairs, sigmas=sigmas,
+                                        seed=seed)
+    cells: Cells = {}
+    for m, spec in enumerate(specs):
+        rbf = spec.get("kernel") == "rbf"
+        kernel = 1 + sigmas.index(spec["sigma"]) if rbf else 0
+        for i, a in enumerate(rows):
+            for j, b in enumerate(cols):
+                first, second = sorted((pos[a], pos[b]))
+                names = (layers[used[first]].name, layers[used[second]].name)
+                value = cka_from_sums(sums[kernel, first, second], names,
+                                                  bool(spec.get("debiased")))
+                cells[m, i, j] = Cell(value, fields={
+                    "method": "gram", "approximate": attrs.get("approximate") if rbf else None})
+    if "median_exact" in attrs:  # netCDF attributes take no booleans
+        attrs["median_exact"] = int(attrs["median_exact"])
+    if "median_sq_distance" in attrs:
+        def side(u: int) -> str:
+            return "" if u in rows and u in cols else " of a" if u in rows else " of b"
+
+        attrs["median_sq_distance"] = "; ".join(  # each layer's, for its bandwidths
+            f"{layers[u].name}{side(u)}: {m!r}"
+            for u, m in zip(used, attrs["median_sq_distance"], strict=True))
+    return cells, {"n_samples_omitted": 0, **attrs}

@@ -1,0 +1,470 @@
+"""The CCA family from a tall-skinny QR factor: for ill-conditioned layers.
+
+The co-moment route (:mod:`dask_repsim.cca`) whitens ``M = X_c^T X_c``, whose condition number
+is the square of the data's: directions of the data below about 1e-8 of the largest are lost to
+rounding there. Here each chunk of rows of ``Z = [X | Y]`` is centred with its own mean and
+reduced to its R factor (``numpy.linalg.qr``); R factors merge up a Dask tree (Demmel, Grigori,
+Hoemmen & Langou 2012), only R and the means travelling. The merge of parts with counts n_i and
+means m_i stacks ``[R_1; ...; R_k; sqrt(n_1) (m_1 - m); ...; sqrt(n_k) (m_k - m)]`` and takes
+its R factor: ``R^T R`` is then Chan, Golub & LeVeque's merged co-moment, but the matrix
+itself never squares the condition number.
+
+The final R (upper triangular) is ``Z_c = Q R`` for an orthonormal Q that is never formed (the
+factor of ``[1 | X | Y]`` with the intercept row eliminated). With ``A = R[:, :p]`` and
+``B = R[:, p:]``, ``X_c = Q A`` and ``Y_c = Q B``: every measure of the CCA family is a function
+of the column spaces of A and B (Bjorck & Golub 1973), computed by SVDs of A and B, not of
+``A^T A``, so accurate to about ``eps * cond(X_c)`` where the co-moment route gives
+``eps * cond(X_c)^2``. Input rules are those of :mod:`dask_repsim.io.validation`, as on every path.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..engine.parallel import compute
+from ..engine.stream import SPLIT_EVERY, row_block_reduction
+from ..exceptions import RepsimWarning
+from ..io.inputs import Layer
+from ..io.validation import check_sample_counts, constant_units, first_nonfinite, no_variance_error
+from ..measures.linalg import svd
+from ..results import CCAResult, Cell, Cells, Estimate
+
+#: Rank cut-off of the QR path, on singular values (not their squares). After standardising a
+#: layer's varying units, singular values of its R columns below this fraction of the largest
+#: are exact collinearity (duplicated units, sums of units). Float64 rounding leaves such
+#: directions near 1e-16 to 1e-14 of the largest singular value, since R has the data's
+#: condition number, not its square; 1e-12 is above that and keeps every direction the QR path
+#: is there to resolve. The co-moment path's ``statistics.RANK_RTOL`` (1e-10) is a cut-off on
+#: eigenvalues of the correlation matrix, i.e. on squared singular values (1e-5 of the largest
+#: singular value), because the co-moment matrix squares the rounding too.
+SINGULAR_RTOL = 1e-12
+
+
+def column_slices(sizes: Sequence[int]) -> list[slice]:
+    """Column slice of each of several layers of ``sizes`` features placed side by side.
+
+    Examples
+    --------
+    >>> column_slices([2, 3])
+    [slice(0, 2, None), slice(2, 5, None)]
+    """
+    bounds = np.cumsum((0,) + tuple(int(s) for s in sizes))
+    return [slice(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+
+
+@dataclass(frozen=True)
+class RFactor:
+    """Count, column means and the R factor of the centred joint array of several layers.
+
+    ``r.T @ r`` equals the centred co-moment matrix; ``r`` has ``min(n, P)`` rows. Rows holding
+    NaN or Inf are left out of it and recorded per layer: ``first_nonfinite`` (the first such
+    sample, -1 for none) and ``nonfinite_is_nan`` (whether that sample holds a NaN).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> z = np.random.default_rng(0).normal(size=(50, 3))
+    >>> a, b = RFactor.from_chunk([z[:20]]), RFactor.from_chunk([z[20:]], offset=20)
+    >>> m = RFactor.merge(a, b)
+    >>> bool(np.allclose(m.r.T @ m.r, np.cov(z.T) * 49))
+    True
+    >>> z[30, 1] = np.nan
+    >>> RFactor.merge(a, RFactor.from_chunk([z[20:]], offset=20)).first_nonfinite
+    array([30])
+    """
+
+    sizes: tuple[int, ...]
+    count: int
+    mean: np.ndarray
+    r: np.ndarray
+    first_nonfinite: np.ndarray | None = field(default=None, repr=False)
+    nonfinite_is_nan: np.ndarray | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.first_nonfinite is None:
+            object.__setattr__(self, "first_nonfinite", np.full(len(self.sizes), -1, np.int64))
+        if self.nonfinite_is_nan is None:
+            object.__setattr__(self, "nonfinite_is_nan", np.zeros(len(self.sizes), dtype=bool))
+
+    @property
+    def slices(self) -> list[slice]:
+        """Column slice of each layer."""
+        return column_slices(self.sizes)
+
+    def select(self, a: int, b: int) -> RFactor:
+        """The factor of layers ``a`` and ``b`` alone: ``X_c = Q R[:, a]`` for every layer with
+        one Q, so a pair's columns of R are a factor of that pair."""
+        sa, sb = self.slices[a], self.slices[b]
+        return RFactor(
+            (self.sizes[a], self.sizes[b]), self.count,
+            np.concatenate([self.mean[sa], self.mean[sb]]),
+            np.hstack([self.r[:, sa], self.r[:, sb]]),
+        )
+
+    @classmethod
+    def from_chunk(cls, blocks: Sequence[np.ndarray], offset: int = 0) -> RFactor:
+        """The factor of one chunk of rows (starting at sample ``offset``), given each layer's
+        block of it; rows with NaN or Inf are recorded and left out."""
+        sizes = tuple(int(np.prod(b.shape[1:])) for b in blocks)
+        z = np.hstack([np.asarray(b, dtype=np.float64).reshape(b.shape[0], -1) for b in blocks])
+        first = np.full(len(blocks), -1, dtype=np.int64)
+        is_nan = np.zeros(len(blocks), dtype=bool)
+        mean = z.mean(axis=0)
+        if not np.isfinite(mean).all():  # NaN or Inf somewhere (or an overflowing sum)
+            finite = np.ones(z.shape[0], dtype=bool)
+            for i, s in enumerate(column_slices(sizes)):
+                ok = np.isfinite(z[:, s]).all(axis=1)
+                if not ok.all():
+                    row = int(np.argmin(ok))
+                    first[i], is_nan[i] = offset + row, bool(np.isnan(z[row, s]).any())
+                finite &= ok
+            z = z[finite]
+            mean = z.mean(axis=0) if len(z) else np.zeros(z.shape[1])
+        r = np.linalg.qr(z - mean, mode="r")
+        return cls(sizes, int(z.shape[0]), mean, r, first, is_nan)
+
+    @staticmethod
+    def merge(*parts: RFactor) -> RFactor:
+        """The factor of the union of disjoint sets of samples; the earliest non-finite sample
+        of each layer wins."""
+        first = np.stack([p.first_nonfinite for p in parts])
+        is_nan = np.stack([p.nonfinite_is_nan for p in parts])
+        winner = np.where(first < 0, np.iinfo(np.int64).max, first).argmin(axis=0)[None]
+        first, is_nan = (np.take_along_axis(v, winner, axis=0)[0] for v in (first, is_nan))
+        sizes = parts[0].sizes
+        parts = tuple(p for p in parts if p.count > 0)
+        if not parts:
+            width = sum(sizes)
+            return RFactor(sizes, 0, np.zeros(width), np.zeros((0, width)), first, is_nan)
+        count = sum(p.count for p in parts)
+        mean = sum(p.count * p.mean for p in parts) / count
+        rows = [p.r for p in parts] + [np.sqrt(p.count) * (p.mean - mean)[None] for p in parts]
+        r = np.linalg.qr(np.vstack(rows), mode="r")
+        return RFactor(sizes, count, mean, r, first, is_nan)
+
+
+def _chunk(offset: int, *blocks: np.ndarray) -> RFactor:
+    return RFactor.from_chunk(blocks, offset)
+
+
+def tsqr(layers: Sequence[Layer], *, split_every: int = SPLIT_EVERY) -> RFactor:
+    """The :class:`RFactor` of the layers side by side, by a Dask tree of chunk QRs.
+
+    Every chunk of every array is read once; a task holds one row chunk of all layers and
+    returns an R factor of at most ``P x P`` (P the total number of features).
+
+    Raises
+    ------
+    SampleCountError
+        The layers have different numbers of samples.
+    NonFiniteError
+        A layer has NaN or Inf: the error names the layer with the earliest such sample.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from dask_repsim.io.inputs import as_layer
+    >>> x = np.random.default_rng(0).normal(size=(1000, 4))
+    >>> f = tsqr([as_layer(x.astype("float32"))])
+    >>> f.count, f.r.shape
+    (1000, (4, 4))
+    >>> x[7, 2] = np.inf
+    >>> try:
+    ...     tsqr([as_layer(x, name="conv1")])
+    ... except ValueError as error:
+    ...     print(type(error).__name__, str(error).split(";")[0])
+    NonFiniteError conv1 has Inf at sample 7 (the first non-finite sample)
+    """
+    names = [layer.name for layer in layers]
+    check_sample_counts(names, [layer.data.shape[0] for layer in layers])
+    graph = row_block_reduction(
+        layers, _chunk, RFactor.merge, name="repsim-qr", split_every=split_every
+    )
+    (factor,) = compute(graph)
+    error = first_nonfinite(names, factor.first_nonfinite, factor.nonfinite_is_nan)
+    if error is not None:
+        raise error
+    return factor
+
+
+# ------------------------------------------------------------------------------- measures
+
+
+@dataclass(frozen=True)
+class _Span:
+    """One layer's varying units in Q coordinates, ``X_c = Q a``, and an orthonormal basis."""
+
+    name: str
+    a: np.ndarray  # (k, p'): the R columns of the units that are not constant
+    basis: np.ndarray  # (k, r), orthonormal, spans the columns of a
+
+
+def varying_units(factor: RFactor, index: int, name: str, *, warn: bool = True) -> np.ndarray:
+    """Indices of the units of layer ``index`` that are not constant over the samples.
+
+    A unit's centred sum of squares is the squared norm of its column of R (``X_c = Q R``);
+    with its mean, :func:`~dask_repsim.io.validation.constant_units` decides. A layer without a
+    varying unit raises :class:`~dask_repsim.exceptions.NoVarianceError`; constant units are
+    reported with a :class:`~dask_repsim.exceptions.RepsimWarning` when ``warn``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from dask_repsim.io.inputs import as_layer
+    >>> x = np.random.default_rng(0).normal(size=(100, 3)) + 1e9
+    >>> x[:, 1] = 1e9
+    >>> varying_units(tsqr([as_layer(x, name="fc")]), 0, "fc", warn=False).tolist()
+    [0, 2]
+    """
+    s = factor.slices[index]
+    sum_sq = np.einsum("ij,ij->j", factor.r[:, s], factor.r[:, s])
+    constant = constant_units(sum_sq, factor.mean[s], factor.count)
+    if constant.all():
+        raise no_variance_error(name, int(constant.size), factor.count)
+    if warn and constant.any():
+        warnings.warn(
+            f"{name}: {int(constant.sum())} of {constant.size} units are constant over the "
+            "samples and are left out of CCA-family measures",
+            RepsimWarning,
+            stacklevel=5,
+        )
+    return np.flatnonzero(~constant)
+
+
+def _span(factor: RFactor, index: int, name: str, rtol: float, warn: bool = True) -> _Span:
+    a = factor.r[:, factor.slices[index]][:, varying_units(factor, index, name, warn=warn)]
+    u, sv, _ = svd(a / np.linalg.norm(a, axis=0))
+    return _Span(name, a, u[:, sv > rtol * sv[0]])
+
+
+def _spans(
+    factor: RFactor, names: Sequence[str], rtol: float, warn_y: bool = True
+) -> tuple[_Span, _Span]:
+    if len(factor.sizes) != 2:
+        raise ValueError(f"expected the factor of two layers, got {len(factor.sizes)}")
+    return _span(factor, 0, names[0], rtol), _span(factor, 1, names[1], rtol, warn_y)
+
+
+def _angles(bx: np.ndarray, by: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    u, s, vt = svd(bx.T @ by)
+    return np.clip(s, 0.0, 1.0), u, vt.T
+
+
+def canonical_correlations_from_r(
+    factor: RFactor, names: Sequence[str] = ("x", "y"), *, singular_rtol: float = SINGULAR_RTOL
+) -> CCAResult:
+    """Canonical correlations of the two layers of ``factor``: the cosines of the principal
+    angles between the column spaces of ``A`` and ``B`` (Bjorck & Golub 1973).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from dask_repsim.io.inputs import as_layer
+    >>> x = np.random.default_rng(0).normal(size=(500, 3))
+    >>> f = tsqr([as_layer(x), as_layer(x @ np.diag([1.0, 1e-6, 1e6]), name="y")])
+    >>> np.round(canonical_correlations_from_r(f).rho, 9)
+    array([1., 1., 1.])
+    """
+    sx, sy = _spans(factor, names, singular_rtol)
+    return CCAResult(_angles(sx.basis, sy.basis)[0], method="qr")
+
+
+def cca(x: Layer, y: Layer, *, singular_rtol: float = SINGULAR_RTOL) -> CCAResult:
+    """All canonical correlations of two layers from their TSQR factor.
+
+    Parameters
+    ----------
+    x, y
+        Layers (:func:`~dask_repsim.io.inputs.as_layer`) with the same samples.
+    singular_rtol
+        After standardising units, singular values of the centred data below this fraction of
+        the largest are taken as exact collinearity.
+
+    Returns
+    -------
+    CCAResult
+        As :func:`dask_repsim.cca`, with ``method="qr"``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from dask_repsim.io.inputs import as_layer
+    >>> rng = np.random.default_rng(0)
+    >>> x = rng.normal(size=(1000, 4))
+    >>> np.round(cca(as_layer(x), as_layer(x @ rng.normal(size=(4, 4)) + 5, name="y")).rho, 6)
+    array([1., 1., 1., 1.])
+    """
+    factor = tsqr([x, y])
+    return canonical_correlations_from_r(factor, (x.name, y.name), singular_rtol=singular_rtol)
+
+
+def _top_basis(span: _Span, keep: float | int, spectrum: str, rtol: float) -> np.ndarray:
+    """Orthonormal basis (Q coordinates) of the projections on the top singular directions."""
+    u, s, _ = svd(span.a)
+    good = s > rtol * s[0]
+    u, s = u[:, good], s[good]
+    if isinstance(keep, int | np.integer) and not isinstance(keep, bool):
+        if keep < 1:
+            raise ValueError(f"keep must be >= 1 directions, not {keep}")
+        k = min(int(keep), len(s))
+    else:
+        if not 0 < keep <= 1:
+            raise ValueError(f"keep as a fraction of variance must be in (0, 1], not {keep}")
+        weights = s**2 if spectrum == "variance" else s
+        share = np.cumsum(weights) / weights.sum()
+        k = int(np.searchsorted(share, keep * (1 - 1e-12))) + 1
+    return u[:, :k]
+
+
+def svcca_from_r(
+    factor: RFactor,
+    names: Sequence[str] = ("x", "y"),
+    *,
+    keep: float | int = 0.99,
+    spectrum: str = "variance",
+    summary: str = "mean",
+    singular_rtol: float = SINGULAR_RTOL,
+) -> Estimate:
+    """SVCCA (Raghu et al. 2017) of the two layers of ``factor``: the mean (or with
+    ``summary="r2"`` the mean square) of the canonical correlations; see :func:`svcca`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from dask_repsim.io.inputs import as_layer
+    >>> x = np.random.default_rng(0).normal(size=(500, 3)) * [10.0, 1.0, 1e-3]
+    >>> round(svcca_from_r(tsqr([as_layer(x), as_layer(2 * x, name="y")]), keep=2), 6)
+    1.0
+    """
+    if spectrum not in ("variance", "singular_values"):
+        raise ValueError(f"spectrum must be 'variance' or 'singular_values', not {spectrum!r}")
+    sx, sy = _spans(factor, names, singular_rtol)
+    bx = _top_basis(sx, keep, spectrum, singular_rtol)
+    by = _top_basis(sy, keep, spectrum, singular_rtol)
+    rho = _angles(bx, by)[0]
+    if summary not in ("mean", "r2"):
+        raise ValueError(f"summary must be 'mean' or 'r2', not {summary!r}")
+    return Estimate(float(np.mean(rho if summary == "mean" else rho**2)), method="qr")
+
+
+def svcca(
+    x: Layer,
+    y: Layer,
+    *,
+    keep: float | int = 0.99,
+    spectrum: str = "variance",
+    summary: str = "mean",
+    singular_rtol: float = SINGULAR_RTOL,
+) -> Estimate:
+    """SVCCA from the TSQR factor: CCA between each side's top singular directions.
+
+    The singular directions of ``X_c = Q A`` are those of A, so the projections
+    ``X_c V_k = Q U_k S_k`` have the orthonormal basis ``U_k`` in Q coordinates. ``keep`` and
+    ``spectrum`` as in :func:`dask_repsim.svcca` (centred data).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from dask_repsim.io.inputs import as_layer
+    >>> rng = np.random.default_rng(0)
+    >>> signal = rng.normal(size=(2000, 3)) * [10.0, 5.0, 3.0]
+    >>> x = np.hstack([signal, rng.normal(size=(2000, 5)) * 0.01])
+    >>> y = np.hstack([signal @ rng.normal(size=(3, 3)), rng.normal(size=(2000, 5)) * 0.01])
+    >>> round(svcca(as_layer(x), as_layer(y, name="y"), keep=0.99), 4)
+    1.0
+    """
+    return svcca_from_r(
+        tsqr([x, y]), (x.name, y.name), keep=keep, spectrum=spectrum, summary=summary,
+        singular_rtol=singular_rtol,
+    )
+
+
+def pwcca_from_r(
+    factor: RFactor, names: Sequence[str] = ("x", "y"), *, singular_rtol: float = SINGULAR_RTOL
+) -> Estimate:
+    """PWCCA (Morcos et al. 2018, paper definition) of the two layers of ``factor``; see
+    :func:`pwcca`."""
+    sx, sy = _spans(factor, names, singular_rtol)
+    rho, u, v = _angles(sx.basis, sy.basis)
+    use_x = sx.a.shape[1] <= sy.a.shape[1]  # the side with fewer varying units
+    span, rotation = (sx, u) if use_x else (sy, v)
+    h = span.basis @ rotation[:, : len(rho)]  # canonical variates, unit norm, Q coordinates
+    alpha = np.abs(h.T @ span.a).sum(axis=1)  # sum_j |<h_i, x_j>| over centred units
+    return Estimate(float(alpha @ rho / alpha.sum()), method="qr")
+
+
+def pwcca(x: Layer, y: Layer, *, singular_rtol: float = SINGULAR_RTOL) -> Estimate:
+    """Projection-weighted CCA from the TSQR factor (paper definition, as
+    :func:`dask_repsim.pwcca`).
+
+    The canonical variates of the side with fewer varying units (x on ties; constant units
+    are left out, as from every CCA-family measure) are ``h_i = Q U u_i`` with U its
+    orthonormal basis, and its centred units are the columns of ``Q A``, so
+    ``alpha_i = sum_j |(U u_i)^T A_j|``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from dask_repsim.io.inputs import as_layer
+    >>> rng = np.random.default_rng(0)
+    >>> x = rng.normal(size=(1000, 5))
+    >>> round(pwcca(as_layer(x), as_layer(x @ rng.normal(size=(5, 5)), name="y")), 6)
+    1.0
+    """
+    return pwcca_from_r(tsqr([x, y]), (x.name, y.name), singular_rtol=singular_rtol)
+
+
+def linear_regression_from_r(
+    factor: RFactor, names: Sequence[str] = ("x", "y"), *, singular_rtol: float = SINGULAR_RTOL
+) -> Estimate:
+    """Fraction of y's variance explained by a least-squares fit from x; see
+    :func:`linear_regression`."""
+    # y's constant units add nothing to either sum: left out without a warning, as on the
+    # co-moment path
+    sx, sy = _spans(factor, names, singular_rtol, warn_y=False)
+    return Estimate(float(np.sum((sx.basis.T @ sy.a) ** 2) / np.sum(sy.a**2)), method="qr")
+
+
+def linear_regression(
+    x: Layer, y: Layer, *, singular_rtol: float = SINGULAR_RTOL
+) -> Estimate:
+    """Linear-regression R^2 of y from x (with intercept) from the TSQR factor.
+
+    With ``X_c = Q A`` and ``Y_c = Q B`` the fitted values are the projection of B on the
+    column space of A: ``R^2 = ||U_A^T B||_F^2 / ||B||_F^2`` (U_A an orthonormal basis of A).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from dask_repsim.io.inputs import as_layer
+    >>> rng = np.random.default_rng(0)
+    >>> x = rng.normal(size=(1000, 3))
+    >>> y = np.hstack([x, rng.normal(size=(1000, 3))])
+    >>> round(linear_regression(as_layer(x), as_layer(y, name="y")), 2)
+    0.5
+    """
+    return linear_regression_from_r(tsqr([x, y]), (x.name, y.name), singular_rtol=singular_rtol)
+
+
+def qr_cells(
+    functions: Sequence[Callable[..., Any]],
+    layers: Sequence[Layer],
+    rows: Sequence[int],
+    cols: Sequence[int],
+) -> tuple[Cells, dict[str, Any]]:
+    """Cells from one tall-skinny QR pass over every layer: ``X_c = Q R[:, a]`` for every layer
+    with one Q, so a pair's columns of R are a factor of that pair."""
+    factor = tsqr(list(layers))
+    cells: Cells = {}
+    for i, a in enumerate(rows):
+        for j, b in enumerate(cols):
+            sub = factor.select(a, b)
+            names = (layers[a].name, layers[b].name)
+            for m, function in enumerate(functions):
+                cells[m, i, j] = Cell(function(sub, names))
+    return cells, {"n_samples": factor.count, "n_samples_omitted": 0, "n_passes": 1}

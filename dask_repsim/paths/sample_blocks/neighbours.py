@@ -1,0 +1,330 @@
+"""Mutual k-nearest-neighbour alignment and CKNNA (Huh, Cheung, Wang & Isola 2024) over row-block
+tiles, without ever holding the n x n similarity matrices.
+
+Both measures start from each sample's k nearest neighbours in each layer: the k other samples
+of largest cosine similarity ``K_ij = <x_i, x_j> / (||x_i|| ||x_j||)`` (raw activations, not
+centred; the reference code l2-normalises each sample's features and takes inner products).
+Each pair of row blocks ``I <= J`` (:mod:`dask_repsim.paths.sample_blocks.tiles`) is one task: it
+forms the
+``b x b`` similarity block of each layer in float64 and returns, for every row of I, its k most
+similar columns of J, and for every row of J its k most similar columns of I (the block's
+transpose). A tree of merges keeps the k best of each row over all blocks. Only ``n x k``
+indices and similarities reach the client.
+
+Ties: neighbours are ordered by similarity, larger first, and equal similarities by sample
+index, smaller first, so the neighbour sets are a deterministic function of the similarities
+(the reference code's ``argsort``/``topk`` leave ties to the sorting routine).
+
+- ``mutual_knn``: ``mean_i |N_x(i) ∩ N_y(i)| / k``, the reference ``mutual_knn``.
+- ``cknna``: the reference ``cknna`` with its defaults (``unbiased=True``,
+  ``distance_agnostic=False``): with the mask ``M_ij = 1`` when j is among i's k neighbours in
+  both layers (x's for ``M^K``), ``CKNNA = H(M∘K, M∘L) / sqrt(H(M^K∘K, M^K∘K) H(M^L∘L, M^L∘L))``
+  where H is the reference's unbiased HSIC (Song et al. 2012, eq. 5) of the masked matrices,
+  which are not symmetric: ``H(A, B) = [sum_ij A_ij B_ji + 1'A1 1'B1 / ((n-1)(n-2))
+  - 2 1'AB1 / (n-2)] / (n (n-3))``. Computed from the neighbour lists alone: ``sum A_ij B_ji``
+  runs over the pairs each of which is the other's neighbour.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import dask
+import numpy as np
+
+from ...engine.columns import checked_columns
+from ...engine.parallel import compute
+from ...exceptions import InputError
+from ...io.inputs import Layer
+from ...io.validation import require_samples
+from ...results import Cell, Cells
+from . import tiles as row_tiles
+from .tiles import Blocks, block_pairs, check_patterns, row_statistics
+
+#: Candidate lists merged per task of the tree of merges.
+SPLIT_EVERY = 8
+# float64 b x b matrices a task holds at once: the similarity block, the argpartition indices,
+# a comparison and the transposed selection.
+_MATRICES = 6
+
+
+def top_k(s: np.ndarray, cols: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's ``min(k, columns)`` largest entries of ``s`` (columns ``cols``), larger
+    first, equal values by smaller column index first: (values, column indices).
+
+    Examples
+    --------
+    >>> s = np.array([[0.5, 0.9, 0.5, 0.1], [0.2, 0.2, 0.2, 0.2]])
+    >>> values, idx = top_k(s, np.array([10, 11, 12, 13]), 2)
+    >>> values.tolist(), idx.tolist()
+    ([[0.9, 0.5], [0.2, 0.2]], [[11, 10], [10, 11]])
+    """
+    c = s.shape[1]
+    kk = min(k, c)
+    part = np.argpartition(s, c - kk, axis=1)[:, c - kk :]
+    values = np.take_along_axis(s, part, axis=1)
+    idx = cols[part]
+    # entries equal to a row's k-th value left out of the partition: sort those rows fully
+    ties = np.flatnonzero((s >= values.min(axis=1)[:, None]).sum(axis=1) > kk)
+    if len(ties):
+        sub = s[ties]
+        order = np.lexsort((np.broadcast_to(cols, sub.shape), -sub), axis=-1)[:, :kk]
+        values[ties], idx[ties] = np.take_along_axis(sub, order, axis=1), cols[order]
+    return _ordered(values, idx, kk)
+
+
+def _ordered(values: np.ndarray, idx: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The first ``k`` of each row by (larger value, smaller index)."""
+    order = np.lexsort((idx, -values), axis=-1)[:, :k]
+    return np.take_along_axis(values, order, axis=1), np.take_along_axis(idx, order, axis=1)
+
+
+def _unit(block: np.ndarray, norm: np.ndarray) -> np.ndarray:
+    return np.asarray(block, dtype=np.float64) / norm[:, None]
+
+
+def _tile(i, j, k, xi, xj, yi, yj, nxi, nxj, nyi, nyj, cols_i, cols_j) -> dict:
+    """Candidate neighbours, per layer, of the rows of block i among block j and of the rows of
+    block j among block i: ``{i: [(values, idx) of x, of y], j: [...]}``."""
+    out: dict[int, list] = {i: [], j: []}
+    for bi, bj, ni, nj in ((xi, xj, nxi, nxj), (yi, yj, nyi, nyj)):
+        a = _unit(bi, ni)
+        if i == j:
+            s = a @ a.T
+            np.fill_diagonal(s, -np.inf)  # a sample is not its own neighbour
+            out[i].append(top_k(s, cols_i, k))
+            continue
+        s = a @ _unit(bj, nj).T
+        out[i].append(top_k(s, cols_j, k))
+        out[j].append(top_k(np.ascontiguousarray(s.T), cols_i, k))
+    return out
+
+
+def _merge(r: int, k: int, *parts: dict) -> dict:
+    """The k best candidates of the rows of block ``r`` over ``parts``, per layer."""
+    merged = []
+    for side in (0, 1):
+        values = np.concatenate([p[r][side][0] for p in parts], axis=1)
+        idx = np.concatenate([p[r][side][1] for p in parts], axis=1)
+        merged.append(_ordered(values, idx, k))
+    return {r: merged}
+
+
+def _tree(r: int, k: int, parts: list):
+    """The merges of the candidates of block ``r``'s rows, ``SPLIT_EVERY`` at a time."""
+    while True:
+        parts = [dask.delayed(_merge, pure=True)(r, k, *parts[s : s + SPLIT_EVERY])
+                 for s in range(0, len(parts), SPLIT_EVERY)]
+        if len(parts) == 1:
+            return parts[0]
+
+
+def nearest_neighbours(x: Layer, y: Layer, k: int, *, block_rows: int | None = None,
+                       norms: tuple[np.ndarray, np.ndarray] | None = None) -> tuple:
+    """Each sample's k nearest neighbours by cosine similarity in x and in y.
+
+    ``norms``: the samples' norms in x and y (checked); computed here when not given.
+    Returns ``(sim_x, idx_x, sim_y, idx_y)``, each ``n x k``, rows ordered by (larger
+    similarity, smaller index).
+
+    Examples
+    --------
+    >>> from dask_repsim.io.inputs import as_layer
+    >>> x = np.array([[1.0, 0.0], [1.0, 0.1], [0.0, 1.0], [1.0, 1.0]])
+    >>> sim_x, idx_x, _, _ = nearest_neighbours(as_layer(x), as_layer(x, name="y"), 2)
+    >>> idx_x.tolist()
+    [[1, 3], [0, 3], [3, 1], [1, 0]]
+    """
+    n = int(x.data.shape[0])
+    if norms is None:
+        norms = _checked_norms(x, y, "k nearest neighbours")
+    rows = block_rows or row_tiles.block_rows(
+        n, int(x.data.shape[1] + y.data.shape[1]), _MATRICES)
+    blocks = Blocks(x, y, rows)
+    cols = [np.arange(*blocks.bounds[b]) for b in range(len(blocks))]
+    tiles = {
+        (i, j): dask.delayed(_tile, pure=True)(
+            i, j, k, blocks.x[i], blocks.x[j], blocks.y[i], blocks.y[j],
+            norms[0][blocks.rows(i)], norms[0][blocks.rows(j)],
+            norms[1][blocks.rows(i)], norms[1][blocks.rows(j)], cols[i], cols[j])
+        for i, j in block_pairs(len(blocks))
+    }
+    merged = compute(*(
+        _tree(r, k, [t for (i, j), t in tiles.items() if r in (i, j)])
+        for r in range(len(blocks))
+    ))
+    return tuple(
+        np.concatenate([m[r][side][part] for r, m in enumerate(merged)])
+        for side in (0, 1) for part in (0, 1)
+    )
+
+
+def _checked_norms(x: Layer, y: Layer, measure: str) -> tuple[np.ndarray, np.ndarray]:
+    checked_columns([x, y])
+    norms = []
+    for layer, (mean, norm) in zip((x, y), row_statistics([x, y], False), strict=True):
+        check_patterns(layer.name, mean, norm, int(layer.data.shape[1]), False, measure)
+        norms.append(norm)
+    return norms[0], norms[1]
+
+
+def mutual_fraction(idx_x: np.ndarray, idx_y: np.ndarray) -> float:
+    """``mean_i |N_x(i) ∩ N_y(i)| / k`` from the neighbour lists (``n x k`` indices).
+
+    Examples
+    --------
+    >>> mutual_fraction(np.array([[1, 2], [0, 2]]), np.array([[2, 1], [2, 3]]))
+    0.75
+    """
+    k = idx_x.shape[1]
+    both = np.sort(np.concatenate([idx_x, idx_y], axis=1), axis=1)
+    common = (both[:, 1:] == both[:, :-1]).sum(axis=1)  # each list holds an index once
+    return float(np.mean(common / k))
+
+
+def masked_hsic(n: int, rows: np.ndarray, cols: np.ndarray, a: np.ndarray,
+                b: np.ndarray) -> float:
+    """The reference code's unbiased HSIC of ``A`` and ``B``, n x n matrices zero but at the
+    entries ``(rows, cols)`` (no diagonal), where they hold ``a`` and ``b``.
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> m = (rng.random((8, 8)) < 0.4) & ~np.eye(8, dtype=bool)
+    >>> a_, b_ = rng.normal(size=(8, 8)) * m, rng.normal(size=(8, 8)) * m
+    >>> direct = (np.sum(a_ * b_.T) + a_.sum() * b_.sum() / (7 * 6)
+    ...           - 2 * np.sum(a_ @ b_) / 6) / (8 * 5)
+    >>> r, c = np.nonzero(m)
+    >>> bool(np.isclose(masked_hsic(8, r, c, a_[r, c], b_[r, c]), direct))
+    True
+    """
+    keys = rows.astype(np.int64) * n + cols
+    order = np.argsort(keys)
+    reverse = cols.astype(np.int64) * n + rows
+    at = np.minimum(np.searchsorted(keys, reverse, sorter=order), len(keys) - 1)
+    found = keys[order[at]] == reverse
+    mutual = float(a[found] @ b[order[at[found]]])  # sum_ij A_ij B_ji
+    col_a = np.bincount(cols, weights=a, minlength=n)
+    row_b = np.bincount(rows, weights=b, minlength=n)
+    total = mutual + a.sum() * b.sum() / ((n - 1) * (n - 2)) - 2.0 * (col_a @ row_b) / (n - 2)
+    return float(total / (n * (n - 3)))
+
+
+def _shared(sim_x, idx_x, sim_y, idx_y) -> tuple:
+    """The entries (row, column, K, L) where both layers list the column as a neighbour."""
+    k = idx_x.shape[1]
+    idx = np.concatenate([idx_x, idx_y], axis=1)
+    order = np.argsort(idx, axis=1, kind="stable")  # x's entry before y's for a shared index
+    s = np.take_along_axis(idx, order, axis=1)
+    row, pos = np.nonzero(s[:, 1:] == s[:, :-1])
+    kx = sim_x[row, order[row, pos]]
+    ly = sim_y[row, order[row, pos + 1] - k]
+    return row, s[row, pos], kx, ly
+
+
+def cknna_value(sim_x, idx_x, sim_y, idx_y, names: tuple[str, str] = ("x", "y")) -> tuple:
+    """CKNNA and its three HSIC terms ``(KL, KK, LL)`` from the neighbour lists."""
+    n, k = idx_x.shape
+    rows = np.repeat(np.arange(n), k)
+    kl = masked_hsic(n, *_shared(sim_x, idx_x, sim_y, idx_y))
+    kk = masked_hsic(n, rows, idx_x.ravel(), sim_x.ravel(), sim_x.ravel())
+    ll = masked_hsic(n, rows, idx_y.ravel(), sim_y.ravel(), sim_y.ravel())
+    for name, h in zip(names, (kk, ll), strict=True):
+        if not h > 0:
+            raise InputError(
+                f"CKNNA is undefined: the unbiased HSIC of {name}'s {k}-NN-masked kernel with "
+                f"itself is {h:.3g}, not positive (try a larger k)"
+            )
+    return float(kl / np.sqrt(kk * ll)), (kl, kk, ll)
+
+
+def check_k(k: int, n: int, measure: str, least: int = 1) -> int:
+    """``k`` if it is an int with ``least <= k < n``; an error otherwise."""
+    if isinstance(k, bool) or not isinstance(k, int | np.integer):
+        raise TypeError(f"k must be an int, not {k!r}")
+    if not least <= k < n:
+        raise ValueError(f"{measure} needs {least} <= k < n (the other samples), got k={k} "
+                         f"with n={n} samples")
+    return int(k)
+
+
+KNN_MEASURES = ("mutual_knn", "cknna")
+#: neighbours per sample when k is not given (as Huh et al. 2024)
+DEFAULT_K = 10
+
+
+def knn_values(x: Layer, y: Layer, k: int, *, measures: tuple[str, ...] = KNN_MEASURES,
+               block_rows: int | None = None) -> dict:
+    """Mutual k-NN alignment and CKNNA of two layers from one pass over the tiles.
+
+    Parameters
+    ----------
+    x, y
+        Layers (:func:`~dask_repsim.io.inputs.as_layer`) with the same samples; checked by
+        :func:`~dask_repsim.engine.columns.checked_columns` and for samples whose activations are
+        all zero (no cosine similarity).
+    k
+        Neighbours per sample, ``1 <= k < n`` (``2 <= k`` for CKNNA, as the reference code).
+    measures
+        Which of ``"mutual_knn"`` and ``"cknna"`` to compute.
+    block_rows
+        Samples per row block; default :func:`~dask_repsim.paths.sample_blocks.tiles.block_rows`.
+
+    Returns
+    -------
+    dict
+        The ``measures`` (floats) and, with CKNNA, ``cknna_hsic``: its unbiased HSIC terms
+        ``(KL, KK, LL)``; the reference code returns ``KL / (sqrt(KK LL) + 1e-6)``.
+
+    Examples
+    --------
+    >>> from dask_repsim.io.inputs import as_layer
+    >>> x = np.random.default_rng(0).normal(size=(100, 8))
+    >>> v = knn_values(as_layer(x), as_layer(3 * x, name="y"), 10, block_rows=32)
+    >>> v["mutual_knn"], round(v["cknna"], 9)
+    (1.0, 1.0)
+    """
+    unknown = [m for m in measures if m not in KNN_MEASURES]
+    if unknown or not measures:
+        raise ValueError(f"measures must be among {KNN_MEASURES}, not {measures!r}")
+    norms = _checked_norms(x, y, " and ".join(measures))
+    n = len(norms[0])
+    if "cknna" in measures:
+        require_samples(n, 4, "CKNNA")
+        check_k(k, n, "CKNNA", 2)
+    check_k(k, n, "mutual k-NN")
+    lists = nearest_neighbours(x, y, k, block_rows=block_rows, norms=norms)
+    out: dict = {}
+    if "mutual_knn" in measures:
+        out["mutual_knn"] = mutual_fraction(lists[1], lists[3])
+    if "cknna" in measures:
+        out["cknna"], out["cknna_hsic"] = cknna_value(*lists, names=(x.name, y.name))
+    return out
+
+
+def sample_cells(
+    functions: Sequence[Callable[..., float]],
+    layers: Sequence[Layer],
+    rows: Sequence[int],
+    cols: Sequence[int],
+    metrics: Sequence[str],
+    k: int = DEFAULT_K,
+) -> tuple[Cells, dict[str, Any]]:
+    """Cells of the measures of sample x sample matrices (RSA, k-nearest neighbours), each pair
+    from its own pass over row-block tiles (:mod:`dask_repsim.rsa`,
+    :mod:`dask_repsim.paths.sample_blocks.neighbours`); mutual k-NN and CKNNA, when both are in
+    ``metrics``, from
+    one pass with ``k`` """
+    shared = {name: m for m, name in enumerate(metrics) if name in KNN_MEASURES}
+    if len(shared) < 2:
+        shared = {}
+    cells: Cells = {}
+    for i, a in enumerate(rows):
+        for j, b in enumerate(cols):
+            values = knn_values(layers[a], layers[b], k, measures=tuple(shared)) \
+                if shared else {}
+            for m, (function, name) in enumerate(zip(functions, metrics, strict=True)):
+                value = values[name] if name in shared else function(layers[a], layers[b])
+                cells[m, i, j] = Cell(value, fields={"method": "sample_blocks"})
+    return cells, {"n_samples": int(layers[rows[0]].data.shape[0]), "n_samples_omitted": 0}

@@ -1,0 +1,194 @@
+"""Which computational path computes a measure: a cost model over n, the widths and a memory
+budget.
+
+Paths (:data:`~dask_repsim.registry.PATHS` lists what each supports):
+
+- ``covariance``: the one-pass co-moments (:mod:`dask_repsim.engine.stream`); cost ~ n (p+q)^2,
+  memory ~ (p+q)^2 per task. Every co-moment measure; exact.
+- ``gram``: sample-space Gram tiles; pair by pair cost ~ n^2 (p+q); for a grid each layer's
+  tile is formed once for all pairs (:mod:`dask_repsim.paths.gram.samplespace`), cost ~ n^2 sum(p)
+  plus
+  n^2 per pair, memory in tiles. Linear, debiased and RBF CKA; exact.
+- ``tiled``: ||X^T Y||_F^2 from feature tiles; cost ~ n (p+q)^2 / 2, memory per tile. Linear
+  CKA; exact.
+- ``sample_blocks``: sample x sample row blocks (:mod:`dask_repsim.paths.sample_blocks.tiles`: RSA,
+  mutual
+  k-NN, CKNNA); cost ~ n^2 (p+q) per pair; exact.
+- ``minibatch``: unbiased HSIC averaged over minibatches (Nguyen et al. 2021). CKA;
+  approximate, with a bootstrap interval; only on request.
+- ``qr``: tall-skinny QR of [1 | X | Y] (:mod:`dask_repsim.paths.qr`). The CCA family, without
+  squaring the condition number; exact; only on request (it costs about twice the covariance
+  path).
+
+``"auto"`` picks the cheapest exact path that fits the memory budget and never approximates:
+pair by pair with :func:`choose`; for a grid with :func:`plan_grid`, which estimates each
+path's multiply-adds for the whole grid (:func:`grid_costs`) and takes the cheapest that fits,
+a grid whose metrics no one path computes running in groups (``compare``). The budget is the
+dask config value ``repsim.memory-budget`` (bytes) if set, else a quarter of the smallest
+worker's memory limit when a ``distributed.Client`` is active, else a quarter of this machine's
+memory. The chosen path and the estimates are logged on the ``dask_repsim`` logger and given
+in the result's ``attrs``.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from .engine.parallel import memory_budget
+from .paths.covariance import max_features, plan_passes
+from .registry import MEASURES, PATHS
+
+__all__ = ["choose", "grid_costs", "max_features", "memory_budget", "plan_grid", "plan_passes"]
+
+logger = logging.getLogger("dask_repsim")
+
+# float64 copies of the co-moment matrix alive in one task (its own, a merge, the shift)
+_COPIES = 4
+
+
+#: the paths of each kind of pairwise call, from the measure registry
+KINDS = {
+    "cka": tuple(MEASURES["cka"].paths),
+    "rbf_cka": ("gram", "minibatch"),  # a non-linear kernel has no co-moment or tile form
+    "cca": tuple(MEASURES["mean_cca"].paths),
+    "procrustes": tuple(MEASURES["procrustes"].paths),
+    "hsic": tuple(MEASURES["hsic"].paths),
+    "shape_metric": tuple(MEASURES["shape_metric"].paths),
+}
+
+
+def choose(measure: str, method: str, n: int, p: int, q: int) -> str:
+    """The path for ``measure`` (a kind of :data:`KINDS`: "cka", "rbf_cka", "cca", ...) given
+    ``method``.
+
+    ``"auto"`` takes the cheapest exact path that ``auto`` may choose (:data:`~dask_repsim.
+    registry.PATHS`) and that fits the memory budget; it never approximates.
+
+    Examples
+    --------
+    >>> choose("cka", "auto", n=100_000, p=256, q=256)
+    'covariance'
+    >>> choose("rbf_cka", "auto", n=3000, p=64, q=64)
+    'gram'
+    """
+    allowed = ("auto", *KINDS[measure])
+    if method not in allowed:
+        raise ValueError(
+            f"method {method!r} is not available here; choose from {allowed}"
+        )
+    if method != "auto":
+        chosen = method
+    elif measure == "rbf_cka":
+        chosen = "gram"  # the only exact path for a non-linear kernel
+    else:
+        chosen = _auto(measure, n, p, q)
+    assert method != "auto" or PATHS[chosen].auto
+    logger.info("%s: method=%s (n=%d, p=%d, q=%d)", measure, chosen, n, p, q)
+    return chosen
+
+
+def _auto(measure: str, n: int, p: int, q: int) -> str:
+    """The cheapest exact path for a linear measure of a pair that fits the memory budget."""
+    if _COPIES * 8 * (p + q) ** 2 <= memory_budget():
+        return "covariance"
+    if measure != "cka":
+        raise ValueError(
+            f"{p} + {q} features need {_COPIES * 8 * (p + q) ** 2 / 2**30:.1f} GiB of "
+            "co-moments, more than the memory budget; CCA of layers this wide is "
+            "degenerate unless n is larger still: use cka(), or svcca on fewer units"
+        )
+    # exact paths whose memory does not grow with the width
+    return "gram" if n * n * (p + q) < n * (p + q) ** 2 / 2 else "tiled"
+
+
+
+
+
+
+
+
+def grid_costs(
+    metrics: list[str], n: int, widths: list[int], rows: list[int], cols: list[int],
+    needs: tuple[str, ...] = (),
+) -> dict[str, float]:
+    """Estimated multiply-adds of each exact path that ``"auto"`` may choose for a grid, that
+    computes every metric and supports each of ``needs`` (``"interval"``, ``"permutations"``,
+    ``"nan_omit"``); a path that does not fit the memory budget is left out.
+
+    - ``covariance``: ``n`` times each layer's own block ``p^2`` and each requested cross block
+      ``p q`` (only if the widest pair's co-moments fit);
+    - ``gram``: ``n^2 sum(p)`` for each layer's Gram tiles, plus ``n^2`` per pair;
+    - ``sample_blocks``: ``n^2 (p + q)`` per pair;
+    - ``tiled``: ``n (p q + (p^2 + q^2) / 2)`` per pair, only when the co-moments do not fit
+      (pair by pair it shares nothing, so its estimate flatters it).
+
+    Examples
+    --------
+    >>> costs = grid_costs(["cka"], 2048, [65536, 100], [0], [1])
+    >>> sorted(costs), f"{costs['gram']:.2e}"
+    (['gram', 'tiled'], '2.75e+11')
+    >>> sorted(grid_costs(["cka"], 2048, [65536, 100], [0], [1], needs=("permutations",)))
+    []
+    """
+    used = sorted(set(rows) | set(cols))
+    pairs = {tuple(sorted((a, b))) for a in rows for b in cols}
+    able = [p for p in PATHS if PATHS[p].auto and all(p in MEASURES[m].paths for m in metrics)
+            and all(getattr(PATHS[p], need) for need in needs)]
+    costs: dict[str, float] = {}
+    widest = max(widths[r] for r in rows) + max(widths[c] for c in cols)
+    if "covariance" in able and widest <= max_features():
+        costs["covariance"] = float(n) * (sum(widths[u] ** 2 for u in used)
+                                          + sum(widths[a] * widths[b] for a, b in pairs if a != b))
+    if "gram" in able:
+        costs["gram"] = float(n) ** 2 * (sum(widths[u] for u in used) + len(pairs))
+    if "sample_blocks" in able:  # each pair's own pass over both layers
+        costs["sample_blocks"] = float(n) ** 2 * sum(widths[a] + widths[b] for a, b in pairs)
+    if "tiled" in able and "covariance" not in costs:
+        costs["tiled"] = float(n) * sum(widths[a] * widths[b] + (widths[a] ** 2 + widths[b] ** 2)
+                                        / 2 for a, b in pairs)
+    return costs
+
+
+#: the options behind plan_grid's ``needs``, in the user's words
+_NEEDS = {"interval": "intervals (interval=)", "permutations": "permutation tests (permutations=)",
+          "nan_omit": "omitting non-finite samples (nan_policy='omit')"}
+
+
+def plan_grid(
+    metrics: list[str], n: int, widths: list[int], rows: list[int], cols: list[int],
+    needs: tuple[str, ...] = (),
+) -> tuple[str, dict[str, str]]:
+    """The path ``"auto"`` runs a grid on: the least estimated arithmetic (:func:`grid_costs`)
+    among the exact paths that compute every metric and fit the memory budget; with the
+    estimates, logged and returned for the result's ``attrs``.
+
+    Examples
+    --------
+    >>> plan_grid(["cka"], 2048, [65536, 16384, 100], [0, 1, 2], [0, 1, 2])[0]
+    'gram'
+    >>> plan_grid(["cka", "mean_cca"], 100_000, [256, 256], [0], [1])[0]
+    'covariance'
+    """
+    costs = grid_costs(metrics, n, widths, rows, cols, needs)
+    if not costs:
+        able = [p for p in PATHS if all(p in MEASURES[m].paths for m in metrics)
+                and all(getattr(PATHS[p], need) for need in needs)]
+        if "covariance" in able:  # too wide: plan_passes says so, naming the paths that can
+            plan_passes(widths, rows, cols, max_features())
+        lacking = [m for m in metrics if not all(
+            any(getattr(PATHS[p], need) for p in MEASURES[m].paths) for need in needs)]
+        if lacking:  # a metric none of whose paths offers what was asked
+            one = len(lacking) == 1
+            raise ValueError(
+                f"{', '.join(lacking)}: no path of {'this metric' if one else 'these metrics'} "
+                f"supports {' or '.join(_NEEDS[need] for need in needs)} "
+                "(dask_repsim.PATHS lists what each path supports); leave "
+                f"{'it' if one else 'them'} out of this call")
+        raise ValueError(f"no exact path computes all of {metrics}"
+                         + (f" with {', '.join(needs)}" if needs else "")
+                         + "; compare them in separate calls")
+    chosen = min(costs, key=costs.__getitem__)
+    estimate = ", ".join(f"{p} {c:.2e}" for p, c in costs.items())
+    logger.info("grid of %d layers, n=%d: method=%s (multiply-adds: %s)",
+                len(set(rows) | set(cols)), n, chosen, estimate)
+    return chosen, {"cost_estimate": f"multiply-adds: {estimate}"}

@@ -1,0 +1,250 @@
+"""Mutual k-NN alignment and CKNNA over row-block tiles against brute-force float64 numpy written
+from Huh, Cheung, Wang & Isola (2024) and its reference code's definitions; and the out-of-core
+run of the sample-space measures (RSA too) within the memory budget."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import dask.array as da
+import numpy as np
+import pytest
+import xarray as xr
+import zarr
+from conftest import write_zarr
+
+import dask_repsim as dr
+from dask_repsim.exceptions import InputError, NonFiniteError, SampleCountError
+from dask_repsim.io.inputs import as_layer
+from dask_repsim.pairwise.samples import cknna, mutual_knn
+from dask_repsim.paths.sample_blocks.neighbours import knn_values, nearest_neighbours, top_k
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def brute_neighbours(x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The n x n cosine similarities and each row's k nearest others: larger similarity
+    first, equal similarities by smaller index."""
+    u = x / np.linalg.norm(x, axis=1, keepdims=True)
+    s = u @ u.T
+    n = len(x)
+    idx = np.empty((n, k), dtype=np.int64)
+    for i in range(n):
+        others = np.delete(np.arange(n), i)
+        idx[i] = others[np.lexsort((others, -s[i, others]))[:k]]
+    return s, idx
+
+
+def brute_measures(x: np.ndarray, y: np.ndarray, k: int) -> tuple[float, float]:
+    """Mutual k-NN and CKNNA with dense n x n matrices (the paper's reference code: unbiased
+    HSIC of the kernels masked by the shared neighbours, Song et al. 2012 eq. 5)."""
+    n = len(x)
+    kx, ix = brute_neighbours(x, k)
+    ly, iy = brute_neighbours(y, k)
+    mask_x, mask_y = np.zeros((n, n)), np.zeros((n, n))
+    mask_x[np.arange(n)[:, None], ix] = 1.0
+    mask_y[np.arange(n)[:, None], iy] = 1.0
+    mutual = float(np.mean((mask_x * mask_y).sum(axis=1) / k))
+
+    def hsic(a, b):  # a, b have zero diagonals (masks exclude i itself)
+        return (np.sum(a * b.T) + a.sum() * b.sum() / ((n - 1) * (n - 2))
+                - 2 * np.sum(a @ b) / (n - 2)) / (n * (n - 3))
+
+    both = mask_x * mask_y
+    value = hsic(both * kx, both * ly) / np.sqrt(
+        hsic(mask_x * kx, mask_x * kx) * hsic(mask_y * ly, mask_y * ly))
+    return mutual, float(value)
+
+
+def binary_rows(n: int, p: int, ones: int, seed: int) -> np.ndarray:
+    """Rows with exactly ``ones`` ones: norm 2 for 4 ones, so every cosine similarity is a
+    multiple of 1/4, computed exactly, and most rows tie with many others."""
+    rng = np.random.default_rng(seed)
+    z = np.zeros((n, p))
+    for row in z:
+        row[rng.choice(p, ones, replace=False)] = 1.0
+    return z
+
+
+@pytest.fixture(scope="module")
+def data():
+    rng = np.random.default_rng(11)
+    x = rng.normal(size=(180, 12))
+    y = np.tanh(x @ rng.normal(size=(12, 9))) + 0.4 * rng.normal(size=(180, 9))
+    return x, y
+
+
+def test_equal_the_brute_force_version(data):
+    x, y = data
+    mutual, value = brute_measures(x, y, 10)
+    _, ix = brute_neighbours(x, 10)
+    _, iy = brute_neighbours(y, 10)
+    for rows in (64, 100, 180):
+        _, idx_x, _, idx_y = nearest_neighbours(as_layer(x), as_layer(y, name="y"), 10,
+                                                block_rows=rows)
+        np.testing.assert_array_equal(idx_x, ix)
+        np.testing.assert_array_equal(idx_y, iy)
+        values = knn_values(as_layer(x), as_layer(y, name="y"), 10, block_rows=rows)
+        assert values["mutual_knn"] == mutual
+        assert values["cknna"] == pytest.approx(value, rel=1e-12)
+    assert 0.05 < mutual < 0.9 and 0.05 < value < 0.9  # neither trivial nor perfect
+
+
+def test_ties_are_broken_by_sample_index():
+    x, y = binary_rows(150, 16, 4, 1), binary_rows(150, 16, 4, 2)
+    mutual, value = brute_measures(x, y, 10)
+    _, ix = brute_neighbours(x, 10)
+    for rows in (64, 150):
+        sim_x, idx_x, _, _ = nearest_neighbours(as_layer(x), as_layer(y, name="y"), 10,
+                                                block_rows=rows)
+        np.testing.assert_array_equal(idx_x, ix)
+        assert (sim_x[:, :-1] == sim_x[:, 1:]).any()  # tied neighbours do occur
+        values = knn_values(as_layer(x), as_layer(y, name="y"), 10, block_rows=rows)
+        assert values["mutual_knn"] == mutual
+        assert values["cknna"] == pytest.approx(value, rel=1e-12)
+
+
+def test_top_k_of_a_block_with_ties():
+    rng = np.random.default_rng(0)
+    s = rng.integers(0, 4, size=(50, 40)).astype(float)
+    cols = np.arange(100, 140)
+    values, idx = top_k(s, cols, 7)
+    for r in range(50):
+        order = np.lexsort((cols, -s[r]))[:7]
+        np.testing.assert_array_equal(idx[r], cols[order])
+        np.testing.assert_array_equal(values[r], s[r, order])
+
+
+def test_identical_representations_and_scale(data):
+    x, _ = data
+    assert float(mutual_knn(x, 4.0 * x)) == 1.0
+    assert float(cknna(x, 4.0 * x)) == pytest.approx(1.0, abs=1e-12)
+
+
+def test_numpy_dask_zarr_and_xarray_inputs(data, tmp_path):
+    x, y = data
+    x32, y32 = x.astype(np.float32), y.astype(np.float32)
+    write_zarr(tmp_path / "g.zarr", "x", x32, chunks=(50, 12))
+    write_zarr(tmp_path / "g.zarr", "y", y32, chunks=(64, 9))
+    mutual, value = brute_measures(x, y, 10)
+    mutual32, value32 = brute_measures(x32.astype(float), y32.astype(float), 10)
+    assert float(mutual_knn(x, y)) == mutual
+    assert float(cknna(x, y)) == pytest.approx(value, rel=1e-12)
+    dx, dy = da.from_array(x, chunks=(33, 5)), da.from_array(y, chunks=(100, 9))
+    assert float(mutual_knn(dx, dy)) == mutual
+    paths = str(tmp_path / "g.zarr" / "x"), str(tmp_path / "g.zarr" / "y")
+    assert float(mutual_knn(*paths)) == mutual32
+    assert float(cknna(*paths)) == pytest.approx(value32, rel=1e-12)
+    labels = np.arange(180)
+    xa = xr.DataArray(x, dims=("sample", "unit"), coords={"sample": labels})
+    ya = xr.DataArray(y[::-1], dims=("sample", "unit"), coords={"sample": labels[::-1]})
+    result = cknna(xa, ya, k=10)  # paired by label
+    assert float(result) == pytest.approx(value, rel=1e-12)
+    assert (result.method, result.k) == ("sample_blocks", 10)
+    kl, kk, ll = result.hsic
+    assert result.reference_value == pytest.approx(kl / (np.sqrt(kk * ll) + 1e-6), rel=1e-12)
+    assert result.reference_value < float(result)
+
+
+def test_bad_inputs_and_options(data):
+    x, y = data
+    bad = x.copy()
+    bad[40, 0] = np.inf
+    with pytest.raises(NonFiniteError, match="x has Inf at sample 40"):
+        mutual_knn(bad, y)
+    zero = y.copy()
+    zero[[7, 9]] = 0.0
+    with pytest.raises(InputError, match=r"y: sample 7 has all its 9 activations zero \(2 such"):
+        cknna(x, zero)
+    with pytest.raises(SampleCountError, match="different numbers of samples"):
+        mutual_knn(x, y[:50])
+    with pytest.raises(ValueError, match=r"mutual k-NN needs 1 <= k < n .* k=180 with n=180"):
+        mutual_knn(x, y, k=180)
+    with pytest.raises(ValueError, match=r"CKNNA needs 2 <= k < n"):
+        cknna(x, y, k=1)
+    assert float(mutual_knn(x, y, k=1)) == brute_measures(x, y, 1)[0]
+    with pytest.raises(TypeError, match="k must be an int"):
+        mutual_knn(x, y, k=2.5)
+    for measure, function in (("mutual_knn", mutual_knn), ("cknna", cknna)):
+        for option in ({"interval": "jackknife"}, {"permutations": 5}, {"nan_policy": "omit"}):
+            with pytest.raises(ValueError, match=f"not available for {measure}"):
+                function(x, y, **option)
+
+
+_CHILD = textwrap.dedent("""
+    import json, sys, time
+    import dask
+    from dask_repsim.pairwise.samples import mutual_knn, rsa
+    dask.config.set({"repsim.memory-budget": "2GB"})
+    start = time.perf_counter()
+    m = mutual_knn(sys.argv[1] + "/x", sys.argv[1] + "/y", k=10)
+    r = rsa(sys.argv[1] + "/x", sys.argv[1] + "/y", rdm="correlation", compare="corr")
+    print(json.dumps({"mutual_knn": float(m), "rsa": float(r),
+                      "seconds": time.perf_counter() - start}))
+""")
+
+
+@pytest.mark.large
+def test_out_of_core_within_the_memory_budget(tmp_path):
+    """50,000 x 512 float32 Zarr layers: the n x n similarity and dissimilarity matrices would
+    take 20 GB each; the child's peak RSS stays near the 2 GB budget."""
+    n, p, chunk = 50_000, 512, 5_000
+    root = zarr.open_group(tmp_path / "big.zarr", mode="w")
+    arrays = [root.create_array(name, shape=(n, p), chunks=(chunk, p), dtype="float32")
+              for name in ("x", "y")]
+    mix = np.random.default_rng(0).normal(size=(p, p)).astype(np.float32) / np.sqrt(p)
+    for start in range(0, n, chunk):
+        rng = np.random.default_rng(start)
+        z = rng.normal(size=(chunk, p)).astype(np.float32)
+        arrays[0][start : start + chunk] = z
+        arrays[1][start : start + chunk] = np.tanh(z @ mix) + 0.5 * rng.normal(
+            size=(chunk, p)).astype(np.float32)
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    proc = subprocess.Popen([sys.executable, "-c", _CHILD, str(tmp_path / "big.zarr")],
+                            stdout=subprocess.PIPE, text=True, env=env)
+    out = proc.stdout.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    assert status == 0
+    result = json.loads(out.strip().splitlines()[-1])
+    peak = usage.ru_maxrss * 1024  # KiB on Linux
+    bound = 2e9 + 400 * 2**20
+    assert peak < bound, f"peak RSS {peak / 2**30:.2f} GiB over {bound / 2**30:.2f} GiB"
+    assert 0.0 < result["mutual_knn"] < 1.0 and 0.0 < result["rsa"] < 1.0
+
+
+def test_grid_options_the_sample_space_measures_lack_name_them():
+    """compare with an option no path of a metric supports names the metric and the option."""
+    rng = np.random.default_rng(12)
+    x, y = rng.normal(size=(60, 5)), rng.normal(size=(60, 4))
+    with pytest.raises(ValueError, match=r"^rsa: no path of this metric supports permutation "
+                                         r"tests \(permutations=\)"):
+        dr.compare({"x": x}, {"y": y}, metrics=["rsa", "cka"], permutations=10)
+    with pytest.raises(ValueError, match=r"^mutual_knn, cknna: no path of these metrics "
+                                         r"supports intervals \(interval=\)"):
+        dr.compare({"x": x}, {"y": y}, metrics=["mutual_knn", "cknna"], interval="jackknife")
+
+
+def test_grid_takes_mutual_knn_and_cknna_from_one_pass(monkeypatch):
+    """Both neighbour metrics in one compare: one pass per pair, the values of the pairwise
+    functions (which make a pass each)."""
+    from dask_repsim.paths.sample_blocks import neighbours
+
+    rng = np.random.default_rng(13)
+    x = {"a": rng.normal(size=(120, 6)), "b": rng.normal(size=(120, 9))}
+    y = {"c": x["a"] @ rng.normal(size=(6, 5)) + 0.3 * rng.normal(size=(120, 5))}
+    calls = []
+    real = neighbours.knn_values
+    monkeypatch.setattr(neighbours, "knn_values",
+                        lambda *args, **kw: calls.append(kw["measures"]) or real(*args, **kw))
+    ds = dr.compare(x, y, metrics=["cknna", "rsa", "mutual_knn"], k=7)
+    assert calls == [("cknna", "mutual_knn")] * 2  # one pass for each of the two pairs
+    for name in ("a", "b"):
+        cell = ds.sel(layer_a=name, layer_b="c")
+        assert float(cell.mutual_knn) == mutual_knn(x[name], y["c"], k=7)
+        assert float(cell.cknna) == pytest.approx(cknna(x[name], y["c"], k=7), rel=1e-12)
+        assert float(cell.rsa) == pytest.approx(dr.rsa(x[name], y["c"]), rel=1e-12)
