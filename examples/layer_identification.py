@@ -69,12 +69,12 @@ import dask
 import numpy as np
 import torch
 import xarray as xr
-from dask_repsim.capture.activations.activations import capture_activations
 from matplotlib.figure import Figure  # not pyplot: writes files, needs no display
 from sklearn.datasets import load_digits
 from threadpoolctl import threadpool_limits  # installed with scikit-learn
 
 import dask_repsim
+from dask_repsim.capture.activations import capture_activations
 
 #: compare() metrics; the asymmetric ones are symmetrised as the paper did
 COMPARE_METRICS = [

@@ -44,12 +44,12 @@ import dask
 import numpy as np
 import torch
 import xarray as xr
-from dask_repsim.capture.activations.activations import capture_activations
 from matplotlib.figure import Figure  # not pyplot: writes files, needs no display
 from sklearn.datasets import load_digits
 from threadpoolctl import threadpool_limits  # installed with scikit-learn
 
 import dask_repsim
+from dask_repsim.capture.activations import capture_activations
 
 LAYERS = ["1", "3"]  # the ReLU after each hidden layer
 

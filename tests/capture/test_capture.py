@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 import xarray as xr
 import zarr
-from dask_repsim.capture.activations.activations import STATE_ATTR, capture_activations
 
 import dask_repsim
+from dask_repsim.capture.activations import STATE_ATTR, capture_activations
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -213,7 +213,7 @@ class _Crash(RuntimeError):
 
 def _interrupted_then_resumed(torch, tmp_path, monkeypatch, target, after):
     """Fail ``target`` of the writer on its ``after``-th call, resume, compare with a clean run."""
-    from dask_repsim.capture.activations.activations import store as capture_store
+    from dask_repsim.capture import store as capture_store
 
     ns = _namespace()
     clean = capture_activations(
@@ -257,7 +257,7 @@ def test_crash_after_chunk_written_before_commit(torch, tmp_path, monkeypatch):
 
 
 def test_resume_checks_the_committed_sample_ids(torch, tmp_path, monkeypatch):
-    from dask_repsim.capture.activations.activations import store as capture_store
+    from dask_repsim.capture import store as capture_store
 
     ns = _namespace()
     store = tmp_path / "ids.zarr"
@@ -305,7 +305,7 @@ def _committed(store: Path) -> int:
 
 SCRIPT = """
 import sys
-from dask_repsim.capture.activations.activations import capture_activations
+from dask_repsim.capture.activations import capture_activations
 {model}
 loader = SlowLoader(pause=float(sys.argv[2]))
 model = make_model()

@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 import xarray as xr
 import zarr
-from dask_repsim.capture.activations.activations import capture_activations
 from test_alignment import linear_cka, mean_cca, procrustes
 
 import dask_repsim as dr
+from dask_repsim.capture.activations import capture_activations
 
 torch = pytest.importorskip("torch")
 nn = torch.nn
