@@ -313,3 +313,34 @@ def test_relative_imports_of_any_depth_resolve(tmp_path):
     found, _ = imports_of("paths.gram.tiles", modules["paths.gram.tiles"], modules)
     assert found == [("engine.moments", ["M"]), ("exceptions", []), ("paths.qr", ["r"]),
                      ("paths.gram.scratch", [])]
+
+
+def tree_modules(text: str) -> set[str]:
+    """The module files a ``dask_repsim/`` folder tree (two spaces an indent) lists."""
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.strip() == "dask_repsim/")
+    base = len(lines[start]) - len(lines[start].lstrip())
+    out: set[str] = set()
+    stack: list[str] = []
+    for line in lines[start + 1:]:
+        indent = len(line) - len(line.lstrip())
+        if not line.strip() or indent <= base:
+            break
+        depth = (indent - base) // 2 - 1
+        entry = line.split()[0].rstrip(",")
+        stack = stack[:depth]
+        if entry.endswith("/"):
+            stack.append(entry.rstrip("/"))
+        elif entry.endswith(".py"):
+            out.add("/".join([*stack, entry]))
+    return out
+
+
+@pytest.mark.parametrize("page", ["README.md", "docs/contributing.rst"])
+def test_the_documented_tree_is_the_package(page):
+    """README's "Architecture" and the contributing page show every module, one line each."""
+    listed = tree_modules((PACKAGE.parent / page).read_text())
+    actual = {str(p.relative_to(PACKAGE)) for p in PACKAGE.rglob("*.py")
+              if p.name != "__init__.py" or p.parent == PACKAGE}
+    assert listed == actual, (f"missing: {sorted(actual - listed)}; "
+                              f"not in the package: {sorted(listed - actual)}")
