@@ -33,10 +33,10 @@ import zarr
 HERE = Path(__file__).resolve().parent
 LATENT = 64
 STEPS = {
-    "gram": "dask_repsim.paths.gram.pairwise.cka_values (Gram blocks)",
+    "gram": "dask_repsim.paths.gram.samplespace.gram_cells (Gram tiles)",
     "tiled": "dask_repsim.paths.tiled.cka_values (feature tiles)",
     "numpy_linear": "numpy in memory: Gram matrices of centred data, HSIC",
-    "rbf": "dask_repsim.paths.gram.pairwise.rbf_cka (Gram blocks)",
+    "rbf": "dask_repsim.paths.gram.samplespace.gram_cells (Gram tiles, RBF)",
     "numpy_rbf": "numpy in memory: gram_rbf + HSIC",
 }
 
@@ -96,7 +96,7 @@ def _numpy_cka(x: np.ndarray, y: np.ndarray, sigma: float | None) -> float:
 def run_step(step: str, path: str, sigma: float) -> dict:
     from dask_repsim.io.inputs import as_layer
     from dask_repsim.paths import tiled as tiles
-    from dask_repsim.paths.gram import pairwise as gram
+    from dask_repsim.paths.gram import samplespace
 
     start = time.perf_counter()
     extra = {}
@@ -107,14 +107,14 @@ def run_step(step: str, path: str, sigma: float) -> dict:
         value = _numpy_cka(x, y, sigma if step == "numpy_rbf" else None)
     else:
         lx, ly = as_layer(f"{path}/x", name="x"), as_layer(f"{path}/y", name="y")
-        if step == "gram":
-            (value,) = gram.cka_values(lx, ly, (False,))
-        elif step == "tiled":
+        if step == "tiled":
             (value,) = tiles.cka_values(lx, ly, (False,))
-        else:
-            result = gram.rbf_cka(lx, ly, sigma=sigma)
-            value = float(result)
-            extra = {"median_exact": result.median_exact}
+        else:  # what dr.cka(method="gram") and dr.cka(kernel="rbf") run: a grid of one cell
+            spec = {"debiased": False} if step == "gram" else {"kernel": "rbf", "sigma": sigma}
+            cells, _ = samplespace.gram_cells([spec], [lx, ly], [0], [1], seed=0)
+            value = cells[0, 0, 0].value
+            if step == "rbf":
+                extra = {"median_exact": cells[0, 0, 0].fields["median_exact"]}
     return {"value": float(value), "seconds": time.perf_counter() - start, **extra}
 
 

@@ -11,7 +11,6 @@ from ..io.gather import pair_layers, sizes
 from ..measures import cka as cka_measures
 from ..options import DEFAULTS, Options, SampleDims, document, reject_unused
 from ..paths import minibatch, tiled
-from ..paths.gram import pairwise as gram
 from ..paths.gram import samplespace
 from ..results import Estimate
 from ..runners import cell_estimate, covariance_cell
@@ -104,10 +103,12 @@ def cka(
             batch_size=batch_size or DEFAULTS["batch_size"], seed=options.get("seed"),
             level=options.get("level"),
         )
-    if kernel == "rbf":
-        return gram.rbf_cka(lx, ly, DEFAULTS["sigma"] if sigma is None else sigma,
-                            debiased=debiased,
-                            seed=options.get("seed"))
+    if kernel == "rbf":  # a grid of one cell on the gram path's shared tiles
+        spec = {"kernel": "rbf", "debiased": debiased,
+                "sigma": DEFAULTS["sigma"] if sigma is None else sigma}
+        cells, _ = samplespace.gram_cells([spec], layers, [0], [len(layers) - 1],
+                                          seed=options.get("seed"))
+        return Estimate(cells[0, 0, 0].value, **cells[0, 0, 0].fields)
     if path == "covariance":
         function = cka_measures.debiased_linear_cka if debiased else cka_measures.linear_cka
         return cell_estimate(covariance_cell(function, layers, options), options, path)

@@ -115,7 +115,7 @@ def minibatch_cka(
         Layers (:func:`~dask_repsim.io.inputs.as_layer`) with the same samples.
     kernel
         ``"linear"`` or ``"rbf"`` (bandwidth ``sigma`` times each batch's median distance,
-        the rule of :func:`~dask_repsim.paths.gram.pairwise.rbf_cka` applied within the batch).
+        the rule of ``dask_repsim.cka(kernel="rbf")`` applied within the batch).
     batch_size
         Samples per minibatch (at least 4). The samples are split into
         ``n // batch_size`` batches of sizes differing by at most one; none is left out.

@@ -141,9 +141,13 @@ def test_grid_equals_numpy_gram_references(grid_data, kind, how):
     assert sorted(ds.layer_a.values) == sorted(WIDTHS_A)
     # "auto" chose the tiles by cost, and says what the alternatives would have cost
     assert "gram" in ds.attrs["cost_estimate"] and ds.attrs["sigma"] == [0.4, 0.8]
-    # a cell equals the pairwise function for that pair
+    # a cell equals the pairwise function for that pair (the same tiles, cut as the budget
+    # allows for two layers instead of five), medians included
     pair = dr.cka(a["mid"], b["fc"], kernel="rbf", sigma=0.4)
     assert abs(float(ds["cka_rbf_0.4"].sel(layer_a="mid", layer_b="fc")) - pair) < 1e-12
+    medians = dict(v.split(": ") for v in ds.attrs["median_sq_distance"].split("; "))
+    np.testing.assert_allclose(pair.median, (float(medians["mid of a"]),
+                                             float(medians["fc of b"])), rtol=1e-12)
     # the grid, its medians and bandwidths included, saves to netCDF and reads back
     ds.to_netcdf(root / f"grid_{kind}_{how}.nc")
     back = xr.load_dataset(root / f"grid_{kind}_{how}.nc")
@@ -410,7 +414,8 @@ def test_row_copies_of_arrays_chunked_along_features():
 
 def test_subsampled_median_is_labelled_approximate(monkeypatch):
     """Beyond MEDIAN_EXACT_MAX samples the bandwidths come from a seeded subsample: the grid
-    says so in attrs (and the cell's fields), and its values follow from the reported medians."""
+    says so in attrs, the pairwise result (the cell's fields) in ``.approximate``, and the
+    values follow from the reported medians."""
     monkeypatch.setattr(samplespace, "MEDIAN_EXACT_MAX", 100)
     rng = np.random.default_rng(10)
     x, y = rng.normal(size=(160, 6)), rng.normal(size=(160, 4)) ** 2
@@ -427,3 +432,8 @@ def test_subsampled_median_is_labelled_approximate(monkeypatch):
 
     ref = _cka(kernel(x, med[0]), kernel(y, med[1]))
     assert abs(float(ds.cka_rbf.squeeze()) - ref) < 1e-9
+    pair = dr.cka(x, y, kernel="rbf", sigma=0.5)
+    assert float(pair) == float(ds.cka_rbf.squeeze()) and pair.median == tuple(med)
+    assert (pair.median_exact, pair.approximate) == (False, (
+        "RBF bandwidths from the median squared distance among a seeded random subset of 160 "
+        "samples (n > 100)"))

@@ -1,7 +1,10 @@
 """Gram, tiled and minibatch CKA against float64 references written here from the papers
 (Kornblith et al. 2019 ``gram_linear``/``gram_rbf``/``center_gram``; Song et al. 2012's unbiased
 HSIC), and the SVCCA tutorial value of RBF CKA; the column statistics they are centred and checked
-with, and the errors every kernel path raises for the same bad input."""
+with, and the errors every kernel path raises for the same bad input.
+
+The gram path is the sample-space tiles that grids share (:mod:`dask_repsim.paths.gram`); a pair
+is a grid of one cell there, whether it comes from ``dr.cka`` or ``dr.compare``."""
 
 from __future__ import annotations
 
@@ -10,17 +13,19 @@ import re
 from collections import Counter
 from pathlib import Path
 
+import dask
 import dask.array as da
 import numpy as np
 import pytest
 
-from dask_repsim.engine import medians
+import dask_repsim as dr
 from dask_repsim.engine.columns import checked_columns, column_statistics
 from dask_repsim.exceptions import NonFiniteError, NoVarianceError, SampleCountError
 from dask_repsim.io.inputs import as_layer
 from dask_repsim.paths import minibatch
 from dask_repsim.paths import tiled as tiles
-from dask_repsim.paths.gram import pairwise as gram
+from dask_repsim.paths.gram import samplespace, scratch
+from dask_repsim.results import Estimate
 
 DATA = Path("/work/shared/data/svcca_tutorial")
 if not DATA.exists():  # the repository's own copy, when the shared folder is not mounted
@@ -77,8 +82,19 @@ def _layers(x, y, rows=None):
     return as_layer(x, name="x"), as_layer(y, name="y")
 
 
-def gram_cka(x, y, debiased=False, **options):
-    return gram.cka_values(x, y, (debiased,), **options)[0]
+def _cell(spec, x, y, block_rows=None, seed=0):
+    """The one cell of layers x and y on the gram path's shared tiles, as an Estimate;
+    ``block_rows``: samples per row block (default: the whole Gram matrices when they fit)."""
+    cells, _ = samplespace.gram_cells([spec], [x, y], [0], [1], seed=seed, block_rows=block_rows)
+    return Estimate(cells[0, 0, 0].value, **cells[0, 0, 0].fields)
+
+
+def gram_cka(x, y, debiased=False, block_rows=None):
+    return float(_cell({"debiased": debiased}, x, y, block_rows))
+
+
+def rbf_cka(x, y, sigma=0.8, debiased=False, block_rows=None):
+    return _cell({"kernel": "rbf", "sigma": sigma, "debiased": debiased}, x, y, block_rows)
 
 
 def tiled_cka(x, y, debiased=False, **options):
@@ -100,9 +116,12 @@ def test_rbf_cka_svcca_tutorial_value():
     expected = json.loads((DATA / "expected.json").read_text())["svhn"]["rbf_cka_0.5"]
     x = np.load(DATA / "svhn_model0_fc.npy")
     y = np.load(DATA / "svhn_model1_fc.npy")
-    result = gram.rbf_cka(*_layers(x, y), sigma=0.5, block_rows=300)
+    result = dr.cka(x, y, kernel="rbf", sigma=0.5)
     assert float(result) == pytest.approx(expected, abs=1e-6)
-    assert result.median_exact and result.method == "gram"
+    assert result.median_exact and result.method == "gram" and result.sigma == 0.5
+    tiled = rbf_cka(*_layers(x, y), sigma=0.5, block_rows=300)  # row-block tiles
+    assert float(tiled) == pytest.approx(expected, abs=1e-6)
+    assert tiled.median == pytest.approx(result.median, rel=1e-12)
 
 
 @pytest.fixture(scope="module")
@@ -156,43 +175,113 @@ def test_rbf_cka_matches_numpy(rbf_pair, sigma):
     k, med_x = gram_rbf(x, sigma)
     g, med_y = gram_rbf(y, sigma)
     lx, ly = _layers(x, y, rows=1100)
-    result = gram.rbf_cka(lx, ly, sigma=sigma, block_rows=700)
-    assert float(result) == pytest.approx(cka_ref(k, g), abs=1e-6)
-    np.testing.assert_allclose(result.median, (med_x, med_y), rtol=1e-10)
-    assert result.median_exact
-    debiased = gram.rbf_cka(lx, ly, sigma=sigma, debiased=True, block_rows=700)
-    assert float(debiased) == pytest.approx(cka_ref(k, g, debiased=True), abs=1e-6)
+    for block_rows in (700, None):  # row-block tiles (5 x 5), one tile of all samples
+        result = rbf_cka(lx, ly, sigma=sigma, block_rows=block_rows)
+        assert float(result) == pytest.approx(cka_ref(k, g), abs=1e-6)
+        np.testing.assert_allclose(result.median, (med_x, med_y), rtol=1e-10)
+        assert result.median_exact and result.approximate is None and result.sigma == sigma
+        debiased = rbf_cka(lx, ly, sigma=sigma, debiased=True, block_rows=block_rows)
+        assert float(debiased) == pytest.approx(cka_ref(k, g, debiased=True), abs=1e-6)
 
 
+@pytest.mark.parametrize("gather", [scratch.GATHER, 2**6])  # one narrowing pass, or several
+@pytest.mark.parametrize("block_rows", [None, 50])  # tiles off the diagonal count twice
 @pytest.mark.parametrize("n", [201, 240])  # n^2 odd: one middle value; even: the mean of two
-def test_exact_median_with_ties(n):
+def test_exact_median_with_ties(monkeypatch, n, block_rows, gather):
+    monkeypatch.setattr(scratch, "GATHER", gather)
     rng = np.random.default_rng(n)
     x = rng.integers(0, 3, size=(n, 2)).astype(float)  # few distinct distances: many ties
-    d2 = ((x[:, None] - x[None]) ** 2).sum(-1)
-    layer = as_layer(x)
-    # equal up to the rounding of distances computed from centred coordinates
-    assert medians.exact_median_sq_distance(layer, block_rows=50) == pytest.approx(
-        np.median(d2), rel=1e-12
-    )
     y = rng.normal(size=(n, 3))
-    d2 = ((y[:, None] - y[None]) ** 2).sum(-1)
-    got = medians.exact_median_sq_distance(as_layer(y), block_rows=64)
-    assert got == pytest.approx(np.median(d2), rel=1e-12)
+    result = rbf_cka(*_layers(x, y), block_rows=block_rows)
+    # equal up to the rounding of distances computed from shifted coordinates
+    for got, data in zip(result.median, (x, y), strict=True):
+        d2 = ((data[:, None] - data[None]) ** 2).sum(-1)
+        assert got == pytest.approx(np.median(d2), rel=1e-12)
 
 
-def test_rbf_cka_sampled_median_beyond_threshold(rbf_pair):
+def test_rbf_cka_sampled_median_beyond_threshold(rbf_pair, monkeypatch):
+    monkeypatch.setattr(samplespace, "MEDIAN_EXACT_MAX", 1000)
+    monkeypatch.setattr(samplespace, "MEDIAN_SAMPLE", 800)
     x, y = rbf_pair
     k, med_x = gram_rbf(x, 0.8)
     g, med_y = gram_rbf(y, 0.8)
-    lx, ly = _layers(x, y)
-    result = gram.rbf_cka(lx, ly, median_exact_max=1000, median_sample=800, seed=4)
-    assert not result.median_exact
+    result = dr.cka(x, y, kernel="rbf", seed=4)
+    assert not result.median_exact and result.method == "gram"
+    assert result.approximate == ("RBF bandwidths from the median squared distance among a "
+                                  "seeded random subset of 800 samples (n > 1000)")
+    # the median over the subset drawn with the seed, as gram_rbf would take it
+    subset = np.sort(np.random.default_rng(4).choice(3000, size=800, replace=False))
+    np.testing.assert_allclose(result.median, (gram_rbf(x[subset], 1)[1],
+                                               gram_rbf(y[subset], 1)[1]), rtol=1e-10)
     np.testing.assert_allclose(result.median, (med_x, med_y), rtol=0.05)
     assert result.median != pytest.approx((med_x, med_y), rel=1e-8)  # really a subsample
     # the bandwidth is a little off, the kernel CKA a little more so
     assert float(result) == pytest.approx(cka_ref(k, g), abs=0.01)
-    again = gram.rbf_cka(lx, ly, median_exact_max=1000, median_sample=800, seed=4)
-    assert float(again) == float(result)
+    again = dr.cka(x, y, kernel="rbf", seed=4)
+    assert float(again) == float(result) and again.median == result.median
+    assert dr.cka(x, y, kernel="rbf", seed=5).median != result.median
+
+
+def _grid_medians(ds):
+    return tuple(float(v.split(": ")[1]) for v in ds.attrs["median_sq_distance"].split("; "))
+
+
+@pytest.mark.parametrize("budget", [None, "2MiB"])  # whole Gram matrices, row-block tiles
+def test_pairwise_and_grid_are_one_computation(budget):
+    """``dr.cka`` of a pair and ``dr.compare``'s cell for it run the same tiles: RBF CKA and
+    its medians (exact or from the same seeded subsample) and gram linear CKA are equal to
+    the last bit."""
+    x, y = _correlated(600, 40, 25, seed=12, latent=5, offset=3.0)
+    with dask.config.set({"repsim.memory-budget": budget}):
+        ds = dr.compare({"x": x}, {"y": y}, metrics=["cka", "cka_debiased", "cka_rbf"],
+                        sigma=[0.4, 0.8], method="gram")
+        assert (ds.attrs["n_tiles"] > 1) == (budget is not None)
+        for sigma in (0.4, 0.8):
+            pair = dr.cka(x, y, kernel="rbf", sigma=sigma)
+            assert float(pair) == float(ds[f"cka_rbf_{sigma:g}"].squeeze())
+            assert pair.median == _grid_medians(ds) and pair.median_exact
+            assert (pair.method, pair.sigma, pair.approximate) == ("gram", sigma, None)
+        for metric, debiased in (("cka", False), ("cka_debiased", True)):
+            pair = dr.cka(x, y, method="gram", debiased=debiased)
+            assert float(pair) == float(ds[metric].squeeze()) and pair.method == "gram"
+
+
+def test_pairwise_and_grid_share_the_subsampled_medians(monkeypatch):
+    monkeypatch.setattr(samplespace, "MEDIAN_EXACT_MAX", 300)
+    monkeypatch.setattr(samplespace, "MEDIAN_SAMPLE", 200)
+    x, y = _correlated(400, 8, 6, seed=13, latent=3)
+    for seed in (0, 3):
+        ds = dr.compare({"x": x}, {"y": y}, metrics=["cka_rbf"], seed=seed)
+        pair = dr.cka(x, y, kernel="rbf", seed=seed)
+        assert float(pair) == float(ds.cka_rbf.squeeze())
+        assert pair.median == _grid_medians(ds) and not pair.median_exact
+        assert ds.attrs["median_exact"] == 0 and "200 samples (n > 300)" in pair.approximate
+
+
+def test_pairwise_rbf_runs_on_the_shared_tiles(monkeypatch):
+    """``dr.cka(kernel="rbf")`` is the grid code: its Gram tiles, the exact medians over the
+    scratch distances, and the kernel sums from them, once each."""
+    calls = Counter()
+
+    def counted(module, name):
+        original = getattr(module, name)
+
+        def wrapper(*args, **kwargs):
+            calls[name] += 1
+            return original(*args, **kwargs)
+
+        monkeypatch.setattr(module, name, wrapper)
+
+    for name in ("grid_sums", "rbf_sums", "_linear_parts"):
+        counted(samplespace, name)
+    counted(scratch, "medians")
+    x, y = _correlated(300, 7, 5, seed=14, latent=3)
+    for debiased in (False, True):
+        calls.clear()
+        result = dr.cka(x, y, kernel="rbf", sigma=0.5, debiased=debiased)
+        assert calls == {"grid_sums": 1, "_linear_parts": 1, "medians": 1, "rbf_sums": 1}
+        k, g = gram_rbf(x, 0.5)[0], gram_rbf(y, 0.5)[0]
+        assert float(result) == pytest.approx(cka_ref(k, g, debiased), abs=1e-12)
 
 
 def test_option_errors():
@@ -202,9 +291,9 @@ def test_option_errors():
     with pytest.raises(SampleCountError, match="debiased CKA needs at least 4 samples, got 3"):
         tiled_cka(as_layer(x[:3]), as_layer(x[:3], name="y"), debiased=True)
     with pytest.raises(SampleCountError, match="debiased CKA needs at least 4 samples, got 3"):
-        gram.rbf_cka(as_layer(x[:3]), as_layer(x[:3], name="y"), debiased=True)
-    with pytest.raises(ValueError, match="sigma must be > 0"):
-        gram.rbf_cka(as_layer(x), as_layer(x, name="y"), sigma=0)
+        dr.cka(x[:3], x[:3] ** 2, kernel="rbf", debiased=True)
+    with pytest.raises(ValueError, match="sigma must be > 0, not 0"):
+        dr.cka(x, x ** 2, kernel="rbf", sigma=0)
     with pytest.raises(ValueError, match="batch_size"):
         minibatch.minibatch_cka(as_layer(x), as_layer(x, name="y"), batch_size=3)
     with pytest.raises(ValueError, match="batch_size 11 exceeds the 10 samples"):
@@ -220,7 +309,8 @@ PATHS = {
     "gram_debiased": lambda x, y: gram_cka(x, y, True, block_rows=16),
     "tiled": lambda x, y: tiled_cka(x, y, tile=2, chunk_rows=16),
     "tiled_debiased": lambda x, y: tiled_cka(x, y, True, tile=2, chunk_rows=16),
-    "rbf": lambda x, y: gram.rbf_cka(x, y, block_rows=16),
+    "rbf": lambda x, y: rbf_cka(x, y, block_rows=16),
+    "rbf_debiased": lambda x, y: rbf_cka(x, y, debiased=True),
     "minibatch": lambda x, y: minibatch.minibatch_cka(x, y, batch_size=10),
     "minibatch_rbf": lambda x, y: minibatch.minibatch_cka(x, y, kernel="rbf", batch_size=10),
 }
@@ -302,8 +392,8 @@ def test_an_all_zero_unit_changes_no_exact_value():
         assert gram_cka(*_layers(padded, y), debiased) == pytest.approx(expected, abs=1e-9)
         got = tiled_cka(*_layers(padded, y), debiased, tile=4)
         assert got == pytest.approx(expected, abs=1e-9)
-        rbf = gram.rbf_cka(*_layers(padded, y), debiased=debiased)
-        assert rbf == pytest.approx(gram.rbf_cka(*_layers(x, y), debiased=debiased), abs=1e-9)
+        rbf = dr.cka(padded, y, kernel="rbf", debiased=debiased)
+        assert rbf == pytest.approx(dr.cka(x, y, kernel="rbf", debiased=debiased), abs=1e-9)
 
 
 def test_activations_offset_by_1e9_give_the_reference_values():
@@ -320,7 +410,7 @@ def test_activations_offset_by_1e9_give_the_reference_values():
         assert tiled_cka(*layers, debiased, tile=4) == pytest.approx(ref, abs=1e-6)
         kr, _ = gram_rbf(xc, 0.8)
         gr, _ = gram_rbf(yc, 0.8)
-        rbf = gram.rbf_cka(*layers, debiased=debiased, block_rows=128)
+        rbf = rbf_cka(*layers, debiased=debiased, block_rows=128)
         assert rbf == pytest.approx(cka_ref(kr, gr, debiased), abs=1e-6)
     for kernel in ("linear", "rbf"):
         plain = minibatch.minibatch_cka(*_layers(x, y), kernel=kernel, batch_size=50, seed=1)
@@ -375,7 +465,7 @@ def test_column_statistics_equal_numpy_and_read_each_chunk_once():
     assert len(cb.reads) == 7 * 3 and set(cb.reads.values()) == {1}
 
 
-def test_given_means_skip_the_column_pass():
+def test_given_means_skip_the_feature_tiles_column_pass():
     x, y = _correlated(200, 6, 5, seed=10, latent=3)
     cx, cy = _CountingArray(x), _CountingArray(y)
     lx = as_layer(da.from_array(cx, chunks=(50, -1)), name="x")
@@ -384,16 +474,36 @@ def test_given_means_skip_the_column_pass():
     means = tuple(c.mean for c in checked_columns([lx, ly]))
     assert sum(cx.reads.values()) == 4
     expected = gram_linear(_centre(x)), gram_linear(_centre(y))
-    for path in (gram.cka_values, tiles.cka_values):
-        cx.reads.clear()
-        got = path(lx, ly, (False, True), means=means)
-        np.testing.assert_allclose(
-            got, [cka_ref(*expected), cka_ref(*expected, debiased=True)], atol=1e-12
-        )
-        assert set(cx.reads.values()) == {1}  # one pass: no column statistics again
-        cx.reads.clear()
-        assert path(lx, ly, (False,)) == pytest.approx(got[:1], abs=1e-15)
-        assert set(cx.reads.values()) == {2}  # checked, then the pass
+    cx.reads.clear()
+    got = tiles.cka_values(lx, ly, (False, True), means=means)
+    np.testing.assert_allclose(
+        got, [cka_ref(*expected), cka_ref(*expected, debiased=True)], atol=1e-12
+    )
+    assert set(cx.reads.values()) == {1}  # one pass: no column statistics again
+    cx.reads.clear()
+    assert tiles.cka_values(lx, ly, (False,)) == pytest.approx(got[:1], abs=1e-15)
+    assert set(cx.reads.values()) == {2}  # checked, then the pass
+
+
+@pytest.mark.parametrize("kernel", ["linear", "rbf"])
+def test_gram_tiles_need_no_column_pass(kernel):
+    """The Gram tiles shift the rows by their first chunk's means and centre exactly from the
+    row sums: with every Gram matrix whole, each chunk is read once (the medians and kernels
+    of RBF CKA from the scratch distances), and the values are those of centred data."""
+    x, y = _correlated(200, 6, 5, seed=10, latent=3, offset=50.0)
+    cx, cy = _CountingArray(x), _CountingArray(y)
+    lx = as_layer(da.from_array(cx, chunks=(50, -1)), name="x")
+    ly = as_layer(da.from_array(cy, chunks=(50, -1)), name="y")
+    cx.reads.clear(), cy.reads.clear()
+    if kernel == "linear":
+        k, g = gram_linear(_centre(x)), gram_linear(_centre(y))
+        got = [gram_cka(lx, ly, debiased) for debiased in (False, True)]
+    else:
+        (k, _), (g, _) = gram_rbf(_centre(x), 0.8), gram_rbf(_centre(y), 0.8)
+        got = [float(rbf_cka(lx, ly, debiased=debiased)) for debiased in (False, True)]
+    np.testing.assert_allclose(got, [cka_ref(k, g), cka_ref(k, g, debiased=True)], atol=1e-12)
+    for counted in (cx, cy):
+        assert len(counted.reads) == 4 and set(counted.reads.values()) == {2}  # two calls
 
 
 # ------------------------------------------------------------------------------ minibatch
@@ -440,7 +550,7 @@ def test_minibatch_linear_close_to_exact_at_60000():
 
 def test_minibatch_rbf_close_to_exact():
     x, y = _correlated(4000, 10, 12, seed=5, latent=4)
-    exact = float(gram.rbf_cka(*_layers(x, y), sigma=0.8))
+    exact = float(dr.cka(x, y, kernel="rbf", sigma=0.8))
     r = minibatch.minibatch_cka(*_layers(x, y), kernel="rbf", sigma=0.8, batch_size=400, seed=2)
     assert r.kernel == "rbf" and r.n_batches == 10
     assert abs(float(r) - exact) < 0.02

@@ -11,10 +11,10 @@ pair by pair; no n x n matrix is ever whole, and a task holds its tile's blocks 
 
 RBF CKA at several bandwidths: the first pass also writes each tile's squared distances to a
 scratch directory (:mod:`dask_repsim.paths.gram.scratch`) with a histogram of them, from which each
-layer's median squared distance is found exactly (a seeded subsample beyond
-:data:`~dask_repsim.paths.gram.pairwise.MEDIAN_EXACT_MAX` samples, as
-:func:`~dask_repsim.paths.gram.pairwise.rbf_cka` does);
-a second pass reads the distances back and sums the kernels of every bandwidth.
+layer's median squared distance is found exactly (over a seeded subsample beyond
+:data:`MEDIAN_EXACT_MAX` samples); a second pass reads the distances back and sums the kernels of
+every bandwidth. A pairwise call (``dask_repsim.cka(x, y, kernel="rbf")``) is a grid of one
+cell: the same tiles, the same medians.
 
 When the budget holds every layer's whole n x n Gram matrix at once (:func:`whole_plan`; at
 2,048 samples 34 MB each), there is a single row block and a single tile: the tasks share the
@@ -60,7 +60,6 @@ from ...io.validation import check_sample_counts, require_samples
 from ...measures.hsic import GramSums, cka_ratio
 from ...results import Cell, Cells
 from . import scratch
-from .pairwise import MEDIAN_EXACT_MAX
 from .tiles import (
     FEATURE_SLICE,
     RowReader,
@@ -76,6 +75,12 @@ from .tiles import (
 )
 
 logger = logging.getLogger("dask_repsim")
+
+#: Largest n for which each layer's median squared distance (the RBF bandwidths) is exact, over
+#: all n^2 pairs; beyond, it is taken over a seeded subset of
+#: :data:`~dask_repsim.engine.medians.MEDIAN_SAMPLE` samples and the results say so.
+MEDIAN_EXACT_MAX = 20_000
+
 
 @dataclass(frozen=True)
 class Unit:
@@ -271,7 +276,7 @@ def _rbf_grid(parts, tiles, store, layers, shifts, sigmas, seed, wanted, attrs) 
     scales = np.array([[2.0 * s**2 * m for s in sigmas] for m in meds])
     parts = rbf_sums(tiles, store.load, len(layers), scales, wanted, task_slots())
     attrs.update(median_sq_distance=[float(m) for m in meds], median_exact=exact)
-    if not exact:  # as the pairwise rbf_cka says it
+    if not exact:
         attrs["approximate"] = (
             "cka_rbf: RBF bandwidths from each layer's median squared distance among a "
             f"seeded random subset of {min(MEDIAN_SAMPLE, n)} samples (n > {MEDIAN_EXACT_MAX})")
@@ -304,8 +309,8 @@ def _check(parts: Sequence[TileSums], layers: Sequence[Layer], wanted) -> None:
 
 def _medians(parts, tiles, store, layers, shifts, n, seed) -> tuple[list[float], bool]:
     """Each layer's median squared distance: exact from the scratch tiles up to
-    MEDIAN_EXACT_MAX samples, else over a seeded subsample (as ``rbf_cka``, its rows shifted
-    by ``shifts``, found here when not given)."""
+    MEDIAN_EXACT_MAX samples, else over a seeded subsample (its rows shifted by ``shifts``,
+    found here when not given)."""
     if n > MEDIAN_EXACT_MAX:
         if any(m is None for m in shifts):
             shifts = first_chunk_means(layers)
@@ -356,6 +361,17 @@ def cka_from_sums(sums: GramSums, names: tuple[str, str], debiased: bool) -> flo
     return cka_ratio(sums.hsic(debiased), names, sums.n, debiased, scale=(sums.kk, sums.ll))
 
 
+def _rbf_fields(attrs: dict[str, Any], sides: tuple[int, int], sigma: float) -> dict[str, Any]:
+    """What an RBF cell carries besides its value: the medians of its two layers (``sides``:
+    their positions among the grid's layers), whether they are exact, and the bandwidth."""
+    meds, exact = attrs["median_sq_distance"], bool(attrs["median_exact"])
+    approximate = None if exact else (
+        "RBF bandwidths from the median squared distance among a seeded random subset of "
+        f"{min(MEDIAN_SAMPLE, attrs['n_samples'])} samples (n > {MEDIAN_EXACT_MAX})")
+    return {"approximate": approximate, "median": tuple(meds[k] for k in sides),
+            "median_exact": exact, "sigma": sigma}
+
+
 def gram_cells(
     specs: Sequence[dict[str, Any]],
     layers: Sequence[Layer],
@@ -363,19 +379,28 @@ def gram_cells(
     cols: Sequence[int],
     *,
     seed: int,
+    block_rows: int | None = None,
 ) -> tuple[Cells, dict[str, Any]]:
-    """CKA cells of every pair from the shared sample-space tiles
-    (:mod:`dask_repsim.paths.gram.samplespace`): each layer's Gram tile is formed once for the grid.
+    """CKA cells of every pair from the shared sample-space tiles: each layer's Gram tile is
+    formed once for the grid (a pairwise call is a grid of one cell).
 
-    ``specs[m]``: ``{"debiased": bool}`` for linear CKA, ``{"kernel": "rbf", "sigma": s}`` for
-    RBF CKA at bandwidth ``s`` times the median distance.
+    ``specs[m]``: ``{"debiased": bool}`` for linear CKA, ``{"kernel": "rbf", "sigma": s,
+    "debiased": bool}`` for RBF CKA at bandwidth ``s`` times the median distance. Every cell's
+    ``fields`` hold ``method`` ("gram") and ``approximate``; an RBF cell's also ``median`` (its
+    row and column layers' median squared distances: the bandwidths are ``2 s^2 median``),
+    ``median_exact`` and ``sigma``. ``seed``: of the subsample the medians are taken over beyond
+    :data:`MEDIAN_EXACT_MAX` samples. ``block_rows``: samples per row block (default: from the
+    memory budget, :func:`grid_sums`).
     """
     used = sorted(set(rows) | set(cols))
     pos = {u: k for k, u in enumerate(used)}
     sigmas = sorted({spec["sigma"] for spec in specs if spec.get("kernel") == "rbf"})
+    for s in sigmas:
+        if not s > 0:
+            raise ValueError(f"sigma must be > 0, not {s}")
     pairs = sorted({tuple(sorted((pos[a], pos[b]))) for a in rows for b in cols})
-    sums, attrs = grid_sums([layers[u] for u in used], pairs, sigmas=sigmas,
-                                        seed=seed)
+    sums, attrs = grid_sums([layers[u] for u in used], pairs, sigmas=sigmas, seed=seed,
+                            rows=block_rows)
     cells: Cells = {}
     for m, spec in enumerate(specs):
         rbf = spec.get("kernel") == "rbf"
@@ -385,9 +410,10 @@ def gram_cells(
                 first, second = sorted((pos[a], pos[b]))
                 names = (layers[used[first]].name, layers[used[second]].name)
                 value = cka_from_sums(sums[kernel, first, second], names,
-                                                  bool(spec.get("debiased")))
-                cells[m, i, j] = Cell(value, fields={
-                    "method": "gram", "approximate": attrs.get("approximate") if rbf else None})
+                                      bool(spec.get("debiased")))
+                fields = _rbf_fields(attrs, (pos[a], pos[b]), spec["sigma"]) if rbf else \
+                    {"approximate": None}
+                cells[m, i, j] = Cell(value, fields={"method": "gram", **fields})
     if "median_exact" in attrs:  # netCDF attributes take no booleans
         attrs["median_exact"] = int(attrs["median_exact"])
     if "median_sq_distance" in attrs:
