@@ -116,9 +116,10 @@ def measure_gemm(size: int = GEMM_SIZE) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def read_pass(paths: list[str]) -> dict:
+def read_pass(paths: list[str], passes: int = 2) -> dict:
     """One read pass over Zarr arrays (a group stands for all its arrays): column sums in one
-    ``dask.compute`` on the threaded scheduler, twice; the faster is the read floor."""
+    ``dask.compute`` on the threaded scheduler, ``passes`` times; the fastest is the read
+    floor (the first may fill the page cache)."""
     import dask
     import dask.array as da
     import zarr
@@ -130,16 +131,17 @@ def read_pass(paths: list[str]) -> dict:
         arrays += [da.from_zarr(a) for a in found]
     times = []
     with dask.config.set(scheduler="threads"):
-        for _ in range(2):
+        for _ in range(passes):
             start = time.perf_counter()
             dask.compute(*[x.sum(axis=0, dtype="float64") for x in arrays])
             times.append(time.perf_counter() - start)
     return {"seconds": min(times), "times": times, "bytes": int(sum(x.nbytes for x in arrays))}
 
 
-def measure_read(paths: list[str | Path]) -> dict:
+def measure_read(paths: list[str | Path], passes: int = 2) -> dict:
     """:func:`read_pass` in a fresh process."""
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--read", *map(str, paths)]
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--passes", str(passes), "--read",
+           *map(str, paths)]
     done = subprocess.run(cmd, capture_output=True, text=True, env=child_env(), check=True)
     return json.loads(done.stdout.strip().splitlines()[-1])
 
@@ -183,9 +185,11 @@ def floor_lines(madds: float, counted: str, gemm: dict, read: float) -> tuple[fl
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_gemm_argument(parser)
-    parser.add_argument("--read", nargs="+", help="time one read pass over these Zarr paths")
+    parser.add_argument("--read", nargs="+", help="time a read pass over these Zarr paths")
+    parser.add_argument("--passes", type=int, default=2, help="read passes (the fastest counts)")
     args = parser.parse_args()
-    print(json.dumps(read_pass(args.read) if args.read else gemm_rates(args.gemm_size)))
+    print(json.dumps(read_pass(args.read, args.passes) if args.read
+                     else gemm_rates(args.gemm_size)))
 
 
 if __name__ == "__main__":
