@@ -8,8 +8,9 @@ outputs of conv1, layer1..layer4, avgpool and fc are recorded with
 
 read    one read pass over every stored chunk of both stores (dask ``from_zarr(...).sum()``),
         twice; the faster is the I/O floor
-gemm    this machine's float64 GEMM rate: the best of 3 products 4096 x 4096 @ 4096 x 4096 with
-        numpy's BLAS at its default threads (all cores)
+gemm    this machine's float64 GEMM rate (``_common.py``): the best of 3 products
+        4096 x 4096 @ 4096 x 4096 with all BLAS threads in one product, and with one BLAS
+        thread in each of the cores' threads, a product each at once; the floor takes the higher
 ours    ``dask_repsim.compare(a, b, metrics=M, sigma=[0.4, 0.8])`` on Dask's threaded
         scheduler, dask config ``repsim.memory-budget`` from ``--budget`` (``sigma=`` only when
         ``cka_rbf`` is asked for; ``method=`` only when ``--method`` is given)
@@ -17,13 +18,15 @@ numpy   what a skilled user writes with the data in memory: each layer loaded as
         columns centred, its n x n Gram K = Xc Xc^T formed once; then for all 49 pairs linear
         CKA, debiased CKA (the unbiased HSIC of Song et al. 2012, zero diagonals) and RBF CKA
         (Kornblith et al.'s gram_rbf: squared distances from the Gram, bandwidth
-        2 sigma^2 median over all n^2 of them, centred HSIC); numpy's default threaded BLAS
+        2 sigma^2 median over all n^2 of them, centred HSIC); numpy's default threaded BLAS,
+        all cores (its best)
 
-The arithmetic floor is n^2 x (sum of the 14 layers' widths) multiply-adds (every layer's full
-n x n Gram product, which the linear and RBF measures all need) at the measured GEMM rate; a
-symmetric product (syrk) needs half of that. Peak memory is each process's peak resident set
-size from the kernel (``wait4``'s ``ru_maxrss``, imports included). The report goes to
-``benchmarks/results/conv_n<n>.txt`` (and the raw figures and values to ``conv_n<n>.json``).
+The arithmetic floor is n^2 x (sum of the 14 layers' widths) / 2 multiply-adds (every layer's
+n x n Gram, which the linear and RBF measures all need, as a symmetric product, syrk; a general
+product needs twice as many) at the measured GEMM rate; the floor is the larger of it and the
+read pass. Peak memory is each process's peak resident set size from the kernel (``wait4``'s
+``ru_maxrss``, imports included). The report goes to ``benchmarks/results/conv_n<n>.txt`` (and
+the raw figures and values to ``conv_n<n>.json``).
 
 Examples
 --------
@@ -50,18 +53,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
+from _common import add_gemm_argument, blas_info, child_env, floor_lines, gemm_lines, measure_gemm
 
 HERE = Path(__file__).resolve().parent
 LAYERS = ("conv1", "layer1", "layer2", "layer3", "layer4", "avgpool", "fc")
 WIDTHS = (65_536, 16_384, 8_192, 4_096, 2_048, 512, 100)
 NUMPY_METRICS = ("cka", "cka_debiased", "cka_rbf")
 BATCH = 64
-GEMM_SIZE = 4096
 STEPS = {
     "read": "one read pass over every chunk of both stores (column sums), the I/O floor",
-    "gemm": f"float64 GEMM {GEMM_SIZE}^3, best of 3, BLAS default threads",
-    "ours": "dask_repsim.compare(a, b), threaded scheduler",
-    "numpy": "numpy in memory: 14 Gram matrices, 49 pairs",
+    "ours": "dask_repsim.compare(a, b), threaded scheduler, BLAS 1 thread per task (package)",
+    "numpy": "numpy in memory: 14 Gram matrices, 49 pairs, BLAS default threads (all cores)",
 }
 
 
@@ -186,20 +188,6 @@ def read_step(a: str, b: str) -> dict:
             "bytes": int(sum(x.nbytes for x in arrays))}
 
 
-def gemm_step() -> dict:
-    rng = np.random.default_rng(0)
-    x, y = (rng.standard_normal((GEMM_SIZE, GEMM_SIZE)) for _ in range(2))
-    x @ y  # warm up
-    times = []
-    for _ in range(3):
-        start = time.perf_counter()
-        x @ y
-        times.append(time.perf_counter() - start)
-    best = min(times)
-    return {"seconds": best, "times": times, "madds_per_second": GEMM_SIZE**3 / best,
-            "blas": _blas()}
-
-
 def ours_step(a: str, b: str, metrics: list[str], sigmas: list[float],
               budget: str | None, method: str | None) -> dict:
     import dask
@@ -294,7 +282,7 @@ def numpy_step(a: str, b: str, metrics: list[str], sigmas: list[float]) -> dict:
     for sigma in sigmas if rbf else ():
         values[f"cka_rbf_{sigma}"] = _rbf_values(grams, stats, sigma)
     return {"seconds": time.perf_counter() - start, "grams_seconds": loaded,
-            "values": {m: v.tolist() for m, v in values.items()}, "blas": _blas()}
+            "values": {m: v.tolist() for m, v in values.items()}, "blas": blas_info()}
 
 
 def _rbf_values(grams: dict, stats: dict, sigma: float) -> np.ndarray:
@@ -329,13 +317,6 @@ def _plain(value):
                                  else str(o)))
 
 
-def _blas() -> str:
-    from threadpoolctl import threadpool_info
-
-    return ", ".join(f"{i['internal_api']} {i['version']} ({i['num_threads']} threads)"
-                     for i in threadpool_info() if i.get("user_api") == "blas")
-
-
 def run_child(args: argparse.Namespace) -> dict:
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     a, b = str(args.workdir / "a.zarr"), str(args.workdir / "b.zarr")
@@ -344,8 +325,6 @@ def run_child(args: argparse.Namespace) -> dict:
         result = capture_step(args.workdir, args.n, args.keep)
     elif args.step == "read":
         result = read_step(a, b)
-    elif args.step == "gemm":
-        result = gemm_step()
     elif args.step == "ours":
         result = ours_step(a, b, metrics, sigmas, args.budget, args.method)
     else:
@@ -361,7 +340,7 @@ def spawn(args: argparse.Namespace, step: str) -> dict:
     cmd += ["--budget", args.budget] if args.budget is not None else []
     cmd += ["--method", args.method] if args.method is not None else []
     print(f"[{datetime.now(UTC):%H:%M:%S}] step {step} ...", flush=True)
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=child_env())
     stdout = proc.stdout.read()
     _, status, usage = os.wait4(proc.pid, 0)
     code = os.waitstatus_to_exitcode(status)
@@ -392,7 +371,7 @@ def machine_lines(start_load: tuple[float, ...]) -> list[str]:
         f"date: {datetime.now(UTC).isoformat(timespec='seconds')}",
         f"machine: {platform.platform()}; CPU: {cpu}; {os.cpu_count()} cores; "
         f"{memory:.1f} GiB memory",
-        f"BLAS: {_blas()}",
+        f"BLAS: {blas_info()}",
         "load average (1, 5, 15 min) at start: " + ", ".join(f"{x:.2f}" for x in start_load)
         + "; at end: " + ", ".join(f"{x:.2f}" for x in os.getloadavg()),
         f"versions: python {platform.python_version()}, dask-repsim {dask_repsim.__version__} "
@@ -420,7 +399,7 @@ def _step_lines(results: dict, floor: float) -> list[str]:
     ref = results.get("numpy", {}).get("seconds")
     lines = [f"{'step':<6} {'seconds':>9} {'CPU s':>9} {'peak GB':>8} {'base GB':>8} "
              f"{'x numpy':>8} {'x floor':>8}  what"]
-    for step in ("read", "gemm", "ours", "numpy"):
+    for step in ("read", "ours", "numpy"):
         r = results.get(step)
         if r is None:
             continue
@@ -439,9 +418,9 @@ def report(args: argparse.Namespace, results: dict, start_load: tuple[float, ...
     n, metrics = args.n, args.metrics.split(",")
     total = 2 * sum(WIDTHS)
     read, gemm = results["read"], results["gemm"]
-    rate = gemm["madds_per_second"]
-    arithmetic = n * n * total / rate
-    floor = max(arithmetic, read["seconds"])
+    floor, floor_text = floor_lines(
+        n * n * total / 2, f"n^2 x P / 2 = {n}^2 x {total:,} / 2 (every layer's n x n Gram as a "
+        "symmetric product, syrk; a general product: twice)", gemm, read["seconds"])
     cap = results["capture"]
     captured = ", ".join(f"network {k} {v:.1f} s" if v is not None else f"network {k} reused"
                          for k, v in cap.items() if k in ("a", "b"))
@@ -470,11 +449,8 @@ def report(args: argparse.Namespace, results: dict, start_load: tuple[float, ...
         "",
         f"read pass: {read['bytes'] / 1e9:.2f} GB, passes of "
         + " and ".join(f"{t:.2f}" for t in read["times"]) + " s (the faster is the floor)",
-        f"GEMM rate: {rate:.3g} multiply-adds/s ({2 * rate / 1e9:.1f} GFLOP/s), "
-        f"{GEMM_SIZE}^3 in " + ", ".join(f"{t:.2f}" for t in gemm["times"]) + f" s; {gemm['blas']}",
-        f"arithmetic floor = n^2 x P / rate = {n}^2 x {total:,} / {rate:.3g} = {arithmetic:.2f} s "
-        f"(every layer's n x n Gram; with symmetric products half: {arithmetic / 2:.2f} s)",
-        f"floor = max(read pass, arithmetic floor) = {floor:.2f} s",
+        *gemm_lines(gemm),
+        *floor_text,
     ]
     return lines + _comparison_lines(args, results, floor)
 
@@ -523,6 +499,7 @@ def main() -> None:
                         "benchmarks/data/conv_n<n>)")
     parser.add_argument("--keep", action="store_true",
                         help="reuse complete captured stores of this n in the work dir")
+    add_gemm_argument(parser)
     parser.add_argument("--step", choices=("capture", *STEPS), help=argparse.SUPPRESS)
     args = parser.parse_args()
     args.workdir = (args.workdir or HERE / "data" / f"conv_n{args.n}").resolve()
@@ -534,10 +511,12 @@ def main() -> None:
     results = {"capture": spawn(args, "capture")}
     if "error" in results["capture"]:
         raise SystemExit("capture failed")
-    for step in ("read", "gemm", "ours") + (() if args.skip_numpy else ("numpy",)):
+    print(f"[{datetime.now(UTC):%H:%M:%S}] GEMM rate ...", flush=True)
+    results["gemm"] = measure_gemm(args.gemm_size)
+    for step in ("read", "ours") + (() if args.skip_numpy else ("numpy",)):
         results[step] = spawn(args, step)
-    if "error" in results["read"] or "error" in results["gemm"]:
-        raise SystemExit("a floor step failed")
+    if "error" in results["read"]:
+        raise SystemExit("the read step failed")
     text = "\n".join(report(args, results, start_load)) + "\n"
     print(text)
     out = HERE / "results" / f"conv_n{args.n}.txt"

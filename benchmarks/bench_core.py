@@ -4,16 +4,27 @@ For a float32 pair X, Y (n x 256 each, ReLU-like, correlated) stored as Zarr v3 
 measures, each step in its own subprocess so that its peak memory is its own:
 
 (a) a read-only pass: column sums of both arrays, one ``dask.compute`` (the I/O floor);
-(b) dask's float64 ``Z.T @ Z`` for ``Z = [X | Y]`` read from the same files (one compute);
-(c) ``dask_repsim.compare(x_path, y_path)`` with all eight measures;
-(d) the eight measures from the data in memory with plain numpy/scipy (skipped when the data
-    would not fit in ``--numpy-limit-gb``).
+(b) plain dask's float64 ``Z.T @ Z`` for ``Z = [X | Y]`` read from the same files (one
+    compute), in its best configuration: BLAS held to one thread per call
+    (``threadpoolctl``), so each of Dask's threads runs a single-threaded BLAS;
+(c) ``dask_repsim.compare(x_path, y_path)`` with all eight measures (the package holds BLAS to
+    one thread per task in its passes itself);
+(d) the eight measures from the data in memory with plain numpy/scipy, BLAS at its default
+    threads (all cores: its best; skipped when the data would not fit in ``--numpy-limit-gb``);
+(b') with ``--oversubscribed-dask`` only: (b) with BLAS at its default, a team of threads
+    inside each of Dask's threads; a labelled footnote row, not a baseline.
 
 (a)-(c) use Dask's default local threaded scheduler. Wall time is timed inside the child around
 the work only (opening the arrays and building the graph included, interpreter start-up and
 imports not); peak memory is the child's peak resident set size (``ru_maxrss`` from ``wait4``),
 imports included, so the "baseline" column (RSS after imports) is also reported. The values of
 (c) are checked against (d), so the benchmark doubles as a sanity check.
+
+The floor (``_common.py``) is the larger of the read pass (a) and the arithmetic floor: the
+n (p+q)^2 / 2 float64 multiply-adds of the co-moment matrix Z^T Z done as a symmetric product
+(syrk, which the package's pass uses; a general product needs twice as many) at this machine's
+GEMM rate, measured in the same run in a process of its own, both with all BLAS threads in one
+product and with one BLAS thread in each of the cores' threads; the floor takes the higher rate.
 
 Examples
 --------
@@ -22,6 +33,7 @@ Examples
     python benchmarks/bench_core.py                    # 1,000,000 rows
     python benchmarks/bench_core.py --rows 4000000     # 8 GB on disk; (d) skipped
     python benchmarks/bench_core.py --rows 200000 --chunk-rows 16384 --repeat 3
+    python benchmarks/bench_core.py --oversubscribed-dask    # adds (b') as a footnote row
 
 The data go to ``benchmarks/data/`` (reused by later runs with the same rows and chunking;
 ``--clean`` deletes them afterwards); the table goes to stdout and to
@@ -49,6 +61,14 @@ import dask.array as da
 import numpy as np
 import scipy.linalg
 import zarr
+from _common import (
+    add_gemm_argument,
+    child_env,
+    floor_lines,
+    gemm_lines,
+    measure_gemm,
+    one_blas_thread,
+)
 
 import dask_repsim
 
@@ -63,11 +83,22 @@ LATENT = 64
 METRIC_NAMES = tuple(dask_repsim.DEFAULT_METRICS)
 STEPS = {
     "a": "read both arrays: column sums (I/O floor)",
-    "b": "dask float64 Z.T @ Z, Z = [X | Y]",
+    "b": "plain dask float64 Z.T @ Z, Z = [X | Y]",
     "c": "dask_repsim.compare, 8 measures",
     "d": "numpy/scipy in memory, 8 measures",
     "e": "(c) with jackknife intervals (20 groups)",
     "f": "(c) with a permutation test, K = 100",
+    "b'": "footnote, not a baseline: (b) with BLAS oversubscribed",
+}
+# How each step runs BLAS (the table's column): every baseline in its best configuration.
+BLAS = {
+    "a": "none",
+    "b": "1 per dask thread",
+    "c": "1 per task (package)",
+    "d": "default (all cores)",
+    "e": "1 per task (package)",
+    "f": "1 per task (package)",
+    "b'": "default in each dask thread",
 }
 PERMUTATIONS = 100
 
@@ -161,6 +192,13 @@ def step_read(xp: Path, yp: Path) -> dict:
 
 
 def step_gram(xp: Path, yp: Path) -> dict:
+    """Plain dask at its best: one BLAS thread per call, so one per Dask thread."""
+    with one_blas_thread():
+        return step_gram_oversubscribed(xp, yp)
+
+
+def step_gram_oversubscribed(xp: Path, yp: Path) -> dict:
+    """Plain dask with BLAS at its default: a team of BLAS threads inside each Dask thread."""
     z = da.concatenate([da.from_zarr(str(xp)), da.from_zarr(str(yp))], axis=1).astype("float64")
     (gram,) = dask.compute(z.T @ z)
     return {"check": float(np.trace(gram))}
@@ -278,6 +316,7 @@ STEP_FUNCS = {
     "d": step_numpy,
     "e": step_interval,
     "f": step_permutations,
+    "b'": step_gram_oversubscribed,
 }
 
 
@@ -307,11 +346,7 @@ def spawn(args: argparse.Namespace, step: str) -> dict:
     cmd += ["--rows", str(args.rows), "--features", str(args.features)]
     cmd += ["--chunk-rows", str(args.chunk_rows), "--seed", str(args.seed)]
     cmd += ["--data-dir", str(args.data_dir)]
-    env = dict(os.environ)
-    if args.blas_threads:
-        for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-            env[var] = str(args.blas_threads)
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, env=env, text=True)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, env=child_env(), text=True)
     stdout = proc.stdout.read()
     _, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)
@@ -373,25 +408,43 @@ def _run_lines(load_start: tuple[float, ...]) -> list[str]:
     ]
 
 
-def _table(results: dict[str, dict]) -> list[str]:
+def arithmetic(args: argparse.Namespace) -> tuple[float, str]:
+    """The multiply-adds of the co-moment pass, and how they are counted."""
+    p = 2 * args.features
+    return args.rows * p * p / 2, (f"n (p+q)^2 / 2 with n = {args.rows:,}, p + q = {p} (Z^T Z "
+                                   "as a symmetric product, syrk; a general product: twice)")
+
+
+def _table(results: dict[str, dict], floor: float, arithmetic_seconds: float) -> list[str]:
     ref = results.get("b")
     lines = [
-        "| step | what | seconds | CPU seconds | peak memory (GB) | baseline RSS (GB) "
-        "| time / (b) | peak memory / (b) |",
-        "|---|---|---:|---:|---:|---:|---:|---:|",
+        "| step | what | BLAS threads | seconds | CPU seconds | peak memory (GB) "
+        "| baseline RSS (GB) | time / (b) | time / floor | peak memory / (b) |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for step, what in STEPS.items():
+    floors = {"arithmetic floor": ("n (p+q)^2 / 2 float64 multiply-adds (syrk of Z^T Z) at the "
+                                   "GEMM rate", arithmetic_seconds),
+              "floor": ("max((a), arithmetic floor)", floor)}
+    # the floor after the measured steps, the footnote row (b') last
+    for step in [*(s for s in STEPS if s != "b'"), *floors, "b'"]:
+        if step in floors:
+            what, seconds = floors[step]
+            ratio_t = f"{seconds / ref['seconds']:.2f}" if ref else ""
+            lines.append(f"| {step} | {what} | | {seconds:.2f} | | | | {ratio_t} "
+                         f"| {seconds / floor:.2f} | |")
+            continue
         r = results.get(step)
         if r is None:
             continue
+        label = f"| ({step}) | {STEPS[step]} | {BLAS[step]}"
         if r.get("skipped"):
-            lines.append(f"| ({step}) | {what} | skipped | | | | | |")
+            lines.append(f"{label} | skipped | | | | | | |")
             continue
         ratio_t = f"{r['seconds'] / ref['seconds']:.2f}" if ref else ""
         ratio_m = f"{r['peak_bytes'] / ref['peak_bytes']:.2f}" if ref else ""
         lines.append(
-            f"| ({step}) | {what} | {r['seconds']:.2f} | {r['cpu_seconds']:.1f} "
-            f"| {_gb(r['peak_bytes'])} | {_gb(r['baseline_bytes'])} | {ratio_t} | {ratio_m} |"
+            f"{label} | {r['seconds']:.2f} | {r['cpu_seconds']:.1f} | {_gb(r['peak_bytes'])} "
+            f"| {_gb(r['baseline_bytes'])} | {ratio_t} | {r['seconds'] / floor:.2f} | {ratio_m} |"
         )
     return lines
 
@@ -424,7 +477,7 @@ def _flatness(args: argparse.Namespace, results_dir: Path) -> list[str]:
         rec = json.loads(path.read_text())
         same = rec["chunk_rows"] == args.chunk_rows and rec["features"] == args.features
         same = same and not rec.get("uncertainty")
-        if same and "c" in rec["results"] and rec.get("blas_threads") == args.blas_threads:
+        if same and "c" in rec["results"]:
             rows.append((rec["rows"], rec["results"]["c"]["peak_bytes"]))
     if len(rows) < 2:
         return []
@@ -471,16 +524,24 @@ def drive(args: argparse.Namespace) -> None:
     skip_d = numpy_gb > args.numpy_limit_gb
     if not skip_d:
         steps.append("d")
+    steps += ["b'"] if args.oversubscribed_dask else []
     if args.warmup:
         spawn(args, "a")  # untimed: every step then reads from the same (warm) page cache
     runs: dict[str, list[dict]] = {s: [] for s in steps}
+    gemms = []
     for _ in range(args.repeat):
         for step in steps:  # interleaved, so that drift in machine load hits every step
             runs[step].append(spawn(args, step))
             print(f"({step}) {runs[step][-1]['seconds']:.2f} s", flush=True)
+        gemms.append(measure_gemm(args.gemm_size))
+        print(f"GEMM rate {gemms[-1]['madds_per_second']:.3g} multiply-adds/s", flush=True)
     results = {s: _best(r) for s, r in runs.items()}
     if skip_d:
         results["d"] = {"skipped": True}
+    gemm = max(gemms, key=lambda g: g["madds_per_second"])
+    madds, counted = arithmetic(args)
+    floor, floor_text = floor_lines(madds, counted, gemm, results["a"]["seconds"])
+    arithmetic_seconds = madds / gemm["madds_per_second"]
 
     lines = [
         f"# dask_repsim core benchmark: {args.rows:,} rows x ({args.features} + "
@@ -488,14 +549,21 @@ def drive(args: argparse.Namespace) -> None:
         "",
         "command: " + " ".join(["python"] + [os.path.relpath(sys.argv[0])] + sys.argv[1:]),
         *_run_lines(load_start),
-        f"dask scheduler: threaded (default), {os.cpu_count()} threads; BLAS threads per "
-        f"process: {args.blas_threads or 'library default'}",
+        f"dask scheduler: threaded (default), {os.cpu_count()} threads",
+        "BLAS: every baseline in its best configuration: plain dask (b) with one BLAS thread "
+        "per dask thread (threadpoolctl around its compute; a BLAS team inside each dask thread "
+        f"oversubscribes the cores), numpy (d) with BLAS at its default, all {os.cpu_count()} "
+        "cores; compare (c, e, f) holds BLAS to one thread per task in its passes itself; the "
+        "step processes start without OMP/OPENBLAS/MKL thread variables"
+        + ("; (b') at the bottom of the table is plain dask with BLAS oversubscribed, a "
+           "footnote for comparison with earlier reports, not a baseline"
+           if args.oversubscribed_dask else ""),
         f"data: {args.rows:,} x {args.features} float32 per array, chunks of {args.chunk_rows:,}"
         f" rows, zarr default codecs, {_gb(disk)} GB on disk for both; seed {args.seed}",
         f"repeats: {args.repeat} (seconds: fastest; peak memory: highest)"
         + ("; page cache warmed by an untimed (a)" if args.warmup else ""),
         "",
-        *_table(results),
+        *_table(results, floor, arithmetic_seconds),
         "",
         "seconds: wall time of the work inside the step's own process (imports excluded);",
         "CPU seconds: user + system time of that process, imports included;",
@@ -509,6 +577,11 @@ def drive(args: argparse.Namespace) -> None:
         )
     else:
         lines.append(f"(d) includes {results['d']['load_seconds']:.2f} s to load the arrays.")
+    lines += ["", f"read pass (a): {results['a']['seconds']:.2f} s", *gemm_lines(gemm)]
+    if len(gemms) > 1:
+        lines.append(f"GEMM rates of the {len(gemms)} repeats (the highest is used): "
+                     + ", ".join(f"{g['madds_per_second']:.3g}" for g in gemms))
+    lines += floor_text
     if args.repeat > 1:
         lines.append("")
         for s in steps:
@@ -522,6 +595,8 @@ def drive(args: argparse.Namespace) -> None:
             "",
             f"target (c) time <= 1.0 x (b): {c['seconds'] / b['seconds']:.2f} x "
             f"-> {'met' if c['seconds'] <= b['seconds'] else 'MISSED'}",
+            f"(c) / floor: {c['seconds'] / floor:.2f} x; (b) / floor: "
+            f"{b['seconds'] / floor:.2f} x",
             f"target (c) peak memory <= 2.5 GB: {_gb(c['peak_bytes'])} GB "
             f"-> {'met' if c['peak_bytes'] <= 2.5e9 else 'MISSED'}",
         ]
@@ -530,14 +605,17 @@ def drive(args: argparse.Namespace) -> None:
         lines += ["", *_uncertainty_lines(results)]
 
     suffix = "" if args.chunk_rows == DEFAULT_CHUNK_ROWS else f"_chunk{args.chunk_rows}"
-    suffix += f"_blas{args.blas_threads}" if args.blas_threads else ""
     suffix += "_uncertainty" if args.uncertainty else ""
     stem = results_dir / f"core_{args.rows}{suffix}"
     record = {
         "rows": args.rows,
         "features": args.features,
         "chunk_rows": args.chunk_rows,
-        "blas_threads": args.blas_threads,
+        "blas": {s: BLAS[s] for s in steps},
+        "gemm": gemm,
+        "arithmetic_madds": madds,
+        "arithmetic_seconds": arithmetic_seconds,
+        "floor_seconds": floor,
         "uncertainty": args.uncertainty,
         "results": {k: r for k, r in results.items() if not r.get("skipped")},
     }
@@ -565,8 +643,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--data-dir", default=str(HERE / "data"))
     parser.add_argument("--results-dir", default=str(HERE / "results"))
     parser.add_argument(
-        "--blas-threads", type=int, default=0, help="BLAS threads per process (0: default)"
+        "--oversubscribed-dask", action="store_true",
+        help="also (b'): plain dask with BLAS at its default inside each dask thread, a "
+        "labelled footnote row (not a baseline)",
     )
+    add_gemm_argument(parser)
     parser.add_argument("--no-warmup", dest="warmup", action="store_false")
     parser.add_argument("--clean", action="store_true", help="delete the data afterwards")
     parser.add_argument(

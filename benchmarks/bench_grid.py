@@ -11,6 +11,12 @@ then times, each step in its own process (peak RSS from the kernel):
 (c) a loop of ``layers^2`` pairwise calls, each computing the same eight measures from its own
     pass (``compare`` on one pair).
 
+The package holds BLAS to one thread per task in its passes. The floor (``_common.py``) is the
+larger of (a) and the arithmetic floor: the float64 multiply-adds of the grid's pass, each of
+the 2L layers' own co-moment block as a symmetric product (n w^2 / 2) and the L^2 cross blocks
+(n w^2 each), n w^2 (L + L^2) in all, at the GEMM rate measured in the same run (the higher of
+all BLAS threads in one product and one BLAS thread in each of the cores' threads).
+
 The table goes to benchmarks/results/grid_<rows>.txt with the command, machine and versions.
 """
 
@@ -19,13 +25,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+from _common import add_gemm_argument, child_env, floor_lines, gemm_lines, measure_gemm
+from bench_core import _run_lines
 
 HERE = Path(__file__).resolve().parent
 CHUNK = 25_000
@@ -88,6 +95,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=200_000)
     parser.add_argument("--width", type=int, default=256)
     parser.add_argument("--layers", type=int, default=6)
+    add_gemm_argument(parser)
     parser.add_argument("--step", help=argparse.SUPPRESS)
     args = parser.parse_args()
     root = HERE / "data" / f"grid_n{args.rows}_w{args.width}_l{args.layers}"
@@ -95,13 +103,15 @@ def main() -> None:
         print(json.dumps(step(args.step, root, args.layers)))
         return
     root.mkdir(parents=True, exist_ok=True)
+    load_start = os.getloadavg()
     write(root, args.rows, args.width, args.layers)
+    gemm = measure_gemm(args.gemm_size)
     results = {}
     for name in ("read", "compare", "loop"):
         proc = subprocess.Popen(
             [sys.executable, __file__, "--rows", str(args.rows), "--width", str(args.width),
              "--layers", str(args.layers), "--step", name],
-            stdout=subprocess.PIPE, text=True,
+            stdout=subprocess.PIPE, text=True, env=child_env(),
         )
         stdout = proc.stdout.read()
         _, status, usage = os.wait4(proc.pid, 0)  # this child's own peak RSS (KiB)
@@ -110,16 +120,21 @@ def main() -> None:
         results[name] = json.loads(stdout.strip().splitlines()[-1])
         results[name]["peak_gb"] = usage.ru_maxrss * 1024 / 1e9
     read = results["read"]["seconds"]
+    n, w, layers = args.rows, args.width, args.layers
+    floor, floor_text = floor_lines(
+        n * w * w * (layers + layers**2), f"n w^2 (L + L^2) with n = {n:,}, w = {w}, L = {layers}"
+        " (each layer's own block of the co-moment as a symmetric product, syrk, n w^2 / 2; "
+        "the L^2 cross blocks, n w^2 each)", gemm, read)
     lines = [
         f"# dask_repsim grid benchmark: {args.layers} x {args.layers} layers, "
         f"{args.rows:,} samples x {args.width} units, float32 Zarr",
         "",
-        f"command: python benchmarks/bench_grid.py --rows {args.rows} --width {args.width} "
-        f"--layers {args.layers}",
-        f"machine: {platform.platform()}; {os.cpu_count()} cores",
+        "command: python benchmarks/bench_grid.py " + " ".join(sys.argv[1:]),
+        *_run_lines(load_start),
+        "BLAS: compare holds it to one thread per task in its passes (threaded scheduler)",
         "",
-        "| step | seconds | x read pass | peak RSS (GB) |",
-        "|---|---:|---:|---:|",
+        "| step | seconds | x read pass | x floor | peak RSS (GB) |",
+        "|---|---:|---:|---:|---:|",
     ]
     labels = {
         "read": "(a) one read pass of all arrays",
@@ -129,11 +144,15 @@ def main() -> None:
     for name, label in labels.items():
         r = results[name]
         lines.append(f"| {label} | {r['seconds']:.1f} | {r['seconds'] / read:.2f} | "
-                     f"{r['peak_gb']:.2f} |")
+                     f"{r['seconds'] / floor:.2f} | {r['peak_gb']:.2f} |")
+    lines.append(f"| floor: max((a), arithmetic floor) | {floor:.1f} | {floor / read:.2f} | 1.00 "
+                 "| |")
     speedup = results["loop"]["seconds"] / results["compare"]["seconds"]
     lines += ["", f"compare is {speedup:.1f}x faster than the loop and "
-              f"{results['compare']['seconds'] / read:.2f}x the read pass",
-              f"CKA diagonal: {np.round(results['compare']['cka_diagonal'], 4).tolist()}"]
+              f"{results['compare']['seconds'] / read:.2f}x the read pass, "
+              f"{results['compare']['seconds'] / floor:.2f}x the floor",
+              f"CKA diagonal: {np.round(results['compare']['cka_diagonal'], 4).tolist()}",
+              "", *gemm_lines(gemm), *floor_text]
     text = "\n".join(lines)
     print(text)
     (HERE / "results").mkdir(exist_ok=True)

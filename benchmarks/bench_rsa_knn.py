@@ -9,7 +9,13 @@ the same pass) against numpy holding the n x n cosine-similarity matrix. At ``--
 (50,000) ours run alone; the table states what the in-memory tools would need there. Reported:
 the wall time of the work (imports excluded) and the process's peak resident set size
 (``wait4``'s ``ru_maxrss``, imports included). Our steps run with the dask config
-``repsim.memory-budget`` set to ``--budget``.
+``repsim.memory-budget`` set to ``--budget`` (the package holds BLAS to one thread per task);
+rsatoolbox and numpy run with BLAS at its default threads (all cores, their best).
+
+The floor at each n (``_common.py``) is the larger of one read pass over the pair and the
+arithmetic floor: the two n x n similarity matrices as symmetric products, n^2 (p+q) / 2
+multiply-adds (the RDM comparison and the top-k selection not counted), at the GEMM rate
+measured in the same run.
 
 Examples
 --------
@@ -31,6 +37,14 @@ from pathlib import Path
 
 import numpy as np
 import zarr
+from _common import (
+    add_gemm_argument,
+    child_env,
+    floor_lines,
+    gemm_lines,
+    measure_gemm,
+    measure_read,
+)
 
 HERE = Path(__file__).resolve().parent
 LATENT = 32
@@ -106,7 +120,7 @@ def run_step(step: str, path: str, budget: str) -> dict:
 
 def _child(step: str, path: Path, budget: str) -> dict:
     cmd = [sys.executable, __file__, "--child", step, "--path", str(path), "--budget", budget]
-    env = dict(os.environ, PYTHONPATH=str(HERE.parent))
+    env = child_env(PYTHONPATH=str(HERE.parent))
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env)
     out = proc.stdout.read()
     _, status, usage = os.wait4(proc.pid, 0)
@@ -125,13 +139,13 @@ def in_memory_need(n: int, p: int) -> dict[str, float]:
     return {"rsatoolbox": (data + 2 * 8 * n * n) / 1e9, "numpy_knn": (data + 2 * 8 * n * n) / 1e9}
 
 
-def _line(step: str, n: int, p: int, r: dict) -> str:
+def _line(step: str, n: int, p: int, r: dict, floor: float) -> str:
     shape = f"{n} x {p} (x2)"
     if "error" in r:
         return f"{step:<11} {shape:<18} {r['error']}"
     note = f"; CKNNA {r['cknna']:.8f}" if "cknna" in r else ""
     return (f"{step:<11} {shape:<18} {r['value']:12.8f} {r['seconds']:9.1f} "
-            f"{r['peak_rss_gb']:8.2f}  {STEPS[step]}{note}")
+            f"{r['peak_rss_gb']:8.2f} {r['seconds'] / floor:8.2f}  {STEPS[step]}{note}")
 
 
 def main() -> None:
@@ -141,6 +155,7 @@ def main() -> None:
     parser.add_argument("--features", type=int, default=512)
     parser.add_argument("--chunk-rows", type=int, default=2_000)
     parser.add_argument("--budget", default="2GB")
+    add_gemm_argument(parser)
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--path", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -152,15 +167,25 @@ def main() -> None:
 
     p = args.features
     start_load = os.getloadavg()
-    table = [f"{'step':<11} {'shape':<18} {'value':>12} {'seconds':>9} {'peak GB':>8}  what"]
+    table = [f"{'step':<11} {'shape':<18} {'value':>12} {'seconds':>9} {'peak GB':>8} "
+             f"{'x floor':>8}  what"]
+    gemm = measure_gemm(args.gemm_size)
+    floor_text = gemm_lines(gemm)
     runs = [(args.rows, list(STEPS))]
     if args.large_rows:
         runs.append((args.large_rows, ["rsa", "knn"]))
     for n, steps in runs:
         path = HERE / "data" / f"rsa_knn_n{n}_p{p}.zarr"
         _write_pair(path, n, p, args.chunk_rows)
+        read = measure_read([path])
+        floor, lines = floor_lines(n * n * p, f"n^2 (p+q) / 2 with n = {n:,}, p = q = {p} (the "
+                                   "two n x n similarity matrices as symmetric products)", gemm,
+                                   read["seconds"])
+        floor_text += ["", f"{n:,} samples: read pass over {read['bytes'] / 1e9:.2f} GB, "
+                       + " and ".join(f"{t:.2f}" for t in read["times"])
+                       + " s (the faster counts)", *lines]
         for step in steps:
-            table.append(_line(step, n, p, _child(step, path, args.budget)))
+            table.append(_line(step, n, p, _child(step, path, args.budget), floor))
             print(table[-1], flush=True)
         if n == args.large_rows:
             need = in_memory_need(n, p)
@@ -175,13 +200,15 @@ def main() -> None:
         "",
         "command: python benchmarks/bench_rsa_knn.py " + " ".join(sys.argv[1:]),
         *_run_lines(start_load),
-        f"dask_repsim steps: dask config repsim.memory-budget {args.budget}; each step in its "
-        "own process; seconds: the work (imports excluded); peak GB: the process's peak RSS",
+        f"dask_repsim steps: dask config repsim.memory-budget {args.budget}, BLAS 1 thread per "
+        "task (the package's own); rsatoolbox and numpy: BLAS at its default threads (all "
+        "cores); each step in its own process; seconds: the work (imports excluded); peak GB: "
+        "the process's peak RSS; x floor: seconds / the floor at that n (below)",
         "",
     ]
     out = HERE / "results" / "rsa_knn.txt"
     out.parent.mkdir(exist_ok=True)
-    out.write_text("\n".join(header + table) + "\n")
+    out.write_text("\n".join(header + table + ["", *floor_text]) + "\n")
 
 
 if __name__ == "__main__":

@@ -28,6 +28,13 @@ least squares (non-negative, relative residuals):
 Peak memory is each process's peak resident set size (``wait4``'s ``ru_maxrss``, imports
 included; on the cluster it covers the worker processes, which the measuring process starts).
 
+Every point also gets its floor (``_common.py``): the larger of one read pass over its arrays
+(in a process of its own, page cache warm, the faster of two) and the arithmetic floor, the
+pass's float64 multiply-adds n (sum_layers p^2 / 2 + sum_pairs p q) (each layer's own
+co-moment block as a symmetric product, syrk, and the cross blocks of the pairs compared;
+n P^2 / 2 for one pair) at the GEMM rate measured at the start of the run (the higher of all
+BLAS threads in one product and one BLAS thread in each of the cores' threads).
+
 Examples
 --------
 ::
@@ -55,6 +62,7 @@ from pathlib import Path
 
 import numpy as np
 import zarr
+from _common import add_gemm_argument, child_env, gemm_lines, measure_gemm, measure_read
 from bench_core import _gb, _generate, _mixing, _run_lines, _versions
 from scipy.optimize import nnls
 
@@ -360,7 +368,7 @@ def spawn(spec: dict, blas_threads: int) -> dict:
     """Run one measurement in a fresh interpreter; peak RSS and CPU time from ``wait4``
     (the process and the descendants it waited for: a cluster's worker processes)."""
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", json.dumps(spec)]
-    env = dict(os.environ)
+    env = child_env()
     if blas_threads:
         for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
             env[var] = str(blas_threads)
@@ -445,6 +453,14 @@ def client_terms(pt: dict) -> list[float]:
     ]
 
 
+def floor_of(pt: dict, gemm: dict) -> tuple[float, float]:
+    """The point's arithmetic floor, n (sum_layers p^2 / 2 + sum_pairs p q) multiply-adds at
+    the GEMM rate, and its floor, the larger of that and its read pass."""
+    madds = pt["n"] * (sum(p * p for p in pt["widths"]) / 2 + sum(p * q for p, q in pt["pairs"]))
+    arithmetic = madds / gemm["madds_per_second"]
+    return arithmetic, max(arithmetic, pt["read"])
+
+
 def _nnls(rows: list[list[float]], t: np.ndarray) -> np.ndarray:
     """Non-negative least squares of relative residuals (t - A c) / t."""
     a = np.array(rows) / t[:, None]
@@ -478,7 +494,7 @@ def predict(coef: dict, pt: dict) -> tuple[float, float]:
 # --------------------------------------------------------------------------- report
 
 
-def _workers_table(points: list[dict]) -> list[str]:
+def _workers_table(points: list[dict], gemm: dict) -> list[str]:
     pts = [p for p in points if p["part"] == "workers"]
     if not pts:
         return []
@@ -489,11 +505,13 @@ def _workers_table(points: list[dict]) -> list[str]:
         "(processes, 1 thread each)",
         "",
         "| workers | seconds | speed-up | pass s | pass speed-up | client s | worker CPU s "
-        "| cores used | busy s per worker | client peak GB | worker peak GB | cluster start s |",
-        "|---:|---:|---:|---:|---:|---:|---|---:|---|---:|---:|---:|",
+        "| cores used | busy s per worker | client peak GB | worker peak GB | cluster start s "
+        "| read s | arithmetic s | x floor |",
+        "|---:|---:|---:|---:|---:|---:|---|---:|---|---:|---:|---:|---:|---:|---:|",
     ]
     for pt in pts:
         r = best(pt)
+        arithmetic, floor = floor_of(pt, gemm)
         lines.append(
             f"| {pt['label']} | {r['seconds']:.2f} | {ref['seconds'] / r['seconds']:.2f} "
             f"| {r['pass_seconds']:.2f} | {ref['pass_seconds'] / r['pass_seconds']:.2f} "
@@ -502,7 +520,8 @@ def _workers_table(points: list[dict]) -> list[str]:
             f"| {r['pass_cpu'] / r['pass_seconds']:.2f} "
             f"| {', '.join(f'{s:.1f}' for s in r['worker_busy_seconds'])} "
             f"| {_gb(r['peak_self_bytes'])} | {_gb(max(r['worker_peak_bytes']))} "
-            f"| {r['startup_seconds']:.1f} |"
+            f"| {r['startup_seconds']:.1f} | {pt['read']:.2f} | {arithmetic:.2f} "
+            f"| {r['seconds'] / floor:.2f} |"
         )
     lines += [
         "",
@@ -510,12 +529,13 @@ def _workers_table(points: list[dict]) -> list[str]:
         "first task start to last task end (task stream); client: the rest (graph, "
         "scheduling, decompositions); worker CPU: each worker process's CPU time during the "
         "call; cores used: worker CPU / pass (below the worker count when other jobs hold "
-        "cores); busy: each worker's summed task time.",
+        "cores); busy: each worker's summed task time; read s, arithmetic s: the floors "
+        "(below); x floor: seconds / the larger of the two.",
     ]
     return lines
 
 
-def _part_table(points: list[dict], part: str, coefs: dict) -> list[str]:
+def _part_table(points: list[dict], part: str, coefs: dict, gemm: dict) -> list[str]:
     pts = [p for p in points if p["part"] == part]
     if not pts:
         return []
@@ -537,11 +557,13 @@ def _part_table(points: list[dict], part: str, coefs: dict) -> list[str]:
         head,
         "",
         f"| {key} | P | pairs | seconds | pass s | client s | predicted s | measured / "
-        "predicted | CPU s | predicted CPU s | cores used | s per 1M rows | peak GB |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "predicted | CPU s | predicted CPU s | cores used | s per 1M rows | peak GB | read s "
+        "| arithmetic s | x floor |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for pt in pts:
         r = best(pt)
+        arithmetic, floor = floor_of(pt, gemm)
         cells = []
         for kind, measured in (("seconds", r["seconds"]), ("cpu", r["cpu"])):
             if coefs.get(kind):
@@ -554,12 +576,13 @@ def _part_table(points: list[dict], part: str, coefs: dict) -> list[str]:
             f"| {r['pass_seconds']:.2f} | {r['client_seconds']:.2f} | {cells[0][0]} "
             f"| {cells[0][1]} | {r['cpu']:.2f} | {cells[1][0]} "
             f"| {r['pass_cpu'] / r['pass_seconds']:.2f} "
-            f"| {r['seconds'] / pt['n'] * 1e6:.2f} | {_gb(r['peak_bytes'])} |"
+            f"| {r['seconds'] / pt['n'] * 1e6:.2f} | {_gb(r['peak_bytes'])} | {pt['read']:.2f} "
+            f"| {arithmetic:.2f} | {r['seconds'] / floor:.2f} |"
         )
     return lines
 
 
-def _fit_lines(coefs: dict, points: list[dict]) -> list[str]:
+def _fit_lines(coefs: dict, points: list[dict], gemm: dict) -> list[str]:
     if not coefs.get("seconds"):
         return ["(no fit: it needs at least four points from samples, features and layers)"]
     pts = [p for p in points if p["part"] != "workers"]
@@ -576,6 +599,8 @@ def _fit_lines(coefs: dict, points: list[dict]) -> list[str]:
         measured = "seconds" if kind == "seconds" else "cpu"
         errs = [best(pt)[measured] / sum(predict(coefs[kind], pt)) - 1 for pt in pts]
         rate = f"{1 / a2 / 1e9:.1f}e9 n*P^2 per second" if a2 > 0 else "n/a"
+        if a2 > 0 and kind == "seconds":  # n P^2 / 2 multiply-adds at the GEMM rate
+            rate += f", {a2 * 2 * gemm['madds_per_second']:.2f} x the arithmetic floor's"
         lines += [
             "",
             f"{title}:",
@@ -591,7 +616,7 @@ def _fit_lines(coefs: dict, points: list[dict]) -> list[str]:
     return lines
 
 
-def report(args, cfg, points, coefs, paths, write_seconds, load_start) -> str:
+def report(args, cfg, points, coefs, paths, write_seconds, load_start, gemm) -> str:
     disk = disk_bytes([p for pp in paths.values() for p in _flat(pp)])
     cmd = " ".join(["python", os.path.relpath(sys.argv[0])] + sys.argv[1:])
     lines = [
@@ -608,9 +633,9 @@ def report(args, cfg, points, coefs, paths, write_seconds, load_start) -> str:
         "page cache warmed by reading the data once before each part",
         "",
     ]
-    lines += _workers_table(points)
+    lines += _workers_table(points, gemm)
     for part in ("samples", "features", "layers"):
-        table = _part_table(points, part, coefs)
+        table = _part_table(points, part, coefs, gemm)
         if table:
             lines += ["", *table]
     lines += [
@@ -620,9 +645,16 @@ def report(args, cfg, points, coefs, paths, write_seconds, load_start) -> str:
         "the rest (graph, decompositions and measures of every pair); predicted: the fitted "
         "formulas below; CPU s: the process's CPU time during the call; cores used: CPU time "
         "/ wall time of the pass (2 at most here; less when other jobs hold the cores); peak "
-        "GB: the process's peak RSS (wait4), imports included.",
+        "GB: the process's peak RSS (wait4), imports included; read s: one read pass over the "
+        "point's arrays (column sums, threaded scheduler, own process, page cache warm, the "
+        "faster of two); "
+        "arithmetic s: n (sum_layers p^2 / 2 + sum_pairs p q) float64 multiply-adds (own "
+        "co-moment blocks as symmetric products, syrk; cross blocks of the pairs compared) at "
+        "the GEMM rate below; x floor: seconds / the larger of read s and arithmetic s.",
         "",
-        *_fit_lines(coefs, points),
+        *gemm_lines(gemm),
+        "",
+        *_fit_lines(coefs, points, gemm),
     ]
     if args.repeat > 1:
         lines += ["", "all repeats (seconds):"]
@@ -660,10 +692,14 @@ def drive(args: argparse.Namespace) -> None:
     started = time.perf_counter()
     paths, write_seconds = ensure_data(cfg, parts, Path(args.data_dir), args.seed)
     print(f"data ready ({write_seconds:.0f} s writing)", flush=True)
+    gemm = measure_gemm(args.gemm_size)
+    print(f"GEMM rate {gemm['madds_per_second']:.3g} multiply-adds/s", flush=True)
     points = plan(cfg, parts, paths)
     for part in parts:
         pts = [p for p in points if p["part"] == part]
         warm_cache([p["spec"][k] for p in pts for k in ("a", "b")])
+        for pt in pts:  # the read floor, the faster of two passes (compare is timed warm too)
+            pt["read"] = measure_read(_spec_paths(pt["spec"]))["seconds"]
         for _ in range(args.repeat):
             for pt in pts:  # interleaved: drift in the machine's load hits every point
                 pt["runs"].append(spawn(pt["spec"], args.blas_threads))
@@ -674,7 +710,7 @@ def drive(args: argparse.Namespace) -> None:
                     flush=True,
                 )
     coefs = {kind: fit(points, kind) for kind in ("seconds", "cpu")}
-    text = report(args, cfg, points, coefs, paths, write_seconds, load_start)
+    text = report(args, cfg, points, coefs, paths, write_seconds, load_start, gemm)
     text += f"total run time: {time.perf_counter() - started:.0f} s\n"
     results = Path(args.results_dir)
     results.mkdir(parents=True, exist_ok=True)
@@ -691,6 +727,7 @@ def drive(args: argparse.Namespace) -> None:
         "load_average_start": load_start,
         "versions": _versions(),
         "fit": coefs,
+        "gemm": gemm,
         "points": [{k: v for k, v in p.items() if k != "spec"} | {"best": best(p)} for p in points],
     }
     (results / f"{stem}.json").write_text(json.dumps(record, indent=1) + "\n")
@@ -715,6 +752,7 @@ def main(argv: list[str] | None = None) -> None:
         help="BLAS threads of the measuring processes (0: library default; default 1, as "
         "distributed gives its workers: no oversubscription of Dask's threads)",
     )
+    add_gemm_argument(parser)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--data-dir", default=str(HERE / "data"))
     parser.add_argument("--results-dir", default=str(HERE / "results"))
