@@ -70,6 +70,7 @@ def _quiet_call(call, *args, names=()):
     return value
 
 
+@pytest.mark.filterwarnings("error::RuntimeWarning")  # the package's error, not numpy's noise
 @pytest.mark.parametrize(("metric", "path"), CASES)
 def test_nan_and_inf_name_the_input_and_sample(metric, path):
     for call, name_x, name_y in _entries(metric, path):

@@ -68,17 +68,20 @@ class RowReader:
         width = min(xi.shape[1], FEATURE_SLICE)
         slices = [np.empty((len(x), width)) for x in ((xi,) if same else (xi, xj))]
         ni, nj = np.zeros(len(xi)), np.zeros(len(g.T))
-        for f in range(0, xi.shape[1], FEATURE_SLICE):
-            w = min(FEATURE_SLICE, xi.shape[1] - f)
-            mean = shift[f:f + w]
-            a = np.subtract(xi[:, f:f + w], mean, out=slices[0][:, :w])
-            if same:
-                g += np.matmul(a, a.T, out=product)  # a symmetric rank-k update
-                continue
-            b = np.subtract(xj[:, f:f + w], mean, out=slices[1][:, :w])
-            ni += np.einsum("ij,ij->i", a, a)
-            nj += np.einsum("ij,ij->i", b, b)
-            g += np.matmul(a, b.T, out=product)
+        # NaN or Inf in the rows: the sums are checked afterwards and raise NonFiniteError
+        # naming the layer and sample; numpy's own warnings on the way would only add noise
+        with np.errstate(invalid="ignore", over="ignore"):
+            for f in range(0, xi.shape[1], FEATURE_SLICE):
+                w = min(FEATURE_SLICE, xi.shape[1] - f)
+                mean = shift[f:f + w]
+                a = np.subtract(xi[:, f:f + w], mean, out=slices[0][:, :w])
+                if same:
+                    g += np.matmul(a, a.T, out=product)  # a symmetric rank-k update
+                    continue
+                b = np.subtract(xj[:, f:f + w], mean, out=slices[1][:, :w])
+                ni += np.einsum("ij,ij->i", a, a)
+                nj += np.einsum("ij,ij->i", b, b)
+                g += np.matmul(a, b.T, out=product)
         if same:
             ni = np.diagonal(g).copy()
         return g, ni, ni if same else nj
