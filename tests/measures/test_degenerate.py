@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 import dask_repsim as dr
-from dask_repsim.exceptions import RepsimWarning
+from dask_repsim.exceptions import RepsimWarning, SampleCountError
+from dask_repsim.registry import MEASURES
 
 SCALES = (1.0, 100.0, 1e4)
 
@@ -102,5 +103,36 @@ def test_angular_distances_of_a_layer_with_itself_are_zero():
     assert float(grid.shape_metric.item()) == 0.0
     for alpha in (0.0, 0.5, 1.0):
         assert float(dr.shape_metric(x, x, alpha=alpha)) == 0.0
+
+
+def few_samples(n: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(n)
+    return rng.normal(size=(n, 5)), rng.normal(size=(n, 4))
+
+
+@pytest.mark.parametrize("metric", list(MEASURES))
+def test_every_measure_below_its_minimum_is_an_error_or_a_warning(metric):
+    """n = 2 (every layer one centred direction), and n = 3 where the minimum is 4: a
+    SampleCountError naming the measure, or a value with a RepsimWarning, never a silent
+    value."""
+    minimum = MEASURES[metric].min_samples
+    assert minimum >= 3
+    for n in sorted({2, minimum - 1}):
+        x, y = few_samples(n)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                dr.compare({"a": x}, {"b": y}, metrics=[metric])
+            except SampleCountError as error:
+                assert str(error) == f"{metric} needs at least {minimum} samples, got {n}"
+                continue
+        assert n >= minimum and any(issubclass(w.category, RepsimWarning) for w in caught)
+
+
+def test_the_minimum_is_checked_before_the_other_rules():
+    x, y = few_samples(3)
+    with pytest.raises(SampleCountError, match="cknna needs at least 4 samples, got 3"):
+        dr.compare({"a": x}, {"b": y}, metrics=["mutual_knn", "cknna"], k=2)
+    assert dr.compare({"a": x}, {"b": y}, metrics=["cka"]).cka.shape == (1, 1)
 
 
