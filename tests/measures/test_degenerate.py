@@ -8,9 +8,12 @@ import warnings
 
 import numpy as np
 import pytest
+from scipy.stats import pearsonr, rankdata
 
 import dask_repsim as dr
 from dask_repsim.exceptions import RepsimWarning, SampleCountError
+from dask_repsim.io.inputs import as_layer
+from dask_repsim.paths.sample_blocks.neighbours import nearest_neighbours
 from dask_repsim.registry import MEASURES
 
 SCALES = (1.0, 100.0, 1e4)
@@ -134,5 +137,73 @@ def test_the_minimum_is_checked_before_the_other_rules():
     with pytest.raises(SampleCountError, match="cknna needs at least 4 samples, got 3"):
         dr.compare({"a": x}, {"b": y}, metrics=["mutual_knn", "cknna"], k=2)
     assert dr.compare({"a": x}, {"b": y}, metrics=["cka"]).cka.shape == (1, 1)
+
+
+def exact_spearman(dx: np.ndarray, dy: np.ndarray, decimals: int = 10) -> float:
+    """Spearman with exact ties: values equal to ``decimals`` decimals share their average
+    rank."""
+    return float(pearsonr(rankdata(np.round(dx, decimals)), rankdata(np.round(dy, decimals)))[0])
+
+
+def rdm(a: np.ndarray, kind: str) -> np.ndarray:
+    if kind == "correlation":
+        d = 1 - np.corrcoef(a)
+    else:
+        d = ((a[:, None] - a[None]) ** 2).sum(axis=-1) / a.shape[1]
+    return d[np.triu_indices(len(a), 1)]
+
+
+def test_rsa_ties_are_those_of_the_computed_dissimilarities():
+    """Integer ReLU activations: many correlations are equal mathematically but not as floats,
+    and Spearman ranks the floats (3.1e-4 from the exact ranking where this was written; the
+    docs' figure). The euclidean RDM of integers is exact, so its ties are too; Pearson
+    ('corr') does not rank and does not see the rounding."""
+    rng = np.random.default_rng(2)
+    z = rng.normal(size=(300, 3))
+    x = np.maximum(np.round(z @ rng.normal(size=(3, 6)) * 1.5), 0)
+    y = np.maximum(np.round(z @ rng.normal(size=(3, 5)) * 1.5 + rng.normal(size=(300, 5))), 0)
+    keep = (x.std(axis=1) > 0) & (y.std(axis=1) > 0)  # the correlation RDM needs these
+    x, y = x[keep], y[keep]
+    dx, dy = rdm(x, "correlation"), rdm(y, "correlation")
+    assert len(np.unique(np.round(dx, 10))) < len(dx) / 3  # heavily tied
+    spearman = float(dr.rsa(x, y, compare="spearman"))
+    assert spearman == pytest.approx(exact_spearman(dx, dy), abs=1e-3)
+    assert float(dr.rsa(x, y)) == pytest.approx(pearsonr(dx, dy)[0], abs=1e-10)
+    ex, ey = rdm(x, "euclidean"), rdm(y, "euclidean")
+    euclidean = float(dr.rsa(x, y, rdm="euclidean", compare="spearman"))
+    assert euclidean == pytest.approx(exact_spearman(ex, ey), abs=1e-12)
+
+
+def test_knn_ties_are_those_of_the_computed_similarities():
+    """Samples that are multiples of others (ReLU rows scaled by 3) have mathematically equal
+    cosine similarities with every sample; as floats about half come out a rounding unit apart
+    and are ordered by that, not by index. Rounding the l2-normalised rows makes them equal
+    rows, whose similarities are equal floats, and the index rule holds."""
+    rng = np.random.default_rng(5)
+    base = np.maximum(rng.integers(-2, 5, size=(60, 8)), 0).astype(float)
+    base = base[base.sum(axis=1) > 0][:50]
+    m = len(base)
+
+    def twins(data: np.ndarray) -> tuple[int, int]:
+        sim, idx, _, _ = nearest_neighbours(as_layer(data), as_layer(data, name="y"), 6,
+                                            block_rows=32)
+        exact = split = 0
+        for i in range(len(data)):
+            for a in range(5):
+                assert sim[i, a] >= sim[i, a + 1]
+                if sim[i, a] == sim[i, a + 1]:
+                    assert idx[i, a] < idx[i, a + 1]  # the documented rule, on floats
+                if idx[i, a] % m == idx[i, a + 1] % m:  # a sample and its scaled twin
+                    assert sim[i, a] - sim[i, a + 1] < 1e-15
+                    exact += int(sim[i, a] == sim[i, a + 1])
+                    split += int(sim[i, a] != sim[i, a + 1])
+        return exact, split
+
+    x = np.vstack([base, 3 * base])
+    assert sum(twins(x)) > 100  # twins do sit next to each other
+    unit = np.round(x / np.linalg.norm(x, axis=1, keepdims=True), 12)
+    assert (unit[:m] == unit[m:]).all()
+    exact, split = twins(unit)
+    assert exact > 100 and split == 0
 
 
