@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import warnings
 
+import dask
 import numpy as np
 import pytest
 from scipy.stats import pearsonr, rankdata
@@ -207,3 +208,10 @@ def test_knn_ties_are_those_of_the_computed_similarities():
     assert exact > 100 and split == 0
 
 
+def test_the_spearman_size_error_never_prints_zero():
+    x = np.random.default_rng(0).normal(size=(300, 3))
+    with dask.config.set({"repsim.memory-budget": "1 MB"}), pytest.raises(
+        ValueError, match=r"RDM at once: about 2\.05 MiB, .*memory budget \(0\.95 MiB, dask"
+    ) as error:
+        dr.rsa(x, x + 1, compare="spearman")
+    assert "0.0 GiB" not in str(error.value)
