@@ -20,11 +20,12 @@ computes it for one pair, and for each path that can compute it, what that path 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
+from .io.validation import require_samples
 from .measures import cca, cka, shape, units
 from .paths import qr
 from .paths.sample_blocks import neighbours, rsa
@@ -86,6 +87,9 @@ class Measure:
     similarity: bool = True
     #: options of ``compare`` that this measure's functions take (as keyword arguments)
     parameters: tuple[str, ...] = ()
+    #: fewer samples are an error (:func:`check_samples`). Two samples are one centred direction
+    #: per layer, the same for every layer up to scale, so no measure is informative below 3
+    min_samples: int = 3
 
 
 def _rho_mean(pair: Any) -> float:
@@ -135,7 +139,7 @@ MEASURES: dict[str, Measure] = {
         Measure("cka", "linear CKA (Kornblith et al. 2019)", "cka", {}, _cka_paths(False)),
         Measure("cka_debiased",
                 "linear CKA with unbiased HSIC (Song et al. 2012; Nguyen et al. 2021)",
-                "cka", {"debiased": True}, _cka_paths(True)),
+                "cka", {"debiased": True}, _cka_paths(True), min_samples=4),
         Measure("cka_rbf",
                 "RBF-kernel CKA, bandwidth sigma times the median distance between samples "
                 "(Kornblith et al. 2019)", "cka", {"kernel": "rbf"},
@@ -178,7 +182,7 @@ MEASURES: dict[str, Measure] = {
                 "mutual_knn", {}, {"sample_blocks": _knn("mutual_knn")}, parameters=("k",)),
         Measure("cknna", "CKNNA (Huh et al. 2024): CKA of the cosine kernels on the pairs that "
                 "are k nearest neighbours in both layers (k=)", "cknna", {},
-                {"sample_blocks": _knn("cknna")}, parameters=("k",)),
+                {"sample_blocks": _knn("cknna")}, parameters=("k",), min_samples=4),
         Measure("matched_correlation",
                 "mean correlation of one-to-one (bipartite) matched units (Li et al. 2016)",
                 "match_units", {}, {"covariance": units.matched_correlation}),
@@ -200,6 +204,14 @@ def check_metrics(metrics: list[str]) -> list[str]:
     if not metrics:
         raise ValueError("no metrics asked for")
     return metrics
+
+
+def check_samples(metrics: Sequence[str], count: int) -> None:
+    """:class:`~dask_repsim.SampleCountError` ("<metric> needs at least N samples, got n") for
+    the first of ``metrics`` whose :attr:`Measure.min_samples` exceeds ``count``: the one rule
+    of every measure and path, checked before any pass over the data."""
+    for metric in metrics:
+        require_samples(count, MEASURES[metric].min_samples, metric)
 
 
 def paths_of(metrics: list[str]) -> list[str]:

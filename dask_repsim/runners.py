@@ -20,7 +20,7 @@ from .options import DEFAULTS, Options, reject_unused
 from .paths import covariance, minibatch, qr, tiled
 from .paths.gram import samplespace
 from .paths.sample_blocks import neighbours
-from .registry import path_functions
+from .registry import check_samples, path_functions
 from .results import Cell, Cells, Estimate, summarise
 
 
@@ -31,6 +31,7 @@ def run_cells(path: str, outputs: Sequence[tuple[str, str, float | None]],
              ) -> tuple[Cells, dict[str, Any]]:
     """Every cell of the grid on ``path``; ``outputs`` from :func:`expand_metrics`."""
     metrics = [measure for _, measure, _ in outputs]
+    check_samples(metrics, layers[rows[0]].data.shape[0])  # every measure's minimum, one rule
     if batch_size is not None and path != "minibatch":
         raise ValueError(f"batch_size= applies to method='minibatch' only, not {path!r}")
     rbf = "cka_rbf" in metrics

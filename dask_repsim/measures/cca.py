@@ -21,18 +21,27 @@ from ..results import CCAResult
 from .linalg import svd
 
 
+def warn_if_wide(side: Side, count: int, measure: str, consequence: str, instead: str,
+                 stacklevel: int = 5) -> None:
+    """The warning (:class:`~dask_repsim.RepsimWarning`) for a measure that is defined but
+    degenerate because ``side`` has as many independent directions as ``count`` samples allow
+    (n - 1 after centring): ``consequence`` says what the value then is, ``instead`` what to
+    use. ``stacklevel`` as in ``warnings.warn``."""
+    p = side.n_features - int(side.constant.sum())
+    warnings.warn(
+        f"{side.name} has {p} varying units for {count} samples: centred data has rank at most "
+        f"{count - 1}, so {measure} is degenerate ({consequence}); use {instead} for layers "
+        "this wide (Kornblith et al. 2019, section 3)",
+        RepsimWarning,
+        stacklevel=stacklevel,
+    )
+
+
 def _warn_if_degenerate(pair: Pair) -> None:
     n = pair.count
     for side in (pair.x, pair.y):
-        p = side.n_features - int(side.constant.sum())
-        if p >= n - 1:
-            warnings.warn(
-                f"{side.name} has {p} varying units for {n} samples: centred data has rank at "
-                f"most {n - 1}, so CCA is degenerate (every correlation is 1); use CKA or SVCCA "
-                "for layers this wide (Kornblith et al. 2019, section 3)",
-                RepsimWarning,
-                stacklevel=4,
-            )
+        if side.n_features - int(side.constant.sum()) >= n - 1:
+            warn_if_wide(side, n, "CCA", "every correlation is 1", "CKA or SVCCA")
 
 
 def canonical_correlations(pair: Pair) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -182,8 +191,14 @@ def pwcca_reference(pair: Pair, epsilon: float = 0.0) -> float:
 def linear_regression(pair: Pair) -> float:
     """Fraction of y's variance explained by a least-squares fit from x.
 
-    ``tr(Myx Mxx^+ Mxy) / tr(Myy)``, with the pseudo-inverse taken on the whitening basis.
+    ``tr(Myx Mxx^+ Mxy) / tr(Myy)``, with the pseudo-inverse taken on the whitening basis. When
+    x has rank n - 1 it spans every centred direction of the samples and fits any y exactly:
+    1, with a warning.
     """
     pair.y.require_variance()
-    fitted = pair.x.whitener.basis.T @ pair.cross
+    basis = pair.x.whitener.basis
+    if basis.shape[1] >= pair.count - 1:
+        warn_if_wide(pair.x, pair.count, "linear_regression", "any y is fitted exactly: the "
+                     "value is 1", "CKA", stacklevel=4)
+    fitted = basis.T @ pair.cross
     return float(np.sum(fitted**2) / np.trace(pair.y.comoment))

@@ -40,6 +40,7 @@ from dataclasses import dataclass
 
 import dask
 import numpy as np
+from dask.utils import format_bytes
 
 from ...engine.columns import checked_columns
 from ...engine.medians import sq_distances
@@ -189,8 +190,8 @@ def check_rank_size(n: int, compare: str) -> None:
     if n > RANK_MAX_SAMPLES or need > budget:
         raise ValueError(
             f"compare={compare!r} ranks all {entries:,} dissimilarities of each {n}-sample "
-            f"RDM at once: about {need / 2**30:.1f} GiB, exact up to {RANK_MAX_SAMPLES:,} "
-            f"samples within the memory budget ({budget / 2**30:.1f} GiB, dask config "
+            f"RDM at once: about {format_bytes(need)}, exact up to {RANK_MAX_SAMPLES:,} "
+            f"samples within the memory budget ({format_bytes(budget)}, dask config "
             "'repsim.memory-budget'); use compare='corr' or 'cosine', which stream over tiles "
             "of any n, or compare a subset of the samples"
         )
