@@ -2,8 +2,9 @@
 
 ::
 
-    dask-repsim compare A [B] [--metric M ...] [--sample-dims D ...] [--scheduler ADDRESS]
-                              [--out FILE.nc] [--plot FILE.png] [--json] [--progress] [--debug]
+    dask-repsim compare A [B] [--metric M ...] [--sample-dims D ...] [--join inner]
+                              [--scheduler ADDRESS] [--out FILE.nc] [--plot FILE.png] [--json]
+                              [--progress] [--debug]
 
 ``A`` and ``B`` are Zarr stores (local paths or fsspec URLs; a group gives one layer per array,
 an array one layer) or netCDF files (one layer per data variable). Without ``B``, ``A`` is
@@ -35,6 +36,7 @@ import xarray as xr
 
 from .exceptions import RepsimWarning
 from .grid import compare
+from .io.labels import JOINS
 from .options import JACKKNIFE_GROUPS
 from .registry import DEFAULT_METRICS, MEASURES, PATHS
 from .version import __version__
@@ -76,6 +78,10 @@ def _parser() -> tuple[_Parser, _Parser]:
                      "spatial grids up to the largest one")
     cmp.add_argument("--spatial-dims", action="append", metavar="D",
                      help="spatial dims for --pool and --resize (default: height,width)")
+    cmp.add_argument("--join", choices=JOINS, default="exact",
+                     help="for layers with sample labels (a 'sample' coordinate): 'exact' "
+                     "(default) pairs samples by label and refuses different label sets; "
+                     "'inner' compares the samples every layer holds")
     cmp.add_argument("--storage-option", action="append", metavar="KEY=VALUE", default=[],
                      help="fsspec option for zarr URLs, repeatable, e.g. anon=true "
                      "(VALUE is read as JSON when it parses, else as a string)")
@@ -329,6 +335,7 @@ def _compare(args: argparse.Namespace, parser: _Parser) -> int:
                 rdm=args.rdm,
                 rdm_compare=args.rdm_compare,
                 k=args.k,
+                join=args.join,
             )
     _save(result, args.out, args.plot, fmt)
     print(_json(result) if args.json else _table(result))

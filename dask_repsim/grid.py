@@ -1,9 +1,11 @@
 """``compare``: several measures for every pair of layers of two networks, as an xarray Dataset.
 
-A few named steps: gather the layers (:func:`grid_layers`), pick the path
-(:func:`choose_grid_path`), run that path on every cell (:func:`dask_repsim.runners.run_cells`),
-and build one Dataset (:func:`build_dataset`). A cell's value is exactly what the pairwise
-function gives for that pair.
+A few named steps, those of every pairwise function too (:mod:`dask_repsim.runners`): check
+the metrics and their parameters (:func:`~dask_repsim.runners.plan_outputs`), gather the layers
+(:func:`~dask_repsim.io.gather.grid_layers`), pick the path of each group of metrics
+(:func:`metric_groups`, :func:`~dask_repsim.runners.choose_path`), run that path on every cell
+(:func:`~dask_repsim.runners.run_cells`), and build one Dataset (:func:`build_dataset`). A
+cell's value is exactly what the pairwise function gives for that pair.
 """
 
 from __future__ import annotations
@@ -14,66 +16,14 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from . import planning, runners
+from . import runners
 from .io.gather import grid_layers
-from .io.inputs import Layer
-from .options import DEFAULTS, Options, SampleDims
-from .paths.sample_blocks.rsa import check_choice
-from .registry import (
-    DEFAULT_METRICS,
-    MEASURES,
-    PATHS,
-    check_metrics,
-    check_parameters,
-    path_functions,
-)
+from .options import Options, SampleDims
+from .registry import DEFAULT_METRICS, MEASURES, PATHS
 from .results import jackknife_interval, permutation_pvalue
 from .version import __version__
 
 DIMS = ("layer_a", "layer_b")
-
-
-
-
-def choose_grid_path(method: str, metrics: Sequence[str], layers: Sequence[Layer],
-                     rows: Sequence[int], cols: Sequence[int], options: Options,
-                     ) -> tuple[str, dict[str, Any]]:
-    """``method``, or for ``"auto"`` the exact path of least estimated arithmetic that
-    computes every metric, supports the options asked for (intervals, permutations,
-    ``nan_policy="omit"``) and fits the memory budget (:func:`dask_repsim.planning.plan_grid`);
-    with the estimates, for ``attrs``."""
-    allowed = ("auto", *PATHS)
-    if method not in allowed:
-        raise ValueError(f"method must be one of {allowed}, not {method!r}")
-    if method != "auto":
-        path_functions(method, list(metrics))  # an error naming what the path cannot compute
-        return method, {}
-    widths = [int(layer.data.shape[1]) for layer in layers]
-    needs = tuple(need for need, asked in (
-        ("interval", options.interval is not None), ("permutations", options.permutations > 0),
-        ("nan_omit", options.nan_policy == "omit")) if asked)
-    return planning.plan_grid(list(metrics), int(layers[0].data.shape[0]), widths,
-                             list(rows), list(cols), needs)
-
-
-def expand_metrics(metrics: Sequence[str], sigma: Any) -> list[tuple[str, str, float | None]]:
-    """(variable name, measure, RBF bandwidth) of every output: ``cka_rbf`` once per bandwidth
-    of ``sigma`` (named ``cka_rbf_<sigma>`` when there are several)."""
-    sigmas = [DEFAULTS["sigma"]] if sigma is None else list(np.atleast_1d(sigma))
-    for s in sigmas:
-        if not (np.isscalar(s) and float(s) > 0):
-            raise ValueError(f"sigma must be > 0 (a fraction of the median distance), not {s!r}")
-    if len(set(sigmas)) != len(sigmas):
-        raise ValueError(f"sigma has repeated values: {sigmas}")
-    out: list[tuple[str, str, float | None]] = []
-    for m in metrics:
-        if m != "cka_rbf":
-            out.append((m, m, None))
-        elif len(sigmas) == 1:
-            out.append((m, m, float(sigmas[0])))
-        else:
-            out.extend((f"{m}_{float(s):g}", m, float(s)) for s in sigmas)
-    return out
 
 
 def metric_groups(method: str, outputs: Sequence[tuple[str, str, float | None]],
@@ -103,8 +53,6 @@ def metric_groups(method: str, outputs: Sequence[tuple[str, str, float | None]],
         groups.append(members)
         left = [k for k in left if k not in members]
     return groups
-
-
 
 
 def _variable(values: np.ndarray, name: str, description: str | None = None) -> tuple:
@@ -148,8 +96,9 @@ def uncertainty_variables(cells, metrics, shape, options) -> tuple[dict, dict]:
 def build_dataset(cells: runners.Cells, outputs: Sequence[tuple[str, str, float | None]],
                   names_a: list[str], names_b: list[str], path: str, run_attrs: dict[str, Any],
                   options: Options) -> xr.Dataset:
-    """The one Dataset builder: a variable per output of :func:`expand_metrics` over
-    (layer_a, layer_b), then intervals, permutation summaries and path-specific variables."""
+    """The one Dataset builder: a variable per output
+    (:func:`~dask_repsim.runners.plan_outputs`) over (layer_a, layer_b), then intervals,
+    permutation summaries and path-specific variables."""
     metrics = [name for name, _, _ in outputs]
     shape = (len(metrics), len(names_a), len(names_b))
     values = runners.to_arrays(cells, shape, "value")
@@ -287,16 +236,12 @@ def compare(
     >>> float(ds.cka.sel(layer_a="x", layer_b="y")), ds.cka.dims
     (1.0, ('layer_a', 'layer_b'))
     """
-    metrics = check_metrics(list(metrics))
-    parameters = {"alpha": alpha, "sigma": sigma, "rdm": rdm, "rdm_compare": rdm_compare,
-                  "k": k}
-    check_parameters(metrics, parameters)
-    if rdm is not None or rdm_compare is not None:
-        check_choice(rdm or "correlation", (rdm_compare or "corr",))
-    outputs = expand_metrics(metrics, sigma)
     options = Options(sample_dims=sample_dims, storage_options=storage_options,
                       nan_policy=nan_policy, interval=interval, level=level, groups=groups,
                       permutations=permutations, seed=seed)
+    parameters = {"alpha": alpha, "sigma": sigma, "rdm": rdm, "rdm_compare": rdm_compare,
+                  "k": k}
+    outputs = runners.plan_outputs(metrics, parameters)
     names_a, names_b, layers, rows, cols = grid_layers(
         a, b, sample_dims=sample_dims, pool=pool, resize=resize, spatial_dims=spatial_dims,
         storage_options=storage_options, join=join)
@@ -304,10 +249,10 @@ def compare(
     paths, run_attrs = [], {}
     for group in metric_groups(method, outputs):  # one path each
         chosen = [outputs[g] for g in group]
-        path, plan = choose_grid_path(method, [m for _, m, _ in chosen], layers, rows, cols,
-                                      options)
+        path, plan = runners.choose_path(method, [m for _, m, _ in chosen], layers, rows, cols,
+                                         options)
         part, attrs = runners.run_cells(path, chosen, layers, rows, cols, options,
-                               batch_size=batch_size, parameters=parameters)
+                                        batch_size=batch_size, parameters=parameters)
         cells.update({(group[m], i, j): cell for (m, i, j), cell in part.items()})
         paths.append(attrs.pop("method", path))
         for key, value in {**attrs, **plan}.items():
@@ -316,5 +261,5 @@ def compare(
     path = " + ".join(paths)
     run_attrs.update({k: v for k, v in parameters.items() if v is not None})
     if "sigma" in run_attrs:
-        run_attrs["sigma"] = [float(s) for s in np.atleast_1d(sigma)]
+        run_attrs["sigma"] = runners.check_sigma(sigma)
     return build_dataset(cells, outputs, names_a, names_b, path, run_attrs, options)

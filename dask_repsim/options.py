@@ -7,7 +7,7 @@ value used when they apply is in :data:`DEFAULTS`.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -95,13 +95,6 @@ class Options:
             raise TypeError(f"permutations must be an int, not {p!r}")
         if p < 0:
             raise ValueError(f"permutations must be >= 0, not {p}")
-        if self.interval is None:
-            given = [n for n in ("groups",) if getattr(self, n) is not None]
-            if given:
-                raise ValueError(
-                    f"{', '.join(given)}= applies to intervals only: pass interval='jackknife' "
-                    "or leave it out"
-                )
         if self.level is not None and not 0 < self.level < 1:
             raise ValueError(f"level must be between 0 and 1, not {self.level}")
 
@@ -117,11 +110,14 @@ class Options:
 
 
 def reject_unused(path: str, options: Options, *, level_used: bool = False,
-                  seed_used: bool = False) -> None:
-    """An error for each option the chosen path does not support or use.
+                  seed_used: bool = False, measures: Sequence[str] = ()) -> None:
+    """An error for each option the chosen path does not support or use: the one check of
+    options that every entry point (pairwise functions, ``compare``) makes, on the path that
+    runs (:func:`dask_repsim.runners.run_cells`).
 
     ``level_used``/``seed_used``: the measure itself uses ``level`` (minibatch intervals) or
-    ``seed`` (minibatch order, RBF median subsample) on this path.
+    ``seed`` (minibatch order, RBF median subsample) on this path. ``measures``: what the call
+    computes, named in the errors of options its path cannot have.
     """
     info = PATHS[path]
     unsupported = {
@@ -140,9 +136,25 @@ def reject_unused(path: str, options: Options, *, level_used: bool = False,
             f"{path!r} path; paths that support {'it' if len(bad) == 1 else 'them'}: "
             f"{', '.join(able) or 'none'}"
         )
-    if options.level is not None and options.interval is None and not level_used:
-        raise ValueError("level= applies to intervals only: pass interval='jackknife' or "
-                         "leave it out")
+    for name in ("level", "groups"):
+        if getattr(options, name) is not None and options.interval is None and not (
+                name == "level" and level_used):
+            if not info.interval:
+                raise _off_path(f"{name}=", path, measures, "has no jackknife intervals")
+            raise ValueError(f"{name}= applies to intervals only: pass interval='jackknife' "
+                             "or leave it out")
     if options.seed is not None and not options.permutations and not seed_used:
+        if not info.permutations:
+            raise _off_path("seed=", path, measures,
+                            "has no permutation tests and nothing random to seed")
         raise ValueError("seed= is used by permutation tests (permutations=K) and random "
                          "estimators only; nothing here is random")
+
+
+def _off_path(option: str, path: str, measures: Sequence[str], lacking: str) -> ValueError:
+    """The error of an option that only something ``path`` lacks would use (``lacking``: what
+    the path ``has no ...``)."""
+    names = ", ".join(dict.fromkeys(measures))
+    where = f" for {names}, computed on the {path!r} path," if names else \
+        f" on the {path!r} path,"
+    return ValueError(f"{option} is not available{where} which {lacking}; leave it out")

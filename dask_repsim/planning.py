@@ -21,13 +21,14 @@ Paths (:data:`~dask_repsim.registry.PATHS` lists what each supports):
   path).
 
 ``"auto"`` picks the cheapest exact path that fits the memory budget and never approximates:
-pair by pair with :func:`choose`; for a grid with :func:`plan_grid`, which estimates each
-path's multiply-adds for the whole grid (:func:`grid_costs`) and takes the cheapest that fits,
-a grid whose metrics no one path computes running in groups (``compare``). The budget is the
-dask config value ``repsim.memory-budget`` (bytes) if set, else a quarter of the smallest
-worker's memory limit when a ``distributed.Client`` is active, else a quarter of this machine's
-memory. The chosen path and the estimates are logged on the ``dask_repsim`` logger and given
-in the result's ``attrs``.
+for a grid and for a pairwise call alike (a pairwise call is a grid of one cell,
+:mod:`dask_repsim.runners`) with :func:`plan_grid`, which estimates each path's multiply-adds
+for the whole grid (:func:`grid_costs`) and takes the cheapest that fits, a grid whose metrics
+no one path computes running in groups (``compare``); :func:`choose` is the same for one pair
+from its sizes alone. The budget is the dask config value ``repsim.memory-budget`` (bytes) if
+set, else a quarter of the smallest worker's memory limit when a ``distributed.Client`` is
+active, else a quarter of this machine's memory. The chosen path and the estimates are logged
+on the ``dask_repsim`` logger and given in the result's ``attrs``.
 """
 
 from __future__ import annotations
@@ -42,69 +43,38 @@ __all__ = ["choose", "grid_costs", "max_features", "memory_budget", "plan_grid",
 
 logger = logging.getLogger("dask_repsim")
 
-# float64 copies of the co-moment matrix alive in one task (its own, a merge, the shift)
-_COPIES = 4
-
-
-#: the paths of each kind of pairwise call, from the measure registry
-KINDS = {
-    "cka": tuple(MEASURES["cka"].paths),
-    "rbf_cka": ("gram", "minibatch"),  # a non-linear kernel has no co-moment or tile form
-    "cca": tuple(MEASURES["mean_cca"].paths),
-    "procrustes": tuple(MEASURES["procrustes"].paths),
-    "hsic": tuple(MEASURES["hsic"].paths),
-    "shape_metric": tuple(MEASURES["shape_metric"].paths),
-}
+#: the metric of each kind of pairwise call
+KINDS = {"cka": "cka", "rbf_cka": "cka_rbf", "cca": "mean_cca", "procrustes": "procrustes",
+         "hsic": "hsic", "shape_metric": "shape_metric"}
 
 
 def choose(measure: str, method: str, n: int, p: int, q: int) -> str:
-    """The path for ``measure`` (a kind of :data:`KINDS`: "cka", "rbf_cka", "cca", ...) given
-    ``method``.
+    """The path for one pair of ``measure`` (a kind of :data:`KINDS`: "cka", "rbf_cka", "cca",
+    ...) given ``method``, from the sizes alone: a grid of one cell (:func:`plan_grid`), as
+    every pairwise function plans its call (:func:`dask_repsim.runners.choose_path`).
 
-    ``"auto"`` takes the cheapest exact path that ``auto`` may choose (:data:`~dask_repsim.
-    registry.PATHS`) and that fits the memory budget; it never approximates.
+    ``"auto"`` takes the exact path of least estimated arithmetic that ``auto`` may choose
+    (:data:`~dask_repsim.registry.PATHS`) and that fits the memory budget; it never
+    approximates.
 
     Examples
     --------
     >>> choose("cka", "auto", n=100_000, p=256, q=256)
     'covariance'
+    >>> choose("cka", "auto", n=500, p=3000, q=2000)  # far fewer samples than features
+    'gram'
     >>> choose("rbf_cka", "auto", n=3000, p=64, q=64)
     'gram'
     """
-    allowed = ("auto", *KINDS[measure])
+    metric = KINDS[measure]
+    allowed = ("auto", *MEASURES[metric].paths)
     if method not in allowed:
         raise ValueError(
             f"method {method!r} is not available here; choose from {allowed}"
         )
     if method != "auto":
-        chosen = method
-    elif measure == "rbf_cka":
-        chosen = "gram"  # the only exact path for a non-linear kernel
-    else:
-        chosen = _auto(measure, n, p, q)
-    assert method != "auto" or PATHS[chosen].auto
-    logger.info("%s: method=%s (n=%d, p=%d, q=%d)", measure, chosen, n, p, q)
-    return chosen
-
-
-def _auto(measure: str, n: int, p: int, q: int) -> str:
-    """The cheapest exact path for a linear measure of a pair that fits the memory budget."""
-    if _COPIES * 8 * (p + q) ** 2 <= memory_budget():
-        return "covariance"
-    if measure != "cka":
-        raise ValueError(
-            f"{p} + {q} features need {_COPIES * 8 * (p + q) ** 2 / 2**30:.1f} GiB of "
-            "co-moments, more than the memory budget; CCA of layers this wide is "
-            "degenerate unless n is larger still: use cka(), or svcca on fewer units"
-        )
-    # exact paths whose memory does not grow with the width
-    return "gram" if n * n * (p + q) < n * (p + q) ** 2 / 2 else "tiled"
-
-
-
-
-
-
+        return method
+    return plan_grid([metric], n, [p, q], [0], [1])[0]
 
 
 def grid_costs(
@@ -154,6 +124,21 @@ _NEEDS = {"interval": "intervals (interval=)", "permutations": "permutation test
           "nan_omit": "omitting non-finite samples (nan_policy='omit')"}
 
 
+def _lacking(lacking: list[str], needs: tuple[str, ...]) -> ValueError:
+    """The error for metrics none of whose paths offers one of ``needs``."""
+    one = len(lacking) == 1
+    missing = [need for need in needs if any(
+        not any(getattr(PATHS[p], need) for p in MEASURES[m].paths) for m in lacking)]
+    paths = sorted({p for m in lacking for p in MEASURES[m].paths}, key=list(PATHS).index)
+    names = ", ".join(lacking)
+    return ValueError(
+        f"{names}: no path of {'this metric' if one else 'these metrics'} supports "
+        f"{' or '.join(_NEEDS[need] for need in missing)}: not available for {names}, computed "
+        f"on the {', '.join(map(repr, paths))} path{'' if len(paths) == 1 else 's'} "
+        "(dask_repsim.PATHS lists what each path supports); leave "
+        f"{'it' if one else 'them'} out of this call")
+
+
 def plan_grid(
     metrics: list[str], n: int, widths: list[int], rows: list[int], cols: list[int],
     needs: tuple[str, ...] = (),
@@ -178,17 +163,12 @@ def plan_grid(
         lacking = [m for m in metrics if not all(
             any(getattr(PATHS[p], need) for p in MEASURES[m].paths) for need in needs)]
         if lacking:  # a metric none of whose paths offers what was asked
-            one = len(lacking) == 1
-            raise ValueError(
-                f"{', '.join(lacking)}: no path of {'this metric' if one else 'these metrics'} "
-                f"supports {' or '.join(_NEEDS[need] for need in needs)} "
-                "(dask_repsim.PATHS lists what each path supports); leave "
-                f"{'it' if one else 'them'} out of this call")
+            raise _lacking(lacking, needs)
         raise ValueError(f"no exact path computes all of {metrics}"
                          + (f" with {', '.join(needs)}" if needs else "")
                          + "; compare them in separate calls")
     chosen = min(costs, key=costs.__getitem__)
     estimate = ", ".join(f"{p} {c:.2e}" for p, c in costs.items())
-    logger.info("grid of %d layers, n=%d: method=%s (multiply-adds: %s)",
-                len(set(rows) | set(cols)), n, chosen, estimate)
+    logger.info("%s: method=%s (%d layers, n=%d; multiply-adds: %s)", ", ".join(metrics),
+                chosen, len(set(rows) | set(cols)), n, estimate)
     return chosen, {"cost_estimate": f"multiply-adds: {estimate}"}

@@ -143,7 +143,8 @@ MEASURES: dict[str, Measure] = {
         Measure("cka_rbf",
                 "RBF-kernel CKA, bandwidth sigma times the median distance between samples "
                 "(Kornblith et al. 2019)", "cka", {"kernel": "rbf"},
-                {"gram": {"kernel": "rbf", "debiased": False}}, parameters=("sigma",)),
+                {"gram": {"kernel": "rbf", "debiased": False},
+                 "minibatch": {"kernel": "rbf", "debiased": False}}, parameters=("sigma",)),
         Measure("mean_cca", "mean of all canonical correlations", "cca",
                 {"attribute": "mean"}, {"covariance": _rho_mean, "qr": _qr_mean}),
         Measure("r2_cca", "mean of squared canonical correlations", "cca",
@@ -227,9 +228,11 @@ def path_functions(
     missing = [m for m in metrics if path not in MEASURES[m].paths]
     if missing:
         able = [m for m in MEASURES if path in MEASURES[m].paths]
+        one = len(missing) == 1
         raise ValueError(
-            f"method={path!r} computes {', '.join(able)}, not {', '.join(missing)}; "
-            f"compute those with method={paths_of(missing)[0]!r}"
+            f"method={path!r} computes {', '.join(able)}, not {', '.join(missing)}, which "
+            f"{'is' if one else 'are'} not available on that path; compute "
+            f"{'it' if one else 'them'} with method={paths_of(missing)[0]!r}"
             if paths_of(missing) else f"method={path!r} cannot compute {', '.join(missing)}"
         )
     out = []
@@ -245,5 +248,17 @@ def check_parameters(metrics: list[str], parameters: Mapping[str, Any]) -> None:
     for name, value in parameters.items():
         users = [m for m in MEASURES if name in MEASURES[m].parameters]
         if value is not None and not any(m in users for m in metrics):
-            raise ValueError(f"{name}= applies to the metric(s) {', '.join(users)} only; "
+            raise ValueError(f"{name}= applies to the metric(s) "
+                             f"{', '.join(_selected(m) for m in users)} only; "
                              "none of them is asked for")
+
+
+def _selected(metric: str) -> str:
+    """A metric's name, with the call of its pairwise function that selects it when that
+    takes options: ``cka_rbf (cka(kernel='rbf'))``."""
+    measure = MEASURES[metric]
+    options = {k: v for k, v in measure.options.items() if k != "attribute"}
+    if measure.function is None or not options:
+        return metric
+    given = ", ".join(f"{k}={v!r}" for k, v in options.items())
+    return f"{metric} ({measure.function}({given}))"

@@ -1,61 +1,252 @@
-"""Each path's computation for a set of cells: the one code that pairwise functions and the grid
-share.
+"""The one dispatcher: the steps that :func:`dask_repsim.compare` and every pairwise function
+share, and each path's computation for a set of cells.
 
-A cell is a pair (row layer, column layer) of a grid; a pairwise call is a grid of one cell. Each
-runner takes the measures' functions for its path (:func:`dask_repsim.registry.path_functions`),
-the layers, and which layers form the rows and the columns, and returns a :class:`Cell` per
-(measure, row, column): the value, and on the co-moment path its jackknife replicates and
-permutation null. Input rules are the same on every path (:mod:`dask_repsim.io.validation`).
+A cell is a pair (row layer, column layer) of a grid; a pairwise call is a grid of one cell
+(:func:`run_pair`). Whatever the entry point, a call takes the same steps:
+
+1. :func:`plan_outputs`: the metrics and the parameters that select or tune them (``sigma``,
+   ``alpha``, ``rdm``, ``rdm_compare``, ``k``) checked, one output per metric and bandwidth;
+2. the layers gathered, samples paired by label (:mod:`dask_repsim.io.gather`);
+3. :func:`choose_path`: ``method``, or for ``"auto"`` the path of
+   :func:`dask_repsim.planning.plan_grid`;
+4. :func:`run_cells`: the options that path does not use refused
+   (:func:`dask_repsim.options.reject_unused`), then the path's cell runner, given the measures'
+   functions for that path (:func:`dask_repsim.registry.path_functions`), the layers, and which
+   layers form the rows and the columns. It returns a :class:`Cell` per (measure, row, column):
+   the value, and on the co-moment path its jackknife replicates and permutation null.
+
+So the same option gets the same error from ``dr.<measure>(...)`` and from
+``dr.compare(..., metrics=[...])``, and a pairwise value is the cell ``compare`` gives for that
+pair. Input rules are the same on every path (:mod:`dask_repsim.io.validation`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 from typing import Any
 
 import numpy as np
 
+from . import planning
+from .io.gather import pair_layers
 from .io.inputs import Layer
+from .measures.cca import canonical_correlations
 from .options import DEFAULTS, Options, reject_unused
 from .paths import covariance, minibatch, qr, tiled
 from .paths.gram import samplespace
 from .paths.sample_blocks import neighbours
-from .registry import check_samples, path_functions
-from .results import Cell, Cells, Estimate, summarise
+from .paths.sample_blocks.rsa import check_choice
+from .registry import (
+    MEASURES,
+    PATHS,
+    check_metrics,
+    check_parameters,
+    check_samples,
+    path_functions,
+)
+from .results import Cell, Cells, Estimate, uncertainty_fields
+
+#: one output of a call: (variable name, measure, RBF bandwidth or None)
+Output = tuple[str, str, float | None]
+
+#: the neighbours per sample of ``mutual_knn`` and ``cknna`` when ``k`` is not given
+DEFAULT_K = neighbours.DEFAULT_K
+
+#: the paths whose measures are kernel options (dicts), not functions that take parameters
+_SPECS = ("gram", "tiled", "minibatch")
 
 
-def run_cells(path: str, outputs: Sequence[tuple[str, str, float | None]],
-             layers: Sequence[Layer], rows: Sequence[int], cols: Sequence[int],
-             options: Options, *, batch_size: int | None,
-             parameters: dict[str, Any] | None = None,
-             ) -> tuple[Cells, dict[str, Any]]:
-    """Every cell of the grid on ``path``; ``outputs`` from :func:`expand_metrics`."""
+def _shown(value: Any) -> Any:
+    """A numpy scalar as the Python number it holds, for error messages."""
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def check_sigma(sigma: Any) -> list[float]:
+    """The RBF bandwidths of ``sigma`` (one value or several; default 0.8): each a finite number
+    > 0, none repeated.
+
+    Examples
+    --------
+    >>> check_sigma([0.4, 0.8])
+    [0.4, 0.8]
+    >>> check_sigma(float("inf"))
+    Traceback (most recent call last):
+    ...
+    ValueError: sigma must be > 0 and finite (a fraction of the median distance), not inf
+    """
+    if sigma is None:
+        return [DEFAULTS["sigma"]]
+    values = list(np.atleast_1d(np.asarray(sigma, dtype=object)))
+    if not values:
+        raise ValueError(f"sigma= needs at least one bandwidth (a fraction of the median "
+                         f"distance), not {sigma!r}")
+    for s in values:
+        number = isinstance(s, int | float | np.integer | np.floating) and not isinstance(s, bool)
+        if not (number and np.isfinite(s) and s > 0):
+            raise ValueError("sigma must be > 0 and finite (a fraction of the median distance), "
+                             f"not {_shown(s)!r}")
+    sigmas = [float(s) for s in values]
+    if len(set(sigmas)) != len(sigmas):
+        raise ValueError(f"sigma has repeated values: {sigmas}")
+    return sigmas
+
+
+def expand_metrics(metrics: Sequence[str], sigma: Any) -> list[Output]:
+    """(variable name, measure, RBF bandwidth) of every output: ``cka_rbf`` once per bandwidth
+    of ``sigma`` (named ``cka_rbf_<sigma>`` when there are several)."""
+    sigmas = check_sigma(sigma)
+    out: list[Output] = []
+    for m in metrics:
+        if m != "cka_rbf":
+            out.append((m, m, None))
+        elif len(sigmas) == 1:
+            out.append((m, m, sigmas[0]))
+        else:
+            out.extend((f"{m}_{s:g}", m, s) for s in sigmas)
+    return out
+
+
+def plan_outputs(metrics: Sequence[str], parameters: Mapping[str, Any]) -> list[Output]:
+    """The outputs of a call (:func:`expand_metrics`), after checking the metrics and the
+    parameters: each given one taken by some metric asked for, and each value valid."""
+    metrics = check_metrics(list(metrics))
+    check_parameters(metrics, parameters)
+    rdm, rdm_compare = parameters.get("rdm"), parameters.get("rdm_compare")
+    if rdm is not None or rdm_compare is not None:
+        check_choice(rdm or "correlation", (rdm_compare or "corr",))
+    alpha = parameters.get("alpha")
+    if alpha is not None and not 0 <= alpha <= 1:
+        raise ValueError(f"alpha must be in [0, 1], not {alpha}")
+    return expand_metrics(metrics, parameters.get("sigma"))
+
+
+def choose_path(method: str, metrics: Sequence[str], layers: Sequence[Layer],
+                rows: Sequence[int], cols: Sequence[int], options: Options,
+                ) -> tuple[str, dict[str, Any]]:
+    """``method``, or for ``"auto"`` the exact path of least estimated arithmetic that
+    computes every metric, supports the options asked for (intervals, permutations,
+    ``nan_policy="omit"``) and fits the memory budget (:func:`dask_repsim.planning.plan_grid`);
+    with the estimates, for ``attrs``."""
+    allowed = ("auto", *PATHS)
+    if method not in allowed:
+        raise ValueError(f"method must be one of {allowed}, not {method!r}")
+    if method != "auto":
+        path_functions(method, list(metrics))  # an error naming what the path cannot compute
+        return method, {}
+    widths = [int(layer.data.shape[1]) for layer in layers]
+    needs = tuple(need for need, asked in (
+        ("interval", options.interval is not None), ("permutations", options.permutations > 0),
+        ("nan_omit", options.nan_policy == "omit")) if asked)
+    return planning.plan_grid(list(metrics), int(layers[0].data.shape[0]), widths,
+                              list(rows), list(cols), needs)
+
+
+def measure_functions(path: str, metrics: Sequence[str], parameters: Mapping[str, Any] | None,
+                      own: Mapping[str, Any] | None = None) -> list[Any]:
+    """What ``path`` needs for each of ``metrics`` (:func:`dask_repsim.registry.path_functions`),
+    or, for a pairwise call whose own options change the measure (``svcca(keep=...)``,
+    ``cca``'s correlations), ``own[path]``, with the same parameters bound."""
+    found = path_functions(path, list(metrics), None if path in _SPECS else parameters)
+    if own is None:
+        return found
+    if path not in own:
+        raise ValueError(f"{metrics[0]} with these options is not available on the {path!r} "
+                         f"path; paths that compute it: {', '.join(own)}")
+    function = own[path]
+    given = {k: v for k, v in (parameters or {}).items()
+             if k in MEASURES[metrics[0]].parameters and v is not None}
+    return [partial(function, **given) if given and callable(function) else function]
+
+
+def run_cells(path: str, outputs: Sequence[Output], layers: Sequence[Layer],
+              rows: Sequence[int], cols: Sequence[int], options: Options, *,
+              batch_size: int | None, parameters: Mapping[str, Any] | None = None,
+              functions: Mapping[str, Any] | None = None,
+              ) -> tuple[Cells, dict[str, Any]]:
+    """Every cell of the grid on ``path``; ``outputs`` from :func:`plan_outputs`;
+    ``functions``: a pairwise call's own function for each path (:func:`measure_functions`)."""
     metrics = [measure for _, measure, _ in outputs]
     check_samples(metrics, layers[rows[0]].data.shape[0])  # every measure's minimum, one rule
     if batch_size is not None and path != "minibatch":
         raise ValueError(f"batch_size= applies to method='minibatch' only, not {path!r}")
-    rbf = "cka_rbf" in metrics
     reject_unused(path, options, level_used=path == "minibatch",
-                  seed_used=path == "minibatch" or rbf)
+                  seed_used=path == "minibatch" or "cka_rbf" in metrics, measures=metrics)
+    found = measure_functions(path, metrics, parameters, functions)
     if path == "sample_blocks":
         k = (parameters or {}).get("k")
-        return neighbours.sample_cells(path_functions(path, metrics, parameters), layers, rows,
-                                    cols, metrics, neighbours.DEFAULT_K if k is None else k)
+        return neighbours.sample_cells(found, layers, rows, cols, metrics,
+                                       DEFAULT_K if k is None else k)
     if path == "gram":
-        specs = [dict(spec, sigma=s) for spec, (_, _, s) in
-                 zip(path_functions(path, metrics), outputs, strict=True)]
+        specs = [dict(spec, sigma=s) for spec, (_, _, s) in zip(found, outputs, strict=True)]
         return samplespace.gram_cells(specs, layers, rows, cols, seed=options.get("seed"))
-    functions = path_functions(path, metrics, parameters)
     if path == "covariance":
-        return covariance.covariance_cells(functions, layers, rows, cols, options)
+        return covariance.covariance_cells(found, layers, rows, cols, options)
     if path == "qr":
-        return qr.qr_cells(functions, layers, rows, cols)
+        return qr.qr_cells(found, layers, rows, cols)
     if path == "minibatch":
+        sigma = outputs[0][2]
         return minibatch.minibatch_cells(
-            layers, rows, cols, kernel="linear", sigma=DEFAULTS["sigma"],
+            layers, rows, cols, kernel=found[0].get("kernel", "linear"),
+            sigma=DEFAULTS["sigma"] if sigma is None else sigma,
             batch_size=batch_size or DEFAULTS["batch_size"],
             seed=options.get("seed"), level=options.get("level"))
-    return tiled.kernel_cells(functions, layers, rows, cols)
+    return tiled.kernel_cells(found, layers, rows, cols)
+
+
+def run_pair(measure: str, x: Any, y: Any, options: Options, *, method: str = "auto",
+             join: str = "exact", batch_size: int | None = None,
+             parameters: Mapping[str, Any] | None = None,
+             functions: Mapping[str, Any] | None = None) -> tuple[Cell, str, dict[str, Any]]:
+    """``measure`` of ``x`` and ``y`` as a grid of one cell, by the steps ``compare`` takes:
+    the cell, the path that ran and the run's attrs."""
+    parameters = dict(parameters or {})
+    outputs = plan_outputs([measure], parameters)
+    if len(outputs) != 1:
+        raise ValueError("sigma= takes one bandwidth in a pairwise call; compare() takes "
+                         "several")
+    layers = pair_layers(x, y, options, join)
+    rows, cols = [0], [len(layers) - 1]
+    path, _ = choose_path(method, [measure], layers, rows, cols, options)
+    cells, attrs = run_cells(path, outputs, layers, rows, cols, options, batch_size=batch_size,
+                             parameters=parameters, functions=functions)
+    return cells[0, 0, 0], path, attrs
+
+
+def cell_estimate(cell: Cell, options: Options, method: str,
+                  similarity: bool = True, **fields: Any) -> Estimate:
+    """A cell as an :class:`Estimate`: its value, ``fields`` and the fields its path gave it
+    (which take precedence), its interval and permutation fields, and ``.method``."""
+    uncertainty = uncertainty_fields(float(cell.value), cell.replicates, options.get("level"),
+                                     cell.null, similarity)
+    return Estimate(float(cell.value), **{**fields, **cell.fields, **uncertainty,
+                                          "method": method})
+
+
+def pair_estimate(measure: str, x: Any, y: Any, options: Options, **kwargs: Any) -> Estimate:
+    """:func:`run_pair` as an :class:`Estimate` (:func:`cell_estimate`)."""
+    cell, path, _ = run_pair(measure, x, y, options, **kwargs)
+    return cell_estimate(cell, options, path, MEASURES[measure].similarity)
+
+
+def _correlations(pair: Any) -> np.ndarray:
+    return canonical_correlations(pair)[0]
+
+
+def _correlations_from_r(factor: Any, names: Sequence[str]) -> np.ndarray:
+    return qr.canonical_correlations_from_r(factor, names).rho
+
+
+def _cknna_terms(x: Layer, y: Layer, k: int = DEFAULT_K) -> dict[str, Any]:
+    return neighbours.knn_values(x, y, k, measures=("cknna",))
+
+
+#: what a pairwise function reports beyond a grid's value, on each path that computes it:
+#: ``cca``'s canonical correlations (for ``mean_cca``), ``cknna``'s HSIC terms
+DETAILS: dict[str, dict[str, Callable[..., Any]]] = {
+    "mean_cca": {"covariance": _correlations, "qr": _correlations_from_r},
+    "cknna": {"sample_blocks": _cknna_terms},
+}
 
 
 def to_arrays(cells: Cells, shape: tuple[int, int, int], what: str) -> np.ndarray | None:
@@ -73,18 +264,3 @@ def to_arrays(cells: Cells, shape: tuple[int, int, int], what: str) -> np.ndarra
     for key, cell in cells.items():
         out[(slice(None), *key)] = getattr(cell, what)
     return out
-
-
-def covariance_cell(function: Callable[[Any], Any], layers: list[Layer],
-                    options: Options) -> Cell:
-    """``function`` of the pair's co-moments, with replicates and null when asked for."""
-    cells, _ = covariance.covariance_cells([function], layers, [0], [len(layers) - 1], options)
-    return cells[0, 0, 0]
-
-
-def cell_estimate(cell: Cell, options: Options, method: str,
-                  similarity: bool = True) -> Estimate:
-    """A cell as an :class:`Estimate` with its interval and permutation fields."""
-    return summarise(cell.value, cell.replicates, options.get("level"), cell.null,
-                     similarity, method=method)
-

@@ -375,7 +375,10 @@ def test_rbf_bandwidths_option(stores, capsys):
     expected = references.rbf_cka(x.reshape(len(x), -1), y.reshape(len(y), -1), 1.0)
     assert out["cka_rbf_1"]["dense"]["conv"] == pytest.approx(expected, abs=1e-6)
     assert cli.main(["compare", str(root / "a.zarr"), "-m", "cka", "--sigma", "0.5"]) == 1
-    assert "sigma= applies to the metric(s) cka_rbf only" in capsys.readouterr().err
+    assert "sigma= applies to the metric(s) cka_rbf (cka(kernel='rbf')) only" in \
+        capsys.readouterr().err
+    assert cli.main(["compare", str(root / "a.zarr"), "-m", "cka_rbf", "--sigma", "inf"]) == 1
+    assert "sigma must be > 0 and finite" in capsys.readouterr().err
 
 
 def test_sample_measure_options(stores, capsys):
@@ -407,6 +410,30 @@ def test_netcdf_input(tmp_path, capsys):
     assert sorted(out["cka"]) == ["fc", "pool"]  # data variables; the coordinate is not a layer
     assert out["cka"]["fc"]["pool"] == pytest.approx(ref_cka(x, y), abs=1e-12)
     assert out["cka"]["pool"]["pool"] == pytest.approx(1.0, abs=1e-12)
+
+
+def test_join_option(tmp_path, capsys):
+    """Labelled samples are paired by label; --join inner compares those both files hold."""
+    rng = np.random.default_rng(4)
+    ids = np.array([f"s{i:03d}" for i in range(90)])
+    x = rng.normal(size=(90, 4))
+    y = x @ rng.normal(size=(4, 3)) + 0.5 * rng.normal(size=(90, 3))
+    order = rng.permutation(90)[:80]  # b holds 80 of a's samples, in another order
+    xr.Dataset({"fc": (("sample", "unit"), x)}, coords={"sample": ids}).to_netcdf(
+        tmp_path / "a.nc")
+    xr.Dataset({"fc": (("sample", "unit"), y[order])}, coords={"sample": ids[order]}
+               ).to_netcdf(tmp_path / "b.nc")
+    args = ["compare", str(tmp_path / "a.nc"), str(tmp_path / "b.nc"), "-m", "cka", "--json"]
+    assert cli.main(args) == 1
+    err = capsys.readouterr().err
+    assert "hold different samples" in err and "join='inner'" in err
+    assert cli.main([*args, "--join", "inner"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    keep = np.sort(order)  # the samples both hold, in a's order
+    assert out["cka"]["fc"]["fc"] == pytest.approx(ref_cka(x[keep], y[keep]), abs=1e-12)
+    assert out["n_samples"] == 80
+    assert cli.main([*args, "--join", "outer"]) == 2
+    assert "invalid choice: 'outer'" in capsys.readouterr().err
 
 
 def test_zarr_store_written_by_xarray_skips_coordinates(tmp_path, capsys):

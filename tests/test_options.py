@@ -19,8 +19,9 @@ def data():
     ("call", "message"),
     [
         (lambda x, y: dr.cka(x, y, method="minibatch", debiased=True, batch_size=50),
-         "always built on unbiased HSIC"),
-        (lambda x, y: dr.cka(x, y, sigma=0.5), "kernel='rbf' only"),
+         "method='minibatch' computes cka, not cka_debiased"),
+        (lambda x, y: dr.cka(x, y, sigma=0.5),
+         r"sigma= applies to the metric\(s\) cka_rbf \(cka\(kernel='rbf'\)\) only"),
         (lambda x, y: dr.cka(x, y, batch_size=50), "method='minibatch' only"),
         (lambda x, y: dr.cka(x, y, method="gram", batch_size=50), "method='minibatch' only"),
         (lambda x, y: dr.cka(x, y, groups=5), "interval"),
@@ -28,7 +29,8 @@ def data():
         (lambda x, y: dr.cca(x, y, seed=3), "nothing here is random"),
         (lambda x, y: dr.svcca(x, y, groups=4), "interval"),
         (lambda x, y: dr.pwcca(x, y, epsilon=1e-10), "definition='reference' only"),
-        (lambda x, y: dr.procrustes(x, y, method="qr"), "not available here"),
+        (lambda x, y: dr.procrustes(x, y, method="qr"),
+         "method='qr' computes .* not procrustes, which is not available on that path"),
         (lambda x, y: dr.cka(x, y, method="gram", interval="jackknife"),
          "interval= is not available on the 'gram' path"),
         (lambda x, y: dr.cka(x, y, method="tiled", permutations=5),
@@ -78,3 +80,29 @@ def test_reference_pwcca_epsilon_drops_dead_units_as_the_reference_code(data):
                                                            definition="reference")), abs=1e-6)
     with pytest.raises(dr.NoVarianceError, match="x has no variance"):
         dr.pwcca(np.zeros_like(x), y, definition="reference")
+
+
+def test_an_empty_sigma_is_an_error_naming_sigma(data):
+    """compare(metrics=["cka", "cka_rbf"], sigma=[]) returned cka alone, silently."""
+    x, y = data
+    with pytest.raises(ValueError, match=r"sigma= needs at least one bandwidth .* not \[\]"):
+        dr.compare(x, y, metrics=["cka", "cka_rbf"], sigma=[])
+    with pytest.raises(ValueError, match=r"sigma= needs at least one bandwidth"):
+        dr.cka(x, y, kernel="rbf", sigma=np.array([]))
+
+
+@pytest.mark.parametrize("bad", [float("inf"), -float("inf"), float("nan"), 0.0, -0.5, "0.5"])
+def test_sigma_must_be_finite_and_positive_with_the_same_words_everywhere(data, bad):
+    """sigma=inf failed with "HSIC of x with itself is 0" instead of naming sigma."""
+    x, y = data
+    calls = (lambda: dr.cka(x, y, kernel="rbf", sigma=bad),
+             lambda: dr.compare(x, y, metrics=["cka_rbf"], sigma=bad),
+             lambda: dr.compare(x, y, metrics=["cka", "cka_rbf"], sigma=[0.5, bad]))
+    messages = set()
+    for call in calls:
+        with pytest.raises(ValueError, match=r"^sigma must be > 0 and finite \(a fraction of "
+                                             r"the median distance\), not ") as error:
+            call()
+        messages.add(str(error.value))
+    assert messages == {"sigma must be > 0 and finite (a fraction of the median distance), "
+                        f"not {bad!r}"}

@@ -4,24 +4,15 @@ regression, on the co-moments or the QR path.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
+from functools import partial
 from typing import Any
 
-from .. import planning
-from ..io.gather import pair_layers, sizes
-from ..io.inputs import Layer
 from ..measures import cca as cca_measures
-from ..options import Options, SampleDims, document, reject_unused
-from ..paths import qr
+from ..options import Options, SampleDims, document
+from ..registry import MEASURES
 from ..results import CCAResult, Estimate
-from ..runners import cell_estimate, covariance_cell
-
-
-def _cca_path(method: str, layers: list[Layer], options: Options) -> str:
-    """The path of a CCA-family measure, after rejecting options it does not use."""
-    path = planning.choose("cca", method, *sizes(layers))
-    reject_unused(path, options)
-    return path
+from ..runners import DETAILS, pair_estimate, run_pair
 
 
 @document
@@ -73,25 +64,10 @@ def cca(
     options = Options(sample_dims=sample_dims, storage_options=storage_options,
                        nan_policy=nan_policy, interval=interval, level=level, groups=groups,
                        permutations=permutations, seed=seed)
-    layers = pair_layers(x, y, options, join)
-    if _cca_path(method, layers, options) == "qr":
-        return qr.cca(layers[0], layers[-1])
-
-    def rho(pair: Any) -> Any:
-        return cca_measures.canonical_correlations(pair)[0]
-
-    cell = covariance_cell(rho, layers, options)
+    cell, path, _ = run_pair("mean_cca", x, y, options, method=method, join=join,
+                             functions=DETAILS["mean_cca"])
     return CCAResult(cell.value, replicates=cell.replicates or (), level=options.get("level"),
-                     null=cell.null or (), method="covariance")
-
-
-def _cca_family(covariance: Callable[[Any], float], on_qr: Callable[[Layer, Layer], float],
-                x: Any, y: Any, method: str, options: Options, join: str = "exact") -> Estimate:
-    """A CCA-family measure on the co-moments or the QR path."""
-    layers = pair_layers(x, y, options, join)
-    if _cca_path(method, layers, options) == "qr":
-        return Estimate(on_qr(layers[0], layers[-1]), method="qr")
-    return cell_estimate(covariance_cell(covariance, layers, options), options, "covariance")
+                     null=cell.null or (), method=path)
 
 
 @document
@@ -149,16 +125,14 @@ def svcca(
                        nan_policy=nan_policy, interval=interval, level=level, groups=groups,
                        permutations=permutations, seed=seed)
 
-    def on_qr(lx: Layer, ly: Layer) -> float:
-        if not center:
-            raise ValueError("method='qr' takes the SVD of centred data only (center=True)")
-        return qr.svcca(lx, ly, keep=keep, spectrum=spectrum, summary=summary)
-
-    def measure(pair: Any) -> float:
-        return cca_measures.svcca(pair, keep=keep, spectrum=spectrum, center=center,
-                                  summary=summary)
-
-    return _cca_family(measure, on_qr, x, y, method, options, join)
+    if method == "qr" and not center:
+        raise ValueError("method='qr' takes the SVD of centred data only (center=True)")
+    kinds = MEASURES["svcca"].paths  # one function per path for both summaries
+    own = {"covariance": partial(kinds["covariance"], keep=keep, spectrum=spectrum,
+                                 center=center, summary=summary),
+           "qr": partial(kinds["qr"], keep=keep, spectrum=spectrum, summary=summary)}
+    measure = "svcca" if summary == "mean" else "svcca_r2"
+    return pair_estimate(measure, x, y, options, method=method, join=join, functions=own)
 
 
 @document
@@ -212,17 +186,11 @@ def pwcca(
                        nan_policy=nan_policy, interval=interval, level=level, groups=groups,
                        permutations=permutations, seed=seed)
 
-    def on_qr(lx: Layer, ly: Layer) -> float:
-        if definition != "paper":
-            raise ValueError("method='qr' computes the paper's definition only")
-        return qr.pwcca(lx, ly)
-
-    def measure(pair: Any) -> float:
-        if definition == "paper":
-            return cca_measures.pwcca(pair)
-        return cca_measures.pwcca_reference(pair, epsilon or 0.0)
-
-    return _cca_family(measure, on_qr, x, y, method, options, join)
+    if method == "qr" and definition != "paper":
+        raise ValueError("method='qr' computes the paper's definition only")
+    own = None if definition == "paper" else {
+        "covariance": partial(cca_measures.pwcca_reference, epsilon=epsilon or 0.0)}
+    return pair_estimate("pwcca", x, y, options, method=method, join=join, functions=own)
 
 
 @document
@@ -258,6 +226,4 @@ def linear_regression(
     options = Options(sample_dims=sample_dims, storage_options=storage_options,
                        nan_policy=nan_policy, interval=interval, level=level, groups=groups,
                        permutations=permutations, seed=seed)
-    return _cca_family(cca_measures.linear_regression, qr.linear_regression, x, y, method,
-                       options, join)
-
+    return pair_estimate("linear_regression", x, y, options, method=method, join=join)

@@ -6,14 +6,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from .. import planning
-from ..io.gather import pair_layers, sizes
-from ..measures import cka as cka_measures
-from ..options import DEFAULTS, Options, SampleDims, document, reject_unused
-from ..paths import minibatch, tiled
-from ..paths.gram import samplespace
+from ..options import Options, SampleDims, document
 from ..results import Estimate
-from ..runners import cell_estimate, covariance_cell
+from ..runners import cell_estimate, check_sigma, pair_estimate, run_pair
 
 
 @document
@@ -39,15 +34,17 @@ def cka(
         (default 0.8) times the median pairwise distance (Kornblith et al.'s ``gram_rbf``),
         computed exactly from sample-space Gram blocks; the result also carries ``.median``
         and ``.median_exact`` (above 20,000 samples the median comes from a seeded
-        subsample). ``sigma`` with the linear kernel is an error.
+        subsample). ``sigma`` with the linear kernel is an error. As the ``cka``,
+        ``cka_debiased`` and ``cka_rbf`` metrics of :func:`dask_repsim.compare`: a call is a
+        grid of one cell (:mod:`dask_repsim.runners`).
     method
         ``"auto"`` (default: the cheapest exact path within the memory budget, see
-        :mod:`dask_repsim.planning`), ``"covariance"``, ``"gram"``, ``"tiled"``, or
-        ``"minibatch"``: an approximation (Nguyen et al. 2021) averaging unbiased HSIC over
-        minibatches of ``batch_size`` (default 1000) samples in an order shuffled with
-        ``seed``, with a ``level`` bootstrap interval (``.ci_low``, ``.ci_high``) and
-        ``.approximate`` saying what it approximates. ``batch_size`` on another path is an
-        error.
+        :mod:`dask_repsim.planning`), ``"covariance"``, ``"gram"``, ``"tiled"``, or, for the
+        linear kernel, ``"minibatch"``: an approximation (Nguyen et al. 2021) averaging
+        unbiased HSIC over minibatches of ``batch_size`` (default 1000) samples in an order
+        shuffled with ``seed``, with a ``level`` bootstrap interval (``.ci_low``,
+        ``.ci_high``) and ``.approximate`` saying what it approximates. ``batch_size`` on
+        another path is an error.
     {uncertainty}
 
     Returns
@@ -82,42 +79,17 @@ def cka(
     """
     if kernel not in ("linear", "rbf"):
         raise ValueError(f"kernel must be 'linear' or 'rbf', not {kernel!r}")
-    if sigma is not None and kernel != "rbf":
-        raise ValueError("sigma= is the RBF bandwidth: it applies with kernel='rbf' only")
     options = Options(sample_dims=sample_dims, storage_options=storage_options,
-                       nan_policy=nan_policy, interval=interval, level=level, groups=groups,
-                       permutations=permutations, seed=seed)
-    layers = pair_layers(x, y, options, join)
-    path = planning.choose("cka" if kernel == "linear" else "rbf_cka", method, *sizes(layers))
-    if batch_size is not None and path != "minibatch":
-        raise ValueError(f"batch_size= applies to method='minibatch' only, not {path!r}")
-    if debiased and path == "minibatch":
-        raise ValueError("minibatch CKA is always built on unbiased HSIC (Nguyen et al. 2021): "
-                         "leave debiased= out with method='minibatch'")
-    reject_unused(path, options, level_used=path == "minibatch",
-                  seed_used=path == "minibatch" or kernel == "rbf")
-    lx, ly = layers[0], layers[-1]
-    if path == "minibatch":
-        return minibatch.minibatch_cka(
-            lx, ly, kernel=kernel, sigma=DEFAULTS["sigma"] if sigma is None else sigma,
-            batch_size=batch_size or DEFAULTS["batch_size"], seed=options.get("seed"),
-            level=options.get("level"),
-        )
-    if kernel == "rbf":  # a grid of one cell on the gram path's shared tiles
-        spec = {"kernel": "rbf", "debiased": debiased,
-                "sigma": DEFAULTS["sigma"] if sigma is None else sigma}
-        cells, _ = samplespace.gram_cells([spec], layers, [0], [len(layers) - 1],
-                                          seed=options.get("seed"))
-        return Estimate(cells[0, 0, 0].value, **cells[0, 0, 0].fields)
-    if path == "covariance":
-        function = cka_measures.debiased_linear_cka if debiased else cka_measures.linear_cka
-        return cell_estimate(covariance_cell(function, layers, options), options, path)
-    last = len(layers) - 1
-    if path == "gram":  # the sample-space tiles that grids share
-        cells, _ = samplespace.gram_cells([{"debiased": debiased}], layers, [0], [last], seed=0)
-    else:
-        cells, _ = tiled.kernel_cells([{"debiased": debiased}], layers, [0], [last])
-    return Estimate(cells[0, 0, 0].value, method=path)
+                      nan_policy=nan_policy, interval=interval, level=level, groups=groups,
+                      permutations=permutations, seed=seed)
+    call = {"method": method, "join": join, "batch_size": batch_size,
+            "parameters": {"sigma": sigma}}
+    if kernel == "linear":
+        return pair_estimate("cka_debiased" if debiased else "cka", x, y, options, **call)
+    own = {"gram": {"kernel": "rbf", "debiased": True}} if debiased else None
+    cell, path, _ = run_pair("cka_rbf", x, y, options, functions=own, **call)
+    # the gram cell carries the medians, median_exact, approximate and sigma
+    return cell_estimate(cell, options, path, sigma=check_sigma(sigma)[0])
 
 
 @document
@@ -160,8 +132,4 @@ def hsic(
     options = Options(sample_dims=sample_dims, storage_options=storage_options,
                       nan_policy=nan_policy, interval=interval, level=level, groups=groups,
                       permutations=permutations, seed=seed)
-    layers = pair_layers(x, y, options, join)
-    path = planning.choose("hsic", method, *sizes(layers))
-    reject_unused(path, options)
-    return cell_estimate(covariance_cell(cka_measures.linear_hsic, layers, options), options, path)
-
+    return pair_estimate("hsic", x, y, options, method=method, join=join)

@@ -12,40 +12,19 @@ them is an error.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
-from ..io.gather import pair_layers
 from ..options import Options, SampleDims, document
-from ..paths.sample_blocks.neighbours import DEFAULT_K, knn_values
-from ..paths.sample_blocks.rsa import check_choice, rsa_values
 from ..results import Estimate
-
-#: The path name the sample-space measures report in ``Estimate.method``.
-PATH = "sample_blocks"
+from ..runners import DEFAULT_K, DETAILS, cell_estimate, run_pair
 
 _UNSUPPORTED = """interval, level, groups, permutations, seed
         Not available for this measure (its ``"sample_blocks"`` path has no jackknife
-        intervals or permutation tests); giving any of them is an error. They are here so that
-        every pairwise function takes the same options."""
-
-
-def reject_options(measure: str, nan_policy: str, interval: str | None, level: float | None,
-                   groups: int | None, permutations: int, seed: int | None) -> None:
-    """An error naming each option that ``measure``'s path does not support."""
-    given = {
-        "interval=": interval is not None, "level=": level is not None,
-        "groups=": groups is not None, "permutations=": bool(permutations),
-        "seed=": seed is not None, "nan_policy='omit'": nan_policy == "omit",
-    }
-    bad = [name for name, yes in given.items() if yes]
-    if bad:
-        raise ValueError(
-            f"{', '.join(bad)} {'is' if len(bad) == 1 else 'are'} not available for {measure}, "
-            f"computed on the {PATH!r} path (sample x sample tiles), which has no jackknife "
-            "intervals, permutation tests or NaN omission; leave "
-            f"{'it' if len(bad) == 1 else 'them'} out (NaN or Inf samples: drop them first)"
-        )
+        intervals or permutation tests); giving any of them is an error, the same as from
+        :func:`dask_repsim.compare`. They are here so that every pairwise function takes the
+        same options."""
 
 
 def _documented(function: Any) -> Any:
@@ -54,14 +33,14 @@ def _documented(function: Any) -> Any:
     return document(function)
 
 
-def _pair(x: Any, y: Any, measure: str, sample_dims: SampleDims,
-          storage_options: Mapping[str, Any] | None, join: str, rejected: tuple) -> tuple:
-    """The two layers of a call, after refusing the options the path does not support."""
-    options = Options(sample_dims=sample_dims, storage_options=storage_options,
-                      nan_policy=rejected[0])
-    reject_options(measure, *rejected)
-    layers = pair_layers(x, y, options, join)
-    return layers[0], layers[-1]
+def _run(measure: str, x: Any, y: Any, parameters: dict[str, Any], join: str,
+         functions: Any = None, **given: Any) -> tuple[Any, str, Options]:
+    """The cell of ``measure`` for the pair (:func:`dask_repsim.runners.run_pair`), the path
+    that ran, and the options of the call."""
+    options = Options(**given)
+    cell, path, _ = run_pair(measure, x, y, options, join=join, parameters=parameters,
+                             functions=functions)
+    return cell, path, options
 
 
 @_documented
@@ -119,11 +98,11 @@ def rsa(
     >>> round(rsa(x, 2 * x @ q, rdm="euclidean"), 6)
     1.0
     """
-    check_choice(rdm, (compare,))
-    lx, ly = _pair(x, y, "rsa", sample_dims, storage_options, join,
-                   (nan_policy, interval, level, groups, permutations, seed))
-    value = rsa_values(lx, ly, rdm=rdm, compares=(compare,))[compare]
-    return Estimate(value, method=PATH, rdm=rdm, compare=compare)
+    cell, path, options = _run(
+        "rsa", x, y, {"rdm": rdm, "rdm_compare": compare}, join, sample_dims=sample_dims,
+        storage_options=storage_options, nan_policy=nan_policy, interval=interval, level=level,
+        groups=groups, permutations=permutations, seed=seed)
+    return cell_estimate(cell, options, path, rdm=rdm, compare=compare)
 
 
 @_documented
@@ -169,10 +148,11 @@ def mutual_knn(
     >>> float(mutual_knn(x, 5 * x, k=10))
     1.0
     """
-    lx, ly = _pair(x, y, "mutual_knn", sample_dims, storage_options, join,
-                   (nan_policy, interval, level, groups, permutations, seed))
-    value = knn_values(lx, ly, k, measures=("mutual_knn",))["mutual_knn"]
-    return Estimate(value, method=PATH, k=k)
+    cell, path, options = _run(
+        "mutual_knn", x, y, {"k": k}, join, sample_dims=sample_dims,
+        storage_options=storage_options, nan_policy=nan_policy, interval=interval, level=level,
+        groups=groups, permutations=permutations, seed=seed)
+    return cell_estimate(cell, options, path, k=k)
 
 
 @_documented
@@ -231,11 +211,13 @@ def cknna(
     >>> round(cknna(x, 5 * x, k=10), 9)
     1.0
     """
-    lx, ly = _pair(x, y, "cknna", sample_dims, storage_options, join,
-                   (nan_policy, interval, level, groups, permutations, seed))
-    values = knn_values(lx, ly, k, measures=("cknna",))
-    kl, kk, ll = values["cknna_hsic"]
-    return Estimate(values["cknna"], method=PATH, k=k, hsic=(kl, kk, ll),
-                    reference_value=kl / (float(kk * ll) ** 0.5 + 1e-6))
+    cell, path, options = _run(
+        "cknna", x, y, {"k": k}, join, DETAILS["cknna"], sample_dims=sample_dims,
+        storage_options=storage_options, nan_policy=nan_policy, interval=interval, level=level,
+        groups=groups, permutations=permutations, seed=seed)
+    kl, kk, ll = cell.value["cknna_hsic"]
+    cell = dataclasses.replace(cell, value=cell.value["cknna"])
+    return cell_estimate(cell, options, path, k=k, hsic=(kl, kk, ll),
+                         reference_value=kl / (float(kk * ll) ** 0.5 + 1e-6))
 
 

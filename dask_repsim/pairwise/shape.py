@@ -5,16 +5,11 @@ similarity and the generalized shape metric.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from functools import partial
 from typing import Any
 
-from .. import planning
-from ..io.gather import pair_layers, sizes
-from ..measures import cka as cka_measures
-from ..measures import shape
-from ..options import Options, SampleDims, document, reject_unused
+from ..options import Options, SampleDims, document
 from ..results import Estimate
-from ..runners import cell_estimate, covariance_cell
+from ..runners import pair_estimate
 
 
 @document
@@ -53,11 +48,7 @@ def procrustes(
     options = Options(sample_dims=sample_dims, storage_options=storage_options,
                        nan_policy=nan_policy, interval=interval, level=level, groups=groups,
                        permutations=permutations, seed=seed)
-    layers = pair_layers(x, y, options, join)
-    path = planning.choose("procrustes", method, *sizes(layers))
-    reject_unused(path, options)
-    cell = covariance_cell(cka_measures.procrustes, layers, options)
-    return cell_estimate(cell, options, path)
+    return pair_estimate("procrustes", x, y, options, method=method, join=join)
 
 
 @document
@@ -114,12 +105,5 @@ def shape_metric(
     options = Options(sample_dims=sample_dims, storage_options=storage_options,
                       nan_policy=nan_policy, interval=interval, level=level, groups=groups,
                       permutations=permutations, seed=seed)
-    if not 0 <= alpha <= 1:
-        raise ValueError(f"alpha must be in [0, 1], not {alpha}")
-    layers = pair_layers(x, y, options, join)
-    path = planning.choose("shape_metric", method, *sizes(layers))
-    reject_unused(path, options)
-    function = partial(shape.shape_distance, alpha=alpha)
-    cell = covariance_cell(function, layers, options)
-    return cell_estimate(cell, options, path, similarity=False)
-
+    return pair_estimate("shape_metric", x, y, options, method=method, join=join,
+                         parameters={"alpha": alpha})

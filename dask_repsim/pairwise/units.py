@@ -2,12 +2,14 @@
 
 Unit-by-unit correlations, one-to-one (bipartite) and one-to-best (semi) matching, sparse linear
 prediction of one layer's units from another's, and spectral clustering of the units of both
-layers: every one of them is a function of the co-moments of one statistics pass
-(:mod:`dask_repsim.paths.covariance`), so the samples are read once and nothing of size n reaches
-the
-client. The measures themselves, functions of a :class:`~dask_repsim.engine.stream.Pair`, are in
-:mod:`dask_repsim.measures.units`; the public functions here run the pass and label the
-results with the units' coordinates.
+layers: every one of them is a function of the co-moments of one statistics pass, so the
+samples are read once and nothing of size n reaches the client. The pass is the cell of a grid
+of one cell on the co-moment path, run by the dispatcher every function shares
+(:func:`dask_repsim.runners.run_pair`, as ``compare``'s ``matched_correlation``): the inputs
+are gathered as everywhere, labelled samples paired by label (``join=``). The measures
+themselves, functions of a :class:`~dask_repsim.engine.stream.Pair`, are in
+:mod:`dask_repsim.measures.units`; the public functions here label the results with the units'
+coordinates.
 
 Constant units (dead ReLUs) have no correlation with anything (0/0). They are reported with a
 :class:`~dask_repsim.RepsimWarning` and then: set to correlation 0 in
@@ -18,14 +20,14 @@ given weight 0 as predictors and left out as targets in :func:`sparse_prediction
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import xarray as xr
 
 from ..engine.views import Pair
-from ..io.inputs import as_layer, split_dims
+from ..io.inputs import split_dims
 from ..measures.units import (
     cluster_labels,
     cross_correlation,
@@ -34,9 +36,8 @@ from ..measures.units import (
     sparse_fits,
     warn_constant,
 )
-from ..paths.covariance import run_pass
-
-SampleDims = Sequence[Hashable] | str | None
+from ..options import Options, SampleDims
+from ..runners import run_pair
 
 __all__ = [
     "cluster_units",
@@ -51,20 +52,27 @@ __all__ = [
 # Labelled layer: run the pass, attach the units' coordinates
 
 
+def _itself(pair: Pair) -> Pair:
+    return pair
+
+
 def _statistics(
     x: Any,
     y: Any,
     sample_dims: SampleDims,
     storage_options: Mapping[str, Any] | None,
     nan_policy: str,
+    join: str,
 ) -> Pair:
-    """The :class:`Pair` statistics of (x, y) from one pass; an input given twice (the same
-    dask array) is read once."""
-    options = {"sample_dims": sample_dims, "storage_options": storage_options}
-    layers = [as_layer(x, name="x", **options), as_layer(y, name="y", **options)]
-    if layers[1].data.name == layers[0].data.name:
-        layers = layers[:1]
-    return run_pass(layers, nan_policy=nan_policy).pair(0, len(layers) - 1)
+    """The :class:`Pair` statistics of (x, y): a grid of one cell on the co-moment path
+    (:func:`dask_repsim.runners.run_pair`, as ``matched_correlation`` in ``compare``), the
+    samples paired by label as every function pairs them; an input given twice (the same dask
+    array) is read once."""
+    options = Options(sample_dims=sample_dims, storage_options=storage_options,
+                      nan_policy=nan_policy)
+    cell, _, _ = run_pair("matched_correlation", x, y, options, join=join,
+                          functions={"covariance": _itself})
+    return cell.value
 
 
 def _unit_labels(obj: Any, n_features: int, sample_dims: SampleDims) -> np.ndarray:
@@ -90,6 +98,7 @@ def unit_correlation(
     sample_dims: SampleDims = None,
     storage_options: Mapping[str, Any] | None = None,
     nan_policy: str = "raise",
+    join: str = "exact",
 ) -> xr.DataArray:
     """Pearson correlation of every unit of x with every unit of y.
 
@@ -97,14 +106,18 @@ def unit_correlation(
     ----------
     x, y
         Activations, samples along the first axis (or the ``sample_dims`` of a DataArray):
-        numpy, dask or zarr arrays, zarr paths or URLs, or xarray DataArrays. Same samples, in
-        the same order, in both.
+        numpy, dask or zarr arrays, zarr paths or URLs, or xarray DataArrays. Plain arrays are
+        paired by position; DataArrays (and captured groups) with a sample coordinate are
+        paired by label, as by every function of the package.
     sample_dims
         For DataArrays, the dims that index samples; all others are features.
     storage_options
         Passed to fsspec when ``x`` or ``y`` is a zarr URL.
     nan_policy
         ``"raise"`` (default) or ``"omit"`` (leave samples with NaN/Inf out of both inputs).
+    join
+        For inputs with sample labels: ``"exact"`` (default) pairs them by label and refuses
+        different label sets; ``"inner"`` compares the samples both hold.
 
     Returns
     -------
@@ -144,7 +157,7 @@ def unit_correlation(
            [ 0,  0, -1],
            [-1,  0,  0]])
     """
-    p = _statistics(x, y, sample_dims, storage_options, nan_policy)
+    p = _statistics(x, y, sample_dims, storage_options, nan_policy, join)
     for side in (p.x, p.y):
         warn_constant(side, "they are set to 0", stacklevel=3)
     labels_a, labels_b = _labels(x, y, p, sample_dims)
@@ -165,6 +178,7 @@ def match_units(
     sample_dims: SampleDims = None,
     storage_options: Mapping[str, Any] | None = None,
     nan_policy: str = "raise",
+    join: str = "exact",
 ) -> xr.Dataset:
     """Match the units of x to the units of y by the correlation of their activations.
 
@@ -176,7 +190,7 @@ def match_units(
         ``"bipartite"`` (default): the one-to-one assignment with the largest total correlation,
         ``min(p, q)`` pairs. ``"semi"``: every unit of x with its most correlated unit of y
         (several units of x may share one of y), p pairs.
-    sample_dims, storage_options, nan_policy
+    sample_dims, storage_options, nan_policy, join
         As in :func:`unit_correlation`.
 
     Returns
@@ -213,7 +227,7 @@ def match_units(
     >>> np.round(m.correlation.values, 6)
     array([1., 1., 1., 1.])
     """
-    p = _statistics(x, y, sample_dims, storage_options, nan_policy)
+    p = _statistics(x, y, sample_dims, storage_options, nan_policy, join)
     rows, cols, values = matching(p, method)
     labels_a, labels_b = _labels(x, y, p, sample_dims)
     return xr.Dataset(
@@ -236,6 +250,7 @@ def sparse_prediction(
     sample_dims: SampleDims = None,
     storage_options: Mapping[str, Any] | None = None,
     nan_policy: str = "raise",
+    join: str = "exact",
 ) -> xr.Dataset:
     """Predict each unit of y from the units of x with an L1-penalised linear map (Lasso).
 
@@ -255,7 +270,7 @@ def sparse_prediction(
     tol, max_iter
         Passed to ``sklearn.linear_model.Lasso`` (its stopping criterion is relative to the
         target's squared norm, which here is at most 1).
-    sample_dims, storage_options, nan_policy
+    sample_dims, storage_options, nan_policy, join
         As in :func:`unit_correlation`.
 
     Returns
@@ -315,7 +330,7 @@ def sparse_prediction(
     alpha_values = np.asarray(alphas, dtype=float).reshape(-1)
     if alpha_values.size == 0 or not (alpha_values >= 0).all():
         raise ValueError(f"alphas must be one or more numbers >= 0, not {alphas!r}")
-    p = _statistics(x, y, sample_dims, storage_options, nan_policy)
+    p = _statistics(x, y, sample_dims, storage_options, nan_policy, join)
     weights, loss, live_y = sparse_fits(p, alpha_values, tol, max_iter)
     labels_a, labels_b = _labels(x, y, p, sample_dims)
     return xr.Dataset(
@@ -342,6 +357,7 @@ def cluster_units(
     sample_dims: SampleDims = None,
     storage_options: Mapping[str, Any] | None = None,
     nan_policy: str = "raise",
+    join: str = "exact",
 ) -> xr.Dataset:
     """Spectral clustering of the units of both layers by the correlation of their activations.
 
@@ -353,7 +369,7 @@ def cluster_units(
         How many clusters.
     seed
         Random state of the k-means step of the spectral clustering.
-    sample_dims, storage_options, nan_policy
+    sample_dims, storage_options, nan_policy, join
         As in :func:`unit_correlation`.
 
     Returns
@@ -394,7 +410,7 @@ def cluster_units(
     >>> bool(a[0] == a[1] == b[1] != a[2] == b[0])
     True
     """
-    p = _statistics(x, y, sample_dims, storage_options, nan_policy)
+    p = _statistics(x, y, sample_dims, storage_options, nan_policy, join)
     labels_x, labels_y = cluster_labels(p, int(n_clusters), seed)
     labels_a, labels_b = _labels(x, y, p, sample_dims)
     return xr.Dataset(

@@ -156,6 +156,69 @@ def test_nan_policy_omit_matches_corrcoef_on_finite_rows():
     assert corr.attrs["n_samples"] == 297
 
 
+# --- labelled samples: paired by label, as by every function ----------------------------------
+
+
+def _labelled_pair(n: int, p: int, q: int, seed: int):
+    """x and y as DataArrays over the same labelled samples, y's stored in another order; and
+    x and y's rows in x's order (the explicit alignment the references use)."""
+    x, y = _layers(n, p, q, seed=seed)
+    ids = np.array([f"img{i:04d}" for i in range(n)])
+    order = np.random.default_rng(seed).permutation(n)
+    xa = xr.DataArray(x, dims=("sample", "unit"), coords={"sample": ids})
+    ya = xr.DataArray(y[order], dims=("sample", "unit"), coords={"sample": ids[order]})
+    aligned = ya.sel(sample=xa.sample).values  # explicitly, by label
+    np.testing.assert_array_equal(aligned, y)
+    return xa, ya, x, aligned
+
+
+def test_unit_functions_pair_labelled_samples_by_label():
+    """The same samples in another order gave cka 1.0 and compare's matched_correlation 1.0,
+    but match_units correlations near 0: now every unit function equals numpy on the
+    explicitly aligned data."""
+    xa, ya, x, y = _labelled_pair(500, 5, 5, seed=31)
+    shuffled = xa.sel(sample=ya.sample)  # x itself, its samples in y's order
+    assert float(dask_repsim.cka(xa, shuffled)) == pytest.approx(1.0, abs=1e-12)
+    np.testing.assert_allclose(match_units(xa, shuffled).correlation.values, 1.0, atol=1e-12)
+    ref = _corrcoef(x, y)
+    np.testing.assert_allclose(unit_correlation(xa, ya).values, ref, atol=1e-10)
+    m = match_units(xa, ya)
+    rows, cols = linear_sum_assignment(ref, maximize=True)
+    assert set(zip(m.unit_a.values.tolist(), m.unit_b.values.tolist(), strict=True)) == set(
+        zip(rows.tolist(), cols.tolist(), strict=True))
+    np.testing.assert_allclose(np.sort(m.correlation.values), np.sort(ref[rows, cols]),
+                               atol=1e-10)
+    grid = dask_repsim.compare({"x": xa}, {"y": ya}, metrics=["matched_correlation"])
+    assert m.correlation.mean().item() == pytest.approx(grid.matched_correlation.item(),
+                                                        abs=1e-12)
+    xs, ys = _standardise(x), _standardise(y)
+    least_squares = np.linalg.lstsq(xs, ys, rcond=None)[0]
+    table = sparse_prediction(xa, ya, alphas=[0.0])
+    np.testing.assert_allclose(table.weights.sel(alpha=0.0).values, least_squares, atol=1e-8)
+    assert table.loss.item() == pytest.approx(
+        np.sum((ys - xs @ least_squares) ** 2) / ys.size, abs=1e-10)
+    clusters, expected = cluster_units(xa, ya, n_clusters=2), cluster_units(x, y, n_clusters=2)
+    for name in ("labels_a", "labels_b"):
+        np.testing.assert_array_equal(clusters[name].values, expected[name].values)
+
+
+def test_unit_functions_take_join():
+    xa, ya, x, y = _labelled_pair(400, 4, 3, seed=32)
+    short = ya.isel(sample=slice(10, None))  # y lacks 10 of x's samples
+    keep = np.isin(xa.sample.values, short.sample.values)
+    with pytest.raises(ValueError, match="x and y hold different samples.*join='inner'"):
+        unit_correlation(xa, short)
+    corr = unit_correlation(xa, short, join="inner")
+    assert corr.attrs["n_samples"] == 390
+    ref = _corrcoef(x[keep], y[keep])
+    np.testing.assert_allclose(corr.values, ref, atol=1e-10)
+    rows, cols = linear_sum_assignment(ref, maximize=True)
+    matched = match_units(xa, short, join="inner").correlation.sum().item()
+    assert matched == pytest.approx(ref[rows, cols].sum(), abs=1e-10)
+    with pytest.raises(ValueError, match="join must be one of"):
+        match_units(xa, ya, join="outer")
+
+
 # --- matching ---------------------------------------------------------------------------------
 
 
