@@ -19,7 +19,7 @@ def data():
     ("call", "message"),
     [
         (lambda x, y: dr.cka(x, y, method="minibatch", debiased=True, batch_size=50),
-         "method='minibatch' computes cka, not cka_debiased"),
+         "method='minibatch' computes cka, cka_rbf, not cka_debiased"),
         (lambda x, y: dr.cka(x, y, sigma=0.5),
          r"sigma= applies to the metric\(s\) cka_rbf \(cka\(kernel='rbf'\)\) only"),
         (lambda x, y: dr.cka(x, y, batch_size=50), "method='minibatch' only"),

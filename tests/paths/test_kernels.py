@@ -292,7 +292,8 @@ def test_option_errors():
         tiled_cka(as_layer(x[:3]), as_layer(x[:3], name="y"), debiased=True)
     with pytest.raises(SampleCountError, match="debiased CKA needs at least 4 samples, got 3"):
         dr.cka(x[:3], x[:3] ** 2, kernel="rbf", debiased=True)
-    with pytest.raises(ValueError, match="sigma must be > 0, not 0"):
+    with pytest.raises(ValueError, match=r"sigma must be > 0 and finite \(a fraction of the "
+                       r"median distance\), not 0"):
         dr.cka(x, x ** 2, kernel="rbf", sigma=0)
     with pytest.raises(ValueError, match="batch_size"):
         minibatch.minibatch_cka(as_layer(x), as_layer(x, name="y"), batch_size=3)

@@ -153,7 +153,7 @@ def test_bad_inputs_give_the_errors_of_every_path(data):
         rsa(x, np.ones((150, 3)))
     with pytest.raises(SampleCountError, match="different numbers of samples"):
         rsa(x, y[:100])
-    with pytest.raises(SampleCountError, match="RSA needs at least 3 samples"):
+    with pytest.raises(SampleCountError, match="rsa needs at least 3 samples, got 2"):
         rsa(x[:2], y[:2])
     flat = x.copy()
     flat[5] = 2.5  # sample 5 has the same activation in every feature
