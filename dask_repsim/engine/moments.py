@@ -39,7 +39,7 @@ def column_slices(sizes: Sequence[int]) -> list[slice]:
     >>> column_slices([2, 3])
     [slice(0, 2, None), slice(2, 5, None)]
     """
-    bounds = np.cumsum((0,) + tuple(sizes))
+    bounds = np.cumsum((0,) + tuple(int(s) for s in sizes))
     return [slice(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
 
 

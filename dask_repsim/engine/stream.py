@@ -1,11 +1,10 @@
 """The statistics engine: one streaming pass over the samples, float64 sufficient statistics.
 
 Every row block of all layers together gives :class:`~dask_repsim.engine.moments.Statistics` (one
-per
-sample group it overlaps), and with a permutation null the
+per sample group it overlaps), and with a permutation null the
 :class:`~dask_repsim.engine.permuted.Permuted` cross statistics of its permutation blocks; blocks
-merge
-pairwise in a Dask tree reduction (:func:`row_block_reduction`). Every stored chunk of every
+merge up a Dask tree (:func:`row_block_reduction`,
+:func:`~dask_repsim.engine.reduction.tree_reduce`). Every stored chunk of every
 array is read once, and a task centres at most :data:`SUB_BLOCK_BYTES` of joint rows at a time
 (one permutation block, :data:`~dask_repsim.engine.permuted.PERMUTATION_BLOCK` samples, for the
 null).
@@ -38,9 +37,8 @@ from .moments import Centred, Statistics, joint_rows, merge_all
 from .omission import Aside, useful_rows
 from .parallel import compute
 from .permuted import Permuted, block_permutations, permutation_blocks, restrict_permutations
+from .reduction import SPLIT_EVERY, tree_reduce
 
-#: Statistics chunks merged per task in the tree reduction.
-SPLIT_EVERY = 8
 #: Bytes of float64 joint rows a task centres at a time: a stored chunk of many rows of a wide
 #: grid is taken in sub-blocks of about this size (merged with the pairwise update), so a task's
 #: memory is bounded by the grid's width, not by the storage chunking.
@@ -208,13 +206,15 @@ def row_block_reduction(
     split_every: int = SPLIT_EVERY,
     args: tuple = (),
     align: int | None = None,
+    pairwise: bool = False,
 ):
     """A Dask tree reduction over row blocks of all layers together, not yet computed.
 
     ``chunk(offset, *args, *blocks)`` runs once per row block (``blocks``: that block of every
-    layer, full width) and ``merge(*parts)`` combines up to ``split_every`` results. Every
-    chunk of every array is read once: the arrays are re-chunked (a graph operation, no extra
-    read) to the common refinement of their row chunks (:func:`row_chunks`) and to full width.
+    layer, full width) and the results merge up :func:`~dask_repsim.engine.reduction.tree_reduce`
+    (``merge``, ``split_every`` and ``pairwise`` as there). Every chunk of every array is read
+    once: the arrays are re-chunked (a graph operation, no extra read) to the common refinement
+    of their row chunks (:func:`row_chunks`) and to full width.
     """
     check_sample_counts([layer.name for layer in layers], [layer.data.shape[0] for layer in layers])
     rows = row_chunks([layer.data for layer in layers], align)
@@ -222,7 +222,7 @@ def row_block_reduction(
         layer.data.rechunk({0: rows, 1: -1}).to_delayed(optimize_graph=False)[:, 0]
         for layer in layers
     ]
-    token = tokenize(*(layer.data.name for layer in layers), split_every, name, args, rows)
+    token = tokenize(*(layer.data.name for layer in layers), name, args, rows)
     offsets = np.cumsum((0,) + rows)[:-1]
     parts = [
         dask.delayed(chunk, pure=True)(
@@ -230,16 +230,7 @@ def row_block_reduction(
         )
         for i, off in enumerate(offsets)
     ]
-    level = 0
-    while len(parts) > 1:
-        parts = [
-            dask.delayed(merge, pure=True)(
-                *parts[i : i + split_every], dask_key_name=f"{name}-merge-{token}-{level}-{i}"
-            )
-            for i in range(0, len(parts), split_every)
-        ]
-        level += 1
-    return parts[0]
+    return tree_reduce(parts, merge, name=name, split_every=split_every, pairwise=pairwise)
 
 
 def statistics_graph(
