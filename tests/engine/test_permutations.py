@@ -12,7 +12,6 @@ import references as ref
 import zarr
 from conftest import write_zarr
 from scipy import stats
-from test_single_pass import _chunk_keys
 
 import dask_repsim as dr
 from dask_repsim.engine import permuted as permuted_module
@@ -20,6 +19,17 @@ from dask_repsim.engine.moments import Centred, Statistics
 from dask_repsim.engine.permuted import Permuted, block_permutations
 from dask_repsim.engine.stream import one_pass
 from dask_repsim.io.inputs import as_layer
+
+
+def _chunk_keys(group: zarr.Group) -> set[str]:
+    """Every chunk key of every array in ``group`` (Zarr v3 default keys)."""
+    keys = set()
+    for name, arr in group.arrays():
+        grid = [range(-(-s // c)) for s, c in zip(arr.shape, arr.chunks, strict=True)]
+        for idx in np.ndindex(*(len(g) for g in grid)):
+            keys.add(f"{name}/c/" + "/".join(map(str, idx)))
+    return keys
+
 
 REFERENCES = {
     "cka": ref.linear_cka,
