@@ -14,6 +14,7 @@ from conftest import write_zarr
 from scipy import stats
 
 import dask_repsim as dr
+from dask_repsim.engine import memory
 from dask_repsim.engine import permuted as permuted_module
 from dask_repsim.engine.moments import Centred, Statistics
 from dask_repsim.engine.permuted import Permuted, block_permutations
@@ -253,6 +254,7 @@ def test_bad_permutation_arguments():
         dr.cka(x, y, permutations=2.5)
     with pytest.raises(ValueError, match="not available on the"):
         dr.cca(x, y, method="qr", permutations=5)
-    with dask.config.set({"repsim.memory-budget": 10_000}):
+    # the co-moments of the 5 + 5 features fit, the 100 permuted cross blocks do not
+    with dask.config.set({"repsim.memory-budget": memory.least_budget(10, permutations=100)}):
         with pytest.raises(ValueError, match="over the memory budget"):
             dr.compare(x, y, permutations=100)
