@@ -4,7 +4,7 @@ budget.
 Paths (:data:`~dask_repsim.registry.PATHS` lists what each supports):
 
 - ``covariance``: the one-pass co-moments (:mod:`dask_repsim.engine.stream`); cost ~ n (p+q)^2,
-  memory ~ (p+q)^2 per task. Every co-moment measure; exact.
+  memory ~ (p+q)^2 per task (:mod:`dask_repsim.engine.memory`). Every co-moment measure; exact.
 - ``gram``: sample-space Gram tiles; pair by pair cost ~ n^2 (p+q); for a grid each layer's
   tile is formed once for all pairs (:mod:`dask_repsim.paths.gram.samplespace`), cost ~ n^2 sum(p)
   plus
@@ -35,8 +35,9 @@ from __future__ import annotations
 
 import logging
 
+from .engine.memory import max_features
 from .engine.parallel import memory_budget
-from .paths.covariance import max_features, plan_passes
+from .paths.covariance import plan_passes
 from .registry import MEASURES, PATHS
 
 __all__ = ["choose", "grid_costs", "max_features", "memory_budget", "plan_grid", "plan_passes"]
@@ -77,16 +78,26 @@ def choose(measure: str, method: str, n: int, p: int, q: int) -> str:
     return plan_grid([metric], n, [p, q], [0], [1])[0]
 
 
+def _capacity(needs: tuple[str, ...], groups: int) -> int:
+    """The widest covariance pass that fits the budget with ``needs`` (the permutation blocks
+    of a null, the rows ``nan_policy="omit"`` carries aside) and the jackknife's ``groups``."""
+    return max_features(groups=int(groups), permutations=int("permutations" in needs),
+                        aside="nan_omit" in needs)
+
+
 def grid_costs(
     metrics: list[str], n: int, widths: list[int], rows: list[int], cols: list[int],
-    needs: tuple[str, ...] = (),
+    needs: tuple[str, ...] = (), groups: int = 1,
 ) -> dict[str, float]:
     """Estimated multiply-adds of each exact path that ``"auto"`` may choose for a grid, that
     computes every metric and supports each of ``needs`` (``"interval"``, ``"permutations"``,
-    ``"nan_omit"``); a path that does not fit the memory budget is left out.
+    ``"nan_omit"``); a path that does not fit the memory budget is left out. ``groups``: the
+    jackknife's sample groups where known (the covariance path, the only one with intervals,
+    plans its passes with the groups it computes).
 
     - ``covariance``: ``n`` times each layer's own block ``p^2`` and each requested cross block
-      ``p q`` (only if the widest pair's co-moments fit);
+      ``p q`` (only if the widest pair's co-moments fit,
+      :func:`~dask_repsim.engine.memory.max_features`);
     - ``gram``: ``n^2 sum(p)`` for each layer's Gram tiles, plus ``n^2`` per pair;
     - ``sample_blocks``: ``n^2 (p + q)`` per pair;
     - ``tiled``: ``n (p q + (p^2 + q^2) / 2)`` per pair, only when the co-moments do not fit
@@ -106,7 +117,7 @@ def grid_costs(
             and all(getattr(PATHS[p], need) for need in needs)]
     costs: dict[str, float] = {}
     widest = max(widths[r] for r in rows) + max(widths[c] for c in cols)
-    if "covariance" in able and widest <= max_features():
+    if "covariance" in able and widest <= _capacity(needs, groups):
         costs["covariance"] = float(n) * (sum(widths[u] ** 2 for u in used)
                                           + sum(widths[a] * widths[b] for a, b in pairs if a != b))
     if "gram" in able:
@@ -141,11 +152,12 @@ def _lacking(lacking: list[str], needs: tuple[str, ...]) -> ValueError:
 
 def plan_grid(
     metrics: list[str], n: int, widths: list[int], rows: list[int], cols: list[int],
-    needs: tuple[str, ...] = (),
+    needs: tuple[str, ...] = (), groups: int = 1,
 ) -> tuple[str, dict[str, str]]:
     """The path ``"auto"`` runs a grid on: the least estimated arithmetic (:func:`grid_costs`)
     among the exact paths that compute every metric and fit the memory budget; with the
-    estimates, logged and returned for the result's ``attrs``.
+    estimates, logged and returned for the result's ``attrs``. ``groups`` as in
+    :func:`grid_costs`.
 
     Examples
     --------
@@ -154,12 +166,12 @@ def plan_grid(
     >>> plan_grid(["cka", "mean_cca"], 100_000, [256, 256], [0], [1])[0]
     'covariance'
     """
-    costs = grid_costs(metrics, n, widths, rows, cols, needs)
+    costs = grid_costs(metrics, n, widths, rows, cols, needs, groups)
     if not costs:
         able = [p for p in PATHS if all(p in MEASURES[m].paths for m in metrics)
                 and all(getattr(PATHS[p], need) for need in needs)]
         if "covariance" in able:  # too wide: plan_passes says so, naming the paths that can
-            plan_passes(widths, rows, cols, max_features())
+            plan_passes(widths, rows, cols, _capacity(needs, groups))
         lacking = [m for m in metrics if not all(
             any(getattr(PATHS[p], need) for p in MEASURES[m].paths) for need in needs)]
         if lacking:  # a metric none of whose paths offers what was asked

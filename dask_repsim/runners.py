@@ -139,7 +139,8 @@ def choose_path(method: str, metrics: Sequence[str], layers: Sequence[Layer],
         ("interval", options.interval is not None), ("permutations", options.permutations > 0),
         ("nan_omit", options.nan_policy == "omit")) if asked)
     return planning.plan_grid(list(metrics), int(layers[0].data.shape[0]), widths,
-                              list(rows), list(cols), needs)
+                              list(rows), list(cols), needs,
+                              groups=options.groups_used if options.interval else 1)
 
 
 def measure_functions(path: str, metrics: Sequence[str], parameters: Mapping[str, Any] | None,

@@ -11,6 +11,7 @@ import zarr
 
 import dask_repsim as dr
 from dask_repsim import DEFAULT_METRICS
+from dask_repsim.engine import memory
 
 RNG = np.random.default_rng(7)
 N = 400
@@ -164,13 +165,14 @@ def test_grid_too_wide_for_the_budget_is_split_into_passes(counting_store):
     full = dr.compare(group, metrics=["cka", "pwcca"], interval="jackknife", groups=5)
     assert full.attrs["n_passes"] == 1
     counting_store.reads.clear()
-    with dask.config.set({"repsim.memory-budget": 32 * 80**2}):  # 80 of the 110 features
+    # room for 80 of the 110 features (engine.memory's model of a pass with 5 groups)
+    with dask.config.set({"repsim.memory-budget": memory.least_budget(80, groups=5)}):
         with pytest.warns(dr.RepsimWarning, match=r"110 features .* in \d+ passes"):
             split = dr.compare(group, metrics=["cka", "pwcca"], interval="jackknife", groups=5)
     assert split.attrs["n_passes"] > 1
     xr.testing.assert_allclose(split, full.assign_attrs(n_passes=split.attrs["n_passes"]))
     assert max(counting_store.chunk_reads().values()) <= split.attrs["n_passes"]
-    with dask.config.set({"repsim.memory-budget": 32 * 50**2}):  # no pair of layers fits
+    with dask.config.set({"repsim.memory-budget": memory.least_budget(50)}):  # no pair fits
         with pytest.raises(ValueError, match="two layers together have"):
             dr.compare(group, metrics=["cka", "pwcca"])
         # CKA alone has exact paths that do not hold the co-moments: each pair takes one

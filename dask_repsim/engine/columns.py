@@ -26,12 +26,14 @@ import numpy as np
 from ..io.inputs import Layer
 from ..io.validation import check_sample_counts, constant_units, first_nonfinite, no_variance_error
 from .parallel import compute
+from .reduction import SPLIT_EVERY, tree_reduce
 
 #: Bytes of float64 a task converts and centres at a time when it summarises a stored chunk:
-#: a chunk of many rows of a wide layer is taken in sub-blocks of rows, merged pairwise.
-SUB_BLOCK_BYTES = 64 * 2**20
-#: Partial statistics merged per task of the tree reduction.
-SPLIT_EVERY = 8
+#: a chunk of many rows of a wide layer is taken in sub-blocks of rows, merged pairwise. Smaller
+#: than the co-moment pass's :data:`~dask_repsim.engine.stream.SUB_BLOCK_BYTES`: a merge here
+#: costs O(p), nothing beside a sub-block's O(rows p), so small sub-blocks cost no time, while a
+#: co-moment sub-block's merge costs O(P^2) and that pass takes them as large as it may.
+COLUMN_SUB_BLOCK_BYTES = 64 * 2**20
 #: Bytes of float64 per row block of the Gram-block paths (per layer, before the block itself).
 BLOCK_BYTES = 64 * 2**20
 # Row blocks the Gram-block paths aim for at least (8 blocks: 36 block tasks to spread over
@@ -114,8 +116,9 @@ class Columns:
 
 
 def _chunk(name: str, offset: int, block: np.ndarray) -> Columns:
-    """Columns of a stored chunk, in sub-blocks of at most :data:`SUB_BLOCK_BYTES` of float64."""
-    step = max(1, SUB_BLOCK_BYTES // (8 * max(1, block.shape[1])))
+    """Columns of a stored chunk, in sub-blocks of at most :data:`COLUMN_SUB_BLOCK_BYTES` of
+    float64."""
+    step = max(1, COLUMN_SUB_BLOCK_BYTES // (8 * max(1, block.shape[1])))
     out = Columns.of_block(name, offset, block[:0])
     for start in range(0, block.shape[0], step):
         part = Columns.of_block(name, offset + start, block[start : start + step])
@@ -141,12 +144,7 @@ def _graph(layer: Layer, split_every: int):
     ]
     if not parts:  # no samples
         return dask.delayed(Columns.of_block)(layer.name, 0, np.zeros((0, data.shape[1])))
-    while len(parts) > 1:
-        parts = [
-            dask.delayed(_merge_all, pure=True)(*parts[i : i + split_every])
-            for i in range(0, len(parts), split_every)
-        ]
-    return parts[0]
+    return tree_reduce(parts, _merge_all, name="repsim-columns", split_every=split_every)
 
 
 def column_statistics(layers: Sequence[Layer], *, split_every: int = SPLIT_EVERY) -> list[Columns]:

@@ -39,7 +39,7 @@ def column_slices(sizes: Sequence[int]) -> list[slice]:
     >>> column_slices([2, 3])
     [slice(0, 2, None), slice(2, 5, None)]
     """
-    bounds = np.cumsum((0,) + tuple(sizes))
+    bounds = np.cumsum((0,) + tuple(int(s) for s in sizes))
     return [slice(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
 
 
@@ -200,11 +200,13 @@ class Statistics:
         d = b.mean - a.mean
         mean = a.mean + d * (b.count / (a.count + b.count))
         sa, sb = a.shift(a.mean - mean), b.shift(b.mean - mean)
+        comoment = sa.comoment  # the shift's own new array: summed in place, one copy fewer
+        comoment += sb.comoment
         return Statistics(
             sizes=a.sizes,
             count=a.count + b.count,
             mean=mean,
-            comoment=sa.comoment + sb.comoment,
+            comoment=comoment,
             norm_comoment=sa.norm_comoment + sb.norm_comoment,
             norm_product=sa.norm_product + sb.norm_product,
             **bookkeeping,

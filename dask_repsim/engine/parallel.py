@@ -100,8 +100,8 @@ def memory_budget() -> int:
     of the smallest worker's memory limit under a ``distributed.Client``, else a quarter of
     this machine's memory.
 
-    The co-moment path sizes each task's feature-side matrices by it; the sample-space paths
-    (``gram``, ``sample_blocks``) divide it among the tasks that run at once in one process
+    The co-moment path (:mod:`dask_repsim.engine.memory`) and the sample-space paths (``gram``,
+    ``sample_blocks``) divide it among the tasks that run at once in one process
     (:func:`threads_per_process`), so that it bounds what the process holds for them.
     """
     configured = dask.config.get("repsim.memory-budget", None)

@@ -237,6 +237,8 @@ class Permuted:
         mean_b = a.mean_b + (b.mean_b - a.mean_b) * w
         x = a.shift(a.mean_a - mean_a, a.mean_b - mean_b)
         y = b.shift(b.mean_a - mean_a, b.mean_b - mean_b)
+        cross = x.cross  # the shift's own new array: summed in place, one copy fewer
+        cross += y.cross
         return Permuted(
             sizes_a=a.sizes_a,
             sizes_b=a.sizes_b,
@@ -245,7 +247,7 @@ class Permuted:
             mean_b=mean_b,
             trace_a=x.trace_a + y.trace_a,
             trace_b=x.trace_b + y.trace_b,
-            cross=x.cross + y.cross,
+            cross=cross,
             norm_cross=x.norm_cross + y.norm_cross,
             norm_ab=x.norm_ab + y.norm_ab,
             norm_ba=x.norm_ba + y.norm_ba,

@@ -1,14 +1,14 @@
 """The statistics engine: one streaming pass over the samples, float64 sufficient statistics.
 
 Every row block of all layers together gives :class:`~dask_repsim.engine.moments.Statistics` (one
-per
-sample group it overlaps), and with a permutation null the
+per sample group it overlaps), and with a permutation null the
 :class:`~dask_repsim.engine.permuted.Permuted` cross statistics of its permutation blocks; blocks
-merge
-pairwise in a Dask tree reduction (:func:`row_block_reduction`). Every stored chunk of every
-array is read once, and a task centres at most :data:`SUB_BLOCK_BYTES` of joint rows at a time
-(one permutation block, :data:`~dask_repsim.engine.permuted.PERMUTATION_BLOCK` samples, for the
-null).
+merge pairwise up a Dask tree (:func:`row_block_reduction`,
+:func:`~dask_repsim.engine.reduction.tree_reduce`). Every stored chunk of every array is read
+once, and a task centres a sub-block of joint rows at a time (one permutation block,
+:data:`~dask_repsim.engine.permuted.PERMUTATION_BLOCK` samples, for the null): as many rows as
+the memory budget leaves it (:func:`~dask_repsim.engine.memory.sub_block_rows`), at most
+:data:`SUB_BLOCK_BYTES`. What a pass holds is :mod:`dask_repsim.engine.memory`'s model.
 
 Rows with NaN or Inf are left out of the statistics; with ``nan_policy="raise"`` the pass then
 raises :class:`~dask_repsim.exceptions.NonFiniteError` naming the first one. For pairwise
@@ -34,16 +34,17 @@ from ..exceptions import NonFiniteError, RepsimWarning
 from ..io.inputs import Layer
 from ..io.validation import check_sample_counts, first_nonfinite
 from . import permuted as _permuted
+from .memory import MIN_SUB_BLOCK_ROWS, sub_block_rows
 from .moments import Centred, Statistics, joint_rows, merge_all
 from .omission import Aside, useful_rows
 from .parallel import compute
 from .permuted import Permuted, block_permutations, permutation_blocks, restrict_permutations
+from .reduction import SPLIT_EVERY, tree_reduce
 
-#: Statistics chunks merged per task in the tree reduction.
-SPLIT_EVERY = 8
-#: Bytes of float64 joint rows a task centres at a time: a stored chunk of many rows of a wide
-#: grid is taken in sub-blocks of about this size (merged with the pairwise update), so a task's
-#: memory is bounded by the grid's width, not by the storage chunking.
+#: Most bytes of float64 joint rows a task centres at a time, whatever the budget leaves it: a
+#: stored chunk of many rows of a wide grid is taken in sub-blocks (merged with the pairwise
+#: update), so a task's memory is bounded by the grid's width, not by the storage chunking.
+#: Each sub-block costs one merge of the P x P statistics, so they are as large as allowed.
 SUB_BLOCK_BYTES = 512 * 2**20
 
 
@@ -61,6 +62,8 @@ class PassPlan:
     null: tuple[tuple[int, ...], tuple[int, ...], int, int, int] | None = None
     #: bytes the rows carried aside may take
     limit: int = 0
+    #: rows a task centres at a time
+    sub_block: int = MIN_SUB_BLOCK_ROWS
 
     @property
     def null_pairs(self) -> list[tuple[int, int]]:
@@ -113,33 +116,38 @@ def group_bounds(n: int, groups: int) -> tuple[int, ...]:
     return tuple(int(b) for b in np.linspace(0, n, groups + 1).round())
 
 
-def _sub_block_rows(rows: int, width: int) -> int:
-    """Rows per sub-block: equal pieces of at most SUB_BLOCK_BYTES (and at least 256 rows)."""
-    pieces = -(-8 * width * rows // SUB_BLOCK_BYTES)
-    return max(256, -(-rows // max(1, pieces)))
+def _sub_block(
+    piece: list[np.ndarray], offset: int, plan: PassPlan, aside: Aside | None
+) -> tuple[Statistics, Aside | None]:
+    """Statistics of one sub-block of rows, and the aside rows with its own added."""
+    c = Centred.of(piece, offset, aside=aside is not None)
+    stats = Statistics.from_centred(c, plan.pairs)
+    if aside is not None and len(c.aside_index):
+        aside = Aside.merge(aside, Aside.of(c, plan.wanted, plan.limit))
+    return stats, aside
 
 
 def _group_statistics(
     offset: int, plan: PassPlan, blocks: Sequence[np.ndarray]
 ) -> tuple[dict[int, Statistics], Aside | None]:
-    """Statistics of one row block per sample group it overlaps, and its aside rows."""
+    """Statistics of one row block per sample group it overlaps, and its aside rows.
+
+    The block is taken in equal sub-blocks of at most ``plan.sub_block`` rows, each merged into
+    the group's running statistics as soon as it is computed.
+    """
     sizes = [int(np.prod(b.shape[1:])) for b in blocks]
     aside = None if plan.wanted is None else Aside.empty(sizes, plan.limit)
     rows = blocks[0].shape[0]
-    step = _sub_block_rows(rows, sum(sizes))
+    step = -(-rows // max(1, -(-rows // plan.sub_block)))
     bounds, out = plan.bounds, {}
     start, stop_all = offset, offset + rows
     group = int(np.searchsorted(bounds, offset, side="right")) - 1
     while start < stop_all:
         stop = min(int(bounds[group + 1]), stop_all)
-        parts = []
         for sub in range(start, stop, step):
             piece = [b[sub - offset : min(sub + step, stop) - offset] for b in blocks]
-            c = Centred.of(piece, sub, aside=aside is not None)
-            parts.append(Statistics.from_centred(c, plan.pairs))
-            if aside is not None and len(c.aside_index):
-                aside = Aside.merge(aside, Aside.of(c, plan.wanted, plan.limit))
-        out[group] = merge_all(*parts)
+            stats, aside = _sub_block(piece, sub, plan, aside)
+            out[group] = Statistics.merge(out[group], stats) if group in out else stats
         start, group = stop, group + 1
     return out, aside
 
@@ -208,13 +216,15 @@ def row_block_reduction(
     split_every: int = SPLIT_EVERY,
     args: tuple = (),
     align: int | None = None,
+    pairwise: bool = False,
 ):
     """A Dask tree reduction over row blocks of all layers together, not yet computed.
 
     ``chunk(offset, *args, *blocks)`` runs once per row block (``blocks``: that block of every
-    layer, full width) and ``merge(*parts)`` combines up to ``split_every`` results. Every
-    chunk of every array is read once: the arrays are re-chunked (a graph operation, no extra
-    read) to the common refinement of their row chunks (:func:`row_chunks`) and to full width.
+    layer, full width) and the results merge up :func:`~dask_repsim.engine.reduction.tree_reduce`
+    (``merge``, ``split_every`` and ``pairwise`` as there). Every chunk of every array is read
+    once: the arrays are re-chunked (a graph operation, no extra read) to the common refinement
+    of their row chunks (:func:`row_chunks`) and to full width.
     """
     check_sample_counts([layer.name for layer in layers], [layer.data.shape[0] for layer in layers])
     rows = row_chunks([layer.data for layer in layers], align)
@@ -222,7 +232,7 @@ def row_block_reduction(
         layer.data.rechunk({0: rows, 1: -1}).to_delayed(optimize_graph=False)[:, 0]
         for layer in layers
     ]
-    token = tokenize(*(layer.data.name for layer in layers), split_every, name, args, rows)
+    token = tokenize(*(layer.data.name for layer in layers), name, args, rows)
     offsets = np.cumsum((0,) + rows)[:-1]
     parts = [
         dask.delayed(chunk, pure=True)(
@@ -230,16 +240,7 @@ def row_block_reduction(
         )
         for i, off in enumerate(offsets)
     ]
-    level = 0
-    while len(parts) > 1:
-        parts = [
-            dask.delayed(merge, pure=True)(
-                *parts[i : i + split_every], dask_key_name=f"{name}-merge-{token}-{level}-{i}"
-            )
-            for i in range(0, len(parts), split_every)
-        ]
-        level += 1
-    return parts[0]
+    return tree_reduce(parts, merge, name=name, split_every=split_every, pairwise=pairwise)
 
 
 def statistics_graph(
@@ -262,20 +263,25 @@ def statistics_graph(
     pairs whose partly finite rows are carried aside, up to ``limit`` bytes.
     """
     n = layers[0].data.shape[0]
-    block = None
+    sizes = [int(np.prod(layer.data.shape[1:])) for layer in layers]
+    block, permutations, cross = None, 0, 0
     if null is not None:
         block = int(_permuted.PERMUTATION_BLOCK)
         null = (tuple(null[0]), tuple(null[1]), int(null[2]), int(null[3]), block)
+        permutations = null[2]
+        cross = sum(sizes[i] for i in null[0]) * sum(sizes[j] for j in null[1])
+    rows = sub_block_rows(sum(sizes), groups=groups, permutations=permutations, cross=cross)
     plan = PassPlan(
         bounds=group_bounds(n, groups),
         pairs=None if pairs is None else tuple(sorted({tuple(map(int, p)) for p in pairs})),
         wanted=None if wanted is None else tuple(sorted({tuple(map(int, p)) for p in wanted})),
         null=null,
         limit=int(limit),
+        sub_block=max(MIN_SUB_BLOCK_ROWS, min(rows, SUB_BLOCK_BYTES // (8 * max(1, sum(sizes))))),
     )
     return row_block_reduction(
         layers, chunk_statistics, Partial.merge, name="repsim", split_every=split_every,
-        args=(plan,), align=block,
+        args=(plan,), align=block, pairwise=True,
     )
 
 

@@ -47,19 +47,25 @@ from .moments import Statistics, merge_all
 
 
 def leave_one_out(parts: Sequence[Statistics]) -> list[Statistics]:
-    """The statistics of all groups but one, for each group, by prefix and suffix merges."""
+    """The statistics of all groups but one, for each group, by prefix and suffix merges.
+
+    Replicate g merges the groups before it (a prefix) with those after it (a suffix). The
+    replicates are made from the last down, each prefix dropped once used and only the current
+    suffix kept: about G copies held at once besides the groups, not 3 G.
+    """
     if len(parts) < 2:
         raise ValueError("a jackknife needs at least 2 groups")
-    prefix = [parts[0]]
+    prefix: list[Statistics | None] = [parts[0]]  # prefix[i]: parts[: i + 1] merged
     for part in parts[1:-1]:
         prefix.append(Statistics.merge(prefix[-1], part))
-    suffix = [parts[-1]]
-    for part in parts[-2:0:-1]:
-        suffix.append(Statistics.merge(part, suffix[-1]))
-    suffix.reverse()  # suffix[i] = merge of parts[i + 1:]
-    out = [suffix[0]]
-    out += [Statistics.merge(prefix[g - 1], suffix[g]) for g in range(1, len(parts) - 1)]
-    out.append(prefix[-1])
+    out: list[Statistics] = [parts[0]] * len(parts)
+    out[-1] = prefix[-1]
+    suffix = parts[-1]  # parts[g + 1 :] merged, for g from the last replicate down
+    for g in range(len(parts) - 2, 0, -1):
+        out[g] = Statistics.merge(prefix[g - 1], suffix)
+        prefix[g - 1] = None
+        suffix = Statistics.merge(parts[g], suffix)
+    out[0] = suffix
     return out
 
 

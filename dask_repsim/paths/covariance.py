@@ -21,11 +21,12 @@ from typing import Any
 
 import numpy as np
 
+from ..engine.memory import aside_limit, least_budget, max_features
 from ..engine.moments import Statistics
 from ..engine.omission import Aside, block_null, pair_statistics
 from ..engine.parallel import memory_budget
 from ..engine.permuted import Permuted
-from ..engine.stream import SPLIT_EVERY, group_bounds, omission_note, pass_statistics
+from ..engine.stream import group_bounds, omission_note, pass_statistics
 from ..engine.uncertainty import leave_one_out
 from ..engine.views import Pair, Side, pair, permuted_pairs, sides
 from ..exceptions import NonFiniteError, RepsimWarning
@@ -201,7 +202,10 @@ def run_pass(
         wanted = frozenset((i, j) for i in range(len(layers)) for j in range(i + 1, len(layers)))
     else:
         wanted = frozenset((min(int(i), int(j)), max(int(i), int(j))) for i, j in pairs)
-    limit = memory_budget() // (SPLIT_EVERY + 1)  # a merge's inputs and output stay within it
+    sizes = [int(np.prod(layer.data.shape[1:])) for layer in layers]
+    k, cross = (0, 0) if permute is None else (int(permute[2]), sum(
+        sizes[i] for i in permute[0]) * sum(sizes[j] for j in permute[1]))
+    limit = aside_limit(sum(sizes), groups=groups, permutations=k, cross=cross)
     result = pass_statistics(
         layers, groups=groups, nan_policy=nan_policy, null=permute, pairs=pairs,
         wanted=sorted(wanted), limit=limit,
@@ -220,15 +224,6 @@ def run_pass(
     return PassResult(
         layers, result.parts, result.total, result.permuted, permute, result.aside, wanted
     )
-
-
-#: copies of the joint co-moment matrix a task holds at once (a merge's inputs and output)
-_COPIES = 4
-
-
-def max_features() -> int:
-    """The widest joint array whose co-moments fit the memory budget."""
-    return int((memory_budget() / (_COPIES * 8)) ** 0.5)
 
 
 def _bins(items: list[int], widths: list[int], capacity: int) -> list[list[int]]:
@@ -305,27 +300,48 @@ def quietly(function: Callable[[Any], Any], items: Sequence[Any] | None) -> list
         return [function(item) for item in items]
 
 
-def check_permutations(permutations: int, cross_size: int) -> int:
-    """``permutations``, after checking the memory its cross blocks need per task.
+def _pass_need(widths: Sequence[int], rows: Sequence[int], cols: Sequence[int],
+               subset: Sequence[int], options: Any) -> tuple[int, int, int]:
+    """(least budget, width, permuted cross entries) of a pass over the layers ``subset``
+    (:func:`~dask_repsim.engine.memory.least_budget`)."""
+    a, b = (sum(widths[i] for i in set(side) & set(subset)) for side in (rows, cols))
+    width = sum(widths[i] for i in subset)
+    need = least_budget(width, groups=options.groups_used, permutations=options.permutations,
+                        cross=a * b, aside=options.nan_policy == "omit")
+    return need, width, a * b
 
-    ``cross_size``: entries of one permuted cross block (features of the permuted pairs' A
-    side times those of their B side).
-    """
-    need = int(permutations) * cross_size * 8 * (SPLIT_EVERY + 2)
+
+def check_permutations(permutations: int, need: int, width: int, cross: int) -> int:
+    """``permutations``, after checking that a pass over ``width`` joint features with that
+    many permuted cross blocks of ``cross`` entries (features of the permuted pairs' A side
+    times those of their B side), which needs a budget of ``need`` bytes, fits the memory
+    budget."""
     budget = memory_budget()
     if need > budget:
         raise ValueError(
-            f"permutations={permutations} keeps {permutations} cross matrices of {cross_size} "
-            f"entries per task: about {need / 2**30:.1f} GiB per task, over the memory budget "
+            f"permutations={permutations} keeps {permutations} cross matrices of {cross} "
+            f"entries in every copy of a pass's statistics: with the co-moments of its {width} "
+            f"features, about {need / 2**30:.1f} GiB per process, over the memory budget "
             f"of {budget / 2**30:.1f} GiB; ask for fewer permutations or compare fewer layers "
             "at once (or raise dask config 'repsim.memory-budget')"
         )
     return int(permutations)
 
 
-def _plan(layers: Sequence[Layer], rows: Sequence[int], cols: Sequence[int]) -> list[list[int]]:
+def _plan(layers: Sequence[Layer], rows: Sequence[int], cols: Sequence[int], options: Any
+          ) -> list[list[int]]:
+    """The passes of a grid: the fewest that fit the budget; with a permutation null, whose
+    cross blocks grow with the passes' sides, narrower passes until each fits (or only the
+    widest pair is left)."""
     widths = [layer.data.shape[1] for layer in layers]
-    passes = plan_passes(widths, rows, cols, max_features())
+    capacity = max_features(groups=options.groups_used, permutations=options.permutations,
+                            aside=options.nan_policy == "omit")
+    passes = plan_passes(widths, rows, cols, capacity)
+    widest, budget = max(widths[r] for r in rows) + max(widths[c] for c in cols), memory_budget()
+    while options.permutations and capacity > widest and max(
+            _pass_need(widths, rows, cols, s, options)[0] for s in passes) > budget:
+        capacity = max(widest, capacity * 9 // 10)
+        passes = plan_passes(widths, rows, cols, capacity)
     if len(passes) > 1:
         warnings.warn(
             f"the {sum(widths)} features of all layers do not fit the memory budget together: "
@@ -346,12 +362,11 @@ def covariance_cells(
 ) -> tuple[Cells, dict[str, Any]]:
     """Cells from co-moment passes: one pass when every layer fits the memory budget, else the
     fewest passes that hold every cell (:func:`plan_passes`)."""
-    passes = _plan(layers, rows, cols)
+    passes = _plan(layers, rows, cols, options)
     widths = [layer.data.shape[1] for layer in layers]
-    k = check_permutations(options.permutations, max(
-        sum(widths[i] for i in set(rows) & set(s)) * sum(widths[j] for j in set(cols) & set(s))
-        for s in passes
-    )) if options.permutations else 0
+    k = 0
+    for s in passes if options.permutations else ():
+        k = check_permutations(options.permutations, *_pass_need(widths, rows, cols, s, options))
     cells: Cells = {}
     counts: dict[tuple[int, int], tuple[int, int]] = {}
     for subset in passes:

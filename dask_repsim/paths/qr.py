@@ -26,8 +26,10 @@ from typing import Any
 
 import numpy as np
 
+from ..engine.moments import column_slices
 from ..engine.parallel import compute
-from ..engine.stream import SPLIT_EVERY, row_block_reduction
+from ..engine.reduction import SPLIT_EVERY
+from ..engine.stream import row_block_reduction
 from ..exceptions import RepsimWarning
 from ..io.inputs import Layer
 from ..io.validation import check_sample_counts, constant_units, first_nonfinite, no_variance_error
@@ -43,18 +45,6 @@ from ..results import CCAResult, Cell, Cells, Estimate
 #: eigenvalues of the correlation matrix, i.e. on squared singular values (1e-5 of the largest
 #: singular value), because the co-moment matrix squares the rounding too.
 SINGULAR_RTOL = 1e-12
-
-
-def column_slices(sizes: Sequence[int]) -> list[slice]:
-    """Column slice of each of several layers of ``sizes`` features placed side by side.
-
-    Examples
-    --------
-    >>> column_slices([2, 3])
-    [slice(0, 2, None), slice(2, 5, None)]
-    """
-    bounds = np.cumsum((0,) + tuple(int(s) for s in sizes))
-    return [slice(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
 
 
 @dataclass(frozen=True)

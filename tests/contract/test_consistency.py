@@ -12,6 +12,7 @@ import pytest
 import references as ref
 
 import dask_repsim as dr
+from dask_repsim.engine import memory
 
 N = 600
 METRICS = ["cka", "cka_debiased", "mean_cca", "svcca", "linear_regression"]
@@ -44,7 +45,8 @@ def test_omitted_samples_of_a_cell_depend_on_its_layers_only():
                                       nan_policy="omit"))
     grid = _quiet(lambda: dr.compare({"x": dx, "z": dz}, {"y": dy, "w": dw}, metrics=METRICS,
                                      nan_policy="omit"))
-    with dask.config.set({"repsim.memory-budget": 32 * 40**2}):  # not all 51 features at once
+    # room for 45 of the 51 features (engine.memory's model of a pass), not all at once
+    with dask.config.set({"repsim.memory-budget": memory.least_budget(45, aside=True)}):
         split = _quiet(lambda: dr.compare({"x": dx, "z": dz}, {"y": dy, "w": dw},
                                           metrics=METRICS, nan_policy="omit"))
     assert split.attrs["n_passes"] > 1
@@ -73,10 +75,10 @@ def test_permutation_null_of_a_cell_depends_on_its_layers_and_seed_only():
     np.testing.assert_allclose(rechunked.null, alone.null, atol=1e-12)
     kw = {"metrics": ["cka"], "permutations": 3, "seed": 1}
     grid = dr.compare({"x": dx, "z": dz}, {"y": dy}, **kw)
-    # 17 features; the widest pair (z, y) has 14: room for 15 splits the grid in two passes
-    with dask.config.set({"repsim.memory-budget": 32 * 15**2}), pytest.warns(
-        dr.RepsimWarning, match="passes over the data"
-    ):
+    # 17 features; the widest pair (z, y) has 14: room for 15 with the permutation blocks of
+    # a null splits the grid in two passes
+    room = {"repsim.memory-budget": memory.least_budget(15, permutations=3)}
+    with dask.config.set(room), pytest.warns(dr.RepsimWarning, match="passes over the data"):
         split = dr.compare({"x": dx, "z": dz}, {"y": dy}, **kw)
     assert split.attrs["n_passes"] > 1 and grid.attrs["n_passes"] == 1
     for ds in (grid, split):

@@ -12,14 +12,25 @@ import references as ref
 import zarr
 from conftest import write_zarr
 from scipy import stats
-from test_single_pass import _chunk_keys
 
 import dask_repsim as dr
+from dask_repsim.engine import memory
 from dask_repsim.engine import permuted as permuted_module
 from dask_repsim.engine.moments import Centred, Statistics
 from dask_repsim.engine.permuted import Permuted, block_permutations
 from dask_repsim.engine.stream import one_pass
 from dask_repsim.io.inputs import as_layer
+
+
+def _chunk_keys(group: zarr.Group) -> set[str]:
+    """Every chunk key of every array in ``group`` (Zarr v3 default keys)."""
+    keys = set()
+    for name, arr in group.arrays():
+        grid = [range(-(-s // c)) for s, c in zip(arr.shape, arr.chunks, strict=True)]
+        for idx in np.ndindex(*(len(g) for g in grid)):
+            keys.add(f"{name}/c/" + "/".join(map(str, idx)))
+    return keys
+
 
 REFERENCES = {
     "cka": ref.linear_cka,
@@ -243,6 +254,7 @@ def test_bad_permutation_arguments():
         dr.cka(x, y, permutations=2.5)
     with pytest.raises(ValueError, match="not available on the"):
         dr.cca(x, y, method="qr", permutations=5)
-    with dask.config.set({"repsim.memory-budget": 10_000}):
+    # the co-moments of the 5 + 5 features fit, the 100 permuted cross blocks do not
+    with dask.config.set({"repsim.memory-budget": memory.least_budget(10, permutations=100)}):
         with pytest.raises(ValueError, match="over the memory budget"):
             dr.compare(x, y, permutations=100)

@@ -15,6 +15,7 @@ from conftest import write_zarr
 
 import dask_repsim
 from dask_repsim import RepsimWarning
+from dask_repsim.engine.moments import column_slices
 from dask_repsim.exceptions import NonFiniteError, NoVarianceError, SampleCountError
 from dask_repsim.io.inputs import as_layer
 from dask_repsim.paths import qr
@@ -320,7 +321,9 @@ def test_singular_rtol_sets_what_counts_as_collinear():
 
 
 def test_column_slices_place_layers_side_by_side():
-    assert qr.column_slices([2, 0, 3]) == [slice(0, 2), slice(2, 2), slice(2, 5)]
+    """One column layout for the QR factor and the co-moments (engine.moments)."""
+    assert qr.column_slices is column_slices
+    assert column_slices([2, 0, 3]) == [slice(0, 2), slice(2, 2), slice(2, 5)]
 
 
 def test_compare_qr_grid_from_one_factor_matches_svd_references(counting_store):

@@ -35,6 +35,7 @@ import numpy as np
 
 from ...engine.columns import checked_columns
 from ...engine.parallel import compute
+from ...engine.reduction import tree_reduce
 from ...exceptions import InputError
 from ...io.inputs import Layer
 from ...io.validation import require_samples
@@ -42,8 +43,6 @@ from ...results import Cell, Cells
 from . import tiles as row_tiles
 from .tiles import Blocks, block_pairs, check_patterns, row_statistics
 
-#: Candidate lists merged per task of the tree of merges.
-SPLIT_EVERY = 8
 # float64 b x b matrices a task holds at once: the similarity block, the argpartition indices,
 # a comparison and the transposed selection.
 _MATRICES = 6
@@ -111,15 +110,6 @@ def _merge(r: int, k: int, *parts: dict) -> dict:
     return {r: merged}
 
 
-def _tree(r: int, k: int, parts: list):
-    """The merges of the candidates of block ``r``'s rows, ``SPLIT_EVERY`` at a time."""
-    while True:
-        parts = [dask.delayed(_merge, pure=True)(r, k, *parts[s : s + SPLIT_EVERY])
-                 for s in range(0, len(parts), SPLIT_EVERY)]
-        if len(parts) == 1:
-            return parts[0]
-
-
 def nearest_neighbours(x: Layer, y: Layer, k: int, *, block_rows: int | None = None,
                        norms: tuple[np.ndarray, np.ndarray] | None = None) -> tuple:
     """Each sample's k nearest neighbours by cosine similarity in x and in y.
@@ -151,7 +141,8 @@ def nearest_neighbours(x: Layer, y: Layer, k: int, *, block_rows: int | None = N
         for i, j in block_pairs(len(blocks))
     }
     merged = compute(*(
-        _tree(r, k, [t for (i, j), t in tiles.items() if r in (i, j)])
+        tree_reduce([t for (i, j), t in tiles.items() if r in (i, j)], _merge,
+                    name=f"repsim-knn-{r}", args=(r, k))
         for r in range(len(blocks))
     ))
     return tuple(
