@@ -140,7 +140,7 @@ def choose_path(method: str, metrics: Sequence[str], layers: Sequence[Layer],
         ("nan_omit", options.nan_policy == "omit")) if asked)
     return planning.plan_grid(list(metrics), int(layers[0].data.shape[0]), widths,
                               list(rows), list(cols), needs,
-                              groups=options.groups_used if options.interval else 1)
+                              groups=options.groups_used)
 
 
 def measure_functions(path: str, metrics: Sequence[str], parameters: Mapping[str, Any] | None,
