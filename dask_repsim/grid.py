@@ -180,20 +180,18 @@ def compare(
         the memory budget. A cell's null depends only on its two layers and ``seed``.
     method, batch_size
         ``"auto"`` (default): the exact path of least estimated arithmetic that computes every
-        metric within the memory budget (:func:`dask_repsim.planning.plan_grid`; the
-        estimates are in ``attrs["cost_estimate"]``). ``"covariance"``: the one-pass
-        co-moments, every metric, cost ``n P^2`` for ``P`` features in all. ``"gram"``:
-        exact ``cka``, ``cka_debiased`` and ``cka_rbf`` from sample-space Gram tiles, each
-        layer's formed once for the whole grid (cost ``n^2 sum(p)``: the path for wide conv
-        layers; :mod:`dask_repsim.paths.gram.samplespace`). ``"qr"``: one tall-skinny QR pass over
-        all
-        layers; the CCA family (``mean_cca``, ``r2_cca``, ``svcca``, ``pwcca``,
-        ``linear_regression``) without squaring the condition number. ``"tiled"``: exact
-        ``cka`` and ``cka_debiased`` from feature tiles, pair by pair. ``"minibatch"``: the
-        minibatch estimate of ``cka`` (Nguyen et al. 2021, an approximation, said in
-        ``attrs["approximate"]``, with ``cka_low``/``cka_high`` bootstrap intervals), with
-        ``batch_size`` (default 1000) samples per batch. The path used is in
-        ``attrs["method"]``; :data:`dask_repsim.registry.PATHS` lists what each supports.
+        metric within the memory budget (:func:`dask_repsim.planning.plan_grid`; the estimates are
+        in ``attrs["cost_estimate"]``). ``"covariance"``: the one-pass co-moments, every metric,
+        cost ``n P^2`` for ``P`` features in all. ``"gram"``: exact ``cka``, ``cka_debiased`` and
+        ``cka_rbf`` from sample-space Gram tiles, each layer's formed once for the whole grid (cost
+        ``n^2 sum(p)``: the path for wide conv layers; :mod:`dask_repsim.paths.gram.samplespace`).
+        ``"qr"``: one tall-skinny QR pass over all layers; the CCA family (``mean_cca``, ``r2_cca``,
+        ``svcca``, ``pwcca``, ``linear_regression``) without squaring the condition number.
+        ``"tiled"``: exact ``cka`` and ``cka_debiased`` from feature tiles, pair by pair.
+        ``"minibatch"``: the minibatch estimate of ``cka`` (Nguyen et al. 2021, an approximation,
+        said in ``attrs["approximate"]``, with ``cka_low``/``cka_high`` bootstrap intervals), with
+        ``batch_size`` (default 1000) samples per batch. The path used is in ``attrs["method"]``;
+        :data:`dask_repsim.registry.PATHS` lists what each supports.
     sigma
         For the ``cka_rbf`` metric: the RBF bandwidth as a fraction of each layer's median
         distance between samples (default 0.8), one value or several. With several, the

@@ -7,8 +7,7 @@ Paths (:data:`~dask_repsim.registry.PATHS` lists what each supports):
   memory ~ (p+q)^2 per task (:mod:`dask_repsim.engine.memory`). Every co-moment measure; exact.
 - ``gram``: sample-space Gram tiles; pair by pair cost ~ n^2 (p+q); for a grid each layer's
   tile is formed once for all pairs (:mod:`dask_repsim.paths.gram.samplespace`), cost ~ n^2 sum(p)
-  plus
-  n^2 per pair, memory in tiles. Linear, debiased and RBF CKA; exact.
+  plus n^2 per pair, memory in tiles. Linear, debiased and RBF CKA; exact.
 - ``tiled``: ||X^T Y||_F^2 from feature tiles; cost ~ n (p+q)^2 / 2, memory per tile. Linear
   CKA; exact.
 - ``sample_blocks``: sample x sample row blocks (:mod:`dask_repsim.paths.sample_blocks.tiles`: RSA,

@@ -11,10 +11,9 @@ the memory budget leaves it (:func:`~dask_repsim.engine.memory.sub_block_rows`),
 :data:`SUB_BLOCK_BYTES`. What a pass holds is :mod:`dask_repsim.engine.memory`'s model.
 
 Rows with NaN or Inf are left out of the statistics; with ``nan_policy="raise"`` the pass then
-raises :class:`~dask_repsim.exceptions.NonFiniteError` naming the first one. For pairwise
-deletion (:mod:`dask_repsim.paths.covariance`) the pass also carries aside the rows finite in some
-layers
-but not in others (:class:`~dask_repsim.engine.omission.Aside`). :func:`one_pass` is the lower-level
+raises :class:`~dask_repsim.exceptions.NonFiniteError` naming the first one. For pairwise deletion
+(:mod:`dask_repsim.paths.covariance`) the pass also carries aside the rows finite in some layers but
+not in others (:class:`~dask_repsim.engine.omission.Aside`). :func:`one_pass` is the lower-level
 interface that leaves such rows out of every layer (listwise deletion).
 """
 

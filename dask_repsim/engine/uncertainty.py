@@ -29,14 +29,14 @@ any K when the assumption below holds.
 
 Samples are permuted within blocks of
 :data:`~dask_repsim.engine.permuted.PERMUTATION_BLOCK` consecutive samples, so the test assumes that
-samples are exchangeable within blocks of that many consecutive samples: under the null, any
-order of the samples in a block is as likely as the stored one. That holds when the stored
-order is random or unrelated to the activations. When samples are stored in a meaningful order
-(by class, by time, consecutive crops of one image), the within-block null is too narrow; write
-the data in a shuffled order first (e.g. ``ds.isel(sample=np.random.default_rng(0).permutation(n))``
-then ``to_zarr``). The blocks do not depend on the storage chunking, and the permutations only
-on ``seed`` and each block's first sample
-(:func:`~dask_repsim.engine.permuted.block_permutations`), so a pair's null is the same in any pass.
+samples are exchangeable within blocks of that many consecutive samples: under the null, any order
+of the samples in a block is as likely as the stored one. That holds when the stored order is random
+or unrelated to the activations. When samples are stored in a meaningful order (by class, by time,
+consecutive crops of one image), the within-block null is too narrow; write the data in a shuffled
+order first (e.g. ``ds.isel(sample=np.random.default_rng(0).permutation(n))`` then ``to_zarr``). The
+blocks do not depend on the storage chunking, and the permutations only on ``seed`` and each block's
+first sample (:func:`~dask_repsim.engine.permuted.block_permutations`), so a pair's null is the same
+in any pass.
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
 """Public pairwise functions of the sample-space measures: RSA, mutual k-NN alignment and
 CKNNA.
 
-Same inputs and shape as :mod:`dask_repsim.pairwise`: any input it accepts, samples paired by
-label, the same input errors. They run on the ``"sample_blocks"`` path, tiles of sample x
-sample matrices (:mod:`dask_repsim.paths.sample_blocks.tiles`, :mod:`dask_repsim.rsa`,
+Same inputs and shape as :mod:`dask_repsim.pairwise`: any input it accepts, samples paired by label,
+the same input errors. They run on the ``"sample_blocks"`` path, tiles of sample x sample matrices
+(:mod:`dask_repsim.paths.sample_blocks.tiles`, :mod:`dask_repsim.paths.sample_blocks.rsa`,
 :mod:`dask_repsim.paths.sample_blocks.neighbours`): exact, cost ``n^2 (p + q)``, memory a few row
 blocks per task
 whatever n. That path has no jackknife intervals, permutation tests or NaN omission; asking for
@@ -79,9 +79,9 @@ def rsa(
 
     Notes
     -----
-    Exact, in float64: each pair of row blocks is one task forming both RDMs' blocks and
-    returning moments that merge exactly (:mod:`dask_repsim.rsa`). Cost ``n^2 (p + q) / 2``;
-    no n x n matrix is held. A sample whose activations are equal in all features has no
+    Exact, in float64: each pair of row blocks is one task forming both RDMs' blocks and returning
+    moments that merge exactly (:mod:`dask_repsim.paths.sample_blocks.rsa`). Cost ``n^2 (p + q) /
+    2``; no n x n matrix is held. A sample whose activations are equal in all features has no
     correlation with the others: with ``rdm="correlation"`` it is an error.
 
     References

@@ -131,8 +131,7 @@ def minibatch_cka(
         samples, each read from its own chunks, for data stored in random order.
     means
         Column means from :func:`~dask_repsim.engine.columns.checked_columns`: given, the inputs
-        count
-        as checked and are not read for it again (each batch is centred on its own means).
+        count as checked and are not read for it again (each batch is centred on its own means).
 
     Returns
     -------

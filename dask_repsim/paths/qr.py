@@ -1,13 +1,13 @@
 """The CCA family from a tall-skinny QR factor: for ill-conditioned layers.
 
-The co-moment route (:mod:`dask_repsim.cca`) whitens ``M = X_c^T X_c``, whose condition number
-is the square of the data's: directions of the data below about 1e-8 of the largest are lost to
-rounding there. Here each chunk of rows of ``Z = [X | Y]`` is centred with its own mean and
+The co-moment route (:mod:`dask_repsim.measures.cca`) whitens ``M = X_c^T X_c``, whose condition
+number is the square of the data's: directions of the data below about 1e-8 of the largest are lost
+to rounding there. Here each chunk of rows of ``Z = [X | Y]`` is centred with its own mean and
 reduced to its R factor (``numpy.linalg.qr``); R factors merge up a Dask tree (Demmel, Grigori,
 Hoemmen & Langou 2012), only R and the means travelling. The merge of parts with counts n_i and
-means m_i stacks ``[R_1; ...; R_k; sqrt(n_1) (m_1 - m); ...; sqrt(n_k) (m_k - m)]`` and takes
-its R factor: ``R^T R`` is then Chan, Golub & LeVeque's merged co-moment, but the matrix
-itself never squares the condition number.
+means m_i stacks ``[R_1; ...; R_k; sqrt(n_1) (m_1 - m); ...; sqrt(n_k) (m_k - m)]`` and takes its R
+factor: ``R^T R`` is then Chan, Golub & LeVeque's merged co-moment, but the matrix itself never
+squares the condition number.
 
 The final R (upper triangular) is ``Z_c = Q R`` for an orthonormal Q that is never formed (the
 factor of ``[1 | X | Y]`` with the intercept row eliminated). With ``A = R[:, :p]`` and

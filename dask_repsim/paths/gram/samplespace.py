@@ -286,11 +286,10 @@ def _rbf_grid(parts, tiles, store, layers, shifts, sigmas, seed, wanted, attrs) 
 def first_chunk_means(layers: Sequence[Layer]) -> list[np.ndarray]:
     """Each layer's column means over its first stored chunk.
 
-    The tiles subtract them before any product, so that large offsets (ReLU layers, values
-    around 1e9) cost no precision; exact centring is then algebraic (``tr(K H L H)`` from the
-    row sums, :class:`~dask_repsim.measures.hsic.GramSums`; unbiased HSIC and distances do not
-    depend on
-    a shift). This reads one chunk per layer instead of a column pass over all the data.
+    The tiles subtract them before any product, so that large offsets (ReLU layers, values around
+    1e9) cost no precision; exact centring is then algebraic (``tr(K H L H)`` from the row sums,
+    :class:`~dask_repsim.measures.hsic.GramSums`; unbiased HSIC and distances do not depend on a
+    shift). This reads one chunk per layer instead of a column pass over all the data.
     """
     return list(compute(*(x.data[: x.data.chunks[0][0]].astype(np.float64).mean(axis=0)
                           for x in layers)))

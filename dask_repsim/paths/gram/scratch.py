@@ -2,9 +2,8 @@
 over the distances.
 
 The sample-space grid (:mod:`dask_repsim.paths.gram.samplespace`) reads every row block of a layer
-once per
-tile; its diagonal tiles copy the blocks here, as stored (``itemsize x n x p`` bytes per layer),
-so that each stored chunk is decoded once and the other tiles read plain files.
+once per tile; its diagonal tiles copy the blocks here, as stored (``itemsize x n x p`` bytes per
+layer), so that each stored chunk is decoded once and the other tiles read plain files.
 
 RBF CKA sets each layer's bandwidth to a fraction of the median of its n^2 squared distances
 between samples (the zero diagonal included, Kornblith et al.'s ``gram_rbf``), so the kernel can

@@ -1,15 +1,14 @@
 """Mutual k-nearest-neighbour alignment and CKNNA (Huh, Cheung, Wang & Isola 2024) over row-block
 tiles, without ever holding the n x n similarity matrices.
 
-Both measures start from each sample's k nearest neighbours in each layer: the k other samples
-of largest cosine similarity ``K_ij = <x_i, x_j> / (||x_i|| ||x_j||)`` (raw activations, not
-centred; the reference code l2-normalises each sample's features and takes inner products).
-Each pair of row blocks ``I <= J`` (:mod:`dask_repsim.paths.sample_blocks.tiles`) is one task: it
-forms the
-``b x b`` similarity block of each layer in float64 and returns, for every row of I, its k most
-similar columns of J, and for every row of J its k most similar columns of I (the block's
-transpose). A tree of merges keeps the k best of each row over all blocks. Only ``n x k``
-indices and similarities reach the client.
+Both measures start from each sample's k nearest neighbours in each layer: the k other samples of
+largest cosine similarity ``K_ij = <x_i, x_j> / (||x_i|| ||x_j||)`` (raw activations, not centred;
+the reference code l2-normalises each sample's features and takes inner products). Each pair of row
+blocks ``I <= J`` (:mod:`dask_repsim.paths.sample_blocks.tiles`) is one task: it forms the ``b x b``
+similarity block of each layer in float64 and returns, for every row of I, its k most similar
+columns of J, and for every row of J its k most similar columns of I (the block's transpose). A tree
+of merges keeps the k best of each row over all blocks. Only ``n x k`` indices and similarities
+reach the client.
 
 Ties: neighbours are ordered by similarity, larger first, and equal similarities by sample
 index, smaller first, so the neighbour sets are a deterministic function of the similarities
@@ -303,7 +302,7 @@ def sample_cells(
     k: int = DEFAULT_K,
 ) -> tuple[Cells, dict[str, Any]]:
     """Cells of the measures of sample x sample matrices (RSA, k-nearest neighbours), each pair
-    from its own pass over row-block tiles (:mod:`dask_repsim.rsa`,
+    from its own pass over row-block tiles (:mod:`dask_repsim.paths.sample_blocks.rsa`,
     :mod:`dask_repsim.paths.sample_blocks.neighbours`); mutual k-NN and CKNNA, when both are in
     ``metrics``, from
     one pass with ``k`` """

@@ -3,13 +3,12 @@ tiles: the two layers' representational dissimilarity matrices (RDMs) over sampl
 their upper triangles, without ever holding an n x n matrix.
 
 Each pair of row blocks ``I <= J`` (:mod:`dask_repsim.paths.sample_blocks.tiles`) is one task: it
-forms the
-two RDMs' ``b x b`` blocks in float64, takes their entries ``i < j`` and returns their count,
-means and centred sums of squares and products, which merge exactly (Chan, Golub & LeVeque's
+forms the two RDMs' ``b x b`` blocks in float64, takes their entries ``i < j`` and returns their
+count, means and centred sums of squares and products, which merge exactly (Chan, Golub & LeVeque's
 pairwise update; nothing cancels when dissimilarities have a large mean). Pearson and cosine
-comparisons are functions of the merged moments. Spearman and rho-a need the ranks of all
-``n (n - 1) / 2`` entries at once: the tasks then also return their entries, gathered on the
-client up to :data:`RANK_MAX_SAMPLES` samples and the memory budget.
+comparisons are functions of the merged moments. Spearman and rho-a need the ranks of all ``n (n -
+1) / 2`` entries at once: the tasks then also return their entries, gathered on the client up to
+:data:`RANK_MAX_SAMPLES` samples and the memory budget.
 
 The definitions are rsatoolbox's (``calc_rdm`` and ``compare``, version 0.3):
 
@@ -280,8 +279,7 @@ def rsa_values(x: Layer, y: Layer, *, rdm: str = "correlation",
         See the module docstring; ``compares`` are computed from one pass over the tiles.
     block_rows
         Samples per row block; default :func:`~dask_repsim.paths.sample_blocks.tiles.block_rows`
-        (from the
-        memory budget).
+        (from the memory budget).
 
     Returns
     -------

@@ -1,6 +1,6 @@
 """Row-block tiles of sample x sample matrices, sized from the memory budget.
 
-The sample-space measures (:mod:`dask_repsim.rsa`,
+The sample-space measures (:mod:`dask_repsim.paths.sample_blocks.rsa`,
 :mod:`dask_repsim.paths.sample_blocks.neighbours`) need, for
 every pair of samples, a number computed from the two samples' activations (a dissimilarity, a
 cosine similarity). Nothing n x n is held: the samples are cut into row blocks of ``b`` rows and
