@@ -25,6 +25,7 @@ from .pairwise.units import cluster_units, match_units, sparse_prediction, unit_
 from .registry import DEFAULT_METRICS, MEASURES, PATHS
 from .results import CCAResult, Estimate
 from .version import __version__
+from .zoo import best_matches, compare_zoo, network_similarity, select_zoo, unstack_zoo
 
 #: metric name -> what it is (the measure registry, :data:`dask_repsim.registry.MEASURES`)
 METRICS = MEASURES
@@ -47,16 +48,21 @@ __all__ = [
     "cka",
     "cknna",
     "cluster_units",
+    "best_matches",
     "compare",
+    "compare_zoo",
     "hsic",
     "linear_regression",
     "match_units",
     "mutual_knn",
+    "network_similarity",
     "procrustes",
     "pwcca",
     "rsa",
+    "select_zoo",
     "shape_metric",
     "sparse_prediction",
     "svcca",
     "unit_correlation",
+    "unstack_zoo",
 ]

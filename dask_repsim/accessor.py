@@ -11,7 +11,7 @@ from typing import Any
 
 import xarray as xr
 
-from . import grid
+from . import grid, zoo
 from .pairwise import cca, cka, samples, shape, units
 from .results import CCAResult, Estimate
 
@@ -55,6 +55,64 @@ class DatasetRepsimAccessor:
         1.0
         """
         return grid.compare(self._obj, other, **kwargs)
+
+    def unstack_zoo(self) -> xr.Dataset:
+        """This :func:`dask_repsim.compare_zoo` result over (network_a, layer_a, network_b,
+        layer_b): :func:`dask_repsim.unstack_zoo`.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import dask_repsim as dr
+        >>> x = np.random.default_rng(0).normal(size=(200, 4))
+        >>> ds = dr.compare_zoo({"s0": {"fc": x}, "s1": {"fc": -x}}, metrics=["cka"])
+        >>> ds.repsim.unstack_zoo().cka.shape
+        (2, 1, 2, 1)
+        """
+        return zoo.unstack_zoo(self._obj)
+
+    def select_zoo(self, **kwargs: Any) -> xr.Dataset:
+        """Some networks and layers of this :func:`dask_repsim.compare_zoo` result:
+        :func:`dask_repsim.select_zoo`.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import dask_repsim as dr
+        >>> x = np.random.default_rng(0).normal(size=(200, 4))
+        >>> ds = dr.compare_zoo({"s0": {"fc": x}, "s1": {"fc": -x}}, metrics=["cka"])
+        >>> [str(v) for v in ds.repsim.select_zoo(network_b="s1").b.values]
+        ['s1/fc']
+        """
+        return zoo.select_zoo(self._obj, **kwargs)
+
+    def best_matches(self, metric: str = "cka") -> xr.Dataset:
+        """Each layer's best match in every other network: :func:`dask_repsim.best_matches`.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import dask_repsim as dr
+        >>> x = np.random.default_rng(0).normal(size=(200, 4))
+        >>> ds = dr.compare_zoo({"s0": {"fc": x}, "s1": {"g": -x}}, metrics=["cka"])
+        >>> str(ds.repsim.best_matches("cka").match.sel(a="s0/fc", network_b="s1").item())
+        'g'
+        """
+        return zoo.best_matches(self._obj, metric)
+
+    def network_similarity(self, metric: str = "cka", summary: str = "max") -> xr.DataArray:
+        """One number per pair of networks: :func:`dask_repsim.network_similarity`.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import dask_repsim as dr
+        >>> x = np.random.default_rng(0).normal(size=(200, 4))
+        >>> ds = dr.compare_zoo({"s0": {"fc": x}, "s1": {"fc": -x}}, metrics=["cka"])
+        >>> ds.repsim.network_similarity("cka").round(6).values.tolist()
+        [[1.0, 1.0], [1.0, 1.0]]
+        """
+        return zoo.network_similarity(self._obj, metric, summary)
 
 
 @xr.register_dataarray_accessor("repsim")

@@ -243,21 +243,38 @@ def compare(
     names_a, names_b, layers, rows, cols = grid_layers(
         a, b, sample_dims=sample_dims, pool=pool, resize=resize, spatial_dims=spatial_dims,
         storage_options=storage_options, join=join)
+    cells, path, run_attrs = run_grid(outputs, layers, rows, cols, options, method=method,
+                                      batch_size=batch_size, parameters=parameters)
+    return build_dataset(cells, outputs, names_a, names_b, path, run_attrs, options)
+
+
+def run_grid(outputs: Sequence[tuple[str, str, float | None]], layers: Sequence[Any],
+             rows: Sequence[int], cols: Sequence[int], options: Options, *, method: str,
+             batch_size: int | None, parameters: Mapping[str, Any], mirror: bool = False,
+             ) -> tuple[runners.Cells, str, dict[str, Any]]:
+    """Every cell of a grid, each group of metrics (:func:`metric_groups`) on its path: the
+    cells, the paths that ran and the run's attrs. ``mirror``: for a grid of layers with
+    themselves, a group of symmetric metrics computes each unordered pair once
+    (:func:`~dask_repsim.runners.symmetric_cells`, :func:`~dask_repsim.runners.mirror`)."""
+    mirror = mirror and list(rows) == list(cols)
     cells: runners.Cells = {}
     paths, run_attrs = [], {}
     for group in metric_groups(method, outputs):  # one path each
         chosen = [outputs[g] for g in group]
-        path, plan = runners.choose_path(method, [m for _, m, _ in chosen], layers, rows, cols,
-                                         options)
+        measures = [m for _, m, _ in chosen]
+        path, plan = runners.choose_path(method, measures, layers, rows, cols, options)
+        todo = runners.symmetric_cells(measures, rows, cols) if mirror else None
         part, attrs = runners.run_cells(path, chosen, layers, rows, cols, options,
-                                        batch_size=batch_size, parameters=parameters)
+                                        batch_size=batch_size, parameters=parameters,
+                                        cells=todo)
+        if mirror:
+            part = runners.mirror(part, attrs, measures)
         cells.update({(group[m], i, j): cell for (m, i, j), cell in part.items()})
         paths.append(attrs.pop("method", path))
         for key, value in {**attrs, **plan}.items():
             run_attrs[key] = value if key not in run_attrs or run_attrs[key] == value \
                 else f"{run_attrs[key]}; {value}"
-    path = " + ".join(paths)
     run_attrs.update({k: v for k, v in parameters.items() if v is not None})
     if "sigma" in run_attrs:
-        run_attrs["sigma"] = runners.check_sigma(sigma)
-    return build_dataset(cells, outputs, names_a, names_b, path, run_attrs, options)
+        run_attrs["sigma"] = runners.check_sigma(run_attrs["sigma"])
+    return cells, " + ".join(paths), run_attrs

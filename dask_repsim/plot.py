@@ -1,4 +1,6 @@
-"""Heatmaps of layer-by-layer similarity grids (the result of :func:`dask_repsim.compare`).
+"""Heatmaps of layer-by-layer similarity grids (the result of :func:`dask_repsim.compare`), and
+of model zoos (:func:`dask_repsim.compare_zoo`): a panel per pair of networks, and a network by
+network summary.
 
 Needs matplotlib, the ``plot`` extra: ``pip install dask-repsim[plot]``. It is imported only
 when a plot is drawn, so the rest of the package works without it.
@@ -15,6 +17,7 @@ import xarray as xr
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
 
 #: Grids up to this many rows and columns get their values written in the cells by default.
 ANNOTATE_MAX = 12
@@ -30,17 +33,23 @@ def require_matplotlib() -> Any:
     return matplotlib
 
 
+def _pick(result: xr.Dataset, metric: str | None) -> str:
+    """``metric``, or the one variable of ``result``; an error when it is not there or when
+    ``result`` holds several and none is named."""
+    names = [str(name) for name in result.data_vars]
+    if metric is None:
+        if len(names) != 1:
+            raise ValueError(f"result holds several metrics {names}; name the one to plot")
+        metric = names[0]
+    if metric not in result.data_vars:
+        raise ValueError(f"metric {metric!r} is not in the result; it holds {names}")
+    return metric
+
+
 def _grid(result: xr.Dataset | xr.DataArray, metric: str | None) -> xr.DataArray:
     """The (layer_a, layer_b) DataArray of ``metric`` in ``result``."""
     if isinstance(result, xr.Dataset):
-        names = [str(name) for name in result.data_vars]
-        if metric is None:
-            if len(names) != 1:
-                raise ValueError(f"result holds several metrics {names}; name the one to plot")
-            metric = names[0]
-        if metric not in result.data_vars:
-            raise ValueError(f"metric {metric!r} is not in the result; it holds {names}")
-        grid = result[metric]
+        grid = result[_pick(result, metric)]
     elif isinstance(result, xr.DataArray):
         grid = result
     else:
@@ -132,27 +141,14 @@ def heatmap(
             figsize=(max(4.0, 0.7 * len(cols) + 2.5), max(3.0, 0.5 * len(rows) + 1.8)),
             layout="constrained",
         )
-    image = ax.imshow(values, cmap=cmap, vmin=vmin, vmax=vmax, aspect="auto",
-                      interpolation="nearest")
-    ax.set_xticks(np.arange(len(cols)), labels=cols, rotation=45, ha="right",
-                  rotation_mode="anchor")
-    ax.set_yticks(np.arange(len(rows)), labels=rows)
+    image = _draw(ax, values, rows, cols, cmap=cmap, vmin=vmin, vmax=vmax, fmt=fmt,
+                  annotate=len(rows) <= ANNOTATE_MAX and len(cols) <= ANNOTATE_MAX
+                  if annotate is None else annotate)
     ax.set_xlabel("layer_b")
     ax.set_ylabel("layer_a")
     ax.set_title(textwrap.fill(str(grid.attrs.get("description", name)), 45), fontsize="medium")
     colorbar = ax.figure.colorbar(image, ax=ax)
     colorbar.set_label(name)
-    if annotate is None:
-        annotate = len(rows) <= ANNOTATE_MAX and len(cols) <= ANNOTATE_MAX
-    if annotate:
-        for (i, j), value in np.ndenumerate(values):
-            if math.isnan(value):
-                continue
-            # dark text on light cells and light text on dark ones
-            r, g, b, _ = image.cmap(image.norm(value))
-            light = 0.299 * r + 0.587 * g + 0.114 * b > 0.5
-            ax.text(j, i, format(value, fmt), ha="center", va="center", fontsize="small",
-                    color="black" if light else "white")
     if mark is not None:
         from matplotlib.patches import Rectangle
 
@@ -166,6 +162,28 @@ def heatmap(
                   else "/// interval overlaps the row's best (outlined)")
         ax.set_xlabel(f"layer_b     ({legend})")
     return ax
+
+
+def _draw(ax: Axes, values: np.ndarray, rows: list[str], cols: list[str], *, cmap: Any,
+          vmin: float | None, vmax: float | None, fmt: str, annotate: bool,
+          ticks: tuple[bool, bool] = (True, True)) -> Any:
+    """``values`` as an image on ``ax``, ``rows`` and ``cols`` as tick labels (``ticks``: on
+    the y and the x axis), each value written in its cell when ``annotate``."""
+    image = ax.imshow(values, cmap=cmap, vmin=vmin, vmax=vmax, aspect="auto",
+                      interpolation="nearest")
+    ax.set_xticks(np.arange(len(cols)), labels=cols if ticks[1] else [], rotation=45,
+                  ha="right", rotation_mode="anchor")
+    ax.set_yticks(np.arange(len(rows)), labels=rows if ticks[0] else [])
+    if annotate:
+        for (i, j), value in np.ndenumerate(values):
+            if math.isnan(value):
+                continue
+            # dark text on light cells and light text on dark ones
+            r, g, b, _ = image.cmap(image.norm(value))
+            light = 0.299 * r + 0.587 * g + 0.114 * b > 0.5
+            ax.text(j, i, format(value, fmt), ha="center", va="center", fontsize="small",
+                    color="black" if light else "white")
+    return image
 
 
 def _marks(
@@ -199,3 +217,154 @@ def _marks(
             if j != top and not np.isnan(row[j]) and high[i, j] >= low[i, top]:
                 marked.append((i, j))
     return marked, best
+
+
+def zoo_heatmap(
+    result: xr.Dataset,
+    metric: str | None = None,
+    *,
+    annotate: bool | None = None,
+    cmap: str | Any = "viridis",
+    vmin: float | None = 0.0,
+    vmax: float | None = 1.0,
+    fmt: str = ".2f",
+) -> Figure:
+    """Draw one metric of a model zoo as a heatmap per pair of networks.
+
+    Parameters
+    ----------
+    result
+        The Dataset returned by :func:`dask_repsim.compare_zoo` (or a selection of it,
+        :func:`dask_repsim.select_zoo`).
+    metric
+        Which variable to draw; may be left out when ``result`` holds only one.
+    annotate
+        Write each value in its cell. Default: only when the whole zoo is at most 12 x 12
+        layers.
+    cmap, vmin, vmax, fmt
+        As for :func:`heatmap`; one colour range for every panel (``None``: the data's over
+        all panels), so that colours compare across them.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        A grid of panels, one row per network of side ``a`` and one column per network of
+        side ``b`` (each panel as wide and tall as its layers, so every cell is the same size):
+        the panel of networks (A, B) draws ``layer_a`` of A down and ``layer_b`` of B across.
+        Network names label the rows (y axis of the first column) and the columns (titles of
+        the top row), layer names the first column's and the bottom row's ticks; one colour
+        bar, labelled with the metric.
+
+    Examples
+    --------
+    >>> import matplotlib
+    >>> matplotlib.use("Agg")
+    >>> import numpy as np
+    >>> import dask_repsim
+    >>> x = np.random.default_rng(0).normal(size=(200, 6))
+    >>> zoo = {"mlp": {"fc1": x, "fc2": np.tanh(x)}, "cnn": {"conv": x[:, :3]}}
+    >>> fig = zoo_heatmap(dask_repsim.compare_zoo(zoo, metrics=["cka"]), "cka")
+    >>> [ax.get_title() for ax in fig.axes[:2]]
+    ['mlp', 'cnn']
+    >>> fig.savefig("zoo.png")  # doctest: +SKIP
+    """
+    require_matplotlib()
+    import matplotlib.pyplot as plt
+
+    from .zoo import check_zoo, select_zoo
+
+    check_zoo(result)
+    name = _pick(result, metric)
+    nets = [list(dict.fromkeys(map(str, result[c].values))) for c in ("network_a", "network_b")]
+    sizes = [[int((result[c].values.astype(str) == n).sum()) for n in ns]
+             for c, ns in zip(("network_a", "network_b"), nets, strict=True)]
+    values = np.asarray(result[name].transpose("a", "b").values, dtype=float)
+    vmin = float(np.nanmin(values)) if vmin is None else vmin  # one range for every panel
+    vmax = float(np.nanmax(values)) if vmax is None else vmax
+    if annotate is None:
+        annotate = max(values.shape) <= ANNOTATE_MAX
+    fig, axes = plt.subplots(
+        len(nets[0]), len(nets[1]), squeeze=False, layout="constrained",
+        gridspec_kw={"height_ratios": sizes[0], "width_ratios": sizes[1]},
+        figsize=(max(4.0, 0.6 * values.shape[1] + 3), max(3.0, 0.45 * values.shape[0] + 2)))
+    image = None
+    for r, net_a in enumerate(nets[0]):
+        for c, net_b in enumerate(nets[1]):
+            panel = select_zoo(result[[name]], network_a=net_a, network_b=net_b)
+            ax = axes[r, c]
+            image = _draw(ax, np.asarray(panel[name].transpose("a", "b").values, dtype=float),
+                          [str(v) for v in panel.layer_a.values],
+                          [str(v) for v in panel.layer_b.values], cmap=cmap, vmin=vmin,
+                          vmax=vmax, fmt=fmt, annotate=annotate,
+                          ticks=(c == 0, r == len(nets[0]) - 1))
+            if r == 0:
+                ax.set_title(net_b, fontsize="medium")
+            if c == 0:
+                ax.set_ylabel(net_a)
+    colorbar = fig.colorbar(image, ax=axes)
+    colorbar.set_label(name)
+    fig.suptitle(textwrap.fill(str(result[name].attrs.get("description", name)), 60),
+                 fontsize="medium")
+    return fig
+
+
+def network_heatmap(
+    similarity: xr.DataArray,
+    *,
+    ax: Axes | None = None,
+    annotate: bool | None = None,
+    cmap: str | Any = "viridis",
+    vmin: float | None = 0.0,
+    vmax: float | None = 1.0,
+    fmt: str = ".2f",
+) -> Axes:
+    """Draw a network-by-network summary (:func:`dask_repsim.network_similarity`) as a heatmap.
+
+    Parameters
+    ----------
+    similarity
+        A DataArray over dims ``(network_a, network_b)``.
+    ax, annotate, cmap, vmin, vmax, fmt
+        As for :func:`heatmap`.
+
+    Returns
+    -------
+    matplotlib.axes.Axes
+        ``network_b`` along x, ``network_a`` along y, network names as tick labels, a colour
+        bar labelled with the DataArray's name, and its summary as title.
+
+    Examples
+    --------
+    >>> import matplotlib
+    >>> matplotlib.use("Agg")
+    >>> import numpy as np
+    >>> import dask_repsim
+    >>> x = np.random.default_rng(0).normal(size=(200, 6))
+    >>> zoo = {"s0": {"fc": x}, "s1": {"fc": np.tanh(x)}, "s2": {"fc": x[:, :2]}}
+    >>> sim = dask_repsim.network_similarity(dask_repsim.compare_zoo(zoo, metrics=["cka"]))
+    >>> ax = network_heatmap(sim)
+    >>> [t.get_text() for t in ax.get_xticklabels()]
+    ['s0', 's1', 's2']
+    """
+    require_matplotlib()
+    dims = ("network_a", "network_b")
+    if not isinstance(similarity, xr.DataArray) or set(similarity.dims) != set(dims):
+        raise ValueError(f"expected a DataArray over dims {dims} (network_similarity()), got "
+                         f"{type(similarity).__name__} with dims "
+                         f"{tuple(getattr(similarity, 'dims', ()))}")
+    grid = similarity.transpose(*dims)
+    rows, cols = ([str(v) for v in grid[d].values] for d in dims)
+    if ax is None:
+        import matplotlib.pyplot as plt
+
+        _, ax = plt.subplots(figsize=(max(4.0, 0.7 * len(cols) + 2.5),
+                                      max(3.0, 0.5 * len(rows) + 1.8)), layout="constrained")
+    image = _draw(ax, np.asarray(grid.values, dtype=float), rows, cols, cmap=cmap, vmin=vmin,
+                  vmax=vmax, fmt=fmt, annotate=max(len(rows), len(cols)) <= ANNOTATE_MAX
+                  if annotate is None else annotate)
+    ax.set_xlabel("network_b")
+    ax.set_ylabel("network_a")
+    name = str(grid.name if grid.name is not None else grid.attrs.get("metric", ""))
+    ax.set_title(str(grid.attrs.get("long_name", name)), fontsize="medium")
+    ax.figure.colorbar(image, ax=ax).set_label(name)
+    return ax

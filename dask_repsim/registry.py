@@ -85,6 +85,9 @@ class Measure:
     paths: Mapping[str, Any] = field(default_factory=dict)
     #: False for distances: smaller is more similar (permutation p-values count the other way)
     similarity: bool = True
+    #: whether the value of (x, y) is the value of (y, x): a grid of a set of layers with itself
+    #: then computes each unordered pair once (:func:`dask_repsim.compare_zoo`)
+    symmetric: bool = True
     #: options of ``compare`` that this measure's functions take (as keyword arguments)
     parameters: tuple[str, ...] = ()
     #: fewer samples are an error (:func:`check_samples`). Two samples are one centred direction
@@ -159,11 +162,13 @@ MEASURES: dict[str, Measure] = {
                 {"summary": "r2"},
                 {"covariance": cca.svcca_r2, "qr": partial(qr.svcca_from_r, summary="r2")}),
         Measure("pwcca", "projection-weighted CCA (Morcos et al. 2018), paper definition",
-                "pwcca", {}, {"covariance": cca.pwcca, "qr": qr.pwcca_from_r}),
+                "pwcca", {}, {"covariance": cca.pwcca, "qr": qr.pwcca_from_r},
+                symmetric=False),  # weights from the narrower side; layer_a's when as wide
         Measure("linear_regression",
                 "fraction of layer_b's variance explained by a linear fit from layer_a",
                 "linear_regression", {},
-                {"covariance": cca.linear_regression, "qr": qr.linear_regression_from_r}),
+                {"covariance": cca.linear_regression, "qr": qr.linear_regression_from_r},
+                symmetric=False),
         Measure("procrustes", "orthogonal Procrustes similarity", "procrustes", {},
                 {"covariance": cka.procrustes}),
         Measure("hsic", "linear HSIC ||X_c^T Y_c||_F^2 / (n-1)^2 (Gretton et al. 2005), not "
@@ -183,7 +188,10 @@ MEASURES: dict[str, Measure] = {
                 "mutual_knn", {}, {"sample_blocks": _knn("mutual_knn")}, parameters=("k",)),
         Measure("cknna", "CKNNA (Huh et al. 2024): CKA of the cosine kernels on the pairs that "
                 "are k nearest neighbours in both layers (k=)", "cknna", {},
-                {"sample_blocks": _knn("cknna")}, parameters=("k",), min_samples=4),
+                {"sample_blocks": _knn("cknna")}, parameters=("k",), min_samples=4,
+                # the masked kernels are not symmetric (j a neighbour of i, not i of j), and
+                # the unbiased HSIC's 1^T K L 1 is not 1^T L K 1 for such matrices
+                symmetric=False),
         Measure("matched_correlation",
                 "mean correlation of one-to-one (bipartite) matched units (Li et al. 2016)",
                 "match_units", {}, {"covariance": units.matched_correlation}),

@@ -266,3 +266,23 @@ class Cell:
 
 #: a grid's cells by (measure, row, column)
 Cells = dict[tuple[int, int, int], Cell]
+
+#: the (row, column) positions of a grid's cells that a path computes
+Positions = Sequence[tuple[int, int]]
+
+
+def grid_cells(rows: Sequence[Any], cols: Sequence[Any],
+               todo: Positions | None = None) -> list[tuple[int, int]]:
+    """The cells of a grid of ``rows`` x ``cols`` that a path computes: ``todo``, or every one,
+    row by row.
+
+    Examples
+    --------
+    >>> grid_cells(["x", "y"], ["z"])
+    [(0, 0), (1, 0)]
+    >>> grid_cells(["x", "y"], ["x", "y"], todo=[(0, 0), (0, 1), (1, 1)])
+    [(0, 0), (0, 1), (1, 1)]
+    """
+    if todo is None:
+        return [(i, j) for i in range(len(rows)) for j in range(len(cols))]
+    return [(int(i), int(j)) for i, j in todo]

@@ -164,9 +164,14 @@ def run_cells(path: str, outputs: Sequence[Output], layers: Sequence[Layer],
               rows: Sequence[int], cols: Sequence[int], options: Options, *,
               batch_size: int | None, parameters: Mapping[str, Any] | None = None,
               functions: Mapping[str, Any] | None = None,
+              cells: Sequence[tuple[int, int]] | None = None,
               ) -> tuple[Cells, dict[str, Any]]:
-    """Every cell of the grid on ``path``; ``outputs`` from :func:`plan_outputs`;
-    ``functions``: a pairwise call's own function for each path (:func:`measure_functions`)."""
+    """The cells of the grid on ``path``: ``cells`` (positions (i, j) into ``rows`` and
+    ``cols``, as :func:`symmetric_cells` gives them), or every one; ``outputs`` from
+    :func:`plan_outputs`; ``functions``: a pairwise call's own function for each path
+    (:func:`measure_functions`)."""
+    if cells is not None:
+        check_cells(cells, len(rows), len(cols))
     metrics = [measure for _, measure, _ in outputs]
     check_samples(metrics, layers[rows[0]].data.shape[0])  # every measure's minimum, one rule
     if batch_size is not None and path != "minibatch":
@@ -177,22 +182,74 @@ def run_cells(path: str, outputs: Sequence[Output], layers: Sequence[Layer],
     if path == "sample_blocks":
         k = (parameters or {}).get("k")
         return neighbours.sample_cells(found, layers, rows, cols, metrics,
-                                       DEFAULT_K if k is None else k)
+                                       DEFAULT_K if k is None else k, todo=cells)
     if path == "gram":
         specs = [dict(spec, sigma=s) for spec, (_, _, s) in zip(found, outputs, strict=True)]
-        return samplespace.gram_cells(specs, layers, rows, cols, seed=options.get("seed"))
+        return samplespace.gram_cells(specs, layers, rows, cols, seed=options.get("seed"),
+                                      todo=cells)
     if path == "covariance":
-        return covariance.covariance_cells(found, layers, rows, cols, options)
+        return covariance.covariance_cells(found, layers, rows, cols, options, todo=cells)
     if path == "qr":
-        return qr.qr_cells(found, layers, rows, cols)
+        return qr.qr_cells(found, layers, rows, cols, todo=cells)
     if path == "minibatch":
         sigma = outputs[0][2]
         return minibatch.minibatch_cells(
             layers, rows, cols, kernel=found[0].get("kernel", "linear"),
             sigma=DEFAULTS["sigma"] if sigma is None else sigma,
             batch_size=batch_size or DEFAULTS["batch_size"],
-            seed=options.get("seed"), level=options.get("level"))
-    return tiled.kernel_cells(found, layers, rows, cols)
+            seed=options.get("seed"), level=options.get("level"), todo=cells)
+    return tiled.kernel_cells(found, layers, rows, cols, todo=cells)
+
+
+def check_cells(cells: Sequence[tuple[int, int]], n_rows: int, n_cols: int) -> None:
+    """An error for an empty list of cells or a cell outside an ``n_rows`` x ``n_cols`` grid."""
+    if not len(cells):
+        raise ValueError("cells= is empty: name at least one (row, column) cell to compute")
+    for i, j in cells:
+        if not (0 <= i < n_rows and 0 <= j < n_cols):
+            raise ValueError(f"cell ({i}, {j}) is outside the grid of {n_rows} rows and "
+                             f"{n_cols} columns")
+
+
+def symmetric_cells(metrics: Sequence[str], rows: Sequence[int],
+                    cols: Sequence[int]) -> list[tuple[int, int]] | None:
+    """The cells (i, j), i <= j, of a grid of layers with themselves (``rows == cols``) when
+    every one of ``metrics`` is symmetric (:attr:`dask_repsim.registry.Measure.symmetric`):
+    each unordered pair once, ``L (L + 1) / 2`` of the ``L^2``; ``None`` (every cell)
+    otherwise. :func:`mirror` fills in the rest.
+
+    Examples
+    --------
+    >>> symmetric_cells(["cka", "mean_cca"], [0, 1, 2], [0, 1, 2])
+    [(0, 0), (0, 1), (0, 2), (1, 1), (1, 2), (2, 2)]
+    >>> symmetric_cells(["cka", "linear_regression"], [0, 1], [0, 1]) is None
+    True
+    """
+    if list(rows) != list(cols) or not all(MEASURES[m].symmetric for m in metrics):
+        return None
+    return [(i, j) for i in range(len(rows)) for j in range(i, len(cols))]
+
+
+def mirror(cells: Cells, attrs: dict[str, Any], metrics: Sequence[str]) -> Cells:
+    """``cells`` of a grid of layers with themselves with the upper triangle's cell (i, j),
+    i < j, of each symmetric measure of ``metrics`` copied to its mirror image (j, i), and so
+    the per-cell sample counts in ``attrs``: the value, the jackknife replicates, and the
+    permutation null (side b's samples permuted for the pair as computed, so the two cells'
+    p-values agree). The cells of :func:`symmetric_cells` are the upper triangle; when an
+    asymmetric measure made the path compute every cell, the symmetric ones' lower cells are
+    replaced all the same, so that a measure's cells do not depend on the metrics beside it.
+    An RBF cell's medians (row layer's first) are swapped."""
+    out = dict(cells)
+    for (m, i, j), cell in cells.items():
+        if i < j and MEASURES[metrics[m]].symmetric:
+            fields = cell.fields
+            if "median" in fields:
+                fields = {**fields, "median": tuple(reversed(fields["median"]))}
+            out[m, j, i] = Cell(cell.value, cell.replicates, cell.null, fields)
+    counts = attrs.get("n_samples_per_cell")
+    if counts is not None:
+        attrs["n_samples_per_cell"] = {**counts, **{(j, i): c for (i, j), c in counts.items()}}
+    return out
 
 
 def run_pair(measure: str, x: Any, y: Any, options: Options, *, method: str = "auto",

@@ -210,6 +210,113 @@ def layers_of(
     return {default: obj}
 
 
+#: ``xarray.DataTree`` (xarray >= 2024.10), or nothing an object can be an instance of
+_DATATREE: Any = getattr(xr, "DataTree", ())
+
+#: what a zoo is, for its errors
+ZOO_FORMS = ("a mapping of network names to networks, a zarr group (object, path or URL) "
+             "holding one group per network, or an xarray.DataTree with one child node per "
+             "network")
+#: what a network of a zoo is, for its errors
+NETWORK_FORMS = ("a mapping of layer names to arrays, an xarray.Dataset, a zarr group (object, "
+                 "path or URL) or a netCDF file")
+
+
+def networks_of(
+    zoo: Any, what: str = "zoo", storage_options: Mapping[str, Any] | None = None
+) -> dict[str, dict[str, Any]]:
+    """Network names and each network's layers (:func:`layers_of`) in a zoo.
+
+    A zoo is a mapping of network names to networks (each a mapping of layer names to
+    arrays, an ``xarray.Dataset``, a zarr group object or path, a netCDF file), a zarr group
+    (object, path or URL) whose child groups are the networks (as several
+    :func:`~dask_repsim.capture_activations` calls write into one store), or an
+    ``xarray.DataTree`` whose child nodes are the networks, their data variables the layers.
+    The networks of a store or a tree come in name order, a mapping's in its own; a group's or
+    a node's layers in name order (a capture's in network order). ``what`` names the zoo in
+    errors.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> zoo = networks_of({"seed0": {"fc": np.zeros((4, 2))}, "seed1": {"fc": np.ones((4, 2))}})
+    >>> {net: list(layers) for net, layers in zoo.items()}
+    {'seed0': ['fc'], 'seed1': ['fc']}
+    """
+    if isinstance(zoo, str | os.PathLike):
+        zoo = _open_zoo(os.fspath(zoo), what, storage_options)
+    if isinstance(zoo, _DATATREE):
+        extra = list(zoo.data_vars)
+        if extra:
+            raise ValueError(f"the {what}'s root node holds data variables {extra}; a zoo's "
+                             "networks are its child nodes, their data variables the layers")
+        networks = {str(k): _node_dataset(v) for k, v in sorted(zoo.children.items())}
+    elif isinstance(zoo, zarr.Group):
+        arrays = dict(zoo.arrays())
+        extra = sorted(set(arrays) - set(_coordinates(arrays)))
+        if extra:
+            raise ValueError(f"the zarr group at {zoo.store_path} holds arrays ({', '.join(extra)})"
+                             f" beside its network groups; a zoo holds one group per network")
+        networks = dict(sorted(zoo.groups()))
+    elif isinstance(zoo, Mapping) and not isinstance(zoo, xr.Dataset):
+        networks = {str(k): v for k, v in zoo.items()}
+    else:
+        one = " (one network: give {name: network})" if isinstance(zoo, xr.Dataset) else ""
+        raise TypeError(f"the {what} must be {ZOO_FORMS}; got {type(zoo).__name__}{one}")
+    if not networks:
+        raise ValueError(f"the {what} holds no networks")
+    out = {name: _network(net, name, what, storage_options) for name, net in networks.items()}
+    for name, layers in out.items():
+        if not layers:
+            raise ValueError(f"network {name!r} of the {what} holds no layers")
+    return out
+
+
+def _open_zoo(path: str, what: str, storage_options: Mapping[str, Any] | None) -> Any:
+    """The zarr group at ``path``, with an error saying what a zoo store is otherwise."""
+    try:
+        node = _open_zarr(path, storage_options)
+    except FileNotFoundError as err:
+        hint = (f"; a zoo store needs its root group beside one group per network "
+                f"(zarr.open_group({path!r}, mode='a') creates it)") if os.path.isdir(path) else ""
+        raise FileNotFoundError(f"no zarr group at {path!r}{hint}") from err
+    if isinstance(node, zarr.Array):
+        raise ValueError(f"the {what} at {path!r} is a zarr array (one layer); a zoo store is "
+                         "a group holding one group per network")
+    return node
+
+
+def _node_dataset(node: Any) -> xr.Dataset:
+    """A DataTree node's layers as a Dataset (with the coordinates it inherits), in name
+    order unless it holds a capture."""
+    ds = node.to_dataset()
+    return ds if CAPTURE_ATTR in ds.attrs else ds[sorted(map(str, ds.data_vars))]
+
+
+def _network(net: Any, name: str, what: str,
+             storage_options: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The layers of the network ``name`` (:func:`layers_of`), which must be one."""
+    if isinstance(net, _DATATREE):
+        net = _node_dataset(net)
+    if isinstance(net, str | os.PathLike):
+        path = os.fspath(net)
+        netcdf = ("://" not in path and os.path.isfile(path)) or path.lower().endswith(
+            _NETCDF_SUFFIXES)
+        net = net if netcdf else _open_zarr(path, storage_options)
+    if isinstance(net, zarr.Group):
+        arrays = dict(net.arrays())
+        if not set(arrays) - _coordinate_names(arrays):
+            return {}
+    if isinstance(net, np.ndarray | da.Array | zarr.Array | xr.DataArray):
+        raise TypeError(f"{what}[{name!r}] is an array (one layer), not a network: a zoo maps "
+                        f"network names to networks ({NETWORK_FORMS}); to compare the layers "
+                        "of one network, use compare()")
+    if not isinstance(net, Mapping | xr.Dataset | zarr.Group | str | os.PathLike):
+        raise TypeError(f"{what}[{name!r}] is a {type(net).__name__}, not a network "
+                        f"({NETWORK_FORMS})")
+    return layers_of(net, name, storage_options)
+
+
 #: Group attribute in which :func:`~dask_repsim.capture_activations` records its state,
 #: the layers in the order the user gave them (network order) among it.
 CAPTURE_ATTR = "dask_repsim_capture"

@@ -31,7 +31,7 @@ from ..engine.uncertainty import leave_one_out
 from ..engine.views import Pair, Side, pair, permuted_pairs, sides
 from ..exceptions import NonFiniteError, RepsimWarning
 from ..io.inputs import Layer
-from ..results import Cell, Cells
+from ..results import Cell, Cells, Positions, grid_cells
 
 
 @dataclass(eq=False)
@@ -359,9 +359,11 @@ def covariance_cells(
     rows: Sequence[int],
     cols: Sequence[int],
     options: Any,
+    todo: Positions | None = None,
 ) -> tuple[Cells, dict[str, Any]]:
     """Cells from co-moment passes: one pass when every layer fits the memory budget, else the
-    fewest passes that hold every cell (:func:`plan_passes`)."""
+    fewest passes that hold every cell (:func:`plan_passes`); ``todo``: the (row, column)
+    cells to compute (default every one); a pass forms the cross blocks of those only."""
     passes = _plan(layers, rows, cols, options)
     widths = [layer.data.shape[1] for layer in layers]
     k = 0
@@ -369,11 +371,12 @@ def covariance_cells(
         k = check_permutations(options.permutations, *_pass_need(widths, rows, cols, s, options))
     cells: Cells = {}
     counts: dict[tuple[int, int], tuple[int, int]] = {}
+    wanted = grid_cells(rows, cols, todo)
     for subset in passes:
-        todo = [(i, j) for i, a in enumerate(rows) for j, b in enumerate(cols)
-                if (i, j) not in counts and a in subset and b in subset]
-        if todo:
-            _one_pass(functions, layers, rows, cols, subset, todo, options, k, cells, counts)
+        here = [(i, j) for i, j in wanted
+                if (i, j) not in counts and rows[i] in subset and cols[j] in subset]
+        if here:
+            _one_pass(functions, layers, rows, cols, subset, here, options, k, cells, counts)
     n = [c for c, _ in counts.values()]
     attrs = {"n_samples": min(n), "n_samples_omitted": max(o for _, o in counts.values()),
              "n_passes": len(passes)}

@@ -26,7 +26,7 @@ from ..engine.parallel import compute
 from ..io.inputs import Layer
 from ..io.validation import check_sample_counts
 from ..measures.hsic import GramSums, cka_ratio
-from ..results import Cell, Cells, Estimate
+from ..results import Cell, Cells, Estimate, Positions, grid_cells
 
 
 def _batch_gram(a: np.ndarray, kernel: str, sigma: float) -> np.ndarray:
@@ -190,17 +190,18 @@ def minibatch_cells(
     batch_size: int,
     seed: int,
     level: float,
+    todo: Positions | None = None,
 ) -> tuple[Cells, dict[str, Any]]:
-    """Approximate CKA cells, each with its bootstrap interval (Nguyen et al. 2021)."""
+    """Approximate CKA cells, each with its bootstrap interval (Nguyen et al. 2021);
+    ``todo``: the (row, column) cells to compute (default every one)."""
     cells: Cells = {}
     estimate = None
-    for i, a in enumerate(rows):
-        for j, b in enumerate(cols):
-            estimate = minibatch_cka(
-                layers[a], layers[b], kernel=kernel, sigma=sigma, batch_size=batch_size,
-                seed=seed, level=level,
-            )
-            cells[0, i, j] = Cell(float(estimate), fields=dict(estimate.__dict__))
+    for i, j in grid_cells(rows, cols, todo):
+        estimate = minibatch_cka(
+            layers[rows[i]], layers[cols[j]], kernel=kernel, sigma=sigma,
+            batch_size=batch_size, seed=seed, level=level,
+        )
+        cells[0, i, j] = Cell(float(estimate), fields=dict(estimate.__dict__))
     attrs = {"n_samples": layers[rows[0]].data.shape[0], "n_samples_omitted": 0,
              "approximate": estimate.approximate, "n_batches": estimate.n_batches,
              "batch_size": batch_size, "level": level}

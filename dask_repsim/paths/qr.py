@@ -34,7 +34,7 @@ from ..exceptions import RepsimWarning
 from ..io.inputs import Layer
 from ..io.validation import check_sample_counts, constant_units, first_nonfinite, no_variance_error
 from ..measures.linalg import svd
-from ..results import CCAResult, Cell, Cells, Estimate
+from ..results import CCAResult, Cell, Cells, Estimate, Positions, grid_cells
 
 #: Rank cut-off of the QR path, on singular values (not their squares). After standardising a
 #: layer's varying units, singular values of its R columns below this fraction of the largest
@@ -446,15 +446,17 @@ def qr_cells(
     layers: Sequence[Layer],
     rows: Sequence[int],
     cols: Sequence[int],
+    todo: Positions | None = None,
 ) -> tuple[Cells, dict[str, Any]]:
     """Cells from one tall-skinny QR pass over every layer: ``X_c = Q R[:, a]`` for every layer
-    with one Q, so a pair's columns of R are a factor of that pair."""
+    with one Q, so a pair's columns of R are a factor of that pair. ``todo``: the (row, column)
+    cells to compute (default every one)."""
     factor = tsqr(list(layers))
     cells: Cells = {}
-    for i, a in enumerate(rows):
-        for j, b in enumerate(cols):
-            sub = factor.select(a, b)
-            names = (layers[a].name, layers[b].name)
-            for m, function in enumerate(functions):
-                cells[m, i, j] = Cell(function(sub, names))
+    for i, j in grid_cells(rows, cols, todo):
+        a, b = rows[i], cols[j]
+        sub = factor.select(a, b)
+        names = (layers[a].name, layers[b].name)
+        for m, function in enumerate(functions):
+            cells[m, i, j] = Cell(function(sub, names))
     return cells, {"n_samples": factor.count, "n_samples_omitted": 0, "n_passes": 1}

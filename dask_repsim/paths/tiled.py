@@ -21,7 +21,7 @@ from ..engine.parallel import compute
 from ..io.inputs import Layer
 from ..io.validation import require_samples
 from ..measures.hsic import cka_ratio, unbiased_hsic
-from ..results import Cell, Cells
+from ..results import Cell, Cells, Positions, grid_cells
 
 
 def _tile_sum(ma: np.ndarray, mb: np.ndarray, blocks_a: list, blocks_b: list, norm: bool):
@@ -186,17 +186,20 @@ def kernel_cells(
     layers: Sequence[Layer],
     rows: Sequence[int],
     cols: Sequence[int],
+    todo: Positions | None = None,
 ) -> tuple[Cells, dict[str, Any]]:
-    """Linear CKA cells from feature tiles, pair by pair.
+    """Linear CKA cells from feature tiles, pair by pair; ``todo``: the (row, column) cells to
+    compute (default every one).
 
     Each layer's column statistics (means for centring, and the input checks) come from one
     pass over all layers.
     """
-    used = sorted({a for a in rows} | {b for b in cols})
+    wanted = grid_cells(rows, cols, todo)
+    used = sorted({rows[i] for i, _ in wanted} | {cols[j] for _, j in wanted})
     stats = dict(zip(used, columns.checked_columns([layers[u] for u in used]), strict=True))
     flags = [spec["debiased"] for spec in specs]
     cells: Cells = {}
-    for i, j in ((i, j) for i in range(len(rows)) for j in range(len(cols))):
+    for i, j in wanted:
         a, b = rows[i], cols[j]
         values = cka_values(
             layers[a], layers[b], flags, means=(stats[a].mean, stats[b].mean)

@@ -96,7 +96,8 @@ def inventory_names(html: Path) -> set[str]:
 
 
 def public_names() -> list[str]:
-    return [f"dask_repsim.{name}" for name in dask_repsim.__all__] + ["dask_repsim.plot.heatmap"]
+    return [f"dask_repsim.{name}" for name in dask_repsim.__all__] + [
+        f"dask_repsim.plot.{name}" for name in ("heatmap", "zoo_heatmap", "network_heatmap")]
 
 
 @pytest.mark.slow  # the site is built once per session, about a minute on 2 cores

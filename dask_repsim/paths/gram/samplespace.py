@@ -58,7 +58,7 @@ from ...engine.parallel import (
 from ...io.inputs import Layer
 from ...io.validation import check_sample_counts, require_samples
 from ...measures.hsic import GramSums, cka_ratio
-from ...results import Cell, Cells
+from ...results import Cell, Cells, Positions, grid_cells
 from . import scratch
 from .tiles import (
     FEATURE_SLICE,
@@ -379,6 +379,7 @@ def gram_cells(
     *,
     seed: int,
     block_rows: int | None = None,
+    todo: Positions | None = None,
 ) -> tuple[Cells, dict[str, Any]]:
     """CKA cells of every pair from the shared sample-space tiles: each layer's Gram tile is
     formed once for the grid (a pairwise call is a grid of one cell).
@@ -389,30 +390,31 @@ def gram_cells(
     row and column layers' median squared distances: the bandwidths are ``2 s^2 median``),
     ``median_exact`` and ``sigma``. ``seed``: of the subsample the medians are taken over beyond
     :data:`MEDIAN_EXACT_MAX` samples. ``block_rows``: samples per row block (default: from the
-    memory budget, :func:`grid_sums`).
+    memory budget, :func:`grid_sums`). ``todo``: the (row, column) cells to compute (default
+    every one); the tiles sum each unordered pair of layers once however many cells ask for it.
     """
-    used = sorted(set(rows) | set(cols))
+    wanted = grid_cells(rows, cols, todo)
+    used = sorted({rows[i] for i, _ in wanted} | {cols[j] for _, j in wanted})
     pos = {u: k for k, u in enumerate(used)}
     sigmas = sorted({spec["sigma"] for spec in specs if spec.get("kernel") == "rbf"})
     for s in sigmas:
         if not s > 0:
             raise ValueError(f"sigma must be > 0, not {s}")
-    pairs = sorted({tuple(sorted((pos[a], pos[b]))) for a in rows for b in cols})
+    pairs = sorted({tuple(sorted((pos[rows[i]], pos[cols[j]]))) for i, j in wanted})
     sums, attrs = grid_sums([layers[u] for u in used], pairs, sigmas=sigmas, seed=seed,
                             rows=block_rows)
     cells: Cells = {}
     for m, spec in enumerate(specs):
         rbf = spec.get("kernel") == "rbf"
         kernel = 1 + sigmas.index(spec["sigma"]) if rbf else 0
-        for i, a in enumerate(rows):
-            for j, b in enumerate(cols):
-                first, second = sorted((pos[a], pos[b]))
-                names = (layers[used[first]].name, layers[used[second]].name)
-                value = cka_from_sums(sums[kernel, first, second], names,
-                                      bool(spec.get("debiased")))
-                fields = _rbf_fields(attrs, (pos[a], pos[b]), spec["sigma"]) if rbf else \
-                    {"approximate": None}
-                cells[m, i, j] = Cell(value, fields={"method": "gram", **fields})
+        for i, j in wanted:
+            a, b = rows[i], cols[j]
+            first, second = sorted((pos[a], pos[b]))
+            names = (layers[used[first]].name, layers[used[second]].name)
+            value = cka_from_sums(sums[kernel, first, second], names, bool(spec.get("debiased")))
+            fields = _rbf_fields(attrs, (pos[a], pos[b]), spec["sigma"]) if rbf else \
+                {"approximate": None}
+            cells[m, i, j] = Cell(value, fields={"method": "gram", **fields})
     if "median_exact" in attrs:  # netCDF attributes take no booleans
         attrs["median_exact"] = int(attrs["median_exact"])
     if "median_sq_distance" in attrs:

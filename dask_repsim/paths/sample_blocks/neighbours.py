@@ -38,7 +38,7 @@ from ...engine.reduction import tree_reduce
 from ...exceptions import InputError
 from ...io.inputs import Layer
 from ...io.validation import require_samples
-from ...results import Cell, Cells
+from ...results import Cell, Cells, Positions, grid_cells
 from . import tiles as row_tiles
 from .tiles import Blocks, block_pairs, check_patterns, row_statistics
 
@@ -300,21 +300,21 @@ def sample_cells(
     cols: Sequence[int],
     metrics: Sequence[str],
     k: int = DEFAULT_K,
+    todo: Positions | None = None,
 ) -> tuple[Cells, dict[str, Any]]:
     """Cells of the measures of sample x sample matrices (RSA, k-nearest neighbours), each pair
     from its own pass over row-block tiles (:mod:`dask_repsim.paths.sample_blocks.rsa`,
     :mod:`dask_repsim.paths.sample_blocks.neighbours`); mutual k-NN and CKNNA, when both are in
     ``metrics``, from
-    one pass with ``k`` """
+    one pass with ``k``; ``todo``: the (row, column) cells to compute (default every one)."""
     shared = {name: m for m, name in enumerate(metrics) if name in KNN_MEASURES}
     if len(shared) < 2:
         shared = {}
     cells: Cells = {}
-    for i, a in enumerate(rows):
-        for j, b in enumerate(cols):
-            values = knn_values(layers[a], layers[b], k, measures=tuple(shared)) \
-                if shared else {}
-            for m, (function, name) in enumerate(zip(functions, metrics, strict=True)):
-                value = values[name] if name in shared else function(layers[a], layers[b])
-                cells[m, i, j] = Cell(value, fields={"method": "sample_blocks"})
+    for i, j in grid_cells(rows, cols, todo):
+        a, b = rows[i], cols[j]
+        values = knn_values(layers[a], layers[b], k, measures=tuple(shared)) if shared else {}
+        for m, (function, name) in enumerate(zip(functions, metrics, strict=True)):
+            value = values[name] if name in shared else function(layers[a], layers[b])
+            cells[m, i, j] = Cell(value, fields={"method": "sample_blocks"})
     return cells, {"n_samples": int(layers[rows[0]].data.shape[0]), "n_samples_omitted": 0}

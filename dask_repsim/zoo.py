@@ -1,0 +1,386 @@
+"""Model zoos: every layer of many networks against every layer of every other, as one grid.
+
+A zoo is many networks (seeds, widths, architectures), each a set of layers. Every (network,
+layer) is one layer of a single grid run through the one dispatcher (:mod:`dask_repsim.runners`),
+so each layer's statistics are formed once for the whole zoo: the co-moment pass reads each
+layer once, the Gram path forms each layer's Gram tiles once. A zoo compared with itself
+computes each unordered pair of layers once for the symmetric measures
+(:attr:`dask_repsim.registry.Measure.symmetric`) and mirrors it:
+``N L (N L + 1) / 2`` cells for N networks of L layers, not ``(N L)^2``.
+
+The result is one Dataset over dims ``(a, b)``, each a "network/layer" label, with the network
+and layer of each as coordinates; :func:`unstack_zoo`, :func:`select_zoo`,
+:func:`best_matches` and :func:`network_similarity` read it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+from . import grid, runners
+from .io.gather import grid_layers
+from .io.inputs import networks_of
+from .options import Options, SampleDims
+from .registry import DEFAULT_METRICS, MEASURES
+
+#: the coordinates of each side of a zoo's result, by dim
+SIDES = {"a": ("network_a", "layer_a"), "b": ("network_b", "layer_b")}
+#: what summarises a pair of networks in :func:`network_similarity`
+SUMMARIES = ("max", "matched")
+
+
+def _flat(networks: Mapping[str, Mapping[str, Any]], what: str) -> dict[str, Any]:
+    """Every (network, layer) of a zoo as one layer named "network/layer"."""
+    flat: dict[str, Any] = {}
+    for net, layers in networks.items():
+        for layer, value in layers.items():
+            label = f"{net}/{layer}"
+            if label in flat:
+                raise ValueError(f"two layers of the {what} are both called {label!r} "
+                                 "(network/layer); rename a network or a layer")
+            flat[label] = value
+    return flat
+
+
+def _parts(networks: Mapping[str, Mapping[str, Any]]) -> tuple[list[str], list[str]]:
+    """The network and the layer of every flat layer, in order."""
+    pairs = [(net, layer) for net, layers in networks.items() for layer in layers]
+    return [n for n, _ in pairs], [str(layer) for _, layer in pairs]
+
+
+def compare_zoo(
+    zoo: Any, other: Any = None, *, metrics: Iterable[str] = DEFAULT_METRICS,
+    sample_dims: SampleDims = None, pool: str | None = None, resize: bool = False,
+    spatial_dims: Sequence[Hashable] = ("height", "width"),
+    storage_options: Mapping[str, Any] | None = None, nan_policy: str = "raise",
+    interval: str | None = None, level: float | None = None, groups: int | None = None,
+    permutations: int = 0, seed: int | None = None, method: str = "auto",
+    batch_size: int | None = None, alpha: float | None = None,
+    sigma: float | Sequence[float] | None = None, rdm: str | None = None,
+    rdm_compare: str | None = None, k: int | None = None, join: str = "exact",
+) -> xr.Dataset:
+    """Every layer of every network of ``zoo`` against every layer of every network of
+    ``other`` (the zoo itself when ``None``), as one grid: each layer's statistics once.
+
+    Parameters
+    ----------
+    zoo, other
+        A zoo: a mapping of network names to networks (each anything :func:`compare` takes as
+        one side with named layers: a mapping of layer names to inputs, an
+        ``xarray.Dataset``, a zarr group object, path or URL, a netCDF file); a zarr group
+        (object, path or URL) whose child groups are the networks, one array per layer (as
+        several :func:`capture_activations` calls write into one store); or an
+        ``xarray.DataTree`` (``xr.open_datatree(store, engine="zarr", chunks={})``) whose child
+        nodes are the networks, their data variables the layers. Networks may have different
+        layers. The networks of a store or a tree come in name order, a mapping's in its own
+        order. ``other=None`` compares the zoo with itself.
+    metrics, sample_dims, pool, resize, spatial_dims, storage_options, nan_policy, interval, \
+level, groups, permutations, seed, method, batch_size, alpha, sigma, rdm, rdm_compare, k, join
+        As for :func:`compare`, for the grid of all the zoo's layers: samples are paired by
+        label across every network, ``method="auto"`` picks one path for the zoo as a whole.
+
+    Returns
+    -------
+    xarray.Dataset
+        The variables of :func:`compare` (one per metric, and the interval and permutation
+        variables it adds) over dims ``(a, b)``, whose coordinates are unique
+        ``"network/layer"`` labels, with non-index coordinates ``network_a``, ``layer_a``
+        (along ``a``), ``network_b`` and ``layer_b`` (along ``b``). Attrs are those of
+        :func:`compare`, plus ``networks_a`` and ``networks_b`` (the names, comma-separated)
+        and ``self_comparison`` (1 when ``other`` was ``None``, else 0).
+
+    Notes
+    -----
+    Compared with itself, a zoo computes each unordered pair of (network, layer) once for the
+    symmetric measures (every measure but ``pwcca``, whose weights come from the narrower
+    layer, layer_a's when both are as wide, ``linear_regression``, which fits layer_b from
+    layer_a, and ``cknna``, whose k-NN-masked kernels are not symmetric matrices;
+    :attr:`dask_repsim.registry.Measure.symmetric`) and mirrors it: its value,
+    jackknife replicates and permutation null (side ``b`` permuted for the pair as computed, so
+    both cells have the same p-value). A path whose metrics include an asymmetric one computes
+    every cell (the symmetric ones' lower cells are still the mirrors, so that a metric's
+    cells do not depend on the metrics beside it).
+
+    Read the result with :func:`unstack_zoo`, :func:`select_zoo` or
+    ``ds.set_xindex("network_a").sel(network_a=...)``, :func:`best_matches` and
+    :func:`network_similarity`; draw it with :func:`dask_repsim.plot.zoo_heatmap` and
+    :func:`dask_repsim.plot.network_heatmap`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> x = rng.normal(size=(200, 6))
+    >>> zoo = {"seed0": {"fc1": x, "fc2": np.tanh(x)}, "seed1": {"fc1": -x, "fc2": x[:, :3]}}
+    >>> ds = compare_zoo(zoo, metrics=["cka"])
+    >>> ds.cka.dims, [str(v) for v in ds.a.values]
+    (('a', 'b'), ['seed0/fc1', 'seed0/fc2', 'seed1/fc1', 'seed1/fc2'])
+    >>> round(float(ds.cka.sel(a="seed0/fc1", b="seed1/fc1")), 6)
+    1.0
+    >>> [str(v) for v in ds.network_b.values]
+    ['seed0', 'seed0', 'seed1', 'seed1']
+    """
+    options = Options(sample_dims=sample_dims, storage_options=storage_options,
+                      nan_policy=nan_policy, interval=interval, level=level, groups=groups,
+                      permutations=permutations, seed=seed)
+    parameters = {"alpha": alpha, "sigma": sigma, "rdm": rdm, "rdm_compare": rdm_compare,
+                  "k": k}
+    outputs = runners.plan_outputs(metrics, parameters)
+    side_a = networks_of(zoo, "zoo", storage_options)
+    same = other is None or other is zoo
+    side_b = side_a if same else networks_of(other, "other zoo", storage_options)
+    names_a, names_b, layers, rows, cols = grid_layers(
+        _flat(side_a, "zoo"), None if same else _flat(side_b, "other zoo"),
+        sample_dims=sample_dims, pool=pool, resize=resize, spatial_dims=spatial_dims,
+        storage_options=storage_options, join=join)
+    cells, path, run_attrs = grid.run_grid(outputs, layers, rows, cols, options, method=method,
+                                           batch_size=batch_size, parameters=parameters,
+                                           mirror=same)
+    ds = grid.build_dataset(cells, outputs, names_a, names_b, path, run_attrs, options)
+    ds = ds.rename(layer_a="a", layer_b="b")
+    coords = {}
+    for dim, networks in (("a", side_a), ("b", side_b)):
+        nets, layer_names = _parts(networks)
+        net, layer = SIDES[dim]
+        coords[net] = (dim, nets, {"long_name": f"network of {dim}"})
+        coords[layer] = (dim, layer_names, {"long_name": f"layer of {dim}"})
+    ds = ds.assign_coords(coords)
+    ds.attrs.update(networks_a=", ".join(side_a), networks_b=", ".join(side_b),
+                    self_comparison=int(same))
+    return ds
+
+
+def check_zoo(ds: Any) -> xr.Dataset:
+    """``ds`` if it is a :func:`compare_zoo` result (or a selection of one); an error
+    otherwise."""
+    needed = [c for dim in SIDES for c in SIDES[dim]]
+    if not isinstance(ds, xr.Dataset) or set(SIDES) - set(ds.dims) or any(
+            c not in ds.coords for c in needed):
+        raise ValueError("expected the Dataset of compare_zoo(): dims ('a', 'b') with the "
+                         f"coordinates {', '.join(needed)}"
+                         + ("; this is a compare() result" if isinstance(ds, xr.Dataset)
+                            and "layer_a" in ds.dims else ""))
+    return ds
+
+
+def _order(values: Any) -> list[str]:
+    """The distinct values in their first order."""
+    return list(dict.fromkeys(str(v) for v in np.asarray(values)))
+
+
+def unstack_zoo(ds: xr.Dataset) -> xr.Dataset:
+    """A :func:`compare_zoo` result over dims ``(network_a, layer_a, network_b, layer_b)``.
+
+    Parameters
+    ----------
+    ds
+        The Dataset of :func:`compare_zoo`, or a selection of it (:func:`select_zoo`).
+
+    Returns
+    -------
+    xarray.Dataset
+        Every variable over ``(network_a, layer_a, network_b, layer_b)``, networks and layers
+        in the order they first appear; NaN where a network lacks a layer (so integer
+        variables become floats). When the networks share their layer names (one
+        architecture) this is the natural 4-D array; with different architectures the layer
+        dims hold the union of their names.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> x = rng.normal(size=(200, 6))
+    >>> zoo = {"mlp": {"fc1": x, "fc2": np.tanh(x)}, "cnn": {"conv": x[:, :4]}}
+    >>> u = unstack_zoo(compare_zoo(zoo, metrics=["cka"]))
+    >>> u.cka.dims, [str(v) for v in u.layer_a.values]
+    (('network_a', 'layer_a', 'network_b', 'layer_b'), ['fc1', 'fc2', 'conv'])
+    >>> bool(np.isnan(u.cka.sel(network_a="cnn", layer_a="fc1")).all())
+    True
+    """
+    check_zoo(ds)
+    order = {c: _order(ds[c].values) for dim in SIDES for c in SIDES[dim]}
+    out = ds.drop_vars(list(SIDES)).set_index(
+        a=list(SIDES["a"]), b=list(SIDES["b"])).unstack(list(SIDES))
+    return out.reindex(order).transpose(*SIDES["a"], *SIDES["b"], ...)
+
+
+def select_zoo(ds: xr.Dataset, *, network_a: str | Sequence[str] | None = None,
+               layer_a: str | Sequence[str] | None = None,
+               network_b: str | Sequence[str] | None = None,
+               layer_b: str | Sequence[str] | None = None) -> xr.Dataset:
+    """The part of a :func:`compare_zoo` result with the given networks and layers on each side.
+
+    Parameters
+    ----------
+    ds
+        The Dataset of :func:`compare_zoo`.
+    network_a, layer_a, network_b, layer_b
+        A name or a list of names each; left out: every one. Rows (``a``) whose network and
+        layer are among those asked for are kept, in the zoo's order, and so columns (``b``).
+
+    Returns
+    -------
+    xarray.Dataset
+        ``ds`` with those rows and columns, dims ``(a, b)`` as before. The same as
+        ``ds.set_xindex("network_a").sel(network_a=name)`` for one network, with errors that
+        list what the zoo holds.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> x = np.random.default_rng(0).normal(size=(200, 6))
+    >>> zoo = {"mlp": {"fc1": x, "fc2": np.tanh(x)}, "cnn": {"conv": x[:, :4]}}
+    >>> ds = compare_zoo(zoo, metrics=["cka"])
+    >>> part = select_zoo(ds, network_a="mlp", network_b="cnn")
+    >>> [str(v) for v in part.a.values], [str(v) for v in part.b.values]
+    (['mlp/fc1', 'mlp/fc2'], ['cnn/conv'])
+    >>> select_zoo(ds, network_a="vit")
+    Traceback (most recent call last):
+    ...
+    ValueError: network_a 'vit' is not in the zoo; it holds mlp, cnn
+    """
+    check_zoo(ds)
+    asked = {"network_a": network_a, "layer_a": layer_a, "network_b": network_b,
+             "layer_b": layer_b}
+    keep = {dim: np.ones(ds.sizes[dim], dtype=bool) for dim in SIDES}
+    for dim, coords in SIDES.items():
+        for coord in coords:
+            wanted = asked[coord]
+            if wanted is None:
+                continue
+            names = [wanted] if isinstance(wanted, str) else [str(w) for w in wanted]
+            known = _order(ds[coord].values)
+            unknown = [n for n in names if n not in known]
+            if unknown:
+                raise ValueError(f"{coord} {', '.join(map(repr, unknown))} "
+                                 f"{'is' if len(unknown) == 1 else 'are'} not in the zoo; "
+                                 f"it holds {', '.join(known)}")
+            keep[dim] &= np.isin(ds[coord].values.astype(str), names)
+        if not keep[dim].any():
+            given = ", ".join(f"{c}={asked[c]!r}" for c in coords if asked[c] is not None)
+            raise ValueError(f"no layer of the zoo has {given}")
+    return ds.isel(keep)
+
+
+def _metric(ds: xr.Dataset, metric: str) -> tuple[xr.DataArray, bool]:
+    """The variable ``metric`` of a zoo result and whether larger is more similar."""
+    check_zoo(ds)
+    measure = "cka_rbf" if metric.startswith("cka_rbf_") else metric
+    metrics = [str(v) for v in ds.data_vars if str(v) in MEASURES or
+               str(v).startswith("cka_rbf_")]
+    if metric not in ds.data_vars or measure not in MEASURES:
+        raise ValueError(f"metric {metric!r} is not in the result; its metrics are "
+                         f"{', '.join(metrics) or 'none'}")
+    return ds[metric], MEASURES[measure].similarity
+
+
+def best_matches(ds: xr.Dataset, metric: str = "cka") -> xr.Dataset:
+    """Each layer's best-matching layer in every other network, and its value.
+
+    Parameters
+    ----------
+    ds
+        The Dataset of :func:`compare_zoo`.
+    metric
+        The variable to match by: the largest value for a similarity, the smallest for a
+        distance (``cka_angular``, ``shape_metric``;
+        :attr:`dask_repsim.registry.Measure.similarity`).
+
+    Returns
+    -------
+    xarray.Dataset
+        Over dims ``(a, network_b)``: ``match``, the layer of ``network_b`` that matches layer
+        ``a`` best, and ``<metric>``, its value; ``a`` keeps its coordinates ``network_a`` and
+        ``layer_a``. For a zoo compared with itself a network is not matched with itself:
+        there ``match`` is ``""`` and the value NaN.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> x = np.random.default_rng(0).normal(size=(300, 6))
+    >>> zoo = {"s0": {"fc1": x, "fc2": np.tanh(x[:, :2])}, "s1": {"h": x[:, :2], "g": -x}}
+    >>> best = best_matches(compare_zoo(zoo, metrics=["cka"]), "cka")
+    >>> [str(v) for v in best.match.sel(network_b="s1").values]
+    ['g', 'h', '', '']
+    """
+    values, similarity = _metric(ds, metric)
+    grid4 = unstack_zoo(values.to_dataset())[metric]
+    best = grid4.max("layer_b") if similarity else grid4.min("layer_b")
+    match = (grid4.idxmax if similarity else grid4.idxmin)("layer_b")
+    rows = {c: xr.DataArray(ds[c].values, dims="a") for c in SIDES["a"]}
+    best, match = best.sel(rows), match.sel(rows)
+    if ds.attrs.get("self_comparison"):
+        own = best.network_b == xr.DataArray(ds.network_a.values, dims="a")
+        best, match = best.where(~own), match.where(~own)
+    match = match.fillna("").astype(str)
+    coords = {"a": ds.a.values, **{c: ("a", ds[c].values) for c in SIDES["a"]}}
+    out = xr.Dataset({"match": match.drop_vars(list(SIDES["a"])),
+                      metric: best.drop_vars(list(SIDES["a"]))}).assign_coords(coords)
+    out["match"].attrs = {"long_name": f"layer of network_b best matching a by {metric}"}
+    out[metric].attrs = {**values.attrs, "long_name": f"{metric} of the best match"}
+    out.attrs = {"metric": metric, "best": "largest" if similarity else "smallest"}
+    return out.transpose("a", "network_b")
+
+
+def network_similarity(ds: xr.Dataset, metric: str = "cka",
+                       summary: str = "max") -> xr.DataArray:
+    """Network-by-network similarity: one number per pair of networks.
+
+    Parameters
+    ----------
+    ds
+        The Dataset of :func:`compare_zoo`.
+    metric
+        The variable summarised.
+    summary
+        ``"max"``: the best value over every pair of their layers (the largest for a
+        similarity, the smallest for a distance), as the Platonic Representation Hypothesis
+        paper (Huh et al. 2024) compares models. ``"matched"``: the mean over the layers of
+        the same name (networks of one architecture: seeds, checkpoints); an error names the
+        networks when two share no layer name.
+
+    Returns
+    -------
+    xarray.DataArray
+        Dims ``(network_a, network_b)``, networks in the zoo's order; attrs ``summary`` and
+        ``metric``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> x = np.random.default_rng(0).normal(size=(300, 6))
+    >>> zoo = {"s0": {"fc1": x, "fc2": np.tanh(x)}, "s1": {"fc1": -x, "fc2": x[:, :2]}}
+    >>> ds = compare_zoo(zoo, metrics=["cka"])
+    >>> sim = network_similarity(ds, "cka", summary="matched")
+    >>> sim.dims, round(float(sim.sel(network_a="s0", network_b="s1")), 6) == round(
+    ...     (1 + float(ds.cka.sel(a="s0/fc2", b="s1/fc2"))) / 2, 6)
+    (('network_a', 'network_b'), True)
+    """
+    if summary not in SUMMARIES:
+        raise ValueError(f"summary must be one of {SUMMARIES}, not {summary!r}")
+    values, similarity = _metric(ds, metric)
+    grid4 = unstack_zoo(values.to_dataset())[metric]
+    if summary == "max":
+        layer_dims = ["layer_a", "layer_b"]
+        out = grid4.max(layer_dims) if similarity else grid4.min(layer_dims)
+    else:
+        shared = [n for n in grid4.layer_a.values if n in set(grid4.layer_b.values)]
+        pick = xr.DataArray(shared, dims="layer")
+        same = grid4.sel(layer_a=pick, layer_b=pick)  # (network_a, network_b, layer)
+        counts = same.count("layer")
+        if not (counts > 0).all():
+            net_a, net_b = (str(c[int(i)]) for c, i in zip(
+                (counts.network_a.values, counts.network_b.values),
+                np.argwhere(counts.values == 0)[0], strict=True))
+            raise ValueError(f"networks {net_a!r} and {net_b!r} share no layer name: "
+                             "summary='matched' averages the layers of the same name "
+                             "(networks of one architecture); use summary='max'")
+        out = same.mean("layer")
+    out.name = metric
+    out.attrs = {"metric": metric, "summary": summary,
+                 "long_name": f"{summary} {metric} between networks"}
+    return out
