@@ -1,0 +1,92 @@
+"""The same ``compare`` call timed with this checkout and with an earlier commit, alternately.
+
+Answers "is it slower than before?" with a ratio measured in one run: each repeat runs the call
+once with each code (in its own process, the reference unpacked with ``git archive``), in
+alternating order, on the same stored data; the table gives every time and the ratio of the
+medians. The data are the stores an earlier benchmark kept::
+
+    python benchmarks/ab_release.py --case core     # bench_core's 1,000,000 x (256 + 256) pair
+    python benchmarks/ab_release.py --case conv     # bench_conv's two ResNet-18s at 2,048 images
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+CASES = {
+    "core": ("core_n1000000_p256_c65536", "x.zarr", "y.zarr", "None"),
+    "conv": ("conv_n2048", "a.zarr", "b.zarr", "['cka', 'cka_debiased', 'cka_rbf']"),
+}
+CALL = r'''
+import json, sys, time
+import dask_repsim as dr
+a, b, metrics = sys.argv[1], sys.argv[2], eval(sys.argv[3])
+kw = {} if metrics is None else {"metrics": metrics}
+if metrics and "cka_rbf" in metrics:
+    kw["sigma"] = [0.4, 0.8]
+start = time.perf_counter()
+ds = dr.compare(a, b, **kw)
+ds.load()
+print(json.dumps({"seconds": time.perf_counter() - start, "file": dr.__file__,
+                  "values": {k: ds[k].values.tolist() for k in ds.data_vars}}))
+'''
+
+
+def run(code: Path, a: str, b: str, metrics: str) -> dict:
+    out = subprocess.run([sys.executable, "-c", CALL, a, b, metrics], cwd=code,
+                         env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(code)},
+                         capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--case", choices=list(CASES), required=True)
+    parser.add_argument("--ref", default="22f5476")
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+    folder, xa, xb, metrics = CASES[args.case]
+    data = ROOT / "benchmarks" / "data" / folder
+    a, b = str(data / xa), str(data / xb)
+    with tempfile.TemporaryDirectory() as tmp:
+        old = Path(tmp) / "old"
+        old.mkdir()
+        archive = subprocess.run(["git", "archive", args.ref], cwd=ROOT, capture_output=True,
+                                 check=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(old)], input=archive, check=True)
+        times: dict[str, list[float]] = {"this": [], "ref": []}
+        values = {}
+        for r in range(args.repeat):
+            for side in (("this", "ref") if r % 2 == 0 else ("ref", "this")):
+                result = run(ROOT if side == "this" else old, a, b, metrics)
+                times[side].append(result["seconds"])
+                values[side] = result["values"]
+    diff = max(abs(x - y) for k in values["this"] for x, y in
+               zip(_flat(values["this"][k]), _flat(values["ref"][k]), strict=True))
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                          text=True).stdout.strip()
+    print(f"case {args.case}: dask_repsim.compare on {data}, {args.repeat} alternating repeats")
+    for side, label in (("this", f"this checkout ({head})"), ("ref", f"reference {args.ref}")):
+        print(f"  {label:28s} " + ", ".join(f"{t:.2f}" for t in times[side]) +
+              f" s; median {statistics.median(times[side]):.2f} s")
+    ratio = statistics.median(times["this"]) / statistics.median(times["ref"])
+    print(f"  ratio of medians, this / reference: {ratio:.3f}; largest value difference {diff:.2e}")
+
+
+def _flat(x):
+    if isinstance(x, list):
+        for item in x:
+            yield from _flat(item)
+    else:
+        yield x
+
+
+if __name__ == "__main__":
+    main()
