@@ -510,6 +510,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         $ dask-repsim compare a.zarr/conv3 b.zarr/conv3 -m cka -m svcca \\
               --sample-dims sample,height,width --scheduler tcp://10.0.0.5:8786 --json
 
+    A model zoo (one group per network in one store) compared with itself; the plots are
+    ``zoo_networks.png`` and ``zoo_zoo_cka.png``::
+
+        $ dask-repsim compare runs/zoo.zarr -m cka --summary matched --out zoo.nc --plot zoo.png
+
     From Python:
 
     >>> main(["compare", "does-not-exist.zarr"])  # doctest: +SKIP
