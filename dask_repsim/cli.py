@@ -4,12 +4,18 @@
 
     dask-repsim compare A [B] [--metric M ...] [--sample-dims D ...] [--join inner]
                               [--scheduler ADDRESS] [--out FILE.nc] [--plot FILE.png] [--json]
-                              [--progress] [--debug]
+                              [--summary max|matched] [--progress] [--debug]
 
 ``A`` and ``B`` are Zarr stores (local paths or fsspec URLs; a group gives one layer per array,
 an array one layer) or netCDF files (one layer per data variable). Without ``B``, ``A`` is
 compared with itself. All layers are read in one pass (:func:`dask_repsim.compare`), on local
 threads or, with ``--scheduler``, on a running Dask cluster.
+
+A Zarr group that holds groups and no layer of its own is a model zoo, one group per network
+(as several :func:`dask_repsim.capture_activations` calls write into one store): ``A`` alone is
+then compared with itself, or with the zoo ``B``, every layer of every network against every
+layer of every other (:func:`dask_repsim.compare_zoo`). A zoo and a single network are not
+compared with each other.
 
 User errors (a missing path, an unknown metric, inputs with different numbers of samples) print
 one line ``dask-repsim: error: ...`` on stderr and exit with status 1 (2 for bad arguments);
@@ -20,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import math
 import os
@@ -33,13 +40,16 @@ from typing import Any, NoReturn
 
 import dask
 import xarray as xr
+import zarr
 
 from .exceptions import RepsimWarning
 from .grid import compare
+from .io.inputs import layers_of
 from .io.labels import JOINS
 from .options import JACKKNIFE_GROUPS
 from .registry import DEFAULT_METRICS, MEASURES, PATHS
 from .version import __version__
+from .zoo import SUMMARIES, compare_zoo, network_similarity
 
 PROG = "dask-repsim"
 
@@ -59,11 +69,14 @@ def _parser() -> tuple[_Parser, _Parser]:
         "compare",
         help="similarity of every layer of A with every layer of B",
         description="Similarity of every layer of A with every layer of B, in one pass over "
-        "the data. Prints a table per metric (or JSON with --json).",
+        "the data. Prints a table per metric (or JSON with --json). A Zarr group holding "
+        "groups and no arrays is a model zoo, one group per network: every layer of every "
+        "network is compared with every layer of every other.",
     )
-    cmp.add_argument("a", metavar="A", help="Zarr group/array (path or URL) or netCDF file")
-    cmp.add_argument("b", metavar="B", nargs="?", help="the same for the other network; "
-                     "default: compare A with itself")
+    cmp.add_argument("a", metavar="A", help="Zarr group/array (path or URL) or netCDF file; "
+                     "or a zoo: a Zarr group of network groups")
+    cmp.add_argument("b", metavar="B", nargs="?", help="the same for the other network (the "
+                     "other zoo when A is a zoo); default: compare A with itself")
     cmp.add_argument("--metric", "-m", action="append", metavar="M",
                      help=f"metric to compute, repeatable or comma-separated; one of "
                      f"{', '.join(MEASURES)} (default: {', '.join(DEFAULT_METRICS)})")
@@ -92,9 +105,17 @@ def _parser() -> tuple[_Parser, _Parser]:
     cmp.add_argument("--out", "-o", type=Path, metavar="FILE.nc",
                      help="save the result as netCDF")
     cmp.add_argument("--plot", type=Path, metavar="FILE.png",
-                     help="save a heatmap per metric (needs matplotlib)")
+                     help="save a heatmap per metric (needs matplotlib); for a zoo, "
+                     "FILE_networks.png (the network summaries, a panel per metric) and "
+                     "FILE_zoo_<metric>.png (every layer, a panel per pair of networks)")
     cmp.add_argument("--json", action="store_true",
-                     help="print JSON {metric: {layer_a: {layer_b: value}}, 'n_samples': n}")
+                     help="print JSON {metric: {layer_a: {layer_b: value}}, 'n_samples': n}; "
+                     "for a zoo the layers are 'network/layer' and 'network_similarity' holds "
+                     "{metric: {network_a: {network_b: value}}}")
+    cmp.add_argument("--summary", choices=SUMMARIES, default="max",
+                     help="for a zoo, one number per pair of networks: 'max' (default), the "
+                     "best value over their layer pairs; 'matched', the mean over the layers "
+                     "of the same name (one architecture)")
     cmp.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                      help="show a progress bar on stderr (default: when stderr is a terminal)")
     cmp.add_argument("--debug", action="store_true", help="show tracebacks of errors")
@@ -184,44 +205,85 @@ def _progress(client: Any, show: bool | None) -> Iterator[None]:
             yield
 
 
-def _table(result: xr.Dataset) -> str:
-    rows = [str(v) for v in result.layer_a.values]
-    cols = [str(v) for v in result.layer_b.values]
-    corner = "layer_a \\ layer_b"
+def _grid_lines(grid: xr.DataArray, title: str) -> list[str]:
+    """A 2-D grid as a text table under ``title``: its first dim down, its second across."""
+    dim_a, dim_b = (str(d) for d in grid.dims)
+    rows = [str(v) for v in grid[dim_a].values]
+    cols = [str(v) for v in grid[dim_b].values]
+    corner = f"{dim_a} \\ {dim_b}"
     first = max(len(corner), *(len(r) for r in rows))
     width = max(8, *(len(c) for c in cols))
+    lines = ["", title, f"{corner:<{first}}  " + "  ".join(f"{c:>{width}}" for c in cols)]
+    for row, values in zip(rows, grid.values, strict=True):
+        cells = "  ".join(f"{v:>{width}.4f}" for v in values)
+        lines.append(f"{row:<{first}}  {cells}")
+    return lines
+
+
+def _sides(result: xr.Dataset) -> tuple[str, str]:
+    """The dims of a result's rows and columns: a zoo's ``(a, b)``, else the layers'."""
+    return ("a", "b") if "a" in result.dims else ("layer_a", "layer_b")
+
+
+#: what --summary means, for the titles of the network tables
+SUMMARY_TEXT = {"max": "the best value over their layer pairs",
+                "matched": "the mean over the layers of the same name"}
+
+
+def _table(result: xr.Dataset, networks: dict[str, xr.DataArray] | None = None) -> str:
     lines = [f"n_samples: {result.attrs['n_samples']}"]
     if result.attrs.get("n_samples_omitted"):
         lines[0] += f" ({result.attrs['n_samples_omitted']} with NaN or Inf left out)"
     for metric, grid in result.data_vars.items():
-        grid = grid.transpose("layer_a", "layer_b")
-        lines += ["", f"{metric}: {grid.attrs.get('description', '')}".rstrip(": ")]
-        lines.append(f"{corner:<{first}}  " + "  ".join(f"{c:>{width}}" for c in cols))
-        for row, values in zip(rows, grid.values, strict=True):
-            cells = "  ".join(f"{v:>{width}.4f}" for v in values)
-            lines.append(f"{row:<{first}}  {cells}")
+        title = f"{metric}: {grid.attrs.get('description', '')}".rstrip(": ")
+        lines += _grid_lines(grid.transpose(*_sides(result)), title)
+    for metric, similarity in (networks or {}).items():
+        summary = similarity.attrs["summary"]
+        lines += _grid_lines(similarity, f"{metric} between networks, {summary}: "
+                             f"{SUMMARY_TEXT[summary]}")
     return "\n".join(lines)
 
 
-def _json(result: xr.Dataset) -> str:
-    def number(v: float) -> float | None:
-        return float(v) if math.isfinite(v) else None  # JSON has no NaN
+def _number(v: float) -> float | None:
+    return float(v) if math.isfinite(v) else None  # JSON has no NaN
 
-    out: dict[str, Any] = {}
-    for metric, grid in result.data_vars.items():
-        grid = grid.transpose("layer_a", "layer_b")
-        out[str(metric)] = {
-            str(a): {str(b): number(v) for b, v in zip(grid.layer_b.values, row, strict=True)}
-            for a, row in zip(grid.layer_a.values, grid.values, strict=True)
-        }
+
+def _nested(grid: xr.DataArray) -> dict[str, dict[str, float | None]]:
+    """A 2-D grid as ``{row: {column: value}}``."""
+    dim_a, dim_b = grid.dims
+    return {str(a): {str(b): _number(v) for b, v in zip(grid[dim_b].values, row, strict=True)}
+            for a, row in zip(grid[dim_a].values, grid.values, strict=True)}
+
+
+def _json(result: xr.Dataset, networks: dict[str, xr.DataArray] | None = None) -> str:
+    out: dict[str, Any] = {str(metric): _nested(grid.transpose(*_sides(result)))
+                           for metric, grid in result.data_vars.items()}
     out["n_samples"] = int(result.attrs["n_samples"])
     out["n_samples_omitted"] = int(result.attrs.get("n_samples_omitted", 0))
+    if networks is not None:
+        out["network_similarity"] = {m: _nested(s) for m, s in networks.items()}
+        out["summary"] = next(iter(networks.values())).attrs["summary"]
     return json.dumps(out, indent=2, allow_nan=False)
 
 
-def _plot_figure(result: xr.Dataset) -> Any:
+def _panels(draws: list[Callable[..., Any]], rows: int, cols: int) -> Any:
+    """A Figure with a panel per function (called with ``ax=``), three across, each panel
+    sized for a grid of ``rows`` x ``cols`` cells."""
     from matplotlib.figure import Figure  # not pyplot: no GUI backend, no global state
 
+    ncols = min(len(draws), 3)
+    nrows = math.ceil(len(draws) / ncols)
+    panel = (max(4.0, 0.7 * cols + 2.5), max(3.0, 0.5 * rows + 2.2))
+    fig = Figure(figsize=(panel[0] * ncols, panel[1] * nrows), layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    for ax, draw in zip(axes, draws, strict=False):
+        draw(ax=ax)
+    for ax in axes[len(draws):]:
+        ax.set_axis_off()
+    return fig
+
+
+def _plot_figure(result: xr.Dataset) -> Any:
     from .plot import heatmap
 
     # one panel per metric; p-values or intervals mark its cells
@@ -229,17 +291,43 @@ def _plot_figure(result: xr.Dataset) -> Any:
     mark = "pvalue" if "permutations" in result.attrs else None
     if mark is None and result.attrs.get("interval") == "jackknife":
         mark = "overlap"
-    ncols = min(len(metrics), 3)
-    nrows = math.ceil(len(metrics) / ncols)
-    na, nb = result.sizes["layer_a"], result.sizes["layer_b"]
-    panel = (max(4.0, 0.7 * nb + 2.5), max(3.0, 0.5 * na + 2.2))
-    fig = Figure(figsize=(panel[0] * ncols, panel[1] * nrows), layout="constrained")
-    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
-    for ax, metric in zip(axes, metrics, strict=False):
-        heatmap(result, str(metric), ax=ax, mark=mark)
-    for ax in axes[len(metrics):]:
-        ax.set_axis_off()
-    return fig
+    draws = [functools.partial(heatmap, result, str(metric), mark=mark) for metric in metrics]
+    return _panels(draws, result.sizes["layer_a"], result.sizes["layer_b"])
+
+
+def _networks_figure(networks: dict[str, xr.DataArray]) -> Any:
+    from .plot import network_heatmap
+
+    first = next(iter(networks.values()))
+    return _panels([functools.partial(network_heatmap, s) for s in networks.values()],
+                   *first.shape)
+
+
+def _save_zoo_figure(result: xr.Dataset, metric: str, path: Path, fmt: str) -> None:
+    import matplotlib.pyplot as plt
+
+    from .plot import zoo_heatmap
+
+    fig = zoo_heatmap(result, metric)  # a pyplot figure: closed once written
+    try:
+        fig.savefig(path, format=fmt)
+    finally:
+        plt.close(fig)
+
+
+def _plots(result: xr.Dataset, networks: dict[str, xr.DataArray] | None, plot: Path | None,
+           fmt: str | None) -> list[tuple[Path, Callable[[Path], None]]]:
+    """(file, function writing it to a given path) for every figure ``--plot`` asks for."""
+    if plot is None:
+        return []
+    if networks is None:
+        return [(plot, lambda tmp: _plot_figure(result).savefig(tmp, format=fmt))]
+    files = [(plot.with_name(f"{plot.stem}_networks{plot.suffix}"),
+              lambda tmp: _networks_figure(networks).savefig(tmp, format=fmt))]
+    for metric in networks:
+        files.append((plot.with_name(f"{plot.stem}_zoo_{metric}{plot.suffix}"),
+                      functools.partial(_save_zoo_figure, result, metric, fmt=str(fmt))))
+    return files
 
 
 def _plot_format(path: Path) -> str:
@@ -276,7 +364,8 @@ def _temporary_beside(path: Path) -> Iterator[Path]:
             os.unlink(name)
 
 
-def _save(result: xr.Dataset, out: Path | None, plot: Path | None, fmt: str | None) -> None:
+def _save(result: xr.Dataset, out: Path | None,
+          plots: list[tuple[Path, Callable[[Path], None]]]) -> None:
     """Write every output to a temporary file first, then rename them all into place.
 
     A failure while writing any of them leaves no partial file, and earlier files at those
@@ -288,12 +377,73 @@ def _save(result: xr.Dataset, out: Path | None, plot: Path | None, fmt: str | No
             tmp = stack.enter_context(_temporary_beside(out))
             result.to_netcdf(tmp, mode="w")
             ready.append((tmp, out))
-        if plot is not None:
-            tmp = stack.enter_context(_temporary_beside(plot))
-            _plot_figure(result).savefig(tmp, format=fmt)
-            ready.append((tmp, plot))
+        for final, write in plots:
+            tmp = stack.enter_context(_temporary_beside(final))
+            write(tmp)
+            ready.append((tmp, final))
         for tmp, final in ready:
             os.replace(tmp, final)
+
+
+def _zoo_networks(path: str, storage_options: dict[str, Any]) -> list[str]:
+    """The networks of the zoo store at ``path``: a Zarr group holding groups and no layer of
+    its own (as one network, compare() would find nothing in it). Empty for anything else,
+    which compare() opens, or names in its errors, as one network."""
+    local = "://" not in path
+    if local and not os.path.isdir(path):
+        return []  # a netCDF file, or a missing path
+    kwargs = {"storage_options": storage_options} if storage_options else {}
+    try:
+        group = zarr.open_group(store=os.path.abspath(path) if local else path, mode="r",
+                                **kwargs)
+    except FileNotFoundError:
+        inner = sorted(c for c in os.listdir(path) if any(os.path.exists(
+            os.path.join(path, c, meta)) for meta in ("zarr.json", ".zgroup"))) if local else []
+        if inner:
+            raise FileNotFoundError(
+                f"no zarr group at {path!r}, only the groups {', '.join(inner)} in it: a zoo "
+                f"store needs its root group too (zarr.open_group({path!r}, mode='a') creates "
+                "it)") from None
+        return []
+    except (ValueError, TypeError, KeyError, OSError):
+        return []  # an array: one layer
+    networks = sorted(group.group_keys())
+    if not networks and not any(True for _ in group.array_keys()):
+        raise ValueError(f"the zarr group at {path!r} is empty: it holds no arrays (the layers "
+                         "of a network) and no groups (the networks of a zoo)")
+    try:
+        layers_of(group)
+    except ValueError:
+        return networks  # groups, and no layer
+    return []
+
+
+def _zoo(a: str, b: str | None, storage_options: dict[str, Any]) -> bool:
+    """Whether A (and B) are zoos; an error when one is and the other is not."""
+    zoo_a = _zoo_networks(a, storage_options)
+    zoo_b = zoo_a if b is None else _zoo_networks(b, storage_options)
+    if bool(zoo_a) != bool(zoo_b):
+        path, networks, other = (a, zoo_a, b) if zoo_a else (b, zoo_b, a)
+        if "://" not in other and not os.path.exists(other):
+            raise FileNotFoundError(f"no zarr array or group at {other!r}")
+        raise ValueError(
+            f"{path!r} is a zoo (a zarr group of the network groups {', '.join(networks)}) but "
+            f"{other!r} is one network: compare two zoos, or two networks such as "
+            f"{path.rstrip('/')}/{networks[0]}")
+    return bool(zoo_a)
+
+
+def _options(args: argparse.Namespace, metrics: list[str], sample_dims: list[str] | None,
+             storage_options: dict[str, Any]) -> dict[str, Any]:
+    """The keyword arguments of compare() and compare_zoo() from the command's options."""
+    return dict(
+        metrics=metrics, sample_dims=sample_dims, pool=args.pool, resize=args.resize,
+        spatial_dims=tuple(_split(args.spatial_dims)) or ("height", "width"),
+        nan_policy=args.nan_policy, storage_options=storage_options,
+        interval=args.interval, level=args.level, groups=args.groups,
+        permutations=args.permutations, seed=args.seed, method=args.method, alpha=args.alpha,
+        sigma=args.sigma, rdm=args.rdm, rdm_compare=args.rdm_compare, k=args.k, join=args.join,
+    )
 
 
 def _compare(args: argparse.Namespace, parser: _Parser) -> int:
@@ -304,6 +454,7 @@ def _compare(args: argparse.Namespace, parser: _Parser) -> int:
     sample_dims = _split(args.sample_dims) or None
     options = _storage_options(args.storage_option, parser)
     # everything that can be checked before the (possibly long) computation is checked first
+    zoo = _zoo(args.a, args.b, options)
     _check_parent(args.out)
     _check_parent(args.plot)
     fmt = _plot_format(args.plot) if args.plot is not None else None
@@ -314,31 +465,14 @@ def _compare(args: argparse.Namespace, parser: _Parser) -> int:
 
             client = stack.enter_context(Client(args.scheduler))
         with _progress(client, args.progress):
-            result = compare(
-                args.a,
-                args.b,
-                metrics=metrics,
-                sample_dims=sample_dims,
-                pool=args.pool,
-                resize=args.resize,
-                spatial_dims=tuple(_split(args.spatial_dims)) or ("height", "width"),
-                nan_policy=args.nan_policy,
-                storage_options=options,
-                interval=args.interval,
-                level=args.level,
-                groups=args.groups,
-                permutations=args.permutations,
-                seed=args.seed,
-                method=args.method,
-                alpha=args.alpha,
-                sigma=args.sigma,
-                rdm=args.rdm,
-                rdm_compare=args.rdm_compare,
-                k=args.k,
-                join=args.join,
-            )
-    _save(result, args.out, args.plot, fmt)
-    print(_json(result) if args.json else _table(result))
+            run = compare_zoo if zoo else compare
+            result = run(args.a, args.b, **_options(args, metrics, sample_dims, options))
+    networks = None
+    if zoo:  # one number per pair of networks, for each metric
+        networks = {m: network_similarity(result, m, summary=args.summary)
+                    for m in result.attrs["metrics"].split(", ")}
+    _save(result, args.out, _plots(result, networks, args.plot, fmt))
+    print(_json(result, networks) if args.json else _table(result, networks))
     return 0
 
 
@@ -375,6 +509,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         $ dask-repsim compare a.zarr/conv3 b.zarr/conv3 -m cka -m svcca \\
               --sample-dims sample,height,width --scheduler tcp://10.0.0.5:8786 --json
+
+    A model zoo (one group per network in one store) compared with itself; the plots are
+    ``zoo_networks.png`` and ``zoo_zoo_cka.png``::
+
+        $ dask-repsim compare runs/zoo.zarr -m cka --summary matched --out zoo.nc --plot zoo.png
 
     From Python:
 

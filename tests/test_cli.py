@@ -459,14 +459,15 @@ def test_zarr_url(stores, capsys):
     assert out["cka"]["conv"]["dense"] == pytest.approx(expected, abs=1e-9)
 
 
-def test_group_of_groups_names_them(tmp_path, capsys):
+def test_group_of_empty_groups_is_a_zoo_and_names_them(tmp_path, capsys):
+    """A group of groups and no arrays is read as a zoo; an empty network is named."""
     root = zarr.open_group(tmp_path / "runs.zarr", mode="w")
     root.create_group("net_a")
     root.create_group("net_b")
     assert cli.main(["compare", str(tmp_path / "runs.zarr")]) == 1
     err = capsys.readouterr().err
     assert err.startswith("dask-repsim: error: ") and err.count("\n") == 1
-    assert "net_a, net_b" in err
+    assert "network 'net_a' of the zoo holds no layers" in err
 
 
 def test_repsim_warning_shown_once_as_one_line(tmp_path, capsys):
@@ -495,3 +496,206 @@ def test_help_and_version(capsys):
     assert capsys.readouterr().out.strip() == f"dask-repsim {dask_repsim.__version__}"
     assert cli.main(["compare", "--help"]) == 0
     assert "--sample-dims" in capsys.readouterr().out
+
+
+# --- model zoos: a store of network groups --------------------------------------------------
+
+
+def _write_zoo(path: Path, networks: dict[str, dict[str, np.ndarray]]) -> None:
+    """A zoo store: its root group, then one group per network, one array per layer."""
+    zarr.open_group(path, mode="a")
+    for net, layers in networks.items():
+        for name, values in layers.items():
+            write_zarr(path / net, name, values, (50,) + values.shape[1:])
+
+
+@pytest.fixture(scope="module")
+def zoo(tmp_path_factory):
+    """Three small networks in one store (two of one architecture, one with a third layer),
+    and a second store of two networks."""
+    root = tmp_path_factory.mktemp("zoo")
+    rng = np.random.default_rng(11)
+    x = rng.normal(size=(N, 6))
+
+    def network(seed: int, layers: int) -> dict[str, np.ndarray]:
+        own = np.random.default_rng(seed)
+        h, out = x, {}
+        for i in range(1, layers + 1):
+            h = out[f"fc{i}"] = np.tanh(h @ own.normal(size=(h.shape[1], 5)) / 2)
+        return out
+
+    networks = {"net0": network(0, 2), "net1": network(1, 2), "net2": network(2, 3)}
+    other = {"s5": network(5, 2), "s6": network(6, 1)}
+    _write_zoo(root / "zoo.zarr", networks)
+    _write_zoo(root / "other.zarr", other)
+    return root, networks, other
+
+
+def _image(path: Path) -> np.ndarray:
+    assert path.read_bytes()[:8] == PNG_SIGNATURE, path
+    image = matplotlib.image.imread(path)
+    assert image.ndim == 3 and image.shape[2] in (3, 4), path
+    assert image[..., :3].std() > 0.05, path  # something is drawn
+    return image
+
+
+def test_zoo_store_writes_netcdf_tables_and_plots(zoo):
+    root, networks, _ = zoo
+    proc = run_cli("compare", "zoo.zarr", "-m", "cka", "-m", "procrustes", "--out", "zoo.nc",
+                   "--plot", "zoo.png", cwd=root)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == ""
+
+    with xr.open_dataset(root / "zoo.nc") as saved:
+        saved = saved.load()
+    direct = dask_repsim.compare_zoo(str(root / "zoo.zarr"), metrics=["cka", "procrustes"])
+    labels = [f"{n}/{layer}" for n, layers in networks.items() for layer in layers]
+    assert list(saved.a.values) == labels and list(saved.b.values) == labels
+    assert list(saved.network_b.values) == [label.split("/")[0] for label in labels]
+    assert saved.attrs["self_comparison"] == 1 and saved.attrs["n_samples"] == N
+    for metric in ("cka", "procrustes"):
+        assert saved[metric].dims == ("a", "b")
+        np.testing.assert_allclose(saved[metric].values, direct[metric].values, rtol=0,
+                                   atol=1e-12)
+    # independently of compare_zoo: a cell across two networks
+    got = float(saved.cka.sel(a="net0/fc2", b="net2/fc3"))
+    assert got == pytest.approx(ref_cka(networks["net0"]["fc2"], networks["net2"]["fc3"]),
+                                abs=1e-12)
+
+    # the table: every layer, then one number per pair of networks (summary "max")
+    lines = proc.stdout.splitlines()
+    assert lines[0] == f"n_samples: {N}"
+    start = lines.index(next(line for line in lines if line.startswith("cka:")))
+    assert lines[start + 1].split()[:3] == ["a", "\\", "b"]
+    assert lines[start + 1].split()[3:] == labels
+    row = lines[start + 2 + labels.index("net1/fc2")].split()
+    assert row[0] == "net1/fc2"
+    np.testing.assert_allclose([float(v) for v in row[1:]],
+                               saved.cka.sel(a="net1/fc2").values, atol=5e-5)
+    summary = dask_repsim.network_similarity(direct, "cka", summary="max")
+    start = lines.index("cka between networks, max: the best value over their layer pairs")
+    assert lines[start + 1].split()[-3:] == ["net0", "net1", "net2"]
+    for k, net in enumerate(("net0", "net1", "net2")):
+        row = lines[start + 2 + k].split()
+        assert row[0] == net
+        np.testing.assert_allclose([float(v) for v in row[1:]],
+                                   summary.sel(network_a=net).values, atol=5e-5)
+
+    # the figures: the network summaries (a panel per metric), every layer per metric
+    networks_png = _image(root / "zoo_networks.png")
+    assert networks_png.shape[1] > networks_png.shape[0] > 200  # two panels side by side
+    for metric in ("cka", "procrustes"):
+        layers_png = _image(root / f"zoo_zoo_{metric}.png")
+        assert min(layers_png.shape[:2]) > 300
+    assert not (root / "zoo.png").exists()
+    assert not [p.name for p in root.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_two_zoos_as_json_matched_summary(zoo, capsys):
+    """A zoo against another zoo: rows are the first's layers, columns the other's."""
+    root, networks, other = zoo
+    a, b = str(root / "zoo.zarr"), str(root / "other.zarr")
+    code = cli.main(["compare", a, b, "-m", "cka", "--json", "--summary", "matched"])
+    assert code == 0, capsys.readouterr().err
+    out = json.loads(capsys.readouterr().out)
+    assert set(out) == {"cka", "n_samples", "n_samples_omitted", "network_similarity",
+                        "summary"}
+    assert out["summary"] == "matched" and out["n_samples"] == N
+    direct = dask_repsim.compare_zoo(a, b, metrics=["cka"])
+    assert list(out["cka"]) == [str(v) for v in direct.a.values]
+    assert list(out["cka"]["net2/fc3"]) == ["s5/fc1", "s5/fc2", "s6/fc1"]
+    for label_a, row in out["cka"].items():
+        for label_b, value in row.items():
+            assert value == pytest.approx(float(direct.cka.sel(a=label_a, b=label_b)),
+                                          abs=1e-12)
+    assert out["cka"]["net1/fc1"]["s6/fc1"] == pytest.approx(
+        ref_cka(networks["net1"]["fc1"], other["s6"]["fc1"]), abs=1e-12)
+    # matched: the mean over the layers of the same name (s6 has fc1 only)
+    matched = out["network_similarity"]["cka"]
+    assert list(matched) == ["net0", "net1", "net2"] and list(matched["net0"]) == ["s5", "s6"]
+    assert matched["net2"]["s6"] == pytest.approx(out["cka"]["net2/fc1"]["s6/fc1"], abs=1e-12)
+    assert matched["net0"]["s5"] == pytest.approx(
+        (out["cka"]["net0/fc1"]["s5/fc1"] + out["cka"]["net0/fc2"]["s5/fc2"]) / 2, abs=1e-12)
+
+
+def test_zoo_passes_the_compare_options(zoo, tmp_path, capsys):
+    root, _, _ = zoo
+    out = tmp_path / "zoo.nc"
+    code = cli.main(["compare", (root / "zoo.zarr").as_uri(), "-m", "cka,mean_cca",
+                     "--method", "covariance", "--interval", "jackknife", "--groups", "6",
+                     "--permutations", "9", "--seed", "3", "--out", str(out)])
+    assert code == 0, capsys.readouterr().err
+    with xr.open_dataset(out) as saved:
+        saved = saved.load()
+    direct = dask_repsim.compare_zoo(
+        str(root / "zoo.zarr"), metrics=["cka", "mean_cca"], method="covariance",
+        interval="jackknife", groups=6, permutations=9, seed=3)
+    assert saved.attrs["method"] == "covariance" and saved.attrs["permutations"] == 9
+    for name in direct.data_vars:
+        np.testing.assert_allclose(saved[name].values, direct[name].values, rtol=0,
+                                   atol=1e-12, err_msg=str(name))
+    assert cli.main(["compare", str(root / "zoo.zarr"), "-m", "cka", "--method", "qr"]) == 1
+    assert "method='qr'" in capsys.readouterr().err
+
+
+def test_network_with_groups_stays_a_network(tmp_path, capsys):
+    """A group holding arrays is one network, as before, even with groups beside them."""
+    rng = np.random.default_rng(2)
+    x, y = rng.normal(size=(60, 4)), rng.normal(size=(60, 3))
+    write_zarr(tmp_path / "net.zarr", "fc1", x, (30, 4))
+    write_zarr(tmp_path / "net.zarr", "fc2", y, (30, 3))
+    write_zarr(tmp_path / "net.zarr" / "extra", "other", y, (30, 3))
+    assert cli.main(["compare", str(tmp_path / "net.zarr"), "-m", "cka", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert list(out["cka"]) == ["fc1", "fc2"] and "network_similarity" not in out
+    assert out["cka"]["fc1"]["fc2"] == pytest.approx(ref_cka(x, y), abs=1e-12)
+
+
+@pytest.fixture(scope="module")
+def bad_zoos(zoo):
+    root, _, _ = zoo
+    zarr.open_group(root / "empty.zarr", mode="w")
+    write_zarr(root / "noroot.zarr" / "net0", "fc1", np.zeros((N, 2)), (50, 2))
+    _write_zoo(root / "apart.zarr", {"mlp": {"fc1": np.eye(N)[:, :3]},
+                                     "vit": {"block": np.eye(N)[:, 3:6]}})
+    return root
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["empty.zarr"], "is empty: it holds no arrays (the layers of a network) and no groups"),
+        (["zoo.zarr", "zoo.zarr/net0"], "'zoo.zarr' is a zoo (a zarr group of the network "
+         "groups net0, net1, net2) but 'zoo.zarr/net0' is one network"),
+        (["zoo.zarr/net0", "other.zarr"], "'other.zarr' is a zoo"),
+        (["noroot.zarr"], "a zoo store needs its root group too"),
+        (["zoo.zarr", "missing.zarr"], "no zarr array or group at 'missing.zarr'"),
+        (["apart.zarr", "--summary", "matched"], "networks 'mlp' and 'vit' share no layer name"),
+    ],
+    ids=["empty-store", "zoo-and-network", "network-and-zoo", "no-root-group",
+         "zoo-and-missing", "matched-without-shared-names"],
+)
+def test_zoo_errors_are_one_line(bad_zoos, args, message):
+    root = bad_zoos
+    proc = run_cli("compare", *args, "-m", "cka", "--out", "failed.nc", "--plot", "failed.png",
+                   cwd=root)
+    assert proc.returncode == 1, proc.stderr
+    lines = error_lines(proc.stderr)
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("dask-repsim: error: ")
+    assert message in lines[0]
+    assert proc.stdout == ""
+    assert not [p.name for p in root.iterdir() if p.name.startswith("failed")]
+
+
+def test_zoo_checked_before_computing(zoo, monkeypatch, capsys):
+    root, _, _ = zoo
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("computed before checking the inputs")
+
+    monkeypatch.setattr(cli, "compare", must_not_run)
+    monkeypatch.setattr(cli, "compare_zoo", must_not_run)
+    code = cli.main(["compare", str(root / "zoo.zarr"), str(root / "zoo.zarr" / "net0")])
+    assert code == 1
+    assert "is one network" in capsys.readouterr().err

@@ -25,7 +25,7 @@ QUICK_ARGUMENTS = {
 }
 #: the order of the gallery; scripts not named come after these, by name
 ORDER = ["quickstart", "heatmap", "convergent_learning", "layer_identification",
-         "width_and_labels"]
+         "width_and_labels", "model_zoo"]
 
 #: where each script writes, relative to the staging folder (sphinx-gallery runs a script in
 #: the folder that holds it)
