@@ -25,7 +25,14 @@ from .pairwise.units import cluster_units, match_units, sparse_prediction, unit_
 from .registry import DEFAULT_METRICS, MEASURES, PATHS
 from .results import CCAResult, Estimate
 from .version import __version__
-from .zoo import best_matches, compare_zoo, network_similarity, select_zoo, unstack_zoo
+from .zoo import (
+    best_matches,
+    compare_zoo,
+    grow_zoo,
+    network_similarity,
+    select_zoo,
+    unstack_zoo,
+)
 
 #: metric name -> what it is (the measure registry, :data:`dask_repsim.registry.MEASURES`)
 METRICS = MEASURES
@@ -51,6 +58,7 @@ __all__ = [
     "best_matches",
     "compare",
     "compare_zoo",
+    "grow_zoo",
     "hsic",
     "linear_regression",
     "match_units",

@@ -15,17 +15,22 @@ and layer of each as coordinates; :func:`unstack_zoo`, :func:`select_zoo`,
 
 from __future__ import annotations
 
+import json
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import xarray as xr
 
 from . import grid, runners
 from .io.gather import grid_layers
-from .io.inputs import networks_of
-from .options import Options, SampleDims
-from .registry import DEFAULT_METRICS, MEASURES
+from .io.inputs import networks_of, open_input
+from .io.labels import align_samples, sample_index
+from .options import Options, SampleDims, reject_unused
+from .paths.gram import store as kept
+from .registry import DEFAULT_METRICS, MEASURES, path_functions
+from .results import Cell
 
 #: the coordinates of each side of a zoo's result, by dim
 SIDES = {"a": ("network_a", "layer_a"), "b": ("network_b", "layer_b")}
@@ -62,6 +67,7 @@ def compare_zoo(
     batch_size: int | None = None, alpha: float | None = None,
     sigma: float | Sequence[float] | None = None, rdm: str | None = None,
     rdm_compare: str | None = None, k: int | None = None, join: str = "exact",
+    gram_store: Any = None,
 ) -> xr.Dataset:
     """Every layer of every network of ``zoo`` against every layer of every network of
     ``other`` (the zoo itself when ``None``), as one grid: each layer's statistics once.
@@ -82,6 +88,19 @@ def compare_zoo(
 level, groups, permutations, seed, method, batch_size, alpha, sigma, rdm, rdm_compare, k, join
         As for :func:`compare`, for the grid of all the zoo's layers: samples are paired by
         label across every network, ``method="auto"`` picks one path for the zoo as a whole.
+    gram_store
+        A Zarr group (a path or URL, created when missing, a group or a store object) that
+        keeps each layer's centred Gram matrix (float64, n x n, ``8 n^2`` bytes per layer)
+        under its ``"network/layer"`` label, written as the Gram path forms it. Layers whose
+        Gram matrix the store already holds, formed from the same data (the same samples,
+        width, dtype and values of the first and last samples), are read from it instead of
+        their activations; one formed from other data is formed again and replaced, with a
+        :class:`~dask_repsim.RepsimWarning`. Only ``cka`` and ``cka_debiased`` (functions of
+        the linear Gram matrices), on ``method="gram"`` (or ``"auto"``). The result's attrs
+        ``gram_store`` (the path or URL given, else the store's description),
+        ``gram_digests`` (each layer's fingerprint), ``gram_formed`` and ``gram_read`` (the
+        layers whose matrices were formed, and read from the store) let :func:`grow_zoo` add
+        networks later. See :mod:`dask_repsim.paths.gram.store`.
 
     Returns
     -------
@@ -130,17 +149,34 @@ level, groups, permutations, seed, method, batch_size, alpha, sigma, rdm, rdm_co
     parameters = {"alpha": alpha, "sigma": sigma, "rdm": rdm, "rdm_compare": rdm_compare,
                   "k": k}
     outputs = runners.plan_outputs(metrics, parameters)
+    if gram_store is not None:
+        kept.check_metrics([m for _, m, _ in outputs], method)
     side_a = networks_of(zoo, "zoo", storage_options)
     same = other is None or other is zoo
     side_b = side_a if same else networks_of(other, "other zoo", storage_options)
+    flat_a, flat_b = _flat(side_a, "zoo"), None if same else _flat(side_b, "other zoo")
     names_a, names_b, layers, rows, cols = grid_layers(
-        _flat(side_a, "zoo"), None if same else _flat(side_b, "other zoo"),
-        sample_dims=sample_dims, pool=pool, resize=resize, spatial_dims=spatial_dims,
-        storage_options=storage_options, join=join)
-    cells, path, run_attrs = grid.run_grid(outputs, layers, rows, cols, options, method=method,
-                                           batch_size=batch_size, parameters=parameters,
-                                           mirror=same)
-    ds = grid.build_dataset(cells, outputs, names_a, names_b, path, run_attrs, options)
+        flat_a, flat_b, sample_dims=sample_dims, pool=pool, resize=resize,
+        spatial_dims=spatial_dims, storage_options=storage_options, join=join)
+    if gram_store is None:
+        cells, path, run_attrs = grid.run_grid(outputs, layers, rows, cols, options,
+                                               method=method, batch_size=batch_size,
+                                               parameters=parameters, mirror=same)
+    else:
+        samples = _sample_ids([*flat_a.items(), *(flat_b or {}).items()], sample_dims,
+                              storage_options, join)
+        cells, path, run_attrs = _store_grid(
+            outputs, layers, [names_a, names_b], [rows, cols], options, batch_size=batch_size,
+            store=kept.GramStore(gram_store, storage_options), samples=samples, mirror=same)
+    return _zoo_dataset(cells, outputs, (side_a, side_b), (names_a, names_b), path, run_attrs,
+                        options, same)
+
+
+def _zoo_dataset(cells, outputs, sides, names, path, run_attrs, options, same) -> xr.Dataset:
+    """The Dataset of a zoo's cells: :func:`grid.build_dataset` over dims ``(a, b)``, with
+    the network and layer of each side as coordinates."""
+    side_a, side_b = sides
+    ds = grid.build_dataset(cells, outputs, *names, path, run_attrs, options)
     ds = ds.rename(layer_a="a", layer_b="b")
     coords = {}
     for dim, networks in (("a", side_a), ("b", side_b)):
@@ -152,6 +188,207 @@ level, groups, permutations, seed, method, batch_size, alpha, sigma, rdm, rdm_co
     ds.attrs.update(networks_a=", ".join(side_a), networks_b=", ".join(side_b),
                     self_comparison=int(same))
     return ds
+
+
+def _sample_ids(named: Sequence[tuple[str, Any]], sample_dims: SampleDims,
+                storage_options: Mapping[str, Any] | None, join: str) -> list[str] | None:
+    """The sample labels (as strings) the layers of ``named`` are compared on, paired by label
+    as :func:`~dask_repsim.io.gather.grid_layers` pairs them; ``None`` when none has labels."""
+    opened = [(name, open_input(value, name, storage_options)) for name, value in named]
+    for (name, _), value in zip(opened, align_samples(opened, sample_dims, join), strict=True):
+        found = sample_index(value, sample_dims, name)
+        if found is not None:
+            return [str(label) for label in found[1]]
+    return None
+
+
+def _aligned_to(flat: Mapping[str, Any], samples: list[str] | None, sample_dims: SampleDims,
+                storage_options: Mapping[str, Any] | None, join: str) -> dict[str, Any]:
+    """The layers of ``flat`` with their samples in the order of ``samples`` (the labels of a
+    Gram store's matrices): labelled layers are selected by label (``join="exact"``: they
+    must hold those samples and no other), unlabelled ones taken by position."""
+    out = {}
+    for name, value in flat.items():
+        value = open_input(value, name, storage_options)
+        found = None if samples is None else sample_index(value, sample_dims, name)
+        if found is not None:
+            dim, index = found
+            have = pd.Index([str(label) for label in index])
+            where = have.get_indexer(samples)
+            missing = [s for s, w in zip(samples, where, strict=True) if w < 0]
+            if missing or (join == "exact" and len(have) != len(samples)):
+                raise ValueError(
+                    f"{name} holds other samples than the zoo's Gram matrices "
+                    f"({len(have)} labels, {len(missing)} of the zoo's {len(samples)} missing"
+                    + (f", first: {missing[0]!r}" if missing else "") + "); a zoo grows by "
+                    "networks that saw its samples" + ("" if missing else
+                                                       " (join='inner' drops the others)"))
+            if len(have) != len(samples) or not (where == np.arange(len(samples))).all():
+                value = value.isel({dim: where})
+        out[name] = value
+    return out
+
+
+def _store_grid(outputs, layers, names, sides, options, *, batch_size, store, samples,
+                mirror, todo=None) -> tuple[runners.Cells, str, dict[str, Any]]:
+    """The cells of a zoo's grid through a Gram store
+    (:func:`dask_repsim.paths.gram.store.store_cells`), mirrored when the zoo is compared with
+    itself: the cells, the path and the run's attrs (``gram_digests``: each label's Gram
+    fingerprint, as JSON). ``layers[u]`` is ``None`` for a layer read from the store alone."""
+    measures = [m for _, m, _ in outputs]
+    if batch_size is not None:
+        raise ValueError("batch_size= applies to method='minibatch' only, not to gram_store=")
+    reject_unused("gram", options, measures=measures)
+    rows, cols = sides
+    keys: list[list[str]] = [[] for _ in layers]
+    owner: dict[str, int] = {}
+    for label, u in zip([*names[0], *names[1]], [*rows, *cols], strict=True):
+        if owner.setdefault(label, u) != u:
+            raise ValueError(f"two different layers are both called {label!r}; a Gram store "
+                             "keeps one matrix per network/layer label: rename a network")
+        if label not in keys[u]:
+            keys[u].append(label)
+    if mirror and todo is None:
+        todo = runners.symmetric_cells(measures, rows, cols)
+    cells, attrs, digests = kept.store_cells(path_functions("gram", measures), layers, keys,
+                                             rows, cols, store, samples=samples, todo=todo)
+    if mirror:
+        cells = runners.mirror(cells, attrs, measures)
+    attrs["gram_digests"] = json.dumps(digests)
+    return cells, "gram", attrs
+
+
+def grow_zoo(
+    result: xr.Dataset, networks: Any, *, gram_store: Any = None,
+    sample_dims: SampleDims = None, pool: str | None = None, resize: bool = False,
+    spatial_dims: Sequence[Hashable] = ("height", "width"),
+    storage_options: Mapping[str, Any] | None = None, join: str = "exact",
+) -> xr.Dataset:
+    """A zoo's result grown by new networks: only the cells that involve a new network are
+    computed, the old networks' layers from their Gram matrices in the Gram store.
+
+    Parameters
+    ----------
+    result
+        The Dataset of ``compare_zoo(zoo, gram_store=...)`` (a zoo compared with itself, its
+        Gram matrices kept), or of an earlier ``grow_zoo``.
+    networks
+        The new networks: a zoo in any form :func:`compare_zoo` takes; none may have the name
+        of a network of ``result``.
+    gram_store
+        The Gram store the result's matrices are in (default: the ``gram_store`` attr of
+        ``result``, the path or URL it was given). The new networks' Gram matrices are written
+        there too, so the zoo can grow again.
+    sample_dims, pool, resize, spatial_dims, storage_options, join
+        As for :func:`compare_zoo`, for the new networks: give those the zoo was compared
+        with. Their samples are paired with the stored matrices' by label (those stored with
+        labels; ``join="inner"`` lets a new network hold more samples, the others dropped),
+        else by position.
+
+    Returns
+    -------
+    xarray.Dataset
+        What ``compare_zoo`` of the old and new networks together gives (the old networks
+        first), its old cells copied from ``result``; attrs those of ``result``, with the new
+        networks in ``networks_a``, ``networks_b`` and ``grown_by``, their fingerprints added
+        to ``gram_digests``, and this run's ``gram_formed`` (the new layers' matrices formed)
+        and ``gram_read`` (those read from the store: the old layers').
+
+    Notes
+    -----
+    None of the old networks' activations is read: each cell of a new layer with an old one is
+    summed from the two stored n x n matrices, read by row blocks within the memory budget.
+    Cost: the new networks' Gram matrices (``n^2 p`` each layer), and ``8 n^2`` bytes read per
+    layer of the zoo. The old layers' matrices must be those ``result`` was computed from (their
+    fingerprints, ``attrs["gram_digests"]``); a store whose matrix was replaced since (by a
+    ``compare_zoo`` of changed data) is an error.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> x = rng.normal(size=(100, 40))
+    >>> zoo = {"s0": {"fc": x, "relu": np.maximum(x, 0)}, "s1": {"fc": x[:, ::-1]}}
+    >>> store = os.path.join(tempfile.mkdtemp(), "grams.zarr")
+    >>> ds = compare_zoo(zoo, metrics=["cka"], gram_store=store)
+    >>> s2 = {"fc": np.tanh(x), "out": x[:, :5]}
+    >>> grown = grow_zoo(ds, {"s2": s2})  # reads none of the old networks' activations
+    >>> [str(v) for v in grown.a.values]
+    ['s0/fc', 's0/relu', 's1/fc', 's2/fc', 's2/out']
+    >>> full = compare_zoo({**zoo, "s2": s2}, metrics=["cka"])
+    >>> bool(abs(grown.cka - full.cka).max() < 1e-12), grown.attrs["grown_by"]
+    (True, 's2')
+    """
+    check_zoo(result)
+    digests, store, outputs = _growing(result, gram_store, storage_options)
+    old = [str(v) for v in result.a.values]
+    infos = [store.info(label) for label in old]
+    for label, info in zip(old, infos, strict=True):
+        if info is None or info["fingerprint"] != digests.get(label):
+            raise ValueError(
+                f"the Gram store at {store.location} " + ("holds no Gram matrix of "
+                f"{label!r}" if info is None else f"holds a Gram matrix of {label!r} formed "
+                "from other data than this result's (the store was written since)")
+                + "; compare the whole zoo again with compare_zoo(..., gram_store=...)")
+    samples = infos[0]["samples"]
+    if any(info["samples"] != samples for info in infos):
+        raise ValueError(f"the Gram matrices of {', '.join(old)} in the Gram store at "
+                         f"{store.location} are over different samples")
+    olds = {net: dict.fromkeys(_order(result.layer_a.values[result.network_a.values == net]))
+            for net in _order(result.network_a.values)}
+    new = networks_of(networks, "new networks", storage_options)
+    clash = [net for net in new if net in olds]
+    if clash:
+        raise ValueError(f"the zoo already holds the networks {', '.join(clash)}; give the new "
+                         "networks other names")
+    flat = _aligned_to(_flat(new, "new networks"), samples, sample_dims, storage_options, join)
+    names, _, layers, rows, _ = grid_layers(
+        flat, None, sample_dims=sample_dims, pool=pool, resize=resize,
+        spatial_dims=spatial_dims, storage_options=storage_options, join=join)
+    start = len(old)
+    positions = [*range(start), *(start + u for u in rows)]
+    todo = [(i, j) for i in range(len(positions)) for j in range(max(i, start), len(positions))]
+    cells, path, attrs = _store_grid(
+        outputs, [None] * start + layers, [old + names, old + names], [positions, positions],
+        Options(), batch_size=None, store=store, samples=samples, mirror=True, todo=todo)
+    for m, (name, _, _) in enumerate(outputs):
+        values = result[name].values
+        for i in range(start):
+            for j in range(start):
+                cells[m, i, j] = Cell(float(values[i, j]),
+                                      fields={"method": "gram", "approximate": None})
+    kept_attrs = {k: v for k, v in result.attrs.items()
+                  if k not in ("dask_repsim_version", "metrics", "method", "tile_rows",
+                               "n_tiles")}
+    grown = ", ".join(filter(None, [result.attrs.get("grown_by", ""), *new]))
+    kept_attrs.update(attrs)  # this run's: the matrices formed and read, its tiles
+    kept_attrs.update(grown_by=grown, gram_digests=json.dumps(
+        {**digests, **json.loads(attrs["gram_digests"])}))
+    side = {**olds, **new}
+    return _zoo_dataset(cells, outputs, (side, side), (old + names, old + names), path,
+                        kept_attrs, Options(), True)
+
+
+def _growing(result: xr.Dataset, gram_store: Any, storage_options: Mapping[str, Any] | None,
+             ) -> tuple[dict[str, str], Any, list]:
+    """What a zoo's result grows from: its layers' Gram fingerprints, the Gram store and the
+    outputs (its metrics); an error when it cannot grow."""
+    if not result.attrs.get("self_comparison"):
+        raise ValueError("grow_zoo grows a zoo compared with itself (compare_zoo(zoo, "
+                         "gram_store=...)); this result compares two zoos")
+    if list(result.a.values) != list(result.b.values):
+        raise ValueError("grow_zoo grows the whole result of a zoo compared with itself (the "
+                         "same layers along a and b), not a selection of it")
+    if "gram_digests" not in result.attrs:
+        raise ValueError("this result was computed without gram_store=, so no Gram matrices "
+                         "were kept to grow it from; compare the zoo with "
+                         "compare_zoo(zoo, metrics=..., gram_store=path) first")
+    where = result.attrs.get("gram_store") if gram_store is None else gram_store
+    metrics = [m.strip() for m in str(result.attrs["metrics"]).split(",")]
+    kept.check_metrics(metrics, "gram")
+    return (json.loads(result.attrs["gram_digests"]), kept.GramStore(where, storage_options),
+            runners.plan_outputs(metrics, {}))
 
 
 def check_zoo(ds: Any) -> xr.Dataset:

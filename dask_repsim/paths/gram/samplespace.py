@@ -147,25 +147,30 @@ def whole_plan(n: int, widths: Sequence[int], itemsize: int, budget: int, thread
     return None
 
 
-def _unit_grams(units: Sequence[Unit], readers, n: int) -> list[np.ndarray]:
+def _unit_grams(units: Sequence[Unit], readers, n: int, keep=None) -> list[np.ndarray]:
     """The (partial) Gram matrix of every unit of a bin, over all n samples, each unit's
     columns shifted by their means over the layer's first stored chunk (see
-    :func:`first_chunk_means`; the rows are at hand, so no pass reads that chunk again)."""
+    :func:`first_chunk_means`; the rows are at hand, so no pass reads that chunk again); the
+    rows read are shown to ``keep`` (see :func:`grid_sums`)."""
     buffer = np.empty(max(readers[u.layer].nbytes(0, n, u.cols) for u in units), np.uint8)
     out = []
     for u in units:
         reader = readers[u.layer]
         x = reader.rows(0, n, buffer, u.cols)
+        if keep is not None:
+            keep.rows(u.layer, 0, x, u.cols)
         out.append(reader.gram(x, None, x[:reader.edges[1]].mean(axis=0, dtype=np.float64))[0])
     return out
 
 
-def _layer_gram(tile: Tile, partials: Sequence[np.ndarray], layer: int, store):
+def _layer_gram(tile: Tile, partials: Sequence[np.ndarray], layer: int, store, keep=None):
     """A layer's whole Gram matrix, the sum of its units', and, with a ``store``, the first
-    histogram of its saved squared distances."""
+    histogram of its saved squared distances; ``keep`` (see :func:`grid_sums`) is given it."""
     g = partials[0] if len(partials) == 1 else partials[0] + partials[1]
     for p in partials[2:]:
         g += p
+    if keep is not None:
+        keep.whole(layer, g)
     if store is None:
         return g, None
     norms = np.diagonal(g).copy()
@@ -178,29 +183,39 @@ def _whole_sums(tile: Tile, done, pairs) -> TileSums:
     return out
 
 
-def _whole(tile: Tile, plan: Sequence[Sequence[Unit]], readers, pairs, store) -> TileSums:
+def _whole(tile: Tile, plan: Sequence[Sequence[Unit]], readers, pairs, store,
+           keep=None) -> TileSums:
     """The sums of the single tile of all samples: a task per bin of units, one per layer
     adding its units' Gram matrices, one for the sums."""
     of_layer: dict[int, list] = {}
     for units in plan:
         grams = dask.delayed(_unit_grams, pure=False, nout=len(units))(units, readers,
-                                                                     tile.rows[1])
+                                                                     tile.rows[1], keep)
         for k, u in enumerate(units):
             of_layer.setdefault(u.layer, []).append(grams[k])
-    done = [dask.delayed(_layer_gram, pure=False)(tile, of_layer[layer], layer, store)
+    done = [dask.delayed(_layer_gram, pure=False)(tile, of_layer[layer], layer, store, keep)
             for layer in range(len(readers))]
     return compute(dask.delayed(_whole_sums, pure=False)(tile, done, pairs))[0]
 
 
 def grid_sums(layers: Sequence[Layer], pairs: Sequence[tuple[int, int]], *,
               sigmas: Sequence[float] = (), seed: int = 0, rows: int | None = None,
-              ) -> tuple[dict, dict]:
+              keep: Any = None) -> tuple[dict, dict]:
     """Every pair's Gram sums, linear and (with ``sigmas``) RBF, from each layer's tiles once.
 
     Returns ``(sums, attrs)``: ``sums[(kernel, a, b)]`` is the :class:`GramSums` of layers a and
     b for kernel 0 (linear) or 1 + s (RBF at ``sigmas[s]``); attrs describe the run. ``rows``:
     samples per row block (default: from the memory budget, one block when it holds every
     layer's whole Gram matrix).
+
+    ``keep``: where each layer's Gram matrix goes as it is formed (a Gram store,
+    :class:`dask_repsim.paths.gram.store.Keep`): in one row block its ``whole(layer, g)`` is
+    given the whole matrix in the task that summed it; with several, ``block(layer, tile, g)``
+    each tile's block (the scratch directory is ``keep.scratch`` by then), and
+    ``finish(tiles, row_sums)`` assembles them once the sums are checked. Every row block read
+    is shown to its ``rows(layer, start, x, cols)`` (rows ``start:start + len(x)``, columns
+    ``cols``, ``None`` for all), from which it may keep what it needs (a fingerprint of the
+    data) without reading again.
     """
     n = check_sample_counts([x.name for x in layers], [x.data.shape[0] for x in layers])
     widths = [int(x.data.shape[1]) for x in layers]
@@ -241,31 +256,40 @@ def grid_sums(layers: Sequence[Layer], pairs: Sequence[tuple[int, int]], *,
                     x.data.shape[0] * w * np.dtype(x.data.dtype).itemsize
                     for x, w in zip(layers, widths, strict=True)) if copy else 0,
                 "squared distances for RBF CKA": 8 * n * (n + rows) // 2 * len(layers)
-                if sigmas else 0}
+                if sigmas else 0,
+                "Gram tiles for the Gram store": 8 * n * (n + rows) // 2 * len(layers)
+                if keep is not None and plan is None else 0}
         if sum(need.values()):
             store.require(sum(need.values()), " and ".join(k for k, v in need.items() if v))
+        if keep is not None:
+            keep.scratch = store
         parts = _linear_parts(plan, tiles, readers, wanted, store if sigmas else None,
-                              store if copy else None)
+                              store if copy else None, keep)
         _check(parts, layers, wanted)
         sums = _assemble(parts, wanted, n, [0])
+        if keep is not None and plan is None:
+            keep.finish(tiles, [sums[0, a, a].k_rows for a in range(len(layers))])
         if sigmas:
             sums.update(_rbf_grid(parts, tiles, store, layers, shifts, sigmas, seed, wanted,
                                   attrs))
     return sums, attrs
 
 
-def _linear_parts(plan, tiles, readers, wanted, distances_to, copies_to) -> list[TileSums]:
+def _linear_parts(plan, tiles, readers, wanted, distances_to, copies_to,
+                  keep=None) -> list[TileSums]:
     """Every tile's linear sums: the whole Gram matrices of ``plan``, or the tiles, the
-    diagonal ones first and copying their rows when ``copies_to`` (a store) is given."""
+    diagonal ones first and copying their rows when ``copies_to`` (a store) is given; each
+    Gram matrix or block given to ``keep`` when it is not ``None``."""
     if plan is not None:
-        return [_whole(tiles[0], plan, readers, wanted, distances_to)]
+        return [_whole(tiles[0], plan, readers, wanted, distances_to, keep)]
     if copies_to is None:
-        return run_tiles(gram_tile, tiles, readers, wanted, distances_to)
+        return run_tiles(gram_tile, tiles, readers, wanted, distances_to, None, keep)
     files = [copies_to.rows(layer, r.data.shape, r.data.dtype) for layer, r in enumerate(readers)]
     diagonal = [t for t in tiles if t.same]
-    parts = run_tiles(gram_tile, diagonal, readers, wanted, distances_to, files)
+    parts = run_tiles(gram_tile, diagonal, readers, wanted, distances_to, files, keep)
     readers = [RowReader(r.data, r.mean, f) for r, f in zip(readers, files, strict=True)]
-    return parts + run_tiles(gram_tile, tiles[len(diagonal):], readers, wanted, distances_to)
+    return parts + run_tiles(gram_tile, tiles[len(diagonal):], readers, wanted, distances_to,
+                             None, keep)
 
 
 def _rbf_grid(parts, tiles, store, layers, shifts, sigmas, seed, wanted, attrs) -> dict:

@@ -175,9 +175,11 @@ def saved_distances(store, layer: int, tile: Tile, g, ni, nj) -> np.ndarray:
     return scratch.top_counts(d2, tile.weight)
 
 
-def gram_tile(tile: Tile, readers, pairs, store, copies=None) -> TileSums:
+def gram_tile(tile: Tile, readers, pairs, store, copies=None, keep=None) -> TileSums:
     """Linear sums of a tile; with a ``store``, its squared distances are saved there; with
-    ``copies`` (a diagonal tile), the rows read are written to them."""
+    ``copies`` (a diagonal tile), the rows read are written to them; with ``keep``, each
+    layer's rows are shown to ``keep.rows(layer, start, x, None)`` and its Gram block given
+    to ``keep.block(layer, tile, g)``."""
     grams, hist = [], []
     size = {b: max(r.nbytes(*b) for r in readers) for b in (tile.rows, tile.cols)}
     buffers = [np.empty(size[b], np.uint8) for b in dict.fromkeys((tile.rows, tile.cols))]
@@ -186,8 +188,14 @@ def gram_tile(tile: Tile, readers, pairs, store, copies=None) -> TileSums:
         if copies is not None:
             copies[layer].write(tile.rows[0], xi)
         xj = None if tile.same else reader.rows(*tile.cols, buffers[1])
+        if keep is not None:
+            for start, x in ((tile.rows[0], xi), (tile.cols[0], xj)):
+                if x is not None:
+                    keep.rows(layer, start, x, None)
         g, ni, nj = reader.gram(xi, xj, reader.mean)
         grams.append(g)
+        if keep is not None:
+            keep.block(layer, tile, g)
         if store is not None:
             hist.append(saved_distances(store, layer, tile, g, ni, nj))
     out = tile_sums(tile, [grams], pairs)
