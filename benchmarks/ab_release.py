@@ -23,24 +23,29 @@ ROOT = Path(__file__).resolve().parents[1]
 CASES = {
     "core": ("core_n1000000_p256_c65536", "x.zarr", "y.zarr", "None"),
     "conv": ("conv_n2048", "a.zarr", "b.zarr", "['cka', 'cka_debiased', 'cka_rbf']"),
+    "permutations": ("core_n1000000_p256_c65536", "x.zarr", "y.zarr", "['cka', 'mean_cca']"),
 }
+#: extra options of each case's call
+OPTIONS = {"permutations": {"permutations": 20, "seed": 0}}
 CALL = r'''
 import json, sys, time
 import dask_repsim as dr
-a, b, metrics = sys.argv[1], sys.argv[2], eval(sys.argv[3])
+a, b, metrics, extra = sys.argv[1], sys.argv[2], eval(sys.argv[3]), json.loads(sys.argv[4])
 kw = {} if metrics is None else {"metrics": metrics}
+kw.update(extra)
 if metrics and "cka_rbf" in metrics:
     kw["sigma"] = [0.4, 0.8]
-start = time.perf_counter()
+start, cpu = time.perf_counter(), time.process_time()
 ds = dr.compare(a, b, **kw)
 ds.load()
-print(json.dumps({"seconds": time.perf_counter() - start, "file": dr.__file__,
+print(json.dumps({"seconds": time.perf_counter() - start, "cpu": time.process_time() - cpu,
+                  "file": dr.__file__,
                   "values": {k: ds[k].values.tolist() for k in ds.data_vars}}))
 '''
 
 
-def run(code: Path, a: str, b: str, metrics: str) -> dict:
-    out = subprocess.run([sys.executable, "-c", CALL, a, b, metrics], cwd=code,
+def run(code: Path, a: str, b: str, metrics: str, extra: str) -> dict:
+    out = subprocess.run([sys.executable, "-c", CALL, a, b, metrics, extra], cwd=code,
                          env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(code)},
                          capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -62,20 +67,25 @@ def main() -> None:
                                  check=True).stdout
         subprocess.run(["tar", "-x", "-C", str(old)], input=archive, check=True)
         times: dict[str, list[float]] = {"this": [], "ref": []}
+        cpu: dict[str, list[float]] = {"this": [], "ref": []}
         values = {}
         for r in range(args.repeat):
             for side in (("this", "ref") if r % 2 == 0 else ("ref", "this")):
-                result = run(ROOT if side == "this" else old, a, b, metrics)
+                result = run(ROOT if side == "this" else old, a, b, metrics,
+                             json.dumps(OPTIONS.get(args.case, {})))
                 times[side].append(result["seconds"])
+                cpu[side].append(result["cpu"])
                 values[side] = result["values"]
     diff = max(abs(x - y) for k in values["this"] for x, y in
                zip(_flat(values["this"][k]), _flat(values["ref"][k]), strict=True))
     head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
                           text=True).stdout.strip()
-    print(f"case {args.case}: dask_repsim.compare on {data}, {args.repeat} alternating repeats")
+    print(f"case {args.case}: dask_repsim.compare on {data}, {args.repeat} alternating repeats"
+          + (f", options {OPTIONS[args.case]}" if args.case in OPTIONS else ""))
     for side, label in (("this", f"this checkout ({head})"), ("ref", f"reference {args.ref}")):
         print(f"  {label:28s} " + ", ".join(f"{t:.2f}" for t in times[side]) +
-              f" s; median {statistics.median(times[side]):.2f} s")
+              f" s; median {statistics.median(times[side]):.2f} s; CPU "
+              + ", ".join(f"{t:.1f}" for t in cpu[side]) + " s")
     ratio = statistics.median(times["this"]) / statistics.median(times["ref"])
     print(f"  ratio of medians, this / reference: {ratio:.3f}; largest value difference {diff:.2e}")
 
