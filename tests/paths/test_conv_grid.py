@@ -303,14 +303,16 @@ def test_sigma_rules():
 
 
 _RSS_SCRIPT = textwrap.dedent("""
-    import json, resource, sys, tracemalloc
+    import json, sys, tracemalloc
     import dask, dask_repsim as dr
     tracemalloc.start()  # numpy, zarr and the package's buffers, in every thread
     with dask.config.set({"repsim.memory-budget": sys.argv[3], "scheduler": "threads",
                           "num_workers": 2}):
         ds = dr.compare(sys.argv[1], sys.argv[2], metrics=["cka", "cka_rbf"],
                         sigma=[0.4, 0.8])
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    # the process's own high-water RSS: ru_maxrss would count the parent's RSS at fork
+    peak = int([line for line in open('/proc/self/status')
+                if line.startswith('VmHWM')][0].split()[1]) * 1024
     print(json.dumps({"peak": peak, "traced": tracemalloc.get_traced_memory()[1],
                       "method": ds.attrs["method"],
                       "tiles": ds.attrs["n_tiles"], "cka": ds.cka.values.tolist()}))
