@@ -27,10 +27,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import platform
 import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -194,3 +196,32 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+def machine_lines(start_load: tuple[float, ...],
+                  packages: tuple[str, ...] = ("numpy", "dask", "zarr", "xarray")) -> list[str]:
+    """Date, machine, BLAS, load and versions (of ``packages``), as every report gives them."""
+    from importlib.metadata import version
+
+    import dask_repsim
+
+    cpu = "unknown"
+    with open("/proc/cpuinfo") as f:
+        cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), cpu)
+    memory = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / 2**30
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"],
+                                cwd=Path(__file__).resolve().parent, capture_output=True,
+                                text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        commit = "unknown"
+    return [
+        f"date: {datetime.now(UTC).isoformat(timespec='seconds')}",
+        f"machine: {platform.platform()}; CPU: {cpu}; {os.cpu_count()} cores; "
+        f"{memory:.1f} GiB memory",
+        f"BLAS: {blas_info()}",
+        "load average (1, 5, 15 min) at start: " + ", ".join(f"{x:.2f}" for x in start_load)
+        + "; at end: " + ", ".join(f"{x:.2f}" for x in os.getloadavg()),
+        f"versions: python {platform.python_version()}, dask-repsim {dask_repsim.__version__} "
+        f"(commit {commit}), " + ", ".join(f"{m} {version(m)}" for m in packages),
+    ]

@@ -43,7 +43,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
@@ -53,7 +52,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
-from _common import add_gemm_argument, blas_info, child_env, floor_lines, gemm_lines, measure_gemm
+from _common import (
+    add_gemm_argument,
+    blas_info,
+    child_env,
+    floor_lines,
+    gemm_lines,
+    machine_lines,
+    measure_gemm,
+)
 
 HERE = Path(__file__).resolve().parent
 LAYERS = ("conv1", "layer1", "layer2", "layer3", "layer4", "avgpool", "fc")
@@ -352,31 +359,6 @@ def spawn(args: argparse.Namespace, step: str) -> dict:
     return result
 
 
-def machine_lines(start_load: tuple[float, ...]) -> list[str]:
-    from importlib.metadata import version
-
-    import dask_repsim
-
-    cpu = "unknown"
-    with open("/proc/cpuinfo") as f:
-        cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), cpu)
-    memory = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / 2**30
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=HERE,
-                                capture_output=True, text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        commit = "unknown"
-    names = ("numpy", "dask", "zarr", "xarray", "torch")
-    return [
-        f"date: {datetime.now(UTC).isoformat(timespec='seconds')}",
-        f"machine: {platform.platform()}; CPU: {cpu}; {os.cpu_count()} cores; "
-        f"{memory:.1f} GiB memory",
-        f"BLAS: {blas_info()}",
-        "load average (1, 5, 15 min) at start: " + ", ".join(f"{x:.2f}" for x in start_load)
-        + "; at end: " + ", ".join(f"{x:.2f}" for x in os.getloadavg()),
-        f"versions: python {platform.python_version()}, dask-repsim {dask_repsim.__version__} "
-        f"(commit {commit}), " + ", ".join(f"{m} {version(m)}" for m in names),
-    ]
 
 
 def max_difference(ours: dict, ref: dict) -> tuple[float, list[str]]:
@@ -429,7 +411,7 @@ def report(args: argparse.Namespace, results: dict, start_load: tuple[float, ...
         f"n = {n:,} random 64 x 64 RGB images",
         "",
         "command: python benchmarks/bench_conv.py " + " ".join(sys.argv[1:]),
-        *machine_lines(start_load),
+        *machine_lines(start_load, ("numpy", "dask", "zarr", "xarray", "torch")),
         "layers (per network, flattened widths): "
         + ", ".join(f"{p} {w:,}" for p, w in zip(LAYERS, WIDTHS, strict=True))
         + f"; both networks together P = {total:,}",

@@ -360,7 +360,7 @@ def report(args: argparse.Namespace, results: dict, start_load: tuple[float, ...
         f"{layers} layers, n = {n:,} random 64 x 64 RGB images",
         "",
         "command: python benchmarks/bench_zoo.py " + " ".join(sys.argv[1:]),
-        *machine_lines(start_load),
+        *machine_lines(start_load, ("numpy", "dask", "zarr", "xarray", "torch")),
         "layers (per network, flattened widths): "
         + ", ".join(f"{p} {w:,}" for p, w in zip(LAYERS, WIDTHS, strict=True))
         + f"; all {count} networks together sum(p) = {total:,}",

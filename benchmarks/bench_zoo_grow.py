@@ -36,7 +36,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import shutil
 import subprocess
@@ -46,7 +45,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
-from _common import blas_info, child_env
+from _common import child_env, machine_lines
 
 HERE = Path(__file__).resolve().parent
 NETWORKS = [f"net{i}" for i in range(5)]
@@ -199,32 +198,6 @@ def spawn(args: argparse.Namespace, step: str) -> dict:
 # --------------------------------------------------------------------------- the report
 
 
-def machine_lines(start_load: tuple[float, ...]) -> list[str]:
-    """Date, machine, BLAS, load and versions, as every benchmark report gives them."""
-    from importlib.metadata import version
-
-    import dask_repsim
-
-    cpu = "unknown"
-    with open("/proc/cpuinfo") as f:
-        cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), cpu)
-    memory = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / 2**30
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=HERE,
-                                capture_output=True, text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        commit = "unknown"
-    names = ("numpy", "dask", "zarr", "xarray")
-    return [
-        f"date: {datetime.now(UTC).isoformat(timespec='seconds')}",
-        f"machine: {platform.platform()}; CPU: {cpu}; {os.cpu_count()} cores; "
-        f"{memory:.1f} GiB memory",
-        f"BLAS: {blas_info()}",
-        "load average (1, 5, 15 min) at start: " + ", ".join(f"{x:.2f}" for x in start_load)
-        + "; at end: " + ", ".join(f"{x:.2f}" for x in os.getloadavg()),
-        f"versions: python {platform.python_version()}, dask-repsim {dask_repsim.__version__} "
-        f"(commit {commit}), " + ", ".join(f"{m} {version(m)}" for m in names),
-    ]
 
 
 def _size(path: Path) -> int:
