@@ -227,19 +227,31 @@ def test_whole_gram_matrices_of_a_layer_cut_by_columns(tmp_path):
 
 def test_whole_plan_follows_the_budget():
     """The plan fits the budget it is given, cuts wide layers before giving up, and leaves the
-    samples to row blocks when even that does not fit (or RBF kernels would not)."""
+    samples to row blocks when even that does not fit. A task holds its own unit's matrices
+    only (the Gram matrices go to scratch as they are formed), so the layer count does not
+    matter; RBF CKA adds three n x n temporaries per task."""
     n, widths = 2048, [65536, 16384, 100]
+    square, mib = 8 * n * n, 2**20
 
     def cut(plan):
         return sorted((u.layer, u.width) for b in plan for u in b)
 
+    def per_task(width, rbf=False, widest=65536):  # the docstring's count, written out
+        return (5 if rbf else 2) * square + n * (8 * min(widest, 2048) + 4 * width)
+
     roomy = samplespace.whole_plan(n, widths, 4, 2**32, 2, 2)  # conv1 is over half the work
     assert cut(roomy) == [(0, 32768), (0, 32768), (1, 16384), (2, 100)] and len(roomy) == 2
-    tight = samplespace.whole_plan(n, widths, 4, 2**29 + 2**28, 2, 2)  # 768 MiB: cut more
+    assert 2 * per_task(16384) <= 600 * mib < 2 * per_task(32768)  # narrower units needed
+    tight = samplespace.whole_plan(n, widths, 4, 600 * mib, 2, 2)
     assert cut(tight) == [(0, 16384)] * 4 + [(1, 16384), (2, 100)]
-    assert samplespace.whole_plan(n, widths, 4, 2**29, 2, 2) is None
+    assert samplespace.whole_plan(n, widths, 4, 2 * per_task(16384) - 1, 2, 2) is None
     assert samplespace.whole_plan(n, widths, 4, 2**32, 2, 2, rbf=True) is not None
-    assert samplespace.whole_plan(n, [100] * 40, 4, 2**31, 4, 4, rbf=True) is None  # 4 x 41
+    many = [100] * 40
+    need = 4 * per_task(100, rbf=True, widest=100)
+    assert samplespace.whole_plan(n, many, 4, need, 4, 4, rbf=True) is not None
+    assert samplespace.whole_plan(n, many, 4, 4 * 5 * square, 4, 4, rbf=True) is None
+    assert samplespace.whole_plan(n, many, 4, 4 * 5 * square, 4, 4) is not None
+    assert samplespace.saved_grams(tight) == 7  # 4 shares of conv1 and their sum, 2 layers
 
 
 @pytest.mark.parametrize("local_disk", [True, False])

@@ -272,14 +272,17 @@ def test_pairwise_rbf_runs_on_the_shared_tiles(monkeypatch):
 
         monkeypatch.setattr(module, name, wrapper)
 
-    for name in ("grid_sums", "rbf_sums", "_linear_parts"):
+    for name in ("grid_sums", "_rbf_grid", "saved_sums", "_linear_parts"):
         counted(samplespace, name)
     counted(scratch, "medians")
     x, y = _correlated(300, 7, 5, seed=14, latent=3)
     for debiased in (False, True):
         calls.clear()
         result = dr.cka(x, y, kernel="rbf", sigma=0.5, debiased=debiased)
-        assert calls == {"grid_sums": 1, "_linear_parts": 1, "medians": 1, "rbf_sums": 1}
+        # one pass over the saved whole Gram matrices (300 samples: one row block), one over
+        # the saved distances for the kernels
+        assert calls == {"grid_sums": 1, "_linear_parts": 1, "medians": 1, "_rbf_grid": 1,
+                         "saved_sums": 2}
         k, g = gram_rbf(x, 0.5)[0], gram_rbf(y, 0.5)[0]
         assert float(result) == pytest.approx(cka_ref(k, g, debiased), abs=1e-12)
 

@@ -16,12 +16,16 @@ layer's median squared distance is found exactly (over a seeded subsample beyond
 every bandwidth. A pairwise call (``dask_repsim.cka(x, y, kernel="rbf")``) is a grid of one
 cell: the same tiles, the same medians.
 
-When the budget holds every layer's whole n x n Gram matrix at once (:func:`whole_plan`; at
-2,048 samples 34 MB each), there is a single row block and a single tile: the tasks share the
-work by layers instead, each forming the whole Gram matrices of its share of the layers'
-columns (wide layers cut by columns into several tasks when they are more than a task's share),
-so that each stored chunk is read once and no product is formed twice. Otherwise the samples
-are cut into T row blocks.
+When the budget lets each task hold a whole n x n Gram matrix and a few temporaries of its
+size (:func:`whole_plan`; at 2,048 samples 34 MB each), there is a single row block and a
+single tile: the tasks share the work by layers instead, each forming the whole Gram matrices
+of its share of the layers' columns (wide layers cut by columns into several tasks when they
+are more than a task's share), so that each stored chunk is read once and no product is formed
+twice. Each Gram matrix goes to the scratch directory as soon as it is formed, and every
+pair's sum comes from one product per slab of rows of all the saved matrices
+(:func:`~dask_repsim.paths.gram.tiles.saved_sums`), so that memory does not grow with the
+number of layers (a zoo of 8 ResNet-18s is 56 layers). Otherwise the samples are cut into T
+row blocks.
 
 Row blocks are read inside the tasks (a slice of the layer's dask array, computed there, stored
 chunk by stored chunk), so a task's memory is what :func:`~dask_repsim.paths.gram.tiles.tile_rows`
@@ -62,15 +66,15 @@ from ...results import Cell, Cells, Positions, grid_cells
 from . import scratch
 from .tiles import (
     FEATURE_SLICE,
+    SLAB_BYTES,
     RowReader,
     Tile,
     TileSums,
     gram_tile,
-    rbf_sums,
     run_tiles,
     saved_distances,
+    saved_sums,
     tile_rows,
-    tile_sums,
     tiles_of,
 )
 
@@ -102,14 +106,16 @@ def whole_plan(n: int, widths: Sequence[int], itemsize: int, budget: int, thread
     :func:`~dask_repsim.paths.gram.tiles.tile_rows`).
 
     With a single row block each stored chunk is read once and no Gram product is formed
-    twice; the tasks share the work by layers instead of by tiles. A process then holds every
-    layer's Gram matrix (8 n^2 bytes each, a partial one per unit) and, per task (``threads``
-    at once), four more temporaries of that size (the product of a feature slice, the
-    distances and their keys for RBF CKA), a float64 feature slice and the raw rows of its
-    unit; with ``rbf``, the kernel pass's tasks each hold every layer's kernel matrix and one
-    more. A layer wider than a bin's share is cut into units, each of which reads all of the
-    layer's stored chunks; when the budget leaves a unit less than half that share, the row
-    blocks are cheaper.
+    twice; the tasks share the work by layers instead of by tiles. Each Gram matrix goes to
+    the scratch directory as soon as it is formed (:func:`saved_grams` of them, 8 n^2 bytes
+    each), and the pairs' sums are taken from there in slabs of rows
+    (:func:`~dask_repsim.paths.gram.tiles.saved_sums`), RBF kernels too, so that a task
+    (``threads`` at once) holds two matrices of 8 n^2 bytes (its Gram matrix and the product
+    of a feature slice; for RBF CKA three more, the distances and two arrays of their keys),
+    a float64 feature slice and the raw rows of its unit, however many layers there are. A
+    layer wider than a bin's share is cut into units, each of which reads all of the layer's
+    stored chunks; when the budget leaves a unit less than half that share, the row blocks
+    are cheaper.
 
     Examples
     --------
@@ -122,7 +128,6 @@ def whole_plan(n: int, widths: Sequence[int], itemsize: int, budget: int, thread
     True
     """
     square = 8.0 * n * n
-    kernels = square * threads * (len(widths) + 1) if rbf else 0.0
     cap = -(-sum(widths) // slots)
     share = min(max(widths), cap)
     while 2 * cap >= share:
@@ -131,9 +136,9 @@ def whole_plan(n: int, widths: Sequence[int], itemsize: int, budget: int, thread
             cuts = np.linspace(0, w, -(-w // cap) + 1).astype(int)
             units += [Unit(layer, (int(a), int(b))) for a, b in zip(cuts[:-1], cuts[1:],
                                                                     strict=True)]
-        grams = square * (len(units) + 4 * threads) + threads * n * (
+        per_task = square * (5 if rbf else 2) + n * (
             8.0 * min(max(widths), FEATURE_SLICE) + itemsize * max(u.width for u in units))
-        if max(grams, kernels) <= budget:
+        if threads * per_task <= budget:
             bins: list[list[Unit]] = [[] for _ in range(min(slots, len(units)))]
             load = [0] * len(bins)
             for u in sorted(units, key=lambda u: -u.width):  # the widest first, to the least load
@@ -147,55 +152,90 @@ def whole_plan(n: int, widths: Sequence[int], itemsize: int, budget: int, thread
     return None
 
 
-def _unit_grams(units: Sequence[Unit], readers, n: int, keep=None) -> list[np.ndarray]:
-    """The (partial) Gram matrix of every unit of a bin, over all n samples, each unit's
-    columns shifted by their means over the layer's first stored chunk (see
-    :func:`first_chunk_means`; the rows are at hand, so no pass reads that chunk again); the
-    rows read are shown to ``keep`` (see :func:`grid_sums`)."""
+def saved_grams(plan: Sequence[Sequence[Unit]]) -> int:
+    """How many n x n matrices a whole-matrix ``plan`` saves: one per unit, and the sum of
+    the units of each layer cut into several."""
+    count: dict[int, int] = {}
+    for u in (u for b in plan for u in b):
+        count[u.layer] = count.get(u.layer, 0) + 1
+    return sum(count.values()) + sum(c > 1 for c in count.values())
+
+
+def _unit_grams(units: Sequence[Unit], readers, tile: Tile, store, single, rbf: bool,
+                keep=None) -> dict[int, Any]:
+    """The (partial) Gram matrix of every unit of a bin, over all samples, each unit's columns
+    shifted by their means over the layer's first stored chunk (see :func:`first_chunk_means`;
+    the rows are at hand, so no pass reads that chunk again); the rows read are shown to
+    ``keep`` (see :func:`grid_sums`). A layer that is a single unit (``single[layer]``) is
+    finished here (:func:`_finish`); a share of a layer is saved to ``store`` for
+    :func:`_join`. Returns the finished layers' histograms."""
+    n = tile.rows[1]
     buffer = np.empty(max(readers[u.layer].nbytes(0, n, u.cols) for u in units), np.uint8)
-    out = []
+    out = {}
     for u in units:
         reader = readers[u.layer]
         x = reader.rows(0, n, buffer, u.cols)
         if keep is not None:
             keep.rows(u.layer, 0, x, u.cols)
-        out.append(reader.gram(x, None, x[:reader.edges[1]].mean(axis=0, dtype=np.float64))[0])
+        g = reader.gram(x, None, x[:reader.edges[1]].mean(axis=0, dtype=np.float64))[0]
+        if single[u.layer]:
+            out[u.layer] = _finish(tile, g, u.layer, store, rbf, keep)
+        else:
+            store.save(u.layer, f"part{u.cols[0]}", g)
+        del g
     return out
 
 
-def _layer_gram(tile: Tile, partials: Sequence[np.ndarray], layer: int, store, keep=None):
-    """A layer's whole Gram matrix, the sum of its units', and, with a ``store``, the first
-    histogram of its saved squared distances; ``keep`` (see :func:`grid_sums`) is given it."""
-    g = partials[0] if len(partials) == 1 else partials[0] + partials[1]
-    for p in partials[2:]:
-        g += p
+def _join(tile: Tile, layer: int, starts: Sequence[int], store, rbf: bool, keep,
+          *after: Any) -> dict[int, Any]:
+    """A layer cut into units: its Gram matrix, the sum of the units' saved ones (run
+    ``after`` the bins that form them), finished (:func:`_finish`)."""
+    g = store.load(layer, f"part{starts[0]}")
+    for start in starts[1:]:
+        g += store.load(layer, f"part{start}")
+    return {layer: _finish(tile, g, layer, store, rbf, keep)}
+
+
+def _finish(tile: Tile, g: np.ndarray, layer: int, store, rbf: bool, keep=None):
+    """A layer's whole Gram matrix: given to ``keep``, saved to ``store`` (for
+    :func:`~dask_repsim.paths.gram.tiles.saved_sums`) and, for RBF CKA, its squared distances
+    with them; returns their first histogram (``None`` without ``rbf``)."""
     if keep is not None:
         keep.whole(layer, g)
-    if store is None:
-        return g, None
+    store.save(layer, f"gram{tile.key}", g)
+    if not rbf:
+        return None
     norms = np.diagonal(g).copy()
-    return g, saved_distances(store, layer, tile, g, norms, norms)
+    return saved_distances(store, layer, tile, g, norms, norms)
 
 
-def _whole_sums(tile: Tile, done, pairs) -> TileSums:
-    out = tile_sums(tile, [[g for g, _ in done]], pairs)
-    out.hist = [h for _, h in done] if done[0][1] is not None else None
-    return out
+def _whole(tile: Tile, plan: Sequence[Sequence[Unit]], readers, pairs, store, rbf: bool,
+           keep=None) -> list[TileSums]:
+    """The sums of the single tile of all samples: a task per bin of units, one per layer cut
+    into units; each layer's whole Gram matrix goes to ``store`` as it is formed, and a pass
+    over the saved matrices, in slabs of rows, sums every pair with one product."""
+    units = [(k, u) for k, b in enumerate(plan) for u in b]
+    count = {layer: sum(u.layer == layer for _, u in units) for layer in range(len(readers))}
+    single = {layer: c == 1 for layer, c in count.items()}
+    bins = [dask.delayed(_unit_grams, pure=False)(b, readers, tile, store, single, rbf, keep)
+            for b in plan]
+    joins = [dask.delayed(_join, pure=False)(
+                 tile, layer, [u.cols[0] for _, u in units if u.layer == layer], store, rbf,
+                 keep, *{bins[k] for k, u in units if u.layer == layer})
+             for layer in range(len(readers)) if not single[layer]]
+    hists: dict[int, Any] = {}
+    for done in compute(*bins, *joins):
+        hists.update(done)
+    parts = saved_sums([tile], store.part, "gram", len(readers), None, pairs, task_slots(),
+                       _slab_limit())
+    if rbf:
+        parts[0].hist = [hists[layer] for layer in range(len(readers))]
+    return parts
 
 
-def _whole(tile: Tile, plan: Sequence[Sequence[Unit]], readers, pairs, store,
-           keep=None) -> TileSums:
-    """The sums of the single tile of all samples: a task per bin of units, one per layer
-    adding its units' Gram matrices, one for the sums."""
-    of_layer: dict[int, list] = {}
-    for units in plan:
-        grams = dask.delayed(_unit_grams, pure=False, nout=len(units))(units, readers,
-                                                                     tile.rows[1], keep)
-        for k, u in enumerate(units):
-            of_layer.setdefault(u.layer, []).append(grams[k])
-    done = [dask.delayed(_layer_gram, pure=False)(tile, of_layer[layer], layer, store, keep)
-            for layer in range(len(readers))]
-    return compute(dask.delayed(_whole_sums, pure=False)(tile, done, pairs))[0]
+def _slab_limit() -> int:
+    """Bytes a task of the passes over saved matrices holds at once."""
+    return int(min(SLAB_BYTES, memory_budget() // max(1, threads_per_process())))
 
 
 def grid_sums(layers: Sequence[Layer], pairs: Sequence[tuple[int, int]], *,
@@ -258,13 +298,14 @@ def grid_sums(layers: Sequence[Layer], pairs: Sequence[tuple[int, int]], *,
                 "squared distances for RBF CKA": 8 * n * (n + rows) // 2 * len(layers)
                 if sigmas else 0,
                 "Gram tiles for the Gram store": 8 * n * (n + rows) // 2 * len(layers)
-                if keep is not None and plan is None else 0}
+                if keep is not None and plan is None else 0,
+                "whole Gram matrices": 8 * n * n * saved_grams(plan) if plan else 0}
         if sum(need.values()):
             store.require(sum(need.values()), " and ".join(k for k, v in need.items() if v))
         if keep is not None:
             keep.scratch = store
         parts = _linear_parts(plan, tiles, readers, wanted, store if sigmas else None,
-                              store if copy else None, keep)
+                              store if copy else None, store, keep)
         _check(parts, layers, wanted)
         sums = _assemble(parts, wanted, n, [0])
         if keep is not None and plan is None:
@@ -275,13 +316,14 @@ def grid_sums(layers: Sequence[Layer], pairs: Sequence[tuple[int, int]], *,
     return sums, attrs
 
 
-def _linear_parts(plan, tiles, readers, wanted, distances_to, copies_to,
+def _linear_parts(plan, tiles, readers, wanted, distances_to, copies_to, grams_to,
                   keep=None) -> list[TileSums]:
-    """Every tile's linear sums: the whole Gram matrices of ``plan``, or the tiles, the
-    diagonal ones first and copying their rows when ``copies_to`` (a store) is given; each
-    Gram matrix or block given to ``keep`` when it is not ``None``."""
+    """Every tile's linear sums: the whole Gram matrices of ``plan`` (saved to ``grams_to``,
+    a store), or the tiles, the diagonal ones first and copying their rows when ``copies_to``
+    (a store) is given; each Gram matrix or block given to ``keep`` when it is not ``None``;
+    squared distances saved to ``distances_to`` when it is not ``None``."""
     if plan is not None:
-        return [_whole(tiles[0], plan, readers, wanted, distances_to, keep)]
+        return _whole(tiles[0], plan, readers, wanted, grams_to, distances_to is not None, keep)
     if copies_to is None:
         return run_tiles(gram_tile, tiles, readers, wanted, distances_to, None, keep)
     files = [copies_to.rows(layer, r.data.shape, r.data.dtype) for layer, r in enumerate(readers)]
@@ -298,7 +340,8 @@ def _rbf_grid(parts, tiles, store, layers, shifts, sigmas, seed, wanted, attrs) 
     n = tiles[-1].cols[1]
     meds, exact = _medians(parts, tiles, store, layers, shifts, n, seed)
     scales = np.array([[2.0 * s**2 * m for s in sigmas] for m in meds])
-    parts = rbf_sums(tiles, store.load, len(layers), scales, wanted, task_slots())
+    parts = saved_sums(tiles, store.part, "", len(layers), scales, wanted, task_slots(),
+                       _slab_limit())
     attrs.update(median_sq_distance=[float(m) for m in meds], median_exact=exact)
     if not exact:
         attrs["approximate"] = (
@@ -342,7 +385,7 @@ def _medians(parts, tiles, store, layers, shifts, n, seed) -> tuple[list[float],
     else:
         ranges = [scratch.Range(n) for _ in layers]
         for layer, r in enumerate(ranges):
-            r.narrow(np.sum([p.hist[layer] for p in parts], axis=0))
+            r.narrow(np.sum([p.hist[layer] for p in parts if p.hist is not None], axis=0))
         meds = scratch.medians(ranges, [(t.key, t.weight) for t in tiles], store.load,
                                compute)
     for x, m in zip(layers, meds, strict=True):
@@ -361,7 +404,7 @@ def _assemble(parts, wanted, n, kernels) -> dict:
     diag = np.zeros((len(kernels), n_layers, n))
     pair = np.zeros((len(kernels), len(wanted)))
     for part in parts:
-        (i0, i1), (j0, j1) = part.tile.rows, part.tile.cols
+        (i0, i1), (j0, j1) = part.at or part.tile.rows, part.tile.cols
         pair += part.pair
         rows[:, :, i0:i1] += part.rows_i
         if part.rows_j is not None:

@@ -161,14 +161,18 @@ class Store:
                 f"{format_bytes(free)} free; point dask config 'repsim.scratch' at a larger disk"
             )
 
-    def file(self, layer: int, key: int) -> str:
+    def file(self, layer: int, key: int | str) -> str:
         return os.path.join(self.path, f"{layer}-{key}.npy")
 
-    def save(self, layer: int, key: int, d2: np.ndarray) -> None:
+    def save(self, layer: int, key: int | str, d2: np.ndarray) -> None:
         np.save(self.file(layer, key), d2, allow_pickle=False)
 
     def load(self, layer: int, key: int) -> np.ndarray:
         return np.load(self.file(layer, key), allow_pickle=False)
+
+    def part(self, layer: int, key: int | str, start: int, stop: int) -> np.ndarray:
+        """Rows ``start:stop`` of a saved matrix, mapped: only they are read."""
+        return np.load(self.file(layer, key), mmap_mode="r", allow_pickle=False)[start:stop]
 
     def rows(self, layer: int, shape: tuple[int, int], dtype) -> RowFile:
         """An empty raw copy of a layer (samples x features), to fill by row ranges."""

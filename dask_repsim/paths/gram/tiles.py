@@ -6,7 +6,8 @@ blocks of every layer, forms each layer's Gram block ``X_l[I] X_l[J]^T`` (float6
 slices; a symmetric rank-k update on the diagonal), and returns ``sum K_a * K_b`` over the tile
 for every requested pair with each layer's row sums and diagonal (:class:`TileSums`); with a
 scratch store it also saves the block's squared distances for RBF CKA, whose kernels
-:func:`rbf_sums` sums from them. :mod:`dask_repsim.paths.gram.samplespace` plans the tiles of a
+:func:`saved_sums` sums from them (and, for whole Gram matrices saved there, their linear
+sums). :mod:`dask_repsim.paths.gram.samplespace` plans the tiles of a
 grid and
 assembles their sums.
 """
@@ -57,13 +58,14 @@ class RowReader:
             out[a - start:b - start] = self.data[a:b, c0:c1].compute(scheduler="sync")
         return out
 
-    def gram(self, xi: np.ndarray, xj: np.ndarray | None,
-             shift: np.ndarray) -> tuple[np.ndarray, ...]:
+    def gram(self, xi: np.ndarray, xj: np.ndarray | None, shift: np.ndarray,
+             out: np.ndarray | None = None) -> tuple[np.ndarray, ...]:
         """The Gram block of rows ``xi`` and ``xj`` (``None``: the same rows) less ``shift``
-        (one value per column), and their squared norms. The float64 feature slices and the
-        product of each go to buffers made once per block."""
+        (one value per column), into ``out`` when given, and their squared norms. The float64
+        feature slices and the product of each go to buffers made once per block."""
         same = xj is None
-        g = np.zeros((len(xi), len(xi) if same else len(xj)))
+        g = np.zeros((len(xi), len(xi) if same else len(xj))) if out is None else out
+        g[...] = 0.0
         product = np.empty_like(g)
         width = min(xi.shape[1], FEATURE_SLICE)
         slices = [np.empty((len(x), width)) for x in ((xi,) if same else (xi, xj))]
@@ -124,19 +126,19 @@ def tiles_of(bounds: Sequence[tuple[int, int]], threads: int, split: bool) -> li
     pieces = max(1, -(-threads // len(above))) if split and above else 1
     out = [Tile(k, b, b) for k, b in enumerate(bounds)]
     for (r0, r1), cols in above:
-        cuts = np.unique(np.linspace(r0, r1, min(pieces, r1 - r0) + 1).astype(int))
-        for a, b in zip(cuts[:-1], cuts[1:], strict=True):
-            out.append(Tile(len(out), (int(a), int(b)), cols))
+        for a, b in row_cuts(r1 - r0, pieces):
+            out.append(Tile(len(out), (r0 + a, r0 + b), cols))
     return out
 
 
 def distances(g: np.ndarray, ni: np.ndarray, nj: np.ndarray, same: bool) -> np.ndarray:
     """Squared distances from a Gram block and the rows' squared norms (as
     :func:`~dask_repsim.engine.medians.sq_distances`)."""
-    d2 = ni[:, None] + nj[None, :]
-    d2 -= 2.0 * g
-    np.maximum(d2, 0.0, out=d2)
-    d2 += 0.0  # no negative zeros: the scratch histograms order values by their bits
+    with np.errstate(invalid="ignore", over="ignore"):  # non-finite sums are checked later
+        d2 = ni[:, None] + nj[None, :]
+        d2 -= 2.0 * g
+        np.maximum(d2, 0.0, out=d2)
+        d2 += 0.0  # no negative zeros: the scratch histograms order values by their bits
     if same:
         np.fill_diagonal(d2, 0.0)
     return d2
@@ -146,7 +148,8 @@ def distances(g: np.ndarray, ni: np.ndarray, nj: np.ndarray, same: bool) -> np.n
 class TileSums:
     """One tile's contribution: ``pair[k, c]`` = weight x sum K_a K_b for kernel k and pair c,
     each layer's row sums over the tile's columns (``rows_i``) and rows (``rows_j``), and its
-    diagonal on a diagonal tile."""
+    diagonal on a diagonal tile. ``at``: the samples ``rows_i`` and ``diag`` are of, when they
+    are a share of the tile's rows (see :func:`saved_sums`)."""
 
     tile: Tile
     pair: np.ndarray
@@ -154,17 +157,31 @@ class TileSums:
     rows_j: np.ndarray | None
     diag: np.ndarray | None
     hist: list[np.ndarray] | None = None
+    at: tuple[int, int] | None = None
 
 
-def tile_sums(tile: Tile, kernels: list[list[np.ndarray]], pairs) -> TileSums:
-    """The :class:`TileSums` of each kernel's blocks (``kernels[k][layer]``)."""
-    pair = np.array([[tile.weight * float(np.vdot(blocks[a], blocks[b])) for a, b in pairs]
-                     for blocks in kernels])
-    rows_i = np.array([[k.sum(axis=1) for k in blocks] for blocks in kernels])
-    rows_j = None if tile.same else np.array([[k.sum(axis=0) for k in blocks]
-                                              for blocks in kernels])
-    diag = np.array([[np.diagonal(k).copy() for k in blocks] for blocks in kernels]) \
-        if tile.same else None
+def products(flat: np.ndarray, pairs) -> np.ndarray:
+    """``sum K_a * K_b`` of every pair (a, b) from the layers' blocks as the rows of ``flat``
+    (layers x entries): one product of the matrix with its transpose, where a product per
+    pair would read every block once per pair.
+
+    Examples
+    --------
+    >>> products(np.array([[1.0, 2.0], [3.0, 4.0]]), [(0, 0), (0, 1), (1, 1)]).tolist()
+    [5.0, 11.0, 25.0]
+    """
+    with np.errstate(invalid="ignore", over="ignore"):  # non-finite sums are checked later
+        full = flat @ flat.T
+    return np.array([full[a, b] for a, b in pairs])
+
+
+def tile_sums(tile: Tile, blocks: np.ndarray, pairs) -> TileSums:
+    """The :class:`TileSums` of a tile's linear Gram blocks ``blocks`` (layers x rows x cols)."""
+    pair = tile.weight * products(blocks.reshape(len(blocks), -1), pairs)[None]
+    with np.errstate(invalid="ignore", over="ignore"):
+        rows_i, rows_j = blocks.sum(axis=2)[None], \
+            None if tile.same else blocks.sum(axis=1)[None]
+    diag = np.diagonal(blocks, axis1=1, axis2=2).copy()[None] if tile.same else None
     return TileSums(tile, pair, rows_i, rows_j, diag)
 
 
@@ -180,9 +197,10 @@ def gram_tile(tile: Tile, readers, pairs, store, copies=None, keep=None) -> Tile
     ``copies`` (a diagonal tile), the rows read are written to them; with ``keep``, each
     layer's rows are shown to ``keep.rows(layer, start, x, None)`` and its Gram block given
     to ``keep.block(layer, tile, g)``."""
-    grams, hist = [], []
+    hist = []
     size = {b: max(r.nbytes(*b) for r in readers) for b in (tile.rows, tile.cols)}
     buffers = [np.empty(size[b], np.uint8) for b in dict.fromkeys((tile.rows, tile.cols))]
+    grams = np.empty((len(readers), tile.rows[1] - tile.rows[0], tile.cols[1] - tile.cols[0]))
     for layer, reader in enumerate(readers):
         xi = reader.rows(*tile.rows, buffers[0])
         if copies is not None:
@@ -192,49 +210,82 @@ def gram_tile(tile: Tile, readers, pairs, store, copies=None, keep=None) -> Tile
             for start, x in ((tile.rows[0], xi), (tile.cols[0], xj)):
                 if x is not None:
                     keep.rows(layer, start, x, None)
-        g, ni, nj = reader.gram(xi, xj, reader.mean)
-        grams.append(g)
+        g, ni, nj = reader.gram(xi, xj, reader.mean, out=grams[layer])
         if keep is not None:
             keep.block(layer, tile, g)
         if store is not None:
             hist.append(saved_distances(store, layer, tile, g, ni, nj))
-    out = tile_sums(tile, [grams], pairs)
+    out = tile_sums(tile, grams, pairs)
     out.hist = hist or None
     return out
 
 
-def rbf_tile(tile: Tile, load, n_layers, scales, pairs, which: Sequence[int]) -> TileSums:
-    """RBF sums of a tile at the bandwidths ``which`` (columns of ``scales``), from its squared
-    distances (one bandwidth's kernel blocks held at a time)."""
-    parts = []
-    for s in which:
-        blocks = []
-        for layer in range(n_layers):
-            k = load(layer, tile.key)
-            np.exp(np.multiply(k, -1.0 / scales[layer, s], out=k), out=k)
-            blocks.append(k)
-        parts.append(tile_sums(tile, [blocks], pairs))
-        del blocks
-    return stacked(parts)
+#: bytes of the saved rows of every layer that a task of :func:`saved_sums` holds at once
+SLAB_BYTES = 64 * 2**20
 
 
-def stacked(parts: Sequence[TileSums]) -> TileSums:
-    """One tile's sums for the kernels of ``parts``, in their order."""
-    first = parts[0]
-    stack = [np.concatenate([getattr(p, f) for p in parts]) if getattr(first, f) is not None
-             else None for f in ("pair", "rows_i", "rows_j", "diag")]
-    return TileSums(first.tile, *stack)
+def slab_sums(tile: Tile, load, prefix: str, n_layers: int, scales: np.ndarray | None,
+              pairs, span: tuple[int, int], limit: int) -> TileSums:
+    """The sums of the matrices saved for ``tile`` (``load(layer, key, start, stop)``: rows
+    start:stop of layer's matrix under ``key``, prefix + the tile's key), over the tile's rows
+    ``span`` (counted from the tile's first row): the linear Gram blocks when ``scales`` is
+    ``None``, else the RBF kernels ``exp(-d2 / scales[layer, s])`` of the saved squared
+    distances at every column s, one bandwidth at a time. The rows of every layer are read in
+    slabs of at most ``limit`` bytes in all, so that every pair's sum is one product."""
+    r0, r1 = span
+    width, same = tile.cols[1] - tile.cols[0], tile.same
+    step = max(1, min(r1 - r0, int(limit // (8 * n_layers * width))))
+    buffer = np.empty((n_layers, step * width))
+    kernels = [None] if scales is None else list(range(scales.shape[1]))
+    pair = np.zeros((len(kernels), len(pairs)))
+    rows_i = np.empty((len(kernels), n_layers, r1 - r0))
+    rows_j = None if same else np.zeros((len(kernels), n_layers, width))
+    diag = np.empty((len(kernels), n_layers, r1 - r0)) if same else None
+    key = f"{prefix}{tile.key}"
+    for k, s in enumerate(kernels):
+        for a in range(r0, r1, step):
+            b = min(r1, a + step)
+            flat = buffer[:, :(b - a) * width]
+            for layer in range(n_layers):
+                block = flat[layer].reshape(b - a, width)
+                block[...] = load(layer, key, a, b)
+                if s is not None:
+                    np.exp(np.multiply(block, -1.0 / scales[layer, s], out=block), out=block)
+            pair[k] += products(flat, pairs)
+            blocks = [flat[layer].reshape(b - a, width) for layer in range(n_layers)]
+            with np.errstate(invalid="ignore", over="ignore"):
+                rows_i[k, :, a - r0:b - r0] = [x.sum(axis=1) for x in blocks]
+                if same:
+                    diag[k, :, a - r0:b - r0] = [x[np.arange(b - a), np.arange(a, b)]
+                                                 for x in blocks]
+                else:
+                    rows_j[k] += [x.sum(axis=0) for x in blocks]
+    start = tile.rows[0]
+    return TileSums(tile, tile.weight * pair, rows_i, rows_j, diag,
+                    at=(start + r0, start + r1))
 
 
-def rbf_sums(tiles: Sequence[Tile], load, n_layers, scales, pairs, slots: int) -> list:
-    """Every tile's RBF sums, a task per tile and group of bandwidths: with fewer tiles than
-    ``slots``, the bandwidths are shared out among tasks."""
-    count = scales.shape[1]
-    groups = np.array_split(np.arange(count), min(count, max(1, -(-slots // len(tiles)))))
-    done = compute(*(dask.delayed(rbf_tile, pure=False)(t, load, n_layers, scales, pairs,
-                                                         g.tolist())
-                     for t in tiles for g in groups))
-    return [stacked(done[k:k + len(groups)]) for k in range(0, len(done), len(groups))]
+def saved_sums(tiles: Sequence[Tile], load, prefix: str, n_layers: int,
+               scales: np.ndarray | None, pairs, slots: int, limit: int) -> list[TileSums]:
+    """Every tile's :func:`slab_sums`, a task per tile and share of its rows: with fewer tiles
+    than ``slots``, the rows of each are shared out among tasks."""
+    shares = max(1, -(-slots // len(tiles)))
+    spans = [(t, (int(a), int(b))) for t in tiles
+             for a, b in row_cuts(t.rows[1] - t.rows[0], shares)]
+    return list(compute(*(dask.delayed(slab_sums, pure=False)(
+        t, load, prefix, n_layers, scales, pairs, span, limit) for t, span in spans)))
+
+
+def row_cuts(n: int, parts: int) -> list[tuple[int, int]]:
+    """``range(n)`` in at most ``parts`` consecutive pieces of about equal size.
+
+    Examples
+    --------
+    >>> row_cuts(10, 3)
+    [(0, 3), (3, 6), (6, 10)]
+    """
+    cuts = np.unique(np.linspace(0, n, min(parts, n) + 1).astype(int))
+    return [(int(a), int(b)) for a, b in zip(cuts[:-1], cuts[1:], strict=True)]
 
 
 def run_tiles(function, tiles: Sequence[Tile], *args) -> list:
