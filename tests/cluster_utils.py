@@ -246,3 +246,50 @@ class SlowStore(zarr.storage.WrapperStore):
 
     def __setstate__(self, state):
         self.__init__(state["store"], state["delay"])
+
+
+class LoggedStore(zarr.storage.WrapperStore):
+    """A zarr store that appends the key of every chunk read to the file ``log``, one line
+    each, from whichever process reads it: chunk reads counted across worker processes.
+    ``delay``: seconds added to each chunk read (as :class:`SlowStore`)."""
+
+    def __init__(self, store, log: str, delay: float = 0.0):
+        super().__init__(store)
+        self.log, self.delay = str(log), delay
+
+    def _note(self, key: str) -> None:
+        if "/c/" in f"/{key}":
+            fd = os.open(self.log, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+            try:
+                os.write(fd, f"{key}\n".encode())  # one write: lines do not interleave
+            finally:
+                os.close(fd)
+
+    async def get(self, key, prototype, byte_range=None):
+        self._note(key)
+        if self.delay and "/c/" in f"/{key}":
+            await asyncio.sleep(self.delay)
+        return await super().get(key, prototype, byte_range)
+
+    async def get_partial_values(self, prototype, key_ranges):
+        key_ranges = list(key_ranges)
+        for key, _ in key_ranges:
+            self._note(key)
+        return await super().get_partial_values(prototype, key_ranges)
+
+    def reads(self) -> dict[str, int]:
+        """Reads of each chunk key so far, by every process."""
+        out: dict[str, int] = {}
+        if os.path.exists(self.log):
+            for line in Path(self.log).read_text().splitlines():
+                out[line] = out.get(line, 0) + 1
+        return out
+
+    def _with_store(self, store):
+        return type(self)(store, self.log, self.delay)
+
+    def __getstate__(self):
+        return {"store": self._store, "log": self.log, "delay": self.delay}
+
+    def __setstate__(self, state):
+        self.__init__(state["store"], state["log"], state["delay"])

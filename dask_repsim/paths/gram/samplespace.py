@@ -36,7 +36,9 @@ stays float32), to the scratch directory; the tiles above the diagonal then read
 once, the first chunk of each layer once more (:func:`first_chunk_means`), and the other reads
 are plain file reads that run in parallel. When the workers may be on other machines (a
 ``distributed`` cluster with workers on other hosts) and ``repsim.scratch`` is not set, the
-tiles read the source instead, each stored chunk T times. There is no separate pass for the
+cluster carries the row blocks and whole Gram matrices as task results instead
+(:mod:`dask_repsim.paths.gram.carried`): each stored chunk is still read once (the first
+twice), and dask moves and spills what the tiles need. There is no separate pass for the
 means: centring is exact from the Gram sums.
 """
 
@@ -63,7 +65,7 @@ from ...io.inputs import Layer
 from ...io.validation import check_sample_counts, require_samples
 from ...measures.hsic import GramSums, cka_ratio
 from ...results import Cell, Cells, Positions, grid_cells
-from . import scratch
+from . import carried, scratch
 from .tiles import (
     FEATURE_SLICE,
     SLAB_BYTES,
@@ -261,15 +263,20 @@ def grid_sums(layers: Sequence[Layer], pairs: Sequence[tuple[int, int]], *,
     widths = [int(x.data.shape[1]) for x in layers]
     itemsize = max(np.dtype(x.data.dtype).itemsize for x in layers)
     budget, threads = memory_budget(), threads_per_process()
+    # the processes running tasks see this machine's disk (or a shared scratch directory):
+    # else the cluster carries row blocks and Gram matrices (:mod:`.carried`)
+    shared = bool(dask.config.get("repsim.scratch", None) or workers_share_this_machine())
     plan = whole_plan(n, widths, itemsize, budget, threads, task_slots(), rbf=bool(sigmas)) \
         if rows is None else None
     if plan is not None:
         rows = n
     elif rows is None:
-        rows = tile_rows(n, widths, itemsize, budget, threads)
+        rows = tile_rows(n, widths, itemsize, budget, threads, carried=not shared)
         stored = max(int(x.data.chunks[0][0]) for x in layers)
         if rows >= stored:  # whole stored chunks per row block: none is read by two blocks
             rows = rows // stored * stored
+    if not shared and (sigmas or (keep is not None and plan is None)):
+        _unshared(bool(sigmas))
     # a single row block takes each unit's shift from the rows it reads
     shifts = first_chunk_means(layers) if plan is None else [None] * len(layers)
     bounds = [(s, min(n, s + rows)) for s in range(0, n, rows)]
@@ -277,10 +284,8 @@ def grid_sums(layers: Sequence[Layer], pairs: Sequence[tuple[int, int]], *,
     readers = [RowReader(x.data, m) for x, m in zip(layers, shifts, strict=True)]
     # With several row blocks each is read by T tiles: the diagonal tiles (one per block)
     # read the source and copy their rows to local scratch (raw, as stored), and the tiles
-    # above the diagonal read the copies, unless the processes running tasks may not share
-    # this machine's disk.
-    copy = len(bounds) > 1 and bool(dask.config.get("repsim.scratch", None)
-                                    or workers_share_this_machine())
+    # above the diagonal read the copies; without a shared disk the cluster carries them.
+    copy = len(bounds) > 1 and shared
     tiles = tiles_of(bounds, threads, split=copy)
     if plan is not None:
         logger.info("sample-space grid: %d layers, n=%d, whole Gram matrices in one row block: "
@@ -289,7 +294,8 @@ def grid_sums(layers: Sequence[Layer], pairs: Sequence[tuple[int, int]], *,
     else:
         logger.info("sample-space grid: %d layers, n=%d, %d row blocks of %d rows, %d tiles%s",
                     len(layers), n, len(bounds), rows, len(tiles),
-                    ", row blocks copied to scratch" if copy else "")
+                    ", row blocks copied to scratch" if copy else
+                    ", row blocks carried by the cluster" if len(bounds) > 1 else "")
     attrs = {"n_samples": n, "tile_rows": rows, "n_tiles": len(tiles)}
     with scratch.Store() as store:
         need = {"copies of the row blocks": sum(
@@ -299,13 +305,14 @@ def grid_sums(layers: Sequence[Layer], pairs: Sequence[tuple[int, int]], *,
                 if sigmas else 0,
                 "Gram tiles for the Gram store": 8 * n * (n + rows) // 2 * len(layers)
                 if keep is not None and plan is None else 0,
-                "whole Gram matrices": 8 * n * n * saved_grams(plan) if plan else 0}
+                "whole Gram matrices": 8 * n * n * saved_grams(plan) if plan and shared
+                else 0}
         if sum(need.values()):
             store.require(sum(need.values()), " and ".join(k for k, v in need.items() if v))
         if keep is not None:
             keep.scratch = store
         parts = _linear_parts(plan, tiles, readers, wanted, store if sigmas else None,
-                              store if copy else None, store, keep)
+                              store if copy else None, store if shared else None, keep)
         _check(parts, layers, wanted)
         sums = _assemble(parts, wanted, n, [0])
         if keep is not None and plan is None:
@@ -316,14 +323,29 @@ def grid_sums(layers: Sequence[Layer], pairs: Sequence[tuple[int, int]], *,
     return sums, attrs
 
 
+def _unshared(rbf: bool) -> None:
+    """The error when files must go to a scratch directory that the workers may not see."""
+    raise ValueError(
+        f"{'RBF CKA' if rbf else 'a Gram store of row-block tiles'} keeps files in a scratch "
+        "directory that every worker must see, and the workers of this cluster may be on other "
+        "machines: set dask config 'repsim.scratch' to a shared file system")
+
+
 def _linear_parts(plan, tiles, readers, wanted, distances_to, copies_to, grams_to,
                   keep=None) -> list[TileSums]:
     """Every tile's linear sums: the whole Gram matrices of ``plan`` (saved to ``grams_to``,
-    a store), or the tiles, the diagonal ones first and copying their rows when ``copies_to``
-    (a store) is given; each Gram matrix or block given to ``keep`` when it is not ``None``;
-    squared distances saved to ``distances_to`` when it is not ``None``."""
+    a store, else carried by the cluster), or the tiles, the diagonal ones first and copying
+    their rows when ``copies_to`` (a store) is given, else with the row blocks carried by the
+    cluster; each Gram matrix or block given to ``keep`` when it is not ``None``; squared
+    distances saved to ``distances_to`` when it is not ``None``."""
+    if plan is not None and grams_to is None:
+        return carried.whole_parts(tiles[0], plan, readers, wanted, keep, task_slots(),
+                                   _slab_limit())
     if plan is not None:
-        return _whole(tiles[0], plan, readers, wanted, grams_to, distances_to is not None, keep)
+        return _whole(tiles[0], plan, readers, wanted, grams_to, distances_to is not None,
+                      keep)
+    if copies_to is None and len(tiles) > 1:
+        return carried.tile_parts(tiles, readers, wanted)
     if copies_to is None:
         return run_tiles(gram_tile, tiles, readers, wanted, distances_to, None, keep)
     files = [copies_to.rows(layer, r.data.shape, r.data.dtype) for layer, r in enumerate(readers)]

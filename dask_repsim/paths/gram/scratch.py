@@ -143,8 +143,9 @@ class Store:
 
     The directory is made under the dask config value ``repsim.scratch`` if set, else under
     dask's ``temporary-directory``, else the system's temporary directory. Every process that
-    runs tasks must see it: on a cluster whose workers are on other machines, set
-    ``repsim.scratch`` to a shared file system.
+    runs tasks must see it: for RBF CKA on a cluster whose workers are on other machines, set
+    ``repsim.scratch`` to a shared file system (row blocks and Gram matrices are then carried
+    by the cluster, :mod:`~dask_repsim.paths.gram.carried`).
     """
 
     def __init__(self) -> None:

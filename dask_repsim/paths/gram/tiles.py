@@ -231,13 +231,16 @@ def slab_sums(tile: Tile, load, prefix: str, n_layers: int, scales: np.ndarray |
     ``span`` (counted from the tile's first row): the linear Gram blocks when ``scales`` is
     ``None``, else the RBF kernels ``exp(-d2 / scales[layer, s])`` of the saved squared
     distances at every column s, one bandwidth at a time. The rows of every layer are read in
-    slabs of at most ``limit`` bytes in all, so that every pair's sum is one product."""
+    slabs of at most ``limit`` bytes in all; every pair's sum is one product per row of the
+    slab (the layers' rows times their transpose), added row by row, so that a pair's sum
+    does not depend on the slab's size or the number of layers: a zoo's cells equal the
+    two-network grid's."""
     r0, r1 = span
     width, same = tile.cols[1] - tile.cols[0], tile.same
     step = max(1, min(r1 - r0, int(limit // (8 * n_layers * width))))
     buffer = np.empty((n_layers, step * width))
     kernels = [None] if scales is None else list(range(scales.shape[1]))
-    pair = np.zeros((len(kernels), len(pairs)))
+    full = np.zeros((len(kernels), n_layers, n_layers))
     rows_i = np.empty((len(kernels), n_layers, r1 - r0))
     rows_j = None if same else np.zeros((len(kernels), n_layers, width))
     diag = np.empty((len(kernels), n_layers, r1 - r0)) if same else None
@@ -251,7 +254,10 @@ def slab_sums(tile: Tile, load, prefix: str, n_layers: int, scales: np.ndarray |
                 block[...] = load(layer, key, a, b)
                 if s is not None:
                     np.exp(np.multiply(block, -1.0 / scales[layer, s], out=block), out=block)
-            pair[k] += products(flat, pairs)
+            rows = flat.reshape(n_layers, b - a, width)
+            with np.errstate(invalid="ignore", over="ignore"):
+                for r in range(b - a):  # row by row: the same sums whatever the slab's size
+                    full[k] += rows[:, r] @ rows[:, r].T
             blocks = [flat[layer].reshape(b - a, width) for layer in range(n_layers)]
             with np.errstate(invalid="ignore", over="ignore"):
                 rows_i[k, :, a - r0:b - r0] = [x.sum(axis=1) for x in blocks]
@@ -260,6 +266,7 @@ def slab_sums(tile: Tile, load, prefix: str, n_layers: int, scales: np.ndarray |
                                                  for x in blocks]
                 else:
                     rows_j[k] += [x.sum(axis=0) for x in blocks]
+    pair = np.array([[f[a, b] for a, b in pairs] for f in full])
     start = tile.rows[0]
     return TileSums(tile, tile.weight * pair, rows_i, rows_j, diag,
                     at=(start + r0, start + r1))
@@ -293,11 +300,14 @@ def run_tiles(function, tiles: Sequence[Tile], *args) -> list:
     return list(compute(*(dask.delayed(function, pure=False)(t, *args) for t in tiles)))
 
 
-def tile_rows(n: int, widths: Sequence[int], itemsize: int, budget: int, threads: int) -> int:
+def tile_rows(n: int, widths: Sequence[int], itemsize: int, budget: int, threads: int,
+              carried: bool = False) -> int:
     """Samples per row block so that a task's blocks fit ``budget / threads`` bytes.
 
-    A task holds each layer's Gram block (or one bandwidth's kernel blocks), two temporaries,
-    the widest layer's two raw row blocks and two float64 feature slices. At most ``n / T``
+    A task holds each layer's Gram block, two temporaries, the widest layer's two raw row
+    blocks and two float64 feature slices; when the cluster carries the row blocks
+    (``carried``, :mod:`~dask_repsim.paths.gram.carried`), a tile's task holds its layers'
+    blocks as given and stacked, twice as many. At most ``n / T``
     rows, with T the fewest row blocks whose T^2 / 2 units of work (a diagonal tile is half a
     unit) are at least as many as the threads.
 
@@ -306,7 +316,7 @@ def tile_rows(n: int, widths: Sequence[int], itemsize: int, budget: int, threads
     >>> tile_rows(2048, [65536, 100], 4, 2**31, 2)
     1024
     """
-    a = 8.0 * (len(widths) + 3)
+    a = 8.0 * (2 * len(widths) if carried else len(widths) + 3)
     b = 2.0 * max(widths) * itemsize + 16.0 * min(max(widths), FEATURE_SLICE)
     per_task = budget / max(1, threads)
     rows = int((-b + np.sqrt(b * b + 4 * a * per_task)) / (2 * a))
