@@ -212,7 +212,7 @@ def _finish(tile: Tile, g: np.ndarray, layer: int, store, rbf: bool, keep=None):
 
 
 def _whole(tile: Tile, plan: Sequence[Sequence[Unit]], readers, pairs, store, rbf: bool,
-           keep=None) -> list[TileSums]:
+           keep, share: tuple[int, int]) -> list[TileSums]:
     """The sums of the single tile of all samples: a task per bin of units, one per layer cut
     into units; each layer's whole Gram matrix goes to ``store`` as it is formed, and a pass
     over the saved matrices, in slabs of rows, sums every pair with one product."""
@@ -228,16 +228,17 @@ def _whole(tile: Tile, plan: Sequence[Sequence[Unit]], readers, pairs, store, rb
     hists: dict[int, Any] = {}
     for done in compute(*bins, *joins):
         hists.update(done)
-    parts = saved_sums([tile], store.part, "gram", len(readers), None, pairs, task_slots(),
-                       _slab_limit())
+    parts = saved_sums([tile], store.part, "gram", len(readers), None, pairs, *share)
     if rbf:
         parts[0].hist = [hists[layer] for layer in range(len(readers))]
     return parts
 
 
-def _slab_limit() -> int:
-    """Bytes a task of the passes over saved matrices holds at once."""
-    return int(min(SLAB_BYTES, memory_budget() // max(1, threads_per_process())))
+def _share(budget: int, threads: int) -> tuple[int, int]:
+    """The task slots and the bytes a task of the passes over saved matrices holds at once,
+    taken once per grid: a worker lost on the way changes neither how the rows are shared
+    out nor, so, a value."""
+    return task_slots(), int(min(SLAB_BYTES, budget // max(1, threads)))
 
 
 def grid_sums(layers: Sequence[Layer], pairs: Sequence[tuple[int, int]], *,
@@ -266,7 +267,8 @@ def grid_sums(layers: Sequence[Layer], pairs: Sequence[tuple[int, int]], *,
     # the processes running tasks see this machine's disk (or a shared scratch directory):
     # else the cluster carries row blocks and Gram matrices (:mod:`.carried`)
     shared = bool(dask.config.get("repsim.scratch", None) or workers_share_this_machine())
-    plan = whole_plan(n, widths, itemsize, budget, threads, task_slots(), rbf=bool(sigmas)) \
+    share = _share(budget, threads)
+    plan = whole_plan(n, widths, itemsize, budget, threads, share[0], rbf=bool(sigmas)) \
         if rows is None else None
     if plan is not None:
         rows = n
@@ -312,14 +314,14 @@ def grid_sums(layers: Sequence[Layer], pairs: Sequence[tuple[int, int]], *,
         if keep is not None:
             keep.scratch = store
         parts = _linear_parts(plan, tiles, readers, wanted, store if sigmas else None,
-                              store if copy else None, store if shared else None, keep)
+                              store if copy else None, store if shared else None, keep, share)
         _check(parts, layers, wanted)
         sums = _assemble(parts, wanted, n, [0])
         if keep is not None and plan is None:
             keep.finish(tiles, [sums[0, a, a].k_rows for a in range(len(layers))])
         if sigmas:
             sums.update(_rbf_grid(parts, tiles, store, layers, shifts, sigmas, seed, wanted,
-                                  attrs))
+                                  attrs, share))
     return sums, attrs
 
 
@@ -331,19 +333,19 @@ def _unshared(rbf: bool) -> None:
         "machines: set dask config 'repsim.scratch' to a shared file system")
 
 
-def _linear_parts(plan, tiles, readers, wanted, distances_to, copies_to, grams_to,
-                  keep=None) -> list[TileSums]:
+def _linear_parts(plan, tiles, readers, wanted, distances_to, copies_to, grams_to, keep,
+                  share: tuple[int, int]) -> list[TileSums]:
     """Every tile's linear sums: the whole Gram matrices of ``plan`` (saved to ``grams_to``,
     a store, else carried by the cluster), or the tiles, the diagonal ones first and copying
     their rows when ``copies_to`` (a store) is given, else with the row blocks carried by the
     cluster; each Gram matrix or block given to ``keep`` when it is not ``None``; squared
-    distances saved to ``distances_to`` when it is not ``None``."""
+    distances saved to ``distances_to`` when it is not ``None``; ``share``: the task slots
+    and bytes of the passes over saved matrices (:func:`_share`)."""
     if plan is not None and grams_to is None:
-        return carried.whole_parts(tiles[0], plan, readers, wanted, keep, task_slots(),
-                                   _slab_limit())
+        return carried.whole_parts(tiles[0], plan, readers, wanted, keep, *share)
     if plan is not None:
         return _whole(tiles[0], plan, readers, wanted, grams_to, distances_to is not None,
-                      keep)
+                      keep, share)
     if copies_to is None and len(tiles) > 1:
         return carried.tile_parts(tiles, readers, wanted)
     if copies_to is None:
@@ -356,14 +358,14 @@ def _linear_parts(plan, tiles, readers, wanted, distances_to, copies_to, grams_t
                              None, keep)
 
 
-def _rbf_grid(parts, tiles, store, layers, shifts, sigmas, seed, wanted, attrs) -> dict:
+def _rbf_grid(parts, tiles, store, layers, shifts, sigmas, seed, wanted, attrs,
+              share: tuple[int, int]) -> dict:
     """RBF sums of every pair at every bandwidth, from the distances in ``store``; the
     medians (and whether they are exact) go to ``attrs``."""
     n = tiles[-1].cols[1]
     meds, exact = _medians(parts, tiles, store, layers, shifts, n, seed)
     scales = np.array([[2.0 * s**2 * m for s in sigmas] for m in meds])
-    parts = saved_sums(tiles, store.part, "", len(layers), scales, wanted, task_slots(),
-                       _slab_limit())
+    parts = saved_sums(tiles, store.part, "", len(layers), scales, wanted, *share)
     attrs.update(median_sq_distance=[float(m) for m in meds], median_exact=exact)
     if not exact:
         attrs["approximate"] = (
