@@ -7,16 +7,20 @@ complete) is compared with itself by ``dask_repsim.compare_zoo`` four times, eac
 ``distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
 memory_limit="1.5GB")`` except the first:
 
-threads   the threaded scheduler of this process: the values every other step must give
+threads   the threaded scheduler of this process (its own budget and threads, so its own
+          tiles): the values every other step is compared with
 cluster   on the cluster (the default budget: a quarter of the workers' limit, per process):
           seconds, whether any worker was restarted (the workers' addresses before and after)
 killed    as ``cluster``, one worker process killed (SIGKILL) once the first Gram task has
-          finished: dask recomputes what was lost, and the values must not change
-carried   as ``cluster``, with the shared-disk check forced off (as for workers on other hosts:
+          finished: dask recomputes what was lost, and the values must be ``cluster``'s, bit
+          for bit
+linear    as ``cluster``, linear and debiased CKA only (RBF CKA needs a shared scratch
+          directory, so the next step cannot have it)
+carried   as ``linear``, with the shared-disk check forced off (as for workers on other hosts:
           the cluster carries the row blocks and Gram matrices instead of the scratch
-          directory), linear and debiased CKA only (RBF CKA needs a shared scratch directory);
-          every chunk read is logged by the store in whichever process reads it (the tests'
-          ``cluster_utils.LoggedStore``), and each must be decoded at most twice
+          directory); every chunk read is logged by the store in whichever process reads it
+          (the tests' ``cluster_utils.LoggedStore``), and each must be decoded at most twice;
+          the values must be ``linear``'s, bit for bit
 
 Output: ``benchmarks/results/zoo_cluster_n<n>_<N>.txt``.
 
@@ -128,9 +132,10 @@ def main() -> None:
         reference = _values(dask_repsim.compare_zoo(str(store), metrics=METRICS, sigma=SIGMA))
         threads = time.perf_counter() - start
     runs = {}
-    for step in ("cluster", "killed"):
+    for step in ("cluster", "killed", "linear"):
         _say(f"{step} ...")
-        runs[step] = on_cluster(str(store), METRICS, kill=step == "killed")
+        runs[step] = on_cluster(str(store), METRICS[:2] if step == "linear" else METRICS,
+                                kill=step == "killed")
     _say("carried ...")
     log = args.workdir / "reads.log"
     log.unlink(missing_ok=True)
@@ -165,19 +170,25 @@ def report(args, threads: float, reference: dict, runs: dict, reads: dict, chunk
              f"metrics: {', '.join(METRICS)} (sigma {SIGMA}); the carried step linear and "
              "debiased CKA only", "",
              "| step | seconds | workers restarted | method | tiles | max abs difference "
-             "from threads |", "|---|---:|---:|---|---:|---:|",
-             f"| threads | {threads:.1f} | - | - | - | - |"]
+             "from threads | identical to |", "|---|---:|---:|---|---:|---:|---|",
+             f"| threads | {threads:.1f} | - | - | - | - | - |"]
+    same = {"killed": "cluster", "carried": "linear"}
     for step, run in runs.items():
         diff = max(float(np.max(np.abs(run["values"][m] - reference[m])))
                    for m in run["values"])
         run["diff"] = diff
+        twin = runs.get(same.get(step, ""))
+        run["identical"] = twin is None or all(
+            np.array_equal(run["values"][m], twin["values"][m]) for m in run["values"])
         lines.append(f"| {step} | {run['seconds']:.1f} | {run['restarted']} | "
-                     f"{run['attrs']['method']} | {run['attrs']['n_tiles']} | {diff:.2e} |")
+                     f"{run['attrs']['method']} | {run['attrs']['n_tiles']} | {diff:.2e} | "
+                     + (f"{same[step]}: {'yes' if run['identical'] else 'NO'}"
+                        if step in same else "-") + " |")
     killed = runs["killed"]["killed"]
     per_count: dict[int, int] = {}
     for count in reads.values():
         per_count[count] = per_count.get(count, 0) + 1
-    restarted = runs["cluster"]["restarted"] + runs["carried"]["restarted"]
+    restarted = sum(runs[k]["restarted"] for k in ("cluster", "linear", "carried"))
     lines += [
         "",
         "killed: " + (f"one worker process SIGKILLed {killed['after']:.1f} s into the call, "
@@ -186,10 +197,14 @@ def report(args, threads: float, reference: dict, runs: dict, reads: dict, chunk
         f"carried: {len(reads):,} of {chunks:,} stored chunks read; "
         + ", ".join(f"{v:,} chunks {k} time(s)" for k, v in sorted(per_count.items())),
         "each chunk at most twice: " + _verdict(bool(reads) and max(reads.values()) <= 2)
-        + "; no worker restarted (cluster, carried): " + _verdict(restarted == 0)
+        + "; no worker restarted (cluster, linear, carried): " + _verdict(restarted == 0)
         + "; a worker killed: " + _verdict(bool(killed))
-        + "; values identical (<= 1e-12) in every step: "
-        + _verdict(all(r["diff"] <= 1e-12 for r in runs.values())),
+        + "; killed = cluster and carried = linear, bit for bit: "
+        + _verdict(runs["killed"]["identical"] and runs["carried"]["identical"]),
+        "every step against the threaded run (its own tiles: the same sums, added in another "
+        "order): largest difference "
+        + f"{max(r['diff'] for r in runs.values()):.2e} (within 1e-11: "
+        + _verdict(all(r["diff"] <= 1e-11 for r in runs.values())) + ")",
     ]
     return lines
 

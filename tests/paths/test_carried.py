@@ -86,7 +86,10 @@ def test_carried_equals_scratch_and_numpy(tmp_path, monkeypatch, budget):
         assert carried.attrs["n_tiles"] == 1 and units == {"l0": 1, "l1": 2, "l2": 1}
         assert all(v == units[k.split("/")[0]] for k, v in reads.items()), reads
     for metric in METRICS:
-        assert np.abs(carried[metric].values - on_scratch[metric].values).max() <= 1e-12
+        if budget == 2**31:  # the same slabs, held by the cluster or read from scratch
+            assert np.array_equal(carried[metric].values, on_scratch[metric].values)
+        else:  # carried tiles hold twice the blocks, so they have fewer rows: other sums
+            assert np.abs(carried[metric].values - on_scratch[metric].values).max() <= 1e-12
         for a in data:
             for b in data:
                 ref = _reference(data[a], data[b], metric)
@@ -107,7 +110,7 @@ def test_carried_whole_matrices_of_a_layer_cut_by_columns(tmp_path, monkeypatch)
     with dask.config.set(config):
         carried = dr.compare(group, metrics=METRICS, method="gram")
     for metric in METRICS:
-        assert np.abs(carried[metric].values - on_scratch[metric].values).max() <= 1e-12
+        assert np.array_equal(carried[metric].values, on_scratch[metric].values)
     ref = _reference(data["l0"], data["l1"], "cka")
     assert abs(float(carried.cka.sel(layer_a="l0", layer_b="l1")) - ref) <= 1e-9
 

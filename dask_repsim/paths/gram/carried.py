@@ -28,7 +28,7 @@ import dask
 import numpy as np
 
 from ...engine.parallel import compute
-from .tiles import Tile, TileSums, row_cuts, slab_sums, tile_sums
+from .tiles import Tile, TileSums, slab_sums, slabs, tile_sums
 
 
 def _block(reader, xi: np.ndarray, xj: np.ndarray | None) -> np.ndarray:
@@ -106,7 +106,7 @@ def whole_parts(tile: Tile, plan, readers, pairs, keep, slots: int,
     it is not ``None``. A task per unit rather than per bin: a bin's results would all wait
     in one worker's memory."""
     n, n_layers = tile.rows[1], len(readers)
-    cuts = row_cuts(n, max(slots, -(-8 * n_layers * n * n // max(1, limit))))
+    cuts = slabs(tile, 1, n_layers, slots, limit)
     units: dict[int, list] = {}
     for u in (u for b in plan for u in b):
         units.setdefault(u.layer, []).append(dask.delayed(_unit_slabs, pure=False)(

@@ -274,13 +274,28 @@ def slab_sums(tile: Tile, load, prefix: str, n_layers: int, scales: np.ndarray |
 
 def saved_sums(tiles: Sequence[Tile], load, prefix: str, n_layers: int,
                scales: np.ndarray | None, pairs, slots: int, limit: int) -> list[TileSums]:
-    """Every tile's :func:`slab_sums`, a task per tile and share of its rows: with fewer tiles
-    than ``slots``, the rows of each are shared out among tasks."""
-    shares = max(1, -(-slots // len(tiles)))
-    spans = [(t, (int(a), int(b))) for t in tiles
-             for a, b in row_cuts(t.rows[1] - t.rows[0], shares)]
+    """Every tile's :func:`slab_sums`, a task per tile and slab of its rows (:func:`slabs`)."""
+    spans = [(t, span) for t in tiles for span in slabs(t, len(tiles), n_layers, slots, limit)]
     return list(compute(*(dask.delayed(slab_sums, pure=False)(
         t, load, prefix, n_layers, scales, pairs, span, limit) for t, span in spans)))
+
+
+def slabs(tile: Tile, count: int, n_layers: int, slots: int, limit: int) -> list[tuple[int, int]]:
+    """The rows of ``tile`` (one of ``count``) in slabs of at most ``limit`` bytes for all
+    ``n_layers`` layers' float64 rows, and with fewer tiles than ``slots`` in as many as give
+    every slot a task: each slab is one task of the passes over saved matrices, whether they
+    are on scratch or carried by the cluster (:mod:`~dask_repsim.paths.gram.carried`), so
+    both add the same partial sums in the same order.
+
+    Examples
+    --------
+    >>> cuts = slabs(Tile(0, (0, 2048), (0, 2048)), 1, 56, 2, 64 * 2**20)  # 73 rows fit
+    >>> len(cuts), cuts[:2]
+    (29, [(0, 70), (70, 141)])
+    """
+    rows, width = tile.rows[1] - tile.rows[0], tile.cols[1] - tile.cols[0]
+    per_slab = max(1, limit // (8 * n_layers * width))
+    return row_cuts(rows, max(-(-slots // count), -(-rows // per_slab)))
 
 
 def row_cuts(n: int, parts: int) -> list[tuple[int, int]]:
