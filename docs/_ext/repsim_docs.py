@@ -258,7 +258,8 @@ def report_lines(text: str) -> list[str]:
 REPORT_ORDER = ["core_1000000", "core_4000000", "core_1000000_uncertainty",
                 "grid_200000", "scaling", "scaling_workers",
                 "wide_20000x16384_rbf50000", "wide_4000x4096_rbf10000", "conv_n2048",
-                "conv_n10000", "conv_n20000", "zoo_n2048_8", "zoo_n10000_4", "rsa_knn"]
+                "conv_n10000", "conv_n20000", "zoo_n2048_8", "zoo_n10000_4", "zoo_grow",
+                "zoo_cluster_n2048_8", "rsa_knn"]
 
 
 def _order(path: Path) -> tuple[int, str]:

@@ -28,7 +28,7 @@ import dask
 import numpy as np
 
 from ...engine.parallel import compute
-from .tiles import Tile, TileSums, slab_sums, slabs, tile_sums
+from .tiles import Tile, TileSums, slab_sums, slabs, tile_sums, whole_gram
 
 
 def _block(reader, xi: np.ndarray, xj: np.ndarray | None) -> np.ndarray:
@@ -60,11 +60,7 @@ def tile_parts(tiles: Sequence[Tile], readers, pairs) -> list[TileSums]:
 
 def _unit_slabs(unit, reader, n: int, cuts, keep) -> list[np.ndarray]:
     """A unit's (partial) Gram matrix over all n samples, as slabs of rows ``cuts``."""
-    x = reader.rows(0, n, None, unit.cols)
-    if keep is not None:
-        keep.rows(unit.layer, 0, x, unit.cols)
-    g = reader.gram(x, None, x[:reader.edges[1]].mean(axis=0, dtype=np.float64))[0]
-    del x
+    g = whole_gram(reader, n, unit.layer, unit.cols, keep=keep)
     return [g[a:b].copy() for a, b in cuts]
 
 

@@ -22,10 +22,10 @@ single tile: the tasks share the work by layers instead, each forming the whole 
 of its share of the layers' columns (wide layers cut by columns into several tasks when they
 are more than a task's share), so that each stored chunk is read once and no product is formed
 twice. Each Gram matrix goes to the scratch directory as soon as it is formed, and every
-pair's sum comes from one product per slab of rows of all the saved matrices
-(:func:`~dask_repsim.paths.gram.tiles.saved_sums`), so that memory does not grow with the
-number of layers (a zoo of 8 ResNet-18s is 56 layers). Otherwise the samples are cut into T
-row blocks.
+pair's sum comes from the saved matrices read back in slabs of rows, one product of all the
+layers' rows with their transpose per row (:func:`~dask_repsim.paths.gram.tiles.saved_sums`),
+so that memory does not grow with the number of layers (a zoo of 8 ResNet-18s is 56 layers).
+Otherwise the samples are cut into T row blocks.
 
 Row blocks are read inside the tasks (a slice of the layer's dask array, computed there, stored
 chunk by stored chunk), so a task's memory is what :func:`~dask_repsim.paths.gram.tiles.tile_rows`
@@ -78,6 +78,7 @@ from .tiles import (
     saved_sums,
     tile_rows,
     tiles_of,
+    whole_gram,
 )
 
 logger = logging.getLogger("dask_repsim")
@@ -165,21 +166,15 @@ def saved_grams(plan: Sequence[Sequence[Unit]]) -> int:
 
 def _unit_grams(units: Sequence[Unit], readers, tile: Tile, store, single, rbf: bool,
                 keep=None) -> dict[int, Any]:
-    """The (partial) Gram matrix of every unit of a bin, over all samples, each unit's columns
-    shifted by their means over the layer's first stored chunk (see :func:`first_chunk_means`;
-    the rows are at hand, so no pass reads that chunk again); the rows read are shown to
-    ``keep`` (see :func:`grid_sums`). A layer that is a single unit (``single[layer]``) is
-    finished here (:func:`_finish`); a share of a layer is saved to ``store`` for
-    :func:`_join`. Returns the finished layers' histograms."""
+    """The (partial) Gram matrix of every unit of a bin (:func:`~.tiles.whole_gram`, the rows
+    shown to ``keep``, see :func:`grid_sums`). A layer that is a single unit
+    (``single[layer]``) is finished here (:func:`_finish`); a share of a layer is saved to
+    ``store`` for :func:`_join`. Returns the finished layers' histograms."""
     n = tile.rows[1]
     buffer = np.empty(max(readers[u.layer].nbytes(0, n, u.cols) for u in units), np.uint8)
     out = {}
     for u in units:
-        reader = readers[u.layer]
-        x = reader.rows(0, n, buffer, u.cols)
-        if keep is not None:
-            keep.rows(u.layer, 0, x, u.cols)
-        g = reader.gram(x, None, x[:reader.edges[1]].mean(axis=0, dtype=np.float64))[0]
+        g = whole_gram(readers[u.layer], n, u.layer, u.cols, buffer, keep)
         if single[u.layer]:
             out[u.layer] = _finish(tile, g, u.layer, store, rbf, keep)
         else:

@@ -89,6 +89,17 @@ class RowReader:
         return g, ni, ni if same else nj
 
 
+def whole_gram(reader: RowReader, n: int, layer: int, cols: tuple[int, int] | None,
+               buffer: np.ndarray | None = None, keep=None) -> np.ndarray:
+    """The (partial) Gram matrix of columns ``cols`` of a layer over all n samples, the columns
+    shifted by their means over the layer's first stored chunk (the rows are at hand, so no
+    pass reads that chunk again); the rows read are shown to ``keep.rows`` when given."""
+    x = reader.rows(0, n, buffer, cols)
+    if keep is not None:
+        keep.rows(layer, 0, x, cols)
+    return reader.gram(x, None, x[:reader.edges[1]].mean(axis=0, dtype=np.float64))[0]
+
+
 @dataclass(frozen=True)
 class Tile:
     """The sample pairs ``rows x cols`` (start, stop); ``key`` names its files on scratch. A
