@@ -198,6 +198,14 @@ if __name__ == "__main__":
     main()
 
 
+def own_peak_bytes() -> int:
+    """This process's own peak resident set size (``VmHWM``): ``ru_maxrss`` of a child counts
+    the parent's resident set at fork, which for a driver that wrote the data is large."""
+    with open("/proc/self/status") as f:
+        line = next(x for x in f if x.startswith("VmHWM:"))
+    return int(line.split()[1]) * 1024
+
+
 def machine_lines(start_load: tuple[float, ...],
                   packages: tuple[str, ...] = ("numpy", "dask", "zarr", "xarray")) -> list[str]:
     """Date, machine, BLAS, load and versions (of ``packages``), as every report gives them."""

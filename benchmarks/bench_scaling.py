@@ -25,8 +25,9 @@ least squares (non-negative, relative residuals):
     pass   ~ a0 + a1 n P + a2 n P^2
     client ~ b0 + b1 sum_layers p^3 + b2 sum_pairs p q min(p, q)
 
-Peak memory is each process's peak resident set size (``wait4``'s ``ru_maxrss``, imports
-included; on the cluster it covers the worker processes, which the measuring process starts).
+Peak memory is each process's own peak resident set size (``VmHWM``, imports included; not
+``wait4``'s ``ru_maxrss``, which counts the driver's resident set at fork); on the cluster the
+client's and each worker process's are given apart.
 
 Every point also gets its floor (``_common.py``): the larger of one read pass over its arrays
 (in a process of its own, page cache warm, the faster of two) and the arithmetic floor, the
@@ -62,7 +63,14 @@ from pathlib import Path
 
 import numpy as np
 import zarr
-from _common import add_gemm_argument, child_env, gemm_lines, measure_gemm, measure_read
+from _common import (
+    add_gemm_argument,
+    child_env,
+    gemm_lines,
+    measure_gemm,
+    measure_read,
+    own_peak_bytes,
+)
 from bench_core import _gb, _generate, _mixing, _run_lines, _versions
 from scipy.optimize import nnls
 
@@ -357,7 +365,7 @@ def child_cluster(spec: dict) -> dict:
 
 def run_child(spec: dict) -> None:
     out = child_cluster(spec) if spec.get("workers") else child_threads(spec)
-    out["peak_self_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    out["peak_self_bytes"] = own_peak_bytes()
     print(json.dumps(out), flush=True)
 
 
@@ -365,8 +373,8 @@ def run_child(spec: dict) -> None:
 
 
 def spawn(spec: dict, blas_threads: int) -> dict:
-    """Run one measurement in a fresh interpreter; peak RSS and CPU time from ``wait4``
-    (the process and the descendants it waited for: a cluster's worker processes)."""
+    """Run one measurement in a fresh interpreter: CPU time from ``wait4`` (the process and
+    the descendants it waited for: a cluster's worker processes), peak RSS the child's own."""
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", json.dumps(spec)]
     env = child_env()
     if blas_threads:
@@ -379,7 +387,9 @@ def spawn(spec: dict, blas_threads: int) -> dict:
     if proc.returncode != 0:
         raise RuntimeError(f"{spec} failed with exit code {proc.returncode}")
     result = json.loads(stdout.strip().splitlines()[-1])
-    result["peak_bytes"] = usage.ru_maxrss * 1024
+    # the child's own peak (a cluster's workers report theirs): wait4's ru_maxrss would count
+    # this driver's resident set at fork, the data it wrote included
+    result["peak_bytes"] = result["peak_self_bytes"]
     result["cpu_seconds"] = usage.ru_utime + usage.ru_stime
     return result
 
@@ -645,7 +655,7 @@ def report(args, cfg, points, coefs, paths, write_seconds, load_start, gemm) -> 
         "the rest (graph, decompositions and measures of every pair); predicted: the fitted "
         "formulas below; CPU s: the process's CPU time during the call; cores used: CPU time "
         "/ wall time of the pass (2 at most here; less when other jobs hold the cores); peak "
-        "GB: the process's peak RSS (wait4), imports included; read s: one read pass over the "
+        "GB: the process's own peak RSS (VmHWM), imports included; read s: one read pass over the "
         "point's arrays (column sums, threaded scheduler, own process, page cache warm, the "
         "faster of two); "
         "arithmetic s: n (sum_layers p^2 / 2 + sum_pairs p q) float64 multiply-adds (own "
