@@ -424,7 +424,8 @@ def _assemble(parts, wanted, n, kernels) -> dict:
     pair = np.zeros((len(kernels), len(wanted)))
     for part in parts:
         (i0, i1), (j0, j1) = part.at or part.tile.rows, part.tile.cols
-        pair += part.pair
+        for group in (part.pair[None] if part.groups is None else part.groups):
+            pair += group  # groups of rows in row order: the same sums for any tasks
         rows[:, :, i0:i1] += part.rows_i
         if part.rows_j is not None:
             rows[:, :, j0:j1] += part.rows_j

@@ -160,7 +160,8 @@ class TileSums:
     """One tile's contribution: ``pair[k, c]`` = weight x sum K_a K_b for kernel k and pair c,
     each layer's row sums over the tile's columns (``rows_i``) and rows (``rows_j``), and its
     diagonal on a diagonal tile. ``at``: the samples ``rows_i`` and ``diag`` are of, when they
-    are a share of the tile's rows (see :func:`saved_sums`)."""
+    are a share of the tile's rows (see :func:`saved_sums`); ``groups``: ``pair`` by groups of
+    rows, to be added in row order (``pair`` is then their sum, for checks only)."""
 
     tile: Tile
     pair: np.ndarray
@@ -169,6 +170,7 @@ class TileSums:
     diag: np.ndarray | None
     hist: list[np.ndarray] | None = None
     at: tuple[int, int] | None = None
+    groups: np.ndarray | None = None  # (groups, kernels, pairs): ``pair`` by row groups
 
 
 def products(flat: np.ndarray, pairs) -> np.ndarray:
@@ -235,28 +237,37 @@ def gram_tile(tile: Tile, readers, pairs, store, copies=None, keep=None) -> Tile
 SLAB_BYTES = 64 * 2**20
 
 
+#: rows whose products a pass over saved matrices adds up before adding the group to the
+#: total, in row order: tasks hold whole groups, so the sums do not depend on how many tasks
+ROW_GROUP = 64
+
+
 def slab_sums(tile: Tile, load, prefix: str, n_layers: int, scales: np.ndarray | None,
               pairs, span: tuple[int, int], limit: int) -> TileSums:
     """The sums of the matrices saved for ``tile`` (``load(layer, key, start, stop)``: rows
     start:stop of layer's matrix under ``key``, prefix + the tile's key), over the tile's rows
-    ``span`` (counted from the tile's first row): the linear Gram blocks when ``scales`` is
-    ``None``, else the RBF kernels ``exp(-d2 / scales[layer, s])`` of the saved squared
-    distances at every column s, one bandwidth at a time. The rows of every layer are read in
-    slabs of at most ``limit`` bytes in all; every pair's sum is one product per row of the
-    slab (the layers' rows times their transpose), added row by row, so that a pair's sum
-    does not depend on the slab's size or the number of layers: a zoo's cells equal the
-    two-network grid's."""
+    ``span`` (counted from the tile's first row, starting at a multiple of
+    :data:`ROW_GROUP`): the linear Gram blocks when ``scales`` is ``None``, else the RBF
+    kernels ``exp(-d2 / scales[layer, s])`` of the saved squared distances at every column s,
+    one bandwidth at a time. The rows of every layer are read in slabs of at most ``limit``
+    bytes in all; every pair's sum is one product per row (the layers' rows times their
+    transpose), added row by row within each group of :data:`ROW_GROUP` rows, and the groups'
+    sums are returned apart (``groups``) for the caller to add in row order: a pair's sum then
+    depends neither on the slabs, nor on the tasks, nor on the number of layers (a zoo's cells
+    equal the two-network grid's)."""
     r0, r1 = span
     width, same = tile.cols[1] - tile.cols[0], tile.same
     step = max(1, min(r1 - r0, int(limit // (8 * n_layers * width))))
     buffer = np.empty((n_layers, step * width))
     kernels = [None] if scales is None else list(range(scales.shape[1]))
-    full = np.zeros((len(kernels), n_layers, n_layers))
+    index = tuple(np.array(pairs).T)
+    groups = np.zeros((-(-(r1 - r0) // ROW_GROUP), len(kernels), len(pairs)))
     rows_i = np.empty((len(kernels), n_layers, r1 - r0))
     rows_j = None if same else np.zeros((len(kernels), n_layers, width))
     diag = np.empty((len(kernels), n_layers, r1 - r0)) if same else None
     key = f"{prefix}{tile.key}"
     for k, s in enumerate(kernels):
+        full = np.zeros((n_layers, n_layers))
         for a in range(r0, r1, step):
             b = min(r1, a + step)
             flat = buffer[:, :(b - a) * width]
@@ -267,8 +278,11 @@ def slab_sums(tile: Tile, load, prefix: str, n_layers: int, scales: np.ndarray |
                     np.exp(np.multiply(block, -1.0 / scales[layer, s], out=block), out=block)
             rows = flat.reshape(n_layers, b - a, width)
             with np.errstate(invalid="ignore", over="ignore"):
-                for r in range(b - a):  # row by row: the same sums whatever the slab's size
-                    full[k] += rows[:, r] @ rows[:, r].T
+                for r in range(a, b):
+                    full += rows[:, r - a] @ rows[:, r - a].T
+                    if (r + 1) % ROW_GROUP == 0 or r + 1 == r1:  # a group's last row
+                        groups[(r - r0) // ROW_GROUP, k] = full[index]
+                        full[...] = 0.0
             blocks = [flat[layer].reshape(b - a, width) for layer in range(n_layers)]
             with np.errstate(invalid="ignore", over="ignore"):
                 rows_i[k, :, a - r0:b - r0] = [x.sum(axis=1) for x in blocks]
@@ -277,10 +291,10 @@ def slab_sums(tile: Tile, load, prefix: str, n_layers: int, scales: np.ndarray |
                                                  for x in blocks]
                 else:
                     rows_j[k] += [x.sum(axis=0) for x in blocks]
-    pair = np.array([[f[a, b] for a, b in pairs] for f in full])
+    groups *= tile.weight
     start = tile.rows[0]
-    return TileSums(tile, tile.weight * pair, rows_i, rows_j, diag,
-                    at=(start + r0, start + r1))
+    return TileSums(tile, groups.sum(axis=0), rows_i, rows_j, diag,
+                    at=(start + r0, start + r1), groups=groups)
 
 
 def saved_sums(tiles: Sequence[Tile], load, prefix: str, n_layers: int,
@@ -292,21 +306,24 @@ def saved_sums(tiles: Sequence[Tile], load, prefix: str, n_layers: int,
 
 
 def slabs(tile: Tile, count: int, n_layers: int, slots: int, limit: int) -> list[tuple[int, int]]:
-    """The rows of ``tile`` (one of ``count``) in slabs of at most ``limit`` bytes for all
-    ``n_layers`` layers' float64 rows, and with fewer tiles than ``slots`` in as many as give
-    every slot a task: each slab is one task of the passes over saved matrices, whether they
+    """The rows of ``tile`` (one of ``count``) in slabs of whole groups of :data:`ROW_GROUP`
+    rows, as many as keep a slab within ``limit`` bytes for all ``n_layers`` layers' float64
+    rows where a group does, and with fewer tiles than ``slots`` as many as give every slot a
+    task: each slab is one task of the passes over saved matrices, whether they
     are on scratch or carried by the cluster (:mod:`~dask_repsim.paths.gram.carried`), so
     both add the same partial sums in the same order.
 
     Examples
     --------
     >>> cuts = slabs(Tile(0, (0, 2048), (0, 2048)), 1, 56, 2, 64 * 2**20)  # 73 rows fit
-    >>> len(cuts), cuts[:2]
-    (29, [(0, 70), (70, 141)])
+    >>> len(cuts), cuts[:3]  # whole groups of 64 rows, one or two a slab
+    (29, [(0, 64), (64, 128), (128, 192)])
     """
     rows, width = tile.rows[1] - tile.rows[0], tile.cols[1] - tile.cols[0]
     per_slab = max(1, limit // (8 * n_layers * width))
-    return row_cuts(rows, max(-(-slots // count), -(-rows // per_slab)))
+    parts = max(-(-slots // count), -(-rows // per_slab))
+    return [(a * ROW_GROUP, min(rows, b * ROW_GROUP))  # whole groups of rows
+            for a, b in row_cuts(-(-rows // ROW_GROUP), parts)]
 
 
 def row_cuts(n: int, parts: int) -> list[tuple[int, int]]:
