@@ -198,6 +198,29 @@ if __name__ == "__main__":
     main()
 
 
+def plain(value):
+    """JSON-friendly: numpy scalars to Python, anything else unknown to its str."""
+    return json.loads(json.dumps(value, default=lambda o: o.item() if hasattr(o, "item")
+                                 else str(o)))
+
+
+def run_measured(cmd: list[str], step: str) -> dict:
+    """Run a step's command in a fresh interpreter (:func:`child_env`) and read the JSON of its
+    last line; its peak RSS and CPU time come from the kernel via ``wait4``. A step that fails
+    gives ``{"error": ...}``."""
+    print(f"[{datetime.now(UTC):%H:%M:%S}] step {step} ...", flush=True)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=child_env())
+    stdout = proc.stdout.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    code = os.waitstatus_to_exitcode(status)
+    if code != 0:
+        return {"error": f"exit status {code}"}
+    result = json.loads(stdout.strip().splitlines()[-1])
+    result["peak_bytes"] = usage.ru_maxrss * 1024
+    result["cpu_seconds"] = usage.ru_utime + usage.ru_stime
+    return result
+
+
 def own_peak_bytes() -> int:
     """This process's own peak resident set size (``VmHWM``): ``ru_maxrss`` of a child counts
     the parent's resident set at fork, which for a driver that wrote the data is large."""

@@ -44,7 +44,6 @@ import argparse
 import json
 import os
 import resource
-import subprocess
 import sys
 import time
 import warnings
@@ -55,11 +54,12 @@ import numpy as np
 from _common import (
     add_gemm_argument,
     blas_info,
-    child_env,
     floor_lines,
     gemm_lines,
     machine_lines,
     measure_gemm,
+    plain,
+    run_measured,
 )
 
 HERE = Path(__file__).resolve().parent
@@ -216,7 +216,7 @@ def ours_step(a: str, b: str, metrics: list[str], sigmas: list[float],
         for var in ds.data_vars
         if ds[var].dims == ("layer_a", "layer_b")
     }
-    return {"seconds": seconds, "values": values, "attrs": _plain(dict(ds.attrs)),
+    return {"seconds": seconds, "values": values, "attrs": plain(dict(ds.attrs)),
             "warnings": sorted({str(w.message) for w in caught})}
 
 
@@ -318,12 +318,6 @@ def numpy_bytes(n: int, metrics: list[str]) -> int:
 # --------------------------------------------------------------------------- the driver
 
 
-def _plain(value):
-    """JSON-friendly: numpy scalars to Python, anything else unknown to its str."""
-    return json.loads(json.dumps(value, default=lambda o: o.item() if hasattr(o, "item")
-                                 else str(o)))
-
-
 def run_child(args: argparse.Namespace) -> dict:
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     a, b = str(args.workdir / "a.zarr"), str(args.workdir / "b.zarr")
@@ -346,17 +340,7 @@ def spawn(args: argparse.Namespace, step: str) -> dict:
     cmd += ["--keep"] if args.keep else []
     cmd += ["--budget", args.budget] if args.budget is not None else []
     cmd += ["--method", args.method] if args.method is not None else []
-    print(f"[{datetime.now(UTC):%H:%M:%S}] step {step} ...", flush=True)
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=child_env())
-    stdout = proc.stdout.read()
-    _, status, usage = os.wait4(proc.pid, 0)
-    code = os.waitstatus_to_exitcode(status)
-    if code != 0:
-        return {"error": f"exit status {code}"}
-    result = json.loads(stdout.strip().splitlines()[-1])
-    result["peak_bytes"] = usage.ru_maxrss * 1024
-    result["cpu_seconds"] = usage.ru_utime + usage.ru_stime
-    return result
+    return run_measured(cmd, step)
 
 
 
@@ -504,7 +488,7 @@ def main() -> None:
     out = HERE / "results" / f"conv_n{args.n}.txt"
     out.parent.mkdir(exist_ok=True)
     out.write_text(text)
-    out.with_suffix(".json").write_text(json.dumps(_plain(results), indent=1))
+    out.with_suffix(".json").write_text(json.dumps(plain(results), indent=1))
 
 
 if __name__ == "__main__":

@@ -51,7 +51,6 @@ import json
 import os
 import re
 import resource
-import subprocess
 import sys
 import time
 import warnings
@@ -62,11 +61,12 @@ import numpy as np
 from _common import (
     add_gemm_argument,
     blas_info,
-    child_env,
     floor_lines,
     gemm_lines,
     measure_gemm,
+    plain,
     read_pass,
+    run_measured,
 )
 from bench_conv import (
     LAYERS,
@@ -77,7 +77,6 @@ from bench_conv import (
     _debiased,
     _gram_of,
     _median_sq_distance,
-    _plain,
     _rbf_centred,
     machine_lines,
     resnet18,
@@ -157,7 +156,7 @@ def zoo_step(store: Path, nets: list[str], metrics: list[str], sigmas: list[floa
     labels = layer_labels(nets)
     values = {str(var): ds[var].sel(a=labels, b=labels).values.tolist()
               for var in ds.data_vars if ds[var].dims == ("a", "b")}
-    return {"seconds": seconds, "values": values, "attrs": _plain(dict(ds.attrs)),
+    return {"seconds": seconds, "values": values, "attrs": plain(dict(ds.attrs)),
             "warnings": sorted({str(w.message) for w in caught})}
 
 
@@ -262,17 +261,7 @@ def spawn(args: argparse.Namespace, step: str) -> dict:
     cmd += ["--keep"] if args.keep else []
     cmd += ["--budget", args.budget] if args.budget is not None else []
     cmd += ["--method", args.method] if args.method is not None else []
-    print(f"[{datetime.now(UTC):%H:%M:%S}] step {step} ...", flush=True)
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=child_env())
-    stdout = proc.stdout.read()
-    _, status, usage = os.wait4(proc.pid, 0)
-    code = os.waitstatus_to_exitcode(status)
-    if code != 0:
-        return {"error": f"exit status {code}"}
-    result = json.loads(stdout.strip().splitlines()[-1])
-    result["peak_bytes"] = usage.ru_maxrss * 1024
-    result["cpu_seconds"] = usage.ru_utime + usage.ru_stime
-    return result
+    return run_measured(cmd, step)
 
 
 def _symmetric(metric: str) -> bool:
@@ -481,7 +470,7 @@ def _matched_lines(values: dict, nets: list[str]) -> list[str]:
 
 def _dump(results: dict) -> str:
     """The results as JSON, each row of a matrix on one line."""
-    text = json.dumps(_plain(results), indent=1)
+    text = json.dumps(plain(results), indent=1)
     return re.sub(r"\[\s+([-+\d.eE, \n]+?)\s+\]",
                   lambda m: "[" + re.sub(r"\s+", " ", m.group(1)) + "]", text)
 

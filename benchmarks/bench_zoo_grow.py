@@ -38,14 +38,12 @@ import json
 import os
 import resource
 import shutil
-import subprocess
 import sys
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
-from _common import child_env, machine_lines
+from _common import machine_lines, plain, run_measured
 
 HERE = Path(__file__).resolve().parent
 NETWORKS = [f"net{i}" for i in range(5)]
@@ -156,14 +154,8 @@ def run_step(args: argparse.Namespace) -> dict:
     if gram_store is not None:
         read["Gram store"] = gram_store.bytes
     attrs = {k: v for k, v in ds.attrs.items() if k != "gram_digests"}
-    return {"seconds": seconds, "read_bytes": read, "attrs": _plain(attrs),
+    return {"seconds": seconds, "read_bytes": read, "attrs": plain(attrs),
             "values": _values(ds, metrics), "labels": [str(v) for v in ds.a.values]}
-
-
-def _plain(value):
-    """JSON-friendly: numpy scalars to Python, anything else unknown to its str."""
-    return json.loads(json.dumps(value, default=lambda o: o.item() if hasattr(o, "item")
-                                 else str(o)))
 
 
 def run_child(args: argparse.Namespace) -> dict:
@@ -182,16 +174,9 @@ def spawn(args: argparse.Namespace, step: str) -> dict:
            "--metrics", args.metrics, "--workdir", str(args.workdir)]
     cmd += ["--keep"] if args.keep else []
     cmd += ["--budget", args.budget] if args.budget else []
-    print(f"[{datetime.now(UTC):%H:%M:%S}] step {step} ...", flush=True)
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=child_env())
-    stdout = proc.stdout.read()
-    _, status, usage = os.wait4(proc.pid, 0)
-    code = os.waitstatus_to_exitcode(status)
-    if code != 0:
-        raise SystemExit(f"step {step} failed: exit status {code}")
-    result = json.loads(stdout.strip().splitlines()[-1])
-    result["peak_bytes"] = usage.ru_maxrss * 1024
-    result["cpu_seconds"] = usage.ru_utime + usage.ru_stime
+    result = run_measured(cmd, step)
+    if "error" in result:
+        raise SystemExit(f"step {step} failed: {result['error']}")
     return result
 
 
