@@ -69,12 +69,13 @@ from . import carried, scratch
 from .tiles import (
     FEATURE_SLICE,
     SLAB_BYTES,
+    GramDistances,
     RowReader,
     Tile,
     TileSums,
+    distances,
     gram_tile,
     run_tiles,
-    saved_distances,
     saved_sums,
     tile_rows,
     tiles_of,
@@ -114,8 +115,9 @@ def whole_plan(n: int, widths: Sequence[int], itemsize: int, budget: int, thread
     each), and the pairs' sums are taken from there in slabs of rows
     (:func:`~dask_repsim.paths.gram.tiles.saved_sums`), RBF kernels too, so that a task
     (``threads`` at once) holds two matrices of 8 n^2 bytes (its Gram matrix and the product
-    of a feature slice; for RBF CKA three more, the distances and two arrays of their keys),
-    a float64 feature slice and the raw rows of its unit, however many layers there are. A
+    of a feature slice; for RBF CKA a third, the squared distances, whose histogram is
+    counted in small pieces), reused from unit to unit, a float64 feature slice and the raw
+    rows of its unit, however many layers there are. A
     layer wider than a bin's share is cut into units, each of which reads all of the layer's
     stored chunks; when the budget leaves a unit less than half that share, the row blocks
     are cheaper.
@@ -139,7 +141,7 @@ def whole_plan(n: int, widths: Sequence[int], itemsize: int, budget: int, thread
             cuts = np.linspace(0, w, -(-w // cap) + 1).astype(int)
             units += [Unit(layer, (int(a), int(b))) for a, b in zip(cuts[:-1], cuts[1:],
                                                                     strict=True)]
-        per_task = square * (5 if rbf else 2) + n * (
+        per_task = square * (3 if rbf else 2) + n * (
             8.0 * min(max(widths), FEATURE_SLICE) + itemsize * max(u.width for u in units))
         if threads * per_task <= budget:
             bins: list[list[Unit]] = [[] for _ in range(min(slots, len(units)))]
@@ -172,11 +174,12 @@ def _unit_grams(units: Sequence[Unit], readers, tile: Tile, store, single, rbf: 
     ``store`` for :func:`_join`. Returns the finished layers' histograms."""
     n = tile.rows[1]
     buffer = np.empty(max(readers[u.layer].nbytes(0, n, u.cols) for u in units), np.uint8)
+    work = np.empty((3 if rbf else 2, n, n))  # Gram matrix, products, squared distances
     out = {}
     for u in units:
-        g = whole_gram(readers[u.layer], n, u.layer, u.cols, buffer, keep)
+        g = whole_gram(readers[u.layer], n, u.layer, u.cols, buffer, keep, work)
         if single[u.layer]:
-            out[u.layer] = _finish(tile, g, u.layer, store, rbf, keep)
+            out[u.layer] = _finish(tile, g, u.layer, store, rbf, keep, work[-1])
         else:
             store.save(u.layer, f"part{u.cols[0]}", g)
         del g
@@ -193,17 +196,19 @@ def _join(tile: Tile, layer: int, starts: Sequence[int], store, rbf: bool, keep,
     return {layer: _finish(tile, g, layer, store, rbf, keep)}
 
 
-def _finish(tile: Tile, g: np.ndarray, layer: int, store, rbf: bool, keep=None):
+def _finish(tile: Tile, g: np.ndarray, layer: int, store, rbf: bool, keep=None, out=None):
     """A layer's whole Gram matrix: given to ``keep``, saved to ``store`` (for
-    :func:`~dask_repsim.paths.gram.tiles.saved_sums`) and, for RBF CKA, its squared distances
-    with them; returns their first histogram (``None`` without ``rbf``)."""
+    :func:`~dask_repsim.paths.gram.tiles.saved_sums`) and, for RBF CKA, its diagonal with
+    it; returns the first histogram of its squared distances, formed in ``out`` when given
+    (``None`` without ``rbf``)."""
     if keep is not None:
         keep.whole(layer, g)
     store.save(layer, f"gram{tile.key}", g)
     if not rbf:
         return None
     norms = np.diagonal(g).copy()
-    return saved_distances(store, layer, tile, g, norms, norms)
+    store.save(layer, f"norms{tile.key}", norms)  # the distances follow (GramDistances)
+    return scratch.top_counts(distances(g, norms, norms, True, out), tile.weight)
 
 
 def _whole(tile: Tile, plan: Sequence[Sequence[Unit]], readers, pairs, store, rbf: bool,
@@ -299,7 +304,7 @@ def grid_sums(layers: Sequence[Layer], pairs: Sequence[tuple[int, int]], *,
                     x.data.shape[0] * w * np.dtype(x.data.dtype).itemsize
                     for x, w in zip(layers, widths, strict=True)) if copy else 0,
                 "squared distances for RBF CKA": 8 * n * (n + rows) // 2 * len(layers)
-                if sigmas else 0,
+                if sigmas and plan is None else 0,
                 "Gram tiles for the Gram store": 8 * n * (n + rows) // 2 * len(layers)
                 if keep is not None and plan is None else 0,
                 "whole Gram matrices": 8 * n * n * saved_grams(plan) if plan and shared
@@ -314,9 +319,9 @@ def grid_sums(layers: Sequence[Layer], pairs: Sequence[tuple[int, int]], *,
         sums = _assemble(parts, wanted, n, [0])
         if keep is not None and plan is None:
             keep.finish(tiles, [sums[0, a, a].k_rows for a in range(len(layers))])
-        if sigmas:
-            sums.update(_rbf_grid(parts, tiles, store, layers, shifts, sigmas, seed, wanted,
-                                  attrs, share))
+        if sigmas:  # whole Gram matrices: their distances are formed from them when read
+            sums.update(_rbf_grid(parts, tiles, store if plan is None else GramDistances(store),
+                                  layers, shifts, sigmas, seed, wanted, attrs, share))
     return sums, attrs
 
 
@@ -353,14 +358,14 @@ def _linear_parts(plan, tiles, readers, wanted, distances_to, copies_to, grams_t
                              None, keep)
 
 
-def _rbf_grid(parts, tiles, store, layers, shifts, sigmas, seed, wanted, attrs,
+def _rbf_grid(parts, tiles, source, layers, shifts, sigmas, seed, wanted, attrs,
               share: tuple[int, int]) -> dict:
-    """RBF sums of every pair at every bandwidth, from the distances in ``store``; the
-    medians (and whether they are exact) go to ``attrs``."""
+    """RBF sums of every pair at every bandwidth, from the distances ``source`` gives (its
+    ``load`` and ``part``); the medians (and whether they are exact) go to ``attrs``."""
     n = tiles[-1].cols[1]
-    meds, exact = _medians(parts, tiles, store, layers, shifts, n, seed)
+    meds, exact = _medians(parts, tiles, source, layers, shifts, n, seed)
     scales = np.array([[2.0 * s**2 * m for s in sigmas] for m in meds])
-    parts = saved_sums(tiles, store.part, "", len(layers), scales, wanted, *share)
+    parts = saved_sums(tiles, source.part, "", len(layers), scales, wanted, *share)
     attrs.update(median_sq_distance=[float(m) for m in meds], median_exact=exact)
     if not exact:
         attrs["approximate"] = (
@@ -392,7 +397,7 @@ def _check(parts: Sequence[TileSums], layers: Sequence[Layer], wanted) -> None:
     raise ValueError("the Gram tiles are not finite although the inputs are")  # pragma: no cover
 
 
-def _medians(parts, tiles, store, layers, shifts, n, seed) -> tuple[list[float], bool]:
+def _medians(parts, tiles, source, layers, shifts, n, seed) -> tuple[list[float], bool]:
     """Each layer's median squared distance: exact from the scratch tiles up to
     MEDIAN_EXACT_MAX samples, else over a seeded subsample (its rows shifted by ``shifts``,
     found here when not given)."""
@@ -405,7 +410,7 @@ def _medians(parts, tiles, store, layers, shifts, n, seed) -> tuple[list[float],
         ranges = [scratch.Range(n) for _ in layers]
         for layer, r in enumerate(ranges):
             r.narrow(np.sum([p.hist[layer] for p in parts if p.hist is not None], axis=0))
-        meds = scratch.medians(ranges, [(t.key, t.weight) for t in tiles], store.load,
+        meds = scratch.medians(ranges, [(t.key, t.weight) for t in tiles], source.load,
                                compute)
     for x, m in zip(layers, meds, strict=True):
         if not m > 0:

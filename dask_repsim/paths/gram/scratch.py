@@ -36,6 +36,9 @@ from dask.utils import format_bytes
 GATHER = 2**18
 _TOP_SHIFT = 48  # keys >> 48: sign bit, 11 exponent bits, 4 mantissa bits
 _STEP = 16
+#: values an elementwise pass over an n x n matrix handles at a time: its temporaries stay in
+#: cache, where whole-matrix ones would map fresh pages for every matrix
+PIECE = 2**17
 
 
 def keys(d2: np.ndarray) -> np.ndarray:
@@ -53,11 +56,17 @@ def keys(d2: np.ndarray) -> np.ndarray:
 def prefix_counts(d2: np.ndarray, weight: int, lo: int, hi: int, shift: int) -> np.ndarray:
     """Weighted counts of the values with keys in ``[lo, hi)`` by key prefix ``key >> shift``,
     bin 0 being ``lo >> shift``."""
-    k = keys(d2).ravel()
-    k = k[(k >= lo) & (k < hi)] if lo > 0 or hi < 2**63 else k
+    flat = keys(d2).ravel()
     size = int(((hi - 1) >> shift) - (lo >> shift)) + 1
-    idx = (k >> np.uint64(shift)) - np.uint64(lo >> shift)
-    return np.bincount(idx.astype(np.int64), minlength=size).astype(np.int64) * weight
+    counts = np.zeros(size, np.int64)
+    for start in range(0, len(flat), PIECE):
+        k = flat[start:start + PIECE]
+        k = k[(k >= lo) & (k < hi)] if lo > 0 or hi < 2**63 else k
+        idx = (k >> np.uint64(shift)) - np.uint64(lo >> shift)  # in [0, size)
+        # [:size]: only a NaN with its sign bit set falls beyond (from non-finite data, which
+        # the grid reports as an error before it uses a histogram)
+        counts += np.bincount(idx.view(np.int64), minlength=size)[:size]
+    return counts * weight
 
 
 def top_counts(d2: np.ndarray, weight: int) -> np.ndarray:

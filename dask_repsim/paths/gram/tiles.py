@@ -59,14 +59,16 @@ class RowReader:
         return out
 
     def gram(self, xi: np.ndarray, xj: np.ndarray | None, shift: np.ndarray,
-             out: np.ndarray | None = None) -> tuple[np.ndarray, ...]:
+             out: np.ndarray | None = None,
+             product: np.ndarray | None = None) -> tuple[np.ndarray, ...]:
         """The Gram block of rows ``xi`` and ``xj`` (``None``: the same rows) less ``shift``
         (one value per column), into ``out`` when given, and their squared norms. The float64
-        feature slices and the product of each go to buffers made once per block."""
+        feature slices and the product of each go to buffers made once per block (the
+        products to ``product``, of the block's shape, when given)."""
         same = xj is None
         g = np.zeros((len(xi), len(xi) if same else len(xj))) if out is None else out
         g[...] = 0.0
-        product = np.empty_like(g)
+        product = np.empty_like(g) if product is None else product
         width = min(xi.shape[1], FEATURE_SLICE)
         slices = [np.empty((len(x), width)) for x in ((xi,) if same else (xi, xj))]
         ni, nj = np.zeros(len(xi)), np.zeros(len(g.T))
@@ -90,14 +92,19 @@ class RowReader:
 
 
 def whole_gram(reader: RowReader, n: int, layer: int, cols: tuple[int, int] | None,
-               buffer: np.ndarray | None = None, keep=None) -> np.ndarray:
+               buffer: np.ndarray | None = None, keep=None,
+               work: np.ndarray | None = None) -> np.ndarray:
     """The (partial) Gram matrix of columns ``cols`` of a layer over all n samples, the columns
     shifted by their means over the layer's first stored chunk (the rows are at hand, so no
-    pass reads that chunk again); the rows read are shown to ``keep.rows`` when given."""
+    pass reads that chunk again); the rows read are shown to ``keep.rows`` when given. With
+    ``work`` (2 x n x n), the matrix is formed in ``work[0]`` and the products in ``work[1]``:
+    a task forming several reuses that memory rather than mapping fresh pages each time."""
     x = reader.rows(0, n, buffer, cols)
     if keep is not None:
         keep.rows(layer, 0, x, cols)
-    return reader.gram(x, None, x[:reader.edges[1]].mean(axis=0, dtype=np.float64))[0]
+    out, product = (None, None) if work is None else work[:2]
+    return reader.gram(x, None, x[:reader.edges[1]].mean(axis=0, dtype=np.float64),
+                       out, product)[0]
 
 
 @dataclass(frozen=True)
@@ -142,17 +149,46 @@ def tiles_of(bounds: Sequence[tuple[int, int]], threads: int, split: bool) -> li
     return out
 
 
-def distances(g: np.ndarray, ni: np.ndarray, nj: np.ndarray, same: bool) -> np.ndarray:
+def distances(g: np.ndarray, ni: np.ndarray, nj: np.ndarray, same: bool,
+              out: np.ndarray | None = None) -> np.ndarray:
     """Squared distances from a Gram block and the rows' squared norms (as
-    :func:`~dask_repsim.engine.medians.sq_distances`)."""
+    :func:`~dask_repsim.engine.medians.sq_distances`), into ``out`` when given; a few rows
+    at a time (:data:`~dask_repsim.paths.gram.scratch.PIECE` values)."""
+    d2 = np.empty(g.shape) if out is None else out
+    step = max(1, scratch.PIECE // max(1, g.shape[1]))
+    twice = np.empty((min(step, len(g)), g.shape[1]))
     with np.errstate(invalid="ignore", over="ignore"):  # non-finite sums are checked later
-        d2 = ni[:, None] + nj[None, :]
-        d2 -= 2.0 * g
-        np.maximum(d2, 0.0, out=d2)
-        d2 += 0.0  # no negative zeros: the scratch histograms order values by their bits
+        for a in range(0, len(g), step):  # ``out`` may be ``g``: its rows are read first
+            twice_g = np.multiply(g[a:a + step], 2.0, out=twice[:len(g[a:a + step])])
+            rows = np.add(ni[a:a + step, None], nj[None, :], out=d2[a:a + step])
+            rows -= twice_g
+            np.maximum(rows, 0.0, out=rows)
+            rows += 0.0  # no negative zeros: the scratch histograms order values by their bits
     if same:
         np.fill_diagonal(d2, 0.0)
     return d2
+
+
+class GramDistances:
+    """The squared distances of the single tile of all samples, formed when asked from each
+    layer's saved whole Gram matrix and its diagonal (``gram{key}`` and ``norms{key}`` in
+    ``store``): the values :func:`distances` gave when the matrix was formed, without writing
+    another 8 n^2 bytes per layer to disk. ``load`` and ``part`` as the store's."""
+
+    def __init__(self, store) -> None:
+        self.store = store
+
+    def load(self, layer: int, key: int | str) -> np.ndarray:
+        norms = self.store.load(layer, f"norms{key}")
+        return distances(self.store.load(layer, f"gram{key}"), norms, norms, True,
+                         out=None)
+
+    def part(self, layer: int, key: int | str, start: int, stop: int) -> np.ndarray:
+        norms = self.store.load(layer, f"norms{key}")
+        d2 = distances(self.store.part(layer, f"gram{key}", start, stop), norms[start:stop],
+                       norms, False)
+        d2[np.arange(stop - start), np.arange(start, stop)] = 0.0  # the diagonal
+        return d2
 
 
 @dataclass
@@ -198,9 +234,10 @@ def tile_sums(tile: Tile, blocks: np.ndarray, pairs) -> TileSums:
     return TileSums(tile, pair, rows_i, rows_j, diag)
 
 
-def saved_distances(store, layer: int, tile: Tile, g, ni, nj) -> np.ndarray:
-    """Save a layer's squared distances on a tile to ``store``; their first histogram."""
-    d2 = distances(g, ni, nj, tile.same)
+def saved_distances(store, layer: int, tile: Tile, g, ni, nj, out=None) -> np.ndarray:
+    """Save a layer's squared distances on a tile to ``store`` (formed in ``out`` when
+    given); their first histogram."""
+    d2 = distances(g, ni, nj, tile.same, out)
     store.save(layer, tile.key, d2)
     return scratch.top_counts(d2, tile.weight)
 
@@ -213,7 +250,9 @@ def gram_tile(tile: Tile, readers, pairs, store, copies=None, keep=None) -> Tile
     hist = []
     size = {b: max(r.nbytes(*b) for r in readers) for b in (tile.rows, tile.cols)}
     buffers = [np.empty(size[b], np.uint8) for b in dict.fromkeys((tile.rows, tile.cols))]
-    grams = np.empty((len(readers), tile.rows[1] - tile.rows[0], tile.cols[1] - tile.cols[0]))
+    shape = (tile.rows[1] - tile.rows[0], tile.cols[1] - tile.cols[0])
+    grams = np.empty((len(readers), *shape))
+    work = np.empty((1 if store is None else 2, *shape))  # products; squared distances
     for layer, reader in enumerate(readers):
         xi = reader.rows(*tile.rows, buffers[0])
         if copies is not None:
@@ -223,11 +262,11 @@ def gram_tile(tile: Tile, readers, pairs, store, copies=None, keep=None) -> Tile
             for start, x in ((tile.rows[0], xi), (tile.cols[0], xj)):
                 if x is not None:
                     keep.rows(layer, start, x, None)
-        g, ni, nj = reader.gram(xi, xj, reader.mean, out=grams[layer])
+        g, ni, nj = reader.gram(xi, xj, reader.mean, grams[layer], work[0])
         if keep is not None:
             keep.block(layer, tile, g)
         if store is not None:
-            hist.append(saved_distances(store, layer, tile, g, ni, nj))
+            hist.append(saved_distances(store, layer, tile, g, ni, nj, work[-1]))
     out = tile_sums(tile, grams, pairs)
     out.hist = hist or None
     return out
