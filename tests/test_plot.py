@@ -139,6 +139,12 @@ def test_mark_pvalue_hatches_cells_not_more_similar_than_permuted():
     ax = heatmap(ds, "cka", mark="pvalue", alpha=0.05)
     assert _hatched_cells(ax) == {(1, 0)}
     assert "p > 0.05" in ax.get_xlabel()
+    for mark, label in (("pvalue_fwer", "family-wise p > 0.1"),
+                        ("pvalue_fdr", "FDR-adjusted p > 0.1")):
+        ax = heatmap(ds, "cka", mark=mark, alpha=0.1)
+        expected = {tuple(map(int, ij)) for ij in np.argwhere(ds[f"cka_{mark}"].values > 0.1)}
+        assert _hatched_cells(ax) == expected and (1, 0) in expected
+        assert label in ax.get_xlabel()
 
 
 def test_mark_overlap_hatches_cells_whose_interval_reaches_the_rows_best():

@@ -318,6 +318,30 @@ def test_layout_and_attrs(uncertain):
     assert ds.attrs["method"] == "covariance"
 
 
+def test_corrected_pvalues_count_each_pair_once(uncertain):
+    """Corrected over a zoo's cells, a symmetric measure's pair is one test (the upper
+    triangle; the mirrors share its values), an asymmetric one's every ordered cell: the
+    false-discovery values equal Benjamini-Hochberg written here over those cells."""
+
+    def benjamini_hochberg(p):
+        order = np.argsort(p)
+        scaled = len(p) * p[order] / np.arange(1, len(p) + 1)
+        out = np.empty(len(p))
+        out[order] = np.minimum(1.0, np.minimum.accumulate(scaled[::-1])[::-1])
+        return out
+
+    ds = uncertain
+    upper = np.triu_indices(ds.sizes["a"])
+    for var in ("cka_pvalue_fwer", "cka_pvalue_fdr"):
+        np.testing.assert_array_equal(ds[var].values, ds[var].values.T, err_msg=var)
+    np.testing.assert_allclose(ds.cka_pvalue_fdr.values[upper],
+                               benjamini_hochberg(ds.cka_pvalue.values[upper]), rtol=1e-12)
+    np.testing.assert_allclose(ds.pwcca_pvalue_fdr.values.ravel(),
+                               benjamini_hochberg(ds.pwcca_pvalue.values.ravel()), rtol=1e-12)
+    assert (ds.cka_pvalue_fwer >= ds.cka_pvalue).all()
+    assert "each pair of layers once" in ds.attrs["pvalue_correction"]
+
+
 def test_mirrored_cells_carry_the_pairs_interval_and_null(uncertain):
     """cka is mirrored with its interval and p-value; the upper cells are the compare of the
     pair; pwcca (asymmetric) is computed in both orders."""

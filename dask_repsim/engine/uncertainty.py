@@ -11,7 +11,8 @@ of precision); each measure is recomputed from each of the G small replicates on
 With the full-data estimate ``t`` and replicates ``t_(g)`` (mean ``t_.``)::
 
     stderr = sqrt((G - 1) / G * sum_g (t_(g) - t_.)^2)
-    interval = t -/+ q * stderr,  q the (1 + level) / 2 quantile of Student's t with G - 1 dof
+    centre = G t - (G - 1) t_.   (the bias-corrected estimate)
+    interval = centre -/+ q * stderr,  q the (1 + level) / 2 quantile of Student's t, G - 1 dof
 
 (Quenouille 1956; Tukey 1958; Efron & Stein 1981; computed in
 :func:`dask_repsim.results.jackknife_interval`). Groups must be exchangeable: if the samples
