@@ -237,7 +237,7 @@ def test_whole_plan_follows_the_budget():
         return sorted((u.layer, u.width) for b in plan for u in b)
 
     def per_task(width, rbf=False, widest=65536):  # the docstring's count, written out
-        return (3 if rbf else 2) * square + n * (8 * min(widest, 2048) + 4 * width)
+        return (5 if rbf else 2) * square + n * (8 * min(widest, 2048) + 4 * width)
 
     roomy = samplespace.whole_plan(n, widths, 4, 2**32, 2, 2)  # conv1 is over half the work
     assert cut(roomy) == [(0, 32768), (0, 32768), (1, 16384), (2, 100)] and len(roomy) == 2
@@ -249,8 +249,8 @@ def test_whole_plan_follows_the_budget():
     many = [100] * 40
     need = 4 * per_task(100, rbf=True, widest=100)
     assert samplespace.whole_plan(n, many, 4, need, 4, 4, rbf=True) is not None
-    assert samplespace.whole_plan(n, many, 4, 4 * 3 * square, 4, 4, rbf=True) is None
-    assert samplespace.whole_plan(n, many, 4, 4 * 3 * square, 4, 4) is not None
+    assert samplespace.whole_plan(n, many, 4, 4 * 5 * square, 4, 4, rbf=True) is None
+    assert samplespace.whole_plan(n, many, 4, 4 * 5 * square, 4, 4) is not None
     assert samplespace.saved_grams(tight) == 7  # 4 shares of conv1 and their sum, 2 layers
 
 
@@ -357,10 +357,10 @@ def _wide_stores(tmp_path, n: int, p: int) -> tuple[str, str]:
 RSS_OVERHEAD = 600 * 2**20
 
 
-@pytest.mark.parametrize(("budget", "tiles"), [(2**30, 1), (500 * 2**20, 6)])
+@pytest.mark.parametrize(("budget", "tiles"), [(2**30, 1), (600 * 2**20, 6)])
 def test_wide_grid_peak_rss_within_the_budget(tmp_path, budget, tiles):
     """Two 2,000 x 40,000 float32 layers (320 MB each) with a budget of 1 GiB (whole Gram
-    matrices, each layer's rows held by a task) or 500 MiB (row-block tiles): every array
+    matrices, each layer's rows held by a task) or 600 MiB (row-block tiles): every array
     allocated after the imports (numpy's, zarr's and the package's, traced) stays within the
     budget at its peak, and the process's peak RSS within the budget plus a fixed overhead."""
     a, b = _wide_stores(tmp_path, 2000, 40_000)
