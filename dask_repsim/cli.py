@@ -286,9 +286,10 @@ def _panels(draws: list[Callable[..., Any]], rows: int, cols: int) -> Any:
 def _plot_figure(result: xr.Dataset) -> Any:
     from .plot import heatmap
 
-    # one panel per metric; p-values or intervals mark its cells
+    # one panel per metric; p-values (corrected over the grid's cells, family-wise) or
+    # intervals mark its cells
     metrics = result.attrs["metrics"].split(", ")
-    mark = "pvalue" if "permutations" in result.attrs else None
+    mark = "pvalue_fwer" if "permutations" in result.attrs else None
     if mark is None and result.attrs.get("interval") == "jackknife":
         mark = "overlap"
     draws = [functools.partial(heatmap, result, str(metric), mark=mark) for metric in metrics]

@@ -342,7 +342,8 @@ def test_interval_and_permutations_in_netcdf_and_plot(stores, tmp_path, capsys):
         str(root / "a.zarr"), str(root / "b.zarr"), metrics=["cka"],
         interval="jackknife", groups=6, permutations=9, seed=3,
     )
-    for name in ("cka", "cka_low", "cka_high", "cka_stderr", "cka_pvalue", "cka_null_mean"):
+    for name in ("cka", "cka_low", "cka_high", "cka_stderr", "cka_centre", "cka_pvalue",
+                 "cka_pvalue_fwer", "cka_pvalue_fdr", "cka_null_mean"):
         np.testing.assert_allclose(saved[name].values, direct[name].values, rtol=1e-12)
     assert saved.attrs["permutations"] == 9 and saved.attrs["n_groups"] == 6
     # dense vs dense shares a signal: the smallest p-value 9 permutations allow
@@ -350,6 +351,9 @@ def test_interval_and_permutations_in_netcdf_and_plot(stores, tmp_path, capsys):
     assert png.read_bytes()[:8] == PNG_SIGNATURE
     image = matplotlib.image.imread(png)
     assert image.ndim == 3 and image.shape[0] > 100
+    # the plot hatches the cells whose p-value corrected over the grid exceeds 0.05
+    axes = cli._plot_figure(saved).axes
+    assert "family-wise p > 0.05" in axes[0].get_xlabel()
 
 
 def test_method_option(stores, capsys):
