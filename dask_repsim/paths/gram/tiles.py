@@ -180,8 +180,8 @@ class GramDistances:
 
     def load(self, layer: int, key: int | str) -> np.ndarray:
         norms = self.store.load(layer, f"norms{key}")
-        return distances(self.store.load(layer, f"gram{key}"), norms, norms, True,
-                         out=None)
+        gram = self.store.load(layer, f"gram{key}")  # a copy of its own: overwritten
+        return distances(gram, norms, norms, True, out=gram)
 
     def part(self, layer: int, key: int | str, start: int, stop: int) -> np.ndarray:
         norms = self.store.load(layer, f"norms{key}")
