@@ -259,8 +259,9 @@ def test_pairwise_and_grid_share_the_subsampled_medians(monkeypatch):
 
 
 def test_pairwise_rbf_runs_on_the_shared_tiles(monkeypatch):
-    """``dr.cka(kernel="rbf")`` is the grid code: its Gram tiles, the exact medians over the
-    scratch distances, and the kernel sums from them, once each."""
+    """``dr.cka(kernel="rbf")`` is the grid code: its Gram tiles, the exact medians (of each
+    whole matrix's distances in memory; over the scratch tiles with row blocks), and the
+    kernel sums from them, once each."""
     calls = Counter()
 
     def counted(module, name):
@@ -275,14 +276,25 @@ def test_pairwise_rbf_runs_on_the_shared_tiles(monkeypatch):
     for name in ("grid_sums", "_rbf_grid", "saved_sums", "_linear_parts"):
         counted(samplespace, name)
     counted(scratch, "medians")
+    counted(scratch, "whole_median")
     x, y = _correlated(300, 7, 5, seed=14, latent=3)
     for debiased in (False, True):
         calls.clear()
         result = dr.cka(x, y, kernel="rbf", sigma=0.5, debiased=debiased)
         # one pass over the saved whole Gram matrices (300 samples: one row block), one over
-        # the saved distances for the kernels
+        # the saved distances for the kernels; each layer's median where its matrix is formed
+        assert calls == {"grid_sums": 1, "_linear_parts": 1, "whole_median": 2,
+                         "_rbf_grid": 1, "saved_sums": 2}
+        k, g = gram_rbf(x, 0.5)[0], gram_rbf(y, 0.5)[0]
+        assert float(result) == pytest.approx(cka_ref(k, g, debiased), abs=1e-12)
+        calls.clear()
+        with dask.config.set({"repsim.memory-budget": 4 * 2**20}):  # row-block tiles
+            tiled = dr.cka(x, y, kernel="rbf", sigma=0.5, debiased=debiased)
+        # the medians narrowed over the scratch tiles of all layers at once: the same values
         assert calls == {"grid_sums": 1, "_linear_parts": 1, "medians": 1, "_rbf_grid": 1,
-                         "saved_sums": 2}
+                         "saved_sums": 1}
+        assert tiled.median == result.median
+        assert float(tiled) == pytest.approx(float(result), abs=1e-14)
         k, g = gram_rbf(x, 0.5)[0], gram_rbf(y, 0.5)[0]
         assert float(result) == pytest.approx(cka_ref(k, g, debiased), abs=1e-12)
 

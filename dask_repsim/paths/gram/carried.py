@@ -76,14 +76,17 @@ def _layer_slabs(layer: int, keep, *units: list[np.ndarray]) -> list[np.ndarray]
 
 
 class _Held:
-    """``load(layer, key, start, stop)`` of :func:`~dask_repsim.paths.gram.tiles.slab_sums`
-    over slabs given in memory, one per layer."""
+    """``load(layer, key, start, stop, out)`` of
+    :func:`~dask_repsim.paths.gram.tiles.slab_sums` over slabs given in memory, one per
+    layer."""
 
     def __init__(self, slabs: Sequence[np.ndarray]) -> None:
         self.slabs = slabs
 
-    def __call__(self, layer: int, key: str, start: int, stop: int) -> np.ndarray:
-        return self.slabs[layer]
+    def __call__(self, layer: int, key: str, start: int, stop: int,
+                 out: np.ndarray) -> np.ndarray:
+        out[...] = self.slabs[layer]
+        return out
 
 
 def _slab(tile: Tile, pairs, span: tuple[int, int], *slabs: np.ndarray) -> TileSums:

@@ -21,7 +21,9 @@ size (:func:`whole_plan`; at 2,048 samples 34 MB each), there is a single row bl
 single tile: the tasks share the work by layers instead, each forming the whole Gram matrices
 of its share of the layers' columns (wide layers cut by columns into several tasks when they
 are more than a task's share), so that each stored chunk is read once and no product is formed
-twice. Each Gram matrix goes to the scratch directory as soon as it is formed, and every
+twice. Each Gram matrix goes to the scratch directory as soon as it is formed (for RBF CKA
+with its diagonal, from which the kernel pass forms the distances again; the layer's exact
+median squared distance is found in the task, from the distances in memory), and every
 pair's sum comes from the saved matrices read back in slabs of rows, one product of all the
 layers' rows with their transpose per row (:func:`~dask_repsim.paths.gram.tiles.saved_sums`),
 so that memory does not grow with the number of layers (a zoo of 8 ResNet-18s is 56 layers).
@@ -174,7 +176,7 @@ def _unit_grams(units: Sequence[Unit], readers, tile: Tile, store, single, rbf: 
     """The (partial) Gram matrix of every unit of a bin (:func:`~.tiles.whole_gram`, the rows
     shown to ``keep``, see :func:`grid_sums`). A layer that is a single unit
     (``single[layer]``) is finished here (:func:`_finish`); a share of a layer is saved to
-    ``store`` for :func:`_join`. Returns the finished layers' histograms."""
+    ``store`` for :func:`_join`. Returns the finished layers' medians (:func:`_finish`)."""
     n = tile.rows[1]
     buffer = np.empty(max(readers[u.layer].nbytes(0, n, u.cols) for u in units), np.uint8)
     work = np.empty((3 if rbf else 2, n, n))  # Gram matrix, products, squared distances
@@ -202,8 +204,10 @@ def _join(tile: Tile, layer: int, starts: Sequence[int], store, rbf: bool, keep,
 def _finish(tile: Tile, g: np.ndarray, layer: int, store, rbf: bool, keep=None, out=None):
     """A layer's whole Gram matrix: given to ``keep``, saved to ``store`` (for
     :func:`~dask_repsim.paths.gram.tiles.saved_sums`) and, for RBF CKA, its diagonal with
-    it; returns the first histogram of its squared distances, formed in ``out`` when given
-    (``None`` without ``rbf``)."""
+    it; returns the exact median of its squared distances, formed in ``out`` when given
+    (:func:`~dask_repsim.paths.gram.scratch.whole_median`: all n^2 of them are at hand, so
+    no pass reads them again), ``None`` without ``rbf`` or beyond :data:`MEDIAN_EXACT_MAX`
+    samples."""
     if keep is not None:
         keep.whole(layer, g)
     store.save(layer, f"gram{tile.key}", g)
@@ -211,7 +215,11 @@ def _finish(tile: Tile, g: np.ndarray, layer: int, store, rbf: bool, keep=None, 
         return None
     norms = np.diagonal(g).copy()
     store.save(layer, f"norms{tile.key}", norms)  # the distances follow (GramDistances)
-    return scratch.top_counts(distances(g, norms, norms, True, out), tile.weight)
+    if len(g) > MEDIAN_EXACT_MAX:  # the bandwidths come from a subsample (:func:`_medians`)
+        return None
+    if not np.isfinite(norms).all():  # non-finite input: the grid raises before any median
+        return float("nan")
+    return scratch.whole_median(distances(g, norms, norms, True, out))
 
 
 def _whole(tile: Tile, plan: Sequence[Sequence[Unit]], readers, pairs, store, rbf: bool,
@@ -228,12 +236,12 @@ def _whole(tile: Tile, plan: Sequence[Sequence[Unit]], readers, pairs, store, rb
                  tile, layer, [u.cols[0] for _, u in units if u.layer == layer], store, rbf,
                  keep, *{bins[k] for k, u in units if u.layer == layer})
              for layer in range(len(readers)) if not single[layer]]
-    hists: dict[int, Any] = {}
+    meds: dict[int, Any] = {}
     for done in compute(*bins, *joins):
-        hists.update(done)
+        meds.update(done)
     parts = saved_sums([tile], store.part, "gram", len(readers), None, pairs, *share)
     if rbf:
-        parts[0].hist = [hists[layer] for layer in range(len(readers))]
+        parts[0].medians = [meds[layer] for layer in range(len(readers))]
     return parts
 
 
@@ -364,7 +372,8 @@ def _linear_parts(plan, tiles, readers, wanted, distances_to, copies_to, grams_t
 def _rbf_grid(parts, tiles, source, layers, shifts, sigmas, seed, wanted, attrs,
               share: tuple[int, int]) -> dict:
     """RBF sums of every pair at every bandwidth, from the distances ``source`` gives (its
-    ``load`` and ``part``); the medians (and whether they are exact) go to ``attrs``."""
+    ``part``; its ``load`` for the medians of row-block tiles, whole Gram matrices having
+    found theirs); the medians (and whether they are exact) go to ``attrs``."""
     n = tiles[-1].cols[1]
     meds, exact = _medians(parts, tiles, source, layers, shifts, n, seed)
     scales = np.array([[2.0 * s**2 * m for s in sigmas] for m in meds])
@@ -404,7 +413,9 @@ def _medians(parts, tiles, source, layers, shifts, n, seed) -> tuple[list[float]
     """Each layer's median squared distance: exact from the scratch tiles up to
     MEDIAN_EXACT_MAX samples, else over a seeded subsample (its rows shifted by ``shifts``,
     found here when not given)."""
-    if n > MEDIAN_EXACT_MAX:
+    if n <= MEDIAN_EXACT_MAX and parts[0].medians is not None:  # whole Gram matrices
+        meds = parts[0].medians
+    elif n > MEDIAN_EXACT_MAX:
         if any(m is None for m in shifts):
             shifts = first_chunk_means(layers)
         meds = [sampled_median_sq_distance(x, size=MEDIAN_SAMPLE, seed=seed, mean=m)

@@ -116,6 +116,23 @@ def in_range(d2: np.ndarray, weight: int, lo: int, hi: int) -> tuple[np.ndarray,
     return values, np.full(len(values), weight, dtype=np.int64)
 
 
+def whole_median(d2: np.ndarray) -> float:
+    """The exact median of a layer's whole n x n squared distances held in memory: the
+    narrowing of :func:`medians` over its one tile, with no file written or read.
+
+    Examples
+    --------
+    >>> d2 = np.random.default_rng(0).random((300, 300)) ** 3
+    >>> whole_median(d2) == np.median(d2)
+    True
+    """
+    r = Range(len(d2))
+    r.narrow(top_counts(d2, 1))
+    while not r.gather:
+        r.narrow(prefix_counts(d2, 1, r.lo, r.hi, r.shift))
+    return r.median(*in_range(d2, 1, r.lo, r.hi))
+
+
 def medians(
     ranges: Sequence[Range], tiles: Sequence[tuple[int, int]],
     load: Callable[[int, int], np.ndarray], compute: Callable[..., tuple],
@@ -180,9 +197,15 @@ class Store:
     def load(self, layer: int, key: int) -> np.ndarray:
         return np.load(self.file(layer, key), allow_pickle=False)
 
-    def part(self, layer: int, key: int | str, start: int, stop: int) -> np.ndarray:
-        """Rows ``start:stop`` of a saved matrix, mapped: only they are read."""
-        return np.load(self.file(layer, key), mmap_mode="r", allow_pickle=False)[start:stop]
+    def part(self, layer: int, key: int | str, start: int, stop: int,
+             out: np.ndarray | None = None) -> np.ndarray:
+        """Rows ``start:stop`` of a saved matrix, mapped (only they are read), or copied into
+        ``out`` when given."""
+        rows = np.load(self.file(layer, key), mmap_mode="r", allow_pickle=False)[start:stop]
+        if out is None:
+            return rows
+        np.copyto(out, rows)
+        return out
 
     def rows(self, layer: int, shape: tuple[int, int], dtype) -> RowFile:
         """An empty raw copy of a layer (samples x features), to fill by row ranges."""

@@ -173,20 +173,16 @@ class GramDistances:
     """The squared distances of the single tile of all samples, formed when asked from each
     layer's saved whole Gram matrix and its diagonal (``gram{key}`` and ``norms{key}`` in
     ``store``): the values :func:`distances` gave when the matrix was formed, without writing
-    another 8 n^2 bytes per layer to disk. ``load`` and ``part`` as the store's."""
+    another 8 n^2 bytes per layer to disk. ``part`` as the store's."""
 
     def __init__(self, store) -> None:
         self.store = store
 
-    def load(self, layer: int, key: int | str) -> np.ndarray:
-        norms = self.store.load(layer, f"norms{key}")
-        gram = self.store.load(layer, f"gram{key}")  # a copy of its own: overwritten
-        return distances(gram, norms, norms, True, out=gram)
-
-    def part(self, layer: int, key: int | str, start: int, stop: int) -> np.ndarray:
+    def part(self, layer: int, key: int | str, start: int, stop: int,
+             out: np.ndarray | None = None) -> np.ndarray:
         norms = self.store.load(layer, f"norms{key}")
         d2 = distances(self.store.part(layer, f"gram{key}", start, stop), norms[start:stop],
-                       norms, False)
+                       norms, False, out)
         d2[np.arange(stop - start), np.arange(start, stop)] = 0.0  # the diagonal
         return d2
 
@@ -197,7 +193,9 @@ class TileSums:
     each layer's row sums over the tile's columns (``rows_i``) and rows (``rows_j``), and its
     diagonal on a diagonal tile. ``at``: the samples ``rows_i`` and ``diag`` are of, when they
     are a share of the tile's rows (see :func:`saved_sums`); ``groups``: ``pair`` by groups of
-    rows, to be added in row order (``pair`` is then their sum, for checks only)."""
+    rows, to be added in row order (``pair`` is then their sum, for checks only);
+    ``medians``: each layer's exact median squared distance, on the tile of all samples
+    (whole Gram matrices, :func:`~dask_repsim.paths.gram.scratch.whole_median`)."""
 
     tile: Tile
     pair: np.ndarray
@@ -207,6 +205,7 @@ class TileSums:
     hist: list[np.ndarray] | None = None
     at: tuple[int, int] | None = None
     groups: np.ndarray | None = None  # (groups, kernels, pairs): ``pair`` by row groups
+    medians: list[float] | None = None  # each layer's, found where its whole matrix was
 
 
 def products(flat: np.ndarray, pairs) -> np.ndarray:
@@ -283,57 +282,76 @@ ROW_GROUP = 64
 
 def slab_sums(tile: Tile, load, prefix: str, n_layers: int, scales: np.ndarray | None,
               pairs, span: tuple[int, int], limit: int) -> TileSums:
-    """The sums of the matrices saved for ``tile`` (``load(layer, key, start, stop)``: rows
-    start:stop of layer's matrix under ``key``, prefix + the tile's key), over the tile's rows
-    ``span`` (counted from the tile's first row, starting at a multiple of
-    :data:`ROW_GROUP`): the linear Gram blocks when ``scales`` is ``None``, else the RBF
-    kernels ``exp(-d2 / scales[layer, s])`` of the saved squared distances at every column s,
-    one bandwidth at a time. The rows of every layer are read in slabs of at most ``limit``
-    bytes in all; every pair's sum is one product per row (the layers' rows times their
-    transpose), added row by row within each group of :data:`ROW_GROUP` rows, and the groups'
-    sums are returned apart (``groups``) for the caller to add in row order: a pair's sum then
-    depends neither on the slabs, nor on the tasks, nor on the number of layers (a zoo's cells
-    equal the two-network grid's)."""
+    """The sums of the matrices saved for ``tile`` (``load(layer, key, start, stop, out)``:
+    rows start:stop of layer's matrix under ``key``, prefix + the tile's key, written into
+    ``out``), over the tile's rows ``span`` (counted from the tile's first row, starting at a
+    multiple of :data:`ROW_GROUP`): the linear Gram blocks when ``scales`` is ``None``, else
+    the RBF kernels ``exp(-d2 / scales[layer, s])`` of the saved squared distances at every
+    column s, each slab of distances read once for every bandwidth. The rows of every layer
+    are read in slabs of at most ``limit`` bytes in all (a slab of distances and its kernel
+    with several bandwidths); every pair's sum is one product per row (the layers' rows times
+    their transpose), added row by row within each group of :data:`ROW_GROUP` rows, and the
+    groups' sums are returned apart (``groups``) for the caller to add in row order: a pair's
+    sum then depends neither on the slabs, nor on the tasks, nor on the number of layers (a
+    zoo's cells equal the two-network grid's)."""
     r0, r1 = span
-    width, same = tile.cols[1] - tile.cols[0], tile.same
-    step = max(1, min(r1 - r0, int(limit // (8 * n_layers * width))))
-    buffer = np.empty((n_layers, step * width))
+    width = tile.cols[1] - tile.cols[0]
     kernels = [None] if scales is None else list(range(scales.shape[1]))
-    index = tuple(np.array(pairs).T)
-    groups = np.zeros((-(-(r1 - r0) // ROW_GROUP), len(kernels), len(pairs)))
-    rows_i = np.empty((len(kernels), n_layers, r1 - r0))
-    rows_j = None if same else np.zeros((len(kernels), n_layers, width))
-    diag = np.empty((len(kernels), n_layers, r1 - r0)) if same else None
+    copies = 2 if len(kernels) > 1 else 1  # the distances kept apart from each kernel
+    step = max(1, min(r1 - r0, int(limit // (8 * copies * n_layers * width))))
+    buffer = np.empty((copies, n_layers, step * width))
+    sums = _SlabSums(tile, span, len(kernels), n_layers, pairs)
     key = f"{prefix}{tile.key}"
-    for k, s in enumerate(kernels):
-        full = np.zeros((n_layers, n_layers))
-        for a in range(r0, r1, step):
-            b = min(r1, a + step)
-            flat = buffer[:, :(b - a) * width]
-            for layer in range(n_layers):
-                block = flat[layer].reshape(b - a, width)
-                block[...] = load(layer, key, a, b)
-                if s is not None:
-                    np.exp(np.multiply(block, -1.0 / scales[layer, s], out=block), out=block)
-            rows = flat.reshape(n_layers, b - a, width)
-            with np.errstate(invalid="ignore", over="ignore"):
-                for r in range(a, b):
-                    full += rows[:, r - a] @ rows[:, r - a].T
-                    if (r + 1) % ROW_GROUP == 0 or r + 1 == r1:  # a group's last row
-                        groups[(r - r0) // ROW_GROUP, k] = full[index]
-                        full[...] = 0.0
-            blocks = [flat[layer].reshape(b - a, width) for layer in range(n_layers)]
-            with np.errstate(invalid="ignore", over="ignore"):
-                rows_i[k, :, a - r0:b - r0] = [x.sum(axis=1) for x in blocks]
-                if same:
-                    diag[k, :, a - r0:b - r0] = [x[np.arange(b - a), np.arange(a, b)]
-                                                 for x in blocks]
-                else:
-                    rows_j[k] += [x.sum(axis=0) for x in blocks]
-    groups *= tile.weight
-    start = tile.rows[0]
-    return TileSums(tile, groups.sum(axis=0), rows_i, rows_j, diag,
-                    at=(start + r0, start + r1), groups=groups)
+    for a in range(r0, r1, step):
+        b = min(r1, a + step)
+        read, flat = buffer[0, :, :(b - a) * width], buffer[-1, :, :(b - a) * width]
+        for layer in range(n_layers):
+            load(layer, key, a, b, read[layer].reshape(b - a, width))
+        for k, s in enumerate(kernels):
+            if s is not None:
+                for layer in range(n_layers):
+                    np.exp(np.multiply(read[layer], -1.0 / scales[layer, s], out=flat[layer]),
+                           out=flat[layer])
+            sums.add(k, a, b, flat.reshape(n_layers, b - a, width))
+    return sums.result()
+
+
+class _SlabSums:
+    """What :func:`slab_sums` adds up over the rows ``span`` of ``tile``, slab by slab."""
+
+    def __init__(self, tile: Tile, span: tuple[int, int], kernels: int, n_layers: int,
+                 pairs) -> None:
+        r0, r1 = span
+        width = tile.cols[1] - tile.cols[0]
+        self.tile, self.span, self.index = tile, span, tuple(np.array(pairs).T)
+        self.full = np.zeros((kernels, n_layers, n_layers))  # the current group's, per kernel
+        self.groups = np.zeros((-(-(r1 - r0) // ROW_GROUP), kernels, len(pairs)))
+        self.rows_i = np.empty((kernels, n_layers, r1 - r0))
+        self.rows_j = None if tile.same else np.zeros((kernels, n_layers, width))
+        self.diag = np.empty((kernels, n_layers, r1 - r0)) if tile.same else None
+
+    def add(self, k: int, a: int, b: int, rows: np.ndarray) -> None:
+        """Kernel k's rows a:b of every layer (layers x rows x columns)."""
+        r0, r1 = self.span
+        full = self.full[k]
+        with np.errstate(invalid="ignore", over="ignore"):  # non-finite sums are checked later
+            for r in range(a, b):
+                full += rows[:, r - a] @ rows[:, r - a].T
+                if (r + 1) % ROW_GROUP == 0 or r + 1 == r1:  # a group's last row
+                    self.groups[(r - r0) // ROW_GROUP, k] = full[self.index]
+                    full[...] = 0.0
+            self.rows_i[k, :, a - r0:b - r0] = rows.sum(axis=2)
+            if self.diag is not None:
+                self.diag[k, :, a - r0:b - r0] = rows[:, np.arange(b - a), np.arange(a, b)]
+            else:
+                self.rows_j[k] += [x.sum(axis=0) for x in rows]
+
+    def result(self) -> TileSums:
+        self.groups *= self.tile.weight
+        start = self.tile.rows[0]
+        return TileSums(self.tile, self.groups.sum(axis=0), self.rows_i, self.rows_j,
+                        self.diag, at=(start + self.span[0], start + self.span[1]),
+                        groups=self.groups)
 
 
 def saved_sums(tiles: Sequence[Tile], load, prefix: str, n_layers: int,
