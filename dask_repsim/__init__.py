@@ -17,10 +17,10 @@ from .exceptions import (
 )
 from .grid import compare
 from .options import JACKKNIFE_GROUPS
-from .pairwise.cca import cca, linear_regression, pwcca, svcca
+from .pairwise.cca import cca, eigenspace_overlap, gulp, linear_regression, pwcca, svcca
 from .pairwise.cka import cka, hsic
 from .pairwise.samples import cknna, mutual_knn, rsa
-from .pairwise.shape import procrustes, shape_metric
+from .pairwise.shape import bures_distance, procrustes, shape_metric
 from .pairwise.units import cluster_units, match_units, sparse_prediction, unit_correlation
 from .registry import DEFAULT_METRICS, MEASURES, PATHS
 from .results import CCAResult, Estimate
@@ -50,6 +50,7 @@ __all__ = [
     "RepsimWarning",
     "SampleCountError",
     "__version__",
+    "bures_distance",
     "capture_activations",
     "cca",
     "cka",
@@ -58,7 +59,9 @@ __all__ = [
     "best_matches",
     "compare",
     "compare_zoo",
+    "eigenspace_overlap",
     "grow_zoo",
+    "gulp",
     "hsic",
     "linear_regression",
     "match_units",

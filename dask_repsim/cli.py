@@ -138,6 +138,8 @@ def _statistics_options(cmp: _Parser) -> None:
                      help="how the rsa metric compares the dissimilarities (default: corr)")
     cmp.add_argument("--k", type=int,
                      help="neighbours per sample of mutual_knn and cknna (default: 10)")
+    cmp.add_argument("--ridge", type=float,
+                     help="ridge penalty of the gulp metric's predictors, >= 0 (default: 0)")
     cmp.add_argument("--sigma", type=float, nargs="+",
                      help="RBF bandwidth(s) of the cka_rbf metric, as fractions of each layer's "
                      "median distance (default: 0.8); several give cka_rbf_<sigma> columns")
@@ -443,7 +445,8 @@ def _options(args: argparse.Namespace, metrics: list[str], sample_dims: list[str
         nan_policy=args.nan_policy, storage_options=storage_options,
         interval=args.interval, level=args.level, groups=args.groups,
         permutations=args.permutations, seed=args.seed, method=args.method, alpha=args.alpha,
-        sigma=args.sigma, rdm=args.rdm, rdm_compare=args.rdm_compare, k=args.k, join=args.join,
+        sigma=args.sigma, rdm=args.rdm, rdm_compare=args.rdm_compare, k=args.k,
+        ridge=args.ridge, join=args.join,
     )
 
 

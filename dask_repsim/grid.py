@@ -174,7 +174,8 @@ def compare(
     permutations: int = 0, seed: int | None = None, method: str = "auto",
     batch_size: int | None = None, alpha: float | None = None,
     sigma: float | Sequence[float] | None = None, rdm: str | None = None,
-    rdm_compare: str | None = None, k: int | None = None, join: str = "exact",
+    rdm_compare: str | None = None, k: int | None = None, ridge: float | None = None,
+    join: str = "exact",
 ) -> xr.Dataset:
     """Several measures for every pair of layers of ``a`` and ``b``, from one pass over the data.
 
@@ -189,7 +190,8 @@ def compare(
         ``cka_debiased``, ``mean_cca``, ``r2_cca``, ``svcca``, ``pwcca``,
         ``linear_regression``, ``procrustes`` (the default, ``DEFAULT_METRICS``), and more:
         ``cka_rbf`` (see ``sigma``), ``hsic``, ``svcca_r2``, ``shape_metric``,
-        ``cka_angular``, ``matched_correlation``, ``rsa``, ``mutual_knn``, ``cknna``.
+        ``cka_angular``, ``bures_distance``, ``eigenspace_overlap``, ``matched_correlation``,
+        ``rsa``, ``mutual_knn``, ``cknna``.
     sample_dims
         For xarray inputs, the dims that index samples; each variable uses those it has. A conv
         layer's ``("sample", "height", "width")`` folds spatial positions into samples (the
@@ -255,6 +257,9 @@ def compare(
     alpha
         For the ``shape_metric`` metric: the partial whitening of :func:`shape_metric` (default
         1, rotations only); an error when no metric takes it.
+    ridge
+        For the ``gulp`` metric: the ridge penalty of :func:`gulp`'s predictors (default 0);
+        an error when no metric takes it.
 
     Returns
     -------
@@ -280,7 +285,7 @@ def compare(
                       nan_policy=nan_policy, interval=interval, level=level, groups=groups,
                       permutations=permutations, seed=seed)
     parameters = {"alpha": alpha, "sigma": sigma, "rdm": rdm, "rdm_compare": rdm_compare,
-                  "k": k}
+                  "k": k, "ridge": ridge}
     outputs = runners.plan_outputs(metrics, parameters)
     names_a, names_b, layers, rows, cols = grid_layers(
         a, b, sample_dims=sample_dims, pool=pool, resize=resize, spatial_dims=spatial_dims,

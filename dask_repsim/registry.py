@@ -26,7 +26,7 @@ from functools import partial
 from typing import Any
 
 from .io.validation import require_samples
-from .measures import cca, cka, shape, units
+from .measures import cca, cka, shape, subspaces, units
 from .paths import qr
 from .paths.sample_blocks import neighbours, rsa
 
@@ -187,6 +187,20 @@ MEASURES: dict[str, Measure] = {
                 "alpha=1 allows rotations (Procrustes), alpha=0 any linear map (CCA)",
                 "shape_metric", {}, {"covariance": shape.shape_distance}, similarity=False,
                 parameters=("alpha",)),
+        Measure("bures_distance",
+                "Bures distance of the centred linear kernels per sample, sqrt((tr Mxx + tr Myy "
+                "- 2 ||Mxy||_*) / n) (Harvey et al. 2023): the size-and-shape Procrustes "
+                "distance, not normalised", "bures_distance", {},
+                {"covariance": shape.bures_distance},
+                similarity=False),
+        Measure("eigenspace_overlap",
+                "eigenspace overlap score (May et al. 2019): ||U_X^T U_Y||_F^2 / max(p, q) of "
+                "the activations' column spaces, not centred", "eigenspace_overlap", {},
+                {"covariance": subspaces.eigenspace_overlap}),
+        Measure("gulp",
+                "GULP distance between the layers' ridge-regression predictors (Boix-Adsera et "
+                "al. 2022), each layer normalised to unit total variance (ridge=)", "gulp", {},
+                {"covariance": subspaces.gulp}, similarity=False, parameters=("ridge",)),
         Measure("rsa", "representational similarity analysis (Kriegeskorte et al. 2008): the "
                 "layers' dissimilarity matrices over samples compared (rdm=, rdm_compare=)",
                 "rsa", {}, {"sample_blocks": _rsa}, parameters=("rdm", "rdm_compare")),

@@ -5,7 +5,8 @@ A cell is a pair (row layer, column layer) of a grid; a pairwise call is a grid 
 (:func:`run_pair`). Whatever the entry point, a call takes the same steps:
 
 1. :func:`plan_outputs`: the metrics and the parameters that select or tune them (``sigma``,
-   ``alpha``, ``rdm``, ``rdm_compare``, ``k``) checked, one output per metric and bandwidth;
+   ``alpha``, ``rdm``, ``rdm_compare``, ``k``, ``ridge``) checked, one output per metric and
+   bandwidth;
 2. the layers gathered, samples paired by label (:mod:`dask_repsim.io.gather`);
 3. :func:`choose_path`: ``method``, or for ``"auto"`` the path of
    :func:`dask_repsim.planning.plan_grid`;
@@ -118,6 +119,11 @@ def plan_outputs(metrics: Sequence[str], parameters: Mapping[str, Any]) -> list[
     alpha = parameters.get("alpha")
     if alpha is not None and not 0 <= alpha <= 1:
         raise ValueError(f"alpha must be in [0, 1], not {alpha}")
+    ridge = parameters.get("ridge")
+    if ridge is not None and not (isinstance(ridge, int | float | np.integer | np.floating)
+                                  and not isinstance(ridge, bool) and 0 <= ridge < np.inf):
+        raise ValueError(f"ridge must be a finite number >= 0 (the ridge penalty of gulp's "
+                         f"predictors), not {_shown(ridge)!r}")
     return expand_metrics(metrics, parameters.get("sigma"))
 
 

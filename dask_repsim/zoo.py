@@ -66,8 +66,8 @@ def compare_zoo(
     permutations: int = 0, seed: int | None = None, method: str = "auto",
     batch_size: int | None = None, alpha: float | None = None,
     sigma: float | Sequence[float] | None = None, rdm: str | None = None,
-    rdm_compare: str | None = None, k: int | None = None, join: str = "exact",
-    gram_store: Any = None,
+    rdm_compare: str | None = None, k: int | None = None, ridge: float | None = None,
+    join: str = "exact", gram_store: Any = None,
 ) -> xr.Dataset:
     """Every layer of every network of ``zoo`` against every layer of every network of
     ``other`` (the zoo itself when ``None``), as one grid: each layer's statistics once.
@@ -85,7 +85,8 @@ def compare_zoo(
         layers. The networks of a store or a tree come in name order, a mapping's in its own
         order. ``other=None`` compares the zoo with itself.
     metrics, sample_dims, pool, resize, spatial_dims, storage_options, nan_policy, interval, \
-level, groups, permutations, seed, method, batch_size, alpha, sigma, rdm, rdm_compare, k, join
+level, groups, permutations, seed, method, batch_size, alpha, sigma, rdm, rdm_compare, k, \
+ridge, join
         As for :func:`compare`, for the grid of all the zoo's layers: samples are paired by
         label across every network, ``method="auto"`` picks one path for the zoo as a whole.
     gram_store
@@ -147,7 +148,7 @@ level, groups, permutations, seed, method, batch_size, alpha, sigma, rdm, rdm_co
                       nan_policy=nan_policy, interval=interval, level=level, groups=groups,
                       permutations=permutations, seed=seed)
     parameters = {"alpha": alpha, "sigma": sigma, "rdm": rdm, "rdm_compare": rdm_compare,
-                  "k": k}
+                  "k": k, "ridge": ridge}
     outputs = runners.plan_outputs(metrics, parameters)
     if gram_store is not None:
         kept.check_metrics([m for _, m, _ in outputs], method)
@@ -524,7 +525,7 @@ def best_matches(ds: xr.Dataset, metric: str = "cka") -> xr.Dataset:
         The Dataset of :func:`compare_zoo`.
     metric
         The variable to match by: the largest value for a similarity, the smallest for a
-        distance (``cka_angular``, ``shape_metric``;
+        distance (``cka_angular``, ``shape_metric``, ``bures_distance``;
         :attr:`dask_repsim.registry.Measure.similarity`).
 
     Returns

@@ -25,9 +25,11 @@ dims ``sample, channel, height, width`` and every measure flattens all but ``sam
 features). For each pair of networks one :func:`dask_repsim.compare` call gives every
 measure of every layer pair: the CCA-family measures, linear regression, HSIC and linear CKA
 from one co-moment pass, RBF-kernel CKA (bandwidth 0.2, 0.4, 0.8 times the median distance)
-from the shared sample-space Gram tiles, and two measures outside the paper's table, RSA
+from the shared sample-space Gram tiles, and measures outside the paper's table: RSA
 (correlation RDMs compared by Pearson correlation) and mutual 10-nearest-neighbour alignment
-(Huh et al. 2024), from sample x sample tiles. As in the paper, the logits are left out, SVCCA keeps
+(Huh et al. 2024), from sample x sample tiles, and the Bures distance (the size-and-shape
+Procrustes distance; the corresponding layer is the nearest) and the eigenspace overlap score
+(May et al. 2019) from the co-moments. As in the paper, the logits are left out, SVCCA keeps
 99% of the variance, and the asymmetric measures (PWCCA, linear regression) are symmetrised
 as ``s(A_i, B_j) + s(B_j, A_i)``. A layer counts as identified only when the corresponding
 layer is strictly the most similar (a tie is a miss).
@@ -45,7 +47,8 @@ easier than CIFAR-10, the networks are small and briefly trained, there are fewe
 and the similarities are computed on the 599 held-out digits (the paper used the CIFAR-10
 training set), so that the widest layers (512 features) come close to having as many
 features as samples, where the CCA-family measures lose their meaning (the paper's Theorem
-1). RSA and mutual k-NN are not in the paper's table: their "paper" column is empty. The
+1). RSA, mutual k-NN, the Bures distance and the eigenspace overlap are not in the paper's
+table: their "paper" column is empty. The
 table reports what this run shows, whatever it is.
 
     python examples/layer_identification.py [--quick] [--out examples/output]
@@ -79,9 +82,11 @@ from dask_repsim.capture.activations import capture_activations
 #: compare() metrics; the asymmetric ones are symmetrised as the paper did
 COMPARE_METRICS = [
     "mean_cca", "r2_cca", "svcca", "svcca_r2", "pwcca", "linear_regression", "hsic", "cka",
-    "cka_rbf", "rsa", "mutual_knn",
+    "cka_rbf", "rsa", "mutual_knn", "bures_distance", "eigenspace_overlap",
 ]
 ASYMMETRIC = ["pwcca", "linear_regression"]
+#: distances: the corresponding layer is the one at the *smallest* distance
+DISTANCES = ["bures_distance"]
 SIGMAS = [0.2, 0.4, 0.8]
 #: (row label, how this run computes it or None, Kornblith et al. 2019 Table 2 figure)
 ROWS = [
@@ -98,6 +103,8 @@ ROWS = [
     ("CKA (RBF 0.8)", "cka_rbf_0.8", 99.3),
     ("RSA (corr. RDM)", "rsa", None),
     ("Mutual 10-NN", "mutual_knn", None),
+    ("Bures distance", "bures_distance", None),
+    ("Eigenspace ovl.", "eigenspace_overlap", None),
 ]
 MEASURES = [key for _, key, _ in ROWS if key is not None]
 
@@ -165,6 +172,8 @@ def similarity_grids(a: xr.Dataset, b: xr.Dataset) -> dict[str, np.ndarray]:
     grids = {m: forward[m].values for m in MEASURES}
     for m in ASYMMETRIC:  # Kornblith et al.: "we symmetrized the similarity as S + S^T"
         grids[m] = grids[m] + backward[m].values.T
+    for m in DISTANCES:  # smaller is more similar: the identification takes the largest
+        grids[m] = -grids[m]
     return grids
 
 
@@ -189,6 +198,7 @@ def table(result: dict[str, float], header: str) -> str:
             None: "(not in dask_repsim)",
             "pwcca": "compare pwcca, S + S^T",
             "linear_regression": "compare linear_regression, S + S^T",
+            "bures_distance": "compare bures_distance, the smallest",
         }.get(key, f"compare cka_rbf, sigma={key[8:]}" if key and "rbf" in key else None)
         cited = f"{paper:>11.1f}" if paper is not None else f"{'-':>11}"
         lines.append(f"{label:<17}{ours}{cited}   {how or 'compare ' + key}")

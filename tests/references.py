@@ -334,7 +334,63 @@ def cknna(x: np.ndarray, y: np.ndarray, k: int = 10) -> float:
                  / np.sqrt(hsic(mx * sx, mx * sx) * hsic(my * sy, my * sy)))
 
 
+def bures_distance(x: np.ndarray, y: np.ndarray) -> float:
+    """``sqrt(tr K + tr L - 2 F)`` of the centred linear kernels per sample,
+    ``K = X_c X_c^T / n``, ``L``, with the fidelity ``F = tr((K^1/2 L K^1/2)^1/2)`` from the
+    n x n matrices' eigenvalues (Harvey, Lipshutz & Williams 2023)."""
+    n = len(x)
+    k, g = centre(x) @ centre(x).T / n, centre(y) @ centre(y).T / n
+    w, v = np.linalg.eigh(k)
+    w[w < RANK_RTOL * w.max()] = 0.0  # the kernels have rank <= p: the rest is rounding
+    root = (v * np.sqrt(w)) @ v.T
+    inner = root @ g @ root
+    values = np.linalg.eigvalsh((inner + inner.T) / 2)
+    fidelity = np.sqrt(values[values > RANK_RTOL * values.max()]).sum()
+    return float(np.sqrt(max(np.trace(k) + np.trace(g) - 2 * fidelity, 0.0)))
+
+
+def size_and_shape_distance(x: np.ndarray, y: np.ndarray) -> float:
+    """``min_Q ||X_c - Y_c Q||_F / sqrt(n)`` over orthogonal Q, the narrower side zero-padded
+    (Williams et al. 2021), with scipy's orthogonal Procrustes solution."""
+    from scipy.linalg import orthogonal_procrustes
+
+    width = max(x.shape[1], y.shape[1])
+    xc, yc = (np.pad(centre(a), ((0, 0), (0, width - a.shape[1]))) for a in (x, y))
+    q, _ = orthogonal_procrustes(yc, xc)
+    return float(np.linalg.norm(xc - yc @ q) / np.sqrt(len(x)))
+
+
+def eigenspace_overlap(x: np.ndarray, y: np.ndarray) -> float:
+    """``||U_X^T U_Y||_F^2 / max(p, q)`` with U the left singular vectors of the activations as
+    given (not centred) up to their rank (May et al. 2019)."""
+    def span(a: np.ndarray) -> np.ndarray:
+        a = _as_float64(a)
+        return np.linalg.svd(a, full_matrices=False)[0][:, :np.linalg.matrix_rank(a)]
+
+    return float(np.linalg.norm(span(x).T @ span(y)) ** 2 / max(x.shape[1], y.shape[1]))
+
+
+def gulp(x: np.ndarray, y: np.ndarray, ridge: float = 0.0) -> float:
+    """GULP (Boix-Adserà et al. 2022): each layer centred and scaled to ``||X||_F^2 = n``,
+    ``Sigma = X^T X / n``, ``R = (Sigma + ridge I)^-1`` (the pseudo-inverse at 0), and
+    ``sqrt(tr(R_x S_x R_x S_x) + tr(R_y S_y R_y S_y) - 2 tr(R_x S_xy R_y S_yx))``."""
+    n = len(x)
+    a, b = (np.sqrt(n) * centre(v) / np.linalg.norm(centre(v)) for v in (x, y))
+    sa, sb, sab = a.T @ a / n, b.T @ b / n, a.T @ b / n
+
+    def regularised_inverse(s: np.ndarray) -> np.ndarray:
+        if ridge == 0:
+            return np.linalg.pinv(s, rcond=RANK_RTOL, hermitian=True)
+        return np.linalg.inv(s + ridge * np.eye(len(s)))
+
+    ra, rb = regularised_inverse(sa), regularised_inverse(sb)
+    squared = (np.trace(ra @ sa @ ra @ sa) + np.trace(rb @ sb @ rb @ sb)
+               - 2 * np.trace(ra @ sab @ rb @ sab.T))
+    return float(np.sqrt(max(squared, 0.0)))
+
+
 ALL_METRICS.update(
+    bures_distance=bures_distance, eigenspace_overlap=eigenspace_overlap, gulp=gulp,
     rsa=rsa_correlation, mutual_knn=mutual_knn, cknna=cknna,
     hsic=linear_hsic, svcca_r2=svcca_r2, shape_metric=shape_metric, cka_angular=cka_angular,
     cka_rbf=rbf_cka,

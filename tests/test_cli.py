@@ -401,6 +401,21 @@ def test_sample_measure_options(stores, capsys):
     assert "k= applies to the metric(s) mutual_knn, cknna only" in capsys.readouterr().err
 
 
+def test_gulp_ridge_option(stores, capsys):
+    root, stored = stores
+    code = cli.main(["compare", str(root / "a.zarr"), str(root / "b.zarr"), "-m", "gulp",
+                     "-m", "bures_distance", "--ridge", "0.1", "--json"])
+    assert code == 0
+    out = json.loads(capsys.readouterr().out)
+    x, y = stored["a", "dense"], stored["b", "conv"]
+    x, y = x.reshape(len(x), -1), y.reshape(len(y), -1)
+    assert out["gulp"]["dense"]["conv"] == pytest.approx(references.gulp(x, y, 0.1), rel=1e-7)
+    assert out["bures_distance"]["dense"]["conv"] == pytest.approx(
+        references.bures_distance(x, y), rel=1e-7)
+    assert cli.main(["compare", str(root / "a.zarr"), "-m", "cka", "--ridge", "0.1"]) == 1
+    assert "ridge= applies to the metric(s) gulp only" in capsys.readouterr().err
+
+
 def test_netcdf_input(tmp_path, capsys):
     rng = np.random.default_rng(3)
     x, y = rng.normal(size=(80, 4)), rng.normal(size=(80, 3, 2))

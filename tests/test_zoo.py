@@ -259,6 +259,7 @@ _Y = np.tanh(INPUTS @ RNG.normal(size=(6, 5))) + 0.3 * RNG.normal(size=(N, 5))
 VARIANTS = {"rsa": [{}, {"rdm": "euclidean", "rdm_compare": "spearman"},
                     {"rdm_compare": "rho-a"}, {"rdm_compare": "cosine"}],
             "shape_metric": [{}, {"alpha": 0.3}, {"alpha": 0.0}], "mutual_knn": [{}, {"k": 5}],
+            "gulp": [{}, {"ridge": 0.05}],
             "cknna": [{}, {"k": 5}], "cka_rbf": [{}, {"sigma": 0.3}]}
 
 

@@ -96,16 +96,26 @@ class Side:
 
     @cached_property
     def whitener(self) -> Whitener:
-        """Whitening basis after dropping constant units and exactly collinear directions."""
-        kept, constant = self.varying, self.constant
-        var = np.diagonal(self.comoment)
-        scale = np.sqrt(var[kept])
+        """Whitening basis after dropping constant units and exactly collinear directions
+        (:attr:`basis`); warns about the constant units (:attr:`varying`)."""
+        return Whitener(self.basis, self.varying, int(self.constant.sum()))
+
+    @cached_property
+    def basis(self) -> np.ndarray:
+        """W (p x r) with ``W^T M W = I``: the layer's centred directions with variance, from
+        the correlation matrix of its units that are not constant (so that units on very
+        different scales all count), directions of eigenvalue at most
+        :data:`RANK_RTOL` times the largest dropped; ``X_c W`` is an orthonormal basis of the
+        centred activations' column space."""
+        self.require_variance()
+        kept = np.flatnonzero(~self.constant)
+        scale = np.sqrt(np.diagonal(self.comoment)[kept])
         corr = self.comoment[np.ix_(kept, kept)] / np.outer(scale, scale)
         values, vectors = np.linalg.eigh(corr)
         good = values > RANK_RTOL * values[-1]
         basis = np.zeros((self.n_features, int(good.sum())))
         basis[kept] = vectors[:, good][:, ::-1] / np.sqrt(values[good][::-1]) / scale[:, None]
-        return Whitener(basis, kept, int(constant.sum()))
+        return basis
 
 
 @dataclass(eq=False)

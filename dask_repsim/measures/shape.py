@@ -1,6 +1,7 @@
-"""Distances between representations: generalized shape metrics and angular CKA.
+"""Distances between representations: generalized shape metrics, angular CKA and the Bures
+distance.
 
-Both are true metrics on representations (zero for the same representation up to the allowed
+Each is a true metric on representations (zero for the same representation up to the allowed
 transforms, symmetric, and obeying the triangle inequality), so they can be averaged, clustered
 and embedded (Williams, Kunz, Kornblith & Linderman 2021). Smaller is more similar, unlike the
 similarity measures of the rest of the package.
@@ -103,3 +104,24 @@ def angular_cka(pair: Pair) -> float:
     """``arccos(CKA)``: the angle between the centred Gram matrices, a metric (netrep's
     ``LinearCKA``), in [0, pi/2]; 0 for a layer with itself (:func:`angle`)."""
     return angle(linear_cka(pair))
+
+
+def bures_distance(pair: Pair) -> float:
+    """Bures distance between the centred linear kernels per sample, ``K = X_c X_c^T / n`` and
+    ``L = Y_c Y_c^T / n`` (Harvey, Lipshutz & Williams 2023): ``sqrt(tr K + tr L - 2 F(K, L))``
+    with the fidelity ``F = tr((K^1/2 L K^1/2)^1/2) = ||X_c^T Y_c||_* / n``, so from co-moments
+    ``sqrt((tr M_xx + tr M_yy - 2 ||M_xy||_*) / n)``. It equals the size-and-shape Procrustes
+    distance per sample, ``min_Q ||X_c - Y_c Q||_F / sqrt(n)`` over orthogonal Q (the narrower
+    side zero-padded; Williams et al. 2021): the root-mean-square distance between the samples'
+    activations after the best rotation, which does not grow with n (so that intervals and
+    comparisons across sample sizes mean something).
+    :func:`~dask_repsim.measures.cka.procrustes` is the fidelity normalised,
+    ``F / sqrt(tr K tr L)`` (the normalised Bures similarity). A squared distance within
+    rounding of the traces (``4 max(p, q)`` units of float64 precision of ``tr K + tr L``) is 0:
+    the distance of a layer with itself."""
+    pair.x.require_variance()
+    pair.y.require_variance()
+    traces = float(np.trace(pair.x.comoment) + np.trace(pair.y.comoment))
+    squared = traces - 2.0 * float(svd(pair.cross, compute_uv=False).sum())
+    rounding = 4 * max(pair.cross.shape) * np.finfo(np.float64).eps * traces
+    return float(np.sqrt(squared / pair.count)) if squared > rounding else 0.0

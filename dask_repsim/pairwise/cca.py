@@ -227,3 +227,111 @@ def linear_regression(
                        nan_policy=nan_policy, interval=interval, level=level, groups=groups,
                        permutations=permutations, seed=seed)
     return pair_estimate("linear_regression", x, y, options, method=method, join=join)
+
+
+@document
+def eigenspace_overlap(
+    x: Any, y: Any, *, sample_dims: SampleDims = None,
+    storage_options: Mapping[str, Any] | None = None, nan_policy: str = "raise",
+    interval: str | None = None, level: float | None = None, groups: int | None = None,
+    permutations: int = 0, seed: int | None = None, method: str = "auto", join: str = "exact",
+) -> Estimate:
+    """Eigenspace overlap score ``||U_X^T U_Y||_F^2 / max(p, q)`` (May et al. 2019).
+
+    ``U_X`` and ``U_Y`` are orthonormal bases of the spaces the activations span in sample
+    space (the column spaces of X and Y, as given, *not* centred, as in the paper). In [0, 1]:
+    1 when both layers have full column rank and span the same space. Invariant to any
+    invertible linear map of each layer's units, not to a shift. The sum of squared canonical
+    correlations of the uncentred activations, divided by the wider layer's width: a layer
+    wider than its rank scores below 1 even against itself.
+
+    Parameters
+    ----------
+    {inputs}
+    {uncertainty}
+    method
+        ``"auto"`` or ``"covariance"`` (the means and co-moments).
+
+    Returns
+    -------
+    {returns}
+
+    References
+    ----------
+    May, Zhang, Dao, Ré (2019). On the Downstream Performance of Compressed Word Embeddings.
+    NeurIPS.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> x = rng.normal(size=(500, 4))
+    >>> round(eigenspace_overlap(x, x @ rng.normal(size=(4, 4))), 6)
+    1.0
+    >>> round(eigenspace_overlap(x, x[:, :2]), 6)  # a 2-d subspace of the 4-d one
+    0.5
+    """
+    options = Options(sample_dims=sample_dims, storage_options=storage_options,
+                      nan_policy=nan_policy, interval=interval, level=level, groups=groups,
+                      permutations=permutations, seed=seed)
+    return pair_estimate("eigenspace_overlap", x, y, options, method=method, join=join)
+
+
+@document
+def gulp(
+    x: Any, y: Any, *, ridge: float = 0.0, sample_dims: SampleDims = None,
+    storage_options: Mapping[str, Any] | None = None, nan_policy: str = "raise",
+    interval: str | None = None, level: float | None = None, groups: int | None = None,
+    permutations: int = 0, seed: int | None = None, method: str = "auto", join: str = "exact",
+) -> Estimate:
+    """GULP distance between the ridge-regression predictors two layers support
+    (Boix-Adserà et al. 2022).
+
+    Each layer is centred and scaled so that its covariance ``Sigma`` has trace 1; with
+    ``R = (Sigma + ridge I)^-1``, ``d^2 = tr(R_X Sigma_X R_X Sigma_X) + tr(R_Y Sigma_Y R_Y
+    Sigma_Y) - 2 tr(R_X Sigma_XY R_Y Sigma_YX)``: how differently the best linear predictors
+    of any bounded target from the two layers can predict, over the samples.
+
+    Parameters
+    ----------
+    {inputs}
+    ridge
+        The ridge penalty ``lambda >= 0`` of the predictors, relative to the normalised
+        covariance (trace 1). ``0`` (default; the pseudo-inverse): invariant to every
+        invertible linear map, ``d^2 = rank_X + rank_Y - 2 sum rho^2`` over the canonical
+        correlations, degenerate like CCA when a layer is nearly as wide as the number of
+        samples; ``> 0``: directions of little variance count less, invariant to rotations and
+        isotropic scaling.
+    {uncertainty}
+        Permutation p-values count the null values at or *below* the observed distance.
+    method
+        ``"auto"`` or ``"covariance"`` (the co-moments).
+
+    Returns
+    -------
+    {returns}
+        ``>= 0``, a metric; the square root of what the authors' ``predictor_dist`` and ReSi's
+        ``gulp`` return.
+
+    References
+    ----------
+    Boix-Adserà, Lawrence, Stepaniants, Rigollet (2022). GULP: a prediction-based metric
+    between representations. NeurIPS.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> x = rng.normal(size=(500, 4))
+    >>> float(gulp(x, x))
+    0.0
+    >>> round(gulp(x, x @ rng.normal(size=(4, 4)) + 1.0), 4)  # the same predictors (rounding)
+    0.0
+    >>> round(gulp(x, x[:, :2]), 6)  # sqrt(4 + 2 - 2 * 2): two directions x alone predicts
+    1.414214
+    """
+    options = Options(sample_dims=sample_dims, storage_options=storage_options,
+                      nan_policy=nan_policy, interval=interval, level=level, groups=groups,
+                      permutations=permutations, seed=seed)
+    return pair_estimate("gulp", x, y, options, method=method, join=join,
+                         parameters={"ridge": ridge})

@@ -107,3 +107,60 @@ def shape_metric(
                       permutations=permutations, seed=seed)
     return pair_estimate("shape_metric", x, y, options, method=method, join=join,
                          parameters={"alpha": alpha})
+
+
+@document
+def bures_distance(
+    x: Any, y: Any, *, sample_dims: SampleDims = None,
+    storage_options: Mapping[str, Any] | None = None, nan_policy: str = "raise",
+    interval: str | None = None, level: float | None = None, groups: int | None = None,
+    permutations: int = 0, seed: int | None = None, method: str = "auto", join: str = "exact",
+) -> Estimate:
+    """Bures distance ``sqrt((tr M_xx + tr M_yy - 2 ||M_xy||_*) / n)`` between the centred
+    linear kernels per sample: the size-and-shape Procrustes distance
+    ``min_Q ||X_c - Y_c Q||_F / sqrt(n)``.
+
+    The Bures distance between the kernel matrices ``X_c X_c^T / n`` and ``Y_c Y_c^T / n``
+    (Harvey, Lipshutz & Williams 2023) equals the root-mean-square distance between the
+    samples' centred activations after the best rotation of one layer onto the other (the
+    narrower layer zero-padded). It is *not* normalised: it grows with the activations' scale
+    (not with the number of samples). :func:`procrustes` is its normalised counterpart (the
+    normalised Bures similarity, ``||M_xy||_* / sqrt(tr M_xx tr M_yy)``). Invariant to
+    orthogonal transforms of the units and to shifts, not to scale.
+
+    Parameters
+    ----------
+    {inputs}
+    {uncertainty}
+        Permutation p-values count the null values at or *below* the observed distance.
+    method
+        ``"auto"`` or ``"covariance"`` (the co-moments).
+
+    Returns
+    -------
+    {returns}
+        ``>= 0``; 0 for a layer with itself up to a rotation and a shift.
+
+    References
+    ----------
+    Harvey, Lipshutz, Williams (2023). Duality of Bures and Shape Distances with Implications
+    for Comparing Neural Representations. UniReps workshop, NeurIPS.
+    Williams, Kunz, Kornblith, Linderman (2021). Generalized Shape Metrics on Neural
+    Representations. NeurIPS.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> x = rng.normal(size=(500, 4))
+    >>> q, _ = np.linalg.qr(rng.normal(size=(4, 4)))
+    >>> float(bures_distance(x, x @ q + 3.0))
+    0.0
+    >>> xc = x - x.mean(axis=0)
+    >>> bool(np.isclose(bures_distance(x, 2 * x), np.linalg.norm(xc) / np.sqrt(500)))
+    True
+    """
+    options = Options(sample_dims=sample_dims, storage_options=storage_options,
+                      nan_policy=nan_policy, interval=interval, level=level, groups=groups,
+                      permutations=permutations, seed=seed)
+    return pair_estimate("bures_distance", x, y, options, method=method, join=join)

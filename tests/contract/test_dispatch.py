@@ -6,7 +6,8 @@ For each measure ``m`` of :data:`dask_repsim.registry.MEASURES`, the pairwise fu
 are given the same option, one at a time (and a few combinations that belong together): every
 shared option (``interval=``, ``level=``, ``groups=``, ``permutations=``, ``seed=``,
 ``nan_policy="omit"``, ``batch_size=``), every measure parameter (``sigma=``, ``alpha=``,
-``k=``, ``rdm=``, ``rdm_compare=``), valid and invalid values, and every ``method=``. Both
+``k=``, ``rdm=``, ``rdm_compare=``, ``ridge=``), valid and invalid values, and every
+``method=``. Both
 entry points go through the one dispatcher (:mod:`dask_repsim.runners`), so for each case
 either both raise the same exception type with the same message, or both give the same value
 (to 1e-12), with the same interval and permutation summaries.
@@ -43,7 +44,7 @@ SINGLE: list[tuple[str, Any]] = [
     ("interval", "jackknife"), ("level", 0.9), ("groups", 5), ("permutations", 3), ("seed", 1),
     ("nan_policy", "omit"), ("batch_size", 12),
     ("sigma", 0.5), ("sigma", float("inf")), ("sigma", []), ("sigma", -1.0),
-    ("alpha", 0.5), ("alpha", 2.0), ("k", 5), ("k", 0),
+    ("alpha", 0.5), ("alpha", 2.0), ("k", 5), ("k", 0), ("ridge", 0.1), ("ridge", -1.0),
     ("rdm", "euclidean"), ("rdm", "nope"), ("rdm_compare", "cosine"),
     ("join", "inner"), ("join", "outer"),
     *(("method", path) for path in PATHS), ("method", "nope"),

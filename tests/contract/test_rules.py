@@ -104,10 +104,12 @@ def test_mismatched_sample_counts_name_both(metric, path):
 
 
 #: measures not invariant to what a case changes: RSA's correlation RDM correlates each sample's
-#: features, so an added all-zero unit changes it (its reference then takes the unit); cosine
-#: neighbours change when every activation is offset, so the offset case does not apply
-ZERO_UNIT_COUNTS = {"rsa"}
-NOT_SHIFT_INVARIANT = {"mutual_knn", "cknna"}
+#: features and the eigenspace overlap divides by the wider layer's width, so an added all-zero
+#: unit changes them (their references then take the unit); cosine neighbours and the space the
+#: activations span (the eigenspace overlap: not centred, as May et al. define it) change when
+#: every activation is offset, so the offset case does not apply
+ZERO_UNIT_COUNTS = {"rsa", "eigenspace_overlap"}
+NOT_SHIFT_INVARIANT = {"mutual_knn", "cknna", "eigenspace_overlap"}
 
 
 def _expected(metric: str, path: str, x, y, call) -> float:
@@ -133,7 +135,7 @@ def test_all_zero_unit_gives_the_value_without_it(metric, path):
 @pytest.mark.parametrize(("metric", "path"), CASES)
 def test_activations_offset_by_1e9_give_the_correct_value(metric, path):
     if metric in NOT_SHIFT_INVARIANT:
-        pytest.skip(f"{metric} (cosine similarity) depends on the offset by definition")
+        pytest.skip(f"{metric} depends on the offset by definition")
     for call, _, _ in _entries(metric, path):
         x, y = _data()
         expected = _expected(metric, path, x, y, call)

@@ -14,6 +14,7 @@ from pathlib import Path
 import dask.array as da
 import numpy as np
 import pytest
+import references
 import xarray as xr
 import zarr
 from conftest import write_zarr
@@ -179,23 +180,29 @@ def test_bad_inputs_and_options(data):
 _CHILD = textwrap.dedent("""
     import json, sys, time
     import dask
+    import dask_repsim as dr
     from dask_repsim.pairwise.samples import mutual_knn, rsa
     dask.config.set({"repsim.memory-budget": "2GB"})
     start = time.perf_counter()
     m = mutual_knn(sys.argv[1] + "/x", sys.argv[1] + "/y", k=10)
     r = rsa(sys.argv[1] + "/x", sys.argv[1] + "/y", rdm="correlation", compare="corr")
+    spectra = dr.compare(sys.argv[1], metrics=["bures_distance", "eigenspace_overlap", "gulp"],
+                         ridge=0.1).sel(layer_a="x", layer_b="y")
     # the process's own high-water RSS: ru_maxrss would count the parent's RSS at fork
     peak = int([line for line in open("/proc/self/status")
                 if line.startswith("VmHWM")][0].split()[1]) * 1024
     print(json.dumps({"mutual_knn": float(m), "rsa": float(r), "peak": peak,
-                      "seconds": time.perf_counter() - start}))
+                      "seconds": time.perf_counter() - start,
+                      **{k: float(spectra[k]) for k in spectra.data_vars}}))
 """)
 
 
 @pytest.mark.large
 def test_out_of_core_within_the_memory_budget(tmp_path):
     """50,000 x 512 float32 Zarr layers: the n x n similarity and dissimilarity matrices would
-    take 20 GB each; the child's peak RSS stays near the 2 GB budget."""
+    take 20 GB each; the child's peak RSS stays near the 2 GB budget. The co-moment measures
+    of the same layers (Bures distance, eigenspace overlap, GULP) in the same child equal the
+    references computed here in memory."""
     n, p, chunk = 50_000, 512, 5_000
     root = zarr.open_group(tmp_path / "big.zarr", mode="w")
     arrays = [root.create_array(name, shape=(n, p), chunks=(chunk, p), dtype="float32")
@@ -217,6 +224,12 @@ def test_out_of_core_within_the_memory_budget(tmp_path):
     bound = 2e9 + 400 * 2**20
     assert peak < bound, f"peak RSS {peak / 2**30:.2f} GiB over {bound / 2**30:.2f} GiB"
     assert 0.0 < result["mutual_knn"] < 1.0 and 0.0 < result["rsa"] < 1.0
+    x, y = (np.asarray(root[name][:], dtype=np.float64) for name in ("x", "y"))
+    assert result["bures_distance"] == pytest.approx(references.size_and_shape_distance(x, y),
+                                                     rel=1e-8)
+    assert result["eigenspace_overlap"] == pytest.approx(references.eigenspace_overlap(x, y),
+                                                         abs=1e-9)
+    assert result["gulp"] == pytest.approx(references.gulp(x, y, 0.1), rel=1e-7)
 
 
 def test_grid_options_the_sample_space_measures_lack_name_them():
