@@ -20,7 +20,7 @@ from .options import JACKKNIFE_GROUPS
 from .pairwise.cca import cca, eigenspace_overlap, gulp, linear_regression, pwcca, svcca
 from .pairwise.cka import cka, hsic
 from .pairwise.samples import cknna, mutual_knn, rsa
-from .pairwise.shape import bures_distance, procrustes, shape_metric
+from .pairwise.shape import bures_distance, permutation_distance, procrustes, shape_metric
 from .pairwise.units import cluster_units, match_units, sparse_prediction, unit_correlation
 from .registry import DEFAULT_METRICS, MEASURES, PATHS
 from .results import CCAResult, Estimate
@@ -67,6 +67,7 @@ __all__ = [
     "match_units",
     "mutual_knn",
     "network_similarity",
+    "permutation_distance",
     "procrustes",
     "pwcca",
     "rsa",

@@ -187,6 +187,10 @@ MEASURES: dict[str, Measure] = {
                 "alpha=1 allows rotations (Procrustes), alpha=0 any linear map (CCA)",
                 "shape_metric", {}, {"covariance": shape.shape_distance}, similarity=False,
                 parameters=("alpha",)),
+        Measure("permutation_distance",
+                "angular distance after the best one-to-one matching of units (Williams et al. "
+                "2021; netrep's PermutationMetric)", "permutation_distance", {},
+                {"covariance": shape.permutation_distance}, similarity=False),
         Measure("bures_distance",
                 "Bures distance of the centred linear kernels per sample, sqrt((tr Mxx + tr Myy "
                 "- 2 ||Mxy||_*) / n) (Harvey et al. 2023): the size-and-shape Procrustes "

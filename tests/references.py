@@ -360,6 +360,19 @@ def size_and_shape_distance(x: np.ndarray, y: np.ndarray) -> float:
     return float(np.linalg.norm(xc - yc @ q) / np.sqrt(len(x)))
 
 
+def permutation_distance(x: np.ndarray, y: np.ndarray) -> float:
+    """Williams et al. (2021) / netrep's permutation metric, angular score: centred columns,
+    the narrower side zero-padded, units matched by ``linear_sum_assignment`` on ``X^T Y``,
+    then ``arccos(<X P_x, Y P_y>_F / (||X||_F ||Y||_F))`` of the matched data."""
+    from scipy.optimize import linear_sum_assignment
+
+    width = max(x.shape[1], y.shape[1])
+    xc, yc = (np.pad(centre(a), ((0, 0), (0, width - a.shape[1]))) for a in (x, y))
+    rows, cols = linear_sum_assignment(xc.T @ yc, maximize=True)
+    cosine = np.sum(xc[:, rows] * yc[:, cols]) / (np.linalg.norm(xc) * np.linalg.norm(yc))
+    return float(np.arccos(np.clip(cosine, -1.0, 1.0)))
+
+
 def eigenspace_overlap(x: np.ndarray, y: np.ndarray) -> float:
     """``||U_X^T U_Y||_F^2 / max(p, q)`` with U the left singular vectors of the activations as
     given (not centred) up to their rank (May et al. 2019)."""
@@ -391,6 +404,7 @@ def gulp(x: np.ndarray, y: np.ndarray, ridge: float = 0.0) -> float:
 
 ALL_METRICS.update(
     bures_distance=bures_distance, eigenspace_overlap=eigenspace_overlap, gulp=gulp,
+    permutation_distance=permutation_distance,
     rsa=rsa_correlation, mutual_knn=mutual_knn, cknna=cknna,
     hsic=linear_hsic, svcca_r2=svcca_r2, shape_metric=shape_metric, cka_angular=cka_angular,
     cka_rbf=rbf_cka,

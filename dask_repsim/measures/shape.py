@@ -1,5 +1,5 @@
-"""Distances between representations: generalized shape metrics, angular CKA and the Bures
-distance.
+"""Distances between representations: generalized shape metrics, the permutation metric,
+angular CKA and the Bures distance.
 
 Each is a true metric on representations (zero for the same representation up to the allowed
 transforms, symmetric, and obeying the triangle inequality), so they can be averaged, clustered
@@ -10,6 +10,7 @@ similarity measures of the rest of the package.
 from __future__ import annotations
 
 import numpy as np
+from scipy.optimize import linear_sum_assignment
 
 from ..engine.views import RANK_RTOL, Pair, Side
 from .cca import warn_if_wide
@@ -125,3 +126,17 @@ def bures_distance(pair: Pair) -> float:
     squared = traces - 2.0 * float(svd(pair.cross, compute_uv=False).sum())
     rounding = 4 * max(pair.cross.shape) * np.finfo(np.float64).eps * traces
     return float(np.sqrt(squared / pair.count)) if squared > rounding else 0.0
+
+
+def permutation_distance(pair: Pair) -> float:
+    """Angular distance after the best permutation of units (Williams et al. 2021; netrep's
+    ``PermutationMetric``, angular score): ``arccos(max_P tr(P^T M_xy) / sqrt(tr M_xx tr M_yy))``
+    over one-to-one matchings P of x's units with y's (the narrower side zero-padded, so its
+    units are each matched once), the best matching by ``scipy.optimize.linear_sum_assignment``
+    on the cross co-moment; 0 for a layer with itself up to a permutation of its units
+    (:func:`angle`)."""
+    pair.x.require_variance()
+    pair.y.require_variance()
+    rows, cols = linear_sum_assignment(pair.cross, maximize=True)
+    total = float(pair.cross[rows, cols].sum())
+    return angle(total / np.sqrt(np.trace(pair.x.comoment) * np.trace(pair.y.comoment)))

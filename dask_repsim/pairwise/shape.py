@@ -1,5 +1,6 @@
-"""Public pairwise functions of alignment after a rotation: orthogonal Procrustes
-similarity and the generalized shape metric.
+"""Public pairwise functions of alignment after a rotation or a permutation: orthogonal
+Procrustes similarity, the generalized shape metric, the permutation metric and the Bures
+distance.
 """
 
 from __future__ import annotations
@@ -164,3 +165,56 @@ def bures_distance(
                       nan_policy=nan_policy, interval=interval, level=level, groups=groups,
                       permutations=permutations, seed=seed)
     return pair_estimate("bures_distance", x, y, options, method=method, join=join)
+
+
+@document
+def permutation_distance(
+    x: Any, y: Any, *, sample_dims: SampleDims = None,
+    storage_options: Mapping[str, Any] | None = None, nan_policy: str = "raise",
+    interval: str | None = None, level: float | None = None, groups: int | None = None,
+    permutations: int = 0, seed: int | None = None, method: str = "auto", join: str = "exact",
+) -> Estimate:
+    """Angular distance after the best one-to-one matching of units (Williams et al. 2021).
+
+    ``arccos(max_P tr(P^T X_c^T Y_c) / (||X_c||_F ||Y_c||_F))`` over the permutations P of
+    the units (the narrower layer zero-padded): the shape metric whose allowed transforms are
+    the permutations of units, as netrep's ``PermutationMetric`` with the angular score.
+    Where :func:`shape_metric` allows any rotation, this asks whether the *units themselves*
+    correspond, as :func:`match_units` does with correlations; the matching maximises the
+    summed covariance (``scipy.optimize.linear_sum_assignment``). Invariant to permutations of
+    units, isotropic scaling and shifts; not to rotations.
+
+    Parameters
+    ----------
+    {inputs}
+    {uncertainty}
+        Permutation p-values count the null values at or *below* the observed distance.
+    method
+        ``"auto"`` or ``"covariance"`` (the co-moments).
+
+    Returns
+    -------
+    {returns}
+        In [0, pi/2] (up to pi only when every matching pairs units of negative covariance);
+        0 for a layer with itself up to a permutation of its units; a metric.
+
+    References
+    ----------
+    Williams, Kunz, Kornblith, Linderman (2021). Generalized Shape Metrics on Neural
+    Representations. NeurIPS.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> x = rng.normal(size=(500, 4))
+    >>> float(permutation_distance(x, 3 * x[:, [2, 0, 3, 1]] + 1.0))
+    0.0
+    >>> q, _ = np.linalg.qr(rng.normal(size=(4, 4)))
+    >>> bool(permutation_distance(x, x @ q) > 0.3)  # a rotation is not a permutation
+    True
+    """
+    options = Options(sample_dims=sample_dims, storage_options=storage_options,
+                      nan_policy=nan_policy, interval=interval, level=level, groups=groups,
+                      permutations=permutations, seed=seed)
+    return pair_estimate("permutation_distance", x, y, options, method=method, join=join)

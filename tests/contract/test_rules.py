@@ -104,11 +104,12 @@ def test_mismatched_sample_counts_name_both(metric, path):
 
 
 #: measures not invariant to what a case changes: RSA's correlation RDM correlates each sample's
-#: features and the eigenspace overlap divides by the wider layer's width, so an added all-zero
-#: unit changes them (their references then take the unit); cosine neighbours and the space the
+#: features, the eigenspace overlap divides by the wider layer's width, and a zero unit may take
+#: a match of negative covariance in the permutation metric (as zero-padding does), so an added
+#: all-zero unit changes them (their references then take the unit); cosine neighbours and the
 #: activations span (the eigenspace overlap: not centred, as May et al. define it) change when
 #: every activation is offset, so the offset case does not apply
-ZERO_UNIT_COUNTS = {"rsa", "eigenspace_overlap"}
+ZERO_UNIT_COUNTS = {"rsa", "eigenspace_overlap", "permutation_distance"}
 NOT_SHIFT_INVARIANT = {"mutual_knn", "cknna", "eigenspace_overlap"}
 
 

@@ -1,4 +1,5 @@
-"""The Bures distance (size-and-shape Procrustes), the eigenspace overlap score and GULP, against
+"""The Bures distance (size-and-shape Procrustes), the permutation metric, the eigenspace
+overlap score and GULP, against
 float64 references written from the papers (tests/references.py), on the kinds of data layers
 give, through the pairwise functions, Zarr input and ``compare``; their invariances as
 properties."""
@@ -14,12 +15,12 @@ import references as ref
 import xarray as xr
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from strategies import activations, orthogonal_matrices, well_conditioned_matrices
+from strategies import activations, orthogonal_matrices, permutations, well_conditioned_matrices
 
 import dask_repsim as dr
 
 MEASURES = {"bures_distance": dr.bures_distance, "eigenspace_overlap": dr.eigenspace_overlap,
-            "gulp": dr.gulp}
+            "gulp": dr.gulp, "permutation_distance": dr.permutation_distance}
 #: the measures that warn, as CCA does, when a layer has as many units as the samples allow
 WIDE_WARNS = ("eigenspace_overlap", "gulp")
 
@@ -64,6 +65,18 @@ def test_bures_distance_equals_the_references(kind):
     assert ref.size_and_shape_distance(x, y) == pytest.approx(expected, rel=1e-8)
     assert float(dr.bures_distance(x, y)) == pytest.approx(expected, rel=1e-9)
     assert float(dr.bures_distance(y, x)) == pytest.approx(expected, rel=1e-9)
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_permutation_distance_equals_the_reference(kind):
+    x, y = KINDS[kind]
+    expected = ref.permutation_distance(x, y)
+    assert float(dr.permutation_distance(x, y)) == pytest.approx(expected, abs=1e-9)
+    assert float(dr.permutation_distance(y, x)) == pytest.approx(expected, abs=1e-9)
+    ds = dr.compare({"x": x}, {"y": y}, metrics=["permutation_distance", "shape_metric"])
+    assert float(ds.permutation_distance.item()) == pytest.approx(expected, abs=1e-9)
+    # a permutation is one of the rotations: the shape metric (alpha = 1) is never farther
+    assert float(ds.shape_metric.item()) <= expected + 1e-12
 
 
 @pytest.mark.parametrize("kind", list(KINDS))
@@ -142,6 +155,10 @@ def test_limits_and_scale():
     low = KINDS["low rank"][0]
     assert float(dr.eigenspace_overlap(low, low)) == pytest.approx(3 / 12, abs=1e-9)
     assert float(dr.eigenspace_overlap(x, x + 5.0)) < 1 - 1e-3  # the mean is part of the space
+    # the permutation metric: 0 on permuted, scaled, shifted units; not on a rotation
+    order = np.random.default_rng(2).permutation(9)
+    assert float(dr.permutation_distance(x, 2.5 * x[:, order] - 1.0)) == 0.0
+    assert float(dr.permutation_distance(x, x @ q)) > 0.1
     # GULP at ridge 0: rank_x + rank_y - 2 sum rho^2; 0 on an invertible map and a shift
     assert float(dr.gulp(x, x)) == 0.0
     # another basis of the same space: 0 up to rounding amplified by the map's conditioning
@@ -187,7 +204,8 @@ EXAMPLES = settings(max_examples=25, deadline=None)
 @given(data=activations(), choice=st.data())
 def test_invariances(data, choice):
     """Bures: rotations and shifts of either side; EOS and GULP at ridge 0: any invertible map
-    of either side; GULP at ridge > 0: rotations and isotropic scaling."""
+    of either side; GULP at ridge > 0: rotations and isotropic scaling; the permutation metric:
+    permutations of units, isotropic scaling and shifts."""
     x, y = data.dask(data.x), data.dask(data.y)
     q = choice.draw(orthogonal_matrices(data.x.shape[1]), label="Q")
     w = choice.draw(well_conditioned_matrices(data.y.shape[1]), label="W")
@@ -196,6 +214,9 @@ def test_invariances(data, choice):
                     metrics=["bures_distance", "eigenspace_overlap", "gulp"])
     ridged = dr.compare({"x": x, "xq": data.dask(2.5 * data.x @ q)}, {"y": y},
                         metrics=["gulp"], ridge=0.05)
+    order = choice.draw(permutations(data.x.shape[1]), label="permutation")
+    permuted = dr.compare({"x": x, "xp": data.dask(3.0 * data.x[:, order] - 1.0)}, {"y": y},
+                          metrics=["permutation_distance"])
     cells = {(a, b): ds.sel(layer_a=a, layer_b=b) for a in ("x", "xq") for b in ("y", "yw")}
     np.testing.assert_allclose(float(cells["xq", "y"].bures_distance),
                                float(cells["x", "y"].bures_distance), rtol=1e-8)
@@ -205,3 +226,6 @@ def test_invariances(data, choice):
                                rtol=1e-7, atol=1e-7)
     np.testing.assert_allclose(ridged.gulp.sel(layer_a="xq").item(),
                                ridged.gulp.sel(layer_a="x").item(), rtol=1e-8, atol=1e-10)
+    np.testing.assert_allclose(permuted.permutation_distance.sel(layer_a="xp").item(),
+                               permuted.permutation_distance.sel(layer_a="x").item(),
+                               rtol=1e-8, atol=1e-10)

@@ -186,7 +186,8 @@ _CHILD = textwrap.dedent("""
     start = time.perf_counter()
     m = mutual_knn(sys.argv[1] + "/x", sys.argv[1] + "/y", k=10)
     r = rsa(sys.argv[1] + "/x", sys.argv[1] + "/y", rdm="correlation", compare="corr")
-    spectra = dr.compare(sys.argv[1], metrics=["bures_distance", "eigenspace_overlap", "gulp"],
+    spectra = dr.compare(sys.argv[1], metrics=["bures_distance", "eigenspace_overlap", "gulp",
+                                                "permutation_distance"],
                          ridge=0.1).sel(layer_a="x", layer_b="y")
     # the process's own high-water RSS: ru_maxrss would count the parent's RSS at fork
     peak = int([line for line in open("/proc/self/status")
@@ -201,8 +202,8 @@ _CHILD = textwrap.dedent("""
 def test_out_of_core_within_the_memory_budget(tmp_path):
     """50,000 x 512 float32 Zarr layers: the n x n similarity and dissimilarity matrices would
     take 20 GB each; the child's peak RSS stays near the 2 GB budget. The co-moment measures
-    of the same layers (Bures distance, eigenspace overlap, GULP) in the same child equal the
-    references computed here in memory."""
+    of the same layers (Bures distance, eigenspace overlap, GULP, the permutation metric) in
+    the same child equal the references computed here in memory."""
     n, p, chunk = 50_000, 512, 5_000
     root = zarr.open_group(tmp_path / "big.zarr", mode="w")
     arrays = [root.create_array(name, shape=(n, p), chunks=(chunk, p), dtype="float32")
@@ -230,6 +231,8 @@ def test_out_of_core_within_the_memory_budget(tmp_path):
     assert result["eigenspace_overlap"] == pytest.approx(references.eigenspace_overlap(x, y),
                                                          abs=1e-9)
     assert result["gulp"] == pytest.approx(references.gulp(x, y, 0.1), rel=1e-7)
+    assert result["permutation_distance"] == pytest.approx(
+        references.permutation_distance(x, y), abs=1e-9)
 
 
 def test_grid_options_the_sample_space_measures_lack_name_them():
