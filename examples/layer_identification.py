@@ -27,9 +27,10 @@ measure of every layer pair: the CCA-family measures, linear regression, HSIC an
 from one co-moment pass, RBF-kernel CKA (bandwidth 0.2, 0.4, 0.8 times the median distance)
 from the shared sample-space Gram tiles, and measures outside the paper's table: RSA
 (correlation RDMs compared by Pearson correlation) and mutual 10-nearest-neighbour alignment
-(Huh et al. 2024), from sample x sample tiles, and the Bures distance (the size-and-shape
-Procrustes distance; the corresponding layer is the nearest) and the eigenspace overlap score
-(May et al. 2019) from the co-moments. As in the paper, the logits are left out, SVCCA keeps
+(Huh et al. 2024), from sample x sample tiles, and from the co-moments the Bures distance (the
+size-and-shape Procrustes distance), GULP (Boix-Adserà et al. 2022) and the permutation metric
+(Williams et al. 2021), distances for which the corresponding layer is the nearest, and the
+eigenspace overlap score (May et al. 2019). As in the paper, the logits are left out, SVCCA keeps
 99% of the variance, and the asymmetric measures (PWCCA, linear regression) are symmetrised
 as ``s(A_i, B_j) + s(B_j, A_i)``. A layer counts as identified only when the corresponding
 layer is strictly the most similar (a tie is a miss).
@@ -47,8 +48,8 @@ easier than CIFAR-10, the networks are small and briefly trained, there are fewe
 and the similarities are computed on the 599 held-out digits (the paper used the CIFAR-10
 training set), so that the widest layers (512 features) come close to having as many
 features as samples, where the CCA-family measures lose their meaning (the paper's Theorem
-1). RSA, mutual k-NN, the Bures distance and the eigenspace overlap are not in the paper's
-table: their "paper" column is empty. The
+1). RSA, mutual k-NN and the measures after them are not in the paper's table: their "paper"
+column is empty. The
 table reports what this run shows, whatever it is.
 
     python examples/layer_identification.py [--quick] [--out examples/output]
@@ -82,11 +83,12 @@ from dask_repsim.capture.activations import capture_activations
 #: compare() metrics; the asymmetric ones are symmetrised as the paper did
 COMPARE_METRICS = [
     "mean_cca", "r2_cca", "svcca", "svcca_r2", "pwcca", "linear_regression", "hsic", "cka",
-    "cka_rbf", "rsa", "mutual_knn", "bures_distance", "eigenspace_overlap",
+    "cka_rbf", "rsa", "mutual_knn", "bures_distance", "eigenspace_overlap", "gulp",
+    "permutation_distance",
 ]
 ASYMMETRIC = ["pwcca", "linear_regression"]
 #: distances: the corresponding layer is the one at the *smallest* distance
-DISTANCES = ["bures_distance"]
+DISTANCES = ["bures_distance", "gulp", "permutation_distance"]
 SIGMAS = [0.2, 0.4, 0.8]
 #: (row label, how this run computes it or None, Kornblith et al. 2019 Table 2 figure)
 ROWS = [
@@ -105,6 +107,8 @@ ROWS = [
     ("Mutual 10-NN", "mutual_knn", None),
     ("Bures distance", "bures_distance", None),
     ("Eigenspace ovl.", "eigenspace_overlap", None),
+    ("GULP (ridge 0)", "gulp", None),
+    ("Permutation dist.", "permutation_distance", None),
 ]
 MEASURES = [key for _, key, _ in ROWS if key is not None]
 
@@ -199,6 +203,8 @@ def table(result: dict[str, float], header: str) -> str:
             "pwcca": "compare pwcca, S + S^T",
             "linear_regression": "compare linear_regression, S + S^T",
             "bures_distance": "compare bures_distance, the smallest",
+            "gulp": "compare gulp, the smallest",
+            "permutation_distance": "compare permutation_distance, the smallest",
         }.get(key, f"compare cka_rbf, sigma={key[8:]}" if key and "rbf" in key else None)
         cited = f"{paper:>11.1f}" if paper is not None else f"{'-':>11}"
         lines.append(f"{label:<17}{ours}{cited}   {how or 'compare ' + key}")
