@@ -76,7 +76,9 @@ def main() -> None:
                 times[side].append(result["seconds"])
                 cpu[side].append(result["cpu"])
                 values[side] = result["values"]
-    diff = max(abs(x - y) for k in values["this"] for x, y in
+    shared = [k for k in values["this"] if k in values["ref"]]
+    new = [k for k in values["this"] if k not in values["ref"]]
+    diff = max(abs(x - y) for k in shared for x, y in
                zip(_flat(values["this"][k]), _flat(values["ref"][k]), strict=True))
     head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
                           text=True).stdout.strip()
@@ -87,7 +89,8 @@ def main() -> None:
               f" s; median {statistics.median(times[side]):.2f} s; CPU "
               + ", ".join(f"{t:.1f}" for t in cpu[side]) + " s")
     ratio = statistics.median(times["this"]) / statistics.median(times["ref"])
-    print(f"  ratio of medians, this / reference: {ratio:.3f}; largest value difference {diff:.2e}")
+    print(f"  ratio of medians, this / reference: {ratio:.3f}; largest value difference {diff:.2e}"
+          + (f" (variables the reference lacks: {', '.join(new)})" if new else ""))
 
 
 def _flat(x):
