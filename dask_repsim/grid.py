@@ -61,36 +61,39 @@ def _variable(values: np.ndarray, name: str, description: str | None = None) -> 
     return (DIMS, values, attrs)
 
 
-def uncertainty_variables(cells, metrics, shape, options,
+def uncertainty_variables(cells, outputs, shape, options,
                           mirrored: bool = False) -> tuple[dict, dict]:
-    """The interval and permutation variables of every metric, and their attrs; p-values
-    corrected over the grid's cells (each pair once where ``mirrored``)."""
+    """The interval and permutation variables of every output (variable name, measure,
+    bandwidth), and their attrs; p-values corrected over the grid's cells (each pair once where
+    ``mirrored``)."""
+    names, measures = [o[0] for o in outputs], [MEASURES[o[1]] for o in outputs]
     values = runners.to_arrays(cells, shape, "value")
     variables: dict[str, tuple] = {}
     attrs: dict[str, Any] = {}
     reps = runners.to_arrays(cells, shape, "replicates")
     if reps is not None:
         level = options.get("level")
-        corrected = np.array([MEASURES[m].bias_corrected for m in metrics])[:, None, None]
+        corrected = np.array([m.bias_corrected for m in measures])[:, None, None]
         stderr, centre, low, high = jackknife_interval(values, reps, level, corrected)
         texts = {"stderr": ("jackknife standard error", stderr),
                  "centre": ("centre of the jackknife interval", centre),
                  "low": (f"lower end of the {level:.0%} jackknife interval", low),
                  "high": (f"upper end of the {level:.0%} jackknife interval", high)}
-        for m_, m in enumerate(metrics):
+        for m_, m in enumerate(names):
             for suffix, (text, arr) in texts.items():
                 variables[f"{m}_{suffix}"] = _variable(arr[m_], f"{text} of {m}")
-        plain = [m for m in metrics if not MEASURES[m].bias_corrected]
+        plain = [m for m, measure in zip(names, measures, strict=True)
+                 if not measure.bias_corrected]
         attrs.update(interval="jackknife", level=level, n_groups=options.get("groups"),
                      interval_centre="the bias-corrected estimate G t - (G - 1) x the mean of "
                      "the G leave-a-group-out values" + (f", the estimate for {', '.join(plain)}"
                                                          if plain else ""))
     nulls = runners.to_arrays(cells, shape, "null")
     if nulls is not None:
-        directions = np.array([MEASURES[m].similarity for m in metrics])[:, None, None]
+        directions = np.array([m.similarity for m in measures])[:, None, None]
         pvalues = np.where(directions, permutation_pvalue(values, nulls, True),
                            permutation_pvalue(values, nulls, False))
-        fwer, fdr = _corrected(values, nulls, metrics, mirrored)
+        fwer, fdr = _corrected(values, nulls, measures, mirrored)
         summaries = {"pvalue": (pvalues, "permutation p-value"),
                      "pvalue_fwer": (fwer, "permutation p-value corrected over the grid's "
                                      "cells, family-wise (max-statistic)"),
@@ -99,7 +102,7 @@ def uncertainty_variables(cells, metrics, shape, options,
                      "null_mean": (nulls.mean(axis=0), "mean under permutation"),
                      "null_std": (nulls.std(axis=0, ddof=1), "standard deviation under "
                                   "permutation")}
-        for m_, m in enumerate(metrics):
+        for m_, m in enumerate(names):
             for suffix, (arr, text) in summaries.items():
                 variables[f"{m}_{suffix}"] = _variable(arr[m_], f"{text} of {m}")
         attrs.update(permutations=nulls.shape[0], seed=options.get("seed"),
@@ -111,17 +114,16 @@ def uncertainty_variables(cells, metrics, shape, options,
     return variables, attrs
 
 
-def _corrected(values: np.ndarray, nulls: np.ndarray, metrics: Sequence[str],
+def _corrected(values: np.ndarray, nulls: np.ndarray, measures: Sequence[Any],
                mirrored: bool) -> tuple[np.ndarray, np.ndarray]:
     """Each metric's p-values corrected over its cells
     (:func:`~dask_repsim.results.corrected_pvalues`); in a mirrored grid (a zoo), the family
     of a symmetric measure is the upper triangle and the lower one its mirror image."""
     fwer, fdr = np.full(values.shape, np.nan), np.full(values.shape, np.nan)
-    for m_, m in enumerate(metrics):
-        upper = mirrored and MEASURES[m].symmetric and values.shape[1] == values.shape[2]
+    for m_, m in enumerate(measures):
+        upper = mirrored and m.symmetric and values.shape[1] == values.shape[2]
         family = np.triu(np.ones(values.shape[1:], bool)) if upper else None
-        fwer[m_], fdr[m_] = corrected_pvalues(values[m_], nulls[:, m_],
-                                              MEASURES[m].similarity, family)
+        fwer[m_], fdr[m_] = corrected_pvalues(values[m_], nulls[:, m_], m.similarity, family)
         if upper:
             for arr in (fwer[m_], fdr[m_]):
                 lower = np.tril_indices(len(arr), -1)
@@ -143,7 +145,7 @@ def build_dataset(cells: runners.Cells, outputs: Sequence[tuple[str, str, float 
                         f"{MEASURES[m].description}, sigma={s:g}")
         for k, (name, m, s) in enumerate(outputs)
     }
-    extra, attrs = uncertainty_variables(cells, metrics, shape, options,
+    extra, attrs = uncertainty_variables(cells, outputs, shape, options,
                                          bool(run_attrs.pop("mirrored", False)))
     variables.update(extra)
     if path == "minibatch":
@@ -222,6 +224,10 @@ def compare(
         ``<metric>_pvalue_fwer`` and ``<metric>_pvalue_fdr`` are the p-values corrected over
         the metric's cells: family-wise (max-statistic: the permutations are the same for
         every cell) and for the false discovery rate (Benjamini-Hochberg).
+        On the Gram tiles (``method="gram"``: cka, cka_debiased, cka_rbf) intervals and
+        permutation tests come from the Gram matrices the path saves to scratch, with the same
+        groups and permutations (:mod:`dask_repsim.paths.gram.permuted`,
+        :mod:`dask_repsim.paths.gram.jackknife`).
     method, batch_size
         ``"auto"`` (default): the exact path of least estimated arithmetic that computes every
         metric within the memory budget (:func:`dask_repsim.planning.plan_grid`; the estimates are

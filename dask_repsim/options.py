@@ -48,12 +48,13 @@ PARAMETERS = {
         ``interval="jackknife"``: also a delete-a-group jackknife standard error and a
         ``level`` (default 0.95) interval over ``groups`` (default 20) contiguous ranges of
         samples, from the same pass; ``level`` and ``groups`` without ``interval`` are an
-        error. Co-moment path only.
+        error. Co-moment and Gram (sample-space) paths.
     permutations, seed
         ``permutations=K``: also a permutation test from the same pass, the measure under K
         random permutations of y's samples within blocks of consecutive samples (seeded by
         ``seed``, default 0), giving ``.pvalue``, ``.null_mean``, ``.null_std`` and
-        ``.null``. Assumes samples are exchangeable within a block. Co-moment path only.""",
+        ``.null``. Assumes samples are exchangeable within a block. Co-moment and Gram
+        (sample-space) paths; the same seed gives the same permutations on both.""",
     "method": """method
         ``"auto"`` (default): the co-moments. ``"covariance"``: the same, named.
         ``"qr"``: from a tall-skinny QR of the centred data (Demmel et al. 2012), which does

@@ -108,6 +108,8 @@ def grid_costs(
     >>> sorted(costs), f"{costs['gram']:.2e}"
     (['gram', 'tiled'], '2.75e+11')
     >>> sorted(grid_costs(["cka"], 2048, [65536, 100], [0], [1], needs=("permutations",)))
+    ['gram']
+    >>> sorted(grid_costs(["cka"], 2048, [65536, 100], [0], [1], needs=("nan_omit",)))
     []
     """
     used = sorted(set(rows) | set(cols))

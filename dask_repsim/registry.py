@@ -57,8 +57,8 @@ PATHS: dict[str, PathInfo] = {
                  "2 n (p+q)^2", exact=True, auto=False, interval=False, permutations=False,
                  nan_omit=False),
         PathInfo("gram", "sample-space Gram tiles of centred row blocks, each layer's formed "
-                 "once per grid", "n^2 (p+q)", exact=True, auto=True, interval=False,
-                 permutations=False, nan_omit=False),
+                 "once per grid", "n^2 (p+q)", exact=True, auto=True, interval=True,
+                 permutations=True, nan_omit=False),
         PathInfo("tiled", "||X_c^T Y_c||_F^2 from feature tiles", "n p q + n (p^2+q^2)/2",
                  exact=True, auto=True, interval=False, permutations=False, nan_omit=False),
         PathInfo("sample_blocks", "row-block tiles of sample x sample matrices: RDMs, cosine "

@@ -192,7 +192,8 @@ def run_cells(path: str, outputs: Sequence[Output], layers: Sequence[Layer],
     if path == "gram":
         specs = [dict(spec, sigma=s) for spec, (_, _, s) in zip(found, outputs, strict=True)]
         return samplespace.gram_cells(specs, layers, rows, cols, seed=options.get("seed"),
-                                      todo=cells)
+                                      todo=cells, permutations=options.permutations,
+                                      groups=options.get("groups") if options.interval else None)
     if path == "covariance":
         return covariance.covariance_cells(found, layers, rows, cols, options, todo=cells)
     if path == "qr":

@@ -240,6 +240,12 @@ def _store_grid(outputs, layers, names, sides, options, *, batch_size, store, sa
     if batch_size is not None:
         raise ValueError("batch_size= applies to method='minibatch' only, not to gram_store=")
     reject_unused("gram", options, measures=measures)
+    asked = [name for name, on in (("interval=", options.interval is not None),
+                                   ("permutations=", options.permutations > 0)) if on]
+    if asked:
+        raise ValueError(f"{' and '.join(asked)} {'is' if len(asked) == 1 else 'are'} not "
+                         "available with gram_store=: they are summed from the Gram matrices "
+                         "a grid saves to scratch, not from a store; leave gram_store out")
     rows, cols = sides
     keys: list[list[str]] = [[] for _ in layers]
     owner: dict[str, int] = {}

@@ -409,3 +409,27 @@ ALL_METRICS.update(
     hsic=linear_hsic, svcca_r2=svcca_r2, shape_metric=shape_metric, cka_angular=cka_angular,
     cka_rbf=rbf_cka,
 )
+
+
+def max_statistic_pvalues(observed: np.ndarray, null: np.ndarray) -> np.ndarray:
+    """Westfall & Young's single-step max-T p-values: each cell standardised by the mean and
+    standard deviation of its observed and null values, compared with the largest
+    standardised null value of every permutation."""
+    every = np.concatenate([observed[None], null])
+    mean, sd = every.mean(axis=0), every.std(axis=0, ddof=1)
+    t, t_null = (observed - mean) / sd, (null - mean) / sd
+    largest = t_null.reshape(len(null), -1).max(axis=1)
+    return np.array([(1 + np.sum(largest >= v - 1e-9)) / (len(null) + 1)
+                     for v in t.ravel()]).reshape(t.shape)
+
+
+def benjamini_hochberg(p: np.ndarray) -> np.ndarray:
+    """Benjamini & Hochberg's adjusted p-values: min over j >= rank of m p_(j) / j."""
+    flat = p.ravel()
+    order = np.argsort(flat)
+    m = len(flat)
+    adjusted = np.minimum(1.0, np.minimum.accumulate((m * flat[order] / np.arange(1, m + 1))
+                                                     [::-1])[::-1])
+    out = np.empty(m)
+    out[order] = adjusted
+    return out.reshape(p.shape)

@@ -31,8 +31,9 @@ def data():
         (lambda x, y: dr.pwcca(x, y, epsilon=1e-10), "definition='reference' only"),
         (lambda x, y: dr.procrustes(x, y, method="qr"),
          "method='qr' computes .* not procrustes, which is not available on that path"),
-        (lambda x, y: dr.cka(x, y, method="gram", interval="jackknife"),
-         "interval= is not available on the 'gram' path"),
+        (lambda x, y: dr.cka(x, y, method="tiled", interval="jackknife"),
+         "interval= is not available on the 'tiled' path; paths that support it: "
+         "covariance, gram"),
         (lambda x, y: dr.cka(x, y, method="tiled", permutations=5),
          "permutations= is not available on the 'tiled' path"),
         (lambda x, y: dr.cka(x, y, method="gram", nan_policy="omit"),

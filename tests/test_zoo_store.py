@@ -230,8 +230,10 @@ def test_what_a_gram_store_cannot_do_is_an_error(stores, tmp_path):
             dr.compare_zoo(zoo, metrics=metrics, gram_store=grams)
     with pytest.raises(ValueError, match="not method='covariance'"):
         dr.compare_zoo(zoo, metrics=["cka"], method="covariance", gram_store=grams)
-    with pytest.raises(ValueError, match="interval= is not available on the 'gram' path"):
+    with pytest.raises(ValueError, match="interval= is not available with gram_store="):
         dr.compare_zoo(zoo, metrics=["cka"], interval="jackknife", gram_store=grams)
+    with pytest.raises(ValueError, match="permutations= is not available with gram_store="):
+        dr.compare_zoo(zoo, metrics=["cka"], permutations=5, gram_store=grams)
     plain = dr.compare_zoo(zoo, metrics=["cka"])
     with pytest.raises(ValueError, match="computed without gram_store="):
         dr.grow_zoo(plain, {"seed4": DATA["seed4"]}, gram_store=grams)

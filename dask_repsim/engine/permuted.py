@@ -55,8 +55,35 @@ def block_permutations(seed: int, start: int, size: int, count: int) -> np.ndarr
     >>> bool((perms == block_permutations(0, 4096, 5, 2)).all())
     True
     """
+    stream = permutation_stream(seed, start, size)
+    return np.stack([next(stream) for _ in range(count)]).reshape(count, size)
+
+
+def permutation_stream(seed: int, start: int, size: int) -> Iterator[np.ndarray]:
+    """The row permutations of the block at sample ``start``, one after another: the k-th is
+    ``block_permutations(seed, start, size, count)[k]`` for any ``count`` > k, without holding
+    the others (a pass over thousands of permutations holds one at a time)."""
     rng = np.random.default_rng([seed, start])
-    return np.stack([rng.permutation(size) for _ in range(count)]).reshape(count, size)
+    while True:
+        yield rng.permutation(size)
+
+
+def permutation_series(n: int, seed: int, count: int,
+                       block: int | None = None) -> Iterator[np.ndarray]:
+    """The rows of :func:`sample_permutations` one at a time (n indices each): what a pass
+    over ``count`` permutations of many samples uses, holding one permutation at a time.
+
+    Examples
+    --------
+    >>> together = sample_permutations(10, seed=1, count=3, block=4)
+    >>> bool(all((a == b).all() for a, b in zip(permutation_series(10, 1, 3, 4), together)))
+    True
+    """
+    block = PERMUTATION_BLOCK if block is None else block
+    streams = [(a, permutation_stream(seed, a, b - a)) for a, b in permutation_blocks(0, n, block)]
+    for _ in range(count):
+        yield np.concatenate([a + next(s) for a, s in streams]) if streams else \
+            np.empty(0, np.int64)
 
 
 def permutation_blocks(start: int, stop: int, block: int) -> Iterator[tuple[int, int]]:

@@ -188,35 +188,11 @@ def test_compare_null_equals_pairwise_nulls_for_every_cell(small_blocks):
                     (1 + np.sum(expected >= observed - 1e-9)) / (k + 1)
                 )
     for m in metrics:  # corrected over the 4 cells, from the nulls recomputed here
-        fwer, fdr = _max_statistic(ds[m].values, nulls[m]), _benjamini_hochberg(
+        fwer, fdr = ref.max_statistic_pvalues(ds[m].values, nulls[m]), ref.benjamini_hochberg(
             ds[f"{m}_pvalue"].values)
         np.testing.assert_allclose(ds[f"{m}_pvalue_fwer"].values, fwer, rtol=1e-12, err_msg=m)
         np.testing.assert_allclose(ds[f"{m}_pvalue_fdr"].values, fdr, rtol=1e-12, err_msg=m)
         assert (ds[f"{m}_pvalue_fwer"] >= ds[f"{m}_pvalue"]).all()
-
-
-def _max_statistic(observed: np.ndarray, null: np.ndarray) -> np.ndarray:
-    """Westfall & Young's single-step max-T p-values: each cell standardised by the mean and
-    standard deviation of its observed and null values, compared with the largest
-    standardised null value of every permutation."""
-    every = np.concatenate([observed[None], null])
-    mean, sd = every.mean(axis=0), every.std(axis=0, ddof=1)
-    t, t_null = (observed - mean) / sd, (null - mean) / sd
-    largest = t_null.reshape(len(null), -1).max(axis=1)
-    return np.array([(1 + np.sum(largest >= v - 1e-9)) / (len(null) + 1)
-                     for v in t.ravel()]).reshape(t.shape)
-
-
-def _benjamini_hochberg(p: np.ndarray) -> np.ndarray:
-    """Benjamini & Hochberg's adjusted p-values: min over j >= rank of m p_(j) / j."""
-    flat = p.ravel()
-    order = np.argsort(flat)
-    m = len(flat)
-    adjusted = np.minimum(1.0, np.minimum.accumulate((m * flat[order] / np.arange(1, m + 1))
-                                                     [::-1])[::-1])
-    out = np.empty(m)
-    out[order] = adjusted
-    return out.reshape(p.shape)
 
 
 def test_family_wise_rate_of_a_grid_of_unrelated_layers():

@@ -316,8 +316,9 @@ def test_sigma_rules():
         dr.compare({"x": x}, metrics=["cka_rbf"], sigma=[0.5, -1])
     with pytest.raises(ValueError, match="method='covariance' computes"):
         dr.compare({"x": x}, metrics=["cka_rbf"], method="covariance")
-    with pytest.raises(ValueError, match="interval"):
-        dr.compare({"x": x}, metrics=["cka_rbf"], interval="jackknife")
+    with pytest.raises(ValueError, match=r"no path of this metric supports omitting non-finite "
+                                         r"samples \(nan_policy='omit'\)"):
+        dr.compare({"x": x}, metrics=["cka_rbf"], nan_policy="omit")
     one = dr.compare({"x": x}, {"y": x ** 2}, metrics=["cka_rbf"], sigma=0.5)
     assert list(one.data_vars) == ["cka_rbf"] and one.attrs["sigma"] == [0.5]
 

@@ -63,11 +63,13 @@ from ...engine.parallel import (
     threads_per_process,
     workers_share_this_machine,
 )
+from ...engine.permuted import permutation_series
+from ...engine.stream import group_bounds
 from ...io.inputs import Layer
 from ...io.validation import check_sample_counts, require_samples
 from ...measures.hsic import GramSums, cka_ratio
 from ...results import Cell, Cells, Positions, grid_cells
-from . import carried, scratch
+from . import carried, jackknife, permuted, scratch
 from .tiles import (
     FEATURE_SLICE,
     SLAB_BYTES,
@@ -254,7 +256,7 @@ def _share(budget: int, threads: int) -> tuple[int, int]:
 
 def grid_sums(layers: Sequence[Layer], pairs: Sequence[tuple[int, int]], *,
               sigmas: Sequence[float] = (), seed: int = 0, rows: int | None = None,
-              keep: Any = None) -> tuple[dict, dict]:
+              keep: Any = None, extras: Sequence[Any] = ()) -> tuple[dict, dict]:
     """Every pair's Gram sums, linear and (with ``sigmas``) RBF, from each layer's tiles once.
 
     Returns ``(sums, attrs)``: ``sums[(kernel, a, b)]`` is the :class:`GramSums` of layers a and
@@ -270,6 +272,11 @@ def grid_sums(layers: Sequence[Layer], pairs: Sequence[tuple[int, int]], *,
     is shown to its ``rows(layer, start, x, cols)`` (rows ``start:start + len(x)``, columns
     ``cols``, ``None`` for all), from which it may keep what it needs (a fingerprint of the
     data) without reading again.
+
+    ``extras``: what to compute beside the sums from the matrices saved to scratch, each filled
+    in: a permutation null (:class:`~dask_repsim.paths.gram.permuted.Request`, whose row blocks
+    are whole permutation blocks, :func:`~dask_repsim.paths.gram.permuted.aligned_rows`) and
+    jackknife group sums (:class:`~dask_repsim.paths.gram.jackknife.Request`).
     """
     n = check_sample_counts([x.name for x in layers], [x.data.shape[0] for x in layers])
     widths = [int(x.data.shape[1]) for x in layers]
@@ -281,15 +288,11 @@ def grid_sums(layers: Sequence[Layer], pairs: Sequence[tuple[int, int]], *,
     share = _share(budget, threads)
     plan = whole_plan(n, widths, itemsize, budget, threads, share[0], rbf=bool(sigmas)) \
         if rows is None else None
-    if plan is not None:
-        rows = n
-    elif rows is None:
-        rows = tile_rows(n, widths, itemsize, budget, threads, carried=not shared)
-        stored = max(int(x.data.chunks[0][0]) for x in layers)
-        if rows >= stored:  # whole stored chunks per row block: none is read by two blocks
-            rows = rows // stored * stored
-    if not shared and (sigmas or (keep is not None and plan is None)):
-        _unshared(bool(sigmas))
+    align = next((r.block for r in extras if r.block is not None), None)
+    rows = n if plan is not None else _block_rows(layers, n, rows, budget, threads, shared, align)
+    if any(r.linear for r in extras) and plan is None:
+        keep = _SaveTiles()  # the extras read the Gram tiles back
+    _need_shared(shared, bool(sigmas), bool(extras), keep is not None and plan is None)
     # a single row block takes each unit's shift from the rows it reads
     shifts = first_chunk_means(layers) if plan is None else [None] * len(layers)
     bounds = [(s, min(n, s + rows)) for s in range(0, n, rows)]
@@ -299,7 +302,8 @@ def grid_sums(layers: Sequence[Layer], pairs: Sequence[tuple[int, int]], *,
     # read the source and copy their rows to local scratch (raw, as stored), and the tiles
     # above the diagonal read the copies; without a shared disk the cluster carries them.
     copy = len(bounds) > 1 and shared
-    tiles = tiles_of(bounds, threads, split=copy)
+    # a null reads whole tiles of row blocks: tiles cut by rows would not hold P(rows)
+    tiles = tiles_of(bounds, threads, split=copy and align is None)
     if plan is not None:
         logger.info("sample-space grid: %d layers, n=%d, whole Gram matrices in one row block: "
                     "%d column ranges in %d tasks", len(layers), n, sum(map(len, plan)),
@@ -311,13 +315,12 @@ def grid_sums(layers: Sequence[Layer], pairs: Sequence[tuple[int, int]], *,
                     ", row blocks carried by the cluster" if len(bounds) > 1 else "")
     attrs = {"n_samples": n, "tile_rows": rows, "n_tiles": len(tiles)}
     with scratch.Store() as store:
+        triangle = 8 * n * (n + rows) // 2 * len(layers)  # one layer's tiles on and above
         need = {"copies of the row blocks": sum(
                     x.data.shape[0] * w * np.dtype(x.data.dtype).itemsize
                     for x, w in zip(layers, widths, strict=True)) if copy else 0,
-                "squared distances for RBF CKA": 8 * n * (n + rows) // 2 * len(layers)
-                if sigmas and plan is None else 0,
-                "Gram tiles for the Gram store": 8 * n * (n + rows) // 2 * len(layers)
-                if keep is not None and plan is None else 0,
+                "squared distances for RBF CKA": triangle if sigmas and plan is None else 0,
+                "Gram tiles": triangle if keep is not None and plan is None else 0,
                 "whole Gram matrices": 8 * n * n * saved_grams(plan) if plan and shared
                 else 0}
         if sum(need.values()):
@@ -330,18 +333,85 @@ def grid_sums(layers: Sequence[Layer], pairs: Sequence[tuple[int, int]], *,
         sums = _assemble(parts, wanted, n, [0])
         if keep is not None and plan is None:
             keep.finish(tiles, [sums[0, a, a].k_rows for a in range(len(layers))])
+        scales = None
         if sigmas:  # whole Gram matrices: their distances are formed from them when read
-            sums.update(_rbf_grid(parts, tiles, store if plan is None else GramDistances(store),
-                                  layers, shifts, sigmas, seed, wanted, attrs, share))
+            source = store if plan is None else GramDistances(store)
+            rbf, scales = _rbf_grid(parts, tiles, source, layers, shifts, sigmas, seed, wanted,
+                                    attrs, share)
+            sums.update(rbf)
+        _run_extras(extras, tiles, store, plan is not None, scales, wanted, n, share)
     return sums, attrs
 
 
-def _unshared(rbf: bool) -> None:
+def _run_extras(extras, tiles, store, whole: bool, scales: np.ndarray | None, wanted, n: int,
+                share: tuple[int, int]) -> None:
+    """Each of ``extras`` (:func:`grid_sums`) run on the matrices saved to ``store``: whole
+    Gram matrices serve the linear and the RBF kernels (``scales``) at once; row-block tiles
+    are read as Gram tiles for the linear kernel and as squared distances for the RBF ones."""
+    n_layers = max(max(p) for p in wanted) + 1
+    for extra in extras:
+        rbf = scales if extra.rbf else None
+        if whole:
+            sources = [permuted.Source(store, "gram", gram=True, linear=extra.linear,
+                                       scales=rbf)]
+        else:
+            sources = [permuted.Source(store, prefix, gram=prefix == "gram", linear=linear,
+                                       scales=kernel)
+                       for prefix, linear, kernel, asked in (
+                           ("gram", True, None, extra.linear), ("", False, rbf, rbf is not None))
+                       if asked]
+        for source in sources:
+            extra.run(tiles, source, n_layers, wanted, n, share)
+
+
+def _block_rows(layers: Sequence[Layer], n: int, rows: int | None, budget: int, threads: int,
+                shared: bool, align: int | None) -> int:
+    """Samples per row block when the Gram matrices are not whole: ``rows`` if given, else
+    from the memory budget (:func:`~dask_repsim.paths.gram.tiles.tile_rows`), made whole stored
+    chunks, or whole blocks of ``align`` samples (a permutation null's)."""
+    if rows is not None:
+        return rows if align is None else permuted.aligned_rows(rows, n, align, False)
+    widths = [int(x.data.shape[1]) for x in layers]
+    itemsize = max(np.dtype(x.data.dtype).itemsize for x in layers)
+    rows = tile_rows(n, widths, itemsize, budget, threads, carried=not shared)
+    if align is not None:
+        return permuted.aligned_rows(rows, n, align)
+    stored = max(int(x.data.chunks[0][0]) for x in layers)
+    if rows >= stored:  # whole stored chunks per row block: none is read by two blocks
+        rows = rows // stored * stored
+    return rows
+
+
+class _SaveTiles:
+    """``keep`` for :func:`grid_sums` when its extras need the linear Gram tiles of
+    row blocks: each block saved to scratch as ``gram<tile key>``, as whole matrices are."""
+
+    scratch: Any = None
+
+    def rows(self, *args: Any) -> None:
+        """The rows read: nothing to keep."""
+
+    def block(self, layer: int, tile: Tile, g: np.ndarray) -> None:
+        self.scratch.save(layer, f"gram{tile.key}", g)
+
+    def finish(self, *args: Any) -> None:
+        """Nothing to assemble: the extras read the tiles as saved."""
+
+
+def _need_shared(shared: bool, rbf: bool, extras: bool, tiles_kept: bool) -> None:
+    """Unless the workers share a scratch directory (``shared``), the error of what keeps
+    files there: RBF CKA, extras (:func:`grid_sums`) or a Gram store's row-block tiles."""
+    if not shared and (rbf or extras or tiles_kept):
+        _unshared("RBF CKA" if rbf else "a permutation null or an interval on the "
+                  "sample-space tiles" if extras else "a Gram store of row-block tiles")
+
+
+def _unshared(what: str) -> None:
     """The error when files must go to a scratch directory that the workers may not see."""
     raise ValueError(
-        f"{'RBF CKA' if rbf else 'a Gram store of row-block tiles'} keeps files in a scratch "
-        "directory that every worker must see, and the workers of this cluster may be on other "
-        "machines: set dask config 'repsim.scratch' to a shared file system")
+        f"{what} keeps files in a scratch directory that every worker must see, and the "
+        "workers of this cluster may be on other machines: set dask config 'repsim.scratch' "
+        "to a shared file system")
 
 
 def _linear_parts(plan, tiles, readers, wanted, distances_to, copies_to, grams_to, keep,
@@ -370,10 +440,11 @@ def _linear_parts(plan, tiles, readers, wanted, distances_to, copies_to, grams_t
 
 
 def _rbf_grid(parts, tiles, source, layers, shifts, sigmas, seed, wanted, attrs,
-              share: tuple[int, int]) -> dict:
+              share: tuple[int, int]) -> tuple[dict, np.ndarray]:
     """RBF sums of every pair at every bandwidth, from the distances ``source`` gives (its
     ``part``; its ``load`` for the medians of row-block tiles, whole Gram matrices having
-    found theirs); the medians (and whether they are exact) go to ``attrs``."""
+    found theirs), and the kernels' scales (layers x bandwidths: ``2 sigma^2 median``); the
+    medians (and whether they are exact) go to ``attrs``."""
     n = tiles[-1].cols[1]
     meds, exact = _medians(parts, tiles, source, layers, shifts, n, seed)
     scales = np.array([[2.0 * s**2 * m for s in sigmas] for m in meds])
@@ -383,7 +454,7 @@ def _rbf_grid(parts, tiles, source, layers, shifts, sigmas, seed, wanted, attrs,
         attrs["approximate"] = (
             "cka_rbf: RBF bandwidths from each layer's median squared distance among a "
             f"seeded random subset of {min(MEDIAN_SAMPLE, n)} samples (n > {MEDIAN_EXACT_MAX})")
-    return _assemble(parts, wanted, n, [1 + s for s in range(len(sigmas))])
+    return _assemble(parts, wanted, n, [1 + s for s in range(len(sigmas))]), scales
 
 
 def first_chunk_means(layers: Sequence[Layer]) -> list[np.ndarray]:
@@ -477,6 +548,43 @@ def _rbf_fields(attrs: dict[str, Any], sides: tuple[int, int], sigma: float) -> 
             "median_exact": exact, "sigma": sigma}
 
 
+def _null_cells(cells: Cells, specs, sigmas, null: permuted.Request, sums, rows, cols,
+                names) -> None:
+    """Each cell's permutation null from the permuted sums of ``null``: the pair's
+    :class:`GramSums` with the column layer's row sums and diagonal permuted as its samples
+    were (:func:`~dask_repsim.paths.gram.permuted.null_sums`); ``rows``, ``cols``: the grid's
+    layers as positions among those summed, ``names`` theirs."""
+    index = {p: c for c, p in enumerate(null.directed)}
+    kernels = [1 + sigmas.index(s["sigma"]) if s.get("kernel") == "rbf" else 0 for s in specs]
+    values: dict[tuple[int, int, int], list[float]] = {key: [] for key in cells}
+    n = sums[0, 0, 0].n
+    for p, perm in enumerate(permutation_series(n, null.seed, null.count, null.block)):
+        for m, i, j in cells:
+            a, b = rows[i], cols[j]
+            kernel, spec = kernels[m], specs[m]
+            both = permuted.null_sums(sums, kernel, a, b, null.sums[kernel][index[a, b], p], perm)
+            values[m, i, j].append(cka_from_sums(both, (names[a], names[b]),
+                                                 bool(spec.get("debiased"))))
+    for key, cell in cells.items():
+        cells[key] = Cell(cell.value, cell.replicates, values[key], cell.fields)
+
+
+def _replicate_cells(cells: Cells, specs, sigmas, jack: jackknife.Request, sums, rows, cols,
+                     names) -> None:
+    """Each cell's jackknife replicates, CKA with each group of samples left out
+    (:func:`~dask_repsim.paths.gram.jackknife.replicate_sums`); ``rows``, ``cols``, ``names``
+    as in :func:`_null_cells`."""
+    kernels = [1 + sigmas.index(s["sigma"]) if s.get("kernel") == "rbf" else 0 for s in specs]
+    bounds = group_bounds(sums[0, 0, 0].n, jack.groups)
+    for (m, i, j), cell in cells.items():
+        a, b = rows[i], cols[j]
+        found = jackknife.replicate_sums(sums, jack.grouped[kernels[m]], kernels[m], jack.pairs,
+                                         a, b, bounds)
+        values = [cka_from_sums(one, (names[a], names[b]), bool(specs[m].get("debiased")))
+                  for one in found]
+        cells[m, i, j] = Cell(cell.value, values, cell.null, cell.fields)
+
+
 def gram_cells(
     specs: Sequence[dict[str, Any]],
     layers: Sequence[Layer],
@@ -486,6 +594,8 @@ def gram_cells(
     seed: int,
     block_rows: int | None = None,
     todo: Positions | None = None,
+    permutations: int = 0,
+    groups: int | None = None,
 ) -> tuple[Cells, dict[str, Any]]:
     """CKA cells of every pair from the shared sample-space tiles: each layer's Gram tile is
     formed once for the grid (a pairwise call is a grid of one cell).
@@ -498,6 +608,10 @@ def gram_cells(
     :data:`MEDIAN_EXACT_MAX` samples. ``block_rows``: samples per row block (default: from the
     memory budget, :func:`grid_sums`). ``todo``: the (row, column) cells to compute (default
     every one); the tiles sum each unordered pair of layers once however many cells ask for it.
+    ``permutations``: the cells' permutation null, the column layer's samples permuted
+    (:mod:`dask_repsim.paths.gram.permuted`; ``seed`` seeds it). ``groups``: the cells'
+    jackknife replicates over that many groups of samples
+    (:mod:`dask_repsim.paths.gram.jackknife`).
     """
     wanted = grid_cells(rows, cols, todo)
     used = sorted({rows[i] for i, _ in wanted} | {cols[j] for _, j in wanted})
@@ -507,8 +621,12 @@ def gram_cells(
         if not s > 0:
             raise ValueError(f"sigma must be > 0, not {s}")
     pairs = sorted({tuple(sorted((pos[rows[i]], pos[cols[j]]))) for i, j in wanted})
+    kinds = {"linear": any(spec.get("kernel") != "rbf" for spec in specs), "rbf": bool(sigmas)}
+    null = permuted.Request(sorted({(pos[rows[i]], pos[cols[j]]) for i, j in wanted}),
+                            permutations, seed, **kinds) if permutations else None
+    jack = jackknife.Request(groups, **kinds) if groups else None
     sums, attrs = grid_sums([layers[u] for u in used], pairs, sigmas=sigmas, seed=seed,
-                            rows=block_rows)
+                            rows=block_rows, extras=[r for r in (null, jack) if r is not None])
     cells: Cells = {}
     for m, spec in enumerate(specs):
         rbf = spec.get("kernel") == "rbf"
@@ -521,6 +639,11 @@ def gram_cells(
             fields = _rbf_fields(attrs, (pos[a], pos[b]), spec["sigma"]) if rbf else \
                 {"approximate": None}
             cells[m, i, j] = Cell(value, fields={"method": "gram", **fields})
+    sides = ([pos[u] for u in rows], [pos[u] for u in cols], [layers[u].name for u in used])
+    if null is not None:
+        _null_cells(cells, specs, sigmas, null, sums, *sides)
+    if jack is not None:
+        _replicate_cells(cells, specs, sigmas, jack, sums, *sides)
     if "median_exact" in attrs:  # netCDF attributes take no booleans
         attrs["median_exact"] = int(attrs["median_exact"])
     if "median_sq_distance" in attrs:

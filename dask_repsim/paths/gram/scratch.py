@@ -207,6 +207,11 @@ class Store:
         np.copyto(out, rows)
         return out
 
+    def gather(self, layer: int, key: int | str, index: np.ndarray, out: np.ndarray) -> np.ndarray:
+        """Rows ``index`` of a saved matrix, in that order, into ``out``."""
+        saved = np.load(self.file(layer, key), mmap_mode="r", allow_pickle=False)
+        return np.take(saved, index, axis=0, out=out)
+
     def rows(self, layer: int, shape: tuple[int, int], dtype) -> RowFile:
         """An empty raw copy of a layer (samples x features), to fill by row ranges."""
         out = RowFile(os.path.join(self.path, f"rows-{layer}.raw"), shape, dtype)
