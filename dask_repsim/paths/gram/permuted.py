@@ -85,13 +85,14 @@ def aligned_rows(rows: int, n: int, block: int, budget_rows: bool = True) -> int
 class Source:
     """The matrices the grid saved to scratch and the kernels made of them, for the extras.
 
-    ``store``: its ``part`` (rows by range), ``gather`` (rows by index) and ``load`` of a
-    layer's matrix under ``prefix`` + the tile's key. ``gram``: the matrices are Gram matrices
-    (else squared distances); ``linear``: make the linear kernel (the Gram matrix itself);
-    ``scales`` (layers x bandwidths): make the RBF kernels ``exp(-d2 / scale)``, the squared
-    distances formed from a Gram matrix with the layer's saved diagonal (``norms<key>``).
-    ``numbers``: the kernels' numbers in the grid's sums (0 linear, 1 + s RBF at bandwidth s).
-    A Gram matrix then serves every kernel, gathered once per permutation.
+    ``store``: a :class:`~dask_repsim.paths.gram.scratch.Store`, its ``part`` (rows by
+    range), ``mapped`` and ``load`` of a layer's matrix under ``prefix`` + the tile's key.
+    ``gram``: the matrices are Gram matrices (else squared distances); ``linear``: make the
+    linear kernel (the Gram matrix itself); ``scales`` (layers x bandwidths): make the RBF
+    kernels ``exp(-d2 / scale)``, the squared distances formed from a Gram matrix with the
+    layer's saved diagonal (``norms<key>``). ``numbers``: the kernels' numbers in the grid's
+    sums (0 linear, 1 + s RBF at bandwidth s). A Gram matrix then serves every kernel,
+    gathered once per permutation.
     """
 
     def __init__(self, store, prefix: str, *, gram: bool, linear: bool,
@@ -136,47 +137,78 @@ def _stream(seed: int, span: tuple[int, int], start: int, block: int):
         yield np.concatenate([a - start + next(s) for a, s in streams])
 
 
+#: bytes of the permuted rows a task of :func:`permuted_sums` forms for a batch of permutations
+#: at once: they stay in cache for the product that sums them
+BATCH_BYTES = 16 * 2**20
+#: permutations whose products are formed together (one product with the row layers for all)
+PERMUTATION_BATCH = 8
+
+
 def permuted_slab(tile: Tile, source: Source, directed, span: tuple[int, int],
                   request: Request) -> np.ndarray:
     """``weight x sum K_a * (P L_b P^T)`` over the rows ``span`` of ``tile`` for every pair
     ``(a, b)`` of ``directed``, kernel and permutation: (kernels, pairs, count). The row
-    layers' rows are read once (``store.part``); per permutation each column layer's rows
-    ``P(span)`` are gathered (``store.gather``) and their columns permuted, once for every
-    kernel, and one product of every row layer with every column layer gives each pair's sum."""
+    layers' rows are read once (``store.part``). The permutations go in batches of
+    :data:`PERMUTATION_BATCH`, the rows in pieces that keep a batch's permuted rows within
+    :data:`BATCH_BYTES`: for each piece and permutation of a batch, each column layer's rows
+    ``P(piece)`` are gathered (from ``store.mapped``) and their columns permuted, once for every
+    kernel, and one product of the row layers' piece with the batch's permuted rows gives
+    every pair's sum for every permutation of the batch."""
     r0, r1 = span
     width, m = tile.cols[1] - tile.cols[0], r1 - r0
     key = f"{source.prefix}{tile.key}"
     left = sorted({a for a, _ in directed})
     right = sorted({b for _, b in directed})
-    at = np.array([[left.index(a), right.index(b)] for a, b in directed]).T
+    at = [(left.index(a), right.index(b)) for a, b in directed]
     norms = {layer: source.norms(layer, tile.key) for layer in set(left) | set(right)}
-    rows_k = np.empty((source.kernels, len(left), m, width))
-    raw, work = np.empty((m, width)), np.empty((m, width))
-    own_rows, own_cols = np.arange(*tile.rows)[r0:r1], np.arange(*tile.cols)
-    for i, layer in enumerate(left):
-        source.store.part(layer, key, r0, r1, raw)
-        source.fill(raw, layer, norms[layer], own_rows, own_cols, rows_k[:, i], work)
-    rows_k = rows_k.reshape(source.kernels, len(left), m * width)
-    gathered = np.empty((m, width))
-    flat = np.empty((source.kernels, len(right), m, width))
+    saved = {layer: source.store.mapped(layer, key) for layer in right}
+    batch = min(PERMUTATION_BATCH, request.count)
+    step = max(1, min(m, BATCH_BYTES // (8 * width * source.kernels * batch * len(right))))
+    pieces = [(a, min(r1, a + step)) for a in range(r0, r1, step)]
+    rows_k = _row_pieces(tile, source, key, left, norms, pieces)
+    raw, work, gathered = (np.empty((step, width)) for _ in range(3))
+    flat = np.empty((source.kernels, batch, len(right), step, width))
     out = np.empty((source.kernels, len(directed), request.count))
     i_perm = _stream(request.seed, tile.rows, tile.rows[0], request.block)
     j_perm = i_perm if tile.same else _stream(request.seed, tile.cols, tile.cols[0],
                                               request.block)
-    for p in range(request.count):
-        pi = next(i_perm)
-        pj = pi if tile.same else next(j_perm)
-        for j, layer in enumerate(right):
-            source.store.gather(layer, key, pi[r0:r1], gathered)
-            permuted = flat[0, j] if source.linear else raw
-            np.take(gathered, pj, axis=1, out=permuted)
-            source.fill(permuted, layer, norms[layer], tile.rows[0] + pi[r0:r1],
-                        tile.cols[0] + pj, flat[:, j], work)
-        with np.errstate(invalid="ignore", over="ignore"):
-            for k in range(source.kernels):
-                full = rows_k[k] @ flat[k].reshape(len(right), m * width).T
-                out[k, :, p] = full[at[0], at[1]]
+    for first in range(0, request.count, batch):
+        perms = [(pi, pi if tile.same else next(j_perm))
+                 for pi in (next(i_perm) for _ in range(min(batch, request.count - first)))]
+        sums = np.zeros((source.kernels, len(left), len(perms), len(right)))
+        for (a, b), left_rows in zip(pieces, rows_k, strict=True):
+            for p, (pi, pj) in enumerate(perms):
+                for j, layer in enumerate(right):
+                    np.take(saved[layer], pi[a:b], axis=0, out=gathered[:b - a])
+                    permuted = flat[0, p, j, :b - a] if source.linear else raw[:b - a]
+                    np.take(gathered[:b - a], pj, axis=1, out=permuted)
+                    source.fill(permuted, layer, norms[layer], tile.rows[0] + pi[a:b],
+                                tile.cols[0] + pj, flat[:, p, j, :b - a], work[:b - a])
+            with np.errstate(invalid="ignore", over="ignore"):
+                for k in range(source.kernels):
+                    right_rows = flat[k, :len(perms), :, :b - a].reshape(
+                        len(perms) * len(right), -1)
+                    sums[k] += (left_rows[k] @ right_rows.T).reshape(sums.shape[1:])
+        for c, (i, j) in enumerate(at):
+            out[:, c, first:first + len(perms)] = sums[:, i, :, j]
     return out * tile.weight
+
+
+def _row_pieces(tile: Tile, source: Source, key: str, left, norms, pieces) -> list[np.ndarray]:
+    """The row layers' kernels on each piece of rows, (kernels, layers, piece x columns)
+    each: what every permutation's product reads."""
+    width = tile.cols[1] - tile.cols[0]
+    own_cols = np.arange(*tile.cols)
+    out = []
+    for a, b in pieces:
+        raw, work = np.empty((b - a, width)), np.empty((b - a, width))
+        rows = np.empty((source.kernels, len(left), b - a, width))
+        for i, layer in enumerate(left):
+            source.store.part(layer, key, a, b, raw)
+            source.fill(raw, layer, norms[layer], tile.rows[0] + np.arange(a, b), own_cols,
+                        rows[:, i], work)
+        out.append(rows.reshape(source.kernels, len(left), -1))
+    return out
 
 
 def permuted_sums(tiles: Sequence[Tile], source: Source, request: Request, slots: int,

@@ -207,10 +207,10 @@ class Store:
         np.copyto(out, rows)
         return out
 
-    def gather(self, layer: int, key: int | str, index: np.ndarray, out: np.ndarray) -> np.ndarray:
-        """Rows ``index`` of a saved matrix, in that order, into ``out``."""
-        saved = np.load(self.file(layer, key), mmap_mode="r", allow_pickle=False)
-        return np.take(saved, index, axis=0, out=out)
+    def mapped(self, layer: int, key: int | str) -> np.ndarray:
+        """A saved matrix, mapped: what is read of it is read when used (a task gathering
+        rows many times maps it once)."""
+        return np.load(self.file(layer, key), mmap_mode="r", allow_pickle=False)
 
     def rows(self, layer: int, shape: tuple[int, int], dtype) -> RowFile:
         """An empty raw copy of a layer (samples x features), to fill by row ranges."""

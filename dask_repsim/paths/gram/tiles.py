@@ -186,14 +186,6 @@ class GramDistances:
         d2[np.arange(stop - start), np.arange(start, stop)] = 0.0  # the diagonal
         return d2
 
-    def gather(self, layer: int, key: int | str, index: np.ndarray, out: np.ndarray) -> np.ndarray:
-        """Rows ``index`` of the distances, in that order, into ``out`` (as ``part``)."""
-        norms = self.store.load(layer, f"norms{key}")
-        d2 = distances(self.store.gather(layer, f"gram{key}", index, out), norms[index], norms,
-                       False, out)
-        d2[np.arange(len(index)), index] = 0.0  # the diagonal
-        return d2
-
 
 @dataclass
 class TileSums:
