@@ -104,3 +104,51 @@ def test_model_zoo_example_runs_quick(tmp_path):
         image = matplotlib_image.imread(png)
         assert image.ndim == 3 and image.shape[0] > 300 and image.shape[1] > 400, name
         assert image[..., :3].std() > 0.05, name
+
+
+def test_inference_example_runs_small(tmp_path):
+    """The inference example at 128 images and 99 permutations: the saved grids are linear
+    and debiased CKA of the saved activations (numpy's, cell by cell), the counts and rows it
+    prints follow from them, and the figure is a real PNG. Nothing is asserted about what the
+    networks show."""
+    pytest.importorskip("torch")
+    matplotlib_image = pytest.importorskip("matplotlib.image")
+    import references as ref
+    import zarr
+
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "inference.py"), "--n", "128",
+         "--permutations", "99", "--out", str(tmp_path)],
+        capture_output=True, text=True, timeout=600,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert result.returncode == 0, result.stderr
+    layers = ["conv1", "layer1", "layer2", "layer3", "layer4", "avgpool", "fc"]
+    def flat(group: str, layer: str) -> np.ndarray:
+        stored = zarr.open_group(str(tmp_path / "inference.zarr" / group), mode="r")[layer]
+        x = np.asarray(stored, dtype=np.float64)
+        return x.reshape(len(x), -1)
+
+    for name, group in (("same images", "b_same"), ("other images", "b_other")):
+        with xr.open_dataset(tmp_path / f"inference_{group}.nc") as saved:
+            saved = saved.load()
+        assert saved.attrs["method"] == "gram" and saved.attrs["permutations"] == 99
+        for metric, reference in (("cka", ref.linear_cka),
+                                  ("cka_debiased", ref.debiased_linear_cka)):
+            for la in ("conv1", "layer3", "fc"):
+                for lb in ("layer1", "fc"):
+                    expected = reference(flat("a", la), flat(group, lb))
+                    got = float(saved[metric].sel(layer_a=la, layer_b=lb))
+                    assert got == pytest.approx(expected, abs=1e-10), (name, metric, la, lb)
+            counts = [int((saved[f"{metric}_{k}"] <= 0.05).sum())
+                      for k in ("pvalue", "pvalue_fwer", "pvalue_fdr")]
+            assert (f"{name}, {metric}: cells with p <= 0.05 of 49: uncorrected {counts[0]}, "
+                    f"family-wise {counts[1]}, false discovery rate {counts[2]}") in result.stdout
+            for layer in layers:
+                cell = saved.sel(layer_a=layer, layer_b=layer)
+                assert (f"  {layer:<8} {float(cell[metric]):6.3f}  95% interval "
+                        f"[{float(cell[f'{metric}_low']):6.3f}") in result.stdout, layer
+    png = tmp_path / "inference.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    image = matplotlib_image.imread(png)
+    assert image.shape[0] > 600 and image.shape[1] > 800 and image[..., :3].std() > 0.05

@@ -22,9 +22,10 @@ from typing import Any
 #: have a ``--quick`` option get it
 QUICK_ARGUMENTS = {
     "quickstart": ["--samples", "20000"],
+    "inference": ["--n", "128", "--permutations", "499"],
 }
 #: the order of the gallery; scripts not named come after these, by name
-ORDER = ["quickstart", "heatmap", "convergent_learning", "layer_identification",
+ORDER = ["quickstart", "heatmap", "inference", "convergent_learning", "layer_identification",
          "width_and_labels", "model_zoo"]
 
 #: where each script writes, relative to the staging folder (sphinx-gallery runs a script in
