@@ -7,12 +7,14 @@ value used when they apply is in :data:`DEFAULTS`.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from .exceptions import RepsimWarning
 from .io.layouts import SampleDims
 from .registry import PATHS
 
@@ -20,6 +22,8 @@ __all__ = ["DEFAULTS", "Options", "SampleDims", "document", "reject_unused"]
 
 #: default number of sample groups for jackknife intervals
 JACKKNIFE_GROUPS = 20
+#: fewer permutations than this cannot give a p-value of 0.05 or less: a warning says so
+FEWEST_PERMUTATIONS = 19
 #: what options left at ``None`` mean where they apply
 DEFAULTS = {"level": 0.95, "groups": JACKKNIFE_GROUPS, "seed": 0, "sigma": 0.8,
             "batch_size": 1000}
@@ -46,8 +50,8 @@ PARAMETERS = {
         different label sets; ``"inner"`` compares the samples both hold.""",
     "uncertainty": """interval, level, groups
         ``interval="jackknife"``: also a delete-a-group jackknife standard error and a
-        ``level`` (default 0.95) interval over ``groups`` (default 20) contiguous ranges of
-        samples, from the same pass; ``level`` and ``groups`` without ``interval`` are an
+        ``level`` (default 0.95) interval over ``groups`` (default 20, at least 2) contiguous
+        ranges of samples, from the same pass; ``level`` and ``groups`` without ``interval`` are an
         error. Co-moment and Gram (sample-space) paths.
     permutations, seed
         ``permutations=K``: also a permutation test from the same pass, the measure under K
@@ -99,6 +103,16 @@ class Options:
             raise ValueError(f"permutations must be >= 0, not {p}")
         if self.level is not None and not 0 < self.level < 1:
             raise ValueError(f"level must be between 0 and 1, not {self.level}")
+        if self.groups is not None and not (isinstance(self.groups, int | np.integer)
+                                            and not isinstance(self.groups, bool)
+                                            and self.groups >= 2):
+            raise ValueError(f"groups must be an int >= 2 (a jackknife leaves out one group "
+                             f"of samples at a time), not {self.groups!r}")
+        if 0 < p < FEWEST_PERMUTATIONS:
+            warnings.warn(f"permutations={p}: the smallest p-value {p} permutations can give "
+                          f"is 1/{p + 1} = {1 / (p + 1):.3g}, so no test here can reject at "
+                          f"the 0.05 level; use at least {FEWEST_PERMUTATIONS} (999 for a "
+                          "grid's corrected p-values)", RepsimWarning, stacklevel=3)
 
     def get(self, name: str) -> Any:
         """The value of option ``name``, its default when not given."""

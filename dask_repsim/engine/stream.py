@@ -110,8 +110,11 @@ def group_bounds(n: int, groups: int) -> tuple[int, ...]:
     >>> group_bounds(100, 3)
     (0, 33, 67, 100)
     """
-    if not 1 <= groups <= n:
-        raise ValueError(f"groups must be between 1 and the {n} samples, not {groups}")
+    if groups > n:
+        raise ValueError(f"groups={groups} is more than the {n} samples: a jackknife group "
+                         "needs at least one sample")
+    if groups < 1:
+        raise ValueError(f"groups must be at least 1, not {groups}")
     return tuple(int(b) for b in np.linspace(0, n, groups + 1).round())
 
 

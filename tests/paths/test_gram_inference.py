@@ -331,3 +331,36 @@ def test_several_bandwidths_each_with_its_test_and_interval(small_blocks):
         assert ds[f"{name}_null_mean"].item() == pytest.approx(one.null_mean, abs=1e-12)
         assert ds[f"{name}_low"].item() == pytest.approx(one.ci_low, abs=1e-12)
         assert ds[f"{name}_high"].item() == pytest.approx(one.ci_high, abs=1e-12)
+
+
+@pytest.mark.parametrize("method", ["covariance", "gram"])
+def test_too_few_permutations_or_groups_say_so(method):
+    """Fewer than 19 permutations cannot reach p <= 0.05: a warning says so (never a NaN
+    p-value); one jackknife group, more groups than samples, or a replicate with fewer samples
+    than the measure needs, is an error."""
+    x, y, _ = _layers(40, 9)
+    with pytest.warns(dr.RepsimWarning, match=r"permutations=9: the smallest p-value 9 "
+                                              r"permutations can give is 1/10 = 0.1"):
+        e = dr.cka(x, y, method=method, permutations=9)
+    assert e.pvalue >= 0.1 and np.isfinite(e.pvalue)
+    with pytest.raises(ValueError, match="groups must be an int >= 2"):
+        dr.cka(x, y, method=method, interval="jackknife", groups=1)
+    with pytest.raises(ValueError, match="groups=41 is more than the 40 samples"):
+        dr.cka(x, y, method=method, interval="jackknife", groups=41)
+    with pytest.raises(dr.SampleCountError, match="needs at least 4 samples, got 3"):
+        dr.cka(x[:6], y[:6], method=method, debiased=True, interval="jackknife", groups=2)
+
+
+def test_null_and_replicates_are_the_same_on_worker_processes():
+    """Two worker processes of a local cluster give the threaded scheduler's null and
+    interval (the permutations and groups do not depend on where the tasks run)."""
+    distributed = pytest.importorskip("distributed")
+    x, y, _ = _layers(300, 10)
+    here = dr.cka(x, y, kernel="rbf", permutations=19, interval="jackknife", seed=2)
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  dashboard_address=None) as cluster, \
+            distributed.Client(cluster):
+        there = dr.cka(x, y, kernel="rbf", permutations=19, interval="jackknife", seed=2)
+    np.testing.assert_allclose(there.null, here.null, rtol=0, atol=1e-12)
+    for field in ("ci_low", "ci_high", "stderr"):
+        assert getattr(there, field) == pytest.approx(getattr(here, field), abs=1e-12)
