@@ -19,7 +19,7 @@ from .grid import compare
 from .options import JACKKNIFE_GROUPS
 from .pairwise.cca import cca, eigenspace_overlap, gulp, linear_regression, pwcca, svcca
 from .pairwise.cka import cka, hsic
-from .pairwise.samples import cknna, mutual_knn, rsa
+from .pairwise.samples import cknna, jaccard_knn, mutual_knn, rsa
 from .pairwise.shape import bures_distance, permutation_distance, procrustes, shape_metric
 from .pairwise.units import cluster_units, match_units, sparse_prediction, unit_correlation
 from .registry import DEFAULT_METRICS, MEASURES, PATHS
@@ -63,6 +63,7 @@ __all__ = [
     "grow_zoo",
     "gulp",
     "hsic",
+    "jaccard_knn",
     "linear_regression",
     "match_units",
     "mutual_knn",

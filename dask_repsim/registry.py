@@ -211,6 +211,10 @@ MEASURES: dict[str, Measure] = {
         Measure("mutual_knn", "mutual k-nearest-neighbour alignment (Huh et al. 2024): the "
                 "share of each sample's k cosine neighbours both layers agree on (k=)",
                 "mutual_knn", {}, {"sample_blocks": _knn("mutual_knn")}, parameters=("k",)),
+        Measure("jaccard_knn", "k-NN Jaccard similarity (Klabunde et al. 2023; ReSi): the "
+                "Jaccard index of each sample's k cosine neighbours in the two layers, averaged "
+                "(k=)", "jaccard_knn", {}, {"sample_blocks": _knn("jaccard_knn")},
+                parameters=("k",)),
         Measure("cknna", "CKNNA (Huh et al. 2024): CKA of the cosine kernels on the pairs that "
                 "are k nearest neighbours in both layers (k=)", "cknna", {},
                 {"sample_blocks": _knn("cknna")}, parameters=("k",), min_samples=4,

@@ -319,6 +319,15 @@ def mutual_knn(x: np.ndarray, y: np.ndarray, k: int = 10) -> float:
     return float(np.mean((mx * my).sum(axis=1) / k))
 
 
+def jaccard_knn(x: np.ndarray, y: np.ndarray, k: int = 10) -> float:
+    """ReSi's jaccard_similarity (cosine neighbours): mean over samples of the Jaccard index
+    |N_x(i) & N_y(i)| / |N_x(i) | N_y(i)| of the neighbour sets, as Python sets."""
+    _, ix = _cosine_neighbours(x, k)
+    _, iy = _cosine_neighbours(y, k)
+    return float(np.mean([len(set(a) & set(b)) / len(set(a) | set(b))
+                          for a, b in zip(ix.tolist(), iy.tolist(), strict=True)]))
+
+
 def cknna(x: np.ndarray, y: np.ndarray, k: int = 10) -> float:
     """Huh et al. (2024), their code's cknna(unbiased=True) without its 1e-6: the unbiased
     HSIC (Song et al. 2012, eq. 5) of the cosine kernels masked by the shared neighbours."""
@@ -405,7 +414,7 @@ def gulp(x: np.ndarray, y: np.ndarray, ridge: float = 0.0) -> float:
 ALL_METRICS.update(
     bures_distance=bures_distance, eigenspace_overlap=eigenspace_overlap, gulp=gulp,
     permutation_distance=permutation_distance,
-    rsa=rsa_correlation, mutual_knn=mutual_knn, cknna=cknna,
+    rsa=rsa_correlation, mutual_knn=mutual_knn, jaccard_knn=jaccard_knn, cknna=cknna,
     hsic=linear_hsic, svcca_r2=svcca_r2, shape_metric=shape_metric, cka_angular=cka_angular,
     cka_rbf=rbf_cka,
 )

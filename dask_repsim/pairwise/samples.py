@@ -156,6 +156,61 @@ def mutual_knn(
 
 
 @_documented
+def jaccard_knn(
+    x: Any, y: Any, *, k: int = DEFAULT_K, sample_dims: SampleDims = None,
+    storage_options: Mapping[str, Any] | None = None, nan_policy: str = "raise",
+    interval: str | None = None, level: float | None = None, groups: int | None = None,
+    permutations: int = 0, seed: int | None = None, join: str = "exact",
+) -> Estimate:
+    """k-nearest-neighbour Jaccard similarity (Klabunde et al. 2023; ReSi's
+    ``jaccard_similarity``).
+
+    For each sample, its k nearest neighbours in each layer (cosine similarity of the raw
+    activations, the sample itself excluded, as :func:`mutual_knn`), and the Jaccard index of
+    the two sets, averaged over samples: ``mean_i |N_x(i) ∩ N_y(i)| / |N_x(i) ∪ N_y(i)|``.
+    With ``c_i`` shared neighbours that is ``mean_i c_i / (2 k - c_i)``: the same neighbour
+    lists as mutual k-NN, weighed so that a partial overlap counts less.
+
+    Parameters
+    ----------
+    {inputs}
+    k
+        Neighbours per sample, ``1 <= k < n`` (default 10, as ReSi).
+    {unsupported}
+
+    Returns
+    -------
+    Estimate
+        A float in [0, 1], with ``.method`` ``"sample_blocks"`` and ``.k``; about
+        ``k / (2 (n - 1) - k)`` for unrelated layers.
+
+    Notes
+    -----
+    Ties and all-zero samples as :func:`mutual_knn`.
+
+    References
+    ----------
+    Klabunde, Schumacher, Strohmaier, Lemmerich (2023). Similarity of Neural Network Models: A
+    Survey of Functional and Representational Measures. ACM Computing Surveys (2025).
+
+    Klabunde, Wald, Schumacher, Strohmaier, Lemmerich (2024). ReSi: A Comprehensive Benchmark
+    for Representational Similarity Measures. ICLR 2025.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> x = np.random.default_rng(0).normal(size=(300, 8))
+    >>> float(jaccard_knn(x, 5 * x, k=10))
+    1.0
+    """
+    cell, path, options = _run(
+        "jaccard_knn", x, y, {"k": k}, join, sample_dims=sample_dims,
+        storage_options=storage_options, nan_policy=nan_policy, interval=interval, level=level,
+        groups=groups, permutations=permutations, seed=seed)
+    return cell_estimate(cell, options, path, k=k)
+
+
+@_documented
 def cknna(
     x: Any, y: Any, *, k: int = DEFAULT_K, sample_dims: SampleDims = None,
     storage_options: Mapping[str, Any] | None = None, nan_policy: str = "raise",

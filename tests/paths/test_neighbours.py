@@ -266,3 +266,30 @@ def test_grid_takes_mutual_knn_and_cknna_from_one_pass(monkeypatch):
         assert float(cell.mutual_knn) == mutual_knn(x[name], y["c"], k=7)
         assert float(cell.cknna) == pytest.approx(cknna(x[name], y["c"], k=7), rel=1e-12)
         assert float(cell.rsa) == pytest.approx(dr.rsa(x[name], y["c"]), rel=1e-12)
+
+
+def test_jaccard_equals_the_set_version_and_shares_the_pass(data):
+    """k-NN Jaccard: ReSi's set version in numpy (``references.jaccard_knn``) for several k
+    and row blocks, with tied similarities too; never above mutual k-NN; near its chance level
+    k / (2 (n - 1) - k) for unrelated layers; one pass with mutual k-NN in a grid."""
+    x, y = data
+    for k in (1, 5, 10):
+        expected = references.jaccard_knn(x, y, k)
+        for rows in (64, 180):
+            got = knn_values(as_layer(x), as_layer(y, name="y"), k, block_rows=rows,
+                             measures=("jaccard_knn",))["jaccard_knn"]
+            assert got == pytest.approx(expected, rel=1e-14), (k, rows)
+        assert dr.jaccard_knn(x, y, k=k) <= dr.mutual_knn(x, y, k=k)
+    assert 0.05 < references.jaccard_knn(x, y) < 0.9
+    tied_x, tied_y = binary_rows(150, 16, 4, 1), binary_rows(150, 16, 4, 2)
+    assert float(dr.jaccard_knn(tied_x, tied_y, k=6)) == pytest.approx(
+        references.jaccard_knn(tied_x, tied_y, 6), rel=1e-14)
+    rng = np.random.default_rng(21)
+    unrelated = [rng.normal(size=(2000, 10)) for _ in range(2)]
+    chance = 10 / (2 * 1999 - 10)
+    assert float(dr.jaccard_knn(*unrelated)) == pytest.approx(chance, rel=0.25)
+    ds = dr.compare({"x": x}, {"y": y}, metrics=["jaccard_knn", "mutual_knn"], k=5)
+    assert ds.jaccard_knn.item() == pytest.approx(references.jaccard_knn(x, y, 5), rel=1e-14)
+    assert ds.mutual_knn.item() == pytest.approx(references.mutual_knn(x, y, 5), rel=1e-14)
+    with pytest.raises(ValueError, match="k-NN Jaccard needs 1 <= k < n"):
+        dr.jaccard_knn(x, y, k=180)

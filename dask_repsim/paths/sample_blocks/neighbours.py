@@ -15,6 +15,8 @@ index, smaller first, so the neighbour sets are a deterministic function of the 
 (the reference code's ``argsort``/``topk`` leave ties to the sorting routine).
 
 - ``mutual_knn``: ``mean_i |N_x(i) ∩ N_y(i)| / k``, the reference ``mutual_knn``.
+- ``jaccard_knn``: ``mean_i |N_x(i) ∩ N_y(i)| / |N_x(i) ∪ N_y(i)|``, the k-NN Jaccard
+  similarity (ReSi's ``jaccard_similarity``, cosine neighbours).
 - ``cknna``: the reference ``cknna`` with its defaults (``unbiased=True``,
   ``distance_agnostic=False``): with the mask ``M_ij = 1`` when j is among i's k neighbours in
   both layers (x's for ``M^K``), ``CKNNA = H(M∘K, M∘L) / sqrt(H(M^K∘K, M^K∘K) H(M^L∘L, M^L∘L))``
@@ -173,6 +175,21 @@ def mutual_fraction(idx_x: np.ndarray, idx_y: np.ndarray) -> float:
     return float(np.mean(common / k))
 
 
+def jaccard_fraction(idx_x: np.ndarray, idx_y: np.ndarray) -> float:
+    """``mean_i |N_x(i) ∩ N_y(i)| / |N_x(i) ∪ N_y(i)|`` from the neighbour lists: with c
+    shared neighbours of k, ``c / (2 k - c)``.
+
+    Examples
+    --------
+    >>> jaccard_fraction(np.array([[1, 2], [0, 2]]), np.array([[2, 1], [2, 3]]))
+    0.6666666666666666
+    """
+    k = idx_x.shape[1]
+    both = np.sort(np.concatenate([idx_x, idx_y], axis=1), axis=1)
+    common = (both[:, 1:] == both[:, :-1]).sum(axis=1)
+    return float(np.mean(common / (2 * k - common)))
+
+
 def masked_hsic(n: int, rows: np.ndarray, cols: np.ndarray, a: np.ndarray,
                 b: np.ndarray) -> float:
     """The reference code's unbiased HSIC of ``A`` and ``B``, n x n matrices zero but at the
@@ -239,14 +256,15 @@ def check_k(k: int, n: int, measure: str, least: int = 1) -> int:
     return int(k)
 
 
-KNN_MEASURES = ("mutual_knn", "cknna")
+KNN_MEASURES = ("mutual_knn", "jaccard_knn", "cknna")
 #: neighbours per sample when k is not given (as Huh et al. 2024)
 DEFAULT_K = 10
 
 
 def knn_values(x: Layer, y: Layer, k: int, *, measures: tuple[str, ...] = KNN_MEASURES,
                block_rows: int | None = None) -> dict:
-    """Mutual k-NN alignment and CKNNA of two layers from one pass over the tiles.
+    """Mutual k-NN alignment, k-NN Jaccard similarity and CKNNA of two layers from one pass
+    over the tiles.
 
     Parameters
     ----------
@@ -257,7 +275,7 @@ def knn_values(x: Layer, y: Layer, k: int, *, measures: tuple[str, ...] = KNN_ME
     k
         Neighbours per sample, ``1 <= k < n`` (``2 <= k`` for CKNNA, as the reference code).
     measures
-        Which of ``"mutual_knn"`` and ``"cknna"`` to compute.
+        Which of ``"mutual_knn"``, ``"jaccard_knn"`` and ``"cknna"`` to compute.
     block_rows
         Samples per row block; default :func:`~dask_repsim.paths.sample_blocks.tiles.block_rows`.
 
@@ -283,11 +301,13 @@ def knn_values(x: Layer, y: Layer, k: int, *, measures: tuple[str, ...] = KNN_ME
     if "cknna" in measures:
         require_samples(n, 4, "CKNNA")
         check_k(k, n, "CKNNA", 2)
-    check_k(k, n, "mutual k-NN")
+    check_k(k, n, "mutual k-NN" if "jaccard_knn" not in measures else "k-NN Jaccard")
     lists = nearest_neighbours(x, y, k, block_rows=block_rows, norms=norms)
     out: dict = {}
     if "mutual_knn" in measures:
         out["mutual_knn"] = mutual_fraction(lists[1], lists[3])
+    if "jaccard_knn" in measures:
+        out["jaccard_knn"] = jaccard_fraction(lists[1], lists[3])
     if "cknna" in measures:
         out["cknna"], out["cknna_hsic"] = cknna_value(*lists, names=(x.name, y.name))
     return out
