@@ -169,10 +169,13 @@ def mutual_fraction(idx_x: np.ndarray, idx_y: np.ndarray) -> float:
     >>> mutual_fraction(np.array([[1, 2], [0, 2]]), np.array([[2, 1], [2, 3]]))
     0.75
     """
-    k = idx_x.shape[1]
+    return float(np.mean(_shared_neighbours(idx_x, idx_y) / idx_x.shape[1]))
+
+
+def _shared_neighbours(idx_x: np.ndarray, idx_y: np.ndarray) -> np.ndarray:
+    """Each sample's number of neighbours in both lists: ``|N_x(i) ∩ N_y(i)|``."""
     both = np.sort(np.concatenate([idx_x, idx_y], axis=1), axis=1)
-    common = (both[:, 1:] == both[:, :-1]).sum(axis=1)  # each list holds an index once
-    return float(np.mean(common / k))
+    return (both[:, 1:] == both[:, :-1]).sum(axis=1)  # each list holds an index once
 
 
 def jaccard_fraction(idx_x: np.ndarray, idx_y: np.ndarray) -> float:
@@ -184,10 +187,8 @@ def jaccard_fraction(idx_x: np.ndarray, idx_y: np.ndarray) -> float:
     >>> jaccard_fraction(np.array([[1, 2], [0, 2]]), np.array([[2, 1], [2, 3]]))
     0.6666666666666666
     """
-    k = idx_x.shape[1]
-    both = np.sort(np.concatenate([idx_x, idx_y], axis=1), axis=1)
-    common = (both[:, 1:] == both[:, :-1]).sum(axis=1)
-    return float(np.mean(common / (2 * k - common)))
+    common = _shared_neighbours(idx_x, idx_y)
+    return float(np.mean(common / (2 * idx_x.shape[1] - common)))
 
 
 def masked_hsic(n: int, rows: np.ndarray, cols: np.ndarray, a: np.ndarray,
