@@ -18,7 +18,7 @@ from .exceptions import (
 from .grid import compare
 from .options import JACKKNIFE_GROUPS
 from .pairwise.cca import cca, eigenspace_overlap, gulp, linear_regression, pwcca, svcca
-from .pairwise.cka import cka, hsic
+from .pairwise.cka import cka, ensd, hsic
 from .pairwise.samples import cknna, jaccard_knn, mutual_knn, rsa
 from .pairwise.shape import bures_distance, permutation_distance, procrustes, shape_metric
 from .pairwise.units import cluster_units, match_units, sparse_prediction, unit_correlation
@@ -60,6 +60,7 @@ __all__ = [
     "compare",
     "compare_zoo",
     "eigenspace_overlap",
+    "ensd",
     "grow_zoo",
     "gulp",
     "hsic",

@@ -180,6 +180,10 @@ MEASURES: dict[str, Measure] = {
                 {"covariance": cka.procrustes}),
         Measure("hsic", "linear HSIC ||X_c^T Y_c||_F^2 / (n-1)^2 (Gretton et al. 2005), not "
                 "normalised", "hsic", {}, {"covariance": cka.linear_hsic}),
+        Measure("ensd", "effective number of shared dimensions (Giaffar et al. 2023): "
+                "tr K tr L tr(KL) / (tr K^2 tr L^2) of the centred Gram matrices, linear CKA "
+                "times the geometric mean of the participation ratios; a number of dimensions",
+                "ensd", {}, {"covariance": cka.ensd}),
         Measure("cka_angular", "arccos(linear CKA): a distance, 0 for the same representation",
                 None, {}, {"covariance": shape.angular_cka}, similarity=False),
         Measure("shape_metric",

@@ -319,6 +319,18 @@ def mutual_knn(x: np.ndarray, y: np.ndarray, k: int = 10) -> float:
     return float(np.mean((mx * my).sum(axis=1) / k))
 
 
+def ensd(x: np.ndarray, y: np.ndarray) -> float:
+    """Giaffar et al. (2023)'s ENSD as the authors' code writes it for data centred per unit:
+    PR(X) PR(Y) TR(X, Y), with the n x n Gram matrices K = X_c X_c^T and L = Y_c Y_c^T,
+    PR = (tr K)^2 / tr(K K) and TR = tr((K / tr K)(L / tr L))."""
+    k, g = centre(x) @ centre(x).T, centre(y) @ centre(y).T
+
+    def pr(a: np.ndarray) -> float:
+        return float(np.trace(a) ** 2 / np.trace(a @ a))
+
+    return pr(k) * pr(g) * float(np.trace((k / np.trace(k)) @ (g / np.trace(g))))
+
+
 def jaccard_knn(x: np.ndarray, y: np.ndarray, k: int = 10) -> float:
     """ReSi's jaccard_similarity (cosine neighbours): mean over samples of the Jaccard index
     |N_x(i) & N_y(i)| / |N_x(i) | N_y(i)| of the neighbour sets, as Python sets."""
@@ -414,7 +426,7 @@ def gulp(x: np.ndarray, y: np.ndarray, ridge: float = 0.0) -> float:
 ALL_METRICS.update(
     bures_distance=bures_distance, eigenspace_overlap=eigenspace_overlap, gulp=gulp,
     permutation_distance=permutation_distance,
-    rsa=rsa_correlation, mutual_knn=mutual_knn, jaccard_knn=jaccard_knn, cknna=cknna,
+    rsa=rsa_correlation, mutual_knn=mutual_knn, jaccard_knn=jaccard_knn, cknna=cknna, ensd=ensd,
     hsic=linear_hsic, svcca_r2=svcca_r2, shape_metric=shape_metric, cka_angular=cka_angular,
     cka_rbf=rbf_cka,
 )

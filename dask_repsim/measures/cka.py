@@ -51,6 +51,18 @@ def procrustes(pair: Pair) -> float:
     return float(nuclear / np.sqrt(np.trace(pair.x.comoment) * np.trace(pair.y.comoment)))
 
 
+def ensd(pair: Pair) -> float:
+    """Effective number of shared dimensions (Giaffar et al. 2023) of the centred Gram
+    matrices K and L: ``tr K tr L tr(K L) / (tr K^2 tr L^2)``, from co-moments
+    ``tr Mxx tr Myy ||Mxy||_F^2 / (||Mxx||_F^2 ||Myy||_F^2)``: linear CKA times the geometric
+    mean of the layers' participation ratios ``(tr M)^2 / ||M||_F^2``."""
+    pair.x.require_variance()
+    pair.y.require_variance()
+    kk, ll = _frobenius_sq(pair.x.comoment), _frobenius_sq(pair.y.comoment)
+    traces = float(np.trace(pair.x.comoment)) * float(np.trace(pair.y.comoment))
+    return float(traces * _frobenius_sq(pair.cross) / (kk * ll))
+
+
 def linear_hsic(pair: Pair) -> float:
     """Linear HSIC (Gretton et al. 2005), ``||X_c^T Y_c||_F^2 / (n - 1)^2``: CKA's numerator,
     not normalised, so it scales with the activations (Kornblith et al. 2019, Table 2)."""

@@ -93,6 +93,55 @@ def cka(
 
 
 @document
+def ensd(
+    x: Any, y: Any, *, sample_dims: SampleDims = None,
+    storage_options: Mapping[str, Any] | None = None, nan_policy: str = "raise",
+    interval: str | None = None, level: float | None = None, groups: int | None = None,
+    permutations: int = 0, seed: int | None = None, method: str = "auto", join: str = "exact",
+) -> Estimate:
+    """Effective number of shared dimensions, ENSD (Giaffar, Rudelt, Buracas & Mainen 2023).
+
+    With the centred Gram matrices ``K = X_c X_c^T`` and ``L = Y_c Y_c^T``::
+
+        ENSD = tr K tr L tr(K L) / (tr K^2 tr L^2) = sqrt(PR_x PR_y) x CKA
+
+    where ``PR = (tr K)^2 / tr K^2`` is a layer's participation ratio (its effective number
+    of dimensions, Gao et al. 2017): how many dimensions the two layers share, from 0 to
+    ``min(PR_x, PR_y)``. Invariant to rotations and isotropic scaling of either layer, as CKA.
+
+    Parameters
+    ----------
+    {inputs}
+    {uncertainty}
+    method
+        ``"auto"`` or ``"covariance"`` (the co-moments).
+
+    Returns
+    -------
+    {returns}
+        A number of dimensions, not a value in [0, 1]: ``PR_x`` for a layer with itself.
+
+    References
+    ----------
+    Giaffar, Rudelt, Buracas, Mainen (2023). The effective number of shared dimensions: a simple
+    method for revealing shared structure between datasets. bioRxiv 2023.07.27.550815.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> x = np.random.default_rng(0).normal(size=(500, 4)) * [4.0, 2.0, 1.0, 1.0]
+    >>> xc = x - x.mean(axis=0)
+    >>> pr = np.trace(xc.T @ xc) ** 2 / np.linalg.norm(xc.T @ xc) ** 2
+    >>> bool(np.isclose(ensd(x, x), pr)), bool(ensd(x, x) < 4)
+    (True, True)
+    """
+    options = Options(sample_dims=sample_dims, storage_options=storage_options,
+                      nan_policy=nan_policy, interval=interval, level=level, groups=groups,
+                      permutations=permutations, seed=seed)
+    return pair_estimate("ensd", x, y, options, method=method, join=join)
+
+
+@document
 def hsic(
     x: Any, y: Any, *, sample_dims: SampleDims = None,
     storage_options: Mapping[str, Any] | None = None, nan_policy: str = "raise",

@@ -75,3 +75,23 @@ def test_alpha_without_the_shape_metric_is_an_error(data):
         dr.compare({"x": x}, {"y": y}, metrics=["cka"], alpha=0.5)
     with pytest.raises(ValueError, match=r"alpha must be in \[0, 1\]"):
         dr.shape_metric(x, y, alpha=1.5)
+
+
+def test_ensd_is_the_authors_formula_and_counts_shared_dimensions():
+    """ENSD equals the authors' PR(X) PR(Y) TR(X, Y) on the n x n Gram matrices (numpy,
+    ``ref.ensd``), is a layer's participation ratio with itself, does not change under
+    rotation and scaling, and counts the dimensions two layers share: two layers sharing 3 of
+    their equal-variance directions have an ENSD near 3."""
+    rng = np.random.default_rng(31)
+    x = rng.normal(size=(400, 12)) + 50.0
+    y = np.tanh(x[:, :6] - 50.0) @ rng.normal(size=(6, 9)) + 0.3 * rng.normal(size=(400, 9))
+    assert float(dr.ensd(x, y)) == pytest.approx(ref.ensd(x, y), rel=1e-10)
+    xc = x - x.mean(axis=0)
+    pr = np.trace(xc.T @ xc) ** 2 / np.linalg.norm(xc.T @ xc) ** 2
+    assert float(dr.ensd(x, x)) == pytest.approx(pr, rel=1e-12)
+    q, _ = np.linalg.qr(rng.normal(size=(9, 9)))
+    assert float(dr.ensd(x, 7 * y @ q)) == pytest.approx(float(dr.ensd(x, y)), rel=1e-10)
+    shared = rng.normal(size=(20000, 3))
+    a = np.hstack([shared, rng.normal(size=(20000, 3))])
+    b = np.hstack([shared, rng.normal(size=(20000, 5))])
+    assert float(dr.ensd(a, b)) == pytest.approx(3.0, abs=0.05)
