@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import zarr
 
+from . import provenance
 from .rules import (
     SAMPLE,
     batch_ids,
@@ -111,6 +112,7 @@ def capture_activations(
     dimension_names: Mapping[str, Sequence[str]] | None = None,
     sample_ids: int | str | None = None,
     input_key: str | None = None,
+    preprocessing: Any = None,
 ) -> zarr.Group:
     """Record the outputs of named modules of a PyTorch model over a data loader into Zarr.
 
@@ -168,6 +170,12 @@ def capture_activations(
         of dict batches (ints or strings, one per sample, unique). ``input_key``: the key
         of the model input in dict batches. :func:`dask_repsim.compare` pairs two captures'
         samples by these ids.
+    preprocessing
+        What was done to the inputs (image size, normalisation, tokenizer settings), recorded
+        in the store's provenance (:mod:`dask_repsim.capture.provenance`) as given if a
+        string, else as its ``repr``. Default: the ``transform`` of ``loader.dataset`` where
+        it has one, else nothing. :func:`dask_repsim.compare` warns when two stores of the
+        same model record different preprocessing.
 
     Returns
     -------
@@ -175,7 +183,9 @@ def capture_activations(
         The group: one array per layer, chunked along samples only, with ``dimension_names``,
         and a 1-d ``sample`` array of ids; its attribute ``dask_repsim_capture`` records the
         model class, the layers, the dtype, the chunk size, how ids are made, the number of
-        committed samples and whether the capture is complete.
+        committed samples and whether the capture is complete; ``dask_repsim_provenance``
+        what made it (model class and parameter hash, preprocessing, versions, sample count
+        and ids' hash).
 
     Notes
     -----
@@ -228,6 +238,10 @@ def capture_activations(
             consolidate(root)
             return root
     spec.expected = _expected_samples(loader, n_samples)
+    if state is None:
+        provenance.record(root, provenance.describe(
+            model=model, preprocessing=_preprocessing(loader, preprocessing),
+            dtype=storage_dtype))
     outputs: dict[str, Any] = {}
     run = _Run(torch, model, modules, outputs, sample_ids, input_key)
     handles = [
@@ -243,6 +257,14 @@ def capture_activations(
             handle.remove()
         model.train(was_training)
     return root
+
+
+def _preprocessing(loader: Iterable[Any], given: Any) -> Any:
+    """What the caller says was done to the inputs, else the loader's dataset's transform."""
+    if given is not None:
+        return given
+    transform = getattr(getattr(loader, "dataset", None), "transform", None)
+    return None if transform is None else repr(transform)
 
 
 def _check_arguments(model: Any, layers: list[str], chunk_samples: int | None) -> dict[str, Any]:

@@ -23,6 +23,7 @@ import numpy as np
 import zarr
 
 from ..io.inputs import CAPTURE_ATTR
+from . import provenance
 from .rules import SAMPLE, default_dims
 
 #: Group attribute holding the capture's description and progress.
@@ -221,8 +222,8 @@ class ChunkWriter:
                 array.resize((total,) + array.shape[1:])
         if self.filled:
             self._write()
+        ids = self.arrays[SAMPLE][...]
         if self.state.get("sample_ids") != "position":
-            ids = self.arrays[SAMPLE][...]
             _, first, counts = np.unique(ids, return_index=True, return_counts=True)
             if (counts > 1).any():
                 repeated = ids[np.sort(first[counts > 1])[0]]
@@ -231,6 +232,7 @@ class ChunkWriter:
                     f"the loader's sample ids repeat ({repeated!r} more than once); give each "
                     "sample its own id, or leave sample_ids out to number samples by position"
                 )
+        provenance.finish(self.root, ids, self.state.get("dtype"))
         self._commit(committed=total, complete=True)
         consolidate(self.root)
 
