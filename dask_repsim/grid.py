@@ -10,6 +10,7 @@ cell's value is exactly what the pairwise function gives for that pair.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -17,6 +18,7 @@ import numpy as np
 import xarray as xr
 
 from . import runners
+from .capture import provenance
 from .io.gather import grid_layers
 from .options import Options, SampleDims
 from .registry import DEFAULT_METRICS, MEASURES, PATHS
@@ -271,7 +273,10 @@ def compare(
     -------
     xarray.Dataset
         One variable per metric over dims ``(layer_a, layer_b)``, layer names as coordinates;
-        attrs say how many samples were used and what each metric is.
+        attrs say how many samples were used and what each metric is, and, for capture
+        stores, what made each side (``provenance_a``, ``provenance_b``: JSON text of
+        :mod:`dask_repsim.capture.provenance`'s record; a warning when both sides claim the
+        same model with different preprocessing).
 
     Notes
     -----
@@ -296,9 +301,23 @@ def compare(
     names_a, names_b, layers, rows, cols = grid_layers(
         a, b, sample_dims=sample_dims, pool=pool, resize=resize, spatial_dims=spatial_dims,
         storage_options=storage_options, join=join)
+    origins = provenance_attrs(a, a if b is None else b, storage_options)
     cells, path, run_attrs = run_grid(outputs, layers, rows, cols, options, method=method,
                                       batch_size=batch_size, parameters=parameters)
-    return build_dataset(cells, outputs, names_a, names_b, path, run_attrs, options)
+    result = build_dataset(cells, outputs, names_a, names_b, path, run_attrs, options)
+    result.attrs.update(origins)
+    return result
+
+
+def provenance_attrs(a: Any, b: Any, storage_options: Mapping[str, Any] | None,
+                     ) -> dict[str, str]:
+    """Both sides' provenance (:mod:`dask_repsim.capture.provenance`) as JSON text for the
+    result's attrs (``provenance_a``, ``provenance_b``; a side without any is left out), after
+    warning when both claim the same model with different preprocessing."""
+    found = {side: provenance.of_input(x, storage_options) for side, x in (("a", a), ("b", b))}
+    provenance.check_pair(found["a"], found["b"])
+    return {f"provenance_{side}": json.dumps(p, sort_keys=True)
+            for side, p in found.items() if p is not None}
 
 
 def run_grid(outputs: Sequence[tuple[str, str, float | None]], layers: Sequence[Any],

@@ -24,6 +24,7 @@ import pandas as pd
 import xarray as xr
 
 from . import grid, runners
+from .capture import provenance
 from .io.gather import grid_layers
 from .io.inputs import networks_of, open_input
 from .io.labels import align_samples, sample_index
@@ -169,8 +170,25 @@ ridge, join
         cells, path, run_attrs = _store_grid(
             outputs, layers, [names_a, names_b], [rows, cols], options, batch_size=batch_size,
             store=kept.GramStore(gram_store, storage_options), samples=samples, mirror=same)
-    return _zoo_dataset(cells, outputs, (side_a, side_b), (names_a, names_b), path, run_attrs,
-                        options, same)
+    result = _zoo_dataset(cells, outputs, (side_a, side_b), (names_a, names_b), path,
+                          run_attrs, options, same)
+    result.attrs.update(_provenance(zoo, other, same, storage_options))
+    return result
+
+
+def _provenance(zoo: Any, other: Any, same: bool, storage_options: Mapping[str, Any] | None,
+                ) -> dict[str, str]:
+    """The networks' provenance as JSON text (``provenance_a``, ``provenance_b``: network
+    name to record, for those that have one), after warning for each pair of networks that
+    claim the same model with different preprocessing."""
+    found = {"a": provenance.of_networks(zoo, storage_options)}
+    found["b"] = found["a"] if same else provenance.of_networks(other, storage_options)
+    for name_a, pa in found["a"].items():
+        for name_b, pb in found["b"].items():
+            if not same or name_a < name_b:
+                provenance.check_pair(pa, pb, f"networks {name_a!r} and {name_b!r}")
+    return {f"provenance_{side}": json.dumps(p, sort_keys=True)
+            for side, p in found.items() if p}
 
 
 def _zoo_dataset(cells, outputs, sides, names, path, run_attrs, options, same) -> xr.Dataset:

@@ -161,7 +161,39 @@ def of_input(obj: Any, storage_options: Mapping[str, Any] | None = None) -> dict
     return dict(provenance) if isinstance(provenance, Mapping) else None
 
 
-def check_pair(a: Mapping[str, Any] | None, b: Mapping[str, Any] | None) -> None:
+def of_networks(zoo: Any, storage_options: Mapping[str, Any] | None = None,
+                ) -> dict[str, dict]:
+    """The provenance of each network of a zoo (a mapping of names to networks, a zarr group
+    or path holding a group per network, a DataTree) that has one, by network name.
+
+    Examples
+    --------
+    >>> root = zarr.open_group(zarr.storage.MemoryStore(), mode="w")
+    >>> record(root.create_group("seed0"), describe(model_name="resnet18"))
+    >>> _ = root.create_group("seed1")  # nothing recorded: left out
+    >>> sorted(of_networks(root)), of_networks(root)["seed0"]["model"]
+    (['seed0'], 'resnet18')
+    """
+    if isinstance(zoo, str | os.PathLike):
+        kwargs = {"storage_options": dict(storage_options)} if storage_options else {}
+        try:
+            zoo = zarr.open_group(store=os.fspath(zoo), mode="r", **kwargs)
+        except (FileNotFoundError, ValueError, TypeError, KeyError, OSError):
+            return {}
+    if isinstance(zoo, zarr.Group):
+        items = list(zoo.groups())
+    elif hasattr(zoo, "children"):  # an xarray.DataTree
+        items = list(zoo.children.items())
+    elif isinstance(zoo, Mapping):
+        items = list(zoo.items())
+    else:
+        return {}
+    found = {str(name): of_input(net, storage_options) for name, net in items}
+    return {name: p for name, p in found.items() if p is not None}
+
+
+def check_pair(a: Mapping[str, Any] | None, b: Mapping[str, Any] | None,
+               what: str = "both inputs") -> None:
     """Warn (:class:`~dask_repsim.RepsimWarning`) when two stores claim the same model (class
     and parameter hash, where both have one) but record different preprocessing."""
     if not a or not b or a.get("model") is None or a.get("model") != b.get("model"):
@@ -172,6 +204,6 @@ def check_pair(a: Mapping[str, Any] | None, b: Mapping[str, Any] | None) -> None
     pa, pb = a.get("preprocessing"), b.get("preprocessing")
     if pa != pb:
         warnings.warn(
-            f"both inputs come from the model {a['model']!r} but their preprocessing differs "
+            f"{what} come from the model {a['model']!r} but their preprocessing differs "
             f"({pa!r} vs {pb!r}); their activations may not be comparable",
-            RepsimWarning, stacklevel=3)
+            RepsimWarning, stacklevel=4)
