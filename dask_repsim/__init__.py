@@ -19,7 +19,14 @@ from .grid import compare
 from .options import JACKKNIFE_GROUPS
 from .pairwise.cca import cca, eigenspace_overlap, gulp, linear_regression, pwcca, svcca
 from .pairwise.cka import cka, ensd, hsic
-from .pairwise.samples import cknna, jaccard_knn, mutual_knn, rsa
+from .pairwise.samples import (
+    cknna,
+    jaccard_knn,
+    joint_rank_jaccard,
+    mutual_knn,
+    rank_similarity,
+    rsa,
+)
 from .pairwise.shape import bures_distance, permutation_distance, procrustes, shape_metric
 from .pairwise.units import cluster_units, match_units, sparse_prediction, unit_correlation
 from .registry import DEFAULT_METRICS, MEASURES, PATHS
@@ -65,6 +72,7 @@ __all__ = [
     "gulp",
     "hsic",
     "jaccard_knn",
+    "joint_rank_jaccard",
     "linear_regression",
     "match_units",
     "mutual_knn",
@@ -72,6 +80,7 @@ __all__ = [
     "permutation_distance",
     "procrustes",
     "pwcca",
+    "rank_similarity",
     "rsa",
     "select_zoo",
     "shape_metric",

@@ -195,7 +195,8 @@ def compare(
         ``linear_regression``, ``procrustes`` (the default, ``DEFAULT_METRICS``), and more:
         ``cka_rbf`` (see ``sigma``), ``hsic``, ``svcca_r2``, ``shape_metric``,
         ``cka_angular``, ``bures_distance``, ``eigenspace_overlap``, ``matched_correlation``,
-        ``rsa``, ``mutual_knn``, ``cknna``.
+        ``rsa``, ``mutual_knn``, ``jaccard_knn``, ``rank_similarity``,
+        ``joint_rank_jaccard``, ``cknna``, ``ensd``, ``gulp``, ``permutation_distance``.
     sample_dims
         For xarray inputs, the dims that index samples; each variable uses those it has. A conv
         layer's ``("sample", "height", "width")`` folds spatial positions into samples (the
@@ -255,8 +256,9 @@ def compare(
         ``"euclidean"``) and how they are compared (``"corr"``, default, ``"cosine"``,
         ``"spearman"``, ``"rho-a"``), as :func:`dask_repsim.rsa` (its ``compare=``).
     k
-        For ``mutual_knn`` and ``cknna``: neighbours per sample (default 10), as
-        :func:`dask_repsim.mutual_knn`. These measures and ``rsa`` run on the
+        For the k-nearest-neighbour measures (``mutual_knn``, ``jaccard_knn``,
+        ``rank_similarity``, ``joint_rank_jaccard``, ``cknna``): neighbours per sample
+        (default 10), as :func:`dask_repsim.mutual_knn`. These measures and ``rsa`` run on the
         ``sample_blocks`` path, pair by pair; with ``method="auto"`` beside the path of the
         other metrics (``attrs["method"]`` names both).
     join

@@ -219,6 +219,14 @@ MEASURES: dict[str, Measure] = {
                 "Jaccard index of each sample's k cosine neighbours in the two layers, averaged "
                 "(k=)", "jaccard_knn", {}, {"sample_blocks": _knn("jaccard_knn")},
                 parameters=("k",)),
+        Measure("rank_similarity", "rank similarity (Wang et al. 2020; ReSi): how alike the two "
+                "layers rank each sample's shared k cosine neighbours, averaged (k=)",
+                "rank_similarity", {}, {"sample_blocks": _knn("rank_similarity")},
+                parameters=("k",)),
+        Measure("joint_rank_jaccard", "joint rank-Jaccard similarity (Wang et al. 2020; ReSi): "
+                "each sample's rank similarity times its k-NN Jaccard index, averaged (k=)",
+                "joint_rank_jaccard", {}, {"sample_blocks": _knn("joint_rank_jaccard")},
+                parameters=("k",)),
         Measure("cknna", "CKNNA (Huh et al. 2024): CKA of the cosine kernels on the pairs that "
                 "are k nearest neighbours in both layers (k=)", "cknna", {},
                 {"sample_blocks": _knn("cknna")}, parameters=("k",), min_samples=4,

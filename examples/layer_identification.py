@@ -26,11 +26,13 @@ features). For each pair of networks one :func:`dask_repsim.compare` call gives 
 measure of every layer pair: the CCA-family measures, linear regression, HSIC and linear CKA
 from one co-moment pass, RBF-kernel CKA (bandwidth 0.2, 0.4, 0.8 times the median distance)
 from the shared sample-space Gram tiles, and measures outside the paper's table: RSA
-(correlation RDMs compared by Pearson correlation) and mutual 10-nearest-neighbour alignment
-(Huh et al. 2024), from sample x sample tiles, and from the co-moments the Bures distance (the
-size-and-shape Procrustes distance), GULP (Boix-Adserà et al. 2022) and the permutation metric
-(Williams et al. 2021), distances for which the corresponding layer is the nearest, and the
-eigenspace overlap score (May et al. 2019). As in the paper, the logits are left out, SVCCA keeps
+(correlation RDMs compared by Pearson correlation), mutual 10-nearest-neighbour alignment
+(Huh et al. 2024), the 10-NN Jaccard, rank and joint rank-Jaccard similarities (Wang et al.
+2020, as ReSi defines them) from sample x sample tiles, and from the co-moments the Bures
+distance (the size-and-shape Procrustes distance), GULP (Boix-Adserà et al. 2022) and the
+permutation metric (Williams et al. 2021), distances for which the corresponding layer is the
+nearest, the eigenspace overlap score (May et al. 2019) and the effective number of shared
+dimensions (Giaffar et al. 2023). As in the paper, the logits are left out, SVCCA keeps
 99% of the variance, and the asymmetric measures (PWCCA, linear regression) are symmetrised
 as ``s(A_i, B_j) + s(B_j, A_i)``. A layer counts as identified only when the corresponding
 layer is strictly the most similar (a tie is a miss).
@@ -83,8 +85,8 @@ from dask_repsim.capture.activations import capture_activations
 #: compare() metrics; the asymmetric ones are symmetrised as the paper did
 COMPARE_METRICS = [
     "mean_cca", "r2_cca", "svcca", "svcca_r2", "pwcca", "linear_regression", "hsic", "cka",
-    "cka_rbf", "rsa", "mutual_knn", "bures_distance", "eigenspace_overlap", "gulp",
-    "permutation_distance",
+    "cka_rbf", "rsa", "mutual_knn", "jaccard_knn", "rank_similarity", "joint_rank_jaccard",
+    "bures_distance", "eigenspace_overlap", "gulp", "permutation_distance", "ensd",
 ]
 ASYMMETRIC = ["pwcca", "linear_regression"]
 #: distances: the corresponding layer is the one at the *smallest* distance
@@ -105,10 +107,14 @@ ROWS = [
     ("CKA (RBF 0.8)", "cka_rbf_0.8", 99.3),
     ("RSA (corr. RDM)", "rsa", None),
     ("Mutual 10-NN", "mutual_knn", None),
+    ("10-NN Jaccard", "jaccard_knn", None),
+    ("Rank sim. (10-NN)", "rank_similarity", None),
+    ("Joint rank-Jacc.", "joint_rank_jaccard", None),
     ("Bures distance", "bures_distance", None),
     ("Eigenspace ovl.", "eigenspace_overlap", None),
     ("GULP (ridge 0)", "gulp", None),
     ("Permutation dist.", "permutation_distance", None),
+    ("ENSD", "ensd", None),
 ]
 MEASURES = [key for _, key, _ in ROWS if key is not None]
 

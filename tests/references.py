@@ -340,6 +340,34 @@ def jaccard_knn(x: np.ndarray, y: np.ndarray, k: int = 10) -> float:
                           for a, b in zip(ix.tolist(), iy.tolist(), strict=True)]))
 
 
+def _rank_score(a: list[int], b: list[int]) -> float:
+    """Wang et al. (2020), as ReSi's _rank_sim_i: for the shared neighbours j of two ranked
+    lists, sum 2 / ((1 + |r_a - r_b|)(r_a + r_b)) (ranks from 1), over the harmonic number
+    of their count; 0 when none is shared."""
+    shared = set(a) & set(b)
+    if not shared:
+        return 0.0
+    total = sum(2.0 / ((1 + abs(a.index(j) - b.index(j))) * (a.index(j) + b.index(j) + 2))
+                for j in shared)
+    return total / sum(1.0 / m for m in range(1, len(shared) + 1))
+
+
+def rank_similarity(x: np.ndarray, y: np.ndarray, k: int = 10, joint: bool = False) -> float:
+    """ReSi's rank_similarity (cosine neighbours); ``joint``: its
+    joint_rank_jaccard_similarity, each sample's score times its Jaccard index."""
+    _, ix = _cosine_neighbours(x, k)
+    _, iy = _cosine_neighbours(y, k)
+    scores = []
+    for a, b in zip(ix.tolist(), iy.tolist(), strict=True):
+        jaccard = len(set(a) & set(b)) / len(set(a) | set(b)) if joint else 1.0
+        scores.append(_rank_score(a, b) * jaccard)
+    return float(np.mean(scores))
+
+
+def joint_rank_jaccard(x: np.ndarray, y: np.ndarray, k: int = 10) -> float:
+    return rank_similarity(x, y, k, joint=True)
+
+
 def cknna(x: np.ndarray, y: np.ndarray, k: int = 10) -> float:
     """Huh et al. (2024), their code's cknna(unbiased=True) without its 1e-6: the unbiased
     HSIC (Song et al. 2012, eq. 5) of the cosine kernels masked by the shared neighbours."""
@@ -426,7 +454,8 @@ def gulp(x: np.ndarray, y: np.ndarray, ridge: float = 0.0) -> float:
 ALL_METRICS.update(
     bures_distance=bures_distance, eigenspace_overlap=eigenspace_overlap, gulp=gulp,
     permutation_distance=permutation_distance,
-    rsa=rsa_correlation, mutual_knn=mutual_knn, jaccard_knn=jaccard_knn, cknna=cknna, ensd=ensd,
+    rsa=rsa_correlation, mutual_knn=mutual_knn, jaccard_knn=jaccard_knn, cknna=cknna,
+    rank_similarity=rank_similarity, joint_rank_jaccard=joint_rank_jaccard, ensd=ensd,
     hsic=linear_hsic, svcca_r2=svcca_r2, shape_metric=shape_metric, cka_angular=cka_angular,
     cka_rbf=rbf_cka,
 )

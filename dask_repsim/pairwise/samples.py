@@ -211,6 +211,112 @@ def jaccard_knn(
 
 
 @_documented
+def rank_similarity(
+    x: Any, y: Any, *, k: int = DEFAULT_K, sample_dims: SampleDims = None,
+    storage_options: Mapping[str, Any] | None = None, nan_policy: str = "raise",
+    interval: str | None = None, level: float | None = None, groups: int | None = None,
+    permutations: int = 0, seed: int | None = None, join: str = "exact",
+) -> Estimate:
+    """Rank similarity of the k-nearest-neighbour lists (Wang et al. 2020; ReSi's
+    ``rank_similarity``).
+
+    For each sample i, its k nearest neighbours in each layer (cosine similarity of the raw
+    activations, the sample itself excluded, as :func:`mutual_knn`), ranked 1 (nearest) to
+    k. Each neighbour j the two lists share scores ``2 / ((1 + |r_x(j) - r_y(j)|)
+    (r_x(j) + r_y(j)))``: most when it has the same rank in both, and more near the top. The
+    sum is divided by ``H_c = 1 + 1/2 + ... + 1/c``, its value when the ``c`` shared
+    neighbours are ranked alike, so a sample whose shared neighbours keep their order scores 1
+    however few they are; a sample with none scores 0. Averaged over samples.
+
+    Parameters
+    ----------
+    {inputs}
+    k
+        Neighbours per sample, ``1 <= k < n`` (default 10, as ReSi).
+    {unsupported}
+
+    Returns
+    -------
+    Estimate
+        A float in [0, 1], with ``.method`` ``"sample_blocks"`` and ``.k``.
+
+    Notes
+    -----
+    Ties and all-zero samples as :func:`mutual_knn`. The score looks at the order of the
+    shared neighbours only, not at how many are shared (:func:`joint_rank_jaccard` weighs it
+    by the Jaccard index).
+
+    References
+    ----------
+    Wang, Rao, Guo, Wang, Liu, Guan (2020). Towards Understanding the Instability of Network
+    Embedding. IEEE Transactions on Knowledge and Data Engineering 34(2).
+
+    Klabunde, Wald, Schumacher, Strohmaier, Lemmerich (2024). ReSi: A Comprehensive Benchmark
+    for Representational Similarity Measures. ICLR 2025.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> x = np.random.default_rng(0).normal(size=(300, 8))
+    >>> float(rank_similarity(x, 5 * x, k=10))
+    1.0
+    """
+    cell, path, options = _run(
+        "rank_similarity", x, y, {"k": k}, join, sample_dims=sample_dims,
+        storage_options=storage_options, nan_policy=nan_policy, interval=interval, level=level,
+        groups=groups, permutations=permutations, seed=seed)
+    return cell_estimate(cell, options, path, k=k)
+
+
+@_documented
+def joint_rank_jaccard(
+    x: Any, y: Any, *, k: int = DEFAULT_K, sample_dims: SampleDims = None,
+    storage_options: Mapping[str, Any] | None = None, nan_policy: str = "raise",
+    interval: str | None = None, level: float | None = None, groups: int | None = None,
+    permutations: int = 0, seed: int | None = None, join: str = "exact",
+) -> Estimate:
+    """Joint rank and Jaccard similarity of the k-nearest-neighbour lists (Wang et al. 2020;
+    ReSi's ``joint_rank_jaccard_similarity``).
+
+    Each sample's :func:`rank_similarity` score times its :func:`jaccard_knn` index
+    ``c / (2 k - c)`` (``c`` shared neighbours of ``k``), averaged over samples: high only when
+    the lists share many neighbours and rank them alike.
+
+    Parameters
+    ----------
+    {inputs}
+    k
+        Neighbours per sample, ``1 <= k < n`` (default 10, as ReSi).
+    {unsupported}
+
+    Returns
+    -------
+    Estimate
+        A float in [0, 1], with ``.method`` ``"sample_blocks"`` and ``.k``.
+
+    Notes
+    -----
+    Ties and all-zero samples as :func:`mutual_knn`.
+
+    References
+    ----------
+    As :func:`rank_similarity`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> x = np.random.default_rng(0).normal(size=(300, 8))
+    >>> float(joint_rank_jaccard(x, 5 * x, k=10))
+    1.0
+    """
+    cell, path, options = _run(
+        "joint_rank_jaccard", x, y, {"k": k}, join, sample_dims=sample_dims,
+        storage_options=storage_options, nan_policy=nan_policy, interval=interval, level=level,
+        groups=groups, permutations=permutations, seed=seed)
+    return cell_estimate(cell, options, path, k=k)
+
+
+@_documented
 def cknna(
     x: Any, y: Any, *, k: int = DEFAULT_K, sample_dims: SampleDims = None,
     storage_options: Mapping[str, Any] | None = None, nan_policy: str = "raise",

@@ -435,7 +435,9 @@ def _check_layer_identification(text: str) -> None:
         else:  # a share of layers identified, in percent (quick: no finding is asserted)
             assert 0.0 <= float(ours) <= 100.0, (label, ours)
     assert "Kornblith et al. 2019, Table 2" in text
-    for label in ("RSA (corr. RDM)", "Mutual 10-NN"):  # beyond the table: no paper figure
+    beyond = ("RSA (corr. RDM)", "Mutual 10-NN", "10-NN Jaccard", "Rank sim. (10-NN)",
+              "Joint rank-Jacc.", "ENSD")
+    for label in beyond:  # beyond the table: no paper figure
         line = next(x for x in text.splitlines() if x.startswith(label + " "))
         ours, paper = line[len(label):].split()[:2]
         assert 0.0 <= float(ours) <= 100.0 and paper == "-", line

@@ -23,7 +23,12 @@ import dask_repsim as dr
 from dask_repsim.exceptions import InputError, NonFiniteError, SampleCountError
 from dask_repsim.io.inputs import as_layer
 from dask_repsim.pairwise.samples import cknna, mutual_knn
-from dask_repsim.paths.sample_blocks.neighbours import knn_values, nearest_neighbours, top_k
+from dask_repsim.paths.sample_blocks.neighbours import (
+    knn_values,
+    nearest_neighbours,
+    rank_scores,
+    top_k,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -293,3 +298,46 @@ def test_jaccard_equals_the_set_version_and_shares_the_pass(data):
     assert ds.mutual_knn.item() == pytest.approx(references.mutual_knn(x, y, 5), rel=1e-14)
     with pytest.raises(ValueError, match="k-NN Jaccard needs 1 <= k < n"):
         dr.jaccard_knn(x, y, k=180)
+
+
+@pytest.mark.parametrize("measure", ["rank_similarity", "joint_rank_jaccard"])
+def test_rank_measures_equal_resis_definition_and_share_the_pass(data, measure):
+    """Rank and joint rank-Jaccard similarity: ReSi's per-sample loops in Python over ranked
+    lists (``references.rank_similarity``) for several k and row blocks, tied similarities
+    too; 1 for a rotated, scaled copy; one pass with the other neighbour measures in a grid."""
+    x, y = data
+    reference = getattr(references, measure)
+    for k in (1, 5, 10):
+        expected = reference(x, y, k)
+        for rows in (64, 180):
+            got = knn_values(as_layer(x), as_layer(y, name="y"), k, block_rows=rows,
+                             measures=(measure,))[measure]
+            assert got == pytest.approx(expected, rel=1e-13), (k, rows)
+    assert 0.02 < reference(x, y) < 0.9
+    tied_x, tied_y = binary_rows(150, 16, 4, 1), binary_rows(150, 16, 4, 2)
+    assert float(getattr(dr, measure)(tied_x, tied_y, k=6)) == pytest.approx(
+        reference(tied_x, tied_y, 6), rel=1e-13)
+    q = np.linalg.qr(np.random.default_rng(3).normal(size=(12, 12)))[0]
+    assert float(getattr(dr, measure)(x, 4 * x @ q)) == pytest.approx(1.0, abs=1e-15)
+    ds = dr.compare({"x": x}, {"y": y}, metrics=[measure, "jaccard_knn", "cknna"], k=5)
+    assert ds[measure].item() == pytest.approx(reference(x, y, 5), rel=1e-13)
+    assert ds.jaccard_knn.item() == pytest.approx(references.jaccard_knn(x, y, 5), rel=1e-14)
+    name = {"rank_similarity": "rank similarity", "joint_rank_jaccard": "joint rank-Jaccard"}
+    with pytest.raises(ValueError, match=f"{name[measure]} needs 1 <= k < n"):
+        getattr(dr, measure)(x, y, k=180)
+
+
+def test_joint_rank_jaccard_is_the_product_per_sample(data):
+    """Joint rank-Jaccard never exceeds rank similarity or k-NN Jaccard (each factor is at
+    most 1); each sample's score is ReSi's, 0 when its lists share nothing."""
+    x, y = data
+    joint = float(dr.joint_rank_jaccard(x, y, k=8))
+    assert joint <= float(dr.rank_similarity(x, y, k=8))
+    assert joint <= float(dr.jaccard_knn(x, y, k=8))
+    # per sample: ReSi's score of each pair of ranked lists; none shared scores 0
+    _, idx_x, _, idx_y = nearest_neighbours(as_layer(x), as_layer(y, name="y"), 8)
+    score, common = rank_scores(idx_x, idx_y)
+    expected = [references._rank_score(a, b) for a, b in zip(idx_x.tolist(), idx_y.tolist())]
+    np.testing.assert_allclose(score, expected, rtol=1e-14, atol=0)
+    assert (common == 0).any() and (score[common == 0] == 0).all()
+    assert (score <= 1 + 1e-15).all()

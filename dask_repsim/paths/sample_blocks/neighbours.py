@@ -17,6 +17,12 @@ index, smaller first, so the neighbour sets are a deterministic function of the 
 - ``mutual_knn``: ``mean_i |N_x(i) ∩ N_y(i)| / k``, the reference ``mutual_knn``.
 - ``jaccard_knn``: ``mean_i |N_x(i) ∩ N_y(i)| / |N_x(i) ∪ N_y(i)|``, the k-NN Jaccard
   similarity (ReSi's ``jaccard_similarity``, cosine neighbours).
+- ``rank_similarity``: Wang et al. (2020), ReSi's ``rank_similarity``: with ``r_x(j)``, ``r_y(j)``
+  the ranks (1 = nearest) of a shared neighbour j in each list, sample i's score is
+  ``sum_{j in both} 2 / ((1 + |r_x - r_y|)(r_x + r_y)) / H_c`` (``H_c = 1 + 1/2 + ... + 1/c``
+  for ``c`` shared neighbours, the score of ``c`` neighbours ranked alike; 0 when none is
+  shared), averaged; ``joint_rank_jaccard`` averages each sample's product of that score and
+  its Jaccard index.
 - ``cknna``: the reference ``cknna`` with its defaults (``unbiased=True``,
   ``distance_agnostic=False``): with the mask ``M_ij = 1`` when j is among i's k neighbours in
   both layers (x's for ``M^K``), ``CKNNA = H(M∘K, M∘L) / sqrt(H(M^K∘K, M^K∘K) H(M^L∘L, M^L∘L))``
@@ -191,6 +197,38 @@ def jaccard_fraction(idx_x: np.ndarray, idx_y: np.ndarray) -> float:
     return float(np.mean(common / (2 * idx_x.shape[1] - common)))
 
 
+def rank_scores(idx_x: np.ndarray, idx_y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each sample's rank similarity and number of shared neighbours from the neighbour lists
+    (``n x k`` indices, nearest first).
+
+    Examples
+    --------
+    >>> score, common = rank_scores(np.array([[1, 2], [0, 2]]), np.array([[1, 2], [3, 0]]))
+    >>> score.round(6).tolist(), common.tolist()  # ranks (1, 1) and (2, 2); (1, 2)
+    ([1.0, 0.333333], [2, 1])
+    """
+    n, k = idx_x.shape
+    idx = np.concatenate([idx_x, idx_y], axis=1)
+    order = np.argsort(idx, axis=1, kind="stable")  # x's entry before y's for a shared index
+    s = np.take_along_axis(idx, order, axis=1)
+    row, pos = np.nonzero(s[:, 1:] == s[:, :-1])
+    rank_x = order[row, pos] + 1.0
+    rank_y = order[row, pos + 1] - k + 1.0
+    terms = 2.0 / ((1.0 + np.abs(rank_x - rank_y)) * (rank_x + rank_y))
+    common = np.bincount(row, minlength=n)
+    harmonic = np.concatenate([[1.0], np.cumsum(1.0 / np.arange(1, k + 1))])  # H_0 unused
+    score = np.bincount(row, weights=terms, minlength=n) / harmonic[common]
+    return np.where(common > 0, score, 0.0), common
+
+
+def rank_fraction(idx_x: np.ndarray, idx_y: np.ndarray, joint: bool = False) -> float:
+    """Rank similarity (``joint``: joint rank-Jaccard similarity) from the neighbour lists."""
+    score, common = rank_scores(idx_x, idx_y)
+    if joint:
+        score = score * common / (2 * idx_x.shape[1] - common)
+    return float(np.mean(score))
+
+
 def masked_hsic(n: int, rows: np.ndarray, cols: np.ndarray, a: np.ndarray,
                 b: np.ndarray) -> float:
     """The reference code's unbiased HSIC of ``A`` and ``B``, n x n matrices zero but at the
@@ -257,15 +295,18 @@ def check_k(k: int, n: int, measure: str, least: int = 1) -> int:
     return int(k)
 
 
-KNN_MEASURES = ("mutual_knn", "jaccard_knn", "cknna")
+KNN_MEASURES = ("mutual_knn", "jaccard_knn", "rank_similarity", "joint_rank_jaccard", "cknna")
+#: each measure's name in errors
+_NAMES = {"mutual_knn": "mutual k-NN", "jaccard_knn": "k-NN Jaccard",
+          "rank_similarity": "rank similarity", "joint_rank_jaccard": "joint rank-Jaccard"}
 #: neighbours per sample when k is not given (as Huh et al. 2024)
 DEFAULT_K = 10
 
 
 def knn_values(x: Layer, y: Layer, k: int, *, measures: tuple[str, ...] = KNN_MEASURES,
                block_rows: int | None = None) -> dict:
-    """Mutual k-NN alignment, k-NN Jaccard similarity and CKNNA of two layers from one pass
-    over the tiles.
+    """Mutual k-NN alignment, k-NN Jaccard similarity, rank and joint rank-Jaccard similarity
+    and CKNNA of two layers from one pass over the tiles.
 
     Parameters
     ----------
@@ -276,7 +317,7 @@ def knn_values(x: Layer, y: Layer, k: int, *, measures: tuple[str, ...] = KNN_ME
     k
         Neighbours per sample, ``1 <= k < n`` (``2 <= k`` for CKNNA, as the reference code).
     measures
-        Which of ``"mutual_knn"``, ``"jaccard_knn"`` and ``"cknna"`` to compute.
+        Which of :data:`KNN_MEASURES` to compute.
     block_rows
         Samples per row block; default :func:`~dask_repsim.paths.sample_blocks.tiles.block_rows`.
 
@@ -302,13 +343,12 @@ def knn_values(x: Layer, y: Layer, k: int, *, measures: tuple[str, ...] = KNN_ME
     if "cknna" in measures:
         require_samples(n, 4, "CKNNA")
         check_k(k, n, "CKNNA", 2)
-    check_k(k, n, "mutual k-NN" if "jaccard_knn" not in measures else "k-NN Jaccard")
+    check_k(k, n, next((_NAMES[m] for m in measures if m in _NAMES), "mutual k-NN"))
     lists = nearest_neighbours(x, y, k, block_rows=block_rows, norms=norms)
-    out: dict = {}
-    if "mutual_knn" in measures:
-        out["mutual_knn"] = mutual_fraction(lists[1], lists[3])
-    if "jaccard_knn" in measures:
-        out["jaccard_knn"] = jaccard_fraction(lists[1], lists[3])
+    fractions = {"mutual_knn": mutual_fraction, "jaccard_knn": jaccard_fraction,
+                 "rank_similarity": rank_fraction,
+                 "joint_rank_jaccard": lambda a, b: rank_fraction(a, b, joint=True)}
+    out: dict = {m: fractions[m](lists[1], lists[3]) for m in measures if m in fractions}
     if "cknna" in measures:
         out["cknna"], out["cknna_hsic"] = cknna_value(*lists, names=(x.name, y.name))
     return out
