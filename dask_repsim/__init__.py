@@ -19,6 +19,7 @@ from .grid import compare
 from .options import JACKKNIFE_GROUPS
 from .pairwise.cca import cca, eigenspace_overlap, gulp, linear_regression, pwcca, svcca
 from .pairwise.cka import cka, ensd, hsic
+from .pairwise.distances import distance_correlation, rsm_norm_difference
 from .pairwise.samples import (
     cknna,
     jaccard_knn,
@@ -66,6 +67,7 @@ __all__ = [
     "best_matches",
     "compare",
     "compare_zoo",
+    "distance_correlation",
     "eigenspace_overlap",
     "ensd",
     "grow_zoo",
@@ -82,6 +84,7 @@ __all__ = [
     "pwcca",
     "rank_similarity",
     "rsa",
+    "rsm_norm_difference",
     "select_zoo",
     "shape_metric",
     "sparse_prediction",

@@ -195,7 +195,8 @@ def compare(
         ``linear_regression``, ``procrustes`` (the default, ``DEFAULT_METRICS``), and more:
         ``cka_rbf`` (see ``sigma``), ``hsic``, ``svcca_r2``, ``shape_metric``,
         ``cka_angular``, ``bures_distance``, ``eigenspace_overlap``, ``matched_correlation``,
-        ``rsa``, ``mutual_knn``, ``jaccard_knn``, ``rank_similarity``,
+        ``rsa``, ``distance_correlation``, ``rsm_norm_difference``, ``mutual_knn``,
+        ``jaccard_knn``, ``rank_similarity``,
         ``joint_rank_jaccard``, ``cknna``, ``ensd``, ``gulp``, ``permutation_distance``.
     sample_dims
         For xarray inputs, the dims that index samples; each variable uses those it has. A conv

@@ -28,7 +28,7 @@ from typing import Any
 from .io.validation import require_samples
 from .measures import cca, cka, shape, subspaces, units
 from .paths import qr
-from .paths.sample_blocks import neighbours, rsa
+from .paths.sample_blocks import distances, neighbours, rsa
 
 
 @dataclass(frozen=True)
@@ -117,6 +117,13 @@ def _qr_r2(factor: Any, names: Any) -> float:
 
 def _rsa(x: Any, y: Any, rdm: str = "correlation", rdm_compare: str = "corr") -> float:
     return rsa.rsa_values(x, y, rdm=rdm, compares=(rdm_compare,))[rdm_compare]
+
+
+def _distance(measure: str) -> Callable[..., float]:
+    def value(x: Any, y: Any) -> float:
+        return distances.distance_values(x, y, measures=(measure,))[measure]
+
+    return value
 
 
 def _knn(measure: str) -> Callable[..., float]:
@@ -212,6 +219,13 @@ MEASURES: dict[str, Measure] = {
         Measure("rsa", "representational similarity analysis (Kriegeskorte et al. 2008): the "
                 "layers' dissimilarity matrices over samples compared (rdm=, rdm_compare=)",
                 "rsa", {}, {"sample_blocks": _rsa}, parameters=("rdm", "rdm_compare")),
+        Measure("distance_correlation", "distance correlation (Székely et al. 2007): the "
+                "correlation of the layers' double-centred Euclidean distance matrices",
+                "distance_correlation", {}, {"sample_blocks": _distance("distance_correlation")}),
+        Measure("rsm_norm_difference", "RSM norm difference (Shahbazi et al. 2021): the "
+                "Frobenius norm of the difference of the layers' Euclidean distance matrices",
+                "rsm_norm_difference", {}, {"sample_blocks": _distance("rsm_norm_difference")},
+                similarity=False),
         Measure("mutual_knn", "mutual k-nearest-neighbour alignment (Huh et al. 2024): the "
                 "share of each sample's k cosine neighbours both layers agree on (k=)",
                 "mutual_knn", {}, {"sample_blocks": _knn("mutual_knn")}, parameters=("k",)),

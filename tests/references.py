@@ -451,11 +451,33 @@ def gulp(x: np.ndarray, y: np.ndarray, ridge: float = 0.0) -> float:
     return float(np.sqrt(max(squared, 0.0)))
 
 
+def _distance_matrix(a: np.ndarray) -> np.ndarray:
+    """Euclidean distances between all pairs of rows, from the differences themselves."""
+    return np.sqrt(((a[:, None, :] - a[None, :, :]) ** 2).sum(axis=2))
+
+
+def distance_correlation(x: np.ndarray, y: np.ndarray) -> float:
+    """Székely, Rizzo & Bakirov (2007), the V-statistic: the double-centred distance matrices
+    A = D - row means - column means + grand mean, dCov^2 = mean(A * B), and
+    dCor = sqrt(dCov^2(x, y) / sqrt(dCov^2(x, x) dCov^2(y, y)))."""
+    def centred(d: np.ndarray) -> np.ndarray:
+        return d - d.mean(axis=0) - d.mean(axis=1)[:, None] + d.mean()
+
+    a, b = centred(_distance_matrix(x)), centred(_distance_matrix(y))
+    return float(np.sqrt(np.mean(a * b) / np.sqrt(np.mean(a * a) * np.mean(b * b))))
+
+
+def rsm_norm_difference(x: np.ndarray, y: np.ndarray) -> float:
+    """The Frobenius norm of the difference of the two n x n Euclidean distance matrices."""
+    return float(np.linalg.norm(_distance_matrix(x) - _distance_matrix(y), "fro"))
+
+
 ALL_METRICS.update(
     bures_distance=bures_distance, eigenspace_overlap=eigenspace_overlap, gulp=gulp,
     permutation_distance=permutation_distance,
     rsa=rsa_correlation, mutual_knn=mutual_knn, jaccard_knn=jaccard_knn, cknna=cknna,
     rank_similarity=rank_similarity, joint_rank_jaccard=joint_rank_jaccard, ensd=ensd,
+    distance_correlation=distance_correlation, rsm_norm_difference=rsm_norm_difference,
     hsic=linear_hsic, svcca_r2=svcca_r2, shape_metric=shape_metric, cka_angular=cka_angular,
     cka_rbf=rbf_cka,
 )

@@ -190,6 +190,11 @@ _CHILD = textwrap.dedent("""
     dask.config.set({"repsim.memory-budget": "2GB"})
     start = time.perf_counter()
     m = mutual_knn(sys.argv[1] + "/x", sys.argv[1] + "/y", k=10)
+    # the other neighbour measures from one pass; the distance-matrix measures from one more
+    knn = dr.compare(sys.argv[1] + "/x", sys.argv[1] + "/y", k=10,
+                     metrics=["jaccard_knn", "rank_similarity", "joint_rank_jaccard"])
+    apart = dr.compare(sys.argv[1] + "/x", sys.argv[1] + "/y",
+                       metrics=["distance_correlation", "rsm_norm_difference"])
     r = rsa(sys.argv[1] + "/x", sys.argv[1] + "/y", rdm="correlation", compare="corr")
     spectra = dr.compare(sys.argv[1], metrics=["bures_distance", "eigenspace_overlap", "gulp",
                                                 "permutation_distance"],
@@ -197,7 +202,8 @@ _CHILD = textwrap.dedent("""
     # the process's own high-water RSS: ru_maxrss would count the parent's RSS at fork
     peak = int([line for line in open("/proc/self/status")
                 if line.startswith("VmHWM")][0].split()[1]) * 1024
-    print(json.dumps({"mutual_knn": float(m), "rsa": float(r), "peak": peak,
+    sample_space = {k: float(v.item()) for ds in (knn, apart) for k, v in ds.data_vars.items()}
+    print(json.dumps({"mutual_knn": float(m), "rsa": float(r), "peak": peak, **sample_space,
                       "seconds": time.perf_counter() - start,
                       **{k: float(spectra[k]) for k in spectra.data_vars}}))
 """)
@@ -206,7 +212,8 @@ _CHILD = textwrap.dedent("""
 @pytest.mark.large
 def test_out_of_core_within_the_memory_budget(tmp_path):
     """50,000 x 512 float32 Zarr layers: the n x n similarity and dissimilarity matrices would
-    take 20 GB each; the child's peak RSS stays near the 2 GB budget. The co-moment measures
+    take 20 GB each; the child's peak RSS stays near the 2 GB budget while it computes RSA, the
+    k-nearest-neighbour measures and the distance-matrix measures. The co-moment measures
     of the same layers (Bures distance, eigenspace overlap, GULP, the permutation metric) in
     the same child equal the references computed here in memory."""
     n, p, chunk = 50_000, 512, 5_000
@@ -230,6 +237,10 @@ def test_out_of_core_within_the_memory_budget(tmp_path):
     bound = 2e9 + 400 * 2**20
     assert peak < bound, f"peak RSS {peak / 2**30:.2f} GiB over {bound / 2**30:.2f} GiB"
     assert 0.0 < result["mutual_knn"] < 1.0 and 0.0 < result["rsa"] < 1.0
+    # exact on every kind of data at small n (their own tests); here: they ran out of core
+    assert 0.0 < result["joint_rank_jaccard"] <= result["jaccard_knn"] <= result["mutual_knn"]
+    assert 0.0 < result["rank_similarity"] <= 1.0
+    assert 0.0 < result["distance_correlation"] < 1.0 and result["rsm_norm_difference"] > 0
     x, y = (np.asarray(root[name][:], dtype=np.float64) for name in ("x", "y"))
     assert result["bures_distance"] == pytest.approx(references.size_and_shape_distance(x, y),
                                                      rel=1e-8)
@@ -337,7 +348,8 @@ def test_joint_rank_jaccard_is_the_product_per_sample(data):
     # per sample: ReSi's score of each pair of ranked lists; none shared scores 0
     _, idx_x, _, idx_y = nearest_neighbours(as_layer(x), as_layer(y, name="y"), 8)
     score, common = rank_scores(idx_x, idx_y)
-    expected = [references._rank_score(a, b) for a, b in zip(idx_x.tolist(), idx_y.tolist())]
+    expected = [references._rank_score(a, b)
+                for a, b in zip(idx_x.tolist(), idx_y.tolist(), strict=True)]
     np.testing.assert_allclose(score, expected, rtol=1e-14, atol=0)
     assert (common == 0).any() and (score[common == 0] == 0).all()
     assert (score <= 1 + 1e-15).all()

@@ -47,6 +47,7 @@ from ...exceptions import InputError
 from ...io.inputs import Layer
 from ...io.validation import require_samples
 from ...results import Cell, Cells, Positions, grid_cells
+from . import distances
 from . import tiles as row_tiles
 from .tiles import Blocks, block_pairs, check_patterns, row_statistics
 
@@ -363,18 +364,23 @@ def sample_cells(
     k: int = DEFAULT_K,
     todo: Positions | None = None,
 ) -> tuple[Cells, dict[str, Any]]:
-    """Cells of the measures of sample x sample matrices (RSA, k-nearest neighbours), each pair
-    from its own pass over row-block tiles (:mod:`dask_repsim.paths.sample_blocks.rsa`,
-    :mod:`dask_repsim.paths.sample_blocks.neighbours`); mutual k-NN and CKNNA, when both are in
-    ``metrics``, from
-    one pass with ``k``; ``todo``: the (row, column) cells to compute (default every one)."""
-    shared = {name: m for m, name in enumerate(metrics) if name in KNN_MEASURES}
-    if len(shared) < 2:
-        shared = {}
+    """Cells of the measures of sample x sample matrices (RSA, k-nearest neighbours, distance
+    matrices), each pair from its own pass over row-block tiles
+    (:mod:`~dask_repsim.paths.sample_blocks.rsa`, :mod:`.neighbours`,
+    :mod:`~dask_repsim.paths.sample_blocks.distances`); the k-nearest-neighbour measures in
+    ``metrics`` from one pass with ``k``, the distance-matrix measures from one pass;
+    ``todo``: the (row, column) cells to compute (default every one)."""
+    knn = tuple(name for name in metrics if name in KNN_MEASURES)
+    apart = tuple(name for name in metrics if name in distances.DISTANCE_MEASURES)
+    shared = set((knn if len(knn) > 1 else ()) + (apart if len(apart) > 1 else ()))
     cells: Cells = {}
     for i, j in grid_cells(rows, cols, todo):
         a, b = rows[i], cols[j]
-        values = knn_values(layers[a], layers[b], k, measures=tuple(shared)) if shared else {}
+        values = {}
+        if len(knn) > 1:
+            values.update(knn_values(layers[a], layers[b], k, measures=knn))
+        if len(apart) > 1:
+            values.update(distances.distance_values(layers[a], layers[b], measures=apart))
         for m, (function, name) in enumerate(zip(functions, metrics, strict=True)):
             value = values[name] if name in shared else function(layers[a], layers[b])
             cells[m, i, j] = Cell(value, fields={"method": "sample_blocks"})
