@@ -27,6 +27,7 @@ from .pairwise.samples import (
     mutual_knn,
     rank_similarity,
     rsa,
+    second_order_cosine,
 )
 from .pairwise.shape import bures_distance, permutation_distance, procrustes, shape_metric
 from .pairwise.units import cluster_units, match_units, sparse_prediction, unit_correlation
@@ -85,6 +86,7 @@ __all__ = [
     "rank_similarity",
     "rsa",
     "rsm_norm_difference",
+    "second_order_cosine",
     "select_zoo",
     "shape_metric",
     "sparse_prediction",

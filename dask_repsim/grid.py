@@ -197,7 +197,7 @@ def compare(
         ``cka_angular``, ``bures_distance``, ``eigenspace_overlap``, ``matched_correlation``,
         ``rsa``, ``distance_correlation``, ``rsm_norm_difference``, ``mutual_knn``,
         ``jaccard_knn``, ``rank_similarity``,
-        ``joint_rank_jaccard``, ``cknna``, ``ensd``, ``gulp``, ``permutation_distance``.
+        ``joint_rank_jaccard``, ``second_order_cosine``, ``cknna``, ``ensd``, ``gulp``, ``permutation_distance``.
     sample_dims
         For xarray inputs, the dims that index samples; each variable uses those it has. A conv
         layer's ``("sample", "height", "width")`` folds spatial positions into samples (the
@@ -258,7 +258,8 @@ def compare(
         ``"spearman"``, ``"rho-a"``), as :func:`dask_repsim.rsa` (its ``compare=``).
     k
         For the k-nearest-neighbour measures (``mutual_knn``, ``jaccard_knn``,
-        ``rank_similarity``, ``joint_rank_jaccard``, ``cknna``): neighbours per sample
+        ``rank_similarity``, ``joint_rank_jaccard``, ``second_order_cosine``, ``cknna``):
+        neighbours per sample
         (default 10), as :func:`dask_repsim.mutual_knn`. These measures and ``rsa`` run on the
         ``sample_blocks`` path, pair by pair; with ``method="auto"`` beside the path of the
         other metrics (``attrs["method"]`` names both).

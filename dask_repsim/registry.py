@@ -241,6 +241,10 @@ MEASURES: dict[str, Measure] = {
                 "each sample's rank similarity times its k-NN Jaccard index, averaged (k=)",
                 "joint_rank_jaccard", {}, {"sample_blocks": _knn("joint_rank_jaccard")},
                 parameters=("k",)),
+        Measure("second_order_cosine", "second-order cosine similarity (Hamilton et al. "
+                "2016): the cosine of each sample's similarities to its neighbours in either "
+                "layer, as each layer has them, averaged (k=)", "second_order_cosine", {},
+                {"sample_blocks": _knn("second_order_cosine")}, parameters=("k",)),
         Measure("cknna", "CKNNA (Huh et al. 2024): CKA of the cosine kernels on the pairs that "
                 "are k nearest neighbours in both layers (k=)", "cknna", {},
                 {"sample_blocks": _knn("cknna")}, parameters=("k",), min_samples=4,

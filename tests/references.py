@@ -364,6 +364,20 @@ def rank_similarity(x: np.ndarray, y: np.ndarray, k: int = 10, joint: bool = Fal
     return float(np.mean(scores))
 
 
+def second_order_cosine(x: np.ndarray, y: np.ndarray, k: int = 10) -> float:
+    """Hamilton et al. (2016): for each sample, its cosine similarities in each layer to the
+    union of its k nearest neighbours in the two layers, and the cosine of those two vectors,
+    averaged (the union as a sorted Python set)."""
+    sx, ix = _cosine_neighbours(x, k)
+    sy, iy = _cosine_neighbours(y, k)
+    values = []
+    for i, (a, b) in enumerate(zip(ix.tolist(), iy.tolist(), strict=True)):
+        union = sorted(set(a) | set(b))
+        u, v = sx[i, union], sy[i, union]
+        values.append(u @ v / np.sqrt((u @ u) * (v @ v)))
+    return float(np.mean(values))
+
+
 def joint_rank_jaccard(x: np.ndarray, y: np.ndarray, k: int = 10) -> float:
     return rank_similarity(x, y, k, joint=True)
 
@@ -478,6 +492,7 @@ ALL_METRICS.update(
     rsa=rsa_correlation, mutual_knn=mutual_knn, jaccard_knn=jaccard_knn, cknna=cknna,
     rank_similarity=rank_similarity, joint_rank_jaccard=joint_rank_jaccard, ensd=ensd,
     distance_correlation=distance_correlation, rsm_norm_difference=rsm_norm_difference,
+    second_order_cosine=second_order_cosine,
     hsic=linear_hsic, svcca_r2=svcca_r2, shape_metric=shape_metric, cka_angular=cka_angular,
     cka_rbf=rbf_cka,
 )

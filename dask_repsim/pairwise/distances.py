@@ -15,10 +15,10 @@ from typing import Any
 from ..options import SampleDims
 from ..results import Estimate
 from ..runners import cell_estimate
-from .samples import _documented, _run
+from .samples import run_sample_space, sample_space_documented
 
 
-@_documented
+@sample_space_documented
 def distance_correlation(
     x: Any, y: Any, *, sample_dims: SampleDims = None,
     storage_options: Mapping[str, Any] | None = None, nan_policy: str = "raise",
@@ -65,14 +65,14 @@ def distance_correlation(
     >>> round(float(distance_correlation(x, 3 * x[:, ::-1] + 1)), 12)
     1.0
     """
-    cell, path, options = _run(
+    cell, path, options = run_sample_space(
         "distance_correlation", x, y, {}, join, sample_dims=sample_dims,
         storage_options=storage_options, nan_policy=nan_policy, interval=interval, level=level,
         groups=groups, permutations=permutations, seed=seed)
     return cell_estimate(cell, options, path)
 
 
-@_documented
+@sample_space_documented
 def rsm_norm_difference(
     x: Any, y: Any, *, sample_dims: SampleDims = None,
     storage_options: Mapping[str, Any] | None = None, nan_policy: str = "raise",
@@ -124,7 +124,7 @@ def rsm_norm_difference(
     ...     ((np.linalg.norm(x[:, None] - x[None], axis=2)) ** 2).sum())) < 1e-9)
     True
     """
-    cell, path, options = _run(
+    cell, path, options = run_sample_space(
         "rsm_norm_difference", x, y, {}, join, sample_dims=sample_dims,
         storage_options=storage_options, nan_policy=nan_policy, interval=interval, level=level,
         groups=groups, permutations=permutations, seed=seed)

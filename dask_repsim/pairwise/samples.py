@@ -27,13 +27,13 @@ _UNSUPPORTED = """interval, level, groups, permutations, seed
         same options."""
 
 
-def _documented(function: Any) -> Any:
+def sample_space_documented(function: Any) -> Any:
     """:func:`~dask_repsim.options.document`, with the options the path refuses."""
     function.__doc__ = function.__doc__.replace("{unsupported}", _UNSUPPORTED)
     return document(function)
 
 
-def _run(measure: str, x: Any, y: Any, parameters: dict[str, Any], join: str,
+def run_sample_space(measure: str, x: Any, y: Any, parameters: dict[str, Any], join: str,
          functions: Any = None, **given: Any) -> tuple[Any, str, Options]:
     """The cell of ``measure`` for the pair (:func:`dask_repsim.runners.run_pair`), the path
     that ran, and the options of the call."""
@@ -43,7 +43,7 @@ def _run(measure: str, x: Any, y: Any, parameters: dict[str, Any], join: str,
     return cell, path, options
 
 
-@_documented
+@sample_space_documented
 def rsa(
     x: Any, y: Any, *, rdm: str = "correlation", compare: str = "corr",
     sample_dims: SampleDims = None, storage_options: Mapping[str, Any] | None = None,
@@ -98,14 +98,14 @@ def rsa(
     >>> round(rsa(x, 2 * x @ q, rdm="euclidean"), 6)
     1.0
     """
-    cell, path, options = _run(
+    cell, path, options = run_sample_space(
         "rsa", x, y, {"rdm": rdm, "rdm_compare": compare}, join, sample_dims=sample_dims,
         storage_options=storage_options, nan_policy=nan_policy, interval=interval, level=level,
         groups=groups, permutations=permutations, seed=seed)
     return cell_estimate(cell, options, path, rdm=rdm, compare=compare)
 
 
-@_documented
+@sample_space_documented
 def mutual_knn(
     x: Any, y: Any, *, k: int = DEFAULT_K, sample_dims: SampleDims = None,
     storage_options: Mapping[str, Any] | None = None, nan_policy: str = "raise",
@@ -148,14 +148,14 @@ def mutual_knn(
     >>> float(mutual_knn(x, 5 * x, k=10))
     1.0
     """
-    cell, path, options = _run(
+    cell, path, options = run_sample_space(
         "mutual_knn", x, y, {"k": k}, join, sample_dims=sample_dims,
         storage_options=storage_options, nan_policy=nan_policy, interval=interval, level=level,
         groups=groups, permutations=permutations, seed=seed)
     return cell_estimate(cell, options, path, k=k)
 
 
-@_documented
+@sample_space_documented
 def jaccard_knn(
     x: Any, y: Any, *, k: int = DEFAULT_K, sample_dims: SampleDims = None,
     storage_options: Mapping[str, Any] | None = None, nan_policy: str = "raise",
@@ -203,14 +203,14 @@ def jaccard_knn(
     >>> float(jaccard_knn(x, 5 * x, k=10))
     1.0
     """
-    cell, path, options = _run(
+    cell, path, options = run_sample_space(
         "jaccard_knn", x, y, {"k": k}, join, sample_dims=sample_dims,
         storage_options=storage_options, nan_policy=nan_policy, interval=interval, level=level,
         groups=groups, permutations=permutations, seed=seed)
     return cell_estimate(cell, options, path, k=k)
 
 
-@_documented
+@sample_space_documented
 def rank_similarity(
     x: Any, y: Any, *, k: int = DEFAULT_K, sample_dims: SampleDims = None,
     storage_options: Mapping[str, Any] | None = None, nan_policy: str = "raise",
@@ -261,14 +261,14 @@ def rank_similarity(
     >>> float(rank_similarity(x, 5 * x, k=10))
     1.0
     """
-    cell, path, options = _run(
+    cell, path, options = run_sample_space(
         "rank_similarity", x, y, {"k": k}, join, sample_dims=sample_dims,
         storage_options=storage_options, nan_policy=nan_policy, interval=interval, level=level,
         groups=groups, permutations=permutations, seed=seed)
     return cell_estimate(cell, options, path, k=k)
 
 
-@_documented
+@sample_space_documented
 def joint_rank_jaccard(
     x: Any, y: Any, *, k: int = DEFAULT_K, sample_dims: SampleDims = None,
     storage_options: Mapping[str, Any] | None = None, nan_policy: str = "raise",
@@ -309,14 +309,71 @@ def joint_rank_jaccard(
     >>> float(joint_rank_jaccard(x, 5 * x, k=10))
     1.0
     """
-    cell, path, options = _run(
+    cell, path, options = run_sample_space(
         "joint_rank_jaccard", x, y, {"k": k}, join, sample_dims=sample_dims,
         storage_options=storage_options, nan_policy=nan_policy, interval=interval, level=level,
         groups=groups, permutations=permutations, seed=seed)
     return cell_estimate(cell, options, path, k=k)
 
 
-@_documented
+@sample_space_documented
+def second_order_cosine(
+    x: Any, y: Any, *, k: int = DEFAULT_K, sample_dims: SampleDims = None,
+    storage_options: Mapping[str, Any] | None = None, nan_policy: str = "raise",
+    interval: str | None = None, level: float | None = None, groups: int | None = None,
+    permutations: int = 0, seed: int | None = None, join: str = "exact",
+) -> Estimate:
+    """Second-order cosine similarity (Hamilton, Leskovec & Jurafsky 2016).
+
+    For each sample i, the union ``U_i`` of its k nearest neighbours in the two layers (cosine
+    similarity of the raw activations, the sample itself excluded, as :func:`mutual_knn`), its
+    cosine similarities to those samples in each layer, ``s_x(i) = (K_ij)_{{j in U_i}}`` and
+    ``s_y(i) = (L_ij)_{{j in U_i}}``, and the cosine of the two vectors, averaged over samples.
+    Where the set measures ask whether the layers agree on who the neighbours are, this asks
+    whether they agree on how similar the sample is to each of them.
+
+    Parameters
+    ----------
+    {inputs}
+    k
+        Neighbours per sample, ``1 <= k < n`` (default 10, as ReSi).
+    {unsupported}
+
+    Returns
+    -------
+    Estimate
+        A float in [-1, 1] (in [0, 1] for non-negative activations), with ``.method``
+        ``"sample_blocks"`` and ``.k``.
+
+    Notes
+    -----
+    One pass for the neighbour lists and one more for the similarities they do not hold
+    (:mod:`~dask_repsim.paths.sample_blocks.second_order`). ReSi's
+    ``second_order_cosine_similarity`` builds the vectors from cosine distances ``1 - K_ij``
+    instead of the paper's similarities, which gives other values. A sample whose
+    similarities to its whole neighbourhood are 0 in one layer has no second-order cosine: an
+    error. Ties and all-zero samples as :func:`mutual_knn`.
+
+    References
+    ----------
+    Hamilton, Leskovec, Jurafsky (2016). Cultural Shift or Linguistic Drift? Comparing Two
+    Computational Measures of Semantic Change. EMNLP.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> x = np.random.default_rng(0).normal(size=(300, 8))
+    >>> round(float(second_order_cosine(x, 5 * x, k=10)), 12)
+    1.0
+    """
+    cell, path, options = run_sample_space(
+        "second_order_cosine", x, y, {"k": k}, join, sample_dims=sample_dims,
+        storage_options=storage_options, nan_policy=nan_policy, interval=interval, level=level,
+        groups=groups, permutations=permutations, seed=seed)
+    return cell_estimate(cell, options, path, k=k)
+
+
+@sample_space_documented
 def cknna(
     x: Any, y: Any, *, k: int = DEFAULT_K, sample_dims: SampleDims = None,
     storage_options: Mapping[str, Any] | None = None, nan_policy: str = "raise",
@@ -372,7 +429,7 @@ def cknna(
     >>> round(cknna(x, 5 * x, k=10), 9)
     1.0
     """
-    cell, path, options = _run(
+    cell, path, options = run_sample_space(
         "cknna", x, y, {"k": k}, join, DETAILS["cknna"], sample_dims=sample_dims,
         storage_options=storage_options, nan_policy=nan_policy, interval=interval, level=level,
         groups=groups, permutations=permutations, seed=seed)

@@ -353,3 +353,47 @@ def test_joint_rank_jaccard_is_the_product_per_sample(data):
     np.testing.assert_allclose(score, expected, rtol=1e-14, atol=0)
     assert (common == 0).any() and (score[common == 0] == 0).all()
     assert (score <= 1 + 1e-15).all()
+
+
+def test_second_order_cosine_equals_the_papers_definition(data, monkeypatch):
+    """Second-order cosine similarity: the cosine of each sample's similarity vectors over the
+    union of its neighbourhoods (``references.second_order_cosine``, dense n x n) for several
+    k and row blocks, tied similarities and non-negative activations too; 1 for a rotated,
+    scaled copy; the neighbour lists of a grid come from one pass shared with the other
+    neighbour measures, then one more pass picks the similarities they lack."""
+    x, y = data
+    for k in (1, 5, 10):
+        expected = references.second_order_cosine(x, y, k)
+        for rows in (37, 180):
+            got = knn_values(as_layer(x), as_layer(y, name="y"), k, block_rows=rows,
+                             measures=("second_order_cosine",))["second_order_cosine"]
+            assert got == pytest.approx(expected, rel=1e-12), (k, rows)
+    tied_x, tied_y = binary_rows(150, 16, 4, 1), binary_rows(150, 16, 4, 2)
+    assert float(dr.second_order_cosine(tied_x, tied_y, k=6)) == pytest.approx(
+        references.second_order_cosine(tied_x, tied_y, 6), rel=1e-12)
+    relu = np.maximum(x, 0) + 0.01
+    assert float(dr.second_order_cosine(relu, np.maximum(y, 0) + 0.01)) == pytest.approx(
+        references.second_order_cosine(relu, np.maximum(y, 0) + 0.01), rel=1e-12)
+    q = np.linalg.qr(np.random.default_rng(3).normal(size=(12, 12)))[0]
+    assert float(dr.second_order_cosine(x, 4 * x @ q)) == pytest.approx(1.0, abs=1e-14)
+    from dask_repsim.paths.sample_blocks import neighbours as module
+
+    passes = []
+    original = module.nearest_neighbours
+    monkeypatch.setattr(module, "nearest_neighbours",
+                        lambda *a, **kw: passes.append(1) or original(*a, **kw))
+    ds = dr.compare({"x": x}, {"y": y}, metrics=["second_order_cosine", "mutual_knn"], k=5)
+    assert len(passes) == 1
+    assert ds.second_order_cosine.item() == pytest.approx(
+        references.second_order_cosine(x, y, 5), rel=1e-12)
+    with pytest.raises(ValueError, match="second-order cosine similarity needs 1 <= k < n"):
+        dr.second_order_cosine(x, y, k=180)
+
+
+def test_second_order_cosine_refuses_orthogonal_neighbourhoods():
+    """One-hot samples: every similarity to another sample is 0 or 1; a sample whose
+    neighbourhood holds only samples orthogonal to it has no second-order vector."""
+    x = np.eye(6)
+    y = np.random.default_rng(0).normal(size=(6, 3))
+    with pytest.raises(InputError, match="sample 0 has cosine similarity 0 with every sample"):
+        dr.second_order_cosine(x, y, k=2)

@@ -47,7 +47,7 @@ from ...exceptions import InputError
 from ...io.inputs import Layer
 from ...io.validation import require_samples
 from ...results import Cell, Cells, Positions, grid_cells
-from . import distances
+from . import distances, second_order
 from . import tiles as row_tiles
 from .tiles import Blocks, block_pairs, check_patterns, row_statistics
 
@@ -296,10 +296,12 @@ def check_k(k: int, n: int, measure: str, least: int = 1) -> int:
     return int(k)
 
 
-KNN_MEASURES = ("mutual_knn", "jaccard_knn", "rank_similarity", "joint_rank_jaccard", "cknna")
+KNN_MEASURES = ("mutual_knn", "jaccard_knn", "rank_similarity", "joint_rank_jaccard",
+                "second_order_cosine", "cknna")
 #: each measure's name in errors
 _NAMES = {"mutual_knn": "mutual k-NN", "jaccard_knn": "k-NN Jaccard",
-          "rank_similarity": "rank similarity", "joint_rank_jaccard": "joint rank-Jaccard"}
+          "rank_similarity": "rank similarity", "joint_rank_jaccard": "joint rank-Jaccard",
+          "second_order_cosine": "second-order cosine similarity"}
 #: neighbours per sample when k is not given (as Huh et al. 2024)
 DEFAULT_K = 10
 
@@ -307,7 +309,8 @@ DEFAULT_K = 10
 def knn_values(x: Layer, y: Layer, k: int, *, measures: tuple[str, ...] = KNN_MEASURES,
                block_rows: int | None = None) -> dict:
     """Mutual k-NN alignment, k-NN Jaccard similarity, rank and joint rank-Jaccard similarity
-    and CKNNA of two layers from one pass over the tiles.
+    and CKNNA of two layers from one pass over the tiles (second-order cosine similarity: one
+    more, :mod:`~dask_repsim.paths.sample_blocks.second_order`).
 
     Parameters
     ----------
@@ -345,11 +348,16 @@ def knn_values(x: Layer, y: Layer, k: int, *, measures: tuple[str, ...] = KNN_ME
         require_samples(n, 4, "CKNNA")
         check_k(k, n, "CKNNA", 2)
     check_k(k, n, next((_NAMES[m] for m in measures if m in _NAMES), "mutual k-NN"))
-    lists = nearest_neighbours(x, y, k, block_rows=block_rows, norms=norms)
+    rows = block_rows or row_tiles.block_rows(
+        n, int(x.data.shape[1] + y.data.shape[1]), _MATRICES)
+    lists = nearest_neighbours(x, y, k, block_rows=rows, norms=norms)
     fractions = {"mutual_knn": mutual_fraction, "jaccard_knn": jaccard_fraction,
                  "rank_similarity": rank_fraction,
                  "joint_rank_jaccard": lambda a, b: rank_fraction(a, b, joint=True)}
     out: dict = {m: fractions[m](lists[1], lists[3]) for m in measures if m in fractions}
+    if "second_order_cosine" in measures:  # one more pass, for the similarities not listed
+        out["second_order_cosine"] = second_order.second_order_cosine(
+            Blocks(x, y, rows), norms, lists)
     if "cknna" in measures:
         out["cknna"], out["cknna_hsic"] = cknna_value(*lists, names=(x.name, y.name))
     return out
