@@ -8,6 +8,7 @@ zarr stores (local or object storage), or xarray objects.
 
 from . import accessor  # noqa: F401  (registers the .repsim accessor on xarray objects)
 from .capture.activations import capture_activations
+from .capture.hugging_face import capture_hidden_states
 from .exceptions import (
     InputError,
     NonFiniteError,
@@ -16,6 +17,12 @@ from .exceptions import (
     SampleCountError,
 )
 from .grid import compare
+from .imports.arrays import import_arrays
+from .imports.brainscore import import_brainscore
+from .imports.net2brain import import_net2brain
+from .imports.platonic import import_platonic
+from .imports.thingsvision import import_thingsvision
+from .imports.torchlens import import_torchlens
 from .options import JACKKNIFE_GROUPS
 from .pairwise.cca import cca, eigenspace_overlap, gulp, linear_regression, pwcca, svcca
 from .pairwise.cka import cka, ensd, hsic
@@ -61,6 +68,7 @@ __all__ = [
     "__version__",
     "bures_distance",
     "capture_activations",
+    "capture_hidden_states",
     "cca",
     "cka",
     "cknna",
@@ -74,6 +82,12 @@ __all__ = [
     "grow_zoo",
     "gulp",
     "hsic",
+    "import_arrays",
+    "import_brainscore",
+    "import_net2brain",
+    "import_platonic",
+    "import_thingsvision",
+    "import_torchlens",
     "jaccard_knn",
     "joint_rank_jaccard",
     "linear_regression",

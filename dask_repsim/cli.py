@@ -5,6 +5,8 @@
     dask-repsim compare A [B] [--metric M ...] [--sample-dims D ...] [--join inner]
                               [--scheduler ADDRESS] [--out FILE.nc] [--plot FILE.png] [--json]
                               [--summary max|matched] [--progress] [--debug]
+    dask-repsim import FORMAT SOURCE STORE [--layer L ...] [--resume] [--overwrite]
+                              [--chunk-samples N] [--dtype D] [--preprocessing TEXT]
 
 ``A`` and ``B`` are Zarr stores (local paths or fsspec URLs; a group gives one layer per array,
 an array one layer) or netCDF files (one layer per data variable). Without ``B``, ``A`` is
@@ -16,6 +18,10 @@ A Zarr group that holds groups and no layer of its own is a model zoo, one group
 then compared with itself, or with the zoo ``B``, every layer of every network against every
 layer of every other (:func:`dask_repsim.compare_zoo`). A zoo and a single network are not
 compared with each other.
+
+``import`` writes another tool's activation files (FORMAT: arrays, thingsvision, net2brain,
+platonic, brainscore, torchlens; :mod:`dask_repsim.imports`) into a capture store that
+``compare`` reads, chunk by chunk; ``--resume`` continues an interrupted import.
 
 User errors (a missing path, an unknown metric, inputs with different numbers of samples) print
 one line ``dask-repsim: error: ...`` on stderr and exit with status 1 (2 for bad arguments);
@@ -42,8 +48,16 @@ import dask
 import xarray as xr
 import zarr
 
+from .capture.rules import SAMPLE
+from .capture.store import STATE_ATTR
 from .exceptions import RepsimWarning
 from .grid import compare
+from .imports.arrays import import_arrays
+from .imports.brainscore import import_brainscore
+from .imports.net2brain import import_net2brain
+from .imports.platonic import import_platonic
+from .imports.thingsvision import import_thingsvision
+from .imports.torchlens import import_torchlens
 from .io.inputs import layers_of
 from .io.labels import JOINS
 from .options import JACKKNIFE_GROUPS
@@ -52,6 +66,10 @@ from .version import __version__
 from .zoo import SUMMARIES, compare_zoo, network_similarity
 
 PROG = "dask-repsim"
+#: the formats of ``dask-repsim import``
+IMPORTERS = {"arrays": import_arrays, "thingsvision": import_thingsvision,
+             "net2brain": import_net2brain, "platonic": import_platonic,
+             "brainscore": import_brainscore, "torchlens": import_torchlens}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -119,7 +137,33 @@ def _parser() -> tuple[_Parser, _Parser]:
     cmp.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                      help="show a progress bar on stderr (default: when stderr is a terminal)")
     cmp.add_argument("--debug", action="store_true", help="show tracebacks of errors")
+    _import_parser(commands)
     return parser, cmp
+
+
+def _import_parser(commands: Any) -> None:
+    """The ``import`` verb: another tool's activation files into a capture store."""
+    imp = commands.add_parser(
+        "import", help="write another tool's activation files into a Zarr capture store",
+        description="Write another tool's activation files into a Zarr capture store, chunk "
+        "by chunk (resumable), for compare. Formats: arrays (.npy/HDF5 files), thingsvision, "
+        "net2brain, platonic (platonic-rep .pt), brainscore (brainio netCDF), torchlens.")
+    imp.add_argument("format", metavar="FORMAT", choices=sorted(IMPORTERS),
+                     help=f"one of {', '.join(sorted(IMPORTERS))}")
+    imp.add_argument("source", metavar="SOURCE", help="the file or folder to import")
+    imp.add_argument("store", metavar="STORE", help="the Zarr store to write (path or URL)")
+    imp.add_argument("--layer", "-l", action="append", metavar="L",
+                     help="layer(s) to import, repeatable or comma-separated (default: all)")
+    imp.add_argument("--resume", action="store_true", help="continue an interrupted import")
+    imp.add_argument("--overwrite", action="store_true", help="replace an existing store")
+    imp.add_argument("--chunk-samples", type=int, metavar="N", help="samples per Zarr chunk")
+    imp.add_argument("--dtype", metavar="D", help="storage dtype, e.g. float16")
+    imp.add_argument("--preprocessing", metavar="TEXT",
+                     help="what was done to the inputs, recorded in the provenance")
+    imp.add_argument("--model", metavar="NAME", help="the model's name, for the provenance")
+    imp.add_argument("--storage-option", action="append", metavar="KEY=VALUE", default=[],
+                     help="fsspec option for a store URL, repeatable")
+    imp.add_argument("--debug", action="store_true", help="show tracebacks of errors")
 
 
 def _statistics_options(cmp: _Parser) -> None:
@@ -137,7 +181,9 @@ def _statistics_options(cmp: _Parser) -> None:
     cmp.add_argument("--rdm-compare", choices=("corr", "cosine", "spearman", "rho-a"),
                      help="how the rsa metric compares the dissimilarities (default: corr)")
     cmp.add_argument("--k", type=int,
-                     help="neighbours per sample of mutual_knn and cknna (default: 10)")
+                     help="neighbours per sample of the k-NN measures: mutual_knn, jaccard_knn, "
+                     "rank_similarity, joint_rank_jaccard, second_order_cosine, cknna "
+                     "(default: 10)")
     cmp.add_argument("--ridge", type=float,
                      help="ridge penalty of the gulp metric's predictors, >= 0 (default: 0)")
     cmp.add_argument("--sigma", type=float, nargs="+",
@@ -480,6 +526,18 @@ def _compare(args: argparse.Namespace, parser: _Parser) -> int:
     return 0
 
 
+def _import(args: argparse.Namespace, parser: _Parser) -> int:
+    group = IMPORTERS[args.format](
+        args.source, args.store, layers=_split(args.layer) or None, resume=args.resume,
+        overwrite=args.overwrite, chunk_samples=args.chunk_samples, dtype=args.dtype,
+        preprocessing=args.preprocessing, model=args.model,
+        storage_options=_storage_options(args.storage_option, parser) or None)
+    layers = [str(n) for n in group.attrs[STATE_ATTR]["layers"]]
+    samples = group[SAMPLE].shape[0]
+    print(f"{args.store}: {samples} samples, {len(layers)} layers ({', '.join(layers)})")
+    return 0
+
+
 def _report_warnings(caught: list[warnings.WarningMessage]) -> None:
     seen = set()
     for w in caught:
@@ -534,6 +592,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         # the package's warnings are part of the answer: shown once each, as one line
         warnings.simplefilter("always", RepsimWarning)
         try:
+            if args.command == "import":
+                return _import(args, compare_parser)
             return _compare(args, compare_parser)
         except SystemExit as exit_:
             return exit_.code if isinstance(exit_.code, int) else 1

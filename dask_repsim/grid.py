@@ -196,8 +196,8 @@ def compare(
         ``cka_rbf`` (see ``sigma``), ``hsic``, ``svcca_r2``, ``shape_metric``,
         ``cka_angular``, ``bures_distance``, ``eigenspace_overlap``, ``matched_correlation``,
         ``rsa``, ``distance_correlation``, ``rsm_norm_difference``, ``mutual_knn``,
-        ``jaccard_knn``, ``rank_similarity``,
-        ``joint_rank_jaccard``, ``second_order_cosine``, ``cknna``, ``ensd``, ``gulp``, ``permutation_distance``.
+        ``jaccard_knn``, ``rank_similarity``, ``joint_rank_jaccard``, ``second_order_cosine``,
+        ``cknna``, ``ensd``, ``gulp``, ``permutation_distance``.
     sample_dims
         For xarray inputs, the dims that index samples; each variable uses those it has. A conv
         layer's ``("sample", "height", "width")`` folds spatial positions into samples (the

@@ -398,8 +398,8 @@ def test_sample_measure_options(stores, capsys):
     assert out["mutual_knn"]["dense"]["conv"] == pytest.approx(references.mutual_knn(x, y, 7),
                                                                abs=1e-12)
     assert cli.main(["compare", str(root / "a.zarr"), "-m", "cka", "--k", "5"]) == 1
-    assert ("k= applies to the metric(s) mutual_knn, jaccard_knn, cknna only"
-            in capsys.readouterr().err)
+    assert ("k= applies to the metric(s) mutual_knn, jaccard_knn, rank_similarity, "
+            "joint_rank_jaccard, second_order_cosine, cknna only" in capsys.readouterr().err)
 
 
 def test_gulp_ridge_option(stores, capsys):

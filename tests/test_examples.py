@@ -152,3 +152,48 @@ def test_inference_example_runs_small(tmp_path):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     image = matplotlib_image.imread(png)
     assert image.shape[0] > 600 and image.shape[1] > 800 and image[..., :3].std() > 0.05
+
+
+def test_hf_models_example_runs_quick(tmp_path):
+    """The Hugging Face example at its ``--quick`` size: each saved comparison is linear and
+    debiased CKA of the saved stores' mean-pooled hidden states (numpy's, cell by cell), the
+    tables it prints are the saved ones, and the figure is a real PNG. Nothing is asserted
+    about what the networks show."""
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    matplotlib_image = pytest.importorskip("matplotlib.image")
+    import references as ref
+    import zarr
+
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "hf_models.py"), "--quick", "--out",
+         str(tmp_path)],
+        capture_output=True, text=True, timeout=600,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert result.returncode == 0, result.stderr
+    layers = ["embeddings", "layer_1", "layer_2", "layer_3", "layer_4"]
+    stores = {}
+    for net in ("bert_a", "bert_b", "gpt2"):
+        group = zarr.open_group(str(tmp_path / f"hf_models_{net}.zarr"), mode="r")
+        state = group.attrs["dask_repsim_capture"]
+        assert state["layers"] == layers and state["tokens"] == "mean" and state["complete"]
+        np.testing.assert_array_equal(group["sample"][...], np.arange(300))
+        stores[net] = {layer: np.asarray(group[layer], dtype=np.float64) for layer in layers}
+        assert all(x.shape == (300, 64) and np.isfinite(x).all() for x in stores[net].values())
+    for a, b in (("bert_a", "bert_b"), ("bert_a", "gpt2")):
+        with xr.open_dataset(tmp_path / f"hf_models_{a}_{b}.nc") as saved:
+            saved = saved.load()
+        assert list(saved.layer_a.values) == layers == list(saved.layer_b.values)
+        for metric, reference in (("cka", ref.linear_cka),
+                                  ("cka_debiased", ref.debiased_linear_cka)):
+            for la in layers:
+                for lb in layers:
+                    expected = reference(stores[a][la], stores[b][lb])
+                    got = float(saved[metric].sel(layer_a=la, layer_b=lb))
+                    assert got == pytest.approx(expected, abs=1e-9), (a, b, metric, la, lb)
+        assert saved.cka.to_pandas().round(3).to_string() in result.stdout
+    png = tmp_path / "hf_models.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    image = matplotlib_image.imread(png)
+    assert image.shape[0] > 400 and image.shape[1] > 800 and image[..., :3].std() > 0.05

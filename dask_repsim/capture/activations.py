@@ -63,7 +63,7 @@ def _import_torch() -> Any:
     return torch
 
 
-def _numpy_dtype(tensor: Any, dtype: np.dtype | None) -> np.dtype:
+def numpy_dtype(tensor: Any, dtype: np.dtype | None) -> np.dtype:
     if dtype is not None:
         return dtype
     name = str(tensor.dtype).removeprefix("torch.")
@@ -71,7 +71,7 @@ def _numpy_dtype(tensor: Any, dtype: np.dtype | None) -> np.dtype:
     return np.dtype("float32" if name == "bfloat16" else name)
 
 
-def _to_numpy(tensor: Any, dtype: np.dtype | None, axis: int = 0) -> np.ndarray:
+def to_numpy(tensor: Any, dtype: np.dtype | None, axis: int = 0) -> np.ndarray:
     """A recorded output as numpy, its sample axis (``axis``) first."""
     tensor = tensor.detach().to("cpu")
     if str(tensor.dtype) == "torch.bfloat16":
@@ -82,13 +82,13 @@ def _to_numpy(tensor: Any, dtype: np.dtype | None, axis: int = 0) -> np.ndarray:
     return array if dtype is None else array.astype(dtype, copy=False)
 
 
-def _fingerprint(x: Any) -> str:
+def fingerprint(x: Any) -> str:
     """A hash of a batch of inputs, to tell on resume whether the loader gives the same data."""
     data = np.ascontiguousarray(x.detach().to("cpu").numpy()) if hasattr(x, "detach") else x
     return hashlib.sha256(np.ascontiguousarray(data).tobytes()).hexdigest()
 
 
-def _expected_samples(loader: Iterable, n_samples: int | None) -> int | None:
+def expected_samples(loader: Iterable, n_samples: int | None) -> int | None:
     if n_samples is not None:
         return int(n_samples)
     try:
@@ -237,7 +237,7 @@ def capture_activations(
         if state.get("complete"):
             consolidate(root)
             return root
-    spec.expected = _expected_samples(loader, n_samples)
+    spec.expected = expected_samples(loader, n_samples)
     if state is None:
         provenance.record(root, provenance.describe(
             model=model, preprocessing=_preprocessing(loader, preprocessing),
@@ -245,7 +245,7 @@ def capture_activations(
     outputs: dict[str, Any] = {}
     run = _Run(torch, model, modules, outputs, sample_ids, input_key)
     handles = [
-        modules[name].register_forward_hook(_keep_output(torch, name, outputs)) for name in layers
+        modules[name].register_forward_hook(keep_output(torch, name, outputs)) for name in layers
     ]
     was_training = model.training
     model.eval()
@@ -291,7 +291,7 @@ def _device(torch: Any, model: Any) -> Any:
     return parameters[0].device if parameters else torch.device("cpu")
 
 
-def _keep_output(torch: Any, name: str, outputs: dict[str, Any]) -> Any:
+def keep_output(torch: Any, name: str, outputs: dict[str, Any]) -> Any:
     """A forward hook that puts module ``name``'s recorded output (a tuple's first element,
     :func:`~dask_repsim.capture.rules.output_tensor`) in ``outputs``, once per forward pass."""
 
@@ -341,7 +341,7 @@ class _Run:
 
     def rows(self, name: str, dtype: np.dtype | None, size: int) -> np.ndarray:
         """Layer ``name``'s output of this batch, samples first, checked to have ``size``."""
-        rows = _to_numpy(self.outputs[name], dtype, self.axes[name])
+        rows = to_numpy(self.outputs[name], dtype, self.axes[name])
         if rows.shape[0] != size:
             raise ValueError(
                 f"layer {name!r} gives {rows.shape[0]} samples for a batch of {size}: its "
@@ -355,7 +355,7 @@ def _plain(value: Any) -> Any:
     return value.item() if isinstance(value, np.generic) else value
 
 
-def _check_ids(root: zarr.Group, ids: np.ndarray, start: int) -> None:
+def check_ids(root: zarr.Group, ids: np.ndarray, start: int) -> None:
     """On resume: the ids of committed samples ``start, ...`` must be the stored ones."""
     stored = root[SAMPLE][start : start + len(ids)]
     differ = np.flatnonzero(stored != ids)
@@ -381,14 +381,14 @@ def _record(
         x = batch_input(batch, run.input_key)
         size = int(x.shape[0])
         ids = batch_ids(batch, run.sample_ids, seen, size)
-        if seen == 0 and state is not None and state.get("first_batch") != _fingerprint(x):
+        if seen == 0 and state is not None and state.get("first_batch") != fingerprint(x):
             raise ValueError(
                 "the loader's first batch differs from the interrupted capture's; "
                 "resume needs a loader that gives the same samples in the same order "
                 "(no unseeded shuffle)"
             )
         if seen < skip and run.sample_ids is not None:
-            _check_ids(root, ids[: skip - seen], seen)
+            check_ids(root, ids[: skip - seen], seen)
         if seen + size <= skip:  # committed already: no forward pass needed
             seen += size
             continue
@@ -398,7 +398,7 @@ def _record(
         if writer is None:
             run.layouts(spec)
             if state is None:
-                state = {"first_batch": _fingerprint(x)}
+                state = {"first_batch": fingerprint(x)}
                 writer = _new_writer(run, root, state, spec, ids.dtype, size)
             else:
                 writer = reopen_writer(root, state, spec)
@@ -423,5 +423,5 @@ def _new_writer(run: _Run, root: zarr.Group, state: dict[str, Any], spec: Captur
     dtypes = {}
     for name in spec.layers:
         shapes[name] = run.rows(name, None, size).shape
-        dtypes[name] = _numpy_dtype(run.outputs[name], spec.dtype)
+        dtypes[name] = numpy_dtype(run.outputs[name], spec.dtype)
     return create_writer(root, state, shapes, dtypes, spec, run.dims, ids_dtype)

@@ -175,28 +175,35 @@ def dimension_names(
 
 
 class ChunkWriter:
-    """Buffers rows per layer and writes them as whole chunks, then records the progress."""
+    """Buffers rows per layer and writes them as whole chunks, then records the progress.
 
-    def __init__(self, root: zarr.Group, state: dict[str, Any], arrays: dict[str, zarr.Array]):
+    ``chunks_per_write``: chunks buffered and written at once (zarr compresses the chunks of
+    one write in parallel); the progress is recorded after each such write, so it stays a
+    multiple of the chunk size.
+    """
+
+    def __init__(self, root: zarr.Group, state: dict[str, Any], arrays: dict[str, zarr.Array],
+                 chunks_per_write: int = 1):
         # ``arrays``: the layers' and the ``sample`` ids', all written chunk by chunk
         self.root, self.state, self.arrays = root, state, arrays
         self.chunk = int(state["chunk_samples"])
+        self.span = self.chunk * max(1, int(chunks_per_write))  # samples per write
         self.start = int(state["committed"])  # first sample the buffer holds
         self.filled = 0
         self.buffers = {
-            name: np.empty((self.chunk,) + a.shape[1:], dtype=a.dtype) for name, a in arrays.items()
+            name: np.empty((self.span,) + a.shape[1:], dtype=a.dtype) for name, a in arrays.items()
         }
 
     def append(self, rows: Mapping[str, np.ndarray]) -> None:
         n = len(next(iter(rows.values())))
         done = 0
         while done < n:
-            take = min(n - done, self.chunk - self.filled)
+            take = min(n - done, self.span - self.filled)
             for name, buffer in self.buffers.items():
                 buffer[self.filled : self.filled + take] = rows[name][done : done + take]
             self.filled += take
             done += take
-            if self.filled == self.chunk:
+            if self.filled == self.span:
                 self._write()
 
     def _write(self) -> None:
@@ -237,7 +244,8 @@ class ChunkWriter:
         consolidate(self.root)
 
 
-def reopen_writer(root: zarr.Group, state: dict[str, Any], spec: CaptureSpec) -> ChunkWriter:
+def reopen_writer(root: zarr.Group, state: dict[str, Any], spec: CaptureSpec,
+                  chunks_per_write: int = 1) -> ChunkWriter:
     """The writer of an interrupted capture, its arrays at the length this run will fill."""
     arrays = {name: root[name] for name in (*spec.layers, SAMPLE)}
     length = spec.expected if spec.expected is not None else int(state["committed"])
@@ -246,7 +254,7 @@ def reopen_writer(root: zarr.Group, state: dict[str, Any], spec: CaptureSpec) ->
         # Arrays may have been left at different lengths by a crash between resizes.
         if array.shape[0] != length:
             array.resize((length,) + array.shape[1:])
-    return ChunkWriter(root, state, arrays)
+    return ChunkWriter(root, state, arrays, chunks_per_write)
 
 
 def create_writer(
@@ -257,11 +265,12 @@ def create_writer(
     spec: CaptureSpec,
     dims: Mapping[str, tuple[str, ...]],
     ids_dtype: np.dtype,
+    chunks_per_write: int = 1,
 ) -> ChunkWriter:
     """Create the arrays of a new capture from the first batch's output ``shapes`` (samples
     first, at least 2-d), storage ``dtypes`` and ``dims`` (:func:`dimension_names`), and the
     ``sample`` array of ids (int64 or str), record the capture's description in ``state``, and
-    return the writer."""
+    return the writer (``chunks_per_write``: :class:`ChunkWriter`'s)."""
     layers = spec.layers
     widest = max(math.prod(s[1:]) * dtypes[n].itemsize for n, s in shapes.items())
     chunk = spec.chunk_samples or max(1, _TARGET_CHUNK_BYTES // max(1, widest))
@@ -297,4 +306,4 @@ def create_writer(
         complete=False,
     )
     root.attrs[STATE_ATTR] = dict(state)
-    return ChunkWriter(root, state, arrays)
+    return ChunkWriter(root, state, arrays, chunks_per_write)

@@ -26,7 +26,7 @@ QUICK_ARGUMENTS = {
 }
 #: the order of the gallery; scripts not named come after these, by name
 ORDER = ["quickstart", "heatmap", "inference", "convergent_learning", "layer_identification",
-         "width_and_labels", "model_zoo"]
+         "width_and_labels", "model_zoo", "hf_models"]
 
 #: where each script writes, relative to the staging folder (sphinx-gallery runs a script in
 #: the folder that holds it)
@@ -43,7 +43,7 @@ are what the script printed and wrote in that run. The quick forms are small and
 numbers illustrate, and only the full-size runs described in ``examples/README.md`` are meant to
 reproduce the papers' findings. To run one yourself::
 
-    pip install "dask-repsim[plot,neurons,torch]"
+    pip install "dask-repsim[plot,neurons,torch,transformers]"
     python examples/heatmap.py --out examples/output
 
 """

@@ -29,7 +29,7 @@ PACKAGE = Path(__file__).resolve().parents[2] / "dask_repsim"
 MAX_MODULE_LINES = 450
 MAX_FUNCTION_LINES = 60
 LEAVES = {"exceptions", "results", "version"}
-FOLDERS = {"io", "engine", "measures", "paths", "capture", "pairwise"}
+FOLDERS = {"io", "engine", "measures", "paths", "capture", "pairwise", "imports"}
 #: folder -> the folders (and top-level modules) its modules may import, besides LEAVES
 ALLOWED = {
     "io": {"io"},
@@ -37,6 +37,7 @@ ALLOWED = {
     "measures": {"measures", "engine", "io"},
     "paths": {"paths", "engine", "io", "measures"},
     "capture": {"capture", "io"},
+    "imports": {"imports", "capture", "io"},
 }
 NO_DASK = {"dask", "distributed", "zarr", "xarray"}
 
