@@ -19,6 +19,7 @@ from .exceptions import (
 from .grid import compare
 from .imports.arrays import import_arrays
 from .imports.brainscore import import_brainscore
+from .imports.hf_datasets import import_hf_dataset
 from .imports.net2brain import import_net2brain
 from .imports.platonic import import_platonic
 from .imports.thingsvision import import_thingsvision
@@ -84,6 +85,7 @@ __all__ = [
     "hsic",
     "import_arrays",
     "import_brainscore",
+    "import_hf_dataset",
     "import_net2brain",
     "import_platonic",
     "import_thingsvision",

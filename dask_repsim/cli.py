@@ -20,7 +20,7 @@ layer of every other (:func:`dask_repsim.compare_zoo`). A zoo and a single netwo
 compared with each other.
 
 ``import`` writes another tool's activation files (FORMAT: arrays, thingsvision, net2brain,
-platonic, brainscore, torchlens; :mod:`dask_repsim.imports`) into a capture store that
+platonic, brainscore, torchlens, hf_dataset; :mod:`dask_repsim.imports`) into a capture store that
 ``compare`` reads, chunk by chunk; ``--resume`` continues an interrupted import.
 
 User errors (a missing path, an unknown metric, inputs with different numbers of samples) print
@@ -54,6 +54,7 @@ from .exceptions import RepsimWarning
 from .grid import compare
 from .imports.arrays import import_arrays
 from .imports.brainscore import import_brainscore
+from .imports.hf_datasets import import_hf_dataset
 from .imports.net2brain import import_net2brain
 from .imports.platonic import import_platonic
 from .imports.thingsvision import import_thingsvision
@@ -69,7 +70,8 @@ PROG = "dask-repsim"
 #: the formats of ``dask-repsim import``
 IMPORTERS = {"arrays": import_arrays, "thingsvision": import_thingsvision,
              "net2brain": import_net2brain, "platonic": import_platonic,
-             "brainscore": import_brainscore, "torchlens": import_torchlens}
+             "brainscore": import_brainscore, "torchlens": import_torchlens,
+             "hf_dataset": import_hf_dataset}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -147,7 +149,8 @@ def _import_parser(commands: Any) -> None:
         "import", help="write another tool's activation files into a Zarr capture store",
         description="Write another tool's activation files into a Zarr capture store, chunk "
         "by chunk (resumable), for compare. Formats: arrays (.npy/HDF5 files), thingsvision, "
-        "net2brain, platonic (platonic-rep .pt), brainscore (brainio netCDF), torchlens.")
+        "net2brain, platonic (platonic-rep .pt), brainscore (brainio netCDF), torchlens, "
+        "hf_dataset (a Hugging Face dataset's save_to_disk folder).")
     imp.add_argument("format", metavar="FORMAT", choices=sorted(IMPORTERS),
                      help=f"one of {', '.join(sorted(IMPORTERS))}")
     imp.add_argument("source", metavar="SOURCE", help="the file or folder to import")
@@ -161,6 +164,8 @@ def _import_parser(commands: Any) -> None:
     imp.add_argument("--preprocessing", metavar="TEXT",
                      help="what was done to the inputs, recorded in the provenance")
     imp.add_argument("--model", metavar="NAME", help="the model's name, for the provenance")
+    imp.add_argument("--id-column", metavar="COLUMN",
+                     help="hf_dataset only: the column of sample ids (default: positions)")
     imp.add_argument("--storage-option", action="append", metavar="KEY=VALUE", default=[],
                      help="fsspec option for a store URL, repeatable")
     imp.add_argument("--debug", action="store_true", help="show tracebacks of errors")
@@ -527,8 +532,14 @@ def _compare(args: argparse.Namespace, parser: _Parser) -> int:
 
 
 def _import(args: argparse.Namespace, parser: _Parser) -> int:
+    extra = {}
+    if args.id_column is not None:
+        if args.format != "hf_dataset":
+            parser.error(f"--id-column applies to the hf_dataset format only, not {args.format} "
+                         "(its files say which ids the samples have)")
+        extra["id_column"] = args.id_column
     group = IMPORTERS[args.format](
-        args.source, args.store, layers=_split(args.layer) or None, resume=args.resume,
+        args.source, args.store, layers=_split(args.layer) or None, resume=args.resume, **extra,
         overwrite=args.overwrite, chunk_samples=args.chunk_samples, dtype=args.dtype,
         preprocessing=args.preprocessing, model=args.model,
         storage_options=_storage_options(args.storage_option, parser) or None)
