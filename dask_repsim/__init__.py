@@ -38,6 +38,11 @@ from .pairwise.samples import (
     second_order_cosine,
 )
 from .pairwise.shape import bures_distance, permutation_distance, procrustes, shape_metric
+from .pairwise.statistics import (
+    concentricity_difference,
+    magnitude_difference,
+    uniformity_difference,
+)
 from .pairwise.units import cluster_units, match_units, sparse_prediction, unit_correlation
 from .registry import DEFAULT_METRICS, MEASURES, PATHS
 from .results import CCAResult, Estimate
@@ -77,6 +82,7 @@ __all__ = [
     "best_matches",
     "compare",
     "compare_zoo",
+    "concentricity_difference",
     "distance_correlation",
     "eigenspace_overlap",
     "ensd",
@@ -93,6 +99,7 @@ __all__ = [
     "jaccard_knn",
     "joint_rank_jaccard",
     "linear_regression",
+    "magnitude_difference",
     "match_units",
     "mutual_knn",
     "network_similarity",
@@ -107,6 +114,7 @@ __all__ = [
     "shape_metric",
     "sparse_prediction",
     "svcca",
+    "uniformity_difference",
     "unit_correlation",
     "unstack_zoo",
 ]

@@ -26,7 +26,7 @@ from functools import partial
 from typing import Any
 
 from .io.validation import require_samples
-from .measures import cca, cka, shape, subspaces, units
+from .measures import cca, cka, shape, statistics, subspaces, units
 from .paths import qr
 from .paths.sample_blocks import distances, neighbours, rsa
 
@@ -96,6 +96,9 @@ class Measure:
     #: whether a jackknife interval is centred on the bias-corrected estimate (else on the
     #: estimate): see :func:`dask_repsim.results.jackknife_interval`
     bias_corrected: bool = True
+    #: False for a difference of per-layer statistics, which does not depend on which sample of
+    #: one layer goes with which of the other: a permutation test of it is refused
+    paired: bool = True
 
 
 def _rho_mean(pair: Any) -> float:
@@ -226,6 +229,20 @@ MEASURES: dict[str, Measure] = {
                 "Frobenius norm of the difference of the layers' Euclidean distance matrices",
                 "rsm_norm_difference", {}, {"sample_blocks": _distance("rsm_norm_difference")},
                 similarity=False),
+        Measure("magnitude_difference", "magnitude difference (ReSi): the difference of the "
+                "norms of the layers' mean activation vectors", "magnitude_difference", {},
+                {"covariance": statistics.magnitude_difference}, similarity=False,
+                paired=False),
+        Measure("uniformity_difference", "uniformity difference (Wang & Isola 2020; ReSi): the "
+                "difference of the layers' log mean exp(-2 ||x_i - x_j||^2) over all pairs",
+                "uniformity_difference", {},
+                {"sample_blocks": _distance("uniformity_difference")}, similarity=False,
+                paired=False),
+        Measure("concentricity_difference", "concentricity difference (ReSi): the difference "
+                "of the layers' mean cosine of each sample with the mean activation vector",
+                "concentricity_difference", {},
+                {"sample_blocks": _distance("concentricity_difference")}, similarity=False,
+                paired=False),
         Measure("mutual_knn", "mutual k-nearest-neighbour alignment (Huh et al. 2024): the "
                 "share of each sample's k cosine neighbours both layers agree on (k=)",
                 "mutual_knn", {}, {"sample_blocks": _knn("mutual_knn")}, parameters=("k",)),

@@ -137,6 +137,12 @@ def choose_path(method: str, metrics: Sequence[str], layers: Sequence[Layer],
     allowed = ("auto", *PATHS)
     if method not in allowed:
         raise ValueError(f"method must be one of {allowed}, not {method!r}")
+    unpaired = [m for m in metrics if not MEASURES[m].paired]
+    if options.permutations > 0 and unpaired:
+        raise ValueError(
+            f"{', '.join(unpaired)}: a difference of per-layer statistics does not depend on "
+            "how the two layers' samples are paired, so a permutation test of it tests "
+            "nothing; leave it out of calls with permutations=")
     if method != "auto":
         path_functions(method, list(metrics))  # an error naming what the path cannot compute
         return method, {}

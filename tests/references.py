@@ -481,6 +481,35 @@ def distance_correlation(x: np.ndarray, y: np.ndarray) -> float:
     return float(np.sqrt(np.mean(a * b) / np.sqrt(np.mean(a * a) * np.mean(b * b))))
 
 
+def magnitude_difference(x: np.ndarray, y: np.ndarray) -> float:
+    """ReSi: | ||mean(X)|| - ||mean(Y)|| |, the norms of the mean rows."""
+    return float(abs(np.linalg.norm(_as_float64(x).mean(axis=0))
+                     - np.linalg.norm(_as_float64(y).mean(axis=0))))
+
+
+def uniformity_difference(x: np.ndarray, y: np.ndarray) -> float:
+    """ReSi after Wang & Isola (2020): |U(X) - U(Y)|, U = log(sum_ij exp(-2 d_ij^2) / n^2)
+    over all ordered pairs (the diagonal included), d from the differences themselves."""
+    def uniformity(a: np.ndarray) -> float:
+        return float(np.log(np.exp(-2.0 * _distance_matrix(a) ** 2).sum() / len(a) ** 2))
+
+    return abs(uniformity(_as_float64(x)) - uniformity(_as_float64(y)))
+
+
+def concentricity_difference(x: np.ndarray, y: np.ndarray) -> float:
+    """ReSi: |C(X) - C(Y)|, C the mean cosine of each row with the mean row (an all-zero row
+    counting 0, as scikit-learn's cosine)."""
+    def concentricity(a: np.ndarray) -> float:
+        a = _as_float64(a)
+        mean = a.mean(axis=0)
+        norms = np.linalg.norm(a, axis=1)
+        cos = np.zeros(len(a))
+        cos[norms > 0] = a[norms > 0] @ mean / (norms[norms > 0] * np.linalg.norm(mean))
+        return float(cos.mean())
+
+    return abs(concentricity(x) - concentricity(y))
+
+
 def rsm_norm_difference(x: np.ndarray, y: np.ndarray) -> float:
     """The Frobenius norm of the difference of the two n x n Euclidean distance matrices."""
     return float(np.linalg.norm(_distance_matrix(x) - _distance_matrix(y), "fro"))
@@ -492,7 +521,9 @@ ALL_METRICS.update(
     rsa=rsa_correlation, mutual_knn=mutual_knn, jaccard_knn=jaccard_knn, cknna=cknna,
     rank_similarity=rank_similarity, joint_rank_jaccard=joint_rank_jaccard, ensd=ensd,
     distance_correlation=distance_correlation, rsm_norm_difference=rsm_norm_difference,
-    second_order_cosine=second_order_cosine,
+    second_order_cosine=second_order_cosine, magnitude_difference=magnitude_difference,
+    uniformity_difference=uniformity_difference,
+    concentricity_difference=concentricity_difference,
     hsic=linear_hsic, svcca_r2=svcca_r2, shape_metric=shape_metric, cka_angular=cka_angular,
     cka_rbf=rbf_cka,
 )

@@ -111,7 +111,8 @@ def test_mismatched_sample_counts_name_both(metric, path):
 #: every activation is offset, so the offset case does not apply
 ZERO_UNIT_COUNTS = {"rsa", "eigenspace_overlap", "permutation_distance"}
 NOT_SHIFT_INVARIANT = {"mutual_knn", "jaccard_knn", "rank_similarity", "joint_rank_jaccard",
-                       "second_order_cosine", "cknna", "eigenspace_overlap"}
+                       "second_order_cosine", "cknna", "eigenspace_overlap",
+                       "magnitude_difference", "concentricity_difference"}
 
 
 def _expected(metric: str, path: str, x, y, call) -> float:

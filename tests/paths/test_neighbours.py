@@ -194,7 +194,8 @@ _CHILD = textwrap.dedent("""
     knn = dr.compare(sys.argv[1] + "/x", sys.argv[1] + "/y", k=10,
                      metrics=["jaccard_knn", "rank_similarity", "joint_rank_jaccard"])
     apart = dr.compare(sys.argv[1] + "/x", sys.argv[1] + "/y",
-                       metrics=["distance_correlation", "rsm_norm_difference"])
+                       metrics=["distance_correlation", "rsm_norm_difference",
+                                "uniformity_difference", "concentricity_difference"])
     r = rsa(sys.argv[1] + "/x", sys.argv[1] + "/y", rdm="correlation", compare="corr")
     spectra = dr.compare(sys.argv[1], metrics=["bures_distance", "eigenspace_overlap", "gulp",
                                                 "permutation_distance"],
@@ -241,6 +242,7 @@ def test_out_of_core_within_the_memory_budget(tmp_path):
     assert 0.0 < result["joint_rank_jaccard"] <= result["jaccard_knn"] <= result["mutual_knn"]
     assert 0.0 < result["rank_similarity"] <= 1.0
     assert 0.0 < result["distance_correlation"] < 1.0 and result["rsm_norm_difference"] > 0
+    assert result["uniformity_difference"] >= 0 and result["concentricity_difference"] >= 0
     x, y = (np.asarray(root[name][:], dtype=np.float64) for name in ("x", "y"))
     assert result["bures_distance"] == pytest.approx(references.size_and_shape_distance(x, y),
                                                      rel=1e-8)

@@ -39,35 +39,52 @@ import numpy as np
 from ...engine.columns import checked_columns
 from ...engine.medians import sq_distances
 from ...engine.parallel import compute
+from ...exceptions import InputError
 from ...io.inputs import Layer
 from ...io.validation import require_samples
 from . import tiles as row_tiles
 from .rsa import exact_shift
 from .tiles import Blocks, block_pairs
 
-DISTANCE_MEASURES = ("distance_correlation", "rsm_norm_difference")
+DISTANCE_MEASURES = ("distance_correlation", "rsm_norm_difference", "uniformity_difference",
+                     "concentricity_difference")
+#: what each measure needs of a tile (:func:`_tile`)
+_NEEDS = {"distance_correlation": "distances", "rsm_norm_difference": "distances",
+          "uniformity_difference": "uniformity", "concentricity_difference": "concentricity"}
 # float64 b x b matrices a task holds at once: two distance blocks, their difference and the
 # temporaries of a distance block.
 _MATRICES = 6
 
 
-def _distances(a: np.ndarray, b: np.ndarray, same: bool) -> np.ndarray:
-    d = sq_distances(a, b, same)
-    np.sqrt(d, out=d)
-    return d
-
-
-def _tile(same: bool, xi, xj, yi, yj, shifts: tuple, offsets: tuple) -> dict:
+def _tile(same: bool, xi, xj, yi, yj, shifts: tuple, offsets: tuple, means: tuple,
+          wanted: frozenset) -> dict:
     """Sums over one pair of row blocks (counted twice when they differ: the matrices are
-    symmetric) and the row sums of the offset distances of both blocks."""
-    blocks = []
-    for bi, bj, shift in ((xi, xj, shifts[0]), (yi, yj, shifts[1])):
-        a = np.asarray(bi, dtype=np.float64) - shift
-        b = a if same else np.asarray(bj, dtype=np.float64) - shift
-        blocks.append(_distances(a, b, same))
-    dx, dy = blocks
+    symmetric): of the distance matrices' products and difference and the row sums of the
+    offset distances (``"distances"`` in ``wanted``), of ``exp(-2 d^2)`` per layer
+    (``"uniformity"``), and on a diagonal block each sample's ``<x_i, mean> / ||x_i||`` per
+    layer (``"concentricity"``)."""
     weight = 1.0 if same else 2.0
-    out = {"diff": weight * float(np.sum((dx - dy) ** 2))}
+    out: dict = {}
+    blocks = []
+    for side, (bi, bj) in enumerate(((xi, xj), (yi, yj))):
+        raw = np.asarray(bi, dtype=np.float64)
+        if same and "concentricity" in wanted:
+            norms = np.sqrt(np.einsum("ij,ij->i", raw, raw))
+            dots = raw @ means[side]
+            # a sample of all-zero activations has no direction: it counts 0, as
+            # scikit-learn's cosine gives it
+            out[f"concentric{side}"] = float(np.sum(
+                np.divide(dots, norms, out=np.zeros_like(dots), where=norms > 0)))
+        a = raw - shifts[side]
+        b = a if same else np.asarray(bj, dtype=np.float64) - shifts[side]
+        d = sq_distances(a, b, same)
+        if "uniformity" in wanted:
+            out[f"uniform{side}"] = weight * float(np.sum(np.exp(-2.0 * d)))
+        blocks.append(np.sqrt(d, out=d))
+    if "distances" not in wanted:
+        return out
+    dx, dy = blocks
+    out["diff"] = weight * float(np.sum((dx - dy) ** 2))
     dx -= offsets[0]
     dy -= offsets[1]
     out.update(xy=weight * float(np.sum(dx * dy)), xx=weight * float(np.sum(dx * dx)),
@@ -133,6 +150,15 @@ def distance_values(x: Layer, y: Layer, *,
     columns = checked_columns([x, y])
     n = columns[0].count
     require_samples(n, 2, " and ".join(m.replace("_", " ") for m in measures))
+    means = tuple(np.asarray(c.mean, dtype=np.float64) for c in columns)
+    if "concentricity_difference" in measures:
+        for layer, mean, c in zip((x, y), means, columns, strict=True):
+            # the samples' root mean square norm: a mean this much smaller is rounding
+            typical = np.sqrt(np.sum(c.sum_sq) / n + mean @ mean)
+            if np.linalg.norm(mean) <= 1e-10 * typical:
+                raise InputError(f"{layer.name}: the mean of its activations is the zero "
+                                 "vector (to rounding), so the cosine of a sample with it "
+                                 "(the concentricity) is undefined")
     shifts = tuple(exact_shift(c.mean, c.sum_sq, c.count) for c in columns)
     # the root mean square distance between samples: sqrt(2 * total variance)
     offsets = tuple(float(np.sqrt(2.0 * np.sum(c.sum_sq) / n)) for c in columns)
@@ -140,16 +166,31 @@ def distance_values(x: Layer, y: Layer, *,
         n, int(x.data.shape[1] + y.data.shape[1]), _MATRICES)
     blocks = Blocks(x, y, rows)
     pairs = block_pairs(len(blocks))
+    wanted = frozenset(_NEEDS[m] for m in measures)
     parts = compute(*(
         dask.delayed(_tile, pure=True)(i == j, blocks.x[i], blocks.x[j], blocks.y[i],
-                                       blocks.y[j], shifts, offsets)
+                                       blocks.y[j], shifts, offsets, means, wanted)
         for i, j in pairs
     ))
+    return _values(list(parts), pairs, len(blocks), n, means, measures)
+
+
+def _values(parts: list[dict], pairs: list, count: int, n: int, means: tuple,
+            measures: Sequence[str]) -> dict[str, float]:
+    """The measures from the tiles' sums."""
     out = {}
     if "rsm_norm_difference" in measures:
         out["rsm_norm_difference"] = float(np.sqrt(sum(p["diff"] for p in parts)))
     if "distance_correlation" in measures:
-        c = _centred_products(list(parts), pairs, len(blocks), n)
+        c = _centred_products(parts, pairs, count, n)
         # a V-statistic: <A, B> >= 0 exactly; rounding can leave it a hair below
         out["distance_correlation"] = float(np.sqrt(max(c["xy"], 0.0) / np.sqrt(c["xx"] * c["yy"])))
+    if "uniformity_difference" in measures:
+        # log(sum_ij exp(-2 d_ij^2) / n^2) per layer; the n^2 cancels in the difference
+        sums = [sum(p[f"uniform{side}"] for p in parts) for side in (0, 1)]
+        out["uniformity_difference"] = float(abs(np.log(sums[0]) - np.log(sums[1])))
+    if "concentricity_difference" in measures:
+        level = [sum(p.get(f"concentric{side}", 0.0) for p in parts)
+                 / (n * np.linalg.norm(means[side])) for side in (0, 1)]
+        out["concentricity_difference"] = float(abs(level[0] - level[1]))
     return {m: out[m] for m in measures}
