@@ -16,7 +16,7 @@ import numpy as np
 
 from .exceptions import RepsimWarning
 from .io.layouts import SampleDims
-from .registry import PATHS
+from .registry import PATHS, supports
 
 __all__ = ["DEFAULTS", "Options", "SampleDims", "document", "reject_unused"]
 
@@ -58,7 +58,8 @@ PARAMETERS = {
         random permutations of y's samples within blocks of consecutive samples (seeded by
         ``seed``, default 0), giving ``.pvalue``, ``.null_mean``, ``.null_std`` and
         ``.null``. Assumes samples are exchangeable within a block. Co-moment and Gram
-        (sample-space) paths; the same seed gives the same permutations on both.""",
+        (sample-space) paths, and the k-nearest-neighbour measures on the ``sample_blocks``
+        path (their lists relabelled); the same seed gives the same permutations on all.""",
     "method": """method
         ``"auto"`` (default): the co-moments. ``"covariance"``: the same, named.
         ``"qr"``: from a tall-skinny QR of the centred data (Demmel et al. 2012), which does
@@ -142,6 +143,11 @@ def reject_unused(path: str, options: Options, *, level_used: bool = False,
         "nan_policy='omit'": options.nan_policy != "raise" and not info.nan_omit,
     }
     bad = [name for name, yes in unsupported.items() if yes]
+    lacking = [m for m in dict.fromkeys(measures) if options.permutations and info.permutations
+               and not supports(m, path, "permutations")]
+    if lacking and not bad:
+        raise _off_path("permutations=", path, lacking,
+                        "offers permutation tests of other measures, not of these")
     if bad:
         able = [p for p, i in PATHS.items()
                 if all(getattr(i, f) for f, want in (("interval", options.interval),

@@ -37,7 +37,7 @@ import logging
 from .engine.memory import max_features
 from .engine.parallel import memory_budget
 from .paths.covariance import plan_passes
-from .registry import MEASURES, PATHS
+from .registry import MEASURES, PATHS, supports
 
 __all__ = ["choose", "grid_costs", "max_features", "memory_budget", "plan_grid", "plan_passes"]
 
@@ -115,7 +115,7 @@ def grid_costs(
     used = sorted(set(rows) | set(cols))
     pairs = {tuple(sorted((a, b))) for a in rows for b in cols}
     able = [p for p in PATHS if PATHS[p].auto and all(p in MEASURES[m].paths for m in metrics)
-            and all(getattr(PATHS[p], need) for need in needs)]
+            and all(supports(m, p, need) for m in metrics for need in needs)]
     costs: dict[str, float] = {}
     widest = max(widths[r] for r in rows) + max(widths[c] for c in cols)
     if "covariance" in able and widest <= _capacity(needs, groups):
@@ -140,7 +140,7 @@ def _lacking(lacking: list[str], needs: tuple[str, ...]) -> ValueError:
     """The error for metrics none of whose paths offers one of ``needs``."""
     one = len(lacking) == 1
     missing = [need for need in needs if any(
-        not any(getattr(PATHS[p], need) for p in MEASURES[m].paths) for m in lacking)]
+        not any(supports(m, p, need) for p in MEASURES[m].paths) for m in lacking)]
     paths = sorted({p for m in lacking for p in MEASURES[m].paths}, key=list(PATHS).index)
     names = ", ".join(lacking)
     return ValueError(
@@ -170,11 +170,11 @@ def plan_grid(
     costs = grid_costs(metrics, n, widths, rows, cols, needs, groups)
     if not costs:
         able = [p for p in PATHS if all(p in MEASURES[m].paths for m in metrics)
-                and all(getattr(PATHS[p], need) for need in needs)]
+                and all(supports(m, p, need) for m in metrics for need in needs)]
         if "covariance" in able:  # too wide: plan_passes says so, naming the paths that can
             plan_passes(widths, rows, cols, _capacity(needs, groups))
         lacking = [m for m in metrics if not all(
-            any(getattr(PATHS[p], need) for p in MEASURES[m].paths) for need in needs)]
+            any(supports(m, p, need) for p in MEASURES[m].paths) for need in needs)]
         if lacking:  # a metric none of whose paths offers what was asked
             raise _lacking(lacking, needs)
         raise ValueError(f"no exact path computes all of {metrics}"

@@ -62,8 +62,9 @@ PATHS: dict[str, PathInfo] = {
         PathInfo("tiled", "||X_c^T Y_c||_F^2 from feature tiles", "n p q + n (p^2+q^2)/2",
                  exact=True, auto=True, interval=False, permutations=False, nan_omit=False),
         PathInfo("sample_blocks", "row-block tiles of sample x sample matrices: RDMs, cosine "
-                 "k-nearest neighbours", "n^2 (p+q)", exact=True, auto=True, interval=False,
-                 permutations=False, nan_omit=False),
+                 "k-nearest neighbours (whose permutation nulls relabel the neighbour lists), "
+                 "distance matrices", "n^2 (p+q)", exact=True, auto=True, interval=False,
+                 permutations=True, nan_omit=False),
         PathInfo("minibatch", "unbiased HSIC averaged over minibatches (Nguyen et al. 2021)",
                  "n b (p+q)", exact=False, auto=False, interval=False, permutations=False,
                  nan_omit=False),
@@ -99,6 +100,23 @@ class Measure:
     #: False for a difference of per-layer statistics, which does not depend on which sample of
     #: one layer goes with which of the other: a permutation test of it is refused
     paired: bool = True
+    #: per path, what that path offers (``"permutations"``) and this measure cannot have
+    lacks: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+
+
+def supports(measure: str, path: str, need: str) -> bool:
+    """Whether ``path`` computes ``measure`` with ``need`` (``"interval"``,
+    ``"permutations"``, ``"nan_omit"``): the path offers it and the measure does not lack it
+    there.
+
+    Examples
+    --------
+    >>> supports("mutual_knn", "sample_blocks", "permutations")
+    True
+    >>> supports("rsa", "sample_blocks", "permutations")
+    False
+    """
+    return bool(getattr(PATHS[path], need)) and need not in MEASURES[measure].lacks.get(path, ())
 
 
 def _rho_mean(pair: Any) -> float:
@@ -120,6 +138,11 @@ def _qr_r2(factor: Any, names: Any) -> float:
 
 def _rsa(x: Any, y: Any, rdm: str = "correlation", rdm_compare: str = "corr") -> float:
     return rsa.rsa_values(x, y, rdm=rdm, compares=(rdm_compare,))[rdm_compare]
+
+
+#: the sample-space measures whose permutation null would need another pass over the tiles per
+#: permutation (the k-nearest-neighbour set measures relabel their lists instead)
+_NO_NULL = {"sample_blocks": ("permutations",)}
 
 
 def _distance(measure: str) -> Callable[..., float]:
@@ -221,14 +244,17 @@ MEASURES: dict[str, Measure] = {
                 {"covariance": subspaces.gulp}, similarity=False, parameters=("ridge",)),
         Measure("rsa", "representational similarity analysis (Kriegeskorte et al. 2008): the "
                 "layers' dissimilarity matrices over samples compared (rdm=, rdm_compare=)",
-                "rsa", {}, {"sample_blocks": _rsa}, parameters=("rdm", "rdm_compare")),
+                "rsa", {}, {"sample_blocks": _rsa}, parameters=("rdm", "rdm_compare"),
+                lacks=_NO_NULL),
         Measure("distance_correlation", "distance correlation (Székely et al. 2007): the "
                 "correlation of the layers' double-centred Euclidean distance matrices",
-                "distance_correlation", {}, {"sample_blocks": _distance("distance_correlation")}),
+                "distance_correlation", {}, {"sample_blocks": _distance("distance_correlation")},
+                lacks=_NO_NULL),
         Measure("rsm_norm_difference", "RSM norm difference (Shahbazi et al. 2021): the "
                 "Frobenius norm of the difference of the layers' Euclidean distance matrices",
                 "rsm_norm_difference", {}, {"sample_blocks": _distance("rsm_norm_difference")},
-                similarity=False),
+                similarity=False,
+                lacks=_NO_NULL),
         Measure("magnitude_difference", "magnitude difference (ReSi): the difference of the "
                 "norms of the layers' mean activation vectors", "magnitude_difference", {},
                 {"covariance": statistics.magnitude_difference}, similarity=False,
@@ -237,12 +263,14 @@ MEASURES: dict[str, Measure] = {
                 "difference of the layers' log mean exp(-2 ||x_i - x_j||^2) over all pairs",
                 "uniformity_difference", {},
                 {"sample_blocks": _distance("uniformity_difference")}, similarity=False,
-                paired=False),
+                paired=False,
+                lacks=_NO_NULL),
         Measure("concentricity_difference", "concentricity difference (ReSi): the difference "
                 "of the layers' mean cosine of each sample with the mean activation vector",
                 "concentricity_difference", {},
                 {"sample_blocks": _distance("concentricity_difference")}, similarity=False,
-                paired=False),
+                paired=False,
+                lacks=_NO_NULL),
         Measure("mutual_knn", "mutual k-nearest-neighbour alignment (Huh et al. 2024): the "
                 "share of each sample's k cosine neighbours both layers agree on (k=)",
                 "mutual_knn", {}, {"sample_blocks": _knn("mutual_knn")}, parameters=("k",)),
@@ -261,7 +289,8 @@ MEASURES: dict[str, Measure] = {
         Measure("second_order_cosine", "second-order cosine similarity (Hamilton et al. "
                 "2016): the cosine of each sample's similarities to its neighbours in either "
                 "layer, as each layer has them, averaged (k=)", "second_order_cosine", {},
-                {"sample_blocks": _knn("second_order_cosine")}, parameters=("k",)),
+                {"sample_blocks": _knn("second_order_cosine")}, parameters=("k",),
+                lacks=_NO_NULL),
         Measure("cknna", "CKNNA (Huh et al. 2024): CKA of the cosine kernels on the pairs that "
                 "are k nearest neighbours in both layers (k=)", "cknna", {},
                 {"sample_blocks": _knn("cknna")}, parameters=("k",), min_samples=4,

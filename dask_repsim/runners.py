@@ -194,7 +194,9 @@ def run_cells(path: str, outputs: Sequence[Output], layers: Sequence[Layer],
     if path == "sample_blocks":
         k = (parameters or {}).get("k")
         return neighbours.sample_cells(found, layers, rows, cols, metrics,
-                                       DEFAULT_K if k is None else k, todo=cells)
+                                       DEFAULT_K if k is None else k, todo=cells,
+                                       permutations=options.permutations,
+                                       seed=options.get("seed"))
     if path == "gram":
         specs = [dict(spec, sigma=s) for spec, (_, _, s) in zip(found, outputs, strict=True)]
         return samplespace.gram_cells(specs, layers, rows, cols, seed=options.get("seed"),
@@ -311,15 +313,11 @@ def _correlations_from_r(factor: Any, names: Sequence[str]) -> np.ndarray:
     return qr.canonical_correlations_from_r(factor, names).rho
 
 
-def _cknna_terms(x: Layer, y: Layer, k: int = DEFAULT_K) -> dict[str, Any]:
-    return neighbours.knn_values(x, y, k, measures=("cknna",))
-
-
 #: what a pairwise function reports beyond a grid's value, on each path that computes it:
-#: ``cca``'s canonical correlations (for ``mean_cca``), ``cknna``'s HSIC terms
+#: ``cca``'s canonical correlations (for ``mean_cca``; ``cknna``'s HSIC terms are in its
+#: cells' fields)
 DETAILS: dict[str, dict[str, Callable[..., Any]]] = {
     "mean_cca": {"covariance": _correlations, "qr": _correlations_from_r},
-    "cknna": {"sample_blocks": _cknna_terms},
 }
 
 

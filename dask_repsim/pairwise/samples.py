@@ -18,7 +18,7 @@ from typing import Any
 
 from ..options import Options, SampleDims, document
 from ..results import Estimate
-from ..runners import DEFAULT_K, DETAILS, cell_estimate, run_pair
+from ..runners import DEFAULT_K, cell_estimate, run_pair
 
 _UNSUPPORTED = """interval, level, groups, permutations, seed
         Not available for this measure (its ``"sample_blocks"`` path has no jackknife
@@ -430,11 +430,12 @@ def cknna(
     1.0
     """
     cell, path, options = run_sample_space(
-        "cknna", x, y, {"k": k}, join, DETAILS["cknna"], sample_dims=sample_dims,
+        "cknna", x, y, {"k": k}, join, sample_dims=sample_dims,
         storage_options=storage_options, nan_policy=nan_policy, interval=interval, level=level,
         groups=groups, permutations=permutations, seed=seed)
-    kl, kk, ll = cell.value["cknna_hsic"]
-    cell = dataclasses.replace(cell, value=cell.value["cknna"])
+    fields = dict(cell.fields)
+    kl, kk, ll = fields.pop("cknna_hsic")
+    cell = dataclasses.replace(cell, fields=fields)
     return cell_estimate(cell, options, path, k=k, hsic=(kl, kk, ll),
                          reference_value=kl / (float(kk * ll) ** 0.5 + 1e-6))
 

@@ -42,6 +42,7 @@ import numpy as np
 
 from ...engine.columns import checked_columns
 from ...engine.parallel import compute
+from ...engine.permuted import permutation_series
 from ...engine.reduction import tree_reduce
 from ...exceptions import InputError
 from ...io.inputs import Layer
@@ -307,7 +308,7 @@ DEFAULT_K = 10
 
 
 def knn_values(x: Layer, y: Layer, k: int, *, measures: tuple[str, ...] = KNN_MEASURES,
-               block_rows: int | None = None) -> dict:
+               block_rows: int | None = None, null: tuple[int, int] | None = None) -> dict:
     """Mutual k-NN alignment, k-NN Jaccard similarity, rank and joint rank-Jaccard similarity
     and CKNNA of two layers from one pass over the tiles (second-order cosine similarity: one
     more, :mod:`~dask_repsim.paths.sample_blocks.second_order`).
@@ -324,12 +325,16 @@ def knn_values(x: Layer, y: Layer, k: int, *, measures: tuple[str, ...] = KNN_ME
         Which of :data:`KNN_MEASURES` to compute.
     block_rows
         Samples per row block; default :func:`~dask_repsim.paths.sample_blocks.tiles.block_rows`.
+    null
+        ``(count, seed)``: also each measure under ``count`` permutations of y's samples
+        (:func:`permuted_values`), from the same neighbour lists.
 
     Returns
     -------
     dict
         The ``measures`` (floats) and, with CKNNA, ``cknna_hsic``: its unbiased HSIC terms
-        ``(KL, KK, LL)``; the reference code returns ``KL / (sqrt(KK LL) + 1e-6)``.
+        ``(KL, KK, LL)``; the reference code returns ``KL / (sqrt(KK LL) + 1e-6)``. With
+        ``null``, ``"null"``: measure -> its ``count`` values under the permutations.
 
     Examples
     --------
@@ -360,6 +365,36 @@ def knn_values(x: Layer, y: Layer, k: int, *, measures: tuple[str, ...] = KNN_ME
             Blocks(x, y, rows), norms, lists)
     if "cknna" in measures:
         out["cknna"], out["cknna_hsic"] = cknna_value(*lists, names=(x.name, y.name))
+    if null is not None:
+        out["null"] = permuted_values(lists, measures, *null)
+    return out
+
+
+def permuted_values(lists: tuple, measures: Sequence[str], count: int,
+                    seed: int) -> dict[str, list[float]]:
+    """Each k-NN set measure and CKNNA under ``count`` permutations of y's samples (those of
+    :func:`~dask_repsim.engine.permuted.permutation_series`, the other paths' permutations for
+    the same seed), from the neighbour lists alone.
+
+    With y's samples permuted by ``perm`` (sample ``perm[i]`` of y paired with sample ``i`` of
+    x), sample i's neighbours in the permuted y are those of ``perm[i]`` in y, relabelled by
+    the inverse permutation, at the same similarities and in the same order: no pass over the
+    data is needed. (Ties at the k-th neighbour stay broken as in y, by y's sample order.)
+    """
+    sim_x, idx_x, sim_y, idx_y = lists
+    fractions = {"mutual_knn": mutual_fraction, "jaccard_knn": jaccard_fraction,
+                 "rank_similarity": rank_fraction,
+                 "joint_rank_jaccard": lambda a, b: rank_fraction(a, b, joint=True)}
+    out: dict[str, list[float]] = {m: [] for m in measures}
+    for perm in permutation_series(len(idx_x), seed, count):
+        inverse = np.empty_like(perm)
+        inverse[perm] = np.arange(len(perm))
+        moved = inverse[idx_y[perm]]
+        for m in measures:
+            if m == "cknna":
+                out[m].append(cknna_value(sim_x, idx_x, sim_y[perm], moved)[0])
+            else:
+                out[m].append(fractions[m](idx_x, moved))
     return out
 
 
@@ -371,25 +406,34 @@ def sample_cells(
     metrics: Sequence[str],
     k: int = DEFAULT_K,
     todo: Positions | None = None,
+    permutations: int = 0,
+    seed: int = 0,
 ) -> tuple[Cells, dict[str, Any]]:
     """Cells of the measures of sample x sample matrices (RSA, k-nearest neighbours, distance
     matrices), each pair from its own pass over row-block tiles
     (:mod:`~dask_repsim.paths.sample_blocks.rsa`, :mod:`.neighbours`,
     :mod:`~dask_repsim.paths.sample_blocks.distances`); the k-nearest-neighbour measures in
     ``metrics`` from one pass with ``k``, the distance-matrix measures from one pass;
-    ``todo``: the (row, column) cells to compute (default every one)."""
+    ``todo``: the (row, column) cells to compute (default every one); ``permutations``: the
+    k-nearest-neighbour measures' nulls under that many permutations (:func:`permuted_values`,
+    seeded by ``seed``)."""
     knn = tuple(name for name in metrics if name in KNN_MEASURES)
     apart = tuple(name for name in metrics if name in distances.DISTANCE_MEASURES)
-    shared = set((knn if len(knn) > 1 else ()) + (apart if len(apart) > 1 else ()))
+    shared = set(knn + (apart if len(apart) > 1 else ()))
+    null = (permutations, seed) if permutations else None
     cells: Cells = {}
     for i, j in grid_cells(rows, cols, todo):
         a, b = rows[i], cols[j]
         values = {}
-        if len(knn) > 1:
-            values.update(knn_values(layers[a], layers[b], k, measures=knn))
+        if knn:  # every neighbour measure (and its null) from one pass
+            values.update(knn_values(layers[a], layers[b], k, measures=knn, null=null))
         if len(apart) > 1:
             values.update(distances.distance_values(layers[a], layers[b], measures=apart))
         for m, (function, name) in enumerate(zip(functions, metrics, strict=True)):
             value = values[name] if name in shared else function(layers[a], layers[b])
-            cells[m, i, j] = Cell(value, fields={"method": "sample_blocks"})
+            nulls = values["null"][name] if null and name in knn else None
+            fields = {"method": "sample_blocks"}
+            if name == "cknna":  # the HSIC terms, which the pairwise function reports
+                fields["cknna_hsic"] = values["cknna_hsic"]
+            cells[m, i, j] = Cell(value, None, nulls, fields=fields)
     return cells, {"n_samples": int(layers[rows[0]].data.shape[0]), "n_samples_omitted": 0}
