@@ -14,7 +14,8 @@ of a compressed Dataset (``compress=True``), else as the DataArray itself.
 Each value of ``layer`` becomes a layer of the store, its feature dim ``neuroid``
 (``<layer>.neuroid`` where layers differ in size); its neuroid coordinates (all but
 ``layer``) become arrays ``<layer>.<coordinate>`` along that dim, listed in the layer's
-``coordinates`` attribute, so xarray opens them as coordinates. The sample ids are
+``coordinates`` attribute, so xarray opens them as coordinates; the other presentation
+coordinates become arrays along ``sample``, listed there too. The sample ids are
 ``stimulus_id`` (else ``image_id``, else ``stimulus_path``, else positions). The file is
 opened lazily with xarray and read a chunk of presentations (all neuroids) at a time.
 """
@@ -77,6 +78,16 @@ def _coords(var: xr.DataArray, index: np.ndarray) -> dict[str, np.ndarray]:
     return out
 
 
+def _sample_coords(var: xr.DataArray, dim: str, ids_from: str) -> dict[str, np.ndarray]:
+    """The coordinates along the presentations (the stimulus set's columns), but the ids."""
+    out = {}
+    for name, coord in var.coords.items():
+        if coord.dims == (dim,) and name not in (dim, ids_from):
+            values = np.asarray(coord.values)
+            out[str(name)] = values.astype(str) if values.dtype.kind in "OSU" else values
+    return out
+
+
 def brainscore_source(path: str | os.PathLike) -> Source:
     """The :class:`~dask_repsim.imports.common.Source` of a brainio netCDF file."""
     path = os.path.abspath(os.fspath(path))
@@ -105,6 +116,7 @@ def brainscore_source(path: str | os.PathLike) -> Source:
         tool="brainscore", root=os.path.dirname(path), files=[path], layers=layers, ids=ids,
         ids_from=ids_from, model=str(models[0]) if len(models) == 1 else None,
         coords={name: _coords(var, index) for name, index in groups.items()},
+        sample_coords=_sample_coords(var, str(dim), ids_from),
         feature_dims={name: (NEUROID,) for name in groups})
 
 
@@ -131,8 +143,9 @@ def import_brainscore(
         writes it. One layer per value of its ``layer`` coordinate (a file without one is
         one layer named after the file), in the order they appear; ``stimulus_id`` (else
         ``image_id``, ``stimulus_path``) gives the sample ids. The neuroid coordinates are
-        kept as arrays ``<layer>.<coordinate>`` along the layer's feature dim. Other
-        coordinates along ``presentation`` are not kept.
+        kept as arrays ``<layer>.<coordinate>`` along the layer's feature dim, the other
+        coordinates along ``presentation`` (``stimulus_path``, a stimulus set's columns) as
+        arrays along ``sample``; all are listed in each layer's ``coordinates`` attribute.
     store
         Where the Zarr v3 group goes (see :func:`~dask_repsim.imports.arrays.import_arrays`).
     layers, resume, overwrite, chunk_samples, dtype, storage_options, preprocessing

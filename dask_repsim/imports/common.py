@@ -112,6 +112,8 @@ class Source:
     for positions; ``ids_from``: where the ids come from (recorded, compared on resume);
     ``root``: the folder files are named relative to in the fingerprint; ``coords``: per
     layer, arrays along its feature dim (brain-score's neuroid coordinates);
+    ``sample_coords``: arrays along the samples besides the ids (brain-score's stimulus
+    coordinates), one value per sample;
     ``feature_dims``: per layer, names of its feature dims; ``details``: more provenance.
     """
 
@@ -123,6 +125,7 @@ class Source:
     ids_from: str = "position"
     model: str | None = None
     coords: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+    sample_coords: dict[str, np.ndarray] = field(default_factory=dict)
     feature_dims: dict[str, tuple[str, ...]] = field(default_factory=dict)
     details: dict[str, Any] = field(default_factory=dict)
 
@@ -309,7 +312,8 @@ def write_store(
         if state.get("complete"):
             consolidate(root)
             return root
-        writer = reopen_writer(root, state, spec, WRITE_CHUNKS)
+        writer = _with_sample_coords(root, reopen_writer(root, state, spec, WRITE_CHUNKS),
+                                     {name: root[name] for name in source.sample_coords})
     else:
         writer = _new_store(root, source, names, dtypes, spec, fingerprint, preprocessing)
     _stream(source, names, writer, n)
@@ -336,7 +340,31 @@ def _new_store(root: zarr.Group, source: Source, names: list[str],
     for name in names:
         writer.arrays[name].attrs["source"] = source.layers[name].where
     _write_coords(root, source, writer, dims)
-    return writer
+    along = {}
+    for name, values in source.sample_coords.items():
+        if name in writer.arrays:
+            raise ValueError(f"the samples' coordinate {name!r} has the name of a layer")
+        text = np.asarray(values).dtype.kind in "OSU"
+        along[name] = root.create_array(
+            name, shape=writer.arrays[SAMPLE].shape, chunks=(writer.chunk,),
+            dtype=str if text else np.asarray(values).dtype, dimension_names=(SAMPLE,),
+            fill_value="" if text else None)
+    for name in names:  # on the writer's own array objects, which write their metadata
+        listed = [c for c in writer.arrays[name].attrs.get("coordinates", "").split() if c]
+        if along:
+            writer.arrays[name].attrs["coordinates"] = " ".join([*listed, *along])
+    return _with_sample_coords(root, writer, along)
+
+
+def _with_sample_coords(root: zarr.Group, writer: ChunkWriter,
+                        along: Mapping[str, zarr.Array]) -> ChunkWriter:
+    """The writer, writing the arrays ``along`` the samples chunk by chunk with the layers."""
+    if not along:
+        return writer
+    for array in along.values():
+        if array.shape != writer.arrays[SAMPLE].shape:
+            array.resize(writer.arrays[SAMPLE].shape)
+    return ChunkWriter(root, writer.state, {**writer.arrays, **along}, WRITE_CHUNKS)
 
 
 def _cast(rows: np.ndarray, dtype: np.dtype, where: str, start: int) -> np.ndarray:
@@ -363,7 +391,9 @@ def _stream(source: Source, names: list[str], writer: ChunkWriter, n: int) -> No
             data = layer.read(start, stop).reshape((stop - start, *_shape(layer)[1:]))
             rows[name] = _cast(data, writer.arrays[name].dtype, layer.where, start)
         ids = np.arange(start, stop) if source.ids is None else source.ids[start:stop]
-        writer.append({**rows, SAMPLE: ids})
+        along = {name: np.asarray(values)[start:stop]
+                 for name, values in source.sample_coords.items()}
+        writer.append({**rows, SAMPLE: ids, **along})
 
 
 def shared(load: Callable[[int, int], Mapping[str, np.ndarray]]

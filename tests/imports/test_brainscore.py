@@ -37,8 +37,12 @@ def test_layers_coordinates_and_ids(assembly_file, tmp_path):
     np.testing.assert_array_equal(group["conv1.channel_y"][...], np.tile([0, 1, 2], 4))
     assert group["conv1"].metadata.dimension_names == ("sample", "conv1.neuroid")
     assert group.attrs["dask_repsim_provenance"]["model"] == "alexnet"
+    # the presentation coordinates besides the ids: along the samples, as coordinates
+    assert group["stimulus_path"][...].tolist() == [f"/stimuli/img{i:02d}.png" for i in range(N)]
+    assert group["stimulus_path"].metadata.dimension_names == ("sample",)
     ds = xr.open_zarr(store)
     assert set(ds.data_vars) == {"conv1", "fc"}
+    assert ds["fc"].coords["stimulus_path"].values[3] == "/stimuli/img03.png"
     assert ds["fc"].coords["fc.neuroid_num"].values.tolist() == [0, 1, 2, 3, 4]
     grid = dask_repsim.compare(str(store), want, metrics=["cka"])
     assert float(grid.cka.sel(layer_a="conv1", layer_b="conv1")) == pytest.approx(1.0)
