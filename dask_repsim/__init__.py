@@ -28,6 +28,7 @@ from .options import JACKKNIFE_GROUPS
 from .pairwise.cca import cca, eigenspace_overlap, gulp, linear_regression, pwcca, svcca
 from .pairwise.cka import cka, ensd, hsic
 from .pairwise.distances import distance_correlation, rsm_norm_difference
+from .pairwise.outputs import disagreement, jensen_shannon
 from .pairwise.samples import (
     cknna,
     jaccard_knn,
@@ -83,6 +84,7 @@ __all__ = [
     "compare",
     "compare_zoo",
     "concentricity_difference",
+    "disagreement",
     "distance_correlation",
     "eigenspace_overlap",
     "ensd",
@@ -97,6 +99,7 @@ __all__ = [
     "import_thingsvision",
     "import_torchlens",
     "jaccard_knn",
+    "jensen_shannon",
     "joint_rank_jaccard",
     "linear_regression",
     "magnitude_difference",

@@ -28,7 +28,7 @@ from typing import Any
 from .io.validation import require_samples
 from .measures import cca, cka, shape, statistics, subspaces, units
 from .paths import qr
-from .paths.sample_blocks import distances, neighbours, rsa
+from .paths.sample_blocks import distances, neighbours, outputs, rsa
 
 
 @dataclass(frozen=True)
@@ -152,6 +152,13 @@ def _distance(measure: str) -> Callable[..., float]:
     return value
 
 
+def _output(measure: str) -> Callable[..., float]:
+    def value(x: Any, y: Any) -> float:
+        return outputs.output_values(x, y, measures=(measure,))[measure]
+
+    return value
+
+
 def _knn(measure: str) -> Callable[..., float]:
     def value(x: Any, y: Any, k: int = neighbours.DEFAULT_K) -> float:
         return neighbours.knn_values(x, y, k, measures=(measure,))[measure]
@@ -270,6 +277,14 @@ MEASURES: dict[str, Measure] = {
                 "concentricity_difference", {},
                 {"sample_blocks": _distance("concentricity_difference")}, similarity=False,
                 paired=False,
+                lacks=_NO_NULL),
+        Measure("disagreement", "prediction disagreement (Klabunde et al. 2023; ReSi): the "
+                "share of samples whose output layers predict different classes (argmax)",
+                "disagreement", {}, {"sample_blocks": _output("disagreement")},
+                similarity=False, lacks=_NO_NULL),
+        Measure("jensen_shannon", "Jensen-Shannon divergence (bits) of the output layers' "
+                "softmax distributions, averaged over samples (ReSi)", "jensen_shannon", {},
+                {"sample_blocks": _output("jensen_shannon")}, similarity=False,
                 lacks=_NO_NULL),
         Measure("mutual_knn", "mutual k-nearest-neighbour alignment (Huh et al. 2024): the "
                 "share of each sample's k cosine neighbours both layers agree on (k=)",

@@ -510,6 +510,27 @@ def concentricity_difference(x: np.ndarray, y: np.ndarray) -> float:
     return abs(concentricity(x) - concentricity(y))
 
 
+def disagreement(x: np.ndarray, y: np.ndarray) -> float:
+    """ReSi: the share of rows whose argmax differs."""
+    return float(np.mean(np.argmax(x, axis=1) != np.argmax(y, axis=1)))
+
+
+def jensen_shannon(x: np.ndarray, y: np.ndarray) -> float:
+    """The mean over rows of the Jensen-Shannon divergence (bits) of the softmax outputs, row by
+    row as ReSi writes it: (KL(p || m) + KL(q || m)) / 2 with m = (p + q) / 2, each KL a sum
+    of p log(p / m) terms (0 where p is 0), in bits, clipped to [0, 1]."""
+    from scipy.special import softmax
+
+    out = []
+    for p, q in zip(softmax(_as_float64(x), axis=1), softmax(_as_float64(y), axis=1),
+                    strict=True):
+        m = (p + q) / 2
+        kl = [float(np.sum(np.where(a > 0, a * np.log(np.where(a > 0, a, 1) / m), 0.0)))
+              for a in (p, q)]
+        out.append(min(max((kl[0] + kl[1]) / 2 / np.log(2), 0.0), 1.0))
+    return float(np.mean(out))
+
+
 def rsm_norm_difference(x: np.ndarray, y: np.ndarray) -> float:
     """The Frobenius norm of the difference of the two n x n Euclidean distance matrices."""
     return float(np.linalg.norm(_distance_matrix(x) - _distance_matrix(y), "fro"))
@@ -523,7 +544,8 @@ ALL_METRICS.update(
     distance_correlation=distance_correlation, rsm_norm_difference=rsm_norm_difference,
     second_order_cosine=second_order_cosine, magnitude_difference=magnitude_difference,
     uniformity_difference=uniformity_difference,
-    concentricity_difference=concentricity_difference,
+    concentricity_difference=concentricity_difference, disagreement=disagreement,
+    jensen_shannon=jensen_shannon,
     hsic=linear_hsic, svcca_r2=svcca_r2, shape_metric=shape_metric, cka_angular=cka_angular,
     cka_rbf=rbf_cka,
 )

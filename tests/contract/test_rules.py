@@ -110,6 +110,10 @@ def test_mismatched_sample_counts_name_both(metric, path):
 #: activations span (the eigenspace overlap: not centred, as May et al. define it) change when
 #: every activation is offset, so the offset case does not apply
 ZERO_UNIT_COUNTS = {"rsa", "eigenspace_overlap", "permutation_distance"}
+#: functional measures of two output layers over the same classes: the rules' layers have 6
+#: and 5 units, and a unit added or all units offset are other logits (other predictions), so
+#: their value cases are in tests/measures/test_outputs.py
+SAME_CLASSES = {"disagreement", "jensen_shannon"}
 NOT_SHIFT_INVARIANT = {"mutual_knn", "jaccard_knn", "rank_similarity", "joint_rank_jaccard",
                        "second_order_cosine", "cknna", "eigenspace_overlap",
                        "magnitude_difference", "concentricity_difference"}
@@ -125,6 +129,8 @@ def _expected(metric: str, path: str, x, y, call) -> float:
 
 @pytest.mark.parametrize(("metric", "path"), CASES)
 def test_all_zero_unit_gives_the_value_without_it(metric, path):
+    if metric in SAME_CLASSES:
+        pytest.skip(f"{metric} compares output layers over the same classes")
     for call, name_x, _ in _entries(metric, path):
         x, y = _data()
         with_zero = x.copy()
@@ -139,6 +145,8 @@ def test_all_zero_unit_gives_the_value_without_it(metric, path):
 def test_activations_offset_by_1e9_give_the_correct_value(metric, path):
     if metric in NOT_SHIFT_INVARIANT:
         pytest.skip(f"{metric} depends on the offset by definition")
+    if metric in SAME_CLASSES:
+        pytest.skip(f"{metric} compares output layers over the same classes")
     for call, _, _ in _entries(metric, path):
         x, y = _data()
         expected = _expected(metric, path, x, y, call)

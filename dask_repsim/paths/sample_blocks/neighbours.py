@@ -48,7 +48,7 @@ from ...exceptions import InputError
 from ...io.inputs import Layer
 from ...io.validation import require_samples
 from ...results import Cell, Cells, Positions, grid_cells
-from . import distances, second_order
+from . import distances, outputs, second_order
 from . import tiles as row_tiles
 from .tiles import Blocks, block_pairs, check_patterns, row_statistics
 
@@ -419,7 +419,8 @@ def sample_cells(
     seeded by ``seed``)."""
     knn = tuple(name for name in metrics if name in KNN_MEASURES)
     apart = tuple(name for name in metrics if name in distances.DISTANCE_MEASURES)
-    shared = set(knn + (apart if len(apart) > 1 else ()))
+    outs = tuple(name for name in metrics if name in outputs.OUTPUT_MEASURES)
+    shared = set(knn + (apart if len(apart) > 1 else ()) + (outs if len(outs) > 1 else ()))
     null = (permutations, seed) if permutations else None
     cells: Cells = {}
     for i, j in grid_cells(rows, cols, todo):
@@ -429,6 +430,8 @@ def sample_cells(
             values.update(knn_values(layers[a], layers[b], k, measures=knn, null=null))
         if len(apart) > 1:
             values.update(distances.distance_values(layers[a], layers[b], measures=apart))
+        if len(outs) > 1:
+            values.update(outputs.output_values(layers[a], layers[b], measures=outs))
         for m, (function, name) in enumerate(zip(functions, metrics, strict=True)):
             value = values[name] if name in shared else function(layers[a], layers[b])
             nulls = values["null"][name] if null and name in knn else None
