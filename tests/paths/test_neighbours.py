@@ -192,13 +192,15 @@ _CHILD = textwrap.dedent("""
     m = mutual_knn(sys.argv[1] + "/x", sys.argv[1] + "/y", k=10)
     # the other neighbour measures from one pass; the distance-matrix measures from one more
     knn = dr.compare(sys.argv[1] + "/x", sys.argv[1] + "/y", k=10,
-                     metrics=["jaccard_knn", "rank_similarity", "joint_rank_jaccard"])
+                     metrics=["jaccard_knn", "rank_similarity", "joint_rank_jaccard",
+                              "second_order_cosine"])
     apart = dr.compare(sys.argv[1] + "/x", sys.argv[1] + "/y",
                        metrics=["distance_correlation", "rsm_norm_difference",
-                                "uniformity_difference", "concentricity_difference"])
+                                "uniformity_difference", "concentricity_difference",
+                                "disagreement", "jensen_shannon"])
     r = rsa(sys.argv[1] + "/x", sys.argv[1] + "/y", rdm="correlation", compare="corr")
     spectra = dr.compare(sys.argv[1], metrics=["bures_distance", "eigenspace_overlap", "gulp",
-                                                "permutation_distance"],
+                                                "permutation_distance", "magnitude_difference"],
                          ridge=0.1).sel(layer_a="x", layer_b="y")
     # the process's own high-water RSS: ru_maxrss would count the parent's RSS at fork
     peak = int([line for line in open("/proc/self/status")
@@ -243,6 +245,7 @@ def test_out_of_core_within_the_memory_budget(tmp_path):
     assert 0.0 < result["rank_similarity"] <= 1.0
     assert 0.0 < result["distance_correlation"] < 1.0 and result["rsm_norm_difference"] > 0
     assert result["uniformity_difference"] >= 0 and result["concentricity_difference"] >= 0
+    assert 0.0 < result["second_order_cosine"] < 1.0
     x, y = (np.asarray(root[name][:], dtype=np.float64) for name in ("x", "y"))
     assert result["bures_distance"] == pytest.approx(references.size_and_shape_distance(x, y),
                                                      rel=1e-8)
@@ -251,6 +254,10 @@ def test_out_of_core_within_the_memory_budget(tmp_path):
     assert result["gulp"] == pytest.approx(references.gulp(x, y, 0.1), rel=1e-7)
     assert result["permutation_distance"] == pytest.approx(
         references.permutation_distance(x, y), abs=1e-9)
+    assert result["magnitude_difference"] == pytest.approx(
+        references.magnitude_difference(x, y), rel=1e-9)
+    assert result["disagreement"] == pytest.approx(references.disagreement(x, y), abs=1e-12)
+    assert result["jensen_shannon"] == pytest.approx(references.jensen_shannon(x, y), rel=1e-9)
 
 
 def test_grid_options_the_sample_space_measures_lack_name_them():
