@@ -169,6 +169,9 @@ def reject_unused(path: str, options: Options, *, level_used: bool = False,
         if not info.permutations:
             raise _off_path("seed=", path, measures,
                             "has no permutation tests and nothing random to seed")
+        if measures and not any(supports(m, path, "permutations") for m in measures):
+            raise _off_path("seed=", path, measures, "offers no permutation test of them and "
+                            "nothing random to seed")
         raise ValueError("seed= is used by permutation tests (permutations=K) and random "
                          "estimators only; nothing here is random")
 
