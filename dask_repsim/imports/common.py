@@ -6,7 +6,8 @@ reader (the layer's shape, samples first, its dtype, where it lives, and a funct
 reads rows ``start:stop``), the sample ids where the files hold them, and the files read.
 :func:`write_store` then writes the source chunk by chunk with the capture writer of
 :mod:`dask_repsim.capture.store` (the same arrays, state and commit protocol as
-:func:`~dask_repsim.capture_activations`): memory holds one chunk of every layer, a run
+:func:`~dask_repsim.capture_activations`): memory holds :data:`WRITE_CHUNKS` chunks of every
+layer (written at once, so that zarr compresses them in parallel), a run
 killed at any moment resumes with ``resume=True`` to the store an uninterrupted run gives,
 and a resume from other files than the interrupted run's is refused.
 """
@@ -381,7 +382,7 @@ def _cast(rows: np.ndarray, dtype: np.dtype, where: str, start: int) -> np.ndarr
 
 
 def _stream(source: Source, names: list[str], writer: ChunkWriter, n: int) -> None:
-    """Append the samples after the committed ones, one chunk at a time."""
+    """Append the samples after the committed ones, a chunk of rows read at a time."""
     step = writer.chunk
     for start in range(writer.start, n, step):
         stop = min(start + step, n)
