@@ -38,7 +38,13 @@ from .pairwise.samples import (
     rsa,
     second_order_cosine,
 )
-from .pairwise.shape import bures_distance, permutation_distance, procrustes, shape_metric
+from .pairwise.shape import (
+    aligned_cosine,
+    bures_distance,
+    permutation_distance,
+    procrustes,
+    shape_metric,
+)
 from .pairwise.statistics import (
     concentricity_difference,
     magnitude_difference,
@@ -73,6 +79,7 @@ __all__ = [
     "RepsimWarning",
     "SampleCountError",
     "__version__",
+    "aligned_cosine",
     "bures_distance",
     "capture_activations",
     "capture_hidden_states",

@@ -198,8 +198,8 @@ def compare(
         ``rsa``, ``distance_correlation``, ``rsm_norm_difference``, ``mutual_knn``,
         ``jaccard_knn``, ``rank_similarity``, ``joint_rank_jaccard``, ``second_order_cosine``,
         ``cknna``, ``ensd``, ``gulp``, ``permutation_distance``, ``magnitude_difference``,
-        ``uniformity_difference``, ``concentricity_difference``, ``disagreement``,
-        ``jensen_shannon``.
+        ``uniformity_difference``, ``concentricity_difference``, ``aligned_cosine``,
+        ``disagreement``, ``jensen_shannon``.
     sample_dims
         For xarray inputs, the dims that index samples; each variable uses those it has. A conv
         layer's ``("sample", "height", "width")`` folds spatial positions into samples (the

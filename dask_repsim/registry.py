@@ -28,7 +28,7 @@ from typing import Any
 from .io.validation import require_samples
 from .measures import cca, cka, shape, statistics, subspaces, units
 from .paths import qr
-from .paths.sample_blocks import distances, neighbours, outputs, rsa
+from .paths.sample_blocks import aligned, distances, neighbours, outputs, rsa
 
 
 @dataclass(frozen=True)
@@ -278,6 +278,10 @@ MEASURES: dict[str, Measure] = {
                 {"sample_blocks": _distance("concentricity_difference")}, similarity=False,
                 paired=False,
                 lacks=_NO_NULL),
+        Measure("aligned_cosine", "aligned cosine similarity (Hamilton et al. 2016; ReSi): the "
+                "mean cosine of each sample's activations after orthogonal Procrustes "
+                "alignment of the layers", "aligned_cosine", {},
+                {"sample_blocks": aligned.aligned_cosine}, lacks=_NO_NULL),
         Measure("disagreement", "prediction disagreement (Klabunde et al. 2023; ReSi): the "
                 "share of samples whose output layers predict different classes (argmax)",
                 "disagreement", {}, {"sample_blocks": _output("disagreement")},

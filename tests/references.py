@@ -510,6 +510,22 @@ def concentricity_difference(x: np.ndarray, y: np.ndarray) -> float:
     return abs(concentricity(x) - concentricity(y))
 
 
+def aligned_cosine(x: np.ndarray, y: np.ndarray) -> float:
+    """ReSi's aligned_cossim: the narrower layer padded with zero units, x rotated onto y by
+    scipy's orthogonal Procrustes (raw activations), each row's cosine, averaged over the rows
+    with a direction in both."""
+    from scipy.linalg import orthogonal_procrustes
+
+    x, y = _as_float64(x), _as_float64(y)
+    width = max(x.shape[1], y.shape[1])
+    x = np.pad(x, ((0, 0), (0, width - x.shape[1])))
+    y = np.pad(y, ((0, 0), (0, width - y.shape[1])))
+    rotated = x @ orthogonal_procrustes(x, y)[0]
+    norms = np.linalg.norm(rotated, axis=1) * np.linalg.norm(y, axis=1)
+    kept = norms > 0
+    return float(np.mean(np.einsum("ij,ij->i", rotated[kept], y[kept]) / norms[kept]))
+
+
 def disagreement(x: np.ndarray, y: np.ndarray) -> float:
     """ReSi: the share of rows whose argmax differs."""
     return float(np.mean(np.argmax(x, axis=1) != np.argmax(y, axis=1)))
@@ -545,7 +561,7 @@ ALL_METRICS.update(
     second_order_cosine=second_order_cosine, magnitude_difference=magnitude_difference,
     uniformity_difference=uniformity_difference,
     concentricity_difference=concentricity_difference, disagreement=disagreement,
-    jensen_shannon=jensen_shannon,
+    jensen_shannon=jensen_shannon, aligned_cosine=aligned_cosine,
     hsic=linear_hsic, svcca_r2=svcca_r2, shape_metric=shape_metric, cka_angular=cka_angular,
     cka_rbf=rbf_cka,
 )

@@ -10,7 +10,8 @@ from typing import Any
 
 from ..options import Options, SampleDims, document
 from ..results import Estimate
-from ..runners import pair_estimate
+from ..runners import cell_estimate, pair_estimate
+from .samples import run_sample_space, sample_space_documented
 
 
 @document
@@ -218,3 +219,56 @@ def permutation_distance(
                       nan_policy=nan_policy, interval=interval, level=level, groups=groups,
                       permutations=permutations, seed=seed)
     return pair_estimate("permutation_distance", x, y, options, method=method, join=join)
+
+
+@sample_space_documented
+def aligned_cosine(
+    x: Any, y: Any, *, sample_dims: SampleDims = None,
+    storage_options: Mapping[str, Any] | None = None, nan_policy: str = "raise",
+    interval: str | None = None, level: float | None = None, groups: int | None = None,
+    permutations: int = 0, seed: int | None = None, join: str = "exact",
+) -> Estimate:
+    """Aligned cosine similarity (Hamilton, Leskovec & Jurafsky 2016; ReSi's
+    ``aligned_cossim``): x rotated onto y by orthogonal Procrustes, then each sample's cosine
+    similarity between its two activation vectors, averaged.
+
+    With the activations as given (not centred; the narrower layer padded with zero units),
+    ``Q = U V^T`` from ``X^T Y = U S V^T``, and ``mean_i cos(x_i Q, y_i)``.
+
+    Parameters
+    ----------
+    {inputs}
+    {unsupported}
+
+    Returns
+    -------
+    Estimate
+        A float in [-1, 1], 1 when y is a rotation and scaling of x, with ``.method``
+        ``"sample_blocks"``.
+
+    Notes
+    -----
+    Two passes over the rows (the cross product ``X^T Y``, then the cosines;
+    :mod:`dask_repsim.paths.sample_blocks.aligned`). Invariant to rotations, reflections and
+    isotropic scaling of either layer (the rotation and the cosines do not see the scale), not
+    to translations. Samples whose activations are all zero in either layer have no cosine and
+    are left out with a warning, as ReSi does.
+
+    References
+    ----------
+    Hamilton, Leskovec, Jurafsky (2016). Diachronic Word Embeddings Reveal Statistical Laws of
+    Semantic Change. ACL.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> x = np.random.default_rng(0).normal(size=(200, 4))
+    >>> q = np.linalg.qr(np.random.default_rng(1).normal(size=(4, 4)))[0]
+    >>> round(float(aligned_cosine(x, 2 * x @ q)), 12)
+    1.0
+    """
+    cell, path, options = run_sample_space(
+        "aligned_cosine", x, y, {}, join, sample_dims=sample_dims,
+        storage_options=storage_options, nan_policy=nan_policy, interval=interval, level=level,
+        groups=groups, permutations=permutations, seed=seed)
+    return cell_estimate(cell, options, path)
