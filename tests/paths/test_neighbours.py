@@ -197,7 +197,7 @@ _CHILD = textwrap.dedent("""
     apart = dr.compare(sys.argv[1] + "/x", sys.argv[1] + "/y",
                        metrics=["distance_correlation", "rsm_norm_difference",
                                 "uniformity_difference", "concentricity_difference",
-                                "disagreement", "jensen_shannon"])
+                                "disagreement", "jensen_shannon", "aligned_cosine"])
     r = rsa(sys.argv[1] + "/x", sys.argv[1] + "/y", rdm="correlation", compare="corr")
     spectra = dr.compare(sys.argv[1], metrics=["bures_distance", "eigenspace_overlap", "gulp",
                                                 "permutation_distance", "magnitude_difference"],
@@ -258,6 +258,7 @@ def test_out_of_core_within_the_memory_budget(tmp_path):
         references.magnitude_difference(x, y), rel=1e-9)
     assert result["disagreement"] == pytest.approx(references.disagreement(x, y), abs=1e-12)
     assert result["jensen_shannon"] == pytest.approx(references.jensen_shannon(x, y), rel=1e-9)
+    assert result["aligned_cosine"] == pytest.approx(references.aligned_cosine(x, y), rel=1e-9)
 
 
 def test_grid_options_the_sample_space_measures_lack_name_them():
