@@ -102,6 +102,9 @@ class Measure:
     paired: bool = True
     #: per path, what that path offers (``"permutations"``) and this measure cannot have
     lacks: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    #: True when the two layers must have the same units in the same order (output layers over
+    #: the same classes): other pairs are an error
+    same_units: bool = False
 
 
 def supports(measure: str, path: str, need: str) -> bool:
@@ -285,11 +288,11 @@ MEASURES: dict[str, Measure] = {
         Measure("disagreement", "prediction disagreement (Klabunde et al. 2023; ReSi): the "
                 "share of samples whose output layers predict different classes (argmax)",
                 "disagreement", {}, {"sample_blocks": _output("disagreement")},
-                similarity=False, lacks=_NO_NULL),
+                similarity=False, lacks=_NO_NULL, same_units=True),
         Measure("jensen_shannon", "Jensen-Shannon divergence (bits) of the output layers' "
                 "softmax distributions, averaged over samples (ReSi)", "jensen_shannon", {},
                 {"sample_blocks": _output("jensen_shannon")}, similarity=False,
-                lacks=_NO_NULL),
+                lacks=_NO_NULL, same_units=True),
         Measure("mutual_knn", "mutual k-nearest-neighbour alignment (Huh et al. 2024): the "
                 "share of each sample's k cosine neighbours both layers agree on (k=)",
                 "mutual_knn", {}, {"sample_blocks": _knn("mutual_knn")}, parameters=("k",)),

@@ -278,7 +278,8 @@ def test_the_registry_says_which_measures_are_symmetric(metric, path):
     weights are then x's)."""
     for parameters in VARIANTS.get(metric, [{}]):
         if MEASURES[metric].symmetric:
-            for y in (_Y, _Y[:, :3]):
+            # layers of other widths, where the measure compares them
+            for y in (_Y,) if MEASURES[metric].same_units else (_Y, _Y[:, :3]):
                 assert _value(metric, path, _X, y, **parameters) == pytest.approx(
                     _value(metric, path, y, _X, **parameters), abs=1e-12), parameters
         else:

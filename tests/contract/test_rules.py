@@ -110,10 +110,10 @@ def test_mismatched_sample_counts_name_both(metric, path):
 #: activations span (the eigenspace overlap: not centred, as May et al. define it) change when
 #: every activation is offset, so the offset case does not apply
 ZERO_UNIT_COUNTS = {"rsa", "eigenspace_overlap", "permutation_distance"}
-#: functional measures of two output layers over the same classes: the rules' layers have 6
-#: and 5 units, and a unit added or all units offset are other logits (other predictions), so
-#: their value cases are in tests/measures/test_outputs.py
-SAME_CLASSES = {"disagreement", "jensen_shannon"}
+#: functional measures of two output layers over the same classes (``Measure.same_units``): the
+#: rules' layers have 6 and 5 units, and a unit added or all units offset are other logits
+#: (other predictions), so their value cases are in tests/measures/test_outputs.py
+SAME_CLASSES = {m for m in MEASURES if MEASURES[m].same_units}
 NOT_SHIFT_INVARIANT = {"mutual_knn", "jaccard_knn", "rank_similarity", "joint_rank_jaccard",
                        "second_order_cosine", "cknna", "eigenspace_overlap",
                        "magnitude_difference", "concentricity_difference", "aligned_cosine"}
