@@ -67,8 +67,12 @@ def rsa(
         ``"corr"`` (default): Pearson correlation of the two RDMs' entries; ``"cosine"``:
         their cosine; ``"spearman"``: the Pearson correlation of their ranks (ties averaged);
         ``"rho-a"``: Spearman's rho without tie correction, ``12 sum (r1 - m)(r2 - m) /
-        (N^3 - N)`` over the N entries. ``"corr"`` and ``"cosine"`` stream over tiles for any
-        number of samples; the rank comparisons hold all entries at once, up to
+        (N^3 - N)`` over the N entries; ``"tau-b"``: Kendall's tau-b (scipy's
+        ``kendalltau``); ``"tau-a"``: Kendall's tau without the tie correction, concordant
+        minus discordant pairs over all ``N (N - 1) / 2`` pairs (rsatoolbox's, the choice of
+        Nili et al. 2014 for models that predict tied dissimilarities). ``"corr"`` and
+        ``"cosine"`` stream over tiles for any number of samples; the rank comparisons hold all
+        entries at once, up to
         :data:`dask_repsim.paths.sample_blocks.rsa.RANK_MAX_SAMPLES` samples and the memory budget.
     {unsupported}
 

@@ -28,6 +28,23 @@ def reference_rdm(x: np.ndarray, rdm: str) -> np.ndarray:
     return pdist(x, "sqeuclidean") / x.shape[1]  # pdist's order is the row-major i < j
 
 
+def kendall_by_pairs(d1: np.ndarray, d2: np.ndarray, compare: str) -> float:
+    """Kendall's tau from its definition: every pair of entries counted, concordant minus
+    discordant, over all pairs (tau-a) or over the pairs untied in each vector (tau-b)."""
+    sign = 0
+    untied1 = untied2 = 0
+    for start in range(0, len(d1), 500):
+        a = np.sign(d1[start:start + 500, None] - d1[None, :])
+        b = np.sign(d2[start:start + 500, None] - d2[None, :])
+        sign += int((a * b).sum())
+        untied1 += int(np.count_nonzero(a))
+        untied2 += int(np.count_nonzero(b))
+    pairs = len(d1) * (len(d1) - 1)  # ordered pairs, as the sums above count them
+    if compare == "tau-a":
+        return sign / pairs
+    return sign / np.sqrt(float(untied1) * float(untied2))
+
+
 def reference_compare(d1: np.ndarray, d2: np.ndarray, compare: str) -> float:
     if compare == "corr":
         return float(np.corrcoef(d1, d2)[0, 1])
@@ -35,6 +52,8 @@ def reference_compare(d1: np.ndarray, d2: np.ndarray, compare: str) -> float:
         return float(d1 @ d2 / np.sqrt((d1 @ d1) * (d2 @ d2)))
     if compare == "spearman":
         return float(stats.spearmanr(d1, d2).statistic)
+    if compare in ("tau-a", "tau-b"):
+        return kendall_by_pairs(d1, d2, compare)
     # rho-a (Nili et al. 2014): the expected Spearman correlation when ties are broken at
     # random. Tie-broken ranks are a permutation of 1..N, so the denominator is a permutation's
     # sum of squares (N^3 - N) / 12, and the expected cross-product about the mean is that of
@@ -84,11 +103,12 @@ def test_rank_comparisons_with_tied_dissimilarities():
     d1, d2 = reference_rdm(x, "euclidean"), reference_rdm(y, "euclidean")
     assert len(np.unique(d1)) < len(d1) / 100  # heavily tied
     values = rsa_values(as_layer(x), as_layer(y, name="y"), rdm="euclidean",
-                        compares=("spearman", "rho-a"), block_rows=16)
-    for compare in ("spearman", "rho-a"):
+                        compares=("spearman", "rho-a", "tau-b", "tau-a"), block_rows=16)
+    for compare in ("spearman", "rho-a", "tau-b", "tau-a"):
         assert values[compare] == pytest.approx(reference_compare(d1, d2, compare), abs=1e-9)
         assert values[compare] == pytest.approx(toolbox(x, y, "euclidean", compare), abs=1e-9)
     assert values["rho-a"] < values["spearman"] - 1e-3  # ties shrink the uncorrected one
+    assert values["tau-a"] < values["tau-b"] - 1e-3
 
 
 def test_average_ranks_equal_scipy():
@@ -180,6 +200,13 @@ def test_rank_comparisons_beyond_the_exact_size_are_refused():
         ValueError, match=r"compare='spearman' ranks all 44,850 .*use compare='corr' or 'cosine'"
     ):
         rsa(x, x + 1, compare="spearman")
+    # Kendall's pair counting needs twice the bytes per entry: 4.3 MB of 44,850 entries
+    with dask.config.set({"repsim.memory-budget": "4 MB"}), pytest.raises(
+        ValueError, match=r"compare='tau-a' ranks all 44,850 .* about 4\.\d+ MiB"
+    ):
+        rsa(x, x + 1, compare="tau-a")
+    with dask.config.set({"repsim.memory-budget": "4 MB"}):
+        assert float(rsa(x, x + 1, compare="spearman")) == pytest.approx(1.0)
     with dask.config.set({"repsim.memory-budget": "1 MB"}):  # Pearson streams: fine
         assert float(rsa(x, x + 1)) == pytest.approx(1.0)
 

@@ -22,7 +22,9 @@ The definitions are rsatoolbox's (``calc_rdm`` and ``compare``, version 0.3):
   their average rank); ``"rho-a"``: ``12 sum_k (r1_k - m)(r2_k - m) / (N^3 - N)`` with the
   average ranks ``r``, their mean ``m = (N + 1) / 2`` and N entries: the expected Spearman
   correlation when ties are broken at random (Nili et al. 2014), equal to ``"spearman"``
-  without ties and smaller with them.
+  without ties and smaller with them; ``"tau-b"``: Kendall's tau-b
+  (``scipy.stats.kendalltau``); ``"tau-a"``: ``(C - D) / (N (N - 1) / 2)`` with C and D the
+  concordant and discordant pairs of entries, from tau-b and each vector's tied pairs.
 
 References
 ----------
@@ -50,7 +52,12 @@ from . import tiles as row_tiles
 from .tiles import Blocks, block_pairs, check_patterns, row_statistics
 
 RDMS = ("correlation", "euclidean")
-COMPARES = ("corr", "cosine", "spearman", "rho-a")
+COMPARES = ("corr", "cosine", "spearman", "rho-a", "tau-b", "tau-a")
+#: the comparisons that need every entry at once (ranks, pairs of entries)
+GATHERED = ("spearman", "rho-a", "tau-b", "tau-a")
+#: Bytes per RDM entry while counting Kendall's concordant pairs (scipy's kendalltau: sort
+#: orders, sorted copies and ranks of both vectors)
+KENDALL_BYTES = 96
 #: Most samples whose RDM entries are ranked (``compare="spearman"`` or ``"rho-a"``):
 #: ``n (n - 1) / 2`` entries of each RDM, gathered and ranked on the client, within the memory
 #: budget as well (:data:`RANK_BYTES` per entry).
@@ -182,10 +189,10 @@ def _infos(lx: Layer, ly: Layer, rdm: str, columns: list) -> list:
     return out
 
 
-def check_rank_size(n: int, compare: str) -> None:
+def check_rank_size(n: int, compare: str, per_entry: int = RANK_BYTES) -> None:
     """An error when the RDM entries of ``n`` samples are too many to rank exactly."""
     entries = n * (n - 1) // 2
-    need, budget = RANK_BYTES * entries, memory_budget()
+    need, budget = per_entry * entries, memory_budget()
     if n > RANK_MAX_SAMPLES or need > budget:
         raise ValueError(
             f"compare={compare!r} ranks all {entries:,} dissimilarities of each {n}-sample "
@@ -231,14 +238,40 @@ def average_ranks(v: np.ndarray) -> np.ndarray:
 
 
 def _rank_measures(parts: list, compares: Sequence[str]) -> dict[str, float]:
-    r1 = average_ranks(_gathered(parts, 1))
+    d1, d2 = _gathered(parts, 1), _gathered(parts, 2)
+    out = _kendall(d1, d2, compares)
+    if not {"spearman", "rho-a"} & set(compares):
+        return out
+    r1 = average_ranks(d1)
+    del d1
     r1 -= (len(r1) + 1) / 2.0
-    r2 = average_ranks(_gathered(parts, 2))
+    r2 = average_ranks(d2)
+    del d2
     r2 -= (len(r2) + 1) / 2.0
     cross, n = float(r1 @ r2), float(len(r1))
-    out = {"spearman": cross / np.sqrt(float(r1 @ r1) * float(r2 @ r2)),
-           "rho-a": 12.0 * cross / (n**3 - n)}
+    out.update({"spearman": cross / np.sqrt(float(r1 @ r1) * float(r2 @ r2)),
+                "rho-a": 12.0 * cross / (n**3 - n)})
     return {c: out[c] for c in compares if c in out}
+
+
+def _tied_pairs(v: np.ndarray) -> int:
+    """The number of pairs of equal entries of ``v``."""
+    counts = np.unique(v, return_counts=True)[1].astype(np.int64)
+    return int((counts * (counts - 1) // 2).sum())
+
+
+def _kendall(d1: np.ndarray, d2: np.ndarray, compares: Sequence[str]) -> dict[str, float]:
+    """Kendall's tau-b (scipy's ``kendalltau``) and tau-a of the entries: with ``N`` entries,
+    ``n0 = N (N - 1) / 2`` pairs and ``t1``, ``t2`` pairs tied in each vector,
+    ``C - D = tau_b sqrt((n0 - t1)(n0 - t2))`` and ``tau_a = (C - D) / n0``."""
+    if not {"tau-b", "tau-a"} & set(compares):
+        return {}
+    from scipy import stats
+
+    tau_b = float(stats.kendalltau(d1, d2).statistic)
+    n0 = len(d1) * (len(d1) - 1) // 2
+    excess = np.sqrt(float(n0 - _tied_pairs(d1)) * float(n0 - _tied_pairs(d2)))
+    return {"tau-b": tau_b, "tau-a": float(np.clip(tau_b * excess / n0, -1.0, 1.0))}
 
 
 def _check_rdm(name: str, moments: tuple, rdm: str, compares: Sequence[str]) -> None:
@@ -297,12 +330,13 @@ def rsa_values(x: Layer, y: Layer, *, rdm: str = "correlation",
     {'corr': 1.0, 'spearman': 1.0}
     """
     check_choice(rdm, compares)
-    ranks = [c for c in compares if c in ("spearman", "rho-a")]
+    ranks = [c for c in compares if c in GATHERED]
     columns = checked_columns([x, y])
     n = columns[0].count
     require_samples(n, 3, "RSA")
     if ranks:
-        check_rank_size(n, ranks[0])
+        kendall = [c for c in ranks if c.startswith("tau")]
+        check_rank_size(n, (kendall or ranks)[0], KENDALL_BYTES if kendall else RANK_BYTES)
     infos = _infos(x, y, rdm, columns)
     rows = block_rows or block_rows_for(n, x, y)
     blocks = Blocks(x, y, rows)
