@@ -307,6 +307,19 @@ _NAMES = {"mutual_knn": "mutual k-NN", "jaccard_knn": "k-NN Jaccard",
 DEFAULT_K = 10
 
 
+#: the measures that are functions of the neighbour lists' indices alone
+_SET_MEASURES = ("mutual_knn", "jaccard_knn", "rank_similarity", "joint_rank_jaccard")
+
+
+def _set_measure(measure: str, idx_x: np.ndarray, idx_y: np.ndarray) -> float:
+    """One of :data:`_SET_MEASURES` from the neighbour lists' indices."""
+    if measure == "mutual_knn":
+        return mutual_fraction(idx_x, idx_y)
+    if measure == "jaccard_knn":
+        return jaccard_fraction(idx_x, idx_y)
+    return rank_fraction(idx_x, idx_y, joint=measure == "joint_rank_jaccard")
+
+
 def knn_values(x: Layer, y: Layer, k: int, *, measures: tuple[str, ...] = KNN_MEASURES,
                block_rows: int | None = None, null: tuple[int, int] | None = None) -> dict:
     """Mutual k-NN alignment, k-NN Jaccard similarity, rank and joint rank-Jaccard similarity
@@ -356,10 +369,7 @@ def knn_values(x: Layer, y: Layer, k: int, *, measures: tuple[str, ...] = KNN_ME
     rows = block_rows or row_tiles.block_rows(
         n, int(x.data.shape[1] + y.data.shape[1]), _MATRICES)
     lists = nearest_neighbours(x, y, k, block_rows=rows, norms=norms)
-    fractions = {"mutual_knn": mutual_fraction, "jaccard_knn": jaccard_fraction,
-                 "rank_similarity": rank_fraction,
-                 "joint_rank_jaccard": lambda a, b: rank_fraction(a, b, joint=True)}
-    out: dict = {m: fractions[m](lists[1], lists[3]) for m in measures if m in fractions}
+    out: dict = {m: _set_measure(m, lists[1], lists[3]) for m in measures if m in _SET_MEASURES}
     if "second_order_cosine" in measures:  # one more pass, for the similarities not listed
         out["second_order_cosine"] = second_order.second_order_cosine(
             Blocks(x, y, rows), norms, lists)
@@ -382,9 +392,6 @@ def permuted_values(lists: tuple, measures: Sequence[str], count: int,
     data is needed. (Ties at the k-th neighbour stay broken as in y, by y's sample order.)
     """
     sim_x, idx_x, sim_y, idx_y = lists
-    fractions = {"mutual_knn": mutual_fraction, "jaccard_knn": jaccard_fraction,
-                 "rank_similarity": rank_fraction,
-                 "joint_rank_jaccard": lambda a, b: rank_fraction(a, b, joint=True)}
     out: dict[str, list[float]] = {m: [] for m in measures}
     for perm in permutation_series(len(idx_x), seed, count):
         inverse = np.empty_like(perm)
@@ -394,7 +401,7 @@ def permuted_values(lists: tuple, measures: Sequence[str], count: int,
             if m == "cknna":
                 out[m].append(cknna_value(sim_x, idx_x, sim_y[perm], moved)[0])
             else:
-                out[m].append(fractions[m](idx_x, moved))
+                out[m].append(_set_measure(m, idx_x, moved))
     return out
 
 
