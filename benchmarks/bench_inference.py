@@ -10,6 +10,9 @@ bandwidth  this machine's memory bandwidth: ``numpy.copyto`` between two 1 GiB f
 plain      ``compare(a, b, metrics=M, sigma=S)``
 perm       the same with ``permutations=K`` (default 100)
 interval   the same with ``interval="jackknife"`` (20 groups)
+g_plain    ``compare`` of the metrics with a Gamma approximation (cka, cka_rbf; not
+           cka_debiased), alone
+gamma      the same with ``null="gamma"`` (the Gamma approximation of HSIC's null)
 
 The floor of the permutations is their memory traffic: per permutation and kernel (linear,
 shared by cka and cka_debiased, and one RBF kernel per bandwidth), each permuted column layer's
@@ -45,7 +48,11 @@ STEPS = {
     "plain": "compare(a, b), the grid alone",
     "perm": "compare(a, b, permutations=K)",
     "interval": "compare(a, b, interval='jackknife'), 20 groups",
+    "g_plain": "compare(a, b) of the Gamma approximation's metrics",
+    "gamma": "compare(a, b, null='gamma') of them",
 }
+#: the metrics with a Gamma approximation of their null
+GAMMA_METRICS = ("cka", "cka_rbf")
 
 
 def bandwidth_step() -> dict:
@@ -66,7 +73,11 @@ def compare_step(a: str, b: str, metrics: list[str], sigmas: list[float], step: 
 
     import dask_repsim
 
+    if step in ("g_plain", "gamma"):
+        metrics = [m for m in metrics if m in GAMMA_METRICS]
     kwargs = {"sigma": sigmas} if "cka_rbf" in metrics else {}
+    if step == "gamma":
+        kwargs["null"] = "gamma"
     if step == "perm":
         kwargs["permutations"] = permutations
     elif step == "interval":
@@ -157,6 +168,11 @@ def report(args: argparse.Namespace, results: dict, start_load: tuple[float, ...
     if "error" not in interval:
         lines += [f"grid with intervals / grid alone = {interval['seconds'] / plain_s:.2f} "
                   "(target <= 1.3)", _agreement(results["plain"], interval, metrics)]
+    gamma, alone = results["gamma"], results["g_plain"]
+    if "error" not in gamma and "error" not in alone:
+        lines += [f"grid with the Gamma approximation / the same grid alone = "
+                  f"{gamma['seconds'] / alone['seconds']:.2f} (target <= 1.3)",
+                  _agreement(alone, gamma, metrics), _significance(gamma, metrics)]
     return lines
 
 
@@ -173,7 +189,8 @@ def _significance(perm: dict, metrics: list[str]) -> str:
         if f"{m}_pvalue_fwer" in perm["values"]:
             fwer = np.array(perm["values"][f"{m}_pvalue_fwer"])
             parts.append(f"{m} {int((fwer <= 0.05).sum())}/49")
-    return "  cells with family-wise corrected p <= 0.05: " + ", ".join(parts)
+    return "  cells with family-wise corrected p <= 0.05: " + ", ".join(parts) + (
+        " (Holm, Gamma approximation)" if "null" in perm["attrs"] else "")
 
 
 def main() -> None:

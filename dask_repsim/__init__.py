@@ -29,6 +29,7 @@ from .pairwise.cca import cca, eigenspace_overlap, gulp, linear_regression, pwcc
 from .pairwise.cka import cka, ensd, hsic
 from .pairwise.distances import distance_correlation, rsm_norm_difference
 from .pairwise.outputs import disagreement, jensen_shannon
+from .pairwise.predictivity import pls_predictivity, ridge_predictivity
 from .pairwise.samples import (
     cknna,
     jaccard_knn,
@@ -50,6 +51,7 @@ from .pairwise.statistics import (
     magnitude_difference,
     uniformity_difference,
 )
+from .pairwise.topology import rtd
 from .pairwise.units import cluster_units, match_units, sparse_prediction, unit_correlation
 from .registry import DEFAULT_METRICS, MEASURES, PATHS
 from .results import CCAResult, Estimate
@@ -114,11 +116,14 @@ __all__ = [
     "mutual_knn",
     "network_similarity",
     "permutation_distance",
+    "pls_predictivity",
     "procrustes",
     "pwcca",
     "rank_similarity",
+    "ridge_predictivity",
     "rsa",
     "rsm_norm_difference",
+    "rtd",
     "second_order_cosine",
     "select_zoo",
     "shape_metric",

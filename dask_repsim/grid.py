@@ -16,13 +16,16 @@ from typing import Any
 
 import numpy as np
 import xarray as xr
+from scipy.stats import false_discovery_control
 
 from . import runners
 from .capture import provenance
 from .io.gather import grid_layers
 from .options import Options, SampleDims
+from .paths.gram import gamma
+from .paths.sample_blocks.rsa_whitened import grid_noise
 from .registry import DEFAULT_METRICS, MEASURES, PATHS
-from .results import corrected_pvalues, jackknife_interval, permutation_pvalue
+from .results import corrected_pvalues, holm_pvalues, jackknife_interval, permutation_pvalue
 from .version import __version__
 
 DIMS = ("layer_a", "layer_b")
@@ -113,6 +116,49 @@ def uncertainty_variables(cells, outputs, shape, options,
                      + ": pvalue_fwer family-wise by the max-statistic method on the same "
                      "permutations (Westfall & Young 1993), pvalue_fdr the false discovery rate "
                      "(Benjamini & Hochberg 1995)")
+    gamma_variables, gamma_attrs = _gamma_variables(cells, names, measures, shape, mirrored)
+    variables.update(gamma_variables)
+    attrs.update(gamma_attrs)
+    return variables, attrs
+
+
+def _gamma_variables(cells, names, measures, shape, mirrored: bool) -> tuple[dict, dict]:
+    """The p-values and null moments of the Gamma approximation (``null="gamma"``), with
+    p-values corrected over each metric's cells from the p-values alone: family-wise by
+    Holm's method, the false discovery rate by Benjamini-Hochberg."""
+    if not any(c.fields.get("null_method") == "gamma" for c in cells.values()):
+        return {}, {}
+    found = {f: np.full(shape, np.nan) for f in ("pvalue", "null_mean", "null_std")}
+    for key, cell in cells.items():
+        for f, arr in found.items():
+            arr[key] = cell.fields[f]
+    fwer, fdr = np.full(shape, np.nan), np.full(shape, np.nan)
+    for m_, m in enumerate(measures):
+        upper = mirrored and m.symmetric and shape[1] == shape[2]
+        family = np.triu(np.ones(shape[1:], bool)) if upper else np.ones(shape[1:], bool)
+        family &= np.isfinite(found["pvalue"][m_])
+        if family.any():
+            fwer[m_][family] = holm_pvalues(found["pvalue"][m_][family])
+            fdr[m_][family] = false_discovery_control(found["pvalue"][m_][family])
+        if upper:
+            for arr in (fwer[m_], fdr[m_]):
+                lower = np.tril_indices(len(arr), -1)
+                arr[lower] = arr.T[lower]
+    texts = {"pvalue": (found["pvalue"], "p-value (Gamma approximation)"),
+             "pvalue_fwer": (fwer, "p-value (Gamma approximation) corrected over the grid's "
+                             "cells, family-wise (Holm)"),
+             "pvalue_fdr": (fdr, "p-value (Gamma approximation) corrected over the grid's "
+                            "cells, false discovery rate (Benjamini-Hochberg)"),
+             "null_mean": (found["null_mean"], "mean of the Gamma approximation of the null"),
+             "null_std": (found["null_std"], "standard deviation of the Gamma approximation "
+                          "of the null")}
+    variables = {f"{m}_{suffix}": _variable(arr[m_], f"{text} of {m}")
+                 for m_, m in enumerate(names) for suffix, (arr, text) in texts.items()}
+    attrs = {"null": gamma.DESCRIPTION,
+             "pvalue_correction": "over the cells of each metric"
+             + (" (each pair of layers once)" if mirrored else "")
+             + ": pvalue_fwer family-wise by Holm's method (1979), pvalue_fdr the false "
+             "discovery rate (Benjamini & Hochberg 1995), both from the p-values"}
     return variables, attrs
 
 
@@ -175,11 +221,12 @@ def compare(
     spatial_dims: Sequence[Hashable] = ("height", "width"),
     storage_options: Mapping[str, Any] | None = None, nan_policy: str = "raise",
     interval: str | None = None, level: float | None = None, groups: int | None = None,
-    permutations: int = 0, seed: int | None = None, method: str = "auto",
-    batch_size: int | None = None, alpha: float | None = None,
+    permutations: int = 0, seed: int | None = None, null: str | None = None,
+    method: str = "auto", batch_size: int | None = None, alpha: float | None = None,
     sigma: float | Sequence[float] | None = None, rdm: str | None = None,
     rdm_compare: str | None = None, k: int | None = None, ridge: float | None = None,
-    join: str = "exact",
+    folds: int | None = None, components: int | None = None,
+    join: str = "exact", rdm_noise: Any = None,
 ) -> xr.Dataset:
     """Several measures for every pair of layers of ``a`` and ``b``, from one pass over the data.
 
@@ -199,7 +246,7 @@ def compare(
         ``jaccard_knn``, ``rank_similarity``, ``joint_rank_jaccard``, ``second_order_cosine``,
         ``cknna``, ``ensd``, ``gulp``, ``permutation_distance``, ``magnitude_difference``,
         ``uniformity_difference``, ``concentricity_difference``, ``aligned_cosine``,
-        ``disagreement``, ``jensen_shannon``.
+        ``disagreement``, ``jensen_shannon``, ``ridge_predictivity``, ``pls_predictivity``.
     sample_dims
         For xarray inputs, the dims that index samples; each variable uses those it has. A conv
         layer's ``("sample", "height", "width")`` folds spatial positions into samples (the
@@ -234,6 +281,12 @@ def compare(
         permutation tests come from the Gram matrices the path saves to scratch, with the same
         groups and permutations (:mod:`dask_repsim.paths.gram.permuted`,
         :mod:`dask_repsim.paths.gram.jackknife`).
+    null
+        ``null="gamma"`` (Gram tiles: cka, cka_rbf): the same p-value and null variables from
+        the Gamma approximation of HSIC's null (Gretton et al. 2008) instead of permutations
+        (:mod:`dask_repsim.paths.gram.gamma`): one more pass over the saved matrices, and
+        approximate (``attrs["null"]`` says so); the corrected p-values are then Holm's
+        (family-wise) and Benjamini-Hochberg's, from the p-values.
     method, batch_size
         ``"auto"`` (default): the exact path of least estimated arithmetic that computes every
         metric within the memory budget (:func:`dask_repsim.planning.plan_grid`; the estimates are
@@ -254,10 +307,14 @@ def compare(
         variables are ``cka_rbf_<sigma>`` (``cka_rbf_0.4``, ...). Each layer's median is
         found once per grid, exactly up to 20,000 samples and over a seeded subsample of
         4,000 beyond (``attrs["median_exact"]``, 1 or 0); an error when no metric takes it.
-    rdm, rdm_compare
-        For the ``rsa`` metric: the dissimilarity matrices (``"correlation"``, default, or
-        ``"euclidean"``) and how they are compared (``"corr"``, default, ``"cosine"``,
-        ``"spearman"``, ``"rho-a"``), as :func:`dask_repsim.rsa` (its ``compare=``).
+    rdm, rdm_compare, rdm_noise
+        For the ``rsa`` metric: the dissimilarity matrices (``"correlation"``, default,
+        ``"euclidean"`` or ``"mahalanobis"``) and how they are compared (``"corr"``, default,
+        ``"cosine"``, ``"spearman"``, ``"rho-a"``, ``"tau-b"``, ``"tau-a"``, ``"cosine_cov"``,
+        ``"corr_cov"``), as :func:`dask_repsim.rsa` (its ``compare=``); with
+        ``rdm="mahalanobis"``, ``rdm_noise`` is each layer's noise precision matrix: a mapping
+        of layer names to matrices (for both sides), or a pair of such mappings (side ``a``,
+        side ``b``); :func:`dask_repsim.rsa`'s ``noise=``.
     k
         For the k-nearest-neighbour measures (``mutual_knn``, ``jaccard_knn``,
         ``rank_similarity``, ``joint_rank_jaccard``, ``second_order_cosine``, ``cknna``):
@@ -273,7 +330,15 @@ def compare(
         1, rotations only); an error when no metric takes it.
     ridge
         For the ``gulp`` metric: the ridge penalty of :func:`gulp`'s predictors (default 0);
-        an error when no metric takes it.
+        for ``ridge_predictivity``: its ridge penalty (default: chosen by generalised
+        cross-validation); both relative to the predicting layer's total variance. An error
+        when no metric takes it.
+    folds, components
+        For ``ridge_predictivity`` and ``pls_predictivity``: the folds of the cross-validation
+        (default 10, contiguous ranges of samples in storage order: store the samples
+        shuffled), and ``pls_predictivity``'s PLS components (default 25, at most the
+        predicting layer's rank), as :func:`ridge_predictivity` and :func:`pls_predictivity`;
+        an error when no metric takes them.
 
     Returns
     -------
@@ -300,13 +365,15 @@ def compare(
     """
     options = Options(sample_dims=sample_dims, storage_options=storage_options,
                       nan_policy=nan_policy, interval=interval, level=level, groups=groups,
-                      permutations=permutations, seed=seed)
+                      permutations=permutations, seed=seed, null=null)
     parameters = {"alpha": alpha, "sigma": sigma, "rdm": rdm, "rdm_compare": rdm_compare,
-                  "k": k, "ridge": ridge}
+                  "k": k, "ridge": ridge, "rdm_noise": rdm_noise, "folds": folds,
+                  "components": components}
     outputs = runners.plan_outputs(metrics, parameters)
     names_a, names_b, layers, rows, cols = grid_layers(
         a, b, sample_dims=sample_dims, pool=pool, resize=resize, spatial_dims=spatial_dims,
         storage_options=storage_options, join=join)
+    parameters["rdm_noise"] = grid_noise(rdm_noise, (names_a, names_b), layers, (rows, cols))
     origins = provenance_attrs(a, a if b is None else b, storage_options)
     cells, path, run_attrs = run_grid(outputs, layers, rows, cols, options, method=method,
                                       batch_size=batch_size, parameters=parameters)
@@ -352,7 +419,8 @@ def run_grid(outputs: Sequence[tuple[str, str, float | None]], layers: Sequence[
         for key, value in {**attrs, **plan}.items():
             run_attrs[key] = value if key not in run_attrs or run_attrs[key] == value \
                 else f"{run_attrs[key]}; {value}"
-    run_attrs.update({k: v for k, v in parameters.items() if v is not None})
+    # noise precisions are matrices: the attrs say which RDM (rdm="mahalanobis"), not them
+    run_attrs.update({k: v for k, v in parameters.items() if v is not None and k != "rdm_noise"})
     if "sigma" in run_attrs:
         run_attrs["sigma"] = runners.check_sigma(run_attrs["sigma"])
     return cells, " + ".join(paths), run_attrs

@@ -58,8 +58,14 @@ PARAMETERS = {
         random permutations of y's samples within blocks of consecutive samples (seeded by
         ``seed``, default 0), giving ``.pvalue``, ``.null_mean``, ``.null_std`` and
         ``.null``. Assumes samples are exchangeable within a block. Co-moment and Gram
-        (sample-space) paths, and the k-nearest-neighbour measures on the ``sample_blocks``
-        path (their lists relabelled); the same seed gives the same permutations on all.""",
+        (sample-space) paths, and RSA and the k-nearest-neighbour measures on the
+        ``sample_blocks`` path (RSA's tiles permuted in the same pass, the neighbour lists
+        relabelled); the same seed gives the same permutations on all.""",
+    "gamma": """null
+        ``null="gamma"``: instead of permutations, the p-value of the Gamma approximation of
+        HSIC's null distribution (Gretton et al. 2008), with ``.null_method`` ``"gamma"`` and
+        the null's ``.null_mean`` and ``.null_std``: cheap (one more pass over the saved
+        matrices) and approximate. Linear and RBF CKA on the Gram (sample-space) path.""",
     "method": """method
         ``"auto"`` (default): the co-moments. ``"covariance"``: the same, named.
         ``"qr"``: from a tall-skinny QR of the centred data (Demmel et al. 2012), which does
@@ -91,6 +97,7 @@ class Options:
     groups: int | None = None
     permutations: int = 0
     seed: int | None = None
+    null: str | None = None
 
     def __post_init__(self) -> None:
         if self.nan_policy not in ("raise", "omit"):
@@ -109,6 +116,12 @@ class Options:
                                             and self.groups >= 2):
             raise ValueError(f"groups must be an int >= 2 (a jackknife leaves out one group "
                              f"of samples at a time), not {self.groups!r}")
+        if self.null not in (None, "gamma"):
+            raise ValueError(f"null must be None (a permutation test with permutations=K) or "
+                             f"'gamma', not {self.null!r}")
+        if self.null == "gamma" and p:
+            raise ValueError("null='gamma' approximates the null instead of permuting: give "
+                             "it or permutations=, not both")
         if 0 < p < FEWEST_PERMUTATIONS:
             warnings.warn(f"permutations={p}: the smallest p-value {p} permutations can give "
                           f"is 1/{p + 1} = {1 / (p + 1):.3g}, so no test here can reject at "
@@ -141,18 +154,30 @@ def reject_unused(path: str, options: Options, *, level_used: bool = False,
         "interval=": options.interval is not None and not info.interval,
         "permutations=": bool(options.permutations) and not info.permutations,
         "nan_policy='omit'": options.nan_policy != "raise" and not info.nan_omit,
+        "null='gamma'": options.null is not None and not info.gamma,
     }
     bad = [name for name, yes in unsupported.items() if yes]
+    lacking = [m for m in dict.fromkeys(measures) if options.interval and info.interval
+               and not supports(m, path, "interval")]
+    if lacking and not bad:
+        raise _off_path("interval=", path, lacking,
+                        "offers jackknife intervals of other measures, not of these")
     lacking = [m for m in dict.fromkeys(measures) if options.permutations and info.permutations
                and not supports(m, path, "permutations")]
     if lacking and not bad:
         raise _off_path("permutations=", path, lacking,
                         "offers permutation tests of other measures, not of these")
+    lacking = [m for m in dict.fromkeys(measures) if options.null and info.gamma
+               and not supports(m, path, "gamma")]
+    if lacking and not bad:
+        raise _off_path("null='gamma'", path, lacking, "offers the Gamma approximation of "
+                        "the null of other measures (those of the biased HSIC), not of these")
     if bad:
         able = [p for p, i in PATHS.items()
                 if all(getattr(i, f) for f, want in (("interval", options.interval),
                        ("permutations", options.permutations),
-                       ("nan_omit", options.nan_policy != "raise")) if want)]
+                       ("nan_omit", options.nan_policy != "raise"),
+                       ("gamma", options.null)) if want)]
         raise ValueError(
             f"{', '.join(bad)} {'is' if len(bad) == 1 else 'are'} not available on the "
             f"{path!r} path; paths that support {'it' if len(bad) == 1 else 'them'}: "

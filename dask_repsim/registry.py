@@ -26,9 +26,17 @@ from functools import partial
 from typing import Any
 
 from .io.validation import require_samples
-from .measures import cca, cka, shape, statistics, subspaces, units
+from .measures import cca, cka, predictivity, shape, statistics, subspaces, units
 from .paths import qr
-from .paths.sample_blocks import aligned, distances, neighbours, outputs, rsa
+from .paths.sample_blocks import (
+    aligned,
+    distances,
+    neighbours,
+    outputs,
+    rsa,
+    rsa_whitened,
+    topology,
+)
 
 
 @dataclass(frozen=True)
@@ -45,6 +53,8 @@ class PathInfo:
     interval: bool
     permutations: bool
     nan_omit: bool
+    #: the Gamma approximation of HSIC's null (``null="gamma"``)
+    gamma: bool = False
 
 
 PATHS: dict[str, PathInfo] = {
@@ -58,7 +68,7 @@ PATHS: dict[str, PathInfo] = {
                  nan_omit=False),
         PathInfo("gram", "sample-space Gram tiles of centred row blocks, each layer's formed "
                  "once per grid", "n^2 (p+q)", exact=True, auto=True, interval=True,
-                 permutations=True, nan_omit=False),
+                 permutations=True, nan_omit=False, gamma=True),
         PathInfo("tiled", "||X_c^T Y_c||_F^2 from feature tiles", "n p q + n (p^2+q^2)/2",
                  exact=True, auto=True, interval=False, permutations=False, nan_omit=False),
         PathInfo("sample_blocks", "row-block tiles of sample x sample matrices: RDMs, cosine "
@@ -105,18 +115,22 @@ class Measure:
     #: True when the two layers must have the same units in the same order (output layers over
     #: the same classes): other pairs are an error
     same_units: bool = False
+    #: True for a cross-validated measure: its ``covariance`` function takes the pair and its
+    #: k-fold split (``function(pair, folds)``, ``folds=`` k, default 10;
+    #: :class:`~dask_repsim.measures.predictivity.OnFolds`)
+    folds: bool = False
 
 
 def supports(measure: str, path: str, need: str) -> bool:
     """Whether ``path`` computes ``measure`` with ``need`` (``"interval"``,
-    ``"permutations"``, ``"nan_omit"``): the path offers it and the measure does not lack it
-    there.
+    ``"permutations"``, ``"nan_omit"``, ``"gamma"``): the path offers it and the measure does
+    not lack it there.
 
     Examples
     --------
     >>> supports("mutual_knn", "sample_blocks", "permutations")
     True
-    >>> supports("rsa", "sample_blocks", "permutations")
+    >>> supports("distance_correlation", "sample_blocks", "permutations")
     False
     """
     return bool(getattr(PATHS[path], need)) and need not in MEASURES[measure].lacks.get(path, ())
@@ -139,12 +153,18 @@ def _qr_r2(factor: Any, names: Any) -> float:
     return float(qr.canonical_correlations_from_r(factor, names).r2)
 
 
-def _rsa(x: Any, y: Any, rdm: str = "correlation", rdm_compare: str = "corr") -> float:
-    return rsa.rsa_values(x, y, rdm=rdm, compares=(rdm_compare,))[rdm_compare]
+def _rsa(x: Any, y: Any, rdm: str = "correlation", rdm_compare: str = "corr",
+         rdm_noise: Any = None, null: tuple[int, int] | None = None) -> Any:
+    """RSA of layers x and y; with ``null=(count, seed)``, (value, its permutation null)."""
+    noise = rsa_whitened.layer_noise(rdm_noise, x, y)  # side a's layer x, side b's layer y
+    values = rsa.rsa_values(x, y, rdm=rdm, compares=(rdm_compare,), noise=noise, null=null)
+    return values[rdm_compare] if null is None else (values[rdm_compare],
+                                                     values["null"][rdm_compare])
 
 
 #: the sample-space measures whose permutation null would need another pass over the tiles per
-#: permutation (the k-nearest-neighbour set measures relabel their lists instead)
+#: permutation (the k-nearest-neighbour set measures relabel their lists instead, RSA sums each
+#: tile permuted in its pass)
 _NO_NULL = {"sample_blocks": ("permutations",)}
 
 
@@ -153,6 +173,13 @@ def _distance(measure: str) -> Callable[..., float]:
         return distances.distance_values(x, y, measures=(measure,))[measure]
 
     return value
+
+
+def _laplace(x: Any, y: Any, sigma: Any = None) -> float:
+    values = distances.distance_values(x, y, measures=("cka_laplace",), sigma=sigma)
+    if len(values) != 1:
+        raise ValueError("sigma= takes one bandwidth for one value of cka_laplace")
+    return next(iter(values.values()))
 
 
 def _output(measure: str) -> Callable[..., float]:
@@ -188,12 +215,18 @@ MEASURES: dict[str, Measure] = {
         Measure("cka", "linear CKA (Kornblith et al. 2019)", "cka", {}, _cka_paths(False)),
         Measure("cka_debiased",
                 "linear CKA with unbiased HSIC (Song et al. 2012; Nguyen et al. 2021)",
-                "cka", {"debiased": True}, _cka_paths(True), min_samples=4),
+                "cka", {"debiased": True}, _cka_paths(True), min_samples=4,
+                # the Gamma approximation is of the biased HSIC's null
+                lacks={"gram": ("gamma",)}),
         Measure("cka_rbf",
                 "RBF-kernel CKA, bandwidth sigma times the median distance between samples "
                 "(Kornblith et al. 2019)", "cka", {"kernel": "rbf"},
                 {"gram": {"kernel": "rbf", "debiased": False},
                  "minibatch": {"kernel": "rbf", "debiased": False}}, parameters=("sigma",)),
+        Measure("cka_laplace",
+                "Laplace-kernel CKA, exp(-distance / (sigma times the median distance between "
+                "samples)) (Kornblith et al. 2019)", "cka", {"kernel": "laplace"},
+                {"sample_blocks": _laplace}, parameters=("sigma",), lacks=_NO_NULL),
         Measure("mean_cca", "mean of all canonical correlations", "cca",
                 {"attribute": "mean"}, {"covariance": _rho_mean, "qr": _qr_mean}),
         Measure("r2_cca", "mean of squared canonical correlations", "cca",
@@ -253,9 +286,10 @@ MEASURES: dict[str, Measure] = {
                 "al. 2022), each layer normalised to unit total variance (ridge=)", "gulp", {},
                 {"covariance": subspaces.gulp}, similarity=False, parameters=("ridge",)),
         Measure("rsa", "representational similarity analysis (Kriegeskorte et al. 2008): the "
-                "layers' dissimilarity matrices over samples compared (rdm=, rdm_compare=)",
-                "rsa", {}, {"sample_blocks": _rsa}, parameters=("rdm", "rdm_compare"),
-                lacks=_NO_NULL),
+                "layers' dissimilarity matrices over samples compared (rdm=, rdm_compare=, "
+                "rdm_noise=)",
+                "rsa", {}, {"sample_blocks": _rsa},
+                parameters=("rdm", "rdm_compare", "rdm_noise")),
         Measure("distance_correlation", "distance correlation (Székely et al. 2007): the "
                 "correlation of the layers' double-centred Euclidean distance matrices",
                 "distance_correlation", {}, {"sample_blocks": _distance("distance_correlation")},
@@ -319,6 +353,24 @@ MEASURES: dict[str, Measure] = {
                 # the masked kernels are not symmetric (j a neighbour of i, not i of j), and
                 # the unbiased HSIC's 1^T K L 1 is not 1^T L K 1 for such matrices
                 symmetric=False),
+        Measure("ridge_predictivity",
+                "cross-validated ridge predictivity of layer_b from layer_a (Brain-Score; "
+                "Conwell et al. 2024): the median over layer_b's units of the held-out Pearson "
+                "r, averaged over k contiguous folds (folds=; ridge=, else chosen by GCV)",
+                "ridge_predictivity", {}, {"covariance": predictivity.ridge_predictivity},
+                symmetric=False, parameters=("folds", "ridge"), folds=True,
+                lacks={"covariance": ("interval", "permutations")}),
+        Measure("pls_predictivity",
+                "cross-validated PLS-regression predictivity of layer_b from layer_a "
+                "(Brain-Score's default regression): the median over layer_b's units of the "
+                "held-out Pearson r, averaged over k contiguous folds (folds=, components=)",
+                "pls_predictivity", {}, {"covariance": predictivity.pls_predictivity},
+                symmetric=False, parameters=("folds", "components"), folds=True,
+                lacks={"covariance": ("interval", "permutations")}),
+        Measure("rtd", "Representation Topology Divergence (Barannikov et al. 2022): the summed "
+                "lengths of the one-dimensional bars of the layers' R-Cross-Barcode, both ways, "
+                "halved; all samples in memory, needs gudhi (the topology extra)", "rtd", {},
+                {"sample_blocks": topology.rtd_value}, similarity=False, lacks=_NO_NULL),
         Measure("matched_correlation",
                 "mean correlation of one-to-one (bipartite) matched units (Li et al. 2016)",
                 "match_units", {}, {"covariance": units.matched_correlation}),
@@ -374,6 +426,11 @@ def path_functions(
     for m in metrics:
         function, names = MEASURES[m].paths[path], MEASURES[m].parameters
         given = {k: v for k, v in (parameters or {}).items() if k in names and v is not None}
+        if MEASURES[m].folds and path == "covariance":
+            k = given.pop("folds", predictivity.DEFAULT_FOLDS)
+            check = partial(predictivity.check_split, m, folds=k, **given)
+            out.append(predictivity.OnFolds(partial(function, **given), k, check))
+            continue
         out.append(partial(function, **given) if given else function)
     return out
 

@@ -30,7 +30,7 @@ from scipy import stats as _stats
 #: The fields of an :class:`Estimate`; those not computed are ``None``.
 FIELDS = (
     "stderr", "ci_centre", "ci_low", "ci_high", "level", "n_groups",
-    "pvalue", "null_mean", "null_std", "n_permutations", "null",
+    "pvalue", "null_mean", "null_std", "n_permutations", "null", "null_method",
     "method", "approximate",
 )
 
@@ -41,7 +41,9 @@ class Estimate(float):
     With an interval: ``.stderr``, ``.ci_centre`` (the jackknife's bias-corrected estimate, on
     which the interval is centred), ``.ci_low``, ``.ci_high``, ``.level``, ``.n_groups``. With a
     permutation null: ``.pvalue``, ``.null_mean``, ``.null_std``, ``.n_permutations`` and the
-    K values ``.null``. ``.method``: the computational path. ``.approximate``: ``None`` for an
+    K values ``.null``; ``.null_method`` says which null (``"permutation"``, or ``"gamma"``
+    for the Gamma approximation, whose ``.pvalue``, ``.null_mean`` and ``.null_std`` come
+    without permutations). ``.method``: the computational path. ``.approximate``: ``None`` for an
     exact value, else a description of the approximation. Path-specific details (for example
     RBF CKA's ``.median``) are attributes too. What was not computed is ``None``.
 
@@ -91,7 +93,10 @@ class Estimate(float):
                 f"[{self.ci_low:.6g}, {self.ci_high:.6g}] about {self.ci_centre:.6g}, "
                 f"{self.n_groups} groups"
             )
-        if self.pvalue is not None:
+        if self.pvalue is not None and self.null_method == "gamma":
+            parts.append(f"pvalue={self.pvalue:.4g} (Gamma approximation), null "
+                         f"{self.null_mean:.4g} +/- {self.null_std:.2g}")
+        elif self.pvalue is not None:
             parts.append(
                 f"pvalue={self.pvalue:.4g}, null {self.null_mean:.4g} +/- {self.null_std:.2g} "
                 f"over {self.n_permutations} permutations"
@@ -186,9 +191,28 @@ def uncertainty_fields(
             pvalue=float(permutation_pvalue(float(value), values, similarity)),
             null_mean=float(values.mean()),
             null_std=float(values.std(ddof=1)) if len(values) > 1 else float("nan"),
-            n_permutations=len(values),
+            n_permutations=len(values), null_method="permutation",
         )
     return fields
+
+
+def holm_pvalues(pvalues: np.ndarray) -> np.ndarray:
+    """p-values adjusted for the family-wise error rate by Holm's step-down method (Holm 1979):
+    the i-th smallest of m becomes ``max_{j <= i} min(1, (m - j + 1) p_(j))``; valid under any
+    dependence between the tests.
+
+    Examples
+    --------
+    >>> holm_pvalues(np.array([0.01, 0.04, 0.03, 0.2])).tolist()
+    [0.04, 0.09, 0.09, 0.2]
+    """
+    p = np.asarray(pvalues, dtype=np.float64)
+    order = np.argsort(p, kind="stable")
+    m = len(p)
+    scaled = np.minimum(1.0, (m - np.arange(m)) * p[order])
+    out = np.empty(m)
+    out[order] = np.maximum.accumulate(scaled)
+    return out
 
 
 def corrected_pvalues(

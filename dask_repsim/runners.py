@@ -5,8 +5,8 @@ A cell is a pair (row layer, column layer) of a grid; a pairwise call is a grid 
 (:func:`run_pair`). Whatever the entry point, a call takes the same steps:
 
 1. :func:`plan_outputs`: the metrics and the parameters that select or tune them (``sigma``,
-   ``alpha``, ``rdm``, ``rdm_compare``, ``k``, ``ridge``) checked, one output per metric and
-   bandwidth;
+   ``alpha``, ``rdm``, ``rdm_compare``, ``rdm_noise``, ``k``, ``ridge``, ``folds``,
+   ``components``) checked, one output per metric and bandwidth;
 2. the layers gathered, samples paired by label (:mod:`dask_repsim.io.gather`);
 3. :func:`choose_path`: ``method``, or for ``"auto"`` the path of
    :func:`dask_repsim.planning.plan_grid`;
@@ -36,7 +36,7 @@ from .measures.cca import canonical_correlations
 from .options import DEFAULTS, Options, reject_unused
 from .paths import covariance, minibatch, qr, tiled
 from .paths.gram import samplespace
-from .paths.sample_blocks import neighbours
+from .paths.sample_blocks import distances, neighbours
 from .paths.sample_blocks.rsa import check_choice
 from .registry import (
     MEASURES,
@@ -53,6 +53,10 @@ Output = tuple[str, str, float | None]
 
 #: the neighbours per sample of ``mutual_knn`` and ``cknna`` when ``k`` is not given
 DEFAULT_K = neighbours.DEFAULT_K
+
+#: the measures whose kernel bandwidths ``sigma`` sets (fractions of each layer's median
+#: distance): several bandwidths give a variable each
+SIGMA_METRICS = ("cka_rbf", "cka_laplace")
 
 #: the paths whose measures are kernel options (dicts), not functions that take parameters
 _SPECS = ("gram", "tiled", "minibatch")
@@ -94,12 +98,13 @@ def check_sigma(sigma: Any) -> list[float]:
 
 
 def expand_metrics(metrics: Sequence[str], sigma: Any) -> list[Output]:
-    """(variable name, measure, RBF bandwidth) of every output: ``cka_rbf`` once per bandwidth
-    of ``sigma`` (named ``cka_rbf_<sigma>`` when there are several)."""
+    """(variable name, measure, bandwidth) of every output: each measure of
+    :data:`SIGMA_METRICS` once per bandwidth of ``sigma`` (named ``<measure>_<sigma>``, as
+    ``cka_rbf_0.4``, when there are several)."""
     sigmas = check_sigma(sigma)
     out: list[Output] = []
     for m in metrics:
-        if m != "cka_rbf":
+        if m not in SIGMA_METRICS:
             out.append((m, m, None))
         elif len(sigmas) == 1:
             out.append((m, m, sigmas[0]))
@@ -114,16 +119,25 @@ def plan_outputs(metrics: Sequence[str], parameters: Mapping[str, Any]) -> list[
     metrics = check_metrics(list(metrics))
     check_parameters(metrics, parameters)
     rdm, rdm_compare = parameters.get("rdm"), parameters.get("rdm_compare")
-    if rdm is not None or rdm_compare is not None:
-        check_choice(rdm or "correlation", (rdm_compare or "corr",))
+    noise = parameters.get("rdm_noise")
+    if rdm is not None or rdm_compare is not None or noise is not None:
+        check_choice(rdm or "correlation", (rdm_compare or "corr",), noise)
     alpha = parameters.get("alpha")
     if alpha is not None and not 0 <= alpha <= 1:
         raise ValueError(f"alpha must be in [0, 1], not {alpha}")
     ridge = parameters.get("ridge")
     if ridge is not None and not (isinstance(ridge, int | float | np.integer | np.floating)
                                   and not isinstance(ridge, bool) and 0 <= ridge < np.inf):
-        raise ValueError(f"ridge must be a finite number >= 0 (the ridge penalty of gulp's "
-                         f"predictors), not {_shown(ridge)!r}")
+        raise ValueError(f"ridge must be a finite number >= 0 (a ridge penalty relative to "
+                         f"the layer's total variance: gulp's, ridge_predictivity's), not "
+                         f"{_shown(ridge)!r}")
+    for name, least, what in (("folds", 2, "the k of k-fold cross-validation"),
+                              ("components", 1, "PLS components")):
+        value = parameters.get(name)
+        if value is not None and (isinstance(value, bool) or not isinstance(
+                value, int | np.integer) or value < least):
+            raise ValueError(f"{name} must be an int >= {least} ({what}), not "
+                             f"{_shown(value)!r}")
     return expand_metrics(metrics, parameters.get("sigma"))
 
 
@@ -189,19 +203,19 @@ def run_cells(path: str, outputs: Sequence[Output], layers: Sequence[Layer],
     if batch_size is not None and path != "minibatch":
         raise ValueError(f"batch_size= applies to method='minibatch' only, not {path!r}")
     reject_unused(path, options, level_used=path == "minibatch",
-                  seed_used=path == "minibatch" or "cka_rbf" in metrics, measures=metrics)
+                  seed_used=path == "minibatch" or any(m in SIGMA_METRICS for m in metrics),
+                  measures=metrics)
     found = measure_functions(path, metrics, parameters, functions)
     if path == "sample_blocks":
         k = (parameters or {}).get("k")
-        return neighbours.sample_cells(found, layers, rows, cols, metrics,
-                                       DEFAULT_K if k is None else k, todo=cells,
-                                       permutations=options.permutations,
-                                       seed=options.get("seed"))
+        return sample_block_cells(found, outputs, layers, rows, cols, options,
+                                  DEFAULT_K if k is None else k, cells)
     if path == "gram":
         specs = [dict(spec, sigma=s) for spec, (_, _, s) in zip(found, outputs, strict=True)]
         return samplespace.gram_cells(specs, layers, rows, cols, seed=options.get("seed"),
                                       todo=cells, permutations=options.permutations,
-                                      groups=options.get("groups") if options.interval else None)
+                                      groups=options.get("groups") if options.interval else None,
+                                      gamma_null=options.null == "gamma")
     if path == "covariance":
         return covariance.covariance_cells(found, layers, rows, cols, options, todo=cells)
     if path == "qr":
@@ -214,6 +228,33 @@ def run_cells(path: str, outputs: Sequence[Output], layers: Sequence[Layer],
             batch_size=batch_size or DEFAULTS["batch_size"],
             seed=options.get("seed"), level=options.get("level"), todo=cells)
     return tiled.kernel_cells(found, layers, rows, cols, todo=cells)
+
+
+def sample_block_cells(found: Sequence[Any], outputs: Sequence[Output],
+                       layers: Sequence[Layer], rows: Sequence[int], cols: Sequence[int],
+                       options: Options, k: int, cells: Sequence[tuple[int, int]] | None,
+                       ) -> tuple[Cells, dict[str, Any]]:
+    """The ``"sample_blocks"`` path's cells: with Laplace CKA asked for, it and the other
+    measures of the distance tiles from :func:`~dask_repsim.paths.sample_blocks.distances.
+    distance_cells` (each layer's median once, each pair's tiles once at every bandwidth),
+    the rest from :func:`~dask_repsim.paths.sample_blocks.neighbours.sample_cells`."""
+    metrics = [measure for _, measure, _ in outputs]
+    seed = options.get("seed")
+    if "cka_laplace" not in metrics:
+        return neighbours.sample_cells(found, layers, rows, cols, metrics, k, todo=cells,
+                                       permutations=options.permutations, seed=seed)
+    tiles = [m for m, name in enumerate(metrics) if name in distances.TILE_MEASURES]
+    rest = [m for m in range(len(metrics)) if m not in tiles]
+    part, attrs = distances.distance_cells([(metrics[m], outputs[m][2]) for m in tiles],
+                                           layers, rows, cols, todo=cells, seed=seed)
+    out = {(tiles[m], i, j): cell for (m, i, j), cell in part.items()}
+    if rest:
+        more, other = neighbours.sample_cells(
+            [found[m] for m in rest], layers, rows, cols, [metrics[m] for m in rest], k,
+            todo=cells, permutations=options.permutations, seed=seed)
+        out.update({(rest[m], i, j): cell for (m, i, j), cell in more.items()})
+        attrs = {**other, **attrs}
+    return out, attrs
 
 
 def check_cells(cells: Sequence[tuple[int, int]], n_rows: int, n_cols: int) -> None:

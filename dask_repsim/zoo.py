@@ -30,6 +30,7 @@ from .io.inputs import networks_of, open_input
 from .io.labels import align_samples, sample_index
 from .options import Options, SampleDims, reject_unused
 from .paths.gram import store as kept
+from .paths.sample_blocks.rsa_whitened import grid_noise
 from .registry import DEFAULT_METRICS, MEASURES, path_functions
 from .results import Cell
 
@@ -64,11 +65,12 @@ def compare_zoo(
     spatial_dims: Sequence[Hashable] = ("height", "width"),
     storage_options: Mapping[str, Any] | None = None, nan_policy: str = "raise",
     interval: str | None = None, level: float | None = None, groups: int | None = None,
-    permutations: int = 0, seed: int | None = None, method: str = "auto",
-    batch_size: int | None = None, alpha: float | None = None,
+    permutations: int = 0, seed: int | None = None, null: str | None = None,
+    method: str = "auto", batch_size: int | None = None, alpha: float | None = None,
     sigma: float | Sequence[float] | None = None, rdm: str | None = None,
     rdm_compare: str | None = None, k: int | None = None, ridge: float | None = None,
-    join: str = "exact", gram_store: Any = None,
+    folds: int | None = None, components: int | None = None,
+    join: str = "exact", gram_store: Any = None, rdm_noise: Any = None,
 ) -> xr.Dataset:
     """Every layer of every network of ``zoo`` against every layer of every network of
     ``other`` (the zoo itself when ``None``), as one grid: each layer's statistics once.
@@ -86,10 +88,12 @@ def compare_zoo(
         layers. The networks of a store or a tree come in name order, a mapping's in its own
         order. ``other=None`` compares the zoo with itself.
     metrics, sample_dims, pool, resize, spatial_dims, storage_options, nan_policy, interval, \
-level, groups, permutations, seed, method, batch_size, alpha, sigma, rdm, rdm_compare, k, \
-ridge, join
+level, groups, permutations, seed, null, method, batch_size, alpha, sigma, rdm, rdm_compare, \
+k, ridge, folds, components, join
         As for :func:`compare`, for the grid of all the zoo's layers: samples are paired by
         label across every network, ``method="auto"`` picks one path for the zoo as a whole.
+    rdm_noise
+        As for :func:`compare`, the layers named by their ``"network/layer"`` labels.
     gram_store
         A Zarr group (a path or URL, created when missing, a group or a store object) that
         keeps each layer's centred Gram matrix (float64, n x n, ``8 n^2`` bytes per layer)
@@ -118,8 +122,9 @@ ridge, join
     -----
     Compared with itself, a zoo computes each unordered pair of (network, layer) once for the
     symmetric measures (every measure but ``pwcca``, whose weights come from the narrower
-    layer, layer_a's when both are as wide, ``linear_regression``, which fits layer_b from
-    layer_a, and ``cknna``, whose k-NN-masked kernels are not symmetric matrices;
+    layer, layer_a's when both are as wide, ``linear_regression``, ``ridge_predictivity`` and
+    ``pls_predictivity``, which fit layer_b from layer_a, and ``cknna``, whose k-NN-masked
+    kernels are not symmetric matrices;
     :attr:`dask_repsim.registry.Measure.symmetric`) and mirrors it: its value,
     jackknife replicates and permutation null (side ``b`` permuted for the pair as computed, so
     both cells have the same p-value). A path whose metrics include an asymmetric one computes
@@ -147,9 +152,10 @@ ridge, join
     """
     options = Options(sample_dims=sample_dims, storage_options=storage_options,
                       nan_policy=nan_policy, interval=interval, level=level, groups=groups,
-                      permutations=permutations, seed=seed)
+                      permutations=permutations, seed=seed, null=null)
     parameters = {"alpha": alpha, "sigma": sigma, "rdm": rdm, "rdm_compare": rdm_compare,
-                  "k": k, "ridge": ridge}
+                  "k": k, "ridge": ridge, "folds": folds, "components": components,
+                  "rdm_noise": rdm_noise}
     outputs = runners.plan_outputs(metrics, parameters)
     if gram_store is not None:
         kept.check_metrics([m for _, m, _ in outputs], method)
@@ -160,6 +166,7 @@ ridge, join
     names_a, names_b, layers, rows, cols = grid_layers(
         flat_a, flat_b, sample_dims=sample_dims, pool=pool, resize=resize,
         spatial_dims=spatial_dims, storage_options=storage_options, join=join)
+    parameters["rdm_noise"] = grid_noise(rdm_noise, (names_a, names_b), layers, (rows, cols))
     if gram_store is None:
         cells, path, run_attrs = grid.run_grid(outputs, layers, rows, cols, options,
                                                method=method, batch_size=batch_size,
@@ -259,7 +266,8 @@ def _store_grid(outputs, layers, names, sides, options, *, batch_size, store, sa
         raise ValueError("batch_size= applies to method='minibatch' only, not to gram_store=")
     reject_unused("gram", options, measures=measures)
     asked = [name for name, on in (("interval=", options.interval is not None),
-                                   ("permutations=", options.permutations > 0)) if on]
+                                   ("permutations=", options.permutations > 0),
+                                   ("null=", options.null is not None)) if on]
     if asked:
         raise ValueError(f"{' and '.join(asked)} {'is' if len(asked) == 1 else 'are'} not "
                          "available with gram_store=: they are summed from the Gram matrices "
@@ -531,9 +539,12 @@ def select_zoo(ds: xr.Dataset, *, network_a: str | Sequence[str] | None = None,
 def _metric(ds: xr.Dataset, metric: str) -> tuple[xr.DataArray, bool]:
     """The variable ``metric`` of a zoo result and whether larger is more similar."""
     check_zoo(ds)
-    measure = "cka_rbf" if metric.startswith("cka_rbf_") else metric
-    metrics = [str(v) for v in ds.data_vars if str(v) in MEASURES or
-               str(v).startswith("cka_rbf_")]
+
+    def measure_of(name: str) -> str:  # cka_rbf_0.4 is a bandwidth of cka_rbf
+        return next((m for m in runners.SIGMA_METRICS if name.startswith(f"{m}_")), name)
+
+    measure = measure_of(metric)
+    metrics = [str(v) for v in ds.data_vars if measure_of(str(v)) in MEASURES]
     if metric not in ds.data_vars or measure not in MEASURES:
         raise ValueError(f"metric {metric!r} is not in the result; its metrics are "
                          f"{', '.join(metrics) or 'none'}")

@@ -32,10 +32,14 @@ from the shared sample-space Gram tiles, and measures outside the paper's table:
 distance (the size-and-shape Procrustes distance), GULP (Boix-Adserà et al. 2022) and the
 permutation metric (Williams et al. 2021), distances for which the corresponding layer is the
 nearest, the eigenspace overlap score (May et al. 2019) and the effective number of shared
-dimensions (Giaffar et al. 2023). As in the paper, the logits are left out, SVCCA keeps
-99% of the variance, and the asymmetric measures (PWCCA, linear regression) are symmetrised
-as ``s(A_i, B_j) + s(B_j, A_i)``. A layer counts as identified only when the corresponding
-layer is strictly the most similar (a tie is a miss).
+dimensions (Giaffar et al. 2023); Laplace-kernel CKA (bandwidth 0.8 times the median
+distance) and RSA's whitened ``corr_cov`` comparison (Diedrichsen et al. 2021) from sample x
+sample tiles, cross-validated ridge (penalty by generalised cross-validation) and PLS
+predictivity (Brain-Score's) from the co-moments of 10 folds, and RTD (Barannikov et al.
+2022, in memory: on the first 200 digits). As in the paper, the logits are left out, SVCCA
+keeps 99% of the variance, and the asymmetric measures (PWCCA, linear regression, the
+predictivities) are symmetrised as ``s(A_i, B_j) + s(B_j, A_i)``. A layer counts as
+identified only when the corresponding layer is strictly the most similar (a tie is a miss).
 
 The paper's figures, from Table 2 of arXiv:1905.00414v4 (10 Tiny-10 CNNs on CIFAR-10, logits
 excluded; checked against the paper's text), are printed beside this run's; they are the
@@ -87,10 +91,14 @@ COMPARE_METRICS = [
     "mean_cca", "r2_cca", "svcca", "svcca_r2", "pwcca", "linear_regression", "hsic", "cka",
     "cka_rbf", "rsa", "mutual_knn", "jaccard_knn", "rank_similarity", "joint_rank_jaccard",
     "bures_distance", "eigenspace_overlap", "gulp", "permutation_distance", "ensd",
+    "cka_laplace", "ridge_predictivity", "pls_predictivity",
 ]
-ASYMMETRIC = ["pwcca", "linear_regression"]
+ASYMMETRIC = ["pwcca", "linear_regression", "ridge_predictivity", "pls_predictivity"]
 #: distances: the corresponding layer is the one at the *smallest* distance
-DISTANCES = ["bures_distance", "gulp", "permutation_distance"]
+DISTANCES = ["bures_distance", "gulp", "permutation_distance", "rtd"]
+#: RTD holds its 2n x 2n matrices in memory: it runs on the first RTD_SAMPLES digits (its
+#: authors average over subsets of 500)
+RTD_SAMPLES = 200
 SIGMAS = [0.2, 0.4, 0.8]
 #: (row label, how this run computes it or None, Kornblith et al. 2019 Table 2 figure)
 ROWS = [
@@ -115,6 +123,11 @@ ROWS = [
     ("GULP (ridge 0)", "gulp", None),
     ("Permutation dist.", "permutation_distance", None),
     ("ENSD", "ensd", None),
+    ("CKA (Laplace 0.8)", "cka_laplace_0.8", None),
+    ("RSA (corr_cov)", "rsa_corr_cov", None),
+    ("Ridge predictiv.", "ridge_predictivity", None),
+    ("PLS predictivity", "pls_predictivity", None),
+    (f"RTD ({RTD_SAMPLES} digits)", "rtd", None),
 ]
 MEASURES = [key for _, key, _ in ROWS if key is not None]
 
@@ -179,7 +192,11 @@ def similarity_grids(a: xr.Dataset, b: xr.Dataset) -> dict[str, np.ndarray]:
     """Every measure of the table for every (layer of a, layer of b): name -> (L, L) array."""
     forward = dask_repsim.compare(a, b, metrics=COMPARE_METRICS, sigma=SIGMAS)
     backward = dask_repsim.compare(b, a, metrics=ASYMMETRIC)
-    grids = {m: forward[m].values for m in MEASURES}
+    whitened = dask_repsim.compare(a, b, metrics=["rsa"], rdm_compare="corr_cov")
+    first = {"sample": slice(RTD_SAMPLES)}
+    topology = dask_repsim.compare(a.isel(first), b.isel(first), metrics=["rtd"])
+    grids = {m: forward[m].values for m in MEASURES if m in forward}
+    grids["rsa_corr_cov"], grids["rtd"] = whitened["rsa"].values, topology["rtd"].values
     for m in ASYMMETRIC:  # Kornblith et al.: "we symmetrized the similarity as S + S^T"
         grids[m] = grids[m] + backward[m].values.T
     for m in DISTANCES:  # smaller is more similar: the identification takes the largest
@@ -211,7 +228,12 @@ def table(result: dict[str, float], header: str) -> str:
             "bures_distance": "compare bures_distance, the smallest",
             "gulp": "compare gulp, the smallest",
             "permutation_distance": "compare permutation_distance, the smallest",
-        }.get(key, f"compare cka_rbf, sigma={key[8:]}" if key and "rbf" in key else None)
+            "ridge_predictivity": "compare ridge_predictivity (GCV), S + S^T",
+            "pls_predictivity": "compare pls_predictivity, S + S^T",
+            "rsa_corr_cov": "compare rsa, rdm_compare='corr_cov'",
+            "rtd": f"compare rtd on {RTD_SAMPLES} digits, the smallest",
+        }.get(key, f"compare {key.rsplit('_', 1)[0]}, sigma={key.rsplit('_', 1)[1]}"
+              if key and ("rbf" in key or "laplace" in key) else None)
         cited = f"{paper:>11.1f}" if paper is not None else f"{'-':>11}"
         lines.append(f"{label:<17}{ours}{cited}   {how or 'compare ' + key}")
     lines.append(

@@ -567,6 +567,65 @@ ALL_METRICS.update(
 )
 
 
+def laplace_cka(x: np.ndarray, y: np.ndarray, sigma: float = 0.8,
+                medians: tuple[float, float] | None = None) -> float:
+    """CKA (Kornblith et al. 2019, biased HSIC) of the Laplace kernels
+    exp(-||a_i - a_j|| / (sigma m)), m^2 the median of all n^2 squared distances of the layer,
+    zero diagonal included (``gram_rbf``'s median), or ``medians`` (m_x^2, m_y^2) when given;
+    distances from the differences. Each kernel is taken less 1 (``expm1``), which centring
+    ignores: for large sigma the kernel is 1 less small deviations, which ``exp`` would round."""
+
+    def gram(a: np.ndarray, median: float | None) -> np.ndarray:
+        d = _distance_matrix(_as_float64(a))
+        return np.expm1(-d / (sigma * np.sqrt(np.median(d**2) if median is None else median)))
+
+    k, g = (gram(a, m) for a, m in zip((x, y), medians or (None, None), strict=True))
+    return float(_hsic_biased(k, g) / np.sqrt(_hsic_biased(k, k) * _hsic_biased(g, g)))
+
+
+ALL_METRICS["cka_laplace"] = laplace_cka
+
+
+def rips_h1_length(m: np.ndarray) -> float:
+    """The summed lengths of the one-dimensional bars of the Rips filtration of the distance
+    matrix ``m`` (Z/2 coefficients), by ripser. Ripser compares float32 values, so it is given
+    the ranks of the entries (integers, exact in float32 below 2**24 distinct values; the same
+    order and ties as the float64 entries, so the same pairs), and each bar's ends are mapped
+    back to the float64 entries."""
+    from ripser import ripser
+
+    values, ranks = np.unique(m, return_inverse=True)
+    assert len(values) < 2**24
+    bars = ripser(ranks.reshape(m.shape).astype(np.float32), maxdim=1,
+                  distance_matrix=True)["dgms"][1].astype(np.int64)
+    return float(np.sum(values[bars[:, 1]] - values[bars[:, 0]]))
+
+
+def rtd_matrix(first: np.ndarray, other: np.ndarray) -> np.ndarray:
+    """The R-Cross-Barcode's 2n x 2n matrix ``[[0, first], [first, min(first, other)]]`` of two
+    normalised distance matrices (Barannikov et al. 2022; the authors' ``calc_embed_dist``)."""
+    n = len(first)
+    m = np.zeros((2 * n, 2 * n))
+    m[n:, :n] = first
+    m[:n, n:] = first.T
+    m[n:, n:] = np.minimum(first, other)
+    return m
+
+
+def rtd(x: np.ndarray, y: np.ndarray, h1_length=rips_h1_length) -> float:
+    """Representation Topology Divergence, the authors' ``rtd1``: each layer's Euclidean
+    distances divided by their 0.9 quantile (all n^2 entries), then ``(H1(m(x, y)) + H1(m(y,
+    x))) / 2`` with ``H1`` the summed bar lengths (``h1_length``) of :func:`rtd_matrix`."""
+    r = []
+    for a in (_as_float64(x), _as_float64(y)):
+        d = np.sqrt(np.sum((a[:, None, :] - a[None, :, :]) ** 2, axis=-1))
+        r.append(d / np.quantile(d, 0.9))
+    return (h1_length(rtd_matrix(r[0], r[1])) + h1_length(rtd_matrix(r[1], r[0]))) / 2
+
+
+ALL_METRICS["rtd"] = rtd
+
+
 def max_statistic_pvalues(observed: np.ndarray, null: np.ndarray) -> np.ndarray:
     """Westfall & Young's single-step max-T p-values: each cell standardised by the mean and
     standard deviation of its observed and null values, compared with the largest
@@ -589,3 +648,108 @@ def benjamini_hochberg(p: np.ndarray) -> np.ndarray:
     out = np.empty(m)
     out[order] = adjusted
     return out.reshape(p.shape)
+
+
+def fold_bounds(n: int, folds: int) -> np.ndarray:
+    """First sample of each of ``folds`` contiguous folds, and ``n``: fold g holds the samples
+    from round(g n / k) up to round((g + 1) n / k)."""
+    return np.rint(np.arange(folds + 1) * n / folds).astype(int)
+
+
+def ridge_fit(x: np.ndarray, y: np.ndarray, ridge: float) -> tuple[np.ndarray, np.ndarray]:
+    """(B, intercept) of ridge regression with intercept on the rows given: ``(X_c^T X_c +
+    ridge ||X_c||_F^2 I)^-1 X_c^T Y_c``, the minimum-norm least-squares fit at ``ridge = 0``
+    (singular values of ``X_c`` at most ``sqrt(RANK_RTOL)`` times the largest taken as 0: the
+    rounding of centring activations offset far from 0)."""
+    xm, ym = x.mean(axis=0), y.mean(axis=0)
+    xc, yc = x - xm, y - ym
+    if ridge == 0:
+        b = np.linalg.lstsq(xc, yc, rcond=np.sqrt(RANK_RTOL))[0]
+    else:
+        b = np.linalg.solve(xc.T @ xc + ridge * np.sum(xc**2) * np.eye(x.shape[1]), xc.T @ yc)
+    return b, ym - xm @ b
+
+
+def golub_gcv(x: np.ndarray, y: np.ndarray, grid: np.ndarray) -> float:
+    """The penalty of ``grid`` (relative to ``||X_c||_F^2``) minimising Golub, Heath & Wahba's
+    GCV ``n ||(I - A) y||^2 / tr(I - A)^2`` summed over y's columns, with the hat matrix
+    ``A = 11^T / n + K (K + lambda I)^-1`` of the ridge fit with intercept (``K = X_c X_c^T``,
+    ``lambda`` the relative penalty times ``tr K``), in the eigenbasis of K: ``K (K + lambda
+    I)^-1 = U diag(e / (e + lambda)) U^T``."""
+    n = len(x)
+    xc, yc = x - x.mean(axis=0), y - y.mean(axis=0)
+    k = xc @ xc.T
+    e, u = np.linalg.eigh(k)
+    e = np.clip(e, 0, None)
+    z = np.sum((u.T @ yc) ** 2, axis=1)
+    scores = []
+    for ridge in grid:
+        shrink = ridge * np.trace(k) / (e + ridge * np.trace(k))  # I - hat, eigenvalues
+        rss = np.sum(shrink**2 * z)
+        scores.append(n * rss / (n - 1 - np.sum(1 - shrink)) ** 2)
+    return float(grid[int(np.argmin(scores))])
+
+
+def pls_fit(x: np.ndarray, y: np.ndarray, components: int) -> tuple[np.ndarray, np.ndarray]:
+    """(B, intercept) of PLS2 regression (NIPALS, regression deflation, no scaling) on the
+    rows given: w the first left singular vector of ``X_k^T Y_k``, ``t = X_k w``, ``p = X_k^T t
+    / t^T t``, ``q = Y_k^T t / t^T t``, ``X_k+1 = X_k - t p^T``, ``Y_k+1 = Y_k - t q^T``,
+    ``B = W (P^T W)^-1 Q^T``."""
+    xm, ym = x.mean(axis=0), y.mean(axis=0)
+    xk, yk = x - xm, y - ym
+    w_, p_, q_ = [], [], []
+    for _ in range(components):
+        w = np.linalg.svd(xk.T @ yk)[0][:, 0]
+        t = xk @ w
+        p, q = xk.T @ t / (t @ t), yk.T @ t / (t @ t)
+        xk, yk = xk - np.outer(t, p), yk - np.outer(t, q)
+        w_.append(w)
+        p_.append(p)
+        q_.append(q)
+    w, p, q = (np.column_stack(a) for a in (w_, p_, q_))
+    b = w @ np.linalg.inv(p.T @ w) @ q.T
+    return b, ym - xm @ b
+
+
+def kfold_predictivity(x: np.ndarray, y: np.ndarray, fit, folds: int = 10) -> float:
+    """Brain-Score's CrossRegressedCorrelation over contiguous folds: ``fit(x_train, y_train)
+    -> (B, intercept)`` on all folds but one, each unit's Pearson r (``np.corrcoef``) between
+    prediction and truth on the held-out fold, the median over units, the mean over folds."""
+    bounds = fold_bounds(len(x), folds)
+    medians = []
+    for g in range(folds):
+        test = np.zeros(len(x), bool)
+        test[bounds[g]:bounds[g + 1]] = True
+        b, intercept = fit(x[~test], y[~test])
+        predicted = x[test] @ b + intercept
+        r = [np.corrcoef(predicted[:, u], y[test][:, u])[0, 1] for u in range(y.shape[1])]
+        medians.append(np.median(r))
+    return float(np.mean(medians))
+
+
+def ridge_predictivity(x: np.ndarray, y: np.ndarray, folds: int = 10,
+                       ridge: float | None = None) -> float:
+    """:func:`kfold_predictivity` of :func:`ridge_fit`, the penalty chosen on each training set
+    by :func:`golub_gcv` over ``numpy.logspace(-8, 2, 41)`` when not given."""
+    grid = np.logspace(-8, 2, 41)
+
+    def fit(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return ridge_fit(a, b, golub_gcv(a, b, grid) if ridge is None else ridge)
+
+    return kfold_predictivity(x, y, fit, folds)
+
+
+def pls_predictivity(x: np.ndarray, y: np.ndarray, folds: int = 10,
+                     components: int | None = None) -> float:
+    """:func:`kfold_predictivity` of :func:`pls_fit`, with 25 components or, when fewer, the
+    rank of each training set's centred x (singular values above ``sqrt(RANK_RTOL)`` times the
+    largest)."""
+    def fit(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        singular = np.linalg.svd(a - a.mean(axis=0), compute_uv=False)
+        rank = int(np.sum(singular > np.sqrt(RANK_RTOL) * singular[0]))
+        return pls_fit(a, b, min(25, rank) if components is None else components)
+
+    return kfold_predictivity(x, y, fit, folds)
+
+
+ALL_METRICS.update(ridge_predictivity=ridge_predictivity, pls_predictivity=pls_predictivity)

@@ -25,7 +25,7 @@ from sklearn.linear_model import LinearRegression
 from sklearn.metrics import r2_score
 
 import dask_repsim
-from dask_repsim import cli
+from dask_repsim import cli, cli_output
 
 N = 120
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -352,7 +352,7 @@ def test_interval_and_permutations_in_netcdf_and_plot(stores, tmp_path, capsys):
     image = matplotlib.image.imread(png)
     assert image.ndim == 3 and image.shape[0] > 100
     # the plot hatches the cells whose p-value corrected over the grid exceeds 0.05
-    axes = cli._plot_figure(saved).axes
+    axes = cli_output._plot_figure(saved).axes
     assert "family-wise p > 0.05" in axes[0].get_xlabel()
 
 
@@ -379,8 +379,8 @@ def test_rbf_bandwidths_option(stores, capsys):
     expected = references.rbf_cka(x.reshape(len(x), -1), y.reshape(len(y), -1), 1.0)
     assert out["cka_rbf_1"]["dense"]["conv"] == pytest.approx(expected, abs=1e-6)
     assert cli.main(["compare", str(root / "a.zarr"), "-m", "cka", "--sigma", "0.5"]) == 1
-    assert "sigma= applies to the metric(s) cka_rbf (cka(kernel='rbf')) only" in \
-        capsys.readouterr().err
+    assert ("sigma= applies to the metric(s) cka_rbf (cka(kernel='rbf')), cka_laplace "
+            "(cka(kernel='laplace')) only") in capsys.readouterr().err
     assert cli.main(["compare", str(root / "a.zarr"), "-m", "cka_rbf", "--sigma", "inf"]) == 1
     assert "sigma must be > 0 and finite" in capsys.readouterr().err
 
@@ -414,7 +414,8 @@ def test_gulp_ridge_option(stores, capsys):
     assert out["bures_distance"]["dense"]["conv"] == pytest.approx(
         references.bures_distance(x, y), rel=1e-7)
     assert cli.main(["compare", str(root / "a.zarr"), "-m", "cka", "--ridge", "0.1"]) == 1
-    assert "ridge= applies to the metric(s) gulp only" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "ridge= applies to the metric(s) gulp, ridge_predictivity only" in err
 
 
 def test_netcdf_input(tmp_path, capsys):

@@ -21,7 +21,8 @@ def data():
         (lambda x, y: dr.cka(x, y, method="minibatch", debiased=True, batch_size=50),
          "method='minibatch' computes cka, cka_rbf, not cka_debiased"),
         (lambda x, y: dr.cka(x, y, sigma=0.5),
-         r"sigma= applies to the metric\(s\) cka_rbf \(cka\(kernel='rbf'\)\) only"),
+         r"sigma= applies to the metric\(s\) cka_rbf \(cka\(kernel='rbf'\)\), "
+         r"cka_laplace \(cka\(kernel='laplace'\)\) only"),
         (lambda x, y: dr.cka(x, y, batch_size=50), "method='minibatch' only"),
         (lambda x, y: dr.cka(x, y, method="gram", batch_size=50), "method='minibatch' only"),
         (lambda x, y: dr.cka(x, y, groups=5), "interval"),

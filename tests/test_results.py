@@ -12,9 +12,11 @@ from dask_repsim.registry import MEASURES, PATHS
 
 FUNCTIONS = {"cka": dr.cka, "cca": dr.cca, "svcca": dr.svcca, "pwcca": dr.pwcca,
              "linear_regression": dr.linear_regression, "procrustes": dr.procrustes}
-#: every public pairwise function on every path that computes one of its measures
-CASES = sorted({(m.function, p) for m in MEASURES.values() for p in m.paths
-                if m.function in FUNCTIONS})
+#: every public pairwise function on every path that computes one of its measures, with the
+#: options that select the measure (``kernel="laplace"`` for ``cka`` on ``sample_blocks``)
+CASES = sorted({(m.function, p, tuple(sorted((k, v) for k, v in m.options.items()
+                                              if k != "attribute")))
+                for m in MEASURES.values() for p in m.paths if m.function in FUNCTIONS})
 
 
 @pytest.fixture(scope="module")
@@ -24,11 +26,11 @@ def data():
     return x, x @ rng.normal(size=(5, 4)) + rng.normal(size=(400, 4))
 
 
-@pytest.mark.parametrize(("function", "path"), CASES)
-def test_result_is_a_float_that_says_how_it_was_computed(data, function, path):
+@pytest.mark.parametrize(("function", "path", "options"), CASES)
+def test_result_is_a_float_that_says_how_it_was_computed(data, function, path, options):
     x, y = data
     extra = {"batch_size": 100} if path == "minibatch" else {}
-    result = FUNCTIONS[function](x, y, method=path, **extra)
+    result = FUNCTIONS[function](x, y, method=path, **extra, **dict(options))
     assert isinstance(result, float) and isinstance(result, dr.Estimate)
     assert round(result, 3) == round(float(result), 3)
     assert 0 <= float(result) <= 1 + 1e-12

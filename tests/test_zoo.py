@@ -260,7 +260,9 @@ VARIANTS = {"rsa": [{}, {"rdm": "euclidean", "rdm_compare": "spearman"},
                     {"rdm_compare": "rho-a"}, {"rdm_compare": "cosine"}],
             "shape_metric": [{}, {"alpha": 0.3}, {"alpha": 0.0}], "mutual_knn": [{}, {"k": 5}],
             "gulp": [{}, {"ridge": 0.05}],
-            "cknna": [{}, {"k": 5}], "cka_rbf": [{}, {"sigma": 0.3}]}
+            "cknna": [{}, {"k": 5}], "cka_rbf": [{}, {"sigma": 0.3}],
+            "ridge_predictivity": [{}, {"ridge": 0.05, "folds": 5}],
+            "pls_predictivity": [{}, {"components": 2}]}
 
 
 def _value(metric: str, path: str, x: np.ndarray, y: np.ndarray, **parameters) -> float:
@@ -288,12 +290,14 @@ def test_the_registry_says_which_measures_are_symmetric(metric, path):
 
 
 def test_the_asymmetric_measures():
-    """pwcca, linear_regression and cknna; the independent references agree that swapping
-    changes them (cknna: the k-NN masks are not symmetric, and the unbiased HSIC's
-    1^T K L 1 term is not 1^T L K 1 for matrices that are not)."""
+    """pwcca, linear_regression, cknna and the predictivities; the independent references
+    agree that swapping changes them (cknna: the k-NN masks are not symmetric, and the
+    unbiased HSIC's 1^T K L 1 term is not 1^T L K 1 for matrices that are not; the
+    predictivities predict y from x)."""
     assert [m for m in MEASURES if not MEASURES[m].symmetric] == [
-        "pwcca", "linear_regression", "cknna"]
-    for reference in (ref.pwcca, ref.linear_regression, ref.cknna):
+        "pwcca", "linear_regression", "cknna", "ridge_predictivity", "pls_predictivity"]
+    for reference in (ref.pwcca, ref.linear_regression, ref.cknna, ref.ridge_predictivity,
+                      ref.pls_predictivity):
         assert abs(reference(_X, _Y) - reference(_Y, _X)) > 1e-8
     assert ref.mutual_knn(_X, _Y) == pytest.approx(ref.mutual_knn(_Y, _X), abs=1e-15)
 

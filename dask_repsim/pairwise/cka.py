@@ -18,7 +18,7 @@ def cka(
     seed: int | None = None, sample_dims: SampleDims = None,
     storage_options: Mapping[str, Any] | None = None, nan_policy: str = "raise",
     interval: str | None = None, level: float | None = None, groups: int | None = None,
-    permutations: int = 0, join: str = "exact",
+    permutations: int = 0, null: str | None = None, join: str = "exact",
 ) -> Estimate:
     """Centred kernel alignment (CKA) between two layers' activations.
 
@@ -34,9 +34,13 @@ def cka(
         (default 0.8) times the median pairwise distance (Kornblith et al.'s ``gram_rbf``),
         computed exactly from sample-space Gram blocks; the result also carries ``.median``
         and ``.median_exact`` (above 20,000 samples the median comes from a seeded
-        subsample). ``sigma`` with the linear kernel is an error. As the ``cka``,
-        ``cka_debiased`` and ``cka_rbf`` metrics of :func:`dask_repsim.compare`: a call is a
-        grid of one cell (:mod:`dask_repsim.runners`).
+        subsample). ``"laplace"``: Laplace kernels ``exp(-||x_i - x_j|| / (sigma m))``, ``m``
+        the square root of the layer's median squared distance (the same rule), on the
+        ``"sample_blocks"`` path (tiles of the distance matrices, in the pass that gives
+        distance correlation), with the same fields; not debiased. ``sigma`` with the linear
+        kernel is an error. As the ``cka``, ``cka_debiased``, ``cka_rbf`` and ``cka_laplace``
+        metrics of :func:`dask_repsim.compare`: a call is a grid of one cell
+        (:mod:`dask_repsim.runners`).
     method
         ``"auto"`` (default: the cheapest exact path within the memory budget, see
         :mod:`dask_repsim.planning`), ``"covariance"``, ``"gram"``, ``"tiled"``, or, for the
@@ -46,6 +50,7 @@ def cka(
         ``.ci_high``) and ``.approximate`` saying what it approximates. ``batch_size`` on
         another path is an error.
     {uncertainty}
+    {gamma}
 
     Returns
     -------
@@ -77,18 +82,21 @@ def cka(
     >>> round(cka(x, 3 * x @ q), 6)
     1.0
     """
-    if kernel not in ("linear", "rbf"):
-        raise ValueError(f"kernel must be 'linear' or 'rbf', not {kernel!r}")
+    if kernel not in ("linear", "rbf", "laplace"):
+        raise ValueError(f"kernel must be 'linear', 'rbf' or 'laplace', not {kernel!r}")
+    if kernel == "laplace" and debiased:
+        raise ValueError("debiased=True is not available with kernel='laplace': Laplace CKA "
+                         "is computed with the biased HSIC only; leave debiased out")
     options = Options(sample_dims=sample_dims, storage_options=storage_options,
                       nan_policy=nan_policy, interval=interval, level=level, groups=groups,
-                      permutations=permutations, seed=seed)
+                      permutations=permutations, seed=seed, null=null)
     call = {"method": method, "join": join, "batch_size": batch_size,
             "parameters": {"sigma": sigma}}
     if kernel == "linear":
         return pair_estimate("cka_debiased" if debiased else "cka", x, y, options, **call)
     own = {"gram": {"kernel": "rbf", "debiased": True}} if debiased else None
-    cell, path, _ = run_pair("cka_rbf", x, y, options, functions=own, **call)
-    # the gram cell carries the medians, median_exact, approximate and sigma
+    cell, path, _ = run_pair(f"cka_{kernel}", x, y, options, functions=own, **call)
+    # the cell carries the medians, median_exact, approximate and sigma
     return cell_estimate(cell, options, path, sigma=check_sigma(sigma)[0])
 
 

@@ -6,8 +6,8 @@ the same input errors. They run on the ``"sample_blocks"`` path, tiles of sample
 (:mod:`dask_repsim.paths.sample_blocks.tiles`, :mod:`dask_repsim.paths.sample_blocks.rsa`,
 :mod:`dask_repsim.paths.sample_blocks.neighbours`): exact, cost ``n^2 (p + q)``, memory a few row
 blocks per task
-whatever n. That path has no jackknife intervals, permutation tests or NaN omission; asking for
-them is an error.
+whatever n. That path has no jackknife intervals or NaN omission, and permutation tests of RSA
+and the k-nearest-neighbour measures only; asking for the others is an error.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ def run_sample_space(measure: str, x: Any, y: Any, parameters: dict[str, Any], j
 
 @sample_space_documented
 def rsa(
-    x: Any, y: Any, *, rdm: str = "correlation", compare: str = "corr",
+    x: Any, y: Any, *, rdm: str = "correlation", compare: str = "corr", noise: Any = None,
     sample_dims: SampleDims = None, storage_options: Mapping[str, Any] | None = None,
     nan_policy: str = "raise", interval: str | None = None, level: float | None = None,
     groups: int | None = None, permutations: int = 0, seed: int | None = None,
@@ -62,7 +62,10 @@ def rsa(
     rdm
         ``"correlation"`` (default): ``1 - r_ij``, the Pearson correlation of samples i and
         j across features. ``"euclidean"``: the squared euclidean distance divided by the
-        number of features (rsatoolbox's ``"euclidean"``).
+        number of features (rsatoolbox's ``"euclidean"``). ``"mahalanobis"``: ``(x_i -
+        x_j)' P (x_i - x_j) / p`` with each layer's noise precision ``P`` (``noise=``),
+        rsatoolbox's ``calc_rdm(method="mahalanobis", noise=P)``: distances in units of the
+        noise (Walther et al. 2016), the euclidean RDM of the rows ``x L`` (``P = L L'``).
     compare
         ``"corr"`` (default): Pearson correlation of the two RDMs' entries; ``"cosine"``:
         their cosine; ``"spearman"``: the Pearson correlation of their ranks (ties averaged);
@@ -70,16 +73,39 @@ def rsa(
         (N^3 - N)`` over the N entries; ``"tau-b"``: Kendall's tau-b (scipy's
         ``kendalltau``); ``"tau-a"``: Kendall's tau without the tie correction, concordant
         minus discordant pairs over all ``N (N - 1) / 2`` pairs (rsatoolbox's, the choice of
-        Nili et al. 2014 for models that predict tied dissimilarities). ``"corr"`` and
-        ``"cosine"`` stream over tiles for any number of samples; the rank comparisons hold all
-        entries at once, up to
+        Nili et al. 2014 for models that predict tied dissimilarities); ``"cosine_cov"`` and
+        ``"corr_cov"``: rsatoolbox's whitened cosine and correlation (Diedrichsen et al.
+        2021), the entries whitened by their covariance under i.i.d. noise, equal to the
+        cosine of the double-centred RDMs ``H D H`` (``"corr_cov"``: each RDM's entries less
+        their mean first); the comparisons for unbiased (cross-validated) distance estimates.
+        ``"corr"``, ``"cosine"`` and the whitened ones stream over tiles for any number of
+        samples; the rank comparisons hold all entries at once, up to
         :data:`dask_repsim.paths.sample_blocks.rsa.RANK_MAX_SAMPLES` samples and the memory budget.
-    {unsupported}
+    noise
+        With ``rdm="mahalanobis"`` (and only then): the noise precision matrices ``(P_x,
+        P_y)``, features x features each (one matrix serves both layers when they are as
+        wide), symmetric positive semidefinite (a rank-deficient one is allowed). In
+        :func:`dask_repsim.compare` it is ``rdm_noise=``, a mapping of layer names to
+        matrices.
+    permutations, seed
+        ``permutations=K``: also a permutation test from the same pass over the tiles, RSA
+        under K random permutations of y's samples within blocks of 4,096 consecutive samples
+        (seeded by ``seed``, default 0; the permutations of every path), giving ``.pvalue``,
+        ``.null_mean``, ``.null_std`` and ``.null``, for every ``rdm`` and ``compare``
+        (:mod:`dask_repsim.paths.sample_blocks.rsa_null`). Assumes samples are exchangeable
+        within a block: store them in a shuffled order. Each permutation reads the tiles' RDM
+        entries once more (``n^2 / 2``, whatever the features); Kendall's taus are recomputed,
+        ``O(N log N)`` each for ``N = n (n - 1) / 2`` entries.
+    interval, level, groups
+        Not available for RSA (its ``"sample_blocks"`` path has no jackknife intervals);
+        giving any of them is an error, the same as from :func:`dask_repsim.compare`. They
+        are here so that every pairwise function takes the same options.
 
     Returns
     -------
     Estimate
-        A float, with ``.method`` ``"sample_blocks"``, ``.rdm`` and ``.compare``.
+        A float, with ``.method`` ``"sample_blocks"``, ``.rdm`` and ``.compare``; with
+        ``permutations``, the permutation test's fields.
 
     Notes
     -----
@@ -92,6 +118,10 @@ def rsa(
     ----------
     Kriegeskorte, Mur, Bandettini (2008). Representational similarity analysis - connecting
     the branches of systems neuroscience. Frontiers in Systems Neuroscience 2, 4.
+    Diedrichsen, Berlot, Mur, Schütt, Shahbazi, Kriegeskorte (2021). Comparing representational
+    geometries using whitened unbiased-distance-matrix similarity. Neurons, Behavior, Data
+    analysis and Theory 5(3). Walther, Nili, Ejaz, Alink, Kriegeskorte, Diedrichsen (2016).
+    Reliability of dissimilarity measures for multi-voxel pattern analysis. NeuroImage 137.
 
     Examples
     --------
@@ -101,9 +131,13 @@ def rsa(
     >>> q, _ = np.linalg.qr(rng.normal(size=(10, 10)))
     >>> round(rsa(x, 2 * x @ q, rdm="euclidean"), 6)
     1.0
+    >>> precision = np.diag(rng.uniform(0.5, 2.0, size=10))  # noise precision of x and of y
+    >>> round(rsa(x, x, rdm="mahalanobis", noise=precision, compare="corr_cov"), 6)
+    1.0
     """
+    parameters = {"rdm": rdm, "rdm_compare": compare, "rdm_noise": noise}
     cell, path, options = run_sample_space(
-        "rsa", x, y, {"rdm": rdm, "rdm_compare": compare}, join, sample_dims=sample_dims,
+        "rsa", x, y, parameters, join, sample_dims=sample_dims,
         storage_options=storage_options, nan_policy=nan_policy, interval=interval, level=level,
         groups=groups, permutations=permutations, seed=seed)
     return cell_estimate(cell, options, path, rdm=rdm, compare=compare)

@@ -9,6 +9,8 @@ pass, nor on how many passes a grid needs, nor on the storage chunking or the me
 
 With ``nan_policy="omit"`` a pair uses exactly the samples finite in both of its layers
 (pairwise deletion, :mod:`dask_repsim.engine.omission`), for its value, its replicates and its null.
+A measure on k folds (:class:`~dask_repsim.measures.predictivity.OnFolds`) has the pass keep k
+groups of samples, and is given the pair and its folds (:meth:`PassResult.folds`).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from ..engine.uncertainty import leave_one_out
 from ..engine.views import Pair, Side, pair, permuted_pairs, sides
 from ..exceptions import NonFiniteError, RepsimWarning
 from ..io.inputs import Layer
+from ..measures.predictivity import OnFolds
 from ..results import Cell, Cells, Positions, grid_cells
 
 
@@ -135,6 +138,23 @@ class PassResult:
             out.append(pair(stats, sides(stats, names), 0, 1))
         return out
 
+    def folds(self, a: int, b: int) -> list[tuple[Pair, Pair]]:
+        """(training, held-out) statistics of the pair for each group as the held-out fold of
+        a k-fold split: the replicate without the group (:meth:`replicates`), and the group."""
+        train = self.replicates(a, b)
+        use = self._usable(a, b)
+        if use is None:
+            return [(t, pair(part, sides(part, self.names), a, b))
+                    for t, part in zip(train, self.parts, strict=True)]
+        bounds = group_bounds(self.n_samples, len(self.parts))
+        index, names = self.aside.index, [self.names[a], self.names[b]]
+        out = []
+        for g, part in enumerate(self.parts):
+            keep = (index >= bounds[g]) & (index < bounds[g + 1])
+            stats = pair_statistics(part, self.aside, a, b, keep)
+            out.append((train[g], pair(stats, sides(stats, names), 0, 1)))
+        return out
+
     def null(self, a: int, b: int) -> list[Pair]:
         """The pair's statistics under each permutation of layer ``b``'s samples."""
         if self.permute is None:
@@ -152,6 +172,17 @@ class PassResult:
         if permuted.count != stats.count:  # the null permutes exactly the pair's samples
             raise AssertionError(f"null over {permuted.count} samples, pair over {stats.count}")
         return permuted_pairs(stats, layer_sides, permuted, i, j, 0, 0)
+
+
+def _groups(functions: Sequence[Any], options: Any) -> int:
+    """The sample groups of the passes: the measures' folds, else the jackknife's."""
+    folds = {f.k for f in functions if isinstance(f, OnFolds)}
+    if not folds:
+        return options.groups_used
+    if options.interval is not None:  # refused before: the measures on folds lack intervals
+        raise ValueError("interval= is not available for the cross-validated measures")
+    (k,) = folds
+    return k
 
 
 def _aside_error(aside: Aside, limit: int) -> ValueError:
@@ -301,12 +332,12 @@ def quietly(function: Callable[[Any], Any], items: Sequence[Any] | None) -> list
 
 
 def _pass_need(widths: Sequence[int], rows: Sequence[int], cols: Sequence[int],
-               subset: Sequence[int], options: Any) -> tuple[int, int, int]:
+               subset: Sequence[int], options: Any, groups: int) -> tuple[int, int, int]:
     """(least budget, width, permuted cross entries) of a pass over the layers ``subset``
     (:func:`~dask_repsim.engine.memory.least_budget`)."""
     a, b = (sum(widths[i] for i in set(side) & set(subset)) for side in (rows, cols))
     width = sum(widths[i] for i in subset)
-    need = least_budget(width, groups=options.groups_used, permutations=options.permutations,
+    need = least_budget(width, groups=groups, permutations=options.permutations,
                         cross=a * b, aside=options.nan_policy == "omit")
     return need, width, a * b
 
@@ -328,18 +359,18 @@ def check_permutations(permutations: int, need: int, width: int, cross: int) -> 
     return int(permutations)
 
 
-def _plan(layers: Sequence[Layer], rows: Sequence[int], cols: Sequence[int], options: Any
-          ) -> list[list[int]]:
+def _plan(layers: Sequence[Layer], rows: Sequence[int], cols: Sequence[int], options: Any,
+          groups: int) -> list[list[int]]:
     """The passes of a grid: the fewest that fit the budget; with a permutation null, whose
     cross blocks grow with the passes' sides, narrower passes until each fits (or only the
     widest pair is left)."""
     widths = [layer.data.shape[1] for layer in layers]
-    capacity = max_features(groups=options.groups_used, permutations=options.permutations,
+    capacity = max_features(groups=groups, permutations=options.permutations,
                             aside=options.nan_policy == "omit")
     passes = plan_passes(widths, rows, cols, capacity)
     widest, budget = max(widths[r] for r in rows) + max(widths[c] for c in cols), memory_budget()
     while options.permutations and capacity > widest and max(
-            _pass_need(widths, rows, cols, s, options)[0] for s in passes) > budget:
+            _pass_need(widths, rows, cols, s, options, groups)[0] for s in passes) > budget:
         capacity = max(widest, capacity * 9 // 10)
         passes = plan_passes(widths, rows, cols, capacity)
     if len(passes) > 1:
@@ -364,11 +395,16 @@ def covariance_cells(
     """Cells from co-moment passes: one pass when every layer fits the memory budget, else the
     fewest passes that hold every cell (:func:`plan_passes`); ``todo``: the (row, column)
     cells to compute (default every one); a pass forms the cross blocks of those only."""
-    passes = _plan(layers, rows, cols, options)
+    groups = _groups(functions, options)
+    for function in functions:
+        if isinstance(function, OnFolds):
+            function.check(layers[0].data.shape[0], max(layers[r].data.shape[1] for r in rows))
+    passes = _plan(layers, rows, cols, options, groups)
     widths = [layer.data.shape[1] for layer in layers]
     k = 0
     for s in passes if options.permutations else ():
-        k = check_permutations(options.permutations, *_pass_need(widths, rows, cols, s, options))
+        k = check_permutations(options.permutations,
+                               *_pass_need(widths, rows, cols, s, options, groups))
     cells: Cells = {}
     counts: dict[tuple[int, int], tuple[int, int]] = {}
     wanted = grid_cells(rows, cols, todo)
@@ -376,7 +412,8 @@ def covariance_cells(
         here = [(i, j) for i, j in wanted
                 if (i, j) not in counts and rows[i] in subset and cols[j] in subset]
         if here:
-            _one_pass(functions, layers, rows, cols, subset, here, options, k, cells, counts)
+            _one_pass(functions, layers, rows, cols, subset, here, (options, groups, k), cells,
+                      counts)
     n = [c for c, _ in counts.values()]
     attrs = {"n_samples": min(n), "n_samples_omitted": max(o for _, o in counts.values()),
              "n_passes": len(passes)}
@@ -385,14 +422,16 @@ def covariance_cells(
     return cells, attrs
 
 
-def _one_pass(functions, layers, rows, cols, subset, todo, options, k, cells, counts) -> None:
-    """The cells ``todo`` from one pass over the layers ``subset``."""
+def _one_pass(functions, layers, rows, cols, subset, todo, run, cells, counts) -> None:
+    """The cells ``todo`` from one pass over the layers ``subset``; ``run``: (options, sample
+    groups, permutations)."""
+    options, groups, k = run
     position = {layer: pos for pos, layer in enumerate(subset)}
     pairs = [(position[rows[i]], position[cols[j]]) for i, j in todo]
     null_a = sorted({a for a, _ in pairs})
     null_b = sorted({b for _, b in pairs})
     result = run_pass(
-        [layers[i] for i in subset], groups=options.groups_used,
+        [layers[i] for i in subset], groups=groups,
         nan_policy=options.nan_policy,
         permute=(null_a, null_b, k, options.get("seed")) if k else None, pairs=pairs,
     )
@@ -400,6 +439,11 @@ def _one_pass(functions, layers, rows, cols, subset, todo, options, k, cells, co
         pair = result.pair(a, b)
         reps = result.replicates(a, b) if options.interval else None
         null = result.null(a, b) if k else None
+        folds = None
         for m, function in enumerate(functions):
+            if isinstance(function, OnFolds):
+                folds = result.folds(a, b) if folds is None else folds
+                cells[m, i, j] = Cell(function(pair, folds))
+                continue
             cells[m, i, j] = Cell(function(pair), quietly(function, reps), quietly(function, null))
         counts[i, j] = (result.count(a, b), result.omitted(a, b))

@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 import dask_repsim as dr
+from dask_repsim.engine import medians
 from dask_repsim.engine.columns import checked_columns, column_statistics
 from dask_repsim.exceptions import NonFiniteError, NoVarianceError, SampleCountError
 from dask_repsim.io.inputs import as_layer
@@ -188,7 +189,7 @@ def test_rbf_cka_matches_numpy(rbf_pair, sigma):
 @pytest.mark.parametrize("block_rows", [None, 50])  # tiles off the diagonal count twice
 @pytest.mark.parametrize("n", [201, 240])  # n^2 odd: one middle value; even: the mean of two
 def test_exact_median_with_ties(monkeypatch, n, block_rows, gather):
-    monkeypatch.setattr(scratch, "GATHER", gather)
+    monkeypatch.setattr(medians, "GATHER", gather)  # the order statistics are the engine's
     rng = np.random.default_rng(n)
     x = rng.integers(0, 3, size=(n, 2)).astype(float)  # few distinct distances: many ties
     y = rng.normal(size=(n, 3))

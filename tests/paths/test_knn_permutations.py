@@ -61,13 +61,13 @@ def test_pvalues_in_pairwise_calls_and_grids(pair):
 
 def test_sample_space_measures_without_a_null_are_named(pair):
     x, y = pair
-    for function in (dr.rsa, dr.distance_correlation, dr.second_order_cosine):
+    for function in (dr.distance_correlation, dr.rsm_norm_difference, dr.second_order_cosine):
         with pytest.raises(ValueError, match=f"not available for {function.__name__}"):
             function(x, y, permutations=19)
-    with pytest.raises(ValueError, match="permutations= is not available for rsa, computed on "
-                                         "the 'sample_blocks' path"):
-        dr.compare({"x": x}, {"y": y}, metrics=["rsa", "mutual_knn"], permutations=19,
-                   method="sample_blocks")
+    with pytest.raises(ValueError, match="permutations= is not available for "
+                                         "distance_correlation, computed on the 'sample_blocks'"):
+        dr.compare({"x": x}, {"y": y}, metrics=["distance_correlation", "mutual_knn"],
+                   permutations=19, method="sample_blocks")
     for option in ({"interval": "jackknife"}, {"nan_policy": "omit"}):
         with pytest.raises(ValueError, match="not available for mutual_knn"):
             dr.mutual_knn(x, y, **option)

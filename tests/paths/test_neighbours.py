@@ -199,15 +199,25 @@ _CHILD = textwrap.dedent("""
                                 "uniformity_difference", "concentricity_difference",
                                 "disagreement", "jensen_shannon", "aligned_cosine"])
     r = rsa(sys.argv[1] + "/x", sys.argv[1] + "/y", rdm="correlation", compare="corr")
+    whitened = {c: float(rsa(sys.argv[1] + "/x", sys.argv[1] + "/y", compare=c))
+                for c in ("corr_cov", "cosine_cov")}
+    laplace = dr.cka(sys.argv[1] + "/x", sys.argv[1] + "/y", kernel="laplace")
     spectra = dr.compare(sys.argv[1], metrics=["bures_distance", "eigenspace_overlap", "gulp",
-                                                "permutation_distance", "magnitude_difference"],
-                         ridge=0.1).sel(layer_a="x", layer_b="y")
+                                                "permutation_distance", "magnitude_difference",
+                                                "ridge_predictivity", "pls_predictivity"],
+                         ridge=0.1, components=5).sel(layer_a="x", layer_b="y")
+    try:  # in memory by design: refused before any read beyond the budget
+        dr.rtd(sys.argv[1] + "/x", sys.argv[1] + "/y")
+        refused = ""
+    except ValueError as error:
+        refused = str(error)
     # the process's own high-water RSS: ru_maxrss would count the parent's RSS at fork
     peak = int([line for line in open("/proc/self/status")
                 if line.startswith("VmHWM")][0].split()[1]) * 1024
     sample_space = {k: float(v.item()) for ds in (knn, apart) for k, v in ds.data_vars.items()}
     print(json.dumps({"mutual_knn": float(m), "rsa": float(r), "peak": peak, **sample_space,
-                      "seconds": time.perf_counter() - start,
+                      "seconds": time.perf_counter() - start, **whitened,
+                      "cka_laplace": float(laplace), "rtd_refused": refused,
                       **{k: float(spectra[k]) for k in spectra.data_vars}}))
 """)
 
@@ -216,9 +226,11 @@ _CHILD = textwrap.dedent("""
 def test_out_of_core_within_the_memory_budget(tmp_path):
     """50,000 x 512 float32 Zarr layers: the n x n similarity and dissimilarity matrices would
     take 20 GB each; the child's peak RSS stays near the 2 GB budget while it computes RSA, the
-    k-nearest-neighbour measures and the distance-matrix measures. The co-moment measures
-    of the same layers (Bures distance, eigenspace overlap, GULP, the permutation metric) in
-    the same child equal the references computed here in memory."""
+    k-nearest-neighbour measures, the distance-matrix measures, Laplace CKA and RSA's
+    whitened comparisons; RTD, in memory by design, is refused before any read. The co-moment
+    measures of the same layers (Bures distance, eigenspace overlap, GULP, the permutation
+    metric, ridge and PLS predictivity) in the same child equal the references computed here
+    in memory."""
     n, p, chunk = 50_000, 512, 5_000
     root = zarr.open_group(tmp_path / "big.zarr", mode="w")
     arrays = [root.create_array(name, shape=(n, p), chunks=(chunk, p), dtype="float32")
@@ -259,15 +271,24 @@ def test_out_of_core_within_the_memory_budget(tmp_path):
     assert result["disagreement"] == pytest.approx(references.disagreement(x, y), abs=1e-12)
     assert result["jensen_shannon"] == pytest.approx(references.jensen_shannon(x, y), rel=1e-9)
     assert result["aligned_cosine"] == pytest.approx(references.aligned_cosine(x, y), rel=1e-9)
+    assert 0.0 < result["cka_laplace"] < 1.0
+    assert 0.0 < result["corr_cov"] < 1.0 and 0.0 < result["cosine_cov"] < 1.0
+    assert "over the memory budget" in result["rtd_refused"]
+    assert "50,000 samples" in result["rtd_refused"]
+    assert result["ridge_predictivity"] == pytest.approx(
+        references.ridge_predictivity(x, y, ridge=0.1), rel=1e-8)
+    assert result["pls_predictivity"] == pytest.approx(
+        references.pls_predictivity(x, y, components=5), rel=1e-8)
 
 
 def test_grid_options_the_sample_space_measures_lack_name_them():
     """compare with an option no path of a metric supports names the metric and the option."""
     rng = np.random.default_rng(12)
     x, y = rng.normal(size=(60, 5)), rng.normal(size=(60, 4))
-    with pytest.raises(ValueError, match=r"^rsa: no path of this metric supports permutation "
-                                         r"tests \(permutations=\)"):
-        dr.compare({"x": x}, {"y": y}, metrics=["rsa", "cka"], permutations=10)
+    with pytest.raises(ValueError, match=r"^distance_correlation: no path of this metric "
+                                         r"supports permutation tests \(permutations=\)"):
+        dr.compare({"x": x}, {"y": y}, metrics=["distance_correlation", "cka"],
+                   permutations=10)
     with pytest.raises(ValueError, match=r"^mutual_knn, cknna: no path of these metrics "
                                          r"supports intervals \(interval=\)"):
         dr.compare({"x": x}, {"y": y}, metrics=["mutual_knn", "cknna"], interval="jackknife")

@@ -188,10 +188,12 @@ def test_bad_options_are_refused():
         rsa(x, x, rdm="cosine")
     with pytest.raises(ValueError, match="compare must be one of"):
         rsa(x, x, compare="kendall")
-    for option in ({"interval": "jackknife"}, {"permutations": 10}, {"nan_policy": "omit"},
-                   {"seed": 1}, {"level": 0.9}, {"groups": 5}):
+    for option in ({"interval": "jackknife"}, {"nan_policy": "omit"}, {"level": 0.9},
+                   {"groups": 5}):
         with pytest.raises(ValueError, match=r"not available for rsa.*'sample_blocks' path"):
             rsa(x, x, **option)
+    with pytest.raises(ValueError, match=r"seed= is used by permutation tests"):
+        rsa(x, x, seed=1)  # without permutations=
 
 
 def test_rank_comparisons_beyond_the_exact_size_are_refused():

@@ -55,7 +55,7 @@ import dask
 import numpy as np
 
 from ...engine.columns import checked_columns
-from ...engine.medians import MEDIAN_SAMPLE, sampled_median_sq_distance
+from ...engine.medians import MEDIAN_EXACT_MAX, MEDIAN_SAMPLE, sampled_median_sq_distance
 from ...engine.parallel import (
     compute,
     memory_budget,
@@ -69,7 +69,7 @@ from ...io.inputs import Layer
 from ...io.validation import check_sample_counts, require_samples
 from ...measures.hsic import GramSums, cka_ratio
 from ...results import Cell, Cells, Positions, grid_cells
-from . import carried, jackknife, permuted, scratch
+from . import carried, gamma, jackknife, permuted, scratch
 from .tiles import (
     FEATURE_SLICE,
     SLAB_BYTES,
@@ -88,10 +88,9 @@ from .tiles import (
 
 logger = logging.getLogger("dask_repsim")
 
-#: Largest n for which each layer's median squared distance (the RBF bandwidths) is exact, over
-#: all n^2 pairs; beyond, it is taken over a seeded subset of
-#: :data:`~dask_repsim.engine.medians.MEDIAN_SAMPLE` samples and the results say so.
-MEDIAN_EXACT_MAX = 20_000
+#: Largest n for which each layer's median squared distance (the RBF bandwidths) is exact:
+#: :data:`~dask_repsim.engine.medians.MEDIAN_EXACT_MAX`, named here for the gram path
+MEDIAN_EXACT_MAX = MEDIAN_EXACT_MAX
 
 
 @dataclass(frozen=True)
@@ -339,17 +338,21 @@ def grid_sums(layers: Sequence[Layer], pairs: Sequence[tuple[int, int]], *,
             rbf, scales = _rbf_grid(parts, tiles, source, layers, shifts, sigmas, seed, wanted,
                                     attrs, share)
             sums.update(rbf)
-        _run_extras(extras, tiles, store, plan is not None, scales, wanted, n, share)
+        _run_extras(extras, tiles, store, plan is not None, scales, wanted, n, share, sums)
     return sums, attrs
 
 
 def _run_extras(extras, tiles, store, whole: bool, scales: np.ndarray | None, wanted, n: int,
-                share: tuple[int, int]) -> None:
+                share: tuple[int, int], sums: dict) -> None:
     """Each of ``extras`` (:func:`grid_sums`) run on the matrices saved to ``store``: whole
     Gram matrices serve the linear and the RBF kernels (``scales``) at once; row-block tiles
-    are read as Gram tiles for the linear kernel and as squared distances for the RBF ones."""
+    are read as Gram tiles for the linear kernel and as squared distances for the RBF ones.
+    An extra with a ``grid`` is given the grid's ``sums`` first (the Gamma approximation
+    centres its kernels with their row sums)."""
     n_layers = max(max(p) for p in wanted) + 1
     for extra in extras:
+        if hasattr(extra, "grid"):
+            extra.grid = sums
         rbf = scales if extra.rbf else None
         if whole:
             sources = [permuted.Source(store, "gram", gram=True, linear=extra.linear,
@@ -585,6 +588,20 @@ def _replicate_cells(cells: Cells, specs, sigmas, jack: jackknife.Request, sums,
         cells[m, i, j] = Cell(cell.value, values, cell.null, cell.fields)
 
 
+def _gamma_cells(cells: Cells, specs, sigmas, approx: gamma.Request, sums, rows, cols,
+                 names) -> None:
+    """Each cell's p-value and null moments from the Gamma approximation
+    (:func:`~dask_repsim.paths.gram.gamma.gamma_fields`), in its fields; ``rows``, ``cols``
+    as in :func:`_null_cells`."""
+    kernels = [1 + sigmas.index(s["sigma"]) if s.get("kernel") == "rbf" else 0 for s in specs]
+    index = {p: c for c, p in enumerate(approx.pairs)}
+    for (m, i, j), cell in cells.items():
+        first, second = sorted((rows[i], cols[j]))
+        square = approx.squares[kernels[m]][index[first, second]]
+        fields = gamma.gamma_fields(sums[kernels[m], first, second], float(square))
+        cells[m, i, j] = Cell(cell.value, cell.replicates, cell.null, {**cell.fields, **fields})
+
+
 def gram_cells(
     specs: Sequence[dict[str, Any]],
     layers: Sequence[Layer],
@@ -596,6 +613,7 @@ def gram_cells(
     todo: Positions | None = None,
     permutations: int = 0,
     groups: int | None = None,
+    gamma_null: bool = False,
 ) -> tuple[Cells, dict[str, Any]]:
     """CKA cells of every pair from the shared sample-space tiles: each layer's Gram tile is
     formed once for the grid (a pairwise call is a grid of one cell).
@@ -611,7 +629,8 @@ def gram_cells(
     ``permutations``: the cells' permutation null, the column layer's samples permuted
     (:mod:`dask_repsim.paths.gram.permuted`; ``seed`` seeds it). ``groups``: the cells'
     jackknife replicates over that many groups of samples
-    (:mod:`dask_repsim.paths.gram.jackknife`).
+    (:mod:`dask_repsim.paths.gram.jackknife`). ``gamma_null``: each cell's p-value from the
+    Gamma approximation of the null (:mod:`dask_repsim.paths.gram.gamma`), in its fields.
     """
     wanted = grid_cells(rows, cols, todo)
     used = sorted({rows[i] for i, _ in wanted} | {cols[j] for _, j in wanted})
@@ -625,8 +644,10 @@ def gram_cells(
     null = permuted.Request(sorted({(pos[rows[i]], pos[cols[j]]) for i, j in wanted}),
                             permutations, seed, **kinds) if permutations else None
     jack = jackknife.Request(groups, **kinds) if groups else None
+    approx = gamma.Request(**kinds) if gamma_null else None
     sums, attrs = grid_sums([layers[u] for u in used], pairs, sigmas=sigmas, seed=seed,
-                            rows=block_rows, extras=[r for r in (null, jack) if r is not None])
+                            rows=block_rows,
+                            extras=[r for r in (null, jack, approx) if r is not None])
     cells: Cells = {}
     for m, spec in enumerate(specs):
         rbf = spec.get("kernel") == "rbf"
@@ -644,6 +665,8 @@ def gram_cells(
         _null_cells(cells, specs, sigmas, null, sums, *sides)
     if jack is not None:
         _replicate_cells(cells, specs, sigmas, jack, sums, *sides)
+    if approx is not None:
+        _gamma_cells(cells, specs, sigmas, approx, sums, *sides)
     if "median_exact" in attrs:  # netCDF attributes take no booleans
         attrs["median_exact"] = int(attrs["median_exact"])
     if "median_sq_distance" in attrs:

@@ -9,8 +9,13 @@ With ``D`` and ``E`` the two layers' n x n matrices of Euclidean distances betwe
   ``dCov^2(D, E) = mean_ij A_ij B_ij`` of the double-centred matrices ``A = H D H`` and
   ``B = H E H`` (``H = I - 11'/n``): the V-statistic of Székely et al., ReSi's definition.
 - ``rsm_norm_difference``: ``||D - E||_F``, over the whole matrix (both triangles).
+- ``cka_laplace``: CKA (Kornblith et al. 2019) of the Laplace kernels
+  ``K_ij = exp(-d_ij / (sigma m_x))`` and ``L_ij = exp(-e_ij / (sigma m_y))``, each layer's
+  ``m`` the square root of its median squared distance over all n^2 pairs, the zero diagonal
+  included (the bandwidth rule of RBF CKA, :mod:`dask_repsim.engine.medians`):
+  ``<HKH, HLH> / sqrt(<HKH, HKH> <HLH, HLH>)``.
 
-One pass suffices. A double-centred matrix has zero row and column sums, so
+One pass over the tiles suffices. A double-centred matrix has zero row and column sums, so
 ``<A, B> = <A, E> = <D, E> - (2/n) r_D · r_E + (1' r_D)(1' r_E) / n^2`` with the row sums
 ``r_D = D 1`` and ``r_E = E 1``: each pair of row blocks ``I <= J`` is one task, returning the
 sums of products of its blocks and the row sums of both (its transpose's too); the client adds
@@ -20,49 +25,76 @@ square distance, from the columns' variances), which keeps the three terms from 
 when distances concentrate around their mean, as they do in many dimensions. Distances are
 computed from activations less about their column means (:func:`~dask_repsim.paths.
 sample_blocks.rsa.exact_shift`), which does not change them and keeps them exact for
-integer-valued activations.
+integer-valued activations. The Laplace kernels are double-centred the same way, from their
+products and row sums over the tiles, each less its value at the median distance,
+``exp(-1 / sigma)``; several bandwidths share the pass. Their medians must be known before it:
+:func:`laplace_medians` finds each layer's exactly by narrowing passes over its squared-distance
+tiles (histograms of the values' leading bits, :class:`~dask_repsim.engine.medians.Range`;
+usually two passes) up to :data:`~dask_repsim.engine.medians.MEDIAN_EXACT_MAX` samples, and over
+a seeded subset of samples beyond; a grid finds each layer's once (:func:`distance_cells`).
 
 References
 ----------
 Székely, Rizzo, Bakirov (2007). Measuring and testing dependence by correlation of distances.
 Ann. Statist. 35, 2769-2794. Shahbazi, Shirali, Aghajan, Nili (2021). Using distance on the
 Riemannian manifold to compare representations in brain and in models. NeuroImage 239.
+Kornblith, Norouzi, Lee, Hinton (2019). Similarity of Neural Network Representations Revisited.
+ICML.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import dask
 import numpy as np
 
-from ...engine.columns import checked_columns
-from ...engine.medians import sq_distances
+from ...engine.columns import Columns, checked_columns, row_blocks
+from ...engine.medians import (
+    MEDIAN_EXACT_MAX,
+    MEDIAN_SAMPLE,
+    Range,
+    in_range,
+    prefix_counts,
+    sampled_median_sq_distance,
+    sq_distances,
+)
 from ...engine.parallel import compute
 from ...exceptions import InputError
 from ...io.inputs import Layer
 from ...io.validation import require_samples
+from ...results import Cell, Cells, Positions, grid_cells
 from . import tiles as row_tiles
 from .rsa import exact_shift
 from .tiles import Blocks, block_pairs
 
 DISTANCE_MEASURES = ("distance_correlation", "rsm_norm_difference", "uniformity_difference",
                      "concentricity_difference")
+#: Laplace CKA's bandwidth when none is given: RBF CKA's (``options.DEFAULTS["sigma"]``)
+DEFAULT_SIGMA = 0.8
+#: the kernel measures of the same tiles, whose bandwidths (``sigma``) need each layer's median
+KERNEL_MEASURES = ("cka_laplace",)
+#: every measure of the tiles
+TILE_MEASURES = DISTANCE_MEASURES + KERNEL_MEASURES
 #: what each measure needs of a tile (:func:`_tile`)
 _NEEDS = {"distance_correlation": "distances", "rsm_norm_difference": "distances",
-          "uniformity_difference": "uniformity", "concentricity_difference": "concentricity"}
+          "uniformity_difference": "uniformity", "concentricity_difference": "concentricity",
+          "cka_laplace": "laplace"}
 # float64 b x b matrices a task holds at once: two distance blocks, their difference and the
-# temporaries of a distance block.
+# temporaries of a distance block; two kernel blocks more for Laplace CKA.
 _MATRICES = 6
+_KERNEL_MATRICES = 2
 
 
 def _tile(same: bool, xi, xj, yi, yj, shifts: tuple, offsets: tuple, means: tuple,
-          wanted: frozenset) -> dict:
+          wanted: frozenset, scales: tuple = ((), ())) -> dict:
     """Sums over one pair of row blocks (counted twice when they differ: the matrices are
     symmetric): of the distance matrices' products and difference and the row sums of the
     offset distances (``"distances"`` in ``wanted``), of ``exp(-2 d^2)`` per layer
-    (``"uniformity"``), and on a diagonal block each sample's ``<x_i, mean> / ||x_i||`` per
-    layer (``"concentricity"``)."""
+    (``"uniformity"``), on a diagonal block each sample's ``<x_i, mean> / ||x_i||`` per
+    layer (``"concentricity"``), and per bandwidth the Laplace kernels' products and row sums
+    (``"laplace"``; ``scales``: per layer, each bandwidth's ``(sigma m, exp(-1 / sigma))``)."""
     weight = 1.0 if same else 2.0
     out: dict = {}
     blocks = []
@@ -81,17 +113,32 @@ def _tile(same: bool, xi, xj, yi, yj, shifts: tuple, offsets: tuple, means: tupl
         if "uniformity" in wanted:
             out[f"uniform{side}"] = weight * float(np.sum(np.exp(-2.0 * d)))
         blocks.append(np.sqrt(d, out=d))
+    dx, dy = blocks
+    if "laplace" in wanted:
+        out["laplace"] = [_products(_kernel(dx, *kx), _kernel(dy, *ky), weight, same)
+                          for kx, ky in zip(*scales, strict=True)]
     if "distances" not in wanted:
         return out
-    dx, dy = blocks
     out["diff"] = weight * float(np.sum((dx - dy) ** 2))
     dx -= offsets[0]
     dy -= offsets[1]
-    out.update(xy=weight * float(np.sum(dx * dy)), xx=weight * float(np.sum(dx * dx)),
-               yy=weight * float(np.sum(dy * dy)),
-               rows_i=(dx.sum(axis=1), dy.sum(axis=1)),
-               rows_j=None if same else (dx.sum(axis=0), dy.sum(axis=0)))
+    out.update(_products(dx, dy, weight, same))
     return out
+
+
+def _kernel(d: np.ndarray, scale: float, offset: float) -> np.ndarray:
+    """``exp(-d / scale) - offset``: a Laplace kernel block less a constant."""
+    k = np.exp(d * (-1.0 / scale))
+    k -= offset
+    return k
+
+
+def _products(a: np.ndarray, b: np.ndarray, weight: float, same: bool) -> dict:
+    """A tile's sums of ``a * b``, ``a * a`` and ``b * b`` and both blocks' row sums (their
+    column sums too, for the mirror image of a tile off the diagonal)."""
+    return {"xy": weight * float(np.sum(a * b)), "xx": weight * float(np.sum(a * a)),
+            "yy": weight * float(np.sum(b * b)), "rows_i": (a.sum(axis=1), b.sum(axis=1)),
+            "rows_j": None if same else (a.sum(axis=0), b.sum(axis=0))}
 
 
 def _centred_products(parts: list[dict], pairs: list[tuple[int, int]], count: int,
@@ -114,8 +161,11 @@ def _centred_products(parts: list[dict], pairs: list[tuple[int, int]], count: in
 
 def distance_values(x: Layer, y: Layer, *,
                     measures: Sequence[str] = DISTANCE_MEASURES,
-                    block_rows: int | None = None) -> dict[str, float]:
-    """Distance correlation and RSM norm difference of two layers from one pass over the tiles.
+                    block_rows: int | None = None, sigma: float | Sequence[float] | None = None,
+                    medians: tuple[float, float] | None = None, seed: int = 0,
+                    columns: Sequence[Columns] | None = None) -> dict[str, float]:
+    """Distance correlation, RSM norm difference, uniformity and concentricity differences and
+    Laplace CKA of two layers from one pass over the tiles.
 
     Parameters
     ----------
@@ -124,10 +174,18 @@ def distance_values(x: Layer, y: Layer, *,
         :func:`~dask_repsim.engine.columns.checked_columns` (NaN or Inf, constant layers,
         sample counts).
     measures
-        Which of :data:`DISTANCE_MEASURES` to compute.
+        Which of :data:`TILE_MEASURES` to compute (default: :data:`DISTANCE_MEASURES`).
     block_rows
         Samples per row block; default :func:`~dask_repsim.paths.sample_blocks.tiles.block_rows`
         (from the memory budget).
+    sigma
+        ``cka_laplace``'s bandwidth as a fraction of each layer's median distance (default
+        0.8), or a sequence of them, which gives ``cka_laplace_<sigma>`` keys.
+    medians
+        The two layers' median squared distances (default: :func:`laplace_medians`, a pass of
+        its own, its subsample beyond the exact limit seeded with ``seed``).
+    columns
+        The two layers' :func:`~dask_repsim.engine.columns.checked_columns`, when known.
 
     Returns
     -------
@@ -143,36 +201,86 @@ def distance_values(x: Layer, y: Layer, *,
     >>> v = distance_values(as_layer(x), as_layer(x @ q + 3, name="y"), block_rows=16)
     >>> round(v["distance_correlation"], 12), round(v["rsm_norm_difference"], 9)
     (1.0, 0.0)
+    >>> v = distance_values(as_layer(x), as_layer(2 * x @ q, name="y"),
+    ...                     measures=("cka_laplace",), sigma=[0.5, 1.0])
+    >>> {k: round(c, 12) for k, c in v.items()}
+    {'cka_laplace_0.5': 1.0, 'cka_laplace_1': 1.0}
     """
-    unknown = [m for m in measures if m not in DISTANCE_MEASURES]
+    several = sigma is not None and np.ndim(sigma) > 0
+    sigmas = _check_sigmas(sigma)
+    out = _pass(x, y, measures, block_rows, sigmas, medians, seed, columns)
+    laplace = out.pop("cka_laplace", None)
+    if laplace is not None:
+        out.update({f"cka_laplace_{s:g}": v for s, v in zip(sigmas, laplace, strict=True)}
+                   if several else {"cka_laplace": laplace[0]})
+    return out
+
+
+def _check_sigmas(sigma: float | Sequence[float] | None) -> list[float]:
+    """The bandwidths of ``sigma`` (default :data:`DEFAULT_SIGMA`), each finite and > 0."""
+    values = [DEFAULT_SIGMA] if sigma is None else list(np.atleast_1d(sigma))
+    if not values or not all(np.isfinite(s) and s > 0 for s in values):
+        raise ValueError(f"sigma must be > 0 and finite (a fraction of the median distance), "
+                         f"not {sigma!r}")
+    return [float(s) for s in values]
+
+
+def _pass(x: Layer, y: Layer, measures: Sequence[str], block_rows: int | None,
+          sigmas: Sequence[float], medians: tuple | None, seed: int,
+          columns: Sequence[Columns] | None) -> dict[str, Any]:
+    """:func:`distance_values`, with ``cka_laplace`` a list (a value per bandwidth)."""
+    unknown = [m for m in measures if m not in TILE_MEASURES]
     if unknown or not measures:
-        raise ValueError(f"measures must be among {DISTANCE_MEASURES}, not {measures!r}")
-    columns = checked_columns([x, y])
+        raise ValueError(f"measures must be among {TILE_MEASURES}, not {measures!r}")
+    columns = checked_columns([x, y]) if columns is None else columns
     n = columns[0].count
     require_samples(n, 2, " and ".join(m.replace("_", " ") for m in measures))
     means = tuple(np.asarray(c.mean, dtype=np.float64) for c in columns)
     if "concentricity_difference" in measures:
-        for layer, mean, c in zip((x, y), means, columns, strict=True):
-            # the samples' root mean square norm: a mean this much smaller is rounding
-            typical = np.sqrt(np.sum(c.sum_sq) / n + mean @ mean)
-            if np.linalg.norm(mean) <= 1e-10 * typical:
-                raise InputError(f"{layer.name}: the mean of its activations is the zero "
-                                 "vector (to rounding), so the cosine of a sample with it "
-                                 "(the concentricity) is undefined")
+        _check_means((x, y), means, columns, n)
     shifts = tuple(exact_shift(c.mean, c.sum_sq, c.count) for c in columns)
     # the root mean square distance between samples: sqrt(2 * total variance)
     offsets = tuple(float(np.sqrt(2.0 * np.sum(c.sum_sq) / n)) for c in columns)
+    laplace = "cka_laplace" in measures
+    scales: tuple = ((), ())
+    if laplace:
+        if medians is None:
+            medians, _ = laplace_medians([x, y], columns, seed=seed, block_rows=block_rows)
+        # each kernel less its value at the median distance, exp(-1 / sigma)
+        scales = tuple(tuple((s * float(np.sqrt(m)), float(np.exp(-1.0 / s))) for s in sigmas)
+                       for m in medians)
     rows = block_rows or row_tiles.block_rows(
-        n, int(x.data.shape[1] + y.data.shape[1]), _MATRICES)
+        n, int(x.data.shape[1] + y.data.shape[1]), _MATRICES + _KERNEL_MATRICES * laplace)
     blocks = Blocks(x, y, rows)
     pairs = block_pairs(len(blocks))
     wanted = frozenset(_NEEDS[m] for m in measures)
-    parts = compute(*(
+    parts = list(compute(*(
         dask.delayed(_tile, pure=True)(i == j, blocks.x[i], blocks.x[j], blocks.y[i],
-                                       blocks.y[j], shifts, offsets, means, wanted)
+                                       blocks.y[j], shifts, offsets, means, wanted, scales)
         for i, j in pairs
-    ))
-    return _values(list(parts), pairs, len(blocks), n, means, measures)
+    )))
+    out: dict[str, Any] = _values(parts, pairs, len(blocks), n, means,
+                                  [m for m in measures if m != "cka_laplace"])
+    if laplace:
+        out["cka_laplace"] = []
+        for k in range(len(sigmas)):
+            c = _centred_products([p["laplace"][k] for p in parts], pairs, len(blocks), n)
+            # <HKH, HLH> >= 0 for positive definite kernels; rounding may leave it a hair below
+            out["cka_laplace"].append(float(max(c["xy"], 0.0) / np.sqrt(c["xx"] * c["yy"])))
+    return out
+
+
+def _check_means(layers: Sequence[Layer], means: tuple, columns: Sequence[Columns],
+                 n: int) -> None:
+    """An error for a layer whose mean activation vector is zero: its concentricity (the
+    cosine of each sample with it) is undefined."""
+    for layer, mean, c in zip(layers, means, columns, strict=True):
+        # the samples' root mean square norm: a mean this much smaller is rounding
+        typical = np.sqrt(np.sum(c.sum_sq) / n + mean @ mean)
+        if np.linalg.norm(mean) <= 1e-10 * typical:
+            raise InputError(f"{layer.name}: the mean of its activations is the zero "
+                             "vector (to rounding), so the cosine of a sample with it "
+                             "(the concentricity) is undefined")
 
 
 def _values(parts: list[dict], pairs: list, count: int, n: int, means: tuple,
@@ -194,3 +302,144 @@ def _values(parts: list[dict], pairs: list, count: int, n: int, means: tuple,
                  / (n * np.linalg.norm(means[side])) for side in (0, 1)]
         out["concentricity_difference"] = float(abs(level[0] - level[1]))
     return {m: out[m] for m in measures}
+
+
+def laplace_medians(layers: Sequence[Layer], columns: Sequence[Columns] | None = None, *,
+                    seed: int = 0, block_rows: int | None = None) -> tuple[list[float], bool]:
+    """Each layer's median squared distance between samples, over all n^2 pairs with the zero
+    diagonal (``gram_rbf``'s rule, as RBF CKA), and whether the medians are exact.
+
+    Exact up to :data:`~dask_repsim.engine.medians.MEDIAN_EXACT_MAX` samples: narrowed
+    down over the layer's squared-distance tiles, formed again in each pass
+    (:func:`_exact_medians`); beyond, over a seeded subset of
+    :data:`~dask_repsim.engine.medians.MEDIAN_SAMPLE` samples
+    (:func:`~dask_repsim.engine.medians.sampled_median_sq_distance`). ``columns``: the layers'
+    :func:`~dask_repsim.engine.columns.checked_columns`, computed here when not given.
+
+    Examples
+    --------
+    >>> from dask_repsim.io.inputs import as_layer
+    >>> x = np.random.default_rng(0).normal(size=(101, 3))
+    >>> d2 = ((x[:, None] - x[None]) ** 2).sum(axis=2)
+    >>> meds, exact = laplace_medians([as_layer(x)], block_rows=20)
+    >>> bool(np.isclose(meds[0], np.median(d2), rtol=1e-13)), exact
+    (True, True)
+    """
+    columns = checked_columns(layers) if columns is None else columns
+    n = columns[0].count
+    shifts = [exact_shift(c.mean, c.sum_sq, c.count) for c in columns]
+    exact = n <= MEDIAN_EXACT_MAX
+    if exact:
+        meds = _exact_medians(layers, shifts, n, block_rows)
+    else:
+        meds = [sampled_median_sq_distance(x, size=MEDIAN_SAMPLE, seed=seed, mean=m)
+                for x, m in zip(layers, shifts, strict=True)]
+    for x, m in zip(layers, meds, strict=True):
+        if not m > 0:
+            raise InputError(f"{x.name}: the median squared distance between samples is {m}; "
+                             "at least half of the pairs of samples coincide, so the Laplace "
+                             "kernel's bandwidth is undefined")
+    return meds, exact
+
+
+def _median_tile(bi, bj, same: bool, shift: np.ndarray, weight: int, state: tuple):
+    """A tile's squared distances counted by key prefix in ``[lo, hi)``, or gathered with
+    their weights (``state``: ``(lo, hi, shift, gather)`` of a
+    :class:`~dask_repsim.engine.medians.Range`)."""
+    lo, hi, bits, gather = state
+    a = np.asarray(bi, dtype=np.float64) - shift
+    d2 = sq_distances(a, a if same else np.asarray(bj, dtype=np.float64) - shift, same)
+    if gather:
+        return in_range(d2, weight, lo, hi)
+    return prefix_counts(d2, weight, lo, hi, bits)
+
+
+def _exact_medians(layers: Sequence[Layer], shifts: Sequence[np.ndarray], n: int,
+                   block_rows: int | None) -> list[float]:
+    """The exact medians, by :class:`~dask_repsim.engine.medians.Range`'s narrowing: each
+    pass over the tiles counts every layer's values by bit prefix within its range (15 bits,
+    then 16 more), or gathers them once few enough are left; layers share the passes."""
+    width = max(int(x.data.shape[1]) for x in layers)
+    rows = block_rows or row_tiles.block_rows(n, width, 4)
+    blocks = [row_blocks(x, rows) for x in layers]
+    pairs = block_pairs(len(blocks[0]))
+    ranges = [Range(n) for _ in layers]
+    meds: dict[int, float] = {}
+    while len(meds) < len(layers):
+        todo = [k for k in range(len(layers)) if k not in meds]
+        states = {k: (ranges[k].lo, ranges[k].hi, ranges[k].shift, ranges[k].gather)
+                  for k in todo}
+        done = compute(*(
+            dask.delayed(_median_tile, pure=True)(blocks[k][i], blocks[k][j], i == j,
+                                                  shifts[k], 1 if i == j else 2, states[k])
+            for k in todo for i, j in pairs))
+        for t, k in enumerate(todo):
+            got = done[t * len(pairs):(t + 1) * len(pairs)]
+            if states[k][3]:
+                meds[k] = ranges[k].median(np.concatenate([v for v, _ in got]),
+                                           np.concatenate([w for _, w in got]))
+            else:
+                ranges[k].narrow(np.sum(got, axis=0))
+    return [meds[k] for k in range(len(layers))]
+
+
+def distance_cells(outputs: Sequence[tuple[str, float | None]], layers: Sequence[Layer],
+                   rows: Sequence[int], cols: Sequence[int], *, todo: Positions | None = None,
+                   seed: int = 0, block_rows: int | None = None) -> tuple[Cells, dict[str, Any]]:
+    """Cells of the measures of :data:`TILE_MEASURES`, each pair's from one pass over its tiles.
+
+    ``outputs``: per output, its measure and, for ``cka_laplace``, its bandwidth (``None``:
+    the default). Each layer's column statistics and median (for Laplace CKA,
+    :func:`laplace_medians`; ``seed`` seeds its subsample) are found once for the grid.
+    ``todo``: the (row, column) cells to compute (default every one). A Laplace CKA cell's
+    fields hold its row and column layers' medians (``median``), ``median_exact``,
+    ``approximate`` and ``sigma``; the attrs hold each layer's median
+    (``median_sq_distance``) and ``median_exact``.
+    """
+    wanted = grid_cells(rows, cols, todo)
+    used = sorted({rows[i] for i, _ in wanted} | {cols[j] for _, j in wanted})
+    measures = tuple(dict.fromkeys(m for m, _ in outputs))
+    sigmas = sorted({_check_sigmas(s)[0] for m, s in outputs if m == "cka_laplace"})
+    columns = dict(zip(used, checked_columns([layers[u] for u in used]), strict=True))
+    n = columns[used[0]].count
+    attrs: dict[str, Any] = {"n_samples": n, "n_samples_omitted": 0}
+    meds: dict[int, float] = {}
+    if sigmas:
+        found, exact = laplace_medians([layers[u] for u in used], [columns[u] for u in used],
+                                       seed=seed, block_rows=block_rows)
+        meds = dict(zip(used, found, strict=True))
+        attrs.update(_median_attrs(layers, rows, cols, meds, exact, n))
+    cells: Cells = {}
+    for i, j in wanted:
+        a, b = rows[i], cols[j]
+        values = _pass(layers[a], layers[b], measures, block_rows, sigmas,
+                       (meds.get(a), meds.get(b)), seed, (columns[a], columns[b]))
+        for m, (name, s) in enumerate(outputs):
+            fields: dict[str, Any] = {"method": "sample_blocks"}
+            value = values[name]
+            if name == "cka_laplace":
+                s = _check_sigmas(s)[0]
+                value = value[sigmas.index(s)]
+                fields.update(median=(meds[a], meds[b]), median_exact=bool(attrs["median_exact"]),
+                              approximate=attrs.get("approximate"), sigma=s)
+            cells[m, i, j] = Cell(value, fields=fields)
+    return cells, attrs
+
+
+def _median_attrs(layers: Sequence[Layer], rows: Sequence[int], cols: Sequence[int],
+                  meds: dict[int, float], exact: bool, n: int) -> dict[str, Any]:
+    """The grid's attrs of the medians: each layer's (``"name: median"``, ``" of a"`` or
+    ``" of b"`` after the name of a layer on one side only), whether they are exact (1 or 0),
+    and what approximates them when they are not."""
+    def side(u: int) -> str:
+        return "" if u in rows and u in cols else " of a" if u in rows else " of b"
+
+    out: dict[str, Any] = {
+        "median_sq_distance": "; ".join(f"{layers[u].name}{side(u)}: {m!r}"
+                                        for u, m in meds.items()),
+        "median_exact": int(exact)}
+    if not exact:
+        out["approximate"] = (
+            "cka_laplace: Laplace bandwidths from each layer's median squared distance among a "
+            f"seeded random subset of {min(MEDIAN_SAMPLE, n)} samples (n > {MEDIAN_EXACT_MAX})")
+    return out

@@ -423,7 +423,7 @@ def sample_cells(
     ``metrics`` from one pass with ``k``, the distance-matrix measures from one pass;
     ``todo``: the (row, column) cells to compute (default every one); ``permutations``: the
     k-nearest-neighbour measures' nulls under that many permutations (:func:`permuted_values`,
-    seeded by ``seed``)."""
+    seeded by ``seed``), and RSA's (:mod:`~dask_repsim.paths.sample_blocks.rsa_null`)."""
     knn = tuple(name for name in metrics if name in KNN_MEASURES)
     apart = tuple(name for name in metrics if name in distances.DISTANCE_MEASURES)
     outs = tuple(name for name in metrics if name in outputs.OUTPUT_MEASURES)
@@ -440,8 +440,11 @@ def sample_cells(
         if len(outs) > 1:
             values.update(outputs.output_values(layers[a], layers[b], measures=outs))
         for m, (function, name) in enumerate(zip(functions, metrics, strict=True)):
-            value = values[name] if name in shared else function(layers[a], layers[b])
             nulls = values["null"][name] if null and name in knn else None
+            if null and name == "rsa":  # its value and null from one pass over the tiles
+                value, nulls = function(layers[a], layers[b], null=null)
+            else:
+                value = values[name] if name in shared else function(layers[a], layers[b])
             fields = {"method": "sample_blocks"}
             if name == "cknna":  # the HSIC terms, which the pairwise function reports
                 fields["cknna_hsic"] = values["cknna_hsic"]

@@ -25,6 +25,14 @@ The definitions are rsatoolbox's (``calc_rdm`` and ``compare``, version 0.3):
   without ties and smaller with them; ``"tau-b"``: Kendall's tau-b
   (``scipy.stats.kendalltau``); ``"tau-a"``: ``(C - D) / (N (N - 1) / 2)`` with C and D the
   concordant and discordant pairs of entries, from tau-b and each vector's tied pairs.
+- ``rdm="mahalanobis"`` (``calc_rdm(method="mahalanobis", noise=P)``): ``d_ij = (x_i - x_j)' P
+  (x_i - x_j) / p`` with a noise precision ``P`` per layer, the euclidean RDM of the rows
+  ``x L`` (``P = L L'``); ``compare="cosine_cov"`` and ``"corr_cov"``: the whitened cosine and
+  correlation of Diedrichsen et al. (2021), from the same tiles plus each row's sum of
+  dissimilarities (:mod:`dask_repsim.paths.sample_blocks.rsa_whitened`).
+
+Permutation tests of every comparison come from the same pass
+(:mod:`dask_repsim.paths.sample_blocks.rsa_null`).
 
 References
 ----------
@@ -38,6 +46,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
+from typing import Any
 
 import dask
 import numpy as np
@@ -46,13 +56,24 @@ from dask.utils import format_bytes
 from ...engine.columns import checked_columns
 from ...engine.medians import sq_distances
 from ...engine.parallel import compute, memory_budget
+from ...engine.permuted import permutation_series
 from ...io.inputs import Layer
 from ...io.validation import constant_units, require_samples
+from . import rsa_null
 from . import tiles as row_tiles
+from .rsa_whitened import (
+    WHITENED,
+    check_noise_choice,
+    noise_factor,
+    tile_row_sums,
+    whitened_values,
+)
 from .tiles import Blocks, block_pairs, check_patterns, row_statistics
 
-RDMS = ("correlation", "euclidean")
+RDMS = ("correlation", "euclidean", "mahalanobis")
 COMPARES = ("corr", "cosine", "spearman", "rho-a", "tau-b", "tau-a")
+#: every comparison: those of the entries and the whitened ones (``WHITENED``)
+ALL_COMPARES = COMPARES + WHITENED
 #: the comparisons that need every entry at once (ranks, pairs of entries)
 GATHERED = ("spearman", "rho-a", "tau-b", "tau-a")
 #: Bytes per RDM entry while counting Kendall's concordant pairs (scipy's kendalltau: sort
@@ -127,11 +148,13 @@ class EntryMoments:
 
 def _patterns(block: np.ndarray, rdm: str, info: tuple) -> np.ndarray:
     """Rows prepared for the RDM: unit-norm deviations from each sample's mean (correlation) or
-    less the column means (euclidean), float64."""
+    less the column means (euclidean; mahalanobis, then times the precision's factor), float64."""
     z = np.asarray(block, dtype=np.float64)
     if rdm == "correlation":
         mean, norm = info
         return (z - mean[:, None]) / norm[:, None]
+    if rdm == "mahalanobis":
+        return (z - info[0]) @ info[1]
     return z - info[0]
 
 
@@ -146,16 +169,28 @@ def _rdm_block(a: np.ndarray, b: np.ndarray, same: bool, rdm: str) -> np.ndarray
     return d
 
 
-def _tile(same, rdm, gather, xi, xj, yi, yj, ix, jx, iy, jy) -> list:
-    """Moments (and, with ``gather``, the entries) of the RDM blocks of one pair of row blocks;
-    ``ix``...: what :func:`_patterns` needs for each block."""
-    entries = []
+def _tile(same, rdm, gather, whiten, xi, xj, yi, yj, ix, jx, iy, jy, null=None,
+          spans=None) -> list:
+    """Moments (and, with ``gather``, the entries; with ``whiten``, the row sums of
+    :func:`~dask_repsim.paths.sample_blocks.rsa_whitened.tile_row_sums`; with ``null``, a
+    :class:`~dask_repsim.paths.sample_blocks.rsa_null.NullSpec`, the permuted cross products of
+    :func:`~dask_repsim.paths.sample_blocks.rsa_null.tile_cross` over the samples ``spans``) of
+    the RDM blocks of one pair of row blocks; ``ix``...: what :func:`_patterns` needs for each
+    block."""
+    entries, blocks = [], []
     for bi, bj, info_i, info_j in ((xi, xj, ix, jx), (yi, yj, iy, jy)):
         a = _patterns(bi, rdm, info_i)
         d = _rdm_block(a, a if same else _patterns(bj, rdm, info_j), same, rdm)
         entries.append(d[np.triu(np.ones(d.shape, dtype=bool), 1)] if same else d.ravel())
+        blocks.append(d if whiten or null else None)
     moments = EntryMoments.of(*entries)
-    return [moments, *(entries if gather else (None, None))]
+    cross = None
+    if null is not None:  # before the row sums, which may overwrite the blocks
+        cross = rsa_null.tile_cross(blocks, same, (moments.mean1, moments.mean2), spans, null)
+    sums = None
+    if whiten:  # the blocks are free to overwrite unless the entries returned are views of them
+        sums = tile_row_sums(blocks, same, (moments.mean1, moments.mean2), same or not gather)
+    return [moments, *(entries if gather else (None, None)), sums, cross]
 
 
 def exact_shift(mean: np.ndarray, sum_sq: np.ndarray, count: int) -> np.ndarray:
@@ -176,11 +211,15 @@ def exact_shift(mean: np.ndarray, sum_sq: np.ndarray, count: int) -> np.ndarray:
     return np.where(std > 0, np.round(mean / step) * step, mean)
 
 
-def _infos(lx: Layer, ly: Layer, rdm: str, columns: list) -> list:
+def _infos(lx: Layer, ly: Layer, rdm: str, columns: list, noise: tuple | None) -> list:
     """Per layer, a function of a block's samples giving what :func:`_patterns` needs."""
-    if rdm == "euclidean":
+    if rdm in ("euclidean", "mahalanobis"):
         shifts = [exact_shift(c.mean, c.sum_sq, c.count) for c in columns]
-        return [lambda rows, m=m: (m,) for m in shifts]
+        if rdm == "euclidean":
+            return [lambda rows, m=m: (m,) for m in shifts]
+        factors = [dask.delayed(noise_factor(layer.name, p, int(layer.data.shape[1])))
+                   for layer, p in zip((lx, ly), noise, strict=True)]
+        return [lambda rows, m=m, f=f: (m, f) for m, f in zip(shifts, factors, strict=True)]
     measure = f"the {rdm} RDM"
     out = []
     for layer, (mean, norm) in zip((lx, ly), row_statistics([lx, ly], True), strict=True):
@@ -237,21 +276,33 @@ def average_ranks(v: np.ndarray) -> np.ndarray:
     return ranks
 
 
-def _rank_measures(parts: list, compares: Sequence[str]) -> dict[str, float]:
+def _rank_measures(parts: list, compares: Sequence[str], null: rsa_null.NullSpec | None = None,
+                   layout: rsa_null.Layout | None = None) -> tuple[dict, dict]:
+    """The gathered comparisons and, with ``null`` (tiles of ``layout``), their nulls
+    (:func:`~dask_repsim.paths.sample_blocks.rsa_null.kendall_null`, :func:`~dask_repsim.
+    paths.sample_blocks.rsa_null.rank_cross`)."""
     d1, d2 = _gathered(parts, 1), _gathered(parts, 2)
-    out = _kendall(d1, d2, compares)
+    out, nulls = _kendall(d1, d2, compares), {}
+    if null is not None and out:
+        rows = rsa_null.kendall_null(d2, layout, null, partial(_kendall, d1, compares=compares))
+        nulls = {c: [row[c] for row in rows] for c in out}
     if not {"spearman", "rho-a"} & set(compares):
-        return out
+        return out, nulls
     r1 = average_ranks(d1)
     del d1
     r1 -= (len(r1) + 1) / 2.0
     r2 = average_ranks(d2)
     del d2
     r2 -= (len(r2) + 1) / 2.0
-    cross, n = float(r1 @ r2), float(len(r1))
-    out.update({"spearman": cross / np.sqrt(float(r1 @ r1) * float(r2 @ r2)),
-                "rho-a": 12.0 * cross / (n**3 - n)})
-    return {c: out[c] for c in compares if c in out}
+    n, norm = float(len(r1)), np.sqrt(float(r1 @ r1) * float(r2 @ r2))
+    scaled = {"spearman": lambda cross: cross / norm,
+              "rho-a": lambda cross: 12.0 * cross / (n**3 - n)}
+    out.update({c: f(float(r1 @ r2)) for c, f in scaled.items()})
+    if null is not None:
+        crosses = rsa_null.rank_cross(r1, r2, layout, null)
+        nulls.update({c: [float(f(v)) for v in crosses] for c, f in scaled.items()
+                      if c in compares})
+    return {c: out[c] for c in compares if c in out}, nulls
 
 
 def _tied_pairs(v: np.ndarray) -> int:
@@ -276,30 +327,35 @@ def _kendall(d1: np.ndarray, d2: np.ndarray, compares: Sequence[str]) -> dict[st
 
 def _check_rdm(name: str, moments: tuple, rdm: str, compares: Sequence[str]) -> None:
     """An error for an RDM whose comparison is undefined: all entries equal (correlations,
-    ranks) or all zero (cosine)."""
+    ranks) or all zero (cosines)."""
     count, mean, m = moments
     constant = bool(constant_units(np.array([m]), np.array([mean]), count)[0])
     zero = constant and mean == 0
+    cosines = ("cosine", "cosine_cov")
     for c in compares:
-        if (c == "cosine" and zero) or (c != "cosine" and constant):
+        if (c in cosines and zero) or (c not in cosines and constant):
             raise ValueError(
                 f"the {rdm} RDM of {name} has the same dissimilarity ({mean:.6g}) for all "
                 f"{count} pairs of samples, so compare={c!r} is undefined"
             )
 
 
-def check_choice(rdm: str, compares: Sequence[str]) -> None:
-    """An error for an unknown RDM or comparison."""
+def check_choice(rdm: str, compares: Sequence[str], noise: Any = None) -> None:
+    """An error for an unknown RDM or comparison, or noise precisions given or missing
+    (:func:`~dask_repsim.paths.sample_blocks.rsa_whitened.check_noise_choice`)."""
     if rdm not in RDMS:
         raise ValueError(f"rdm must be one of {RDMS}, not {rdm!r}")
-    bad = [c for c in compares if c not in COMPARES]
+    bad = [c for c in compares if c not in ALL_COMPARES]
     if bad or not compares:
-        raise ValueError(f"compare must be one of {COMPARES}, not {bad[0] if bad else None!r}")
+        raise ValueError(
+            f"compare must be one of {ALL_COMPARES}, not {bad[0] if bad else None!r}")
+    check_noise_choice(rdm, noise)
 
 
 def rsa_values(x: Layer, y: Layer, *, rdm: str = "correlation",
-               compares: Sequence[str] = ("corr",),
-               block_rows: int | None = None) -> dict[str, float]:
+               compares: Sequence[str] = ("corr",), noise: tuple | None = None,
+               block_rows: int | None = None,
+               null: tuple[int, int] | None = None) -> dict[str, Any]:
     """RSA of two layers: each of ``compares`` between their RDMs of kind ``rdm``.
 
     Parameters
@@ -310,14 +366,22 @@ def rsa_values(x: Layer, y: Layer, *, rdm: str = "correlation",
         counts) and, for the correlation RDM, for samples equal in all their features.
     rdm, compares
         See the module docstring; ``compares`` are computed from one pass over the tiles.
+    noise
+        For ``rdm="mahalanobis"`` only: the noise precision matrices ``(P_x, P_y)``, each
+        features x features, symmetric positive semidefinite.
     block_rows
         Samples per row block; default :func:`~dask_repsim.paths.sample_blocks.tiles.block_rows`
-        (from the memory budget).
+        (from the memory budget). With ``null``: n, or a multiple of the permutation block
+        (:func:`~dask_repsim.paths.sample_blocks.rsa_null.null_rows`).
+    null
+        ``(count, seed)``: also each comparison under ``count`` permutations of y's samples
+        (:mod:`~dask_repsim.paths.sample_blocks.rsa_null`), from the same pass.
 
     Returns
     -------
     dict
-        Comparison name -> value.
+        Comparison name -> value; with ``null``, ``"null"``: comparison -> its ``count``
+        values under the permutations.
 
     Examples
     --------
@@ -329,33 +393,55 @@ def rsa_values(x: Layer, y: Layer, *, rdm: str = "correlation",
     >>> {k: round(v, 9) for k, v in values.items()}
     {'corr': 1.0, 'spearman': 1.0}
     """
-    check_choice(rdm, compares)
+    check_choice(rdm, compares, noise)
     ranks = [c for c in compares if c in GATHERED]
     columns = checked_columns([x, y])
     n = columns[0].count
     require_samples(n, 3, "RSA")
+    spec = rsa_null.NullSpec.of(null)
     if ranks:
-        kendall = [c for c in ranks if c.startswith("tau")]
-        check_rank_size(n, (kendall or ranks)[0], KENDALL_BYTES if kendall else RANK_BYTES)
-    infos = _infos(x, y, rdm, columns)
-    rows = block_rows or block_rows_for(n, x, y)
+        kendall = [c for c in ranks if c.startswith("tau")]  # a null holds one more vector
+        check_rank_size(n, (kendall or ranks)[0],
+                        (KENDALL_BYTES if kendall else RANK_BYTES) + 8 * bool(spec))
+    infos = _infos(x, y, rdm, columns, noise)
+    width = int(x.data.shape[1] + y.data.shape[1])
+    rows = rsa_null.null_rows(n, width, _MATRICES + rsa_null.NULL_MATRICES, block_rows,
+                              spec.block) if spec else block_rows or block_rows_for(n, x, y)
     blocks = Blocks(x, y, rows)
+    whiten = any(c in WHITENED for c in compares)
+    streamed = spec if spec and len(ranks) < len(compares) else None  # corr, cosines
     tasks = []
-    for i, j in block_pairs(len(blocks)):
+    pairs = block_pairs(len(blocks))
+    for i, j in pairs:
         si, sj = blocks.rows(i), blocks.rows(j)
         tasks.append(dask.delayed(_tile, pure=True)(
-            i == j, rdm, bool(ranks), blocks.x[i], blocks.x[j], blocks.y[i], blocks.y[j],
-            infos[0](si), infos[0](sj), infos[1](si), infos[1](sj)))
+            i == j, rdm, bool(ranks), whiten, blocks.x[i], blocks.x[j], blocks.y[i],
+            blocks.y[j], infos[0](si), infos[0](sj), infos[1](si), infos[1](sj), streamed,
+            (blocks.bounds[i], blocks.bounds[j])))
     parts = [list(p) for p in compute(*tasks)]
     total = parts[0][0]
     for p in parts[1:]:
         total = EntryMoments.merge(total, p[0])
     _check_rdm(x.name, (total.count, total.mean1, total.m11), rdm, compares)
     _check_rdm(y.name, (total.count, total.mean2, total.m22), rdm, compares)
-    values = _rank_measures(parts, ranks) if ranks else {}
+    nulls, cross = rsa_null.streamed_nulls(parts, total, compares) if streamed else ({}, None)
+    values: dict[str, Any] = {}
+    if whiten:
+        series = permutation_series(n, spec.seed, spec.count, spec.block) if streamed else None
+        values = whitened_values(parts, pairs, blocks.bounds, total, compares,
+                                 (cross, series) if streamed else None)
+        nulls.update(values.pop("null", {}))
+    if ranks:
+        found, rank_nulls = _rank_measures(parts, ranks, spec,
+                                           rsa_null.Layout.of(pairs, blocks.bounds))
+        values.update(found)
+        nulls.update(rank_nulls)
     values.update({c: total.pearson() if c == "corr" else total.cosine()
                    for c in compares if c in ("corr", "cosine")})
-    return {c: float(values[c]) for c in compares}
+    out: dict[str, Any] = {c: float(values[c]) for c in compares}
+    if spec:
+        out["null"] = {c: nulls[c] for c in compares}
+    return out
 
 
 def block_rows_for(n: int, x: Layer, y: Layer) -> int:
