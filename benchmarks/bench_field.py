@@ -81,8 +81,10 @@ WHITENED = ("cosine_cov", "corr_cov")
 STEPS = {
     "knn": "dask_repsim: k-NN Jaccard, rank, joint rank-Jaccard, second-order cosine (tiles)",
     "numpy_knn": "numpy in memory after ReSi: n x n similarities, per-sample loops",
-    "distances": "dask_repsim: dCor, RSM norm, uniformity, concentricity (one tile pass)",
-    "numpy_distances": "numpy in memory: n x n distances, double centring for dCor",
+    "distances": "dask_repsim: dCor, RSM norm, uniformity, concentricity, Laplace CKA (its "
+                 "medians' passes, one tile pass)",
+    "numpy_distances": "numpy in memory: n x n distances, double centring for dCor, Laplace "
+                       "kernels",
     "dcor": "dcor.distance_correlation (its n x n x p broadcast), distance correlation only",
     "rsa_cov": "dask_repsim: RSA cosine_cov and corr_cov of correlation RDMs (one tile pass)",
     "rsatoolbox": "rsatoolbox 0.3 in memory: calc_rdm, compare",
