@@ -298,7 +298,9 @@ def plan_passes(
         raise ValueError(
             f"two layers together have {widest} features, more than the {capacity} whose "
             "co-moments fit the memory budget; compare them with cka(..., method='gram' or "
-            "'tiled'), or raise dask config 'repsim.memory-budget'"
+            "'tiled') (the sample-space measures do not need the co-moments), reduce their "
+            "features first (compare(..., pool='mean') averages conv layers' positions), or "
+            "raise dask config 'repsim.memory-budget'"
         )
     best: list[list[int]] | None = None
     if sorted(rows) == sorted(cols) and 2 * max(widths[i] for i in rows) <= capacity:
