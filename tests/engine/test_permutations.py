@@ -195,6 +195,7 @@ def test_compare_null_equals_pairwise_nulls_for_every_cell(small_blocks):
         assert (ds[f"{m}_pvalue_fwer"] >= ds[f"{m}_pvalue"]).all()
 
 
+@pytest.mark.large  # a simulation of many repetitions: CI runs it with -m large
 def test_family_wise_rate_of_a_grid_of_unrelated_layers():
     """A 5 x 5 grid of independent layers, 500 times: the chance that any of the 25 cells'
     family-wise p-values is <= 0.05 is within the 99% binomial range of 0.05 (uncorrected,

@@ -113,6 +113,7 @@ def test_gamma_null_matches_the_permutation_null():
     assert "Gamma approximation" in repr(gamma)
 
 
+@pytest.mark.large  # a simulation of many repetitions: CI runs it with -m large
 @pytest.mark.parametrize("kernel", ["linear", "rbf"])
 def test_pvalues_hold_their_level_for_independent_layers(kernel):
     """Independent Gaussian layers, 500 times at n = 100: the rates of p <= 0.01, 0.05 and

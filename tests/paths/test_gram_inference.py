@@ -167,6 +167,7 @@ def test_pvalues_are_uniform_for_independent_layers(spec):
     assert stats.chisquare(counts).pvalue > 0.001, counts
 
 
+@pytest.mark.large  # a simulation of many repetitions: CI runs it with -m large
 def test_family_wise_rate_of_a_grid_of_unrelated_layers_on_the_tiles():
     """A 5 x 5 grid of independent layers on the gram path, 300 times: the chance that any
     family-wise p-value is <= 0.05 is within the 99% binomial range of 0.05."""

@@ -181,6 +181,7 @@ def test_pvalues_in_pairwise_calls_grids_and_the_cli(tmp_path):
             dr.rsa(x, y, permutations=19, seed=3).null_mean, abs=1e-12)
 
 
+@pytest.mark.large  # a simulation of many repetitions: CI runs it with -m large
 def test_pvalues_of_independent_layers_are_calibrated():
     """500 pairs of independent layers (n = 20 samples, one permutation block, 19
     permutations), through the registry's function that compare runs: for every comparison
@@ -215,6 +216,7 @@ def test_the_registry_function_is_what_compare_runs():
     assert list(e.null) == null
 
 
+@pytest.mark.large  # a simulation of many repetitions: CI runs it with -m large
 def test_power_increases_with_the_number_of_samples():
     """A weak relation (y = 0.5 x + noise): the rejection rate at 0.05 over 60 repetitions
     grows with n, to nearly always at n = 320."""
