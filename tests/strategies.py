@@ -97,3 +97,24 @@ def offsets(size: int) -> st.SearchStrategy[np.ndarray]:
 def permutations(size: int) -> st.SearchStrategy[np.ndarray]:
     """A permutation of range(size), as an index array."""
     return st.permutations(range(size)).map(np.array)
+
+
+def data_kinds(seed: int, n: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Pairs of layers of the kinds every measure is checked on: Gaussian (a tanh of it beside
+    it), low-rank, heavy-tailed, offset by 1e4, ReLU-quantised integers (tied distances) and
+    n < p (40 samples of 300 units; the others ``n`` samples), drawn from ``seed``."""
+    rng = np.random.default_rng(seed)
+    z = rng.normal(size=(n, 12))
+    related = np.tanh(z @ rng.normal(size=(12, 9))) + 0.4 * rng.normal(size=(n, 9))
+    low_rank = rng.normal(size=(n, 2)) @ rng.normal(size=(2, 30))
+    heavy = rng.standard_t(2.5, size=(n, 10))
+    quantised = np.floor(np.maximum(4 * z[:, :8], 0))  # ReLU, integer: many tied distances
+    wide = rng.normal(size=(40, 300))  # n < p
+    return {
+        "gaussian": (z, related),
+        "low_rank": (low_rank, related),
+        "heavy_tailed": (heavy, heavy[:, :6] ** 2 + rng.normal(size=(n, 6))),
+        "offset": (z + 1e4, related - 1e4),
+        "quantised": (quantised, np.floor(np.maximum(4 * related, 0))),
+        "n_below_p": (wide, np.tanh(wide[:, :50]) + 0.2 * rng.normal(size=(40, 50))),
+    }

@@ -9,7 +9,7 @@ import pytest
 import references
 from conftest import write_zarr
 from hypothesis import given, settings
-from strategies import activations
+from strategies import activations, data_kinds
 
 import dask_repsim as dr
 from dask_repsim.io.inputs import as_layer
@@ -20,22 +20,7 @@ MEASURES = ("distance_correlation", "rsm_norm_difference")
 
 
 def _kinds() -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    rng = np.random.default_rng(5)
-    n = 160
-    z = rng.normal(size=(n, 12))
-    related = np.tanh(z @ rng.normal(size=(12, 9))) + 0.4 * rng.normal(size=(n, 9))
-    low_rank = rng.normal(size=(n, 2)) @ rng.normal(size=(2, 30))
-    heavy = rng.standard_t(2.5, size=(n, 10))
-    quantised = np.floor(np.maximum(4 * z[:, :8], 0))  # ReLU, integer: many tied distances
-    wide = rng.normal(size=(40, 300))  # n < p
-    return {
-        "gaussian": (z, related),
-        "low_rank": (low_rank, related),
-        "heavy_tailed": (heavy, heavy[:, :6] ** 2 + rng.normal(size=(n, 6))),
-        "offset": (z + 1e4, related - 1e4),
-        "quantised": (quantised, np.floor(np.maximum(4 * related, 0))),
-        "n_below_p": (wide, np.tanh(wide[:, :50]) + 0.2 * rng.normal(size=(40, 50))),
-    }
+    return data_kinds(5, 160)
 
 
 @pytest.mark.parametrize("kind", list(_kinds()))

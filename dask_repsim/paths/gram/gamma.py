@@ -50,23 +50,23 @@ DESCRIPTION = ("Gamma approximation of HSIC's null distribution (Gretton et al. 
 @dataclass
 class Request:
     """The Gamma approximation asked of :func:`~dask_repsim.paths.gram.samplespace.grid_sums`,
-    for the linear kernel (``linear``) and the RBF kernels (``rbf``); the grid gives it its
-    sums (``grid``) before it runs and it fills in ``squares[kernel]`` (one value per pair of
+    for the linear kernel (``linear``) and the RBF kernels (``rbf``); it fills in
+    ``squares[kernel]`` (one value per pair of
     ``pairs``: ``sum_{i != j} (Kc_ij Lc_ij)^2``)."""
 
     linear: bool = True
     rbf: bool = False
     #: row blocks need no alignment
     block: None = None
-    grid: dict = field(default_factory=dict)
     squares: dict = field(default_factory=dict)
     pairs: list = field(default_factory=list)
 
     def run(self, tiles: Sequence[Tile], source: Source, n_layers: int, pairs, n: int,
-            share: tuple[int, int]) -> None:
-        """The squared sums of ``source``'s kernels."""
+            share: tuple[int, int], sums: dict) -> None:
+        """The squared sums of ``source``'s kernels, centred with the row sums of the grid's
+        ``sums``."""
         self.pairs = list(pairs)
-        rows = np.array([[self.grid[number, a, a].k_rows for a in range(n_layers)]
+        rows = np.array([[sums[number, a, a].k_rows for a in range(n_layers)]
                          for number in source.numbers])
         found = squared_sums(tiles, source, n_layers, pairs, rows, *share)
         self.squares.update({number: found[k] for k, number in enumerate(source.numbers)})
@@ -79,17 +79,10 @@ def squared_slab(tile: Tile, source: Source, n_layers: int, pairs, span: tuple[i
     ``rows`` (kernels, layers, n), squared, and one product of all layers' squares with their
     transpose."""
     r0, r1 = span
-    c0, c1 = tile.cols
-    width, m = c1 - c0, r1 - r0
-    n = rows.shape[2]
+    m, n = r1 - r0, rows.shape[2]
     index = tuple(np.array(pairs).T)
-    raw, work = np.empty((m, width)), np.empty((m, width))
-    kernels = np.empty((source.kernels, n_layers, m, width))
     own_rows, own_cols = np.arange(*tile.rows)[r0:r1], np.arange(*tile.cols)
-    for layer in range(n_layers):
-        source.store.part(layer, f"{source.prefix}{tile.key}", r0, r1, raw)
-        source.fill(raw, layer, source.norms(layer, tile.key), own_rows, own_cols,
-                    kernels[:, layer], work)
+    kernels = source.slab(tile, n_layers, span)
     out = np.zeros((source.kernels, len(pairs)))
     diagonal = tile.same and np.arange(r0, r1)  # the block's own samples: i = j there
     with np.errstate(invalid="ignore", over="ignore"):

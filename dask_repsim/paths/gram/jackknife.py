@@ -46,7 +46,7 @@ class Request:
     pairs: list = field(default_factory=list)
 
     def run(self, tiles: Sequence[Tile], source: Source, n_layers: int, pairs, n: int,
-            share: tuple[int, int]) -> None:
+            share: tuple[int, int], sums: dict) -> None:
         """The group sums of ``source``'s kernels."""
         self.pairs = list(pairs)
         found = grouped_sums(tiles, source, n_layers, pairs, n, group_bounds(n, self.groups),
@@ -95,13 +95,7 @@ def grouped_slab(tile: Tile, source: Source, n_layers: int, pairs, span: tuple[i
     blocks = np.zeros((source.kernels, len(pairs), groups, groups))
     rows = np.zeros((source.kernels, n_layers, m, groups))
     cols = None if tile.same else np.zeros((source.kernels, n_layers, width, groups))
-    raw, work = np.empty((m, width)), np.empty((m, width))
-    kernels = np.empty((source.kernels, n_layers, m, width))
-    own_rows, own_cols = np.arange(*tile.rows)[r0:r1], np.arange(*tile.cols)
-    for layer in range(n_layers):
-        source.store.part(layer, f"{source.prefix}{tile.key}", r0, r1, raw)
-        source.fill(raw, layer, source.norms(layer, tile.key), own_rows, own_cols,
-                    kernels[:, layer], work)
+    kernels = source.slab(tile, n_layers, span)
     row_cuts = _cuts((tile.rows[0] + r0, tile.rows[0] + r1), bounds)
     col_cuts = _cuts(tile.cols, bounds)
     for k, kernel in enumerate(kernels):

@@ -50,7 +50,7 @@ class Request:
     sums: dict[int, np.ndarray] = field(default_factory=dict)
 
     def run(self, tiles: Sequence[Tile], source: Source, n_layers: int, pairs, n: int,
-            share: tuple[int, int]) -> None:
+            share: tuple[int, int], sums: dict) -> None:
         """The permuted sums of ``source``'s kernels."""
         found = permuted_sums(tiles, source, self, *share)
         self.sums.update({number: found[k] for k, number in enumerate(source.numbers)})
@@ -111,6 +111,21 @@ class Source:
         if self.gram and self.scales is not None:
             return self.store.load(layer, f"norms{key}")
         return None
+
+    def slab(self, tile: Tile, n_layers: int, span: tuple[int, int]) -> np.ndarray:
+        """Every kernel of every layer on the rows ``span`` (from the tile's first row) of
+        ``tile``: (kernels, layers, rows, the tile's columns), each layer's saved values read
+        once."""
+        r0, r1 = span
+        m, width = r1 - r0, tile.cols[1] - tile.cols[0]
+        raw, work = np.empty((m, width)), np.empty((m, width))
+        kernels = np.empty((self.kernels, n_layers, m, width))
+        own_rows, own_cols = np.arange(*tile.rows)[r0:r1], np.arange(*tile.cols)
+        for layer in range(n_layers):
+            self.store.part(layer, f"{self.prefix}{tile.key}", r0, r1, raw)
+            self.fill(raw, layer, self.norms(layer, tile.key), own_rows, own_cols,
+                      kernels[:, layer], work)
+        return kernels
 
     def fill(self, raw: np.ndarray, layer: int, norms: np.ndarray | None, rows: np.ndarray,
              cols: np.ndarray, out: np.ndarray, work: np.ndarray) -> None:

@@ -347,12 +347,10 @@ def _run_extras(extras, tiles, store, whole: bool, scales: np.ndarray | None, wa
     """Each of ``extras`` (:func:`grid_sums`) run on the matrices saved to ``store``: whole
     Gram matrices serve the linear and the RBF kernels (``scales``) at once; row-block tiles
     are read as Gram tiles for the linear kernel and as squared distances for the RBF ones.
-    An extra with a ``grid`` is given the grid's ``sums`` first (the Gamma approximation
-    centres its kernels with their row sums)."""
+    Each is given the grid's ``sums`` (the Gamma approximation centres its kernels with their
+    row sums)."""
     n_layers = max(max(p) for p in wanted) + 1
     for extra in extras:
-        if hasattr(extra, "grid"):
-            extra.grid = sums
         rbf = scales if extra.rbf else None
         if whole:
             sources = [permuted.Source(store, "gram", gram=True, linear=extra.linear,
@@ -364,7 +362,7 @@ def _run_extras(extras, tiles, store, whole: bool, scales: np.ndarray | None, wa
                            ("gram", True, None, extra.linear), ("", False, rbf, rbf is not None))
                        if asked]
         for source in sources:
-            extra.run(tiles, source, n_layers, wanted, n, share)
+            extra.run(tiles, source, n_layers, wanted, n, share, sums)
 
 
 def _block_rows(layers: Sequence[Layer], n: int, rows: int | None, budget: int, threads: int,
