@@ -188,6 +188,9 @@ def reject_unused(path: str, options: Options, *, level_used: bool = False,
                 name == "level" and level_used):
             if not info.interval:
                 raise _off_path(f"{name}=", path, measures, "has no jackknife intervals")
+            if measures and not any(supports(m, path, "interval") for m in measures):
+                raise _off_path(f"{name}=", path, measures, "offers no jackknife interval of "
+                                "them")
             raise ValueError(f"{name}= applies to intervals only: pass interval='jackknife' "
                              "or leave it out")
     if options.seed is not None and not options.permutations and not seed_used:

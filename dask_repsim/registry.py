@@ -73,7 +73,7 @@ PATHS: dict[str, PathInfo] = {
                  exact=True, auto=True, interval=False, permutations=False, nan_omit=False),
         PathInfo("sample_blocks", "row-block tiles of sample x sample matrices: RDMs, cosine "
                  "k-nearest neighbours (whose permutation nulls relabel the neighbour lists), "
-                 "distance matrices", "n^2 (p+q)", exact=True, auto=True, interval=False,
+                 "distance matrices", "n^2 (p+q)", exact=True, auto=True, interval=True,
                  permutations=True, nan_omit=False),
         PathInfo("minibatch", "unbiased HSIC averaged over minibatches (Nguyen et al. 2021)",
                  "n b (p+q)", exact=False, auto=False, interval=False, permutations=False,
@@ -154,18 +154,28 @@ def _qr_r2(factor: Any, names: Any) -> float:
 
 
 def _rsa(x: Any, y: Any, rdm: str = "correlation", rdm_compare: str = "corr",
-         rdm_noise: Any = None, null: tuple[int, int] | None = None) -> Any:
-    """RSA of layers x and y; with ``null=(count, seed)``, (value, its permutation null)."""
+         rdm_noise: Any = None, null: tuple[int, int] | None = None,
+         groups: int | None = None) -> Any:
+    """RSA of layers x and y; with ``null=(count, seed)`` or ``groups=``, a dict of the value
+    (``"rsa"``), its permutation null (``"null"``) and jackknife replicates (``"replicates"``)
+    as :mod:`~dask_repsim.paths.sample_blocks.cells` takes them."""
     noise = rsa_whitened.layer_noise(rdm_noise, x, y)  # side a's layer x, side b's layer y
-    values = rsa.rsa_values(x, y, rdm=rdm, compares=(rdm_compare,), noise=noise, null=null)
-    return values[rdm_compare] if null is None else (values[rdm_compare],
-                                                     values["null"][rdm_compare])
+    asked = {k: v for k, v in (("null", null), ("groups", groups)) if v}
+    values = rsa.rsa_values(x, y, rdm=rdm, compares=(rdm_compare,), noise=noise, **asked)
+    if not asked:
+        return values[rdm_compare]
+    return {"rsa": values[rdm_compare],
+            **{part: {"rsa": values[part][rdm_compare]} for part in ("null", "replicates")
+               if part in values}}
 
 
 #: the sample-space measures whose permutation null would need another pass over the tiles per
 #: permutation (the k-nearest-neighbour set measures relabel their lists instead, RSA sums each
-#: tile permuted in its pass)
-_NO_NULL = {"sample_blocks": ("permutations",)}
+#: tile permuted in its pass), and which have no jackknife interval
+_NO_NULL = {"sample_blocks": ("interval", "permutations")}
+#: the sample-space measures with a permutation null but no jackknife interval: the k nearest
+#: neighbours of the samples left after leaving a group out are not among those the pass found
+_NO_INTERVAL = {"sample_blocks": ("interval",)}
 
 
 def _distance(measure: str) -> Callable[..., float]:
@@ -289,7 +299,7 @@ MEASURES: dict[str, Measure] = {
                 "layers' dissimilarity matrices over samples compared (rdm=, rdm_compare=, "
                 "rdm_noise=)",
                 "rsa", {}, {"sample_blocks": _rsa},
-                parameters=("rdm", "rdm_compare", "rdm_noise")),
+                parameters=("rdm", "rdm_compare", "rdm_noise"), lacks=_NO_INTERVAL),
         Measure("distance_correlation", "distance correlation (Székely et al. 2007): the "
                 "correlation of the layers' double-centred Euclidean distance matrices",
                 "distance_correlation", {}, {"sample_blocks": _distance("distance_correlation")},
@@ -329,19 +339,20 @@ MEASURES: dict[str, Measure] = {
                 lacks=_NO_NULL, same_units=True),
         Measure("mutual_knn", "mutual k-nearest-neighbour alignment (Huh et al. 2024): the "
                 "share of each sample's k cosine neighbours both layers agree on (k=)",
-                "mutual_knn", {}, {"sample_blocks": _knn("mutual_knn")}, parameters=("k",)),
+                "mutual_knn", {}, {"sample_blocks": _knn("mutual_knn")}, parameters=("k",),
+                lacks=_NO_INTERVAL),
         Measure("jaccard_knn", "k-NN Jaccard similarity (Klabunde et al. 2023; ReSi): the "
                 "Jaccard index of each sample's k cosine neighbours in the two layers, averaged "
                 "(k=)", "jaccard_knn", {}, {"sample_blocks": _knn("jaccard_knn")},
-                parameters=("k",)),
+                parameters=("k",), lacks=_NO_INTERVAL),
         Measure("rank_similarity", "rank similarity (Wang et al. 2020; ReSi): how alike the two "
                 "layers rank each sample's shared k cosine neighbours, averaged (k=)",
                 "rank_similarity", {}, {"sample_blocks": _knn("rank_similarity")},
-                parameters=("k",)),
+                parameters=("k",), lacks=_NO_INTERVAL),
         Measure("joint_rank_jaccard", "joint rank-Jaccard similarity (Wang et al. 2020; ReSi): "
                 "each sample's rank similarity times its k-NN Jaccard index, averaged (k=)",
                 "joint_rank_jaccard", {}, {"sample_blocks": _knn("joint_rank_jaccard")},
-                parameters=("k",)),
+                parameters=("k",), lacks=_NO_INTERVAL),
         Measure("second_order_cosine", "second-order cosine similarity (Hamilton et al. "
                 "2016): the cosine of each sample's similarities to its neighbours in either "
                 "layer, as each layer has them, averaged (k=)", "second_order_cosine", {},
@@ -350,6 +361,7 @@ MEASURES: dict[str, Measure] = {
         Measure("cknna", "CKNNA (Huh et al. 2024): CKA of the cosine kernels on the pairs that "
                 "are k nearest neighbours in both layers (k=)", "cknna", {},
                 {"sample_blocks": _knn("cknna")}, parameters=("k",), min_samples=4,
+                lacks=_NO_INTERVAL,
                 # the masked kernels are not symmetric (j a neighbour of i, not i of j), and
                 # the unbiased HSIC's 1^T K L 1 is not 1^T L K 1 for such matrices
                 symmetric=False),

@@ -36,6 +36,7 @@ from .measures.cca import canonical_correlations
 from .options import DEFAULTS, Options, reject_unused
 from .paths import covariance, minibatch, qr, tiled
 from .paths.gram import samplespace
+from .paths.sample_blocks import cells as sample_blocks
 from .paths.sample_blocks import distances, neighbours
 from .paths.sample_blocks.rsa import check_choice
 from .registry import (
@@ -237,21 +238,23 @@ def sample_block_cells(found: Sequence[Any], outputs: Sequence[Output],
     """The ``"sample_blocks"`` path's cells: with Laplace CKA asked for, it and the other
     measures of the distance tiles from :func:`~dask_repsim.paths.sample_blocks.distances.
     distance_cells` (each layer's median once, each pair's tiles once at every bandwidth),
-    the rest from :func:`~dask_repsim.paths.sample_blocks.neighbours.sample_cells`."""
+    the rest from :func:`~dask_repsim.paths.sample_blocks.cells.sample_cells`."""
     metrics = [measure for _, measure, _ in outputs]
     seed = options.get("seed")
+    inference = {"permutations": options.permutations, "seed": seed,
+                 "groups": options.get("groups") if options.interval else None}
     if "cka_laplace" not in metrics:
-        return neighbours.sample_cells(found, layers, rows, cols, metrics, k, todo=cells,
-                                       permutations=options.permutations, seed=seed)
+        return sample_blocks.sample_cells(found, layers, rows, cols, metrics, k, todo=cells,
+                                          **inference)
     tiles = [m for m, name in enumerate(metrics) if name in distances.TILE_MEASURES]
     rest = [m for m in range(len(metrics)) if m not in tiles]
     part, attrs = distances.distance_cells([(metrics[m], outputs[m][2]) for m in tiles],
                                            layers, rows, cols, todo=cells, seed=seed)
     out = {(tiles[m], i, j): cell for (m, i, j), cell in part.items()}
     if rest:
-        more, other = neighbours.sample_cells(
+        more, other = sample_blocks.sample_cells(
             [found[m] for m in rest], layers, rows, cols, [metrics[m] for m in rest], k,
-            todo=cells, permutations=options.permutations, seed=seed)
+            todo=cells, **inference)
         out.update({(rest[m], i, j): cell for (m, i, j), cell in more.items()})
         attrs = {**other, **attrs}
     return out, attrs

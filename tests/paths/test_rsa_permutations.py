@@ -19,7 +19,7 @@ from dask_repsim import cli, registry
 from dask_repsim.engine import permuted as permuted_module
 from dask_repsim.engine.permuted import sample_permutations
 from dask_repsim.io.inputs import as_layer
-from dask_repsim.paths.sample_blocks.neighbours import sample_cells
+from dask_repsim.paths.sample_blocks.cells import sample_cells
 from dask_repsim.paths.sample_blocks.rsa import ALL_COMPARES, rsa_values
 
 rsatoolbox = pytest.importorskip("rsatoolbox")
@@ -208,8 +208,9 @@ def test_the_registry_function_is_what_compare_runs():
     """The calibration test's function: compare's sample_blocks cell is rsa_values' null."""
     rng = np.random.default_rng(1)
     x, y = rng.normal(size=(20, 4)), rng.normal(size=(20, 3))
-    value, null = registry.path_functions("sample_blocks", ["rsa"], {"rdm": "euclidean"})[0](
+    found = registry.path_functions("sample_blocks", ["rsa"], {"rdm": "euclidean"})[0](
         as_layer(x), as_layer(y, name="y"), null=(19, 4))
+    value, null = found["rsa"], found["null"]["rsa"]
     got = rsa_values(as_layer(x), as_layer(y, name="y"), rdm="euclidean", null=(19, 4))
     assert (value, null) == (got["corr"], got["null"]["corr"])
     e = dr.rsa(x, y, rdm="euclidean", permutations=19, seed=4)

@@ -34,8 +34,7 @@ index, smaller first, so the neighbour sets are a deterministic function of the 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 import dask
 import numpy as np
@@ -47,8 +46,7 @@ from ...engine.reduction import tree_reduce
 from ...exceptions import InputError
 from ...io.inputs import Layer
 from ...io.validation import require_samples
-from ...results import Cell, Cells, Positions, grid_cells
-from . import distances, outputs, second_order
+from . import second_order
 from . import tiles as row_tiles
 from .tiles import Blocks, block_pairs, check_patterns, row_statistics
 
@@ -404,49 +402,3 @@ def permuted_values(lists: tuple, measures: Sequence[str], count: int,
                 out[m].append(_set_measure(m, idx_x, moved))
     return out
 
-
-def sample_cells(
-    functions: Sequence[Callable[..., float]],
-    layers: Sequence[Layer],
-    rows: Sequence[int],
-    cols: Sequence[int],
-    metrics: Sequence[str],
-    k: int = DEFAULT_K,
-    todo: Positions | None = None,
-    permutations: int = 0,
-    seed: int = 0,
-) -> tuple[Cells, dict[str, Any]]:
-    """Cells of the measures of sample x sample matrices (RSA, k-nearest neighbours, distance
-    matrices), each pair from its own pass over row-block tiles
-    (:mod:`~dask_repsim.paths.sample_blocks.rsa`, :mod:`.neighbours`,
-    :mod:`~dask_repsim.paths.sample_blocks.distances`); the k-nearest-neighbour measures in
-    ``metrics`` from one pass with ``k``, the distance-matrix measures from one pass;
-    ``todo``: the (row, column) cells to compute (default every one); ``permutations``: the
-    k-nearest-neighbour measures' nulls under that many permutations (:func:`permuted_values`,
-    seeded by ``seed``), and RSA's (:mod:`~dask_repsim.paths.sample_blocks.rsa_null`)."""
-    knn = tuple(name for name in metrics if name in KNN_MEASURES)
-    apart = tuple(name for name in metrics if name in distances.DISTANCE_MEASURES)
-    outs = tuple(name for name in metrics if name in outputs.OUTPUT_MEASURES)
-    shared = set(knn + (apart if len(apart) > 1 else ()) + (outs if len(outs) > 1 else ()))
-    null = (permutations, seed) if permutations else None
-    cells: Cells = {}
-    for i, j in grid_cells(rows, cols, todo):
-        a, b = rows[i], cols[j]
-        values = {}
-        if knn:  # every neighbour measure (and its null) from one pass
-            values.update(knn_values(layers[a], layers[b], k, measures=knn, null=null))
-        if len(apart) > 1:
-            values.update(distances.distance_values(layers[a], layers[b], measures=apart))
-        if len(outs) > 1:
-            values.update(outputs.output_values(layers[a], layers[b], measures=outs))
-        for m, (function, name) in enumerate(zip(functions, metrics, strict=True)):
-            nulls = values["null"][name] if null and name in knn else None
-            if null and name == "rsa":  # its value and null from one pass over the tiles
-                value, nulls = function(layers[a], layers[b], null=null)
-            else:
-                value = values[name] if name in shared else function(layers[a], layers[b])
-            fields = {"method": "sample_blocks"}
-            if name == "cknna":  # the HSIC terms, which the pairwise function reports
-                fields["cknna_hsic"] = values["cknna_hsic"]
-            cells[m, i, j] = Cell(value, None, nulls, fields=fields)
-    return cells, {"n_samples": int(layers[rows[0]].data.shape[0]), "n_samples_omitted": 0}
