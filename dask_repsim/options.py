@@ -16,7 +16,7 @@ import numpy as np
 
 from .exceptions import RepsimWarning
 from .io.layouts import SampleDims
-from .registry import PATHS, supports
+from .registry import MEASURES, PATHS, supports
 
 __all__ = ["DEFAULTS", "Options", "SampleDims", "document", "reject_unused"]
 
@@ -52,15 +52,16 @@ PARAMETERS = {
         ``interval="jackknife"``: also a delete-a-group jackknife standard error and a
         ``level`` (default 0.95) interval over ``groups`` (default 20, at least 2) contiguous
         ranges of samples, from the same pass; ``level`` and ``groups`` without ``interval`` are an
-        error. Co-moment and Gram (sample-space) paths.
+        error. Co-moment, Gram and ``sample_blocks`` paths, for the measures that have one
+        there (the table of the guide's "Intervals and permutation tests").
     permutations, seed
         ``permutations=K``: also a permutation test from the same pass, the measure under K
         random permutations of y's samples within blocks of consecutive samples (seeded by
         ``seed``, default 0), giving ``.pvalue``, ``.null_mean``, ``.null_std`` and
-        ``.null``. Assumes samples are exchangeable within a block. Co-moment and Gram
-        (sample-space) paths, and RSA and the k-nearest-neighbour measures on the
-        ``sample_blocks`` path (RSA's tiles permuted in the same pass, the neighbour lists
-        relabelled); the same seed gives the same permutations on all.""",
+        ``.null``. Assumes samples are exchangeable within a block. Co-moment, Gram and
+        ``sample_blocks`` paths, for every measure of two paired layers there but the
+        cross-validated predictivities; the same seed gives the same permutations on
+        all.""",
     "gamma": """null
         ``null="gamma"``: instead of permutations, the p-value of the Gamma approximation of
         HSIC's null distribution (Gretton et al. 2008), with ``.null_method`` ``"gamma"`` and
@@ -173,11 +174,13 @@ def reject_unused(path: str, options: Options, *, level_used: bool = False,
         raise _off_path("null='gamma'", path, lacking, "offers the Gamma approximation of "
                         "the null of other measures (those of the biased HSIC), not of these")
     if bad:
-        able = [p for p, i in PATHS.items()
-                if all(getattr(i, f) for f, want in (("interval", options.interval),
-                       ("permutations", options.permutations),
-                       ("nan_omit", options.nan_policy != "raise"),
-                       ("gamma", options.null)) if want)]
+        needs = [f for f, want in (("interval", options.interval),
+                                   ("permutations", options.permutations),
+                                   ("nan_omit", options.nan_policy != "raise"),
+                                   ("gamma", options.null)) if want]
+        able = [p for p, i in PATHS.items() if all(getattr(i, f) for f in needs)
+                and all(p in MEASURES[m].paths and supports(m, p, f)
+                        for m in measures for f in needs)]
         raise ValueError(
             f"{', '.join(bad)} {'is' if len(bad) == 1 else 'are'} not available on the "
             f"{path!r} path; paths that support {'it' if len(bad) == 1 else 'them'}: "

@@ -249,7 +249,7 @@ def sample_block_cells(found: Sequence[Any], outputs: Sequence[Output],
     tiles = [m for m, name in enumerate(metrics) if name in distances.TILE_MEASURES]
     rest = [m for m in range(len(metrics)) if m not in tiles]
     part, attrs = distances.distance_cells([(metrics[m], outputs[m][2]) for m in tiles],
-                                           layers, rows, cols, todo=cells, seed=seed)
+                                           layers, rows, cols, todo=cells, **inference)
     out = {(tiles[m], i, j): cell for (m, i, j), cell in part.items()}
     if rest:
         more, other = sample_blocks.sample_cells(
@@ -342,11 +342,18 @@ def cell_estimate(cell: Cell, options: Options, method: str, similarity: bool = 
                                           "method": method})
 
 
+def measure_estimate(measure: str, cell: Cell, options: Options, method: str,
+                     **fields: Any) -> Estimate:
+    """:func:`cell_estimate` of a cell of ``measure``, which says whether larger is more
+    similar (the side permutation p-values count) and where its interval is centred."""
+    return cell_estimate(cell, options, method, MEASURES[measure].similarity,
+                         MEASURES[measure].bias_corrected, **fields)
+
+
 def pair_estimate(measure: str, x: Any, y: Any, options: Options, **kwargs: Any) -> Estimate:
-    """:func:`run_pair` as an :class:`Estimate` (:func:`cell_estimate`)."""
+    """:func:`run_pair` as an :class:`Estimate` (:func:`measure_estimate`)."""
     cell, path, _ = run_pair(measure, x, y, options, **kwargs)
-    return cell_estimate(cell, options, path, MEASURES[measure].similarity,
-                         MEASURES[measure].bias_corrected)
+    return measure_estimate(measure, cell, options, path)
 
 
 def _correlations(pair: Any) -> np.ndarray:

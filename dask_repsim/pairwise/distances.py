@@ -3,8 +3,9 @@ samples: distance correlation and the RSM norm difference.
 
 Same inputs and shape as :mod:`dask_repsim.pairwise`. They run on the ``"sample_blocks"``
 path (:mod:`dask_repsim.paths.sample_blocks.distances`): exact, cost ``n^2 (p + q)``, memory a
-few row blocks per task whatever n; no jackknife intervals, permutation tests or NaN omission
-there, so asking for them is an error.
+few row blocks per task whatever n; jackknife intervals and permutation tests from the same pass
+(:mod:`dask_repsim.paths.sample_blocks.distances_inference`); no NaN omission there, so asking
+for it is an error.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any
 
 from ..options import SampleDims
 from ..results import Estimate
-from ..runners import cell_estimate
+from ..runners import measure_estimate
 from .samples import run_sample_space, sample_space_documented
 
 
@@ -38,7 +39,9 @@ def distance_correlation(
     Parameters
     ----------
     {inputs}
-    {unsupported}
+    interval, level, groups, permutations, seed
+        As for :func:`dask_repsim.cka`: a delete-a-group jackknife interval and a permutation
+        test (y's distance matrix permuted), both from the same pass over the tiles.
 
     Returns
     -------
@@ -69,7 +72,7 @@ def distance_correlation(
         "distance_correlation", x, y, {}, join, sample_dims=sample_dims,
         storage_options=storage_options, nan_policy=nan_policy, interval=interval, level=level,
         groups=groups, permutations=permutations, seed=seed)
-    return cell_estimate(cell, options, path)
+    return measure_estimate("distance_correlation", cell, options, path)
 
 
 @sample_space_documented
@@ -91,7 +94,12 @@ def rsm_norm_difference(
     Parameters
     ----------
     {inputs}
-    {unsupported}
+    interval, level, groups, permutations, seed
+        As for :func:`dask_repsim.cka`: a delete-a-group jackknife interval and a permutation
+        test (y's distance matrix permuted; the null values at or below the norm count), both
+        from the same pass over the tiles. The interval is centred on the estimate, not on
+        the bias-corrected one: the norm grows with the number of samples, so each replicate
+        is smaller for that alone.
 
     Returns
     -------
@@ -128,4 +136,4 @@ def rsm_norm_difference(
         "rsm_norm_difference", x, y, {}, join, sample_dims=sample_dims,
         storage_options=storage_options, nan_policy=nan_policy, interval=interval, level=level,
         groups=groups, permutations=permutations, seed=seed)
-    return cell_estimate(cell, options, path)
+    return measure_estimate("rsm_norm_difference", cell, options, path)

@@ -4,8 +4,9 @@ as ReSi and Klabunde et al.'s survey define them).
 
 They compare what two networks *output* for each sample, not how they represent it: use them on
 the logits of classifiers over the same classes (in the same order). One pass over row blocks of
-both layers (:mod:`dask_repsim.paths.sample_blocks.outputs`), on the ``"sample_blocks"`` path,
-which has no jackknife intervals; their permutation tests are not offered either.
+both layers (:mod:`dask_repsim.paths.sample_blocks.outputs`), on the ``"sample_blocks"`` path;
+jackknife intervals and permutation tests from the same pass
+(:mod:`dask_repsim.paths.sample_blocks.outputs_inference`).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any
 
 from ..options import SampleDims
 from ..results import Estimate
-from ..runners import cell_estimate
+from ..runners import measure_estimate
 from .samples import run_sample_space, sample_space_documented
 
 
@@ -63,7 +64,7 @@ def disagreement(
         "disagreement", x, y, {}, join, sample_dims=sample_dims,
         storage_options=storage_options, nan_policy=nan_policy, interval=interval, level=level,
         groups=groups, permutations=permutations, seed=seed)
-    return cell_estimate(cell, options, path)
+    return measure_estimate("disagreement", cell, options, path)
 
 
 @sample_space_documented
@@ -110,4 +111,4 @@ def jensen_shannon(
         "jensen_shannon", x, y, {}, join, sample_dims=sample_dims,
         storage_options=storage_options, nan_policy=nan_policy, interval=interval, level=level,
         groups=groups, permutations=permutations, seed=seed)
-    return cell_estimate(cell, options, path)
+    return measure_estimate("jensen_shannon", cell, options, path)

@@ -6,8 +6,9 @@ the same input errors. They run on the ``"sample_blocks"`` path, tiles of sample
 (:mod:`dask_repsim.paths.sample_blocks.tiles`, :mod:`dask_repsim.paths.sample_blocks.rsa`,
 :mod:`dask_repsim.paths.sample_blocks.neighbours`): exact, cost ``n^2 (p + q)``, memory a few row
 blocks per task
-whatever n. That path has no jackknife intervals or NaN omission, and permutation tests of RSA
-and the k-nearest-neighbour measures only; asking for the others is an error.
+whatever n. That path has no NaN omission; which of its measures have jackknife intervals and
+permutation tests, the registry says (:func:`dask_repsim.registry.supports`); asking for what
+a measure lacks is an error.
 """
 
 from __future__ import annotations
@@ -18,13 +19,14 @@ from typing import Any
 
 from ..options import Options, SampleDims, document
 from ..results import Estimate
-from ..runners import DEFAULT_K, cell_estimate, run_pair
+from ..runners import DEFAULT_K, measure_estimate, run_pair
 
 _UNSUPPORTED = """interval, level, groups, permutations, seed
-        Not available for this measure (its ``"sample_blocks"`` path has no jackknife
-        intervals or permutation tests); giving any of them is an error, the same as from
-        :func:`dask_repsim.compare`. They are here so that every pairwise function takes the
-        same options."""
+        A jackknife interval (``interval="jackknife"``, ``level``, ``groups``) and a
+        permutation test (``permutations``, ``seed``), where this measure has them on the
+        ``"sample_blocks"`` path: the table of :doc:`/guide/uncertainty` says which
+        (:func:`dask_repsim.registry.supports`). Asking for one it lacks is an error that
+        says so, the same as from :func:`dask_repsim.compare`."""
 
 
 def sample_space_documented(function: Any) -> Any:
@@ -97,15 +99,18 @@ def rsa(
         entries once more (``n^2 / 2``, whatever the features); Kendall's taus are recomputed,
         ``O(N log N)`` each for ``N = n (n - 1) / 2`` entries.
     interval, level, groups
-        Not available for RSA (its ``"sample_blocks"`` path has no jackknife intervals);
-        giving any of them is an error, the same as from :func:`dask_repsim.compare`. They
-        are here so that every pairwise function takes the same options.
+        ``interval="jackknife"``: also a ``level`` (default 0.95) interval from RSA with each
+        of ``groups`` (default 20) contiguous groups of samples left out, each replicate
+        recomputed exactly from the same pass over the tiles, giving ``.stderr``,
+        ``.ci_centre``, ``.ci_low``, ``.ci_high``, for every ``rdm`` and ``compare``
+        (:mod:`dask_repsim.paths.sample_blocks.rsa_jackknife`). The rank comparisons rank each
+        replicate's entries again: ``groups`` times the value's ranking.
 
     Returns
     -------
     Estimate
         A float, with ``.method`` ``"sample_blocks"``, ``.rdm`` and ``.compare``; with
-        ``permutations``, the permutation test's fields.
+        ``interval``, the interval's fields; with ``permutations``, the permutation test's.
 
     Notes
     -----
@@ -140,7 +145,7 @@ def rsa(
         "rsa", x, y, parameters, join, sample_dims=sample_dims,
         storage_options=storage_options, nan_policy=nan_policy, interval=interval, level=level,
         groups=groups, permutations=permutations, seed=seed)
-    return cell_estimate(cell, options, path, rdm=rdm, compare=compare)
+    return measure_estimate("rsa", cell, options, path, rdm=rdm, compare=compare)
 
 
 @sample_space_documented
@@ -190,7 +195,7 @@ def mutual_knn(
         "mutual_knn", x, y, {"k": k}, join, sample_dims=sample_dims,
         storage_options=storage_options, nan_policy=nan_policy, interval=interval, level=level,
         groups=groups, permutations=permutations, seed=seed)
-    return cell_estimate(cell, options, path, k=k)
+    return measure_estimate("mutual_knn", cell, options, path, k=k)
 
 
 @sample_space_documented
@@ -245,7 +250,7 @@ def jaccard_knn(
         "jaccard_knn", x, y, {"k": k}, join, sample_dims=sample_dims,
         storage_options=storage_options, nan_policy=nan_policy, interval=interval, level=level,
         groups=groups, permutations=permutations, seed=seed)
-    return cell_estimate(cell, options, path, k=k)
+    return measure_estimate("jaccard_knn", cell, options, path, k=k)
 
 
 @sample_space_documented
@@ -303,7 +308,7 @@ def rank_similarity(
         "rank_similarity", x, y, {"k": k}, join, sample_dims=sample_dims,
         storage_options=storage_options, nan_policy=nan_policy, interval=interval, level=level,
         groups=groups, permutations=permutations, seed=seed)
-    return cell_estimate(cell, options, path, k=k)
+    return measure_estimate("rank_similarity", cell, options, path, k=k)
 
 
 @sample_space_documented
@@ -351,7 +356,7 @@ def joint_rank_jaccard(
         "joint_rank_jaccard", x, y, {"k": k}, join, sample_dims=sample_dims,
         storage_options=storage_options, nan_policy=nan_policy, interval=interval, level=level,
         groups=groups, permutations=permutations, seed=seed)
-    return cell_estimate(cell, options, path, k=k)
+    return measure_estimate("joint_rank_jaccard", cell, options, path, k=k)
 
 
 @sample_space_documented
@@ -408,7 +413,7 @@ def second_order_cosine(
         "second_order_cosine", x, y, {"k": k}, join, sample_dims=sample_dims,
         storage_options=storage_options, nan_policy=nan_policy, interval=interval, level=level,
         groups=groups, permutations=permutations, seed=seed)
-    return cell_estimate(cell, options, path, k=k)
+    return measure_estimate("second_order_cosine", cell, options, path, k=k)
 
 
 @sample_space_documented
@@ -474,7 +479,7 @@ def cknna(
     fields = dict(cell.fields)
     kl, kk, ll = fields.pop("cknna_hsic")
     cell = dataclasses.replace(cell, fields=fields)
-    return cell_estimate(cell, options, path, k=k, hsic=(kl, kk, ll),
+    return measure_estimate("cknna", cell, options, path, k=k, hsic=(kl, kk, ll),
                          reference_value=kl / (float(kk * ll) ** 0.5 + 1e-6))
 
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from ..options import Options, SampleDims, document
 from ..results import Estimate
-from ..runners import cell_estimate, pair_estimate
+from ..runners import measure_estimate, pair_estimate
 from .samples import run_sample_space, sample_space_documented
 
 
@@ -249,10 +249,12 @@ def aligned_cosine(
     Notes
     -----
     Two passes over the rows (the cross product ``X^T Y``, then the cosines;
-    :mod:`dask_repsim.paths.sample_blocks.aligned`). Invariant to rotations, reflections and
-    isotropic scaling of either layer (the rotation and the cosines do not see the scale), not
-    to translations. Samples whose activations are all zero in either layer have no cosine and
-    are left out with a warning, as ReSi does.
+    :mod:`dask_repsim.paths.sample_blocks.aligned`); with a jackknife interval or a
+    permutation test, one pass, each replicate and permutation with its own rotation
+    (:mod:`dask_repsim.paths.sample_blocks.aligned_inference`). Invariant to rotations,
+    reflections and isotropic scaling of either layer (the rotation and the cosines do not see
+    the scale), not to translations. Samples whose activations are all zero in either layer
+    have no cosine and are left out with a warning, as ReSi does.
 
     References
     ----------
@@ -271,4 +273,4 @@ def aligned_cosine(
         "aligned_cosine", x, y, {}, join, sample_dims=sample_dims,
         storage_options=storage_options, nan_policy=nan_policy, interval=interval, level=level,
         groups=groups, permutations=permutations, seed=seed)
-    return cell_estimate(cell, options, path)
+    return measure_estimate("aligned_cosine", cell, options, path)

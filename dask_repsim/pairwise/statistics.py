@@ -5,7 +5,8 @@ Each describes each layer on its own by one number and returns the absolute diff
 two layers alike in that respect, however unrelated their samples' representations are. The
 magnitude comes from the co-moment pass (each layer's mean; jackknife intervals available); the
 uniformity and concentricity from the ``"sample_blocks"`` path's pass over the Euclidean
-distance tiles (:mod:`dask_repsim.paths.sample_blocks.distances`). None depends on how the
+distance tiles (:mod:`dask_repsim.paths.sample_blocks.distances`; jackknife intervals from the
+same pass). None depends on how the
 samples of the two layers are paired, so a permutation test of them is refused.
 """
 
@@ -16,7 +17,7 @@ from typing import Any
 
 from ..options import Options, SampleDims
 from ..results import Estimate
-from ..runners import cell_estimate, pair_estimate
+from ..runners import measure_estimate, pair_estimate
 from .samples import run_sample_space, sample_space_documented
 
 
@@ -87,7 +88,11 @@ def uniformity_difference(
     Parameters
     ----------
     {inputs}
-    {unsupported}
+    interval, level, groups
+        As for :func:`dask_repsim.cka`: a delete-a-group jackknife interval from the same pass
+        over the tiles (each layer's statistic of the samples outside each group).
+    permutations, seed
+        Refused (an error): the value does not depend on how the samples are paired.
 
     Returns
     -------
@@ -119,7 +124,7 @@ def uniformity_difference(
         "uniformity_difference", x, y, {}, join, sample_dims=sample_dims,
         storage_options=storage_options, nan_policy=nan_policy, interval=interval, level=level,
         groups=groups, permutations=permutations, seed=seed)
-    return cell_estimate(cell, options, path)
+    return measure_estimate("uniformity_difference", cell, options, path)
 
 
 @sample_space_documented
@@ -136,7 +141,11 @@ def concentricity_difference(
     Parameters
     ----------
     {inputs}
-    {unsupported}
+    interval, level, groups
+        As for :func:`dask_repsim.cka`: a delete-a-group jackknife interval from the same pass
+        over the tiles (each layer's statistic of the samples outside each group).
+    permutations, seed
+        Refused (an error): the value does not depend on how the samples are paired.
 
     Returns
     -------
@@ -167,4 +176,4 @@ def concentricity_difference(
         "concentricity_difference", x, y, {}, join, sample_dims=sample_dims,
         storage_options=storage_options, nan_policy=nan_policy, interval=interval, level=level,
         groups=groups, permutations=permutations, seed=seed)
-    return cell_estimate(cell, options, path)
+    return measure_estimate("concentricity_difference", cell, options, path)

@@ -3,8 +3,8 @@
 
 It compares the two layers' graphs of samples through a persistence barcode
 (:mod:`dask_repsim.paths.sample_blocks.topology`), computed by gudhi (the optional extra
-``dask-repsim[topology]``) with every sample in memory, on the ``"sample_blocks"`` path, which
-has no jackknife intervals; its permutation test is not offered either.
+``dask-repsim[topology]``) with every sample in memory, on the ``"sample_blocks"`` path. Its
+permutation test computes the barcodes again for each permutation; it has no jackknife interval.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any
 
 from ..options import SampleDims
 from ..results import Estimate
-from ..runners import cell_estimate
+from ..runners import measure_estimate
 from .samples import run_sample_space, sample_space_documented
 
 
@@ -76,4 +76,4 @@ def rtd(
         "rtd", x, y, {}, join, sample_dims=sample_dims,
         storage_options=storage_options, nan_policy=nan_policy, interval=interval, level=level,
         groups=groups, permutations=permutations, seed=seed)
-    return cell_estimate(cell, options, path)
+    return measure_estimate("rtd", cell, options, path)

@@ -141,6 +141,27 @@ class MeasuresTable(_Generated):
         return list_table(header, rows)
 
 
+class InferenceTable(_Generated):
+    """The table of measures by the paths that give each its intervals, permutation tests and
+    Gamma approximation (:func:`dask_repsim.registry.supports`)."""
+
+    depends_on = ("dask_repsim.registry",)
+
+    def lines(self) -> list[str]:
+        from dask_repsim.registry import MEASURES, supports
+
+        def where(m: Any, need: str) -> str:
+            if need == "permutations" and not m.paired:
+                return "(not paired)"
+            return ", ".join(f"``{p}``" for p in m.paths if supports(m.name, p, need))
+
+        rows = [[f"``{m.name}``", where(m, "interval"), where(m, "permutations"),
+                 where(m, "gamma")] for m in MEASURES.values()]
+        header = ["metric", "``interval='jackknife'``", "``permutations=``",
+                  "``null='gamma'``"]
+        return list_table(header, rows)
+
+
 def wrap(command: str, width: int = 92) -> str:
     """A long command on several lines, broken before options, as a shell reads it."""
     lines = [""]
@@ -414,6 +435,7 @@ class Benchmarks(_Generated):
 def setup(app: Any) -> dict[str, Any]:
     app.add_directive("repsim-paths", PathsTable)
     app.add_directive("repsim-measures", MeasuresTable)
+    app.add_directive("repsim-inference", InferenceTable)
     app.add_directive("repsim-command", Command)
     app.add_directive("repsim-benchmarks", Benchmarks)
     app.add_directive("repsim-conv-summary", ConvSummary)

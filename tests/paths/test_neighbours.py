@@ -287,10 +287,10 @@ def test_grid_options_the_sample_space_measures_lack_name_them():
     """compare with an option no path of a metric supports names the metric and the option."""
     rng = np.random.default_rng(12)
     x, y = rng.normal(size=(60, 5)), rng.normal(size=(60, 4))
-    with pytest.raises(ValueError, match=r"^distance_correlation: no path of this metric "
-                                         r"supports permutation tests \(permutations=\)"):
-        dr.compare({"x": x}, {"y": y}, metrics=["distance_correlation", "cka"],
-                   permutations=10)
+    with pytest.raises(ValueError, match=r"^second_order_cosine: no path of this metric "
+                                         r"supports intervals \(interval=\)"):
+        dr.compare({"x": x}, {"y": y}, metrics=["second_order_cosine", "cka"],
+                   interval="jackknife")
     with pytest.raises(ValueError, match=r"^mutual_knn, cknna: no path of these metrics "
                                          r"supports intervals \(interval=\)"):
         dr.compare({"x": x}, {"y": y}, metrics=["mutual_knn", "cknna"], interval="jackknife")

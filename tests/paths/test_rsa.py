@@ -188,9 +188,10 @@ def test_bad_options_are_refused():
         rsa(x, x, rdm="cosine")
     with pytest.raises(ValueError, match="compare must be one of"):
         rsa(x, x, compare="kendall")
-    for option in ({"interval": "jackknife"}, {"nan_policy": "omit"}, {"level": 0.9},
-                   {"groups": 5}):
-        with pytest.raises(ValueError, match=r"not available for rsa.*'sample_blocks' path"):
+    with pytest.raises(ValueError, match=r"not available for rsa.*'sample_blocks' path"):
+        rsa(x, x, nan_policy="omit")
+    for option in ({"level": 0.9}, {"groups": 5}):  # intervals: tests/paths/test_rsa_jackknife
+        with pytest.raises(ValueError, match=r"applies to intervals only"):
             rsa(x, x, **option)
     with pytest.raises(ValueError, match=r"seed= is used by permutation tests"):
         rsa(x, x, seed=1)  # without permutations=

@@ -152,3 +152,67 @@ def test_reads_each_chunk_at_most_twice(counting_store):
     assert value == pytest.approx(references.rtd(x, y), abs=1e-10)
     reads = counting_store.chunk_reads()
     assert reads and max(reads.values()) <= 2  # the input checks' pass, then the read
+
+
+def test_each_permuted_value_is_rtd_of_the_permuted_layer():
+    """The null: rtd (ripser's, ``references.rtd``) of x and y with its samples permuted by
+    the other paths' permutations for the seed; its p-value counts the null values at or
+    below the observed divergence."""
+    from dask_repsim.engine.permuted import permutation_series
+
+    x, y = _pair(60, seed=3)
+    e = dr.rtd(x, y, permutations=9, seed=5)
+    perms = permutation_series(60, 5, 9)
+    expected = [references.rtd(x, y[perm]) for perm in perms]
+    np.testing.assert_allclose(e.null, expected, rtol=0, atol=1e-10)
+    assert e.pvalue == pytest.approx((1 + np.sum(np.array(expected) <= float(e) + 1e-12)) / 10)
+    # a related pair diverges less than its permutations: the smallest p-value 9 can give
+    assert float(e) < min(expected) and e.pvalue == pytest.approx(0.1)
+
+
+def test_permutations_in_a_grid_and_their_limits():
+    x, y = _pair(40, seed=8)
+    z = np.random.default_rng(9).normal(size=(40, 3))
+    ds = dr.compare({"x": x}, {"y": y, "z": z}, metrics=["rtd"], permutations=19, seed=2)
+    one = dr.rtd(x, z, permutations=19, seed=2)
+    assert float(ds.rtd_null_mean.sel(layer_a="x", layer_b="z")) == pytest.approx(
+        np.mean(one.null), abs=1e-12)
+    assert float(ds.rtd_pvalue.sel(layer_a="x", layer_b="z")) == pytest.approx(one.pvalue)
+    with pytest.raises(ValueError, match=r"rtd: no path of this metric supports intervals"):
+        dr.rtd(x, y, interval="jackknife")
+    # the permuted distances are held beside y's own: 8 more bytes per squared sample count
+    assert topology.rtd_bytes(100, 3, 3, permuted=True) - topology.rtd_bytes(100, 3, 3) == 80_000
+
+
+@pytest.mark.large  # a simulation of many repetitions: CI runs it with -m large
+def test_pvalues_of_independent_layers_are_calibrated_and_power_grows():
+    """500 pairs of independent layers (n = 20, 19 permutations): the rate of p <= 0.05 is
+    within its binomial 99% range and the p-values are uniform; a weak relation is rejected
+    more often as n grows."""
+    from scipy import stats
+
+    from dask_repsim.io.inputs import as_layer
+
+    def pvalue(x, y, seed):
+        got = topology.rtd_value(as_layer(x), as_layer(y, name="y"), null=(19, seed))
+        return dr.results.permutation_pvalue(got["rtd"], np.array(got["null"]["rtd"]),
+                                             similarity=False)
+
+    reps = 500
+    with dask.config.set(scheduler="sync"):
+        p = np.array([pvalue(*(np.random.default_rng([7, r]).normal(size=(2, 20, 3))), r)
+                      for r in range(reps)])
+        low, high = stats.binom.ppf(0.005, reps, 0.05), stats.binom.isf(0.005, reps, 0.05)
+        assert low <= np.sum(p <= 0.05) <= high, np.sum(p <= 0.05)
+        counts = np.histogram(p, bins=[0, 0.26, 0.51, 0.76, 1.01])[0]
+        assert stats.chisquare(counts).pvalue > 0.001, counts
+        rates = []
+        for n in (10, 25, 60):
+            hits = 0
+            for r in range(40):
+                rng = np.random.default_rng([n, r])
+                x = rng.normal(size=(n, 3))
+                hits += pvalue(x, np.tanh(x) + 0.6 * rng.normal(size=(n, 3)), r) <= 0.05
+            rates.append(hits / 40)
+    print(f"rtd: {np.sum(p <= 0.05)} of {reps} p <= 0.05 under independence; power {rates}")
+    assert rates[0] < rates[1] < rates[2] and rates[2] >= 0.8, rates

@@ -12,7 +12,8 @@ Two passes over the rows of both layers: the first sums ``X^T Y`` (p x q), the c
 the second sums each sample's ``<x_i W, y_i> / (||x_i|| ||y_i||)`` with ``W`` the p x q block of
 Q that the zero padding leaves (``||x_i Q|| = ||x_i||``: Q is orthogonal). A sample whose
 activations are all zero in either layer has no cosine: it is left out, with a warning that
-says how many (as ReSi), and an error when every sample is.
+says how many (as ReSi), and an error when every sample is. Its permutation null and jackknife
+replicates: :mod:`~dask_repsim.paths.sample_blocks.aligned_inference`.
 """
 
 from __future__ import annotations
@@ -76,12 +77,17 @@ def aligned_cosine(x: Layer, y: Layer) -> float:
     parts = da.map_blocks(_rows, a, b, w, dtype=np.float64, chunks=(a.numblocks[0] * (1,), (2,)))
     (sums,) = compute(parts.sum(axis=0))
     total, kept = float(sums[0]), int(round(sums[1]))
-    n = int(x.data.shape[0])
+    check_kept(kept, int(x.data.shape[0]), x.name, y.name)
+    return total / kept
+
+
+def check_kept(kept: int, n: int, x: str, y: str) -> None:
+    """An error when none of the ``n`` samples of layers ``x`` and ``y`` has a cosine (all zero
+    in either), a warning saying how many are left out when some have none."""
     if kept == 0:
         raise InputError(f"aligned cosine similarity is undefined: every sample is all zeros in "
-                         f"{x.name} or {y.name}")
+                         f"{x} or {y}")
     if kept < n:
         warnings.warn(f"aligned cosine similarity leaves out {n - kept} of {n} samples whose "
-                      f"activations are all zero in {x.name} or {y.name} (no cosine)",
-                      RepsimWarning, stacklevel=2)
-    return total / kept
+                      f"activations are all zero in {x} or {y} (no cosine)",
+                      RepsimWarning, stacklevel=3)

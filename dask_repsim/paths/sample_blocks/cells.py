@@ -7,9 +7,11 @@ Measures of one family share a pass over a pair's tiles (or rows) and their infe
 - the distance-matrix measures (:mod:`~dask_repsim.paths.sample_blocks.distances`): one pass;
 - the output-layer measures (:mod:`~dask_repsim.paths.sample_blocks.outputs`): one pass over
   rows;
-- RSA (:mod:`~dask_repsim.paths.sample_blocks.rsa`): its value, null and jackknife replicates
-  from one pass over the RDM tiles;
-- the rest (aligned and second-order cosine, RTD) by their own function.
+- aligned cosine (:mod:`~dask_repsim.paths.sample_blocks.aligned_inference`): its value, null
+  and jackknife replicates from one pass over rows;
+- the rest by their own function (the registry's), asked for its null and replicates where the
+  measure has them: RSA (:mod:`~dask_repsim.paths.sample_blocks.rsa`, its value, null and
+  jackknife replicates from one pass over the RDM tiles), RTD and second-order cosine.
 
 A family's function returns its measures' values by name and, when asked for, ``"null"`` (name
 -> the values under the permutations) and ``"replicates"`` (name -> the leave-a-group-out
@@ -23,7 +25,7 @@ from typing import Any
 
 from ...io.inputs import Layer
 from ...results import Cell, Cells, Positions, grid_cells
-from . import distances, neighbours, outputs
+from . import aligned_inference, distances, neighbours, outputs
 from .neighbours import DEFAULT_K, KNN_MEASURES
 
 
@@ -61,14 +63,15 @@ def pair_cells(functions: Sequence[Callable[..., Any]], metrics: Sequence[str], 
     if outs:
         values = outputs.output_values(x, y, measures=outs, **inference(null, groups))
         found.update(family_cells(values, outs))
+    if "aligned_cosine" in metrics:  # its value, null and replicates (one pass for these)
+        values = aligned_inference.aligned_values(x, y, **inference(null, groups))
+        found.update(family_cells(values, ["aligned_cosine"]))
     out = []
     for function, name in zip(functions, metrics, strict=True):
-        if name not in found and name == "rsa":  # value, null, replicates from one pass
+        if name not in found:  # a measure of its own: its value, or a family's dict
             values = function(x, y, **inference(null, groups))
-            found[name] = family_cells(values if isinstance(values, dict) else {"rsa": values},
-                                       ["rsa"])["rsa"]
-        elif name not in found:
-            found[name] = Cell(function(x, y), None, None, {"method": "sample_blocks"})
+            found[name] = family_cells(values if isinstance(values, dict) else {name: values},
+                                       [name])[name]
         out.append(found[name])
     return out
 

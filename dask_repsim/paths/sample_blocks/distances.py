@@ -32,6 +32,8 @@ products and row sums over the tiles, each less its value at the median distance
 tiles (histograms of the values' leading bits, :class:`~dask_repsim.engine.medians.Range`;
 usually two passes) up to :data:`~dask_repsim.engine.medians.MEDIAN_EXACT_MAX` samples, and over
 a seeded subset of samples beyond; a grid finds each layer's once (:func:`distance_cells`).
+The tiles' sums are combined on the client, with the permutation nulls and jackknife replicates
+that the same pass gives, by :mod:`~dask_repsim.paths.sample_blocks.distances_inference`.
 
 References
 ----------
@@ -65,8 +67,10 @@ from ...exceptions import InputError
 from ...io.inputs import Layer
 from ...io.validation import require_samples
 from ...results import Cell, Cells, Positions, grid_cells
+from . import distances_inference as inference
 from . import tiles as row_tiles
 from .rsa import exact_shift
+from .rsa_null import null_rows
 from .tiles import Blocks, block_pairs
 
 DISTANCE_MEASURES = ("distance_correlation", "rsm_norm_difference", "uniformity_difference",
@@ -88,14 +92,18 @@ _KERNEL_MATRICES = 2
 
 
 def _tile(same: bool, xi, xj, yi, yj, shifts: tuple, offsets: tuple, means: tuple,
-          wanted: frozenset, scales: tuple = ((), ())) -> dict:
+          wanted: frozenset, scales: tuple = ((), ()), extra: inference.TileExtra | None = None
+          ) -> dict:
     """Sums over one pair of row blocks (counted twice when they differ: the matrices are
     symmetric): of the distance matrices' products and difference and the row sums of the
     offset distances (``"distances"`` in ``wanted``), of ``exp(-2 d^2)`` per layer
     (``"uniformity"``), on a diagonal block each sample's ``<x_i, mean> / ||x_i||`` per
     layer (``"concentricity"``), and per bandwidth the Laplace kernels' products and row sums
-    (``"laplace"``; ``scales``: per layer, each bandwidth's ``(sigma m, exp(-1 / sigma))``)."""
+    (``"laplace"``; ``scales``: per layer, each bandwidth's ``(sigma m, exp(-1 / sigma))``);
+    with ``extra``'s permutations or groups, what they need of each
+    (:mod:`~dask_repsim.paths.sample_blocks.distances_inference`)."""
     weight = 1.0 if same else 2.0
+    extra = extra or inference.TileExtra(same, (0, 0), (0, 0))
     out: dict = {}
     blocks = []
     for side, (bi, bj) in enumerate(((xi, xj), (yi, yj))):
@@ -107,22 +115,26 @@ def _tile(same: bool, xi, xj, yi, yj, shifts: tuple, offsets: tuple, means: tupl
             # scikit-learn's cosine gives it
             out[f"concentric{side}"] = float(np.sum(
                 np.divide(dots, norms, out=np.zeros_like(dots), where=norms > 0)))
+            out[f"concentric_groups{side}"] = extra.unit_sums(raw, norms)
         a = raw - shifts[side]
         b = a if same else np.asarray(bj, dtype=np.float64) - shifts[side]
         d = sq_distances(a, b, same)
         if "uniformity" in wanted:
-            out[f"uniform{side}"] = weight * float(np.sum(np.exp(-2.0 * d)))
+            u = np.exp(-2.0 * d)
+            out[f"uniform{side}"] = weight * float(np.sum(u))
+            out[f"uniform_groups{side}"] = extra.blocks(u)
         blocks.append(np.sqrt(d, out=d))
     dx, dy = blocks
     if "laplace" in wanted:
-        out["laplace"] = [_products(_kernel(dx, *kx), _kernel(dy, *ky), weight, same)
-                          for kx, ky in zip(*scales, strict=True)]
+        out["laplace"] = [inference.tile_products(_kernel(dx, *kx), _kernel(dy, *ky), weight,
+                                                  extra) for kx, ky in zip(*scales, strict=True)]
     if "distances" not in wanted:
         return out
-    out["diff"] = weight * float(np.sum((dx - dy) ** 2))
+    diff = (dx - dy) ** 2
+    out["diff"], out["diff_groups"] = weight * float(np.sum(diff)), extra.blocks(diff)
     dx -= offsets[0]
     dy -= offsets[1]
-    out.update(_products(dx, dy, weight, same))
+    out.update(inference.tile_products(dx, dy, weight, extra))
     return out
 
 
@@ -133,37 +145,13 @@ def _kernel(d: np.ndarray, scale: float, offset: float) -> np.ndarray:
     return k
 
 
-def _products(a: np.ndarray, b: np.ndarray, weight: float, same: bool) -> dict:
-    """A tile's sums of ``a * b``, ``a * a`` and ``b * b`` and both blocks' row sums (their
-    column sums too, for the mirror image of a tile off the diagonal)."""
-    return {"xy": weight * float(np.sum(a * b)), "xx": weight * float(np.sum(a * a)),
-            "yy": weight * float(np.sum(b * b)), "rows_i": (a.sum(axis=1), b.sum(axis=1)),
-            "rows_j": None if same else (a.sum(axis=0), b.sum(axis=0))}
-
-
-def _centred_products(parts: list[dict], pairs: list[tuple[int, int]], count: int,
-                      n: int) -> dict[str, float]:
-    """``<A, B>``, ``<A, A>`` and ``<B, B>`` of the double-centred matrices from the tiles."""
-    rows = [[0.0, 0.0] for _ in range(count)]
-    for (i, j), part in zip(pairs, parts, strict=True):
-        for side in (0, 1):
-            rows[i][side] = rows[i][side] + part["rows_i"][side]
-            if part["rows_j"] is not None:
-                rows[j][side] = rows[j][side] + part["rows_j"][side]
-    r = [np.concatenate([np.atleast_1d(block[side]) for block in rows]) for side in (0, 1)]
-    totals = {key: sum(p[key] for p in parts) for key in ("xy", "xx", "yy")}
-    sums = (float(r[0].sum()), float(r[1].sum()))
-    out = {}
-    for key, (s, t) in {"xy": (0, 1), "xx": (0, 0), "yy": (1, 1)}.items():
-        out[key] = totals[key] - 2.0 * float(r[s] @ r[t]) / n + sums[s] * sums[t] / n**2
-    return out
-
-
 def distance_values(x: Layer, y: Layer, *,
                     measures: Sequence[str] = DISTANCE_MEASURES,
                     block_rows: int | None = None, sigma: float | Sequence[float] | None = None,
                     medians: tuple[float, float] | None = None, seed: int = 0,
-                    columns: Sequence[Columns] | None = None) -> dict[str, float]:
+                    columns: Sequence[Columns] | None = None,
+                    null: tuple[int, int] | None = None,
+                    groups: int | None = None) -> dict[str, Any]:
     """Distance correlation, RSM norm difference, uniformity and concentricity differences and
     Laplace CKA of two layers from one pass over the tiles.
 
@@ -186,11 +174,20 @@ def distance_values(x: Layer, y: Layer, *,
         its own, its subsample beyond the exact limit seeded with ``seed``).
     columns
         The two layers' :func:`~dask_repsim.engine.columns.checked_columns`, when known.
+    null
+        ``(count, seed)``: also the paired measures under ``count`` permutations of y's
+        samples, from the same pass; ``block_rows`` is then n or a multiple of the
+        permutation block (:func:`~dask_repsim.paths.sample_blocks.rsa_null.null_rows`).
+    groups
+        Also each measure with each of ``groups`` contiguous groups of samples left out (the
+        jackknife replicates), from the same pass
+        (:mod:`~dask_repsim.paths.sample_blocks.distances_inference`).
 
     Returns
     -------
     dict
-        Measure name -> value.
+        Measure name -> value; with ``null``, ``"null"``: name -> its ``count`` values under
+        the permutations; with ``groups``, ``"replicates"``: name -> its ``groups`` values.
 
     Examples
     --------
@@ -208,11 +205,13 @@ def distance_values(x: Layer, y: Layer, *,
     """
     several = sigma is not None and np.ndim(sigma) > 0
     sigmas = _check_sigmas(sigma)
-    out = _pass(x, y, measures, block_rows, sigmas, medians, seed, columns)
-    laplace = out.pop("cka_laplace", None)
-    if laplace is not None:
-        out.update({f"cka_laplace_{s:g}": v for s, v in zip(sigmas, laplace, strict=True)}
-                   if several else {"cka_laplace": laplace[0]})
+    out = _pass(x, y, measures, block_rows, sigmas, medians, seed, columns, null=null,
+                groups=groups)
+    for found in (out, *(out[k] for k in ("null", "replicates") if k in out)):
+        laplace = found.pop("cka_laplace", None)
+        if laplace is not None:
+            found.update({f"cka_laplace_{s:g}": v for s, v in zip(sigmas, laplace, strict=True)}
+                         if several else {"cka_laplace": laplace[0]})
     return out
 
 
@@ -227,14 +226,18 @@ def _check_sigmas(sigma: float | Sequence[float] | None) -> list[float]:
 
 def _pass(x: Layer, y: Layer, measures: Sequence[str], block_rows: int | None,
           sigmas: Sequence[float], medians: tuple | None, seed: int,
-          columns: Sequence[Columns] | None) -> dict[str, Any]:
-    """:func:`distance_values`, with ``cka_laplace`` a list (a value per bandwidth)."""
+          columns: Sequence[Columns] | None, *, null: tuple[int, int] | None = None,
+          groups: int | None = None) -> dict[str, Any]:
+    """:func:`distance_values`, with ``cka_laplace`` a list (a value per bandwidth; its null
+    and replicates a list of those)."""
     unknown = [m for m in measures if m not in TILE_MEASURES]
     if unknown or not measures:
         raise ValueError(f"measures must be among {TILE_MEASURES}, not {measures!r}")
     columns = checked_columns([x, y]) if columns is None else columns
     n = columns[0].count
-    require_samples(n, 2, " and ".join(m.replace("_", " ") for m in measures))
+    what = " and ".join(m.replace("_", " ") for m in measures)
+    require_samples(n, 2, what)
+    spec, bounds = inference.check_inference(measures, null, groups, n)
     means = tuple(np.asarray(c.mean, dtype=np.float64) for c in columns)
     if "concentricity_difference" in measures:
         _check_means((x, y), means, columns, n)
@@ -249,25 +252,22 @@ def _pass(x: Layer, y: Layer, measures: Sequence[str], block_rows: int | None,
         # each kernel less its value at the median distance, exp(-1 / sigma)
         scales = tuple(tuple((s * float(np.sqrt(m)), float(np.exp(-1.0 / s))) for s in sigmas)
                        for m in medians)
-    rows = block_rows or row_tiles.block_rows(
-        n, int(x.data.shape[1] + y.data.shape[1]), _MATRICES + _KERNEL_MATRICES * laplace)
+    width, matrices = int(x.data.shape[1] + y.data.shape[1]), _MATRICES + _KERNEL_MATRICES * laplace
+    rows = null_rows(n, width, matrices, block_rows, spec.block, what) if spec else \
+        block_rows or row_tiles.block_rows(n, width, matrices)
     blocks = Blocks(x, y, rows)
     pairs = block_pairs(len(blocks))
     wanted = frozenset(_NEEDS[m] for m in measures)
     parts = list(compute(*(
-        dask.delayed(_tile, pure=True)(i == j, blocks.x[i], blocks.x[j], blocks.y[i],
-                                       blocks.y[j], shifts, offsets, means, wanted, scales)
+        dask.delayed(_tile, pure=True)(
+            i == j, blocks.x[i], blocks.x[j], blocks.y[i], blocks.y[j], shifts, offsets, means,
+            wanted, scales, inference.TileExtra(i == j, blocks.bounds[i], blocks.bounds[j],
+                                                spec, bounds))
         for i, j in pairs
     )))
-    out: dict[str, Any] = _values(parts, pairs, len(blocks), n, means,
-                                  [m for m in measures if m != "cka_laplace"])
-    if laplace:
-        out["cka_laplace"] = []
-        for k in range(len(sigmas)):
-            c = _centred_products([p["laplace"][k] for p in parts], pairs, len(blocks), n)
-            # <HKH, HLH> >= 0 for positive definite kernels; rounding may leave it a hair below
-            out["cka_laplace"].append(float(max(c["xy"], 0.0) / np.sqrt(c["xx"] * c["yy"])))
-    return out
+    return inference.combine(parts, inference.Request(
+        n, len(blocks), pairs, tuple(measures), len(sigmas), means, (x.name, y.name), spec,
+        bounds))
 
 
 def _check_means(layers: Sequence[Layer], means: tuple, columns: Sequence[Columns],
@@ -281,27 +281,6 @@ def _check_means(layers: Sequence[Layer], means: tuple, columns: Sequence[Column
             raise InputError(f"{layer.name}: the mean of its activations is the zero "
                              "vector (to rounding), so the cosine of a sample with it "
                              "(the concentricity) is undefined")
-
-
-def _values(parts: list[dict], pairs: list, count: int, n: int, means: tuple,
-            measures: Sequence[str]) -> dict[str, float]:
-    """The measures from the tiles' sums."""
-    out = {}
-    if "rsm_norm_difference" in measures:
-        out["rsm_norm_difference"] = float(np.sqrt(sum(p["diff"] for p in parts)))
-    if "distance_correlation" in measures:
-        c = _centred_products(parts, pairs, count, n)
-        # a V-statistic: <A, B> >= 0 exactly; rounding can leave it a hair below
-        out["distance_correlation"] = float(np.sqrt(max(c["xy"], 0.0) / np.sqrt(c["xx"] * c["yy"])))
-    if "uniformity_difference" in measures:
-        # log(sum_ij exp(-2 d_ij^2) / n^2) per layer; the n^2 cancels in the difference
-        sums = [sum(p[f"uniform{side}"] for p in parts) for side in (0, 1)]
-        out["uniformity_difference"] = float(abs(np.log(sums[0]) - np.log(sums[1])))
-    if "concentricity_difference" in measures:
-        level = [sum(p.get(f"concentric{side}", 0.0) for p in parts)
-                 / (n * np.linalg.norm(means[side])) for side in (0, 1)]
-        out["concentricity_difference"] = float(abs(level[0] - level[1]))
-    return {m: out[m] for m in measures}
 
 
 def laplace_medians(layers: Sequence[Layer], columns: Sequence[Columns] | None = None, *,
@@ -385,8 +364,11 @@ def _exact_medians(layers: Sequence[Layer], shifts: Sequence[np.ndarray], n: int
 
 def distance_cells(outputs: Sequence[tuple[str, float | None]], layers: Sequence[Layer],
                    rows: Sequence[int], cols: Sequence[int], *, todo: Positions | None = None,
-                   seed: int = 0, block_rows: int | None = None) -> tuple[Cells, dict[str, Any]]:
-    """Cells of the measures of :data:`TILE_MEASURES`, each pair's from one pass over its tiles.
+                   seed: int = 0, block_rows: int | None = None, permutations: int = 0,
+                   groups: int | None = None) -> tuple[Cells, dict[str, Any]]:
+    """Cells of the measures of :data:`TILE_MEASURES`, each pair's from one pass over its tiles
+    (with their nulls under ``permutations`` seeded by ``seed`` and their jackknife
+    replicates over ``groups``, when asked for: :func:`distance_values`).
 
     ``outputs``: per output, its measure and, for ``cka_laplace``, its bandwidth (``None``:
     the default). Each layer's column statistics and median (for Laplace CKA,
@@ -413,16 +395,17 @@ def distance_cells(outputs: Sequence[tuple[str, float | None]], layers: Sequence
     for i, j in wanted:
         a, b = rows[i], cols[j]
         values = _pass(layers[a], layers[b], measures, block_rows, sigmas,
-                       (meds.get(a), meds.get(b)), seed, (columns[a], columns[b]))
+                       (meds.get(a), meds.get(b)), seed, (columns[a], columns[b]),
+                       null=(permutations, seed) if permutations else None, groups=groups)
         for m, (name, s) in enumerate(outputs):
             fields: dict[str, Any] = {"method": "sample_blocks"}
-            value = values[name]
+            found = [values[name], *(values.get(k, {}).get(name) for k in ("replicates", "null"))]
             if name == "cka_laplace":
                 s = _check_sigmas(s)[0]
-                value = value[sigmas.index(s)]
+                found = [None if v is None else v[sigmas.index(s)] for v in found]
                 fields.update(median=(meds[a], meds[b]), median_exact=bool(attrs["median_exact"]),
                               approximate=attrs.get("approximate"), sigma=s)
-            cells[m, i, j] = Cell(value, fields=fields)
+            cells[m, i, j] = Cell(*found, fields=fields)
     return cells, attrs
 
 

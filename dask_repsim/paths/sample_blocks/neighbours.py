@@ -338,7 +338,9 @@ def knn_values(x: Layer, y: Layer, k: int, *, measures: tuple[str, ...] = KNN_ME
         Samples per row block; default :func:`~dask_repsim.paths.sample_blocks.tiles.block_rows`.
     null
         ``(count, seed)``: also each measure under ``count`` permutations of y's samples
-        (:func:`permuted_values`), from the same neighbour lists.
+        (:func:`permuted_values`), from the same neighbour lists (second-order cosine: and
+        the similarities the permuted lists lack, looked up in its second pass,
+        :func:`~dask_repsim.paths.sample_blocks.second_order.second_order_values`).
 
     Returns
     -------
@@ -368,13 +370,17 @@ def knn_values(x: Layer, y: Layer, k: int, *, measures: tuple[str, ...] = KNN_ME
         n, int(x.data.shape[1] + y.data.shape[1]), _MATRICES)
     lists = nearest_neighbours(x, y, k, block_rows=rows, norms=norms)
     out: dict = {m: _set_measure(m, lists[1], lists[3]) for m in measures if m in _SET_MEASURES}
-    if "second_order_cosine" in measures:  # one more pass, for the similarities not listed
-        out["second_order_cosine"] = second_order.second_order_cosine(
-            Blocks(x, y, rows), norms, lists)
     if "cknna" in measures:
         out["cknna"], out["cknna_hsic"] = cknna_value(*lists, names=(x.name, y.name))
     if null is not None:
-        out["null"] = permuted_values(lists, measures, *null)
+        out["null"] = permuted_values(lists, [m for m in measures if m != "second_order_cosine"],
+                                      *null)
+    if "second_order_cosine" in measures:  # one more pass, for the similarities not listed
+        perms = permutation_series(n, null[1], null[0]) if null is not None else ()
+        found = second_order.second_order_values(Blocks(x, y, rows), norms, lists, perms)
+        out["second_order_cosine"] = found[0]
+        if null is not None:
+            out["null"]["second_order_cosine"] = found[1:]
     return out
 
 

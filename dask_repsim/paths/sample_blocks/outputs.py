@@ -12,12 +12,15 @@ Both compare, for each sample, what the two networks output for it, and average 
 They need each sample's whole row of logits, not sample x sample matrices: one pass over row
 blocks of both layers (cost ``n (p + q)``), each block reduced to its sum. The two layers must
 have the same number of units, the same classes in the same order; a different count is an
-error.
+error. Their permutation nulls and jackknife replicates come from the same pass
+(:mod:`~dask_repsim.paths.sample_blocks.outputs_inference`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import partial
+from typing import Any
 
 import dask.array as da
 import numpy as np
@@ -26,6 +29,7 @@ from scipy import special
 from ...engine.columns import checked_columns
 from ...engine.parallel import compute
 from ...io.inputs import Layer
+from . import outputs_inference
 
 OUTPUT_MEASURES = ("disagreement", "jensen_shannon")
 
@@ -34,21 +38,66 @@ def _softmax(z: np.ndarray) -> np.ndarray:
     return special.softmax(np.asarray(z, dtype=np.float64), axis=1)
 
 
-def _jensen_shannon_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Each row's Jensen-Shannon divergence (bits) of the softmax of two blocks of logits."""
-    p, q = _softmax(a), _softmax(b)
+def _argmax(z: np.ndarray) -> np.ndarray:
+    return np.argmax(z, axis=1)
+
+
+def _jensen_shannon(p: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """Each row's Jensen-Shannon divergence (bits) of two blocks of distributions."""
     m = (p + q) / 2.0
     js = (special.rel_entr(p, m).sum(axis=1) + special.rel_entr(q, m).sum(axis=1)) / 2.0
-    return np.clip(js / np.log(2.0), 0.0, 1.0)[:, None]
+    return np.clip(js / np.log(2.0), 0.0, 1.0)
 
 
-def _disagree_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return (np.argmax(a, axis=1) != np.argmax(b, axis=1)).astype(np.float64)[:, None]
+def _disagree(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return (a != b).astype(np.float64)
 
 
-def output_values(x: Layer, y: Layer, *,
-                  measures: Sequence[str] = OUTPUT_MEASURES) -> dict[str, float]:
+#: per measure: what each layer's rows are reduced to (their predicted class, or distribution),
+#: and each sample's value from the two reductions
+ROWS = {"disagreement": (_argmax, _disagree), "jensen_shannon": (_softmax, _jensen_shannon)}
+
+
+def _with_entropy(z: np.ndarray) -> np.ndarray:
+    """Each row's softmax distribution and, in a last column, its entropy (nats)."""
+    p = _softmax(z)
+    return np.concatenate([p, -special.xlogy(p, p).sum(axis=1, keepdims=True)], axis=1)
+
+
+def _jensen_shannon_from_entropies(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Each row's Jensen-Shannon divergence (bits) of rows of :func:`_with_entropy`, as
+    ``H(m) - (H(p) + H(q)) / 2``: one logarithm per entry."""
+    m = (a[:, :-1] + b[:, :-1]) / 2.0
+    js = -special.xlogy(m, m).sum(axis=1) - (a[:, -1] + b[:, -1]) / 2.0
+    return np.clip(js / np.log(2.0), 0.0, 1.0)
+
+
+#: :data:`ROWS` for the permutation nulls, which pair the reduced rows anew many times: the
+#: divergence from each distribution's entropy, computed once (a third of the time a pairing
+#: takes by :data:`ROWS`, the same values to rounding)
+PERMUTED_ROWS = {"disagreement": ROWS["disagreement"],
+                 "jensen_shannon": (_with_entropy, _jensen_shannon_from_entropies)}
+
+
+def sample_values(measure: str, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Each sample's value of ``measure`` from two blocks of logits (rows: samples)."""
+    reduce, compare = ROWS[measure]
+    return compare(reduce(a), reduce(b))
+
+
+def _rows(measure: str, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return sample_values(measure, a, b)[:, None]
+
+
+def output_values(x: Layer, y: Layer, *, measures: Sequence[str] = OUTPUT_MEASURES,
+                  null: tuple[int, int] | None = None,
+                  groups: int | None = None) -> dict[str, Any]:
     """Prediction disagreement and Jensen-Shannon divergence of two output layers.
+
+    With ``null=(count, seed)``, also ``"null"``: measure -> its ``count`` values under the
+    permutations of y's samples; with ``groups=G``, ``"replicates"``: measure -> its G
+    leave-a-group-out values (:mod:`~dask_repsim.paths.sample_blocks.outputs_inference`, the
+    same one pass).
 
     Examples
     --------
@@ -67,11 +116,13 @@ def output_values(x: Layer, y: Layer, *,
         raise ValueError(
             f"{' and '.join(measures)} compare{'s' if len(measures) == 1 else ''} two output "
             f"layers over the same classes: {x.name} has {p} units, {y.name} {q}")
+    if null or groups:
+        return outputs_inference.output_inference(
+            x, y, {m: (ROWS[m], PERMUTED_ROWS[m]) for m in measures}, null, groups)
     a = x.data.rechunk({1: -1})
     b = y.data.rechunk({0: a.chunks[0], 1: -1})
-    rows = {"disagreement": _disagree_rows, "jensen_shannon": _jensen_shannon_rows}
-    sums = [da.map_blocks(rows[m], a, b, dtype=np.float64, chunks=(a.chunks[0], (1,))).sum()
-            for m in measures]
+    sums = [da.map_blocks(partial(_rows, m), a, b, dtype=np.float64,
+                          chunks=(a.chunks[0], (1,))).sum() for m in measures]
     totals = compute(*sums)
     n = int(x.data.shape[0])
     return {m: float(t) / n for m, t in zip(measures, totals, strict=True)}

@@ -58,9 +58,10 @@ from ...engine.medians import sq_distances
 from ...engine.parallel import compute, memory_budget
 from ...engine.permuted import permutation_series
 from ...io.inputs import Layer
-from ...io.validation import constant_units, require_samples
-from . import rsa_null
+from ...io.validation import require_samples
+from . import rsa_jackknife, rsa_null
 from . import tiles as row_tiles
+from .rsa_jackknife import JACKKNIFE_BYTES, check_rdm
 from .rsa_whitened import (
     WHITENED,
     check_noise_choice,
@@ -170,27 +171,31 @@ def _rdm_block(a: np.ndarray, b: np.ndarray, same: bool, rdm: str) -> np.ndarray
 
 
 def _tile(same, rdm, gather, whiten, xi, xj, yi, yj, ix, jx, iy, jy, null=None,
-          spans=None) -> list:
+          spans=None, groups=None) -> list:
     """Moments (and, with ``gather``, the entries; with ``whiten``, the row sums of
     :func:`~dask_repsim.paths.sample_blocks.rsa_whitened.tile_row_sums`; with ``null``, a
     :class:`~dask_repsim.paths.sample_blocks.rsa_null.NullSpec`, the permuted cross products of
-    :func:`~dask_repsim.paths.sample_blocks.rsa_null.tile_cross` over the samples ``spans``) of
-    the RDM blocks of one pair of row blocks; ``ix``...: what :func:`_patterns` needs for each
-    block."""
+    :func:`~dask_repsim.paths.sample_blocks.rsa_null.tile_cross` over the samples ``spans``;
+    with the jackknife's group bounds ``groups``, the moments by cell of groups of
+    :func:`~dask_repsim.paths.sample_blocks.rsa_jackknife.tile_groups`) of the RDM blocks of
+    one pair of row blocks; ``ix``...: what :func:`_patterns` needs for each block."""
     entries, blocks = [], []
     for bi, bj, info_i, info_j in ((xi, xj, ix, jx), (yi, yj, iy, jy)):
         a = _patterns(bi, rdm, info_i)
         d = _rdm_block(a, a if same else _patterns(bj, rdm, info_j), same, rdm)
         entries.append(d[np.triu(np.ones(d.shape, dtype=bool), 1)] if same else d.ravel())
-        blocks.append(d if whiten or null else None)
+        blocks.append(d if whiten or null or groups else None)
     moments = EntryMoments.of(*entries)
+    means = (moments.mean1, moments.mean2)
+    grouped = rsa_jackknife.tile_groups(blocks, same, spans, groups, whiten) \
+        if groups else None  # before the row sums, which may overwrite the blocks
     cross = None
     if null is not None:  # before the row sums, which may overwrite the blocks
-        cross = rsa_null.tile_cross(blocks, same, (moments.mean1, moments.mean2), spans, null)
+        cross = rsa_null.tile_cross(blocks, same, means, spans, null)
     sums = None
     if whiten:  # the blocks are free to overwrite unless the entries returned are views of them
-        sums = tile_row_sums(blocks, same, (moments.mean1, moments.mean2), same or not gather)
-    return [moments, *(entries if gather else (None, None)), sums, cross]
+        sums = tile_row_sums(blocks, same, means, same or not gather)
+    return [moments, *(entries if gather else (None, None)), sums, cross, grouped]
 
 
 def exact_shift(mean: np.ndarray, sum_sq: np.ndarray, count: int) -> np.ndarray:
@@ -325,21 +330,6 @@ def _kendall(d1: np.ndarray, d2: np.ndarray, compares: Sequence[str]) -> dict[st
     return {"tau-b": tau_b, "tau-a": float(np.clip(tau_b * excess / n0, -1.0, 1.0))}
 
 
-def _check_rdm(name: str, moments: tuple, rdm: str, compares: Sequence[str]) -> None:
-    """An error for an RDM whose comparison is undefined: all entries equal (correlations,
-    ranks) or all zero (cosines)."""
-    count, mean, m = moments
-    constant = bool(constant_units(np.array([m]), np.array([mean]), count)[0])
-    zero = constant and mean == 0
-    cosines = ("cosine", "cosine_cov")
-    for c in compares:
-        if (c in cosines and zero) or (c not in cosines and constant):
-            raise ValueError(
-                f"the {rdm} RDM of {name} has the same dissimilarity ({mean:.6g}) for all "
-                f"{count} pairs of samples, so compare={c!r} is undefined"
-            )
-
-
 def check_choice(rdm: str, compares: Sequence[str], noise: Any = None) -> None:
     """An error for an unknown RDM or comparison, or noise precisions given or missing
     (:func:`~dask_repsim.paths.sample_blocks.rsa_whitened.check_noise_choice`)."""
@@ -354,8 +344,8 @@ def check_choice(rdm: str, compares: Sequence[str], noise: Any = None) -> None:
 
 def rsa_values(x: Layer, y: Layer, *, rdm: str = "correlation",
                compares: Sequence[str] = ("corr",), noise: tuple | None = None,
-               block_rows: int | None = None,
-               null: tuple[int, int] | None = None) -> dict[str, Any]:
+               block_rows: int | None = None, null: tuple[int, int] | None = None,
+               groups: int | None = None) -> dict[str, Any]:
     """RSA of two layers: each of ``compares`` between their RDMs of kind ``rdm``.
 
     Parameters
@@ -376,12 +366,16 @@ def rsa_values(x: Layer, y: Layer, *, rdm: str = "correlation",
     null
         ``(count, seed)``: also each comparison under ``count`` permutations of y's samples
         (:mod:`~dask_repsim.paths.sample_blocks.rsa_null`), from the same pass.
+    groups
+        Also each comparison with each of ``groups`` contiguous groups of samples left out
+        (:mod:`~dask_repsim.paths.sample_blocks.rsa_jackknife`), from the same pass.
 
     Returns
     -------
     dict
         Comparison name -> value; with ``null``, ``"null"``: comparison -> its ``count``
-        values under the permutations.
+        values under the permutations; with ``groups``, ``"replicates"``: comparison -> its
+        leave-a-group-out values, group by group.
 
     Examples
     --------
@@ -399,16 +393,17 @@ def rsa_values(x: Layer, y: Layer, *, rdm: str = "correlation",
     n = columns[0].count
     require_samples(n, 3, "RSA")
     spec = rsa_null.NullSpec.of(null)
+    whiten = any(c in WHITENED for c in compares)
+    bounds = rsa_jackknife.jackknife_bounds(n, groups, whiten) if groups else None
     if ranks:
         kendall = [c for c in ranks if c.startswith("tau")]  # a null holds one more vector
-        check_rank_size(n, (kendall or ranks)[0],
-                        (KENDALL_BYTES if kendall else RANK_BYTES) + 8 * bool(spec))
+        check_rank_size(n, (kendall or ranks)[0], (KENDALL_BYTES if kendall else RANK_BYTES)
+                        + 8 * bool(spec) + JACKKNIFE_BYTES * bool(bounds))
     infos = _infos(x, y, rdm, columns, noise)
     width = int(x.data.shape[1] + y.data.shape[1])
     rows = rsa_null.null_rows(n, width, _MATRICES + rsa_null.NULL_MATRICES, block_rows,
                               spec.block) if spec else block_rows or block_rows_for(n, x, y)
     blocks = Blocks(x, y, rows)
-    whiten = any(c in WHITENED for c in compares)
     streamed = spec if spec and len(ranks) < len(compares) else None  # corr, cosines
     tasks = []
     pairs = block_pairs(len(blocks))
@@ -417,13 +412,17 @@ def rsa_values(x: Layer, y: Layer, *, rdm: str = "correlation",
         tasks.append(dask.delayed(_tile, pure=True)(
             i == j, rdm, bool(ranks), whiten, blocks.x[i], blocks.x[j], blocks.y[i],
             blocks.y[j], infos[0](si), infos[0](sj), infos[1](si), infos[1](sj), streamed,
-            (blocks.bounds[i], blocks.bounds[j])))
+            (blocks.bounds[i], blocks.bounds[j]), bounds))
     parts = [list(p) for p in compute(*tasks)]
     total = parts[0][0]
     for p in parts[1:]:
         total = EntryMoments.merge(total, p[0])
-    _check_rdm(x.name, (total.count, total.mean1, total.m11), rdm, compares)
-    _check_rdm(y.name, (total.count, total.mean2, total.m22), rdm, compares)
+    check_rdm(x.name, (total.count, total.mean1, total.m11), rdm, compares)
+    check_rdm(y.name, (total.count, total.mean2, total.m22), rdm, compares)
+    layout = rsa_null.Layout.of(pairs, blocks.bounds)
+    replicates = rsa_jackknife.replicate_values(
+        parts, layout, bounds, total, compares, (x.name, y.name), rdm,
+        partial(_rank_measures, compares=ranks) if ranks else None) if bounds else None
     nulls, cross = rsa_null.streamed_nulls(parts, total, compares) if streamed else ({}, None)
     values: dict[str, Any] = {}
     if whiten:
@@ -432,8 +431,7 @@ def rsa_values(x: Layer, y: Layer, *, rdm: str = "correlation",
                                  (cross, series) if streamed else None)
         nulls.update(values.pop("null", {}))
     if ranks:
-        found, rank_nulls = _rank_measures(parts, ranks, spec,
-                                           rsa_null.Layout.of(pairs, blocks.bounds))
+        found, rank_nulls = _rank_measures(parts, ranks, spec, layout)
         values.update(found)
         nulls.update(rank_nulls)
     values.update({c: total.pearson() if c == "corr" else total.cosine()
@@ -441,6 +439,8 @@ def rsa_values(x: Layer, y: Layer, *, rdm: str = "correlation",
     out: dict[str, Any] = {c: float(values[c]) for c in compares}
     if spec:
         out["null"] = {c: nulls[c] for c in compares}
+    if replicates:
+        out["replicates"] = replicates
     return out
 
 

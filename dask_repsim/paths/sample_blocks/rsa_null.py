@@ -66,12 +66,13 @@ class NullSpec:
         return cls(int(null[0]), int(null[1]), int(_permuted.PERMUTATION_BLOCK))
 
 
-def null_rows(n: int, width: int, matrices: int, asked: int | None, block: int) -> int:
-    """Samples per row block of RSA with a permutation null: ``n`` (one tile) or a multiple of
-    the permutation ``block``; ``asked`` (``block_rows=``) must be one of those. From the
-    memory budget (as :func:`~dask_repsim.paths.sample_blocks.tiles.block_rows`, shared by no
-    more tasks than there are tiles) otherwise, an error when it does not allow whole
-    permutation blocks.
+def null_rows(n: int, width: int, matrices: int, asked: int | None, block: int,
+              measure: str = "RSA") -> int:
+    """Samples per row block of RSA (or ``measure``, named in the error) with a permutation
+    null: ``n`` (one tile) or a multiple of the permutation ``block``; ``asked``
+    (``block_rows=``) must be one of those. From the memory budget (as
+    :func:`~dask_repsim.paths.sample_blocks.tiles.block_rows`, shared by no more tasks than
+    there are tiles) otherwise, an error when it does not allow whole permutation blocks.
 
     Examples
     --------
@@ -97,7 +98,7 @@ def null_rows(n: int, width: int, matrices: int, asked: int | None, block: int) 
             f"row blocks of {block} samples"
         threads = "" if tasks == 1 else f", or run fewer than {tasks} tasks at once"
         raise ValueError(
-            f"a permutation test of RSA needs whole permutation blocks in each row block of "
+            f"a permutation test of {measure} needs whole permutation blocks in each row block of "
             f"the tiles ({whole}), and the memory budget ({format_bytes(memory_budget())}, "
             f"shared by {tasks} task{'s' if tasks > 1 else ''} at once) allows {allowed} "
             f"samples per row block: raise dask config 'repsim.memory-budget'{threads}")

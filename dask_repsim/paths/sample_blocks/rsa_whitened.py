@@ -119,19 +119,21 @@ def whitened_values(parts: list, pairs: Sequence[tuple[int, int]],
     r = centred_row_sums(parts, pairs, bounds, means)
     central = {"11": total.m11, "22": total.m22, "12": total.m12}
     dots = {k: float(r[int(k[0]) - 1] @ r[int(k[1]) - 1]) for k in central}
-    out: dict[str, Any] = _whitened(central, dots, means, n, compares)
+    out: dict[str, Any] = whitened_comparisons(central, dots, means, n, compares)
     if null is not None:
-        rows = [_whitened({**central, "12": float(cross)},
-                          {**dots, "12": float(r[0] @ r[1][perm])}, means, n, compares)
+        rows = [whitened_comparisons({**central, "12": float(cross)},
+                                     {**dots, "12": float(r[0] @ r[1][perm])}, means, n,
+                                     compares)
                 for cross, perm in zip(*null, strict=True)]
         out["null"] = {c: [row[c] for row in rows] for c in compares if c in WHITENED}
     return out
 
 
-def _whitened(central: dict, dots: dict, means: tuple[float, float], n: int,
-              compares: Sequence[str]) -> dict[str, float]:
-    """The whitened comparisons from the entries' centred sums of products ``central`` and the
-    row sums' products ``dots`` ("11", "22", "12")."""
+def whitened_comparisons(central: dict, dots: dict, means: tuple[float, float], n: int,
+                         compares: Sequence[str]) -> dict[str, float]:
+    """The whitened comparisons of ``n`` samples from the entries' centred sums of products
+    ``central`` and the row sums' products ``dots`` ("11", "22", "12"; the row sums of ``d_ij
+    - m``), ``means`` the mean entries ``m`` (module docstring)."""
     p = {k: 2.0 * central[k] - 2.0 * dots[k] / n for k in central}
     out = {}
     if "corr_cov" in compares:

@@ -14,6 +14,13 @@ missing, ``K_ij`` for the neighbours only y lists and ``L_ij`` for those only x 
 ``2 k`` per sample), comes from a second pass: each pair of row blocks forms its similarity
 blocks again and picks those entries. Only ``n x 2k`` numbers reach the client.
 
+Its permutation null (:func:`second_order_values`): with y's samples permuted, y's neighbour
+lists are relabelled as for the other k-NN measures' nulls, and each permuted pairing lacks
+other similarities (``K_ij`` for the neighbours the permuted y lists, ``L_perm(i)perm(j)`` for
+x's): the second pass looks those up for every permutation at once (or in batches of
+:data:`LOOKUPS`, a pass each), so a test of ``count`` permutations reads the tiles twice, or a
+few times more.
+
 ReSi's ``second_order_cosine_similarity`` builds the vectors from cosine *distances*
 (``1 - K_ij``) where the paper uses similarities, which gives other values; the guide says so.
 
@@ -25,12 +32,19 @@ Computational Measures of Semantic Change. EMNLP.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
+
 import dask
 import numpy as np
 
 from ...engine.parallel import compute
 from ...exceptions import InputError
 from .tiles import Blocks, block_pairs
+
+#: similarities looked up in one pass at most (a permutation null's pairings are batched by it):
+#: 16 bytes of indices and 8 of the value each, 384 MiB
+LOOKUPS = 2**24
 
 
 def _unit(block: np.ndarray, norm: np.ndarray) -> np.ndarray:
@@ -74,44 +88,102 @@ def _requests(rows: np.ndarray, cols: np.ndarray, bounds: list, pairs: list) -> 
     return out
 
 
-def second_order_cosine(blocks: Blocks, norms: tuple, lists: tuple) -> float:
-    """The measure from the neighbour ``lists`` ``(sim_x, idx_x, sim_y, idx_y)`` of
-    :func:`~dask_repsim.paths.sample_blocks.neighbours.nearest_neighbours` over the same
-    ``blocks``, with the samples' ``norms`` in x and y."""
-    sim_x, idx_x, sim_y, idx_y = lists
-    n, k = idx_x.shape
-    need_k = _missing(idx_x, idx_y)  # y's neighbours whose K is unknown
-    need_l = _missing(idx_y, idx_x)  # x's neighbours whose L is unknown
-    row_k, col_k = np.nonzero(need_k)[0], idx_y[need_k]
-    row_l, col_l = np.nonzero(need_l)[0], idx_x[need_l]
+def lookup(blocks: Blocks, norms: tuple, wanted: tuple) -> tuple[np.ndarray, np.ndarray]:
+    """The cosine similarities at ``wanted`` ``((rows, cols) of x, (rows, cols) of y)`` entries
+    (global sample indices), from one pass over the tiles of ``blocks``."""
     pairs = block_pairs(len(blocks))
-    req = [_requests(r, c, blocks.bounds, pairs) for r, c in ((row_k, col_k), (row_l, col_l))]
+    req = [_requests(r, c, blocks.bounds, pairs) for r, c in wanted]
     tasks = []
     for i, j in pairs:
         si, sj = blocks.rows(i), blocks.rows(j)
-        wanted = []
-        for (rows, cols), (direct, flipped) in zip(((row_k, col_k), (row_l, col_l)),
-                                                   (req[0][i, j], req[1][i, j]), strict=True):
-            wanted.append((rows[direct] - si.start, cols[direct] - sj.start,
-                           rows[flipped] - sj.start, cols[flipped] - si.start))
+        local = []
+        for (rows, cols), (direct, flipped) in zip(wanted, (req[0][i, j], req[1][i, j]),
+                                                   strict=True):
+            local.append((rows[direct] - si.start, cols[direct] - sj.start,
+                          rows[flipped] - sj.start, cols[flipped] - si.start))
         tasks.append(dask.delayed(_pick, pure=True)(
             blocks.x[i], blocks.x[j], blocks.y[i], blocks.y[j], norms[0][si], norms[0][sj],
-            norms[1][si], norms[1][sj], tuple(wanted)))
+            norms[1][si], norms[1][sj], tuple(local)))
     picked = compute(*tasks)
-    k_missing, l_missing = np.empty(len(row_k)), np.empty(len(row_l))
-    for (i, j), (pick_x, pick_y) in zip(pairs, picked, strict=True):
-        for target, (direct, flipped), (a, b) in ((k_missing, req[0][i, j], pick_x),
-                                                  (l_missing, req[1][i, j], pick_y)):
+    found = (np.empty(len(wanted[0][0])), np.empty(len(wanted[1][0])))
+    for (i, j), pick in zip(pairs, picked, strict=True):
+        for target, (direct, flipped), (a, b) in zip(found, (req[0][i, j], req[1][i, j]), pick,
+                                                     strict=True):
             target[direct], target[flipped] = a, b
-    # the union's vectors: x's k neighbours, then y's neighbours that x does not list
-    kx = np.zeros((n, 2 * k))
-    ly = np.zeros((n, 2 * k))
-    kx[:, :k], ly[:, :k] = sim_x, 0.0
-    ly[np.nonzero(~need_l)[0], np.nonzero(~need_l)[1]] = _shared_l(sim_y, idx_x, idx_y, need_l)
-    ly[row_l, np.nonzero(need_l)[1]] = l_missing
-    cols_k = np.nonzero(need_k)[1]
-    kx[row_k, k + cols_k], ly[row_k, k + cols_k] = k_missing, sim_y[need_k]
-    return _mean_cosine(kx, ly)
+    return found
+
+
+@dataclass(frozen=True)
+class Pairing:
+    """What one pairing of y's samples with x's (``perm``: sample ``perm[i]`` of y with sample
+    i of x; None for the stored one) needs looked up: x's similarities to the neighbours only
+    y lists (``need_k``, at ``idx_y``) and y's to those only x lists (``need_l``)."""
+
+    sim_y: np.ndarray
+    idx_y: np.ndarray
+    need_k: np.ndarray
+    need_l: np.ndarray
+    perm: np.ndarray | None
+
+    @classmethod
+    def of(cls, lists: tuple, perm: np.ndarray | None) -> Pairing:
+        """The pairing of :func:`second_order_values`' ``lists`` under ``perm``: y's lists of
+        sample ``perm[i]``, relabelled by the inverse permutation."""
+        _, idx_x, sim_y, idx_y = lists
+        if perm is not None:
+            inverse = np.empty_like(perm)
+            inverse[perm] = np.arange(len(perm))
+            sim_y, idx_y = sim_y[perm], inverse[idx_y[perm]]
+        return cls(sim_y, idx_y, _missing(idx_x, idx_y), _missing(idx_y, idx_x), perm)
+
+    def wanted(self, idx_x: np.ndarray) -> tuple:
+        """The (rows, cols) of x's and of y's similarities to look up, in y's own sample
+        order for y's (``L'_ij = L_perm(i)perm(j)``)."""
+        row_k, col_k = np.nonzero(self.need_k)[0], self.idx_y[self.need_k]
+        row_l, col_l = np.nonzero(self.need_l)[0], idx_x[self.need_l]
+        if self.perm is not None:
+            row_l, col_l = self.perm[row_l], self.perm[col_l]
+        return (row_k, col_k), (row_l, col_l)
+
+    def value(self, lists: tuple, k_missing: np.ndarray, l_missing: np.ndarray) -> float:
+        """The measure, from x's ``lists``, this pairing's and the looked-up similarities."""
+        sim_x, idx_x = lists[0], lists[1]
+        n, k = idx_x.shape
+        # the union's vectors: x's k neighbours, then y's neighbours that x does not list
+        kx, ly = np.zeros((n, 2 * k)), np.zeros((n, 2 * k))
+        kx[:, :k] = sim_x
+        shared = np.nonzero(~self.need_l)
+        ly[shared] = _shared_l(self.sim_y, idx_x, self.idx_y, self.need_l)
+        ly[np.nonzero(self.need_l)] = l_missing
+        row_k, cols_k = np.nonzero(self.need_k)
+        kx[row_k, k + cols_k], ly[row_k, k + cols_k] = k_missing, self.sim_y[self.need_k]
+        return _mean_cosine(kx, ly)
+
+
+def second_order_values(blocks: Blocks, norms: tuple, lists: tuple,
+                        perms: Sequence[np.ndarray] = ()) -> list[float]:
+    """The measure from the neighbour ``lists`` ``(sim_x, idx_x, sim_y, idx_y)`` of
+    :func:`~dask_repsim.paths.sample_blocks.neighbours.nearest_neighbours` over the same
+    ``blocks``, with the samples' ``norms`` in x and y; then under each of ``perms`` (y's
+    samples permuted: its lists relabelled, as the k-NN measures' nulls, and the similarities
+    the permuted lists lack looked up too). Pairings are looked up together, as many as
+    :data:`LOOKUPS` entries allow, one more pass over the tiles each time."""
+    idx_x = lists[1]
+    todo = [None, *perms]
+    out: list[float] = []
+    while todo:
+        batch, size = [], 0
+        while todo and (not batch or size + 2 * idx_x.size <= LOOKUPS):
+            batch.append(Pairing.of(lists, todo.pop(0)))
+            size += int(batch[-1].need_k.sum() + batch[-1].need_l.sum())
+        wanted = [p.wanted(idx_x) for p in batch]
+        found = lookup(blocks, norms, tuple(
+            tuple(np.concatenate([w[side][a] for w in wanted]) for a in (0, 1))
+            for side in (0, 1)))
+        ends = [np.cumsum([0, *(len(w[side][0]) for w in wanted)]) for side in (0, 1)]
+        out += [p.value(lists, found[0][ends[0][b]:ends[0][b + 1]],
+                        found[1][ends[1][b]:ends[1][b + 1]]) for b, p in enumerate(batch)]
+    return out
 
 
 def _shared_l(sim_y: np.ndarray, idx_x: np.ndarray, idx_y: np.ndarray,

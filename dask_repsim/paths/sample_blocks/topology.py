@@ -20,7 +20,8 @@ from the optional extra ``dask-repsim[topology]``. Everything is held in memory 
 layers' activations and distance matrices, the 2n x 2n matrix, and the persistence computation's
 own tables; :func:`check_rtd_size` compares that need (:func:`rtd_bytes`) with the memory budget
 before anything is read. The barcode's time grows faster than n^3 (2.4 s at 500 random
-samples, 39 s at 1,000): it is a measure of a few thousand samples at most.
+samples, 39 s at 1,000): it is a measure of a few thousand samples at most. A permutation test
+computes the barcodes again for each permutation of y's samples (:func:`rtd_value`).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from scipy.spatial.distance import pdist, squareform
 
 from ...engine.columns import checked_columns
 from ...engine.parallel import compute, memory_budget
+from ...engine.permuted import permutation_series
 from ...exceptions import InputError
 from ...io.inputs import Layer
 from ...io.validation import check_sample_counts
@@ -49,21 +51,22 @@ BYTES_PER_SQUARE = 1024
 EXTRA = "pip install 'dask-repsim[topology]'"
 
 
-def rtd_bytes(n: int, p: int, q: int) -> int:
+def rtd_bytes(n: int, p: int, q: int, permuted: bool = False) -> int:
     """About the most bytes :func:`rtd_value` holds at once for ``n`` samples of ``p`` and
-    ``q`` units: both layers in float64 and :data:`BYTES_PER_SQUARE` per ``n^2``.
+    ``q`` units: both layers in float64 and :data:`BYTES_PER_SQUARE` per ``n^2``, 8 more with
+    a permutation null (y's permuted distances beside its own).
 
     Examples
     --------
     >>> round(rtd_bytes(1000, 64, 32) / 2**30, 3)   # 1,000 samples: about 1 GiB
     0.954
     """
-    return 8 * n * (p + q) + BYTES_PER_SQUARE * n * n
+    return 8 * n * (p + q) + (BYTES_PER_SQUARE + 8 * permuted) * n * n
 
 
-def check_rtd_size(n: int, p: int, q: int) -> None:
+def check_rtd_size(n: int, p: int, q: int, permuted: bool = False) -> None:
     """An error, before any work, when :func:`rtd_bytes` exceeds the memory budget."""
-    need, budget = rtd_bytes(n, p, q), memory_budget()
+    need, budget = rtd_bytes(n, p, q, permuted), memory_budget()
     if need > budget:
         raise ValueError(
             f"rtd holds all {n:,} samples in memory, with the persistence barcode of a "
@@ -136,9 +139,16 @@ def cross_barcode_lengths(r1: np.ndarray, r2: np.ndarray, persistence: Any) -> t
     return out[0], out[1]
 
 
-def rtd_value(x: Layer, y: Layer) -> float:
+def rtd_value(x: Layer, y: Layer, null: tuple[int, int] | None = None) -> Any:
     """Representation Topology Divergence of two layers, ``(RTD(x, y) + RTD(y, x)) / 2``
-    (the module's text), on all their samples.
+    (the module's text), on all their samples; with ``null=(count, seed)``, a dict of the
+    value (``"rtd"``) and its ``count`` values with y's samples permuted (``"null"``:
+    ``{"rtd": [...]}``).
+
+    The permutations are the other paths' (:func:`~dask_repsim.engine.permuted.
+    permutation_series`, within blocks of ``PERMUTATION_BLOCK`` samples): y's normalised
+    distances permuted, ``r2[P][:, P]`` (its 0.9 quantile does not change), and the barcodes
+    computed again, each permutation costing what the value does.
 
     Examples
     --------
@@ -149,12 +159,16 @@ def rtd_value(x: Layer, y: Layer) -> float:
     """
     persistence = rips_persistence()
     n = check_sample_counts([x.name, y.name], [x.data.shape[0], y.data.shape[0]])
-    check_rtd_size(n, int(x.data.shape[1]), int(y.data.shape[1]))
+    check_rtd_size(n, int(x.data.shape[1]), int(y.data.shape[1]), permuted=bool(null))
     checked_columns([x, y])  # NaN and Inf, constant layers: the usual errors
     a, b = compute(x.data.astype(np.float64), y.data.astype(np.float64))
     r1 = normalised_distances(np.asarray(a), x.name)
     del a
     r2 = normalised_distances(np.asarray(b), y.name)
     del b
-    forward, backward = cross_barcode_lengths(r1, r2, persistence)
-    return (forward + backward) / 2.0
+    value = sum(cross_barcode_lengths(r1, r2, persistence)) / 2.0
+    if not null:
+        return value
+    nulls = [sum(cross_barcode_lengths(r1, r2[perm][:, perm], persistence)) / 2.0
+             for perm in permutation_series(n, null[1], null[0])]
+    return {"rtd": value, "null": {"rtd": nulls}}
