@@ -36,7 +36,7 @@ import numpy as np
 from .moments import Centred, column_slices, layer_columns
 
 #: Samples are permuted within blocks of this many consecutive samples (see the module notes).
-PERMUTATION_BLOCK = 4096
+PERMUTATION_BLOCK = 2048
 
 
 def block_permutations(seed: int, start: int, size: int, count: int) -> np.ndarray:

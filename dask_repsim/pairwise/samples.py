@@ -91,7 +91,7 @@ def rsa(
         matrices.
     permutations, seed
         ``permutations=K``: also a permutation test from the same pass over the tiles, RSA
-        under K random permutations of y's samples within blocks of 4,096 consecutive samples
+        under K random permutations of y's samples within blocks of 2,048 consecutive samples
         (seeded by ``seed``, default 0; the permutations of every path), giving ``.pvalue``,
         ``.null_mean``, ``.null_std`` and ``.null``, for every ``rdm`` and ``compare``
         (:mod:`dask_repsim.paths.sample_blocks.rsa_null`). Assumes samples are exchangeable
