@@ -65,3 +65,14 @@ def write_zarr(
 def counting_store(tmp_path):
     """A CountingStore over a fresh local store in tmp_path."""
     return CountingStore(zarr.storage.LocalStore(tmp_path / "counted.zarr"))
+
+
+@pytest.fixture
+def small_blocks(request, monkeypatch):
+    """Permutation blocks of the test module's ``BLOCK`` samples (64 where it has none), so
+    that test data spans several of them."""
+    from dask_repsim.engine import permuted
+
+    block = getattr(request.module, "BLOCK", 64)
+    monkeypatch.setattr(permuted, "PERMUTATION_BLOCK", block)
+    return block

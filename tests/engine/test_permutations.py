@@ -15,7 +15,6 @@ from scipy import stats
 
 import dask_repsim as dr
 from dask_repsim.engine import memory
-from dask_repsim.engine import permuted as permuted_module
 from dask_repsim.engine.moments import Centred, Statistics
 from dask_repsim.engine.permuted import Permuted, block_permutations
 from dask_repsim.engine.stream import one_pass
@@ -66,11 +65,6 @@ def _block_rows(n: int, block: int, seed: int, k: int) -> np.ndarray:
     return out
 
 
-@pytest.fixture
-def small_blocks(monkeypatch):
-    """Permutation blocks of 64 samples, so that test data spans several of them."""
-    monkeypatch.setattr(permuted_module, "PERMUTATION_BLOCK", 64)
-    return 64
 
 
 def _related(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -15,7 +15,6 @@ from scipy import stats
 
 import dask_repsim as dr
 from dask_repsim import registry
-from dask_repsim.engine import permuted as permuted_module
 from dask_repsim.engine.permuted import sample_permutations
 from dask_repsim.engine.stream import group_bounds
 from dask_repsim.io.inputs import as_layer
@@ -25,13 +24,6 @@ from dask_repsim.paths.sample_blocks.cells import sample_cells
 
 BLOCK = 64
 W = np.random.default_rng(11).normal(size=(5, 3))
-
-
-@pytest.fixture
-def small_blocks(monkeypatch):
-    """Permutation blocks of 64 samples, so that test data spans several of them."""
-    monkeypatch.setattr(permuted_module, "PERMUTATION_BLOCK", BLOCK)
-    return BLOCK
 
 
 def _pair(n: int, seed: int, noise: float = 0.8) -> tuple[np.ndarray, np.ndarray]:

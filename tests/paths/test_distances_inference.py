@@ -17,7 +17,6 @@ from scipy import stats
 
 import dask_repsim as dr
 from dask_repsim import registry
-from dask_repsim.engine import permuted as permuted_module
 from dask_repsim.engine.permuted import permutation_series
 from dask_repsim.io.inputs import as_layer
 from dask_repsim.paths.sample_blocks import distances
@@ -30,13 +29,6 @@ PAIRED = ("distance_correlation", "rsm_norm_difference", "cka_laplace")
 SIGMAS = (0.5, 1.2)
 #: the keys of distance_values with the two bandwidths
 KEYS = ("distance_correlation", "rsm_norm_difference", "cka_laplace_0.5", "cka_laplace_1.2")
-
-
-@pytest.fixture
-def small_blocks(monkeypatch):
-    """Permutation blocks of 32 samples, so that test data spans several of them."""
-    monkeypatch.setattr(permuted_module, "PERMUTATION_BLOCK", BLOCK)
-    return BLOCK
 
 
 def _pair(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -30,13 +30,6 @@ SPECS = {
 }
 
 
-@pytest.fixture
-def small_blocks(monkeypatch):
-    """Permutation blocks of 64 samples, so that test data spans several of them."""
-    monkeypatch.setattr(permuted_module, "PERMUTATION_BLOCK", BLOCK)
-    return BLOCK
-
-
 def _layers(n: int, seed: int) -> list[np.ndarray]:
     """Three layers, two of them related (tanh of the first plus noise), with offsets."""
     rng = np.random.default_rng(seed)

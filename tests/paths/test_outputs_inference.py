@@ -15,7 +15,6 @@ from scipy import special, stats
 
 import dask_repsim as dr
 from dask_repsim import registry
-from dask_repsim.engine import permuted as permuted_module
 from dask_repsim.engine.permuted import sample_permutations
 from dask_repsim.engine.stream import group_bounds
 from dask_repsim.io.inputs import as_layer
@@ -25,13 +24,6 @@ from dask_repsim.paths.sample_blocks.outputs import OUTPUT_MEASURES, output_valu
 BLOCK = 64
 REFERENCE = {"disagreement": references.disagreement,
              "jensen_shannon": references.jensen_shannon}
-
-
-@pytest.fixture
-def small_blocks(monkeypatch):
-    """Permutation blocks of 64 samples, so that test data spans several of them."""
-    monkeypatch.setattr(permuted_module, "PERMUTATION_BLOCK", BLOCK)
-    return BLOCK
 
 
 def _logits(n: int, seed: int, classes: int = 5, noise: float = 1.5):

@@ -16,7 +16,6 @@ from scipy import stats
 
 import dask_repsim as dr
 from dask_repsim import cli, registry
-from dask_repsim.engine import permuted as permuted_module
 from dask_repsim.engine.permuted import sample_permutations
 from dask_repsim.io.inputs import as_layer
 from dask_repsim.paths.sample_blocks.cells import sample_cells
@@ -25,13 +24,6 @@ from dask_repsim.paths.sample_blocks.rsa import ALL_COMPARES, rsa_values
 rsatoolbox = pytest.importorskip("rsatoolbox")
 
 BLOCK = 64
-
-
-@pytest.fixture
-def small_blocks(monkeypatch):
-    """Permutation blocks of 64 samples, so that test data spans several of them."""
-    monkeypatch.setattr(permuted_module, "PERMUTATION_BLOCK", BLOCK)
-    return BLOCK
 
 
 def _pair(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
