@@ -29,7 +29,7 @@ from .io.validation import require_samples
 from .measures import cca, cka, predictivity, shape, statistics, subspaces, units
 from .paths import qr
 from .paths.sample_blocks import (
-    aligned,
+    aligned_inference,
     distances,
     neighbours,
     outputs,
@@ -328,7 +328,7 @@ MEASURES: dict[str, Measure] = {
         Measure("aligned_cosine", "aligned cosine similarity (Hamilton et al. 2016; ReSi): the "
                 "mean cosine of each sample's activations after orthogonal Procrustes "
                 "alignment of the layers", "aligned_cosine", {},
-                {"sample_blocks": aligned.aligned_cosine}),
+                {"sample_blocks": aligned_inference.aligned_values}),
         Measure("disagreement", "prediction disagreement (Klabunde et al. 2023; ReSi): the "
                 "share of samples whose output layers predict different classes (argmax)",
                 "disagreement", {}, {"sample_blocks": _output("disagreement")},

@@ -7,11 +7,10 @@ Measures of one family share a pass over a pair's tiles (or rows) and their infe
 - the distance-matrix measures (:mod:`~dask_repsim.paths.sample_blocks.distances`): one pass;
 - the output-layer measures (:mod:`~dask_repsim.paths.sample_blocks.outputs`): one pass over
   rows;
-- aligned cosine (:mod:`~dask_repsim.paths.sample_blocks.aligned_inference`): its value, null
-  and jackknife replicates from one pass over rows;
 - the rest by their own function (the registry's), asked for its null and replicates where the
   measure has them: RSA (:mod:`~dask_repsim.paths.sample_blocks.rsa`, its value, null and
-  jackknife replicates from one pass over the RDM tiles), RTD and second-order cosine.
+  jackknife replicates from one pass over the RDM tiles), aligned cosine
+  (:mod:`~dask_repsim.paths.sample_blocks.aligned_inference`, from one pass over rows) and RTD.
 
 A family's function returns its measures' values by name and, when asked for, ``"null"`` (name
 -> the values under the permutations) and ``"replicates"`` (name -> the leave-a-group-out
@@ -25,7 +24,7 @@ from typing import Any
 
 from ...io.inputs import Layer
 from ...results import Cell, Cells, Positions, grid_cells
-from . import aligned_inference, distances, neighbours, outputs
+from . import distances, neighbours, outputs
 from .neighbours import DEFAULT_K, KNN_MEASURES
 
 
@@ -63,9 +62,6 @@ def pair_cells(functions: Sequence[Callable[..., Any]], metrics: Sequence[str], 
     if outs:
         values = outputs.output_values(x, y, measures=outs, **inference(null, groups))
         found.update(family_cells(values, outs))
-    if "aligned_cosine" in metrics:  # its value, null and replicates (one pass for these)
-        values = aligned_inference.aligned_values(x, y, **inference(null, groups))
-        found.update(family_cells(values, ["aligned_cosine"]))
     out = []
     for function, name in zip(functions, metrics, strict=True):
         if name not in found:  # a measure of its own: its value, or a family's dict
