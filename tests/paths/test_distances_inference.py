@@ -83,6 +83,23 @@ def test_each_null_value_is_the_measure_on_permuted_samples(small_blocks, rows):
         assert np.ptp(got["null"][key]) > 0
 
 
+def test_replicates_keep_their_digits_beside_an_outlying_sample():
+    """One sample of x scaled 1,000 times: the replicates leaving its group out do not lose
+    the remaining samples' sums to the total's rounding (they are added up, not subtracted)."""
+    n, groups = 120, 6
+    x, y = _pair(n, 4)
+    x[7] *= 1000.0
+    bounds = _bounds(n, groups)
+    got = distance_values(as_layer(x), as_layer(y, name="y"), groups=groups, block_rows=32,
+                          measures=("distance_correlation", "rsm_norm_difference"))
+    for g in range(groups):
+        xr, yr = _without(x, bounds, g), _without(y, bounds, g)
+        assert got["replicates"]["rsm_norm_difference"][g] == pytest.approx(
+            references.rsm_norm_difference(xr, yr), rel=1e-12), g
+        assert got["replicates"]["distance_correlation"][g] == pytest.approx(
+            references.distance_correlation(xr, yr), abs=1e-10), g
+
+
 @pytest.mark.parametrize("rows", [17, 40, 100])
 def test_each_replicate_is_the_measure_without_its_group(rows):
     """Seven groups of 14 or 15 of 100 samples, cut across row blocks of 17 or 40 samples or

@@ -27,16 +27,18 @@ per-layer statistics, which no pairing changes: they have no null.
 block of groups ``(g, h)`` and its rows over each group of columns (:class:`TileExtra`), as the
 Gram path's jackknife (:mod:`~dask_repsim.paths.gram.jackknife`). Leaving group g out::
 
-    sum over (i, j) outside g = total - 2 sum_h S[g, h] + S[g, g]
-    row sums without g's columns = r - B[:, g]
+    sum over (i, j) outside g = sum of S[a, b] over a, b != g
+    row sums without g's columns = sum of B[:, h] over h != g
 
-and the double centring of the remaining ``m = n - n_g`` samples is the same identity with
-those: each replicate is the measure recomputed exactly on the samples outside g. So are the
-RSM norm difference's (the norm over the remaining samples' matrix: it scales with their
-number), the uniformity's (``exp(-2 d^2)`` summed by blocks of groups) and the
-concentricity's (each group's sums of its samples and of their unit vectors, from the diagonal
-tiles: ``C_(g) = <U - u_g, S - s_g> / (m ||S - s_g||)``). Laplace CKA keeps the bandwidths of
-all samples (each layer's median) in every replicate, as the Gram path's RBF CKA.
+(added up, not the total less g's part as the Gram path's: a group holding an outlying sample
+would leave the rest to the total's rounding), and the double centring of the remaining
+``m = n - n_g`` samples is the same identity with those: each replicate is the measure
+recomputed exactly on the samples outside g. So are the RSM norm difference's (the norm over
+the remaining samples' matrix: it scales with their number), the uniformity's (``exp(-2 d^2)``
+summed by blocks of groups) and the concentricity's (each group's sums of its samples and of
+their unit vectors, from the diagonal tiles: ``C_(g) = <U - u_g, S - s_g> / (m ||S - s_g||)``).
+Laplace CKA keeps the bandwidths of all samples (each layer's median) in every replicate, as
+the Gram path's RBF CKA.
 """
 
 from __future__ import annotations
@@ -166,8 +168,11 @@ def centred(totals: dict[str, float], rows: tuple[np.ndarray, np.ndarray],
 
 
 def _without(s: np.ndarray, g: int) -> float:
-    """The sum of G x G group-block sums ``s`` over the blocks outside group g."""
-    return float(s.sum() - 2.0 * s[g].sum() + s[g, g])
+    """The sum of G x G group-block sums ``s`` over the blocks outside group g, added up
+    rather than subtracted from the total: a group holding an outlying sample would leave
+    the rest to the total's rounding."""
+    keep = np.arange(len(s)) != g
+    return float(s[np.ix_(keep, keep)].sum())
 
 
 @dataclass
@@ -208,11 +213,11 @@ class Products:
     def replicates(self, bounds: Sequence[int]) -> list[dict[str, float]]:
         """The centred products of the samples outside each group of ``bounds``."""
         bx, by = self.grouped_rows
-        full = (bx.sum(axis=1), by.sum(axis=1))
         out = []
-        for g in range(len(bounds) - 1):
+        for g in range(len(bounds) - 1):  # row sums over the other groups' columns, added up
             keep = np.r_[0:bounds[g], bounds[g + 1]:self.n]
-            rows = (full[0][keep] - bx[keep, g], full[1][keep] - by[keep, g])
+            rows = (np.delete(bx[keep], g, axis=1).sum(axis=1),
+                    np.delete(by[keep], g, axis=1).sum(axis=1))
             out.append(centred({k: _without(s, g) for k, s in self.blocks.items()}, rows,
                                len(keep)))
         return out
@@ -379,11 +384,11 @@ def _concentricities(parts: Iterable[dict], side: int, r: Request) -> list[float
     scale = np.linalg.norm(np.abs(sums).sum(axis=0))  # the sums' size, against rounding
     for g in range(g_count):
         m = r.n - (r.bounds[g + 1] - r.bounds[g])
-        total = sums.sum(axis=0) - sums[g]
+        total = np.delete(sums, g, axis=0).sum(axis=0)
         norm = np.linalg.norm(total)
         if not norm > 1e-10 * scale:
             raise InputError(f"{r.names[side]}: leaving out jackknife group {g}, the mean of the "
                              "remaining samples' activations is the zero vector (to rounding), "
                              "so their concentricity is undefined; use fewer groups")
-        out.append(float((units.sum(axis=0) - units[g]) @ total / (m * norm)))
+        out.append(float(np.delete(units, g, axis=0).sum(axis=0) @ total / (m * norm)))
     return out
