@@ -52,16 +52,16 @@ PARAMETERS = {
         ``interval="jackknife"``: also a delete-a-group jackknife standard error and a
         ``level`` (default 0.95) interval over ``groups`` (default 20, at least 2) contiguous
         ranges of samples, from the same pass; ``level`` and ``groups`` without ``interval`` are an
-        error. Co-moment, Gram and ``sample_blocks`` paths, for the measures that have one
+        error. Co-moment, QR, Gram and ``sample_blocks`` paths, for the measures that have one
         there (the table of the guide's "Intervals and permutation tests").
     permutations, seed
         ``permutations=K``: also a permutation test from the same pass, the measure under K
         random permutations of y's samples within blocks of consecutive samples (seeded by
         ``seed``, default 0), giving ``.pvalue``, ``.null_mean``, ``.null_std`` and
         ``.null``. Assumes samples are exchangeable within a block. Co-moment, Gram and
-        ``sample_blocks`` paths, for every measure of two paired layers there but the
-        cross-validated predictivities; the same seed gives the same permutations on
-        all.""",
+        ``sample_blocks`` paths, for every measure of two paired layers there (the
+        cross-validated predictivities permute within each fold); the same seed gives the
+        same permutations on all.""",
     "gamma": """null
         ``null="gamma"``: instead of permutations, the p-value of the Gamma approximation of
         HSIC's null distribution (Gretton et al. 2008), with ``.null_method`` ``"gamma"`` and

@@ -36,7 +36,7 @@ import logging
 
 from .engine.memory import max_features
 from .engine.parallel import memory_budget
-from .paths.covariance import plan_passes
+from .paths.covariance.passes import plan_passes
 from .registry import MEASURES, PATHS, supports
 
 __all__ = ["choose", "grid_costs", "max_features", "memory_budget", "plan_grid", "plan_passes"]

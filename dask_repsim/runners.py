@@ -34,7 +34,8 @@ from .io.gather import pair_layers
 from .io.inputs import Layer
 from .measures.cca import canonical_correlations
 from .options import DEFAULTS, Options, reject_unused
-from .paths import covariance, minibatch, qr, tiled
+from .paths import minibatch, qr, tiled
+from .paths.covariance.cells import covariance_cells
 from .paths.gram import samplespace
 from .paths.sample_blocks import cells as sample_blocks
 from .paths.sample_blocks import distances, neighbours
@@ -218,9 +219,10 @@ def run_cells(path: str, outputs: Sequence[Output], layers: Sequence[Layer],
                                       groups=options.get("groups") if options.interval else None,
                                       gamma_null=options.null == "gamma")
     if path == "covariance":
-        return covariance.covariance_cells(found, layers, rows, cols, options, todo=cells)
+        return covariance_cells(found, layers, rows, cols, options, todo=cells)
     if path == "qr":
-        return qr.qr_cells(found, layers, rows, cols, todo=cells)
+        return qr.qr_cells(found, layers, rows, cols, todo=cells,
+                           groups=options.get("groups") if options.interval else None)
     if path == "minibatch":
         sigma = outputs[0][2]
         return minibatch.minibatch_cells(

@@ -711,15 +711,17 @@ def pls_fit(x: np.ndarray, y: np.ndarray, components: int) -> tuple[np.ndarray, 
     return b, ym - xm @ b
 
 
-def kfold_predictivity(x: np.ndarray, y: np.ndarray, fit, folds: int = 10) -> float:
+def kfold_predictivity(x: np.ndarray, y: np.ndarray, fit, folds: int = 10,
+                       labels: np.ndarray | None = None) -> float:
     """Brain-Score's CrossRegressedCorrelation over contiguous folds: ``fit(x_train, y_train)
     -> (B, intercept)`` on all folds but one, each unit's Pearson r (``np.corrcoef``) between
-    prediction and truth on the held-out fold, the median over units, the mean over folds."""
-    bounds = fold_bounds(len(x), folds)
+    prediction and truth on the held-out fold, the median over units, the mean over folds.
+    ``labels``: each sample's fold (0 .. folds - 1), instead of contiguous folds."""
+    if labels is None:
+        labels = np.repeat(np.arange(folds), np.diff(fold_bounds(len(x), folds)))
     medians = []
     for g in range(folds):
-        test = np.zeros(len(x), bool)
-        test[bounds[g]:bounds[g + 1]] = True
+        test = labels == g
         b, intercept = fit(x[~test], y[~test])
         predicted = x[test] @ b + intercept
         r = [np.corrcoef(predicted[:, u], y[test][:, u])[0, 1] for u in range(y.shape[1])]
@@ -728,7 +730,7 @@ def kfold_predictivity(x: np.ndarray, y: np.ndarray, fit, folds: int = 10) -> fl
 
 
 def ridge_predictivity(x: np.ndarray, y: np.ndarray, folds: int = 10,
-                       ridge: float | None = None) -> float:
+                       ridge: float | None = None, labels: np.ndarray | None = None) -> float:
     """:func:`kfold_predictivity` of :func:`ridge_fit`, the penalty chosen on each training set
     by :func:`golub_gcv` over ``numpy.logspace(-8, 2, 41)`` when not given."""
     grid = np.logspace(-8, 2, 41)
@@ -736,11 +738,11 @@ def ridge_predictivity(x: np.ndarray, y: np.ndarray, folds: int = 10,
     def fit(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return ridge_fit(a, b, golub_gcv(a, b, grid) if ridge is None else ridge)
 
-    return kfold_predictivity(x, y, fit, folds)
+    return kfold_predictivity(x, y, fit, folds, labels)
 
 
 def pls_predictivity(x: np.ndarray, y: np.ndarray, folds: int = 10,
-                     components: int | None = None) -> float:
+                     components: int | None = None, labels: np.ndarray | None = None) -> float:
     """:func:`kfold_predictivity` of :func:`pls_fit`, with 25 components or, when fewer, the
     rank of each training set's centred x (singular values above ``sqrt(RANK_RTOL)`` times the
     largest)."""
@@ -749,7 +751,7 @@ def pls_predictivity(x: np.ndarray, y: np.ndarray, folds: int = 10,
         rank = int(np.sum(singular > np.sqrt(RANK_RTOL) * singular[0]))
         return pls_fit(a, b, min(25, rank) if components is None else components)
 
-    return kfold_predictivity(x, y, fit, folds)
+    return kfold_predictivity(x, y, fit, folds, labels)
 
 
 ALL_METRICS.update(ridge_predictivity=ridge_predictivity, pls_predictivity=pls_predictivity)

@@ -100,6 +100,43 @@ def permutation_blocks(start: int, stop: int, block: int) -> Iterator[tuple[int,
         yield first, min(first + block, stop)
 
 
+def permutation_cells(start: int, stop: int, block: int,
+                      bounds: Sequence[int] | None = None) -> Iterator[tuple[int, int, int]]:
+    """(first, stop, group) of the cells samples ``start`` to ``stop`` are permuted within:
+    the permutation blocks (:func:`permutation_blocks`), each cut at the sample groups'
+    ``bounds`` (first sample of each group, the sample count last) when given, so that no
+    sample is paired with one of another group; ``group``: the cell's group (0 without
+    ``bounds``). A cell's permutations are those of a block at its first sample
+    (:func:`block_permutations`).
+
+    Examples
+    --------
+    >>> list(permutation_cells(0, 10, 4, bounds=(0, 5, 10)))
+    [(0, 4, 0), (4, 5, 0), (5, 8, 1), (8, 10, 1)]
+    """
+    for first, end in permutation_blocks(start, stop, block):
+        if bounds is None:
+            yield first, end, 0
+            continue
+        group = int(np.searchsorted(bounds, first, side="right")) - 1
+        while first < end:
+            cut = min(end, int(bounds[group + 1]))
+            yield first, cut, group
+            first, group = cut, group + 1
+
+
+def merge_null(a: Permuted | dict[int, Permuted] | None,
+               b: Permuted | dict[int, Permuted] | None) -> Permuted | dict | None:
+    """Two ranges' permuted statistics merged (:meth:`Permuted.merge`): of the whole range, or
+    of each sample group (``{group: Permuted}``) when the null is kept by group."""
+    if isinstance(a, dict) or isinstance(b, dict):
+        out = dict(a or {})
+        for group, part in (b or {}).items():
+            out[group] = Permuted.merge(out.get(group), part)
+        return out
+    return Permuted.merge(a, b)
+
+
 def sample_permutations(n: int, seed: int, count: int, block: int | None = None) -> np.ndarray:
     """(``count``, n) sample indices of layers B paired with samples 0 .. n-1 of layers A.
 

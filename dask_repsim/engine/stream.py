@@ -12,9 +12,9 @@ the memory budget leaves it (:func:`~dask_repsim.engine.memory.sub_block_rows`),
 
 Rows with NaN or Inf are left out of the statistics; with ``nan_policy="raise"`` the pass then
 raises :class:`~dask_repsim.exceptions.NonFiniteError` naming the first one. For pairwise deletion
-(:mod:`dask_repsim.paths.covariance`) the pass also carries aside the rows finite in some layers but
-not in others (:class:`~dask_repsim.engine.omission.Aside`). :func:`one_pass` is the lower-level
-interface that leaves such rows out of every layer (listwise deletion).
+(:mod:`dask_repsim.paths.covariance.passes`) the pass also carries aside the rows finite in some
+layers but not in others (:class:`~dask_repsim.engine.omission.Aside`). :func:`one_pass` is the
+lower-level interface that leaves such rows out of every layer (listwise deletion).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import reduce
 from typing import Any
 
 import dask
@@ -37,7 +38,7 @@ from .memory import MIN_SUB_BLOCK_ROWS, sub_block_rows
 from .moments import Centred, Statistics, joint_rows, merge_all
 from .omission import Aside, useful_rows
 from .parallel import compute
-from .permuted import Permuted, block_permutations, permutation_blocks, restrict_permutations
+from .permuted import Permuted, merge_null, permutation_cells
 from .reduction import SPLIT_EVERY, tree_reduce
 
 #: Most bytes of float64 joint rows a task centres at a time, whatever the budget leaves it: a
@@ -59,6 +60,8 @@ class PassPlan:
     wanted: tuple[tuple[int, int], ...] | None = None
     #: (A layers, B layers, permutations, seed, block) of the permutation null, or ``None``
     null: tuple[tuple[int, ...], tuple[int, ...], int, int, int] | None = None
+    #: bounds of the groups the null is kept by, permuted within each (``None``: one null)
+    null_bounds: tuple[int, ...] | None = None
     #: bytes the rows carried aside may take
     limit: int = 0
     #: rows a task centres at a time
@@ -80,7 +83,7 @@ class Partial(dict):
         self,
         groups: dict[int, Statistics],
         aside: Aside | None = None,
-        permuted: Permuted | None = None,
+        permuted: Permuted | dict[int, Permuted] | None = None,
     ) -> None:
         super().__init__(groups)
         self.aside, self.permuted = aside, permuted
@@ -98,7 +101,7 @@ class Partial(dict):
                 groups[group] = Statistics.merge(groups[group], stats) if group in groups else stats
             if i and aside is not None:
                 aside = Aside.merge(aside, part.aside)
-            permuted = Permuted.merge(permuted, part.permuted)
+            permuted = merge_null(permuted, part.permuted)
         return Partial(groups, aside, permuted)
 
 
@@ -164,17 +167,19 @@ def _null_statistics(
     """
     a, b, k, seed, size = plan.null
     null_pairs = plan.null_pairs if aside is not None else []
-    permuted = None
-    for first, stop in permutation_blocks(offset, offset + blocks[0].shape[0], size):
+    permuted = None if plan.null_bounds is None else {}
+    for first, stop, group in permutation_cells(offset, offset + blocks[0].shape[0], size,
+                                                plan.null_bounds):
         piece = [x[first - offset : stop - offset] for x in blocks]
         c = Centred.of(piece, first, aside=aside is not None)
         if len(c.aside_index) and useful_rows(c.aside_finite, null_pairs).any():
             aside = aside.with_block(first, joint_rows(piece))
             continue
-        perms = block_permutations(seed, first, stop - first, k)
+        perms = _permuted.block_permutations(seed, first, stop - first, k)
         if c.kept is not None:
-            perms = restrict_permutations(perms, c.kept)
-        permuted = Permuted.merge(permuted, Permuted.from_centred(c, a, b, perms))
+            perms = _permuted.restrict_permutations(perms, c.kept)
+        cell = Permuted.from_centred(c, a, b, perms)
+        permuted = merge_null(permuted, {group: cell} if plan.null_bounds else cell)
     return permuted, aside
 
 
@@ -254,6 +259,7 @@ def statistics_graph(
     pairs: Sequence[tuple[int, int]] | None = None,
     wanted: Sequence[tuple[int, int]] | None = None,
     limit: int = 0,
+    null_groups: int = 1,
 ):
     """The tree reduction giving a pass's :class:`Partial`, not yet computed.
 
@@ -262,7 +268,9 @@ def statistics_graph(
     :class:`~dask_repsim.engine.permuted.Permuted` statistics of layers ``a`` against layers ``b``
     under ``k`` permutations within blocks of ``PERMUTATION_BLOCK`` samples. ``pairs`` limits
     the cross blocks computed to those layer pairs; ``wanted`` (pairwise deletion) are the
-    pairs whose partly finite rows are carried aside, up to ``limit`` bytes.
+    pairs whose partly finite rows are carried aside, up to ``limit`` bytes. ``null_groups``
+    > 1: the null of each of that many groups (:func:`group_bounds`), each permuted within
+    itself (with ``wanted=None``).
     """
     n = layers[0].data.shape[0]
     sizes = [int(np.prod(layer.data.shape[1:])) for layer in layers]
@@ -271,13 +279,16 @@ def statistics_graph(
         block = int(_permuted.PERMUTATION_BLOCK)
         null = (tuple(null[0]), tuple(null[1]), int(null[2]), int(null[3]), block)
         permutations = null[2]
-        cross = sum(sizes[i] for i in null[0]) * sum(sizes[j] for j in null[1])
+        cross = sum(sizes[i] for i in null[0]) * sum(sizes[j] for j in null[1]) * null_groups
+    if null_groups > 1 and (null is None or wanted is not None):  # one null, listwise
+        raise ValueError("a null kept by sample group needs a null and no rows carried aside")
     rows = sub_block_rows(sum(sizes), groups=groups, permutations=permutations, cross=cross)
     plan = PassPlan(
         bounds=group_bounds(n, groups),
         pairs=None if pairs is None else tuple(sorted({tuple(map(int, p)) for p in pairs})),
         wanted=None if wanted is None else tuple(sorted({tuple(map(int, p)) for p in wanted})),
         null=null,
+        null_bounds=group_bounds(n, null_groups) if null_groups > 1 else None,
         limit=int(limit),
         sub_block=max(MIN_SUB_BLOCK_ROWS, min(rows, SUB_BLOCK_BYTES // (8 * max(1, sum(sizes))))),
     )
@@ -295,6 +306,8 @@ class PassStatistics:
     total: Statistics
     permuted: Permuted | None
     aside: Aside | None
+    #: the null of each of the ``null_groups`` groups, when it was kept by group
+    permuted_parts: list[Permuted] | None = None
 
 
 def pass_statistics(
@@ -307,6 +320,7 @@ def pass_statistics(
     wanted: Sequence[tuple[int, int]] | None = None,
     limit: int = 0,
     split_every: int = SPLIT_EVERY,
+    null_groups: int = 1,
 ) -> PassStatistics:
     """Compute a pass (:func:`statistics_graph`) on the active Dask scheduler.
 
@@ -317,7 +331,7 @@ def pass_statistics(
         raise ValueError(f"nan_policy must be 'raise' or 'omit', not {nan_policy!r}")
     graph = statistics_graph(
         layers, split_every=split_every, groups=groups, null=null, pairs=pairs,
-        wanted=wanted if nan_policy == "omit" else None, limit=limit,
+        wanted=wanted if nan_policy == "omit" else None, limit=limit, null_groups=null_groups,
     )
     (partial,) = compute(graph)
     parts = [partial[g] for g in sorted(partial)]
@@ -327,7 +341,10 @@ def pass_statistics(
         error = first_nonfinite(names, total.first_nonfinite, total.nonfinite_is_nan)
         if error is not None:
             raise error
-    return PassStatistics(parts, total, partial.permuted, partial.aside)
+    by_group = ([partial.permuted[g] for g in range(null_groups)]
+                if isinstance(partial.permuted, dict) else None)
+    permuted = reduce(Permuted.merge, by_group) if by_group else partial.permuted
+    return PassStatistics(parts, total, permuted, partial.aside, by_group)
 
 
 def omission_note(names: Sequence[str], stats: Statistics) -> str:
@@ -355,7 +372,8 @@ def one_pass(
     ``layers``) under ``k`` random permutations within blocks (``None`` without ``null``).
     ``pairs``: only these layer pairs' cross blocks are computed (default: all).
     ``nan_policy="omit"`` leaves a sample with NaN or Inf in any layer out of every layer
-    (listwise; :func:`dask_repsim.paths.covariance.run_pass` gives each pair its own samples).
+    (listwise; :func:`dask_repsim.paths.covariance.passes.run_pass` gives each pair its own
+    samples).
 
     Examples
     --------

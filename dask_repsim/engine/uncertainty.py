@@ -42,30 +42,36 @@ in any pass.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 from .moments import Statistics, merge_all
 
+#: what groups hold: co-moment statistics, or another path's mergeable factor
+Part = TypeVar("Part")
 
-def leave_one_out(parts: Sequence[Statistics]) -> list[Statistics]:
-    """The statistics of all groups but one, for each group, by prefix and suffix merges.
+
+def leave_one_out(parts: Sequence[Part],
+                  merge: Callable[[Any, Any], Any] = Statistics.merge) -> list[Part]:
+    """The statistics of all groups but one, for each group, by prefix and suffix merges
+    (``merge`` of two groups' statistics: co-moments by default; the QR path's R factors).
 
     Replicate g merges the groups before it (a prefix) with those after it (a suffix). The
     replicates are made from the last down, each prefix dropped once used and only the current
-    suffix kept: about G copies held at once besides the groups, not 3 G.
+    suffix kept: about G copies held at once besides the groups, not 3 G; about 3 G merges.
     """
     if len(parts) < 2:
         raise ValueError("a jackknife needs at least 2 groups")
-    prefix: list[Statistics | None] = [parts[0]]  # prefix[i]: parts[: i + 1] merged
+    prefix: list[Part | None] = [parts[0]]  # prefix[i]: parts[: i + 1] merged
     for part in parts[1:-1]:
-        prefix.append(Statistics.merge(prefix[-1], part))
-    out: list[Statistics] = [parts[0]] * len(parts)
+        prefix.append(merge(prefix[-1], part))
+    out: list[Part] = [parts[0]] * len(parts)
     out[-1] = prefix[-1]
     suffix = parts[-1]  # parts[g + 1 :] merged, for g from the last replicate down
     for g in range(len(parts) - 2, 0, -1):
-        out[g] = Statistics.merge(prefix[g - 1], suffix)
+        out[g] = merge(prefix[g - 1], suffix)
         prefix[g - 1] = None
-        suffix = Statistics.merge(parts[g], suffix)
+        suffix = merge(parts[g], suffix)
     out[0] = suffix
     return out
 

@@ -5,7 +5,7 @@ co-moments of the folds of one pass.
 The samples are split into k contiguous folds in storage order (the pass's sample groups,
 :func:`~dask_repsim.engine.stream.group_bounds`). For each fold g, a regression from x to y is
 fitted on the other folds, whose statistics are the merge of theirs (the jackknife's
-leave-one-group-out replicate, :meth:`~dask_repsim.paths.covariance.PassResult.folds`), and
+leave-one-group-out replicate, :func:`~dask_repsim.paths.covariance.folds.split`), and
 predicts the held-out fold: ``y_hat = (x - xbar_train) B + ybar_train``. Each unit's Pearson
 correlation between ``y_hat`` and ``y`` over the held-out fold needs only the fold's own
 co-moments about its mean (the intercept does not change a correlation)::
@@ -71,7 +71,7 @@ Split = Sequence[tuple[Pair, Pair]]
 class OnFolds:
     """A measure of a pair's k-fold split, as the co-moment path calls it: ``function(pair,
     folds)`` with ``folds`` the (training, held-out) pairs of
-    :meth:`~dask_repsim.paths.covariance.PassResult.folds` over ``k`` sample groups;
+    :func:`~dask_repsim.paths.covariance.folds.split` over ``k`` sample groups;
     ``check(n, p)``: the error of a split that ``n`` samples (and ``p`` units of the predicting
     layer) cannot have, raised before the pass."""
 

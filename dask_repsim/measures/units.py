@@ -59,7 +59,7 @@ def cross_correlation(pair: Pair) -> np.ndarray:
     Examples
     --------
     >>> from dask_repsim.io.inputs import as_layer
-    >>> from dask_repsim.paths.covariance import run_pass
+    >>> from dask_repsim.paths.covariance.passes import run_pass
     >>> x = np.random.default_rng(0).normal(size=(100, 2))
     >>> pair = run_pass([as_layer(x, name="x"), as_layer(-3 * x, name="y")]).pair(0, 1)
     >>> np.round(np.diagonal(cross_correlation(pair)), 6).tolist()

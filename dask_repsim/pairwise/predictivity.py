@@ -18,7 +18,9 @@ from ..runners import pair_estimate
 def ridge_predictivity(
     x: Any, y: Any, *, folds: int = DEFAULT_FOLDS, ridge: float | None = None,
     sample_dims: SampleDims = None, storage_options: Mapping[str, Any] | None = None,
-    nan_policy: str = "raise", method: str = "auto", join: str = "exact",
+    nan_policy: str = "raise", interval: str | None = None, level: float | None = None,
+    groups: int | None = None, permutations: int = 0, seed: int | None = None,
+    method: str = "auto", join: str = "exact",
 ) -> Estimate:
     """Cross-validated ridge-regression predictivity of ``y``'s units from ``x``: how well a
     linear map of one layer predicts another layer's (or a brain area's) units on held-out
@@ -47,6 +49,13 @@ def ridge_predictivity(
         cross-validation (Golub, Heath & Wahba 1979), one penalty for all of ``y``'s units,
         from ``numpy.logspace(-8, 2, 41)``; scikit-learn's ``RidgeCV`` computes efficient
         leave-one-out instead, which may choose another penalty.
+    {uncertainty}
+        Here the jackknife's groups are each fold split into equal runs (at least ``groups``
+        in all), and a replicate is the whole k-fold score without one of them; the interval
+        is centred on the estimate, for the expected score of a k-fold split of this many
+        samples (the score grows with the training sets, which a replicate shrinks).
+        Permutations move ``y``'s samples within each fold, so every fold keeps its samples
+        (with ``nan_policy="raise"`` only).
     method
         ``"auto"`` or ``"covariance"`` (the co-moments).
 
@@ -54,9 +63,10 @@ def ridge_predictivity(
     -------
     Estimate
         A float in [-1, 1]; 1 when every unit of ``y`` is an exact linear function of ``x``.
-        Not symmetric: ``ridge_predictivity(y, x)`` predicts ``x`` from ``y``. No intervals or
-        permutation tests. A unit whose prediction or activation is constant over a fold is
-        left out of that fold's median, with a warning.
+        Not symmetric: ``ridge_predictivity(y, x)`` predicts ``x`` from ``y``. A unit whose
+        prediction or activation is constant over a fold is left out of that fold's median,
+        with a warning. With ``interval`` or ``permutations``, the fields of
+        :class:`~dask_repsim.results.Estimate`.
 
     References
     ----------
@@ -80,7 +90,8 @@ def ridge_predictivity(
     True
     """
     options = Options(sample_dims=sample_dims, storage_options=storage_options,
-                      nan_policy=nan_policy)
+                      nan_policy=nan_policy, interval=interval, level=level, groups=groups,
+                      permutations=permutations, seed=seed)
     return pair_estimate("ridge_predictivity", x, y, options, method=method, join=join,
                          parameters={"folds": folds, "ridge": ridge})
 
@@ -89,7 +100,9 @@ def ridge_predictivity(
 def pls_predictivity(
     x: Any, y: Any, *, folds: int = DEFAULT_FOLDS, components: int | None = None,
     sample_dims: SampleDims = None, storage_options: Mapping[str, Any] | None = None,
-    nan_policy: str = "raise", method: str = "auto", join: str = "exact",
+    nan_policy: str = "raise", interval: str | None = None, level: float | None = None,
+    groups: int | None = None, permutations: int = 0, seed: int | None = None,
+    method: str = "auto", join: str = "exact",
 ) -> Estimate:
     """Cross-validated partial-least-squares predictivity of ``y``'s units from ``x``: the
     score of :func:`ridge_predictivity` with PLS regression, Brain-Score's default
@@ -106,6 +119,10 @@ def pls_predictivity(
     folds
         Folds of the cross-validation (default 10), contiguous in storage order, as for
         :func:`ridge_predictivity`.
+    {uncertainty}
+        Permutations as for :func:`ridge_predictivity`, within folds. No interval (asking is
+        an error): with fewer components than ``x``'s rank the jackknife misses how the PLS
+        directions jump between samples (95% intervals covered 62% to 89%).
     components
         PLS components (default 25 or, when fewer, the number of directions of ``x`` with
         variance on each training set, and fewer where the deflated cross co-moment vanishes
@@ -136,6 +153,7 @@ def pls_predictivity(
     True
     """
     options = Options(sample_dims=sample_dims, storage_options=storage_options,
-                      nan_policy=nan_policy)
+                      nan_policy=nan_policy, interval=interval, level=level, groups=groups,
+                      permutations=permutations, seed=seed)
     return pair_estimate("pls_predictivity", x, y, options, method=method, join=join,
                          parameters={"folds": folds, "components": components})

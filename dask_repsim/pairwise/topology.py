@@ -4,7 +4,8 @@
 It compares the two layers' graphs of samples through a persistence barcode
 (:mod:`dask_repsim.paths.sample_blocks.topology`), computed by gudhi (the optional extra
 ``dask-repsim[topology]``) with every sample in memory, on the ``"sample_blocks"`` path. Its
-permutation test computes the barcodes again for each permutation; it has no jackknife interval.
+permutation test computes the barcodes again for each permutation, its jackknife interval without
+each group of samples (centred on the estimate; conservative).
 """
 
 from __future__ import annotations

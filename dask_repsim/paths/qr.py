@@ -15,6 +15,22 @@ factor of ``[1 | X | Y]`` with the intercept row eliminated). With ``A = R[:, :p
 of the column spaces of A and B (Bjorck & Golub 1973), computed by SVDs of A and B, not of
 ``A^T A``, so accurate to about ``eps * cond(X_c)`` where the co-moment route gives
 ``eps * cond(X_c)^2``. Input rules are those of :mod:`dask_repsim.io.validation`, as on every path.
+
+Jackknife intervals (delete-a-group, as on the co-moment path): with ``groups=G`` the pass keeps
+one R factor per contiguous group of samples (:func:`~dask_repsim.engine.stream.group_bounds`,
+the groups of every path, whatever the chunking: a row block that straddles a bound is split
+there), each merged up the tree with its own group's parts only (:func:`grouped_tsqr`). The
+total is the merge of the G groups' factors, and replicate g the merge of every group but g, by
+prefix and suffix merges (:func:`leave_one_out`): a QR of stacked R factors, never a
+subtraction or a downdate, so a replicate is as accurate as the factor of the kept samples
+computed afresh. Each measure is then its function of that factor. Without an interval the
+pass is one group, the same arithmetic as before intervals existed.
+
+Permutation tests are not offered here. A permutation of y's samples changes the cross part of
+the factor: the R factor of ``[X | P Y]`` shares nothing with that of ``[X | Y]`` beyond each
+side's own block, so each permutation would need a QR of the whole data of its own (K passes
+for K permutations). The co-moment path's null (permuted cross co-moments of a pass) would be a
+null of the co-moment values, which on ill-conditioned data are not the values computed here.
 """
 
 from __future__ import annotations
@@ -26,10 +42,11 @@ from typing import Any
 
 import numpy as np
 
+from ..engine import uncertainty
 from ..engine.moments import column_slices
 from ..engine.parallel import compute
 from ..engine.reduction import SPLIT_EVERY
-from ..engine.stream import row_block_reduction
+from ..engine.stream import group_bounds, row_block_reduction
 from ..exceptions import RepsimWarning
 from ..io.inputs import Layer
 from ..io.validation import check_sample_counts, constant_units, first_nonfinite, no_variance_error
@@ -138,15 +155,66 @@ class RFactor:
         return RFactor(sizes, count, mean, r, first, is_nan)
 
 
-def _chunk(offset: int, *blocks: np.ndarray) -> RFactor:
-    return RFactor.from_chunk(blocks, offset)
+def _chunk(offset: int, bounds: tuple[int, ...], *blocks: np.ndarray) -> dict[int, RFactor]:
+    """The factors of one row block starting at sample ``offset``: one per sample group it
+    overlaps (``bounds``: :func:`~dask_repsim.engine.stream.group_bounds`), the block split at
+    the groups' bounds. With one group, the factor of the whole block."""
+    out: dict[int, RFactor] = {}
+    start, stop_all = offset, offset + blocks[0].shape[0]
+    group = int(np.searchsorted(bounds, offset, side="right")) - 1
+    while start < stop_all:
+        stop = min(int(bounds[group + 1]), stop_all)
+        out[group] = RFactor.from_chunk([b[start - offset : stop - offset] for b in blocks], start)
+        start, group = stop, group + 1
+    return out
 
 
-def tsqr(layers: Sequence[Layer], *, split_every: int = SPLIT_EVERY) -> RFactor:
-    """The :class:`RFactor` of the layers side by side, by a Dask tree of chunk QRs.
+def merge_groups(*parts: dict[int, RFactor]) -> dict[int, RFactor]:
+    """Each sample group's factor merged over ``parts`` (consecutive ranges of samples, each a
+    dict of group -> factor): the groups stay apart.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> z = np.random.default_rng(0).normal(size=(30, 2))
+    >>> a, b = _chunk(0, (0, 15, 30), z[:20]), _chunk(20, (0, 15, 30), z[20:])
+    >>> m = merge_groups(a, b)
+    >>> sorted(m), [m[g].count for g in m]
+    ([0, 1], [15, 15])
+    """
+    keys = sorted({g for part in parts for g in part})
+    return {g: RFactor.merge(*(part[g] for part in parts if g in part)) for g in keys}
+
+
+def leave_one_out(parts: Sequence[RFactor]) -> list[RFactor]:
+    """The factor of all groups but one, for each group, by prefix and suffix merges
+    (:func:`dask_repsim.engine.uncertainty.leave_one_out` of :meth:`RFactor.merge`): about 3 G
+    merges of stacked R factors in all.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> z = np.random.default_rng(0).normal(size=(30, 2))
+    >>> parts = [RFactor.from_chunk([z[i : i + 10]], i) for i in (0, 10, 20)]
+    >>> out = leave_one_out(parts)
+    >>> [f.count for f in out]
+    [20, 20, 20]
+    >>> bool(np.allclose(out[1].r.T @ out[1].r, np.cov(np.delete(z, range(10, 20), 0).T) * 19))
+    True
+    """
+    return uncertainty.leave_one_out(parts, RFactor.merge)
+
+
+def grouped_tsqr(
+    layers: Sequence[Layer], groups: int = 1, *, split_every: int = SPLIT_EVERY
+) -> tuple[list[RFactor], RFactor]:
+    """The :class:`RFactor` of each of ``groups`` contiguous sample groups of the layers side
+    by side, and that of all samples (their merge; with one group, the group's factor), by one
+    Dask tree of chunk QRs.
 
     Every chunk of every array is read once; a task holds one row chunk of all layers and
-    returns an R factor of at most ``P x P`` (P the total number of features).
+    returns at most one ``P x P`` factor per group its samples fall in (P the total number of
+    features); the client ends with the G groups' factors.
 
     Raises
     ------
@@ -154,6 +222,27 @@ def tsqr(layers: Sequence[Layer], *, split_every: int = SPLIT_EVERY) -> RFactor:
         The layers have different numbers of samples.
     NonFiniteError
         A layer has NaN or Inf: the error names the layer with the earliest such sample.
+    ValueError
+        More groups than samples.
+    """
+    names = [layer.name for layer in layers]
+    check_sample_counts(names, [layer.data.shape[0] for layer in layers])
+    bounds = group_bounds(int(layers[0].data.shape[0]), groups)
+    graph = row_block_reduction(
+        layers, _chunk, merge_groups, name="repsim-qr", split_every=split_every, args=(bounds,)
+    )
+    (found,) = compute(graph)
+    parts = [found[g] for g in range(groups)]
+    factor = parts[0] if groups == 1 else RFactor.merge(*parts)
+    error = first_nonfinite(names, factor.first_nonfinite, factor.nonfinite_is_nan)
+    if error is not None:
+        raise error
+    return parts, factor
+
+
+def tsqr(layers: Sequence[Layer], *, split_every: int = SPLIT_EVERY) -> RFactor:
+    """The :class:`RFactor` of the layers side by side, by a Dask tree of chunk QRs
+    (:func:`grouped_tsqr` with one group: what it reads and holds, and its errors).
 
     Examples
     --------
@@ -170,16 +259,7 @@ def tsqr(layers: Sequence[Layer], *, split_every: int = SPLIT_EVERY) -> RFactor:
     ...     print(type(error).__name__, str(error).split(";")[0])
     NonFiniteError conv1 has Inf at sample 7 (the first non-finite sample)
     """
-    names = [layer.name for layer in layers]
-    check_sample_counts(names, [layer.data.shape[0] for layer in layers])
-    graph = row_block_reduction(
-        layers, _chunk, RFactor.merge, name="repsim-qr", split_every=split_every
-    )
-    (factor,) = compute(graph)
-    error = first_nonfinite(names, factor.first_nonfinite, factor.nonfinite_is_nan)
-    if error is not None:
-        raise error
-    return factor
+    return grouped_tsqr(layers, 1, split_every=split_every)[1]
 
 
 # ------------------------------------------------------------------------------- measures
@@ -441,22 +521,37 @@ def linear_regression(
     return linear_regression_from_r(tsqr([x, y]), (x.name, y.name), singular_rtol=singular_rtol)
 
 
+def _quietly(
+    function: Callable[..., Any], factors: Sequence[RFactor] | None, names: Sequence[str]
+) -> list[Any] | None:
+    """``function`` of each factor, without repeating the warnings the full data gave."""
+    if factors is None:
+        return None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RepsimWarning)
+        return [function(f, names) for f in factors]
+
+
 def qr_cells(
     functions: Sequence[Callable[..., Any]],
     layers: Sequence[Layer],
     rows: Sequence[int],
     cols: Sequence[int],
     todo: Positions | None = None,
+    groups: int | None = None,
 ) -> tuple[Cells, dict[str, Any]]:
     """Cells from one tall-skinny QR pass over every layer: ``X_c = Q R[:, a]`` for every layer
     with one Q, so a pair's columns of R are a factor of that pair. ``todo``: the (row, column)
-    cells to compute (default every one)."""
-    factor = tsqr(list(layers))
+    cells to compute (default every one). ``groups``: the cells' delete-a-group jackknife
+    replicates over that many sample groups (:func:`leave_one_out`; ``None``: none)."""
+    parts, factor = grouped_tsqr(list(layers), groups or 1)
+    replicates = leave_one_out(parts) if groups else None
     cells: Cells = {}
     for i, j in grid_cells(rows, cols, todo):
         a, b = rows[i], cols[j]
         sub = factor.select(a, b)
         names = (layers[a].name, layers[b].name)
+        kept = None if replicates is None else [r.select(a, b) for r in replicates]
         for m, function in enumerate(functions):
-            cells[m, i, j] = Cell(function(sub, names))
+            cells[m, i, j] = Cell(function(sub, names), _quietly(function, kept, names))
     return cells, {"n_samples": factor.count, "n_samples_omitted": 0, "n_passes": 1}

@@ -18,7 +18,7 @@ from dask_repsim.engine import permuted as permuted_module
 from dask_repsim.engine import stream as statistics
 from dask_repsim.exceptions import NonFiniteError, NoVarianceError, SampleCountError
 from dask_repsim.io.inputs import as_layer
-from dask_repsim.paths.covariance import run_pass
+from dask_repsim.paths.covariance.passes import run_pass
 
 N = 700
 BLOCK = 50  # permutation blocks in these tests: several per chunk, chunks not aligned to them

@@ -21,7 +21,8 @@ from dask_repsim.measures.predictivity import (
     pls_coefficients,
     ridge_coefficients,
 )
-from dask_repsim.paths.covariance import run_pass
+from dask_repsim.paths.covariance.folds import split
+from dask_repsim.paths.covariance.passes import run_pass
 
 
 def _data(kind: str, n: int, p: int, q: int = 5, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -70,7 +71,8 @@ def test_pls_equals_the_kfold_loop_in_memory(kind, n, p, folds, components):
 
 
 def _folds(x: np.ndarray, y: np.ndarray, folds: int):
-    return run_pass([as_layer(x, name="x"), as_layer(y, name="y")], groups=folds).folds(0, 1)
+    return split(run_pass([as_layer(x, name="x"), as_layer(y, name="y")], groups=folds), 0, 1,
+                 folds)
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -199,8 +201,8 @@ def test_exact_predictions_score_one_and_the_direction_matters():
     ({"folds": 61}, "folds=61 is more than the 60 samples"),
     ({"folds": 25}, "folds=25 leaves 2 of the 60 samples in a held-out fold"),
     ({"ridge": -0.1}, "ridge must be a finite number >= 0"),
-    ({"interval": "jackknife"}, "intervals"),
-    ({"permutations": 99}, "permutation tests"),
+    ({"folds": 20, "interval": "jackknife"}, "a held-out fold of 60 samples then keeps 0"),
+    ({"permutations": 99, "nan_policy": "omit"}, "within each fold .* nan_policy='raise'"),
     ({"method": "qr"}, "not available on that path"),
 ])
 def test_errors(options, message):
@@ -218,8 +220,6 @@ def test_pls_component_errors():
         dr.pls_predictivity(x, y, components=4)
     with pytest.raises(ValueError, match="components= applies to the metric"):
         dr.compare({"x": x}, {"y": y}, metrics=["ridge_predictivity"], components=2)
-    with pytest.raises(TypeError):
-        dr.ridge_predictivity(x, y, interval="jackknife")
 
 
 def test_a_fold_left_with_too_few_samples_is_an_error():

@@ -90,9 +90,9 @@ def test_what_the_neighbour_measures_lack_is_named(pair):
                                          "samples are paired"):
         dr.compare({"x": x}, {"y": y}, metrics=["uniformity_difference", "mutual_knn"],
                    permutations=19, method="sample_blocks")
-    for function in (dr.mutual_knn, dr.cknna, dr.second_order_cosine):
-        with pytest.raises(ValueError, match="no path of this metric supports intervals"):
-            function(x, y, interval="jackknife")
+    for function in (dr.mutual_knn, dr.cknna, dr.second_order_cosine):  # intervals: theirs
+        e = function(x, y, interval="jackknife", groups=5)  # (tests/paths/test_knn_jackknife.py)
+        assert e.ci_low < e.ci_centre == float(e) < e.ci_high
     with pytest.raises(ValueError, match="not available for mutual_knn"):
         dr.mutual_knn(x, y, nan_policy="omit")
 

@@ -12,7 +12,8 @@ import dask_repsim as dr
 
 NULLS = ["rsa", "distance_correlation", "cka_laplace", "mutual_knn", "second_order_cosine",
          "aligned_cosine", "jensen_shannon"]
-INTERVALS = ["rsa", "distance_correlation", "cka_laplace", "aligned_cosine", "jensen_shannon"]
+INTERVALS = ["rsa", "distance_correlation", "cka_laplace", "mutual_knn", "second_order_cosine",
+             "aligned_cosine", "jensen_shannon"]
 
 
 @pytest.mark.slow
@@ -26,8 +27,8 @@ def test_nulls_and_intervals_do_not_depend_on_the_workers():
     def run():
         grids = [dr.compare({"x": x}, {"y": y, "z": z}, metrics=NULLS, k=5, permutations=19,
                             seed=3),
-                 dr.compare({"x": x}, {"y": y, "z": z}, metrics=INTERVALS, interval="jackknife",
-                            groups=8)]
+                 dr.compare({"x": x}, {"y": y, "z": z}, metrics=INTERVALS, k=5,
+                            interval="jackknife", groups=8)]
         return {f"{v} {i}": g[v].values for i, g in enumerate(grids) for v in g.data_vars}
 
     with dask.config.set(scheduler="threads"):

@@ -178,8 +178,8 @@ def test_permutations_in_a_grid_and_their_limits():
     assert float(ds.rtd_null_mean.sel(layer_a="x", layer_b="z")) == pytest.approx(
         np.mean(one.null), abs=1e-12)
     assert float(ds.rtd_pvalue.sel(layer_a="x", layer_b="z")) == pytest.approx(one.pvalue)
-    with pytest.raises(ValueError, match=r"rtd: no path of this metric supports intervals"):
-        dr.rtd(x, y, interval="jackknife")
+    # an interval too, centred on the value (tests/paths/test_topology_inference.py)
+    assert dr.rtd(x, y, interval="jackknife").ci_centre == float(dr.rtd(x, y))
     # the permuted distances are held beside y's own: 8 more bytes per squared sample count
     assert topology.rtd_bytes(100, 3, 3, permuted=True) - topology.rtd_bytes(100, 3, 3) == 80_000
 

@@ -1,4 +1,5 @@
-"""One co-moment pass over several layers, and the per-pair statistics measures take from it.
+"""One co-moment pass over several layers, the per-pair statistics measures take from it, and
+which layers each pass of a grid holds when they do not all fit the memory budget together.
 
 :func:`run_pass` is what the public functions and the grid call; it hides how the engine
 (:mod:`dask_repsim.engine.stream`) organises its sums. A :class:`PassResult` hands out, for any
@@ -9,8 +10,11 @@ pass, nor on how many passes a grid needs, nor on the storage chunking or the me
 
 With ``nan_policy="omit"`` a pair uses exactly the samples finite in both of its layers
 (pairwise deletion, :mod:`dask_repsim.engine.omission`), for its value, its replicates and its null.
-A measure on k folds (:class:`~dask_repsim.measures.predictivity.OnFolds`) has the pass keep k
-groups of samples, and is given the pair and its folds (:meth:`PassResult.folds`).
+A measure on k folds (:class:`~dask_repsim.measures.predictivity.OnFolds`) has the pass keep its
+samples in groups within the folds (:meth:`PassResult.pair_parts`); its folds, jackknife and
+null are :mod:`~dask_repsim.paths.covariance.folds`'s. :func:`plan_passes` packs a wide grid's
+layers into passes (:mod:`~dask_repsim.paths.covariance.cells` runs them,
+:mod:`dask_repsim.planning` costs them).
 """
 
 from __future__ import annotations
@@ -23,18 +27,15 @@ from typing import Any
 
 import numpy as np
 
-from ..engine.memory import aside_limit, least_budget, max_features
-from ..engine.moments import Statistics
-from ..engine.omission import Aside, block_null, pair_statistics
-from ..engine.parallel import memory_budget
-from ..engine.permuted import Permuted
-from ..engine.stream import group_bounds, omission_note, pass_statistics
-from ..engine.uncertainty import leave_one_out
-from ..engine.views import Pair, Side, pair, permuted_pairs, sides
-from ..exceptions import NonFiniteError, RepsimWarning
-from ..io.inputs import Layer
-from ..measures.predictivity import OnFolds
-from ..results import Cell, Cells, Positions, grid_cells
+from ...engine.memory import aside_limit
+from ...engine.moments import Statistics
+from ...engine.omission import Aside, block_null, pair_statistics
+from ...engine.permuted import Permuted
+from ...engine.stream import group_bounds, omission_note, pass_statistics
+from ...engine.uncertainty import leave_one_out
+from ...engine.views import Pair, Side, pair, permuted_pairs, sides
+from ...exceptions import NonFiniteError, RepsimWarning
+from ...io.inputs import Layer
 
 
 @dataclass(eq=False)
@@ -52,6 +53,8 @@ class PassResult:
     #: (A layers, B layers, permutations, seed) of the null, if one was computed
     permute: tuple[Sequence[int], Sequence[int], int, int] | None = None
     aside: Aside | None = None
+    #: the null of each of the pass's null groups (the folds), when it was kept by group
+    permuted_parts: list[Permuted] | None = None
     #: the pairs (i <= j) the pass serves (``None``: every pair)
     wanted: frozenset[tuple[int, int]] | None = None
     _views: dict = field(default_factory=dict, repr=False)
@@ -138,22 +141,13 @@ class PassResult:
             out.append(pair(stats, sides(stats, names), 0, 1))
         return out
 
-    def folds(self, a: int, b: int) -> list[tuple[Pair, Pair]]:
-        """(training, held-out) statistics of the pair for each group as the held-out fold of
-        a k-fold split: the replicate without the group (:meth:`replicates`), and the group."""
-        train = self.replicates(a, b)
-        use = self._usable(a, b)
-        if use is None:
-            return [(t, pair(part, sides(part, self.names), a, b))
-                    for t, part in zip(train, self.parts, strict=True)]
-        bounds = group_bounds(self.n_samples, len(self.parts))
-        index, names = self.aside.index, [self.names[a], self.names[b]]
-        out = []
-        for g, part in enumerate(self.parts):
-            keep = (index >= bounds[g]) & (index < bounds[g + 1])
-            stats = pair_statistics(part, self.aside, a, b, keep)
-            out.append((train[g], pair(stats, sides(stats, names), 0, 1)))
-        return out
+    def pair_parts(self, a: int, b: int) -> list[Statistics]:
+        """The statistics of layers ``[a, b]`` in each sample group (samples finite in both)."""
+        self._view(a, b)
+        aside, bounds = self.aside, group_bounds(self.n_samples, len(self.parts))
+        return [pair_statistics(part, aside, a, b, None if aside is None else
+                                (aside.index >= bounds[g]) & (aside.index < bounds[g + 1]))
+                for g, part in enumerate(self.parts)]
 
     def null(self, a: int, b: int) -> list[Pair]:
         """The pair's statistics under each permutation of layer ``b``'s samples."""
@@ -172,17 +166,6 @@ class PassResult:
         if permuted.count != stats.count:  # the null permutes exactly the pair's samples
             raise AssertionError(f"null over {permuted.count} samples, pair over {stats.count}")
         return permuted_pairs(stats, layer_sides, permuted, i, j, 0, 0)
-
-
-def _groups(functions: Sequence[Any], options: Any) -> int:
-    """The sample groups of the passes: the measures' folds, else the jackknife's."""
-    folds = {f.k for f in functions if isinstance(f, OnFolds)}
-    if not folds:
-        return options.groups_used
-    if options.interval is not None:  # refused before: the measures on folds lack intervals
-        raise ValueError("interval= is not available for the cross-validated measures")
-    (k,) = folds
-    return k
 
 
 def _aside_error(aside: Aside, limit: int) -> ValueError:
@@ -207,10 +190,13 @@ def run_pass(
     nan_policy: str = "raise",
     permute: tuple[Sequence[int], Sequence[int], int, int] | None = None,
     pairs: Sequence[tuple[int, int]] | None = None,
+    null_groups: int = 1,
 ) -> PassResult:
     """One pass over ``layers``: ``groups`` sample groups (jackknife), the cross blocks of
     ``pairs`` (default all), and with ``permute = (a, b, k, seed)`` the null of layers ``a``
-    against layers ``b`` under ``k`` permutations.
+    against layers ``b`` under ``k`` permutations; with ``null_groups`` > 1 (k folds, whose
+    bounds those of ``groups`` must refine) the null of each fold, permuting within it
+    (``nan_policy="raise"`` only).
 
     ``nan_policy="raise"`` raises :class:`~dask_repsim.exceptions.NonFiniteError` for NaN or
     Inf; ``"omit"`` gives each pair the samples finite in both of its layers and warns which
@@ -235,11 +221,11 @@ def run_pass(
         wanted = frozenset((min(int(i), int(j)), max(int(i), int(j))) for i, j in pairs)
     sizes = [int(np.prod(layer.data.shape[1:])) for layer in layers]
     k, cross = (0, 0) if permute is None else (int(permute[2]), sum(
-        sizes[i] for i in permute[0]) * sum(sizes[j] for j in permute[1]))
+        sizes[i] for i in permute[0]) * sum(sizes[j] for j in permute[1]) * null_groups)
     limit = aside_limit(sum(sizes), groups=groups, permutations=k, cross=cross)
     result = pass_statistics(
         layers, groups=groups, nan_policy=nan_policy, null=permute, pairs=pairs,
-        wanted=sorted(wanted), limit=limit,
+        wanted=sorted(wanted), limit=limit, null_groups=null_groups,
     )
     if result.aside is not None and result.aside.overflow:
         raise _aside_error(result.aside, limit)
@@ -252,9 +238,18 @@ def run_pass(
             RepsimWarning,
             stacklevel=2,
         )
-    return PassResult(
-        layers, result.parts, result.total, result.permuted, permute, result.aside, wanted
-    )
+    return PassResult(layers, result.parts, result.total, result.permuted, permute,
+                      result.aside, result.permuted_parts, wanted)
+
+
+def quietly(function: Callable[[Any], Any], items: Sequence[Any] | None) -> list[Any] | None:
+    """``function`` of every item, without repeating the package's warnings for each (they were
+    given for the full data already)."""
+    if items is None:
+        return None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RepsimWarning)
+        return [function(item) for item in items]
 
 
 def _bins(items: list[int], widths: list[int], capacity: int) -> list[list[int]]:
@@ -321,131 +316,3 @@ def plan_passes(
             best = plan
     assert best is not None  # the split at widest_row always fits, as widest <= capacity
     return best
-
-
-def quietly(function: Callable[[Any], Any], items: Sequence[Any] | None) -> list[Any] | None:
-    """``function`` of every item, without repeating the package's warnings for each (they were
-    given for the full data already)."""
-    if items is None:
-        return None
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RepsimWarning)
-        return [function(item) for item in items]
-
-
-def _pass_need(widths: Sequence[int], rows: Sequence[int], cols: Sequence[int],
-               subset: Sequence[int], options: Any, groups: int) -> tuple[int, int, int]:
-    """(least budget, width, permuted cross entries) of a pass over the layers ``subset``
-    (:func:`~dask_repsim.engine.memory.least_budget`)."""
-    a, b = (sum(widths[i] for i in set(side) & set(subset)) for side in (rows, cols))
-    width = sum(widths[i] for i in subset)
-    need = least_budget(width, groups=groups, permutations=options.permutations,
-                        cross=a * b, aside=options.nan_policy == "omit")
-    return need, width, a * b
-
-
-def check_permutations(permutations: int, need: int, width: int, cross: int) -> int:
-    """``permutations``, after checking that a pass over ``width`` joint features with that
-    many permuted cross blocks of ``cross`` entries (features of the permuted pairs' A side
-    times those of their B side), which needs a budget of ``need`` bytes, fits the memory
-    budget."""
-    budget = memory_budget()
-    if need > budget:
-        raise ValueError(
-            f"permutations={permutations} keeps {permutations} cross matrices of {cross} "
-            f"entries in every copy of a pass's statistics: with the co-moments of its {width} "
-            f"features, about {need / 2**30:.1f} GiB per process, over the memory budget "
-            f"of {budget / 2**30:.1f} GiB; ask for fewer permutations or compare fewer layers "
-            "at once (or raise dask config 'repsim.memory-budget')"
-        )
-    return int(permutations)
-
-
-def _plan(layers: Sequence[Layer], rows: Sequence[int], cols: Sequence[int], options: Any,
-          groups: int) -> list[list[int]]:
-    """The passes of a grid: the fewest that fit the budget; with a permutation null, whose
-    cross blocks grow with the passes' sides, narrower passes until each fits (or only the
-    widest pair is left)."""
-    widths = [layer.data.shape[1] for layer in layers]
-    capacity = max_features(groups=groups, permutations=options.permutations,
-                            aside=options.nan_policy == "omit")
-    passes = plan_passes(widths, rows, cols, capacity)
-    widest, budget = max(widths[r] for r in rows) + max(widths[c] for c in cols), memory_budget()
-    while options.permutations and capacity > widest and max(
-            _pass_need(widths, rows, cols, s, options, groups)[0] for s in passes) > budget:
-        capacity = max(widest, capacity * 9 // 10)
-        passes = plan_passes(widths, rows, cols, capacity)
-    if len(passes) > 1:
-        warnings.warn(
-            f"the {sum(widths)} features of all layers do not fit the memory budget together: "
-            f"computing the grid in {len(passes)} passes over the data (set dask config "
-            "'repsim.memory-budget' to change the budget)",
-            RepsimWarning,
-            stacklevel=5,
-        )
-    return passes
-
-
-def covariance_cells(
-    functions: Sequence[Callable[[Any], Any]],
-    layers: Sequence[Layer],
-    rows: Sequence[int],
-    cols: Sequence[int],
-    options: Any,
-    todo: Positions | None = None,
-) -> tuple[Cells, dict[str, Any]]:
-    """Cells from co-moment passes: one pass when every layer fits the memory budget, else the
-    fewest passes that hold every cell (:func:`plan_passes`); ``todo``: the (row, column)
-    cells to compute (default every one); a pass forms the cross blocks of those only."""
-    groups = _groups(functions, options)
-    for function in functions:
-        if isinstance(function, OnFolds):
-            function.check(layers[0].data.shape[0], max(layers[r].data.shape[1] for r in rows))
-    passes = _plan(layers, rows, cols, options, groups)
-    widths = [layer.data.shape[1] for layer in layers]
-    k = 0
-    for s in passes if options.permutations else ():
-        k = check_permutations(options.permutations,
-                               *_pass_need(widths, rows, cols, s, options, groups))
-    cells: Cells = {}
-    counts: dict[tuple[int, int], tuple[int, int]] = {}
-    wanted = grid_cells(rows, cols, todo)
-    for subset in passes:
-        here = [(i, j) for i, j in wanted
-                if (i, j) not in counts and rows[i] in subset and cols[j] in subset]
-        if here:
-            _one_pass(functions, layers, rows, cols, subset, here, (options, groups, k), cells,
-                      counts)
-    n = [c for c, _ in counts.values()]
-    attrs = {"n_samples": min(n), "n_samples_omitted": max(o for _, o in counts.values()),
-             "n_passes": len(passes)}
-    if options.nan_policy == "omit":
-        attrs["n_samples_per_cell"] = counts
-    return cells, attrs
-
-
-def _one_pass(functions, layers, rows, cols, subset, todo, run, cells, counts) -> None:
-    """The cells ``todo`` from one pass over the layers ``subset``; ``run``: (options, sample
-    groups, permutations)."""
-    options, groups, k = run
-    position = {layer: pos for pos, layer in enumerate(subset)}
-    pairs = [(position[rows[i]], position[cols[j]]) for i, j in todo]
-    null_a = sorted({a for a, _ in pairs})
-    null_b = sorted({b for _, b in pairs})
-    result = run_pass(
-        [layers[i] for i in subset], groups=groups,
-        nan_policy=options.nan_policy,
-        permute=(null_a, null_b, k, options.get("seed")) if k else None, pairs=pairs,
-    )
-    for (i, j), (a, b) in zip(todo, pairs, strict=True):
-        pair = result.pair(a, b)
-        reps = result.replicates(a, b) if options.interval else None
-        null = result.null(a, b) if k else None
-        folds = None
-        for m, function in enumerate(functions):
-            if isinstance(function, OnFolds):
-                folds = result.folds(a, b) if folds is None else folds
-                cells[m, i, j] = Cell(function(pair, folds))
-                continue
-            cells[m, i, j] = Cell(function(pair), quietly(function, reps), quietly(function, null))
-        counts[i, j] = (result.count(a, b), result.omitted(a, b))

@@ -52,7 +52,7 @@ def pair_cells(functions: Sequence[Callable[..., Any]], metrics: Sequence[str], 
     outs = tuple(name for name in metrics if name in outputs.OUTPUT_MEASURES)
     found: dict[str, Cell] = {}
     if knn:  # every neighbour measure (and its null) from one pass
-        values = neighbours.knn_values(x, y, k, measures=knn, null=null)
+        values = neighbours.knn_values(x, y, k, measures=knn, **inference(null, groups))
         found.update(family_cells(values, knn))
         if "cknna" in knn:  # the HSIC terms, which the pairwise function reports
             found["cknna"].fields["cknna_hsic"] = values["cknna_hsic"]

@@ -8,7 +8,8 @@ blocks ``I <= J`` (:mod:`dask_repsim.paths.sample_blocks.tiles`) is one task: it
 similarity block of each layer in float64 and returns, for every row of I, its k most similar
 columns of J, and for every row of J its k most similar columns of I (the block's transpose). A tree
 of merges keeps the k best of each row over all blocks. Only ``n x k`` indices and similarities
-reach the client.
+reach the client (``n x m``, ``m > k``, for the jackknife's replicates:
+:mod:`~dask_repsim.paths.sample_blocks.neighbours_jackknife`).
 
 Ties: neighbours are ordered by similarity, larger first, and equal similarities by sample
 index, smaller first, so the neighbour sets are a deterministic function of the similarities
@@ -35,6 +36,7 @@ index, smaller first, so the neighbour sets are a deterministic function of the 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import partial
 
 import dask
 import numpy as np
@@ -46,6 +48,7 @@ from ...engine.reduction import tree_reduce
 from ...exceptions import InputError
 from ...io.inputs import Layer
 from ...io.validation import require_samples
+from . import neighbours_jackknife as jackknife
 from . import second_order
 from . import tiles as row_tiles
 from .tiles import Blocks, block_pairs, check_patterns, row_statistics
@@ -53,6 +56,14 @@ from .tiles import Blocks, block_pairs, check_patterns, row_statistics
 # float64 b x b matrices a task holds at once: the similarity block, the argpartition indices,
 # a comparison and the transposed selection.
 _MATRICES = 6
+
+
+def _block_rows(n: int, width: int, k: int) -> int:
+    """Samples per row block of a pass keeping k neighbours per sample: a tile's candidate
+    lists (2 b rows, both layers, k similarities and k indices each: ``64 b k`` bytes) count
+    as ``4 k`` more features. A merge of 8 results holds their concatenation and its order,
+    about ``224 b k`` bytes: less than a tile's b x b matrices while ``b >= 5 k``."""
+    return row_tiles.block_rows(n, width + 4 * k, _MATRICES)
 
 
 def top_k(s: np.ndarray, cols: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -136,8 +147,7 @@ def nearest_neighbours(x: Layer, y: Layer, k: int, *, block_rows: int | None = N
     n = int(x.data.shape[0])
     if norms is None:
         norms = _checked_norms(x, y, "k nearest neighbours")
-    rows = block_rows or row_tiles.block_rows(
-        n, int(x.data.shape[1] + y.data.shape[1]), _MATRICES)
+    rows = block_rows or _block_rows(n, int(x.data.shape[1] + y.data.shape[1]), k)
     blocks = Blocks(x, y, rows)
     cols = [np.arange(*blocks.bounds[b]) for b in range(len(blocks))]
     tiles = {
@@ -318,8 +328,19 @@ def _set_measure(measure: str, idx_x: np.ndarray, idx_y: np.ndarray) -> float:
     return rank_fraction(idx_x, idx_y, joint=measure == "joint_rank_jaccard")
 
 
+def list_values(lists: tuple, measures: Sequence[str],
+                names: tuple[str, str] = ("x", "y")) -> dict:
+    """The set measures and CKNNA (with its HSIC terms, ``cknna_hsic``) among ``measures``
+    from the neighbour lists ``(sim_x, idx_x, sim_y, idx_y)`` of samples ``0 .. n - 1``."""
+    out: dict = {m: _set_measure(m, lists[1], lists[3]) for m in measures if m in _SET_MEASURES}
+    if "cknna" in measures:
+        out["cknna"], out["cknna_hsic"] = cknna_value(*lists, names=names)
+    return out
+
+
 def knn_values(x: Layer, y: Layer, k: int, *, measures: tuple[str, ...] = KNN_MEASURES,
-               block_rows: int | None = None, null: tuple[int, int] | None = None) -> dict:
+               block_rows: int | None = None, null: tuple[int, int] | None = None,
+               groups: int | None = None) -> dict:
     """Mutual k-NN alignment, k-NN Jaccard similarity, rank and joint rank-Jaccard similarity
     and CKNNA of two layers from one pass over the tiles (second-order cosine similarity: one
     more, :mod:`~dask_repsim.paths.sample_blocks.second_order`).
@@ -341,13 +362,21 @@ def knn_values(x: Layer, y: Layer, k: int, *, measures: tuple[str, ...] = KNN_ME
         (:func:`permuted_values`), from the same neighbour lists (second-order cosine: and
         the similarities the permuted lists lack, looked up in its second pass,
         :func:`~dask_repsim.paths.sample_blocks.second_order.second_order_values`).
+    groups
+        Also each measure with each of ``groups`` contiguous groups of samples left out
+        (:func:`~dask_repsim.engine.stream.group_bounds`), each replicate exact: the pass
+        keeps longer lists, from which each replicate takes its samples' k nearest neighbours
+        among the samples it keeps (:mod:`~dask_repsim.paths.sample_blocks.
+        neighbours_jackknife`, which says when it needs one more pass).
 
     Returns
     -------
     dict
         The ``measures`` (floats) and, with CKNNA, ``cknna_hsic``: its unbiased HSIC terms
         ``(KL, KK, LL)``; the reference code returns ``KL / (sqrt(KK LL) + 1e-6)``. With
-        ``null``, ``"null"``: measure -> its ``count`` values under the permutations.
+        ``null``, ``"null"``: measure -> its ``count`` values under the permutations. With
+        ``groups``, ``"replicates"``: measure -> its ``groups`` leave-a-group-out values, in
+        group order.
 
     Examples
     --------
@@ -366,12 +395,15 @@ def knn_values(x: Layer, y: Layer, k: int, *, measures: tuple[str, ...] = KNN_ME
         require_samples(n, 4, "CKNNA")
         check_k(k, n, "CKNNA", 2)
     check_k(k, n, next((_NAMES[m] for m in measures if m in _NAMES), "mutual k-NN"))
-    rows = block_rows or row_tiles.block_rows(
-        n, int(x.data.shape[1] + y.data.shape[1]), _MATRICES)
-    lists = nearest_neighbours(x, y, k, block_rows=rows, norms=norms)
-    out: dict = {m: _set_measure(m, lists[1], lists[3]) for m in measures if m in _SET_MEASURES}
-    if "cknna" in measures:
-        out["cknna"], out["cknna_hsic"] = cknna_value(*lists, names=(x.name, y.name))
+    bounds, length = None, k
+    if groups:
+        bounds = jackknife.check_groups(n, k, groups, measures)
+        length = jackknife.list_length(n, k, bounds)
+    rows = block_rows or _block_rows(n, int(x.data.shape[1] + y.data.shape[1]), length)
+    full = nearest_neighbours(x, y, length, block_rows=rows, norms=norms)
+    lists = tuple(a[:, :k] for a in full)  # the first k of each ordered list: its top k
+    names = (x.name, y.name)
+    out = list_values(lists, measures, names)
     if null is not None:
         out["null"] = permuted_values(lists, [m for m in measures if m != "second_order_cosine"],
                                       *null)
@@ -381,6 +413,10 @@ def knn_values(x: Layer, y: Layer, k: int, *, measures: tuple[str, ...] = KNN_ME
         out["second_order_cosine"] = found[0]
         if null is not None:
             out["null"]["second_order_cosine"] = found[1:]
+    if bounds is not None:
+        out["replicates"] = jackknife.knn_replicates(
+            Blocks(x, y, rows), norms, full, measures, bounds, k,
+            partial(list_values, measures=measures, names=names))
     return out
 
 

@@ -1,0 +1,143 @@
+"""The cross-validated measures' statistics on the co-moment path: their folds, jackknife and
+permutation null, from one pass (:class:`~dask_repsim.paths.covariance.passes.PassResult`).
+
+A measure on k folds (:class:`~dask_repsim.measures.predictivity.OnFolds`) is a function of
+the statistics of each fold and of its training set, the other folds merged. The pass keeps
+its samples in contiguous groups (:func:`~dask_repsim.engine.stream.group_bounds`):
+
+- the value: k groups, the folds (:func:`split`);
+- with an interval (ridge's: PLS has none, the registry says why), each fold split into m
+  equal runs of groups (``k m`` groups in all, the fewest that reach the jackknife's
+  ``groups=``; the bounds of ``k m`` groups refine those of k). Replicate g is the whole
+  k-fold score without group g: the fold holding g is held out without it, and the other
+  folds train without it (:func:`split_replicates`). A replicate's training sets are smaller
+  than the value's, and a score grows with its training set, so the interval is centred on
+  the estimate: it is an interval for the expected score of a k-fold split of this many
+  samples, not of the score's limit;
+- with a permutation null, the pass keeps the permuted cross statistics of each fold
+  (``null_groups=k``), permuting y's samples within the cells of its permutation blocks cut
+  at the fold bounds, so that every fold keeps its own samples of each layer: each side's
+  statistics of each fold do not change, and the permuted fold and training statistics are
+  the fold's permuted cross statistics and the merge of the others' (:func:`split_null`).
+  Permuting within folds is a permutation test of the same hypothesis (x and y unrelated,
+  samples exchangeable within a block) on a smaller group of permutations.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import partial
+from typing import Any
+
+import numpy as np
+
+from ...engine.moments import Statistics, merge_all
+from ...engine.permuted import Permuted
+from ...engine.stream import group_bounds
+from ...engine.uncertainty import leave_one_out
+from ...engine.views import Pair, pair, permuted_pairs, sides
+from ...measures.predictivity import MIN_FOLD, OnFolds
+from ...results import Cell
+from .passes import PassResult, quietly
+
+#: (training Pair, held-out Pair) of each fold
+Split = list[tuple[Pair, Pair]]
+
+
+def fold_groups(functions: Sequence[Any], options: Any, n: int) -> tuple[int, int]:
+    """(sample groups, null groups) of the passes of ``functions`` over ``n`` samples: without
+    measures on folds, the jackknife's groups and one null; with k folds, k groups, or with an
+    interval each fold split into the fewest equal runs of groups that give at least the
+    jackknife's (``groups=``); the null kept by fold."""
+    folds = {f.k for f in functions if isinstance(f, OnFolds)}
+    if not folds:
+        return options.groups_used, 1
+    (k,) = folds
+    if options.interval is None:
+        return k, k
+    groups = k * -(-options.groups_used // k)
+    if groups > n:
+        raise ValueError(f"interval= of a cross-validated measure with folds={k} needs "
+                         f"{groups} groups of samples, more than the {n} samples")
+    least = min(np.diff(group_bounds(n, k))) - max(np.diff(group_bounds(n, groups)))
+    if least < MIN_FOLD:
+        raise ValueError(
+            f"interval= of a cross-validated measure leaves each of {groups} groups out in "
+            f"turn (each of the folds={k} split into {groups // k}): a held-out fold of {n} "
+            f"samples then keeps {least}, fewer than {MIN_FOLD}; use fewer groups= or folds=")
+    return groups, k
+
+
+def _as_pair(result: PassResult, a: int, b: int, stats: Statistics) -> Pair:
+    return pair(stats, sides(stats, [result.names[a], result.names[b]]), 0, 1)
+
+
+def _fold_statistics(parts: Sequence[Statistics], k: int,
+                     drop: int | None = None) -> list[Statistics]:
+    """The statistics of each of k folds, runs of ``len(parts) / k`` groups, without group
+    ``drop``."""
+    m = len(parts) // k
+    return [merge_all(*(parts[g] for g in range(f * m, (f + 1) * m) if g != drop))
+            for f in range(k)]
+
+
+def split(result: PassResult, a: int, b: int, k: int, drop: int | None = None) -> Split:
+    """(training, held-out) statistics of the pair (a, b) for each fold of its k-fold split,
+    without group ``drop`` when given (a jackknife replicate of the split)."""
+    folds = _fold_statistics(result.pair_parts(a, b), k, drop)
+    return [(_as_pair(result, a, b, train), _as_pair(result, a, b, test))
+            for train, test in zip(leave_one_out(folds), folds, strict=True)]
+
+
+def split_replicates(result: PassResult, a: int, b: int, k: int) -> list[tuple[Pair, Split]]:
+    """(pair, split) of the pair (a, b) with each of the pass's groups left out in turn."""
+    rest = leave_one_out(result.pair_parts(a, b))
+    return [(_as_pair(result, a, b, s), split(result, a, b, k, drop=g))
+            for g, s in enumerate(rest)]
+
+
+def _permuted(result: PassResult, a: int, b: int, stats: Statistics,
+              null: Permuted) -> list[Pair]:
+    """The pair of ``stats`` (layers ``[a, b]``) under each permutation of ``null``."""
+    if null.count != stats.count:  # the null permutes exactly these samples
+        raise AssertionError(f"null over {null.count} samples, pair over {stats.count}")
+    return permuted_pairs(stats, sides(stats, [result.names[a], result.names[b]]), null,
+                          0, 1, 0, 0)
+
+
+def _merged(nulls: Sequence[Permuted], but: int | None = None) -> Permuted:
+    out = None
+    for h, null in enumerate(nulls):
+        out = out if h == but else Permuted.merge(out, null)
+    return out
+
+
+def split_null(result: PassResult, a: int, b: int, k: int) -> list[tuple[Pair, Split]]:
+    """(pair, split) of the pair (a, b) under each permutation of layer b's samples within
+    the folds (a pass that kept its null by fold, ``null_groups=k``)."""
+    if result.permute is None or result.permuted_parts is None:
+        raise ValueError("this pass computed no null by fold")
+    ia, jb = list(result.permute[0]).index(a), list(result.permute[1]).index(b)
+    nulls = [p.select([ia], [jb]) for p in result.permuted_parts]
+    folds = _fold_statistics(result.pair_parts(a, b), k)
+    each = [zip(_permuted(result, a, b, train, _merged(nulls, f)),
+                _permuted(result, a, b, test, nulls[f]), strict=True)
+            for f, (train, test) in enumerate(zip(leave_one_out(folds), folds, strict=True))]
+    totals = _permuted(result, a, b, merge_all(*folds), _merged(nulls))
+    return [(t, list(s)) for t, s in zip(totals, zip(*each, strict=True), strict=True)]
+
+
+def _on_split(function: OnFolds, item: tuple[Pair, Split]) -> float:
+    return function(*item)
+
+
+def fold_cells(functions: Sequence[OnFolds], result: PassResult, a: int, b: int,
+               options: Any, permutations: int) -> list[Cell]:
+    """The cells of the measures on folds of the pair (a, b): the value of the k-fold split,
+    and where asked its jackknife replicates and null."""
+    k = functions[0].k
+    value, folds = result.pair(a, b), split(result, a, b, k)
+    reps = split_replicates(result, a, b, k) if options.interval else None
+    null = split_null(result, a, b, k) if permutations else None
+    return [Cell(f(value, folds), quietly(partial(_on_split, f), reps),
+                 quietly(partial(_on_split, f), null)) for f in functions]
