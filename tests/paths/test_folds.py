@@ -173,6 +173,10 @@ def test_errors():
     y_nan[3, 0] = np.nan
     with pytest.raises(ValueError, match="nan_policy='raise'"):
         dr.ridge_predictivity(x, y_nan, folds=3, permutations=9, nan_policy="omit")
+    wide = np.random.default_rng(0).normal(size=(200, 512))
+    with pytest.raises(ValueError, match=r"permutations=1000 keeps 1000 cross matrices of "
+                       r"2621440 entries \(262144 for each of the 10 folds\)"):
+        dr.ridge_predictivity(wide, wide[:, ::-1], permutations=1000)
     with pytest.raises(ValueError, match=r"pls_predictivity: no path of this metric supports "
                        r"intervals \(interval=\)"):
         dr.pls_predictivity(x, y, folds=3, interval="jackknife")

@@ -33,17 +33,19 @@ def _pass_need(widths: Sequence[int], rows: Sequence[int], cols: Sequence[int],
     return need, width, cross
 
 
-def check_permutations(permutations: int, need: int, width: int, cross: int) -> int:
+def check_permutations(permutations: int, need: int, width: int, cross: int,
+                       folds: int = 1) -> int:
     """``permutations``, after checking that a pass over ``width`` joint features with that
     many permuted cross blocks of ``cross`` entries (features of the permuted pairs' A side
-    times those of their B side), which needs a budget of ``need`` bytes, fits the memory
-    budget."""
+    times those of their B side, times the ``folds`` a null is kept by), which needs a budget
+    of ``need`` bytes, fits the memory budget."""
     budget = memory_budget()
     if need > budget:
+        per = f" ({cross // folds} for each of the {folds} folds)" if folds > 1 else ""
         raise ValueError(
             f"permutations={permutations} keeps {permutations} cross matrices of {cross} "
-            f"entries in every copy of a pass's statistics: with the co-moments of its {width} "
-            f"features, about {need / 2**30:.1f} GiB per process, over the memory budget "
+            f"entries{per} in every copy of a pass's statistics: with the co-moments of its "
+            f"{width} features, about {need / 2**30:.1f} GiB per process, over the memory budget "
             f"of {budget / 2**30:.1f} GiB; ask for fewer permutations or compare fewer layers "
             "at once (or raise dask config 'repsim.memory-budget')"
         )
@@ -102,7 +104,7 @@ def covariance_cells(
     k = 0
     for s in passes if options.permutations else ():
         k = check_permutations(options.permutations,
-                               *_pass_need(widths, rows, cols, s, options, groups))
+                               *_pass_need(widths, rows, cols, s, options, groups), groups[1])
     cells: Cells = {}
     counts: dict[tuple[int, int], tuple[int, int]] = {}
     wanted = grid_cells(rows, cols, todo)
