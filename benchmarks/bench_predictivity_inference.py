@@ -14,7 +14,7 @@ the penalty by generalised cross-validation) and ``pls_predictivity`` (default c
 plain      ``compare({"x": X}, {"y": Y}, metrics=[m], folds=k)``: one pass keeps the k folds'
            co-moments, the client fits each fold on the other k - 1
 interval   the same with ``interval="jackknife"`` (20 groups; ridge only, PLS has none): the
-           pass keeps k m groups, each replicate refits all k folds
+           pass keeps 20 groups within the folds, each replicate refits all k folds
 perm       the same with ``permutations=K``: the pass also keeps, per fold, K permuted
            cross-co-moment matrices (p x q each), and the client refits every fold for every
            permutation

@@ -716,12 +716,15 @@ def kfold_predictivity(x: np.ndarray, y: np.ndarray, fit, folds: int = 10,
     """Brain-Score's CrossRegressedCorrelation over contiguous folds: ``fit(x_train, y_train)
     -> (B, intercept)`` on all folds but one, each unit's Pearson r (``np.corrcoef``) between
     prediction and truth on the held-out fold, the median over units, the mean over folds.
-    ``labels``: each sample's fold (0 .. folds - 1), instead of contiguous folds."""
+    ``labels``: each sample's fold (0 .. folds - 1), instead of contiguous folds; a fold
+    without samples is left out of the mean."""
     if labels is None:
         labels = np.repeat(np.arange(folds), np.diff(fold_bounds(len(x), folds)))
     medians = []
     for g in range(folds):
         test = labels == g
+        if not test.any():
+            continue
         b, intercept = fit(x[~test], y[~test])
         predicted = x[test] @ b + intercept
         r = [np.corrcoef(predicted[:, u], y[test][:, u])[0, 1] for u in range(y.shape[1])]

@@ -260,11 +260,13 @@ def statistics_graph(
     wanted: Sequence[tuple[int, int]] | None = None,
     limit: int = 0,
     null_groups: int = 1,
+    bounds: Sequence[int] | None = None,
 ):
     """The tree reduction giving a pass's :class:`Partial`, not yet computed.
 
     Its groups are ``groups`` contiguous, near-equal ranges of samples (independent of the
-    chunking); one group is the plain total. With ``null = (a, b, k, seed)`` it also holds the
+    chunking), or those of ``bounds`` (first sample of each, the sample count last); one group
+    is the plain total. With ``null = (a, b, k, seed)`` it also holds the
     :class:`~dask_repsim.engine.permuted.Permuted` statistics of layers ``a`` against layers ``b``
     under ``k`` permutations within blocks of ``PERMUTATION_BLOCK`` samples. ``pairs`` limits
     the cross blocks computed to those layer pairs; ``wanted`` (pairwise deletion) are the
@@ -284,7 +286,7 @@ def statistics_graph(
         raise ValueError("a null kept by sample group needs a null and no rows carried aside")
     rows = sub_block_rows(sum(sizes), groups=groups, permutations=permutations, cross=cross)
     plan = PassPlan(
-        bounds=group_bounds(n, groups),
+        bounds=tuple(int(b) for b in bounds) if bounds is not None else group_bounds(n, groups),
         pairs=None if pairs is None else tuple(sorted({tuple(map(int, p)) for p in pairs})),
         wanted=None if wanted is None else tuple(sorted({tuple(map(int, p)) for p in wanted})),
         null=null,
@@ -321,6 +323,7 @@ def pass_statistics(
     limit: int = 0,
     split_every: int = SPLIT_EVERY,
     null_groups: int = 1,
+    bounds: Sequence[int] | None = None,
 ) -> PassStatistics:
     """Compute a pass (:func:`statistics_graph`) on the active Dask scheduler.
 
@@ -332,6 +335,7 @@ def pass_statistics(
     graph = statistics_graph(
         layers, split_every=split_every, groups=groups, null=null, pairs=pairs,
         wanted=wanted if nan_policy == "omit" else None, limit=limit, null_groups=null_groups,
+        bounds=bounds,
     )
     (partial,) = compute(graph)
     parts = [partial[g] for g in sorted(partial)]

@@ -50,8 +50,9 @@ def ridge_predictivity(
         from ``numpy.logspace(-8, 2, 41)``; scikit-learn's ``RidgeCV`` computes efficient
         leave-one-out instead, which may choose another penalty.
     {uncertainty}
-        Here the jackknife's groups are each fold split into equal runs (at least ``groups``
-        in all), and a replicate is the whole k-fold score without one of them; the interval
+        Here the jackknife's ``groups`` (at least ``folds``) lie within the folds, each fold
+        split into near-equal runs, and a replicate is the whole k-fold score without one of
+        them (a fold that was one group leaves the mean); the interval
         is centred on the estimate, for the expected score of a k-fold split of this many
         samples (the score grows with the training sets, which a replicate shrinks).
         Permutations move ``y``'s samples within each fold, so every fold keeps its samples

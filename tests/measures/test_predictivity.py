@@ -201,7 +201,8 @@ def test_exact_predictions_score_one_and_the_direction_matters():
     ({"folds": 61}, "folds=61 is more than the 60 samples"),
     ({"folds": 25}, "folds=25 leaves 2 of the 60 samples in a held-out fold"),
     ({"ridge": -0.1}, "ridge must be a finite number >= 0"),
-    ({"folds": 20, "interval": "jackknife"}, "a held-out fold of 60 samples then keeps 0"),
+    ({"folds": 20, "interval": "jackknife", "groups": 40},
+     "a held-out fold of 60 samples then keeps 1"),
     ({"permutations": 99, "nan_policy": "omit"}, "within each fold .* nan_policy='raise'"),
     ({"method": "qr"}, "not available on that path"),
 ])

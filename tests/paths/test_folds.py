@@ -29,6 +29,17 @@ def _data(n: int, p: int = 6, q: int = 4, seed: int = 0, offset: float = 0.0,
     return x + offset, y - offset
 
 
+def _nested(n: int, k: int, groups: int) -> list[int]:
+    """Group bounds within the folds, written out: fold f split by np.linspace into
+    ``groups // k`` runs, or one more for the first ``groups % k`` folds."""
+    folds = references.fold_bounds(n, k)
+    out = []
+    for f in range(k):
+        runs = groups // k + (f < groups % k)
+        out += np.rint(np.linspace(folds[f], folds[f + 1], runs + 1)).astype(int)[:-1].tolist()
+    return [*out, n]
+
+
 def _fold_labels(n: int, k: int) -> np.ndarray:
     return np.repeat(np.arange(k), np.diff(references.fold_bounds(n, k)))
 
@@ -44,16 +55,20 @@ MEASURES = {
 
 
 @pytest.mark.parametrize("name", ["ridge", "ridge_gcv"])
-@pytest.mark.parametrize(("n", "k", "groups"), [(97, 4, 8), (120, 5, 15), (90, 3, 6)])
+@pytest.mark.parametrize(("n", "k", "groups"), [(97, 4, 8), (120, 5, 15), (90, 3, 6),
+                                                (100, 3, 7), (61, 4, 4)])
 @pytest.mark.parametrize("offset", [0.0, 1e4])
 def test_each_replicate_is_the_kfold_score_without_its_group(name, n, k, groups, offset):
     """Replicate g: the k-fold score of the samples outside group g, each in its own fold
-    (the fold holding g is held out without it)."""
+    (the fold holding g is held out without it); the groups lie within the folds, the first
+    ``groups % k`` folds holding one more."""
     ours, reference = MEASURES[name]
     x, y = _data(n, offset=offset)
-    result = run_pass([as_layer(x, name="x"), as_layer(y, name="y")], groups=groups)
+    bounds, labels = _nested(n, k, groups), _fold_labels(n, k)
+    assert (np.diff(bounds) > 0).all() and set(references.fold_bounds(n, k)) <= set(bounds)
+    result = run_pass([as_layer(x, name="x"), as_layer(y, name="y")], groups=groups,
+                      bounds=bounds)
     reps = [ours(pair, split) for pair, split in split_replicates(result, 0, 1, k)]
-    bounds, labels = group_bounds(n, groups), _fold_labels(n, k)
     assert len(reps) == groups
     for g, value in enumerate(reps):
         keep = np.ones(n, bool)
@@ -96,7 +111,7 @@ def test_public_functions_report_the_jackknife_and_the_null():
     k, groups = 5, 10
     e = dr.ridge_predictivity(x, y, folds=k, ridge=1e-3, interval="jackknife", groups=groups,
                               permutations=19, seed=4)
-    bounds, labels = group_bounds(150, groups), _fold_labels(150, k)
+    bounds, labels = _nested(150, k, groups), _fold_labels(150, k)
     reps = []
     for g in range(groups):
         keep = np.ones(150, bool)
@@ -169,6 +184,13 @@ def test_errors():
     x, y = _data(30)
     with pytest.raises(ValueError, match="fewer than 3"):
         dr.ridge_predictivity(x, y, folds=10, interval="jackknife", groups=20)
+    with pytest.raises(ValueError, match=r"groups=4 is fewer than the folds=5; ask for at "
+                                         r"least 5 groups"):
+        dr.ridge_predictivity(x, y, folds=5, interval="jackknife", groups=4)
+    grid = dr.compare({"x": x}, {"y": y}, metrics=["cka", "ridge_predictivity"], folds=3,
+                      interval="jackknife", groups=7)  # 7 groups within 3 folds, as CKA's
+    assert grid.attrs["n_groups"] == 7
+    assert np.isfinite(grid.ridge_predictivity_stderr).all()
     y_nan = y.copy()
     y_nan[3, 0] = np.nan
     with pytest.raises(ValueError, match="nan_policy='raise'"):

@@ -22,7 +22,7 @@ from .passes import plan_passes, quietly, run_pass
 
 def _pass_need(widths: Sequence[int], rows: Sequence[int], cols: Sequence[int],
                subset: Sequence[int], options: Any,
-               groups: tuple[int, int]) -> tuple[int, int, int]:
+               groups: tuple) -> tuple[int, int, int]:
     """(least budget, width, permuted cross entries) of a pass over the layers ``subset``
     (:func:`~dask_repsim.engine.memory.least_budget`); ``groups``: (sample groups, groups
     the null is kept by)."""
@@ -53,7 +53,7 @@ def check_permutations(permutations: int, need: int, width: int, cross: int,
 
 
 def _plan(layers: Sequence[Layer], rows: Sequence[int], cols: Sequence[int], options: Any,
-          groups: tuple[int, int]) -> list[list[int]]:
+          groups: tuple) -> list[list[int]]:
     """The passes of a grid: the fewest that fit the budget; with a permutation null, whose
     cross blocks grow with the passes' sides, narrower passes until each fits (or only the
     widest pair is left)."""
@@ -125,7 +125,7 @@ def covariance_cells(
 def _one_pass(functions, layers, rows, cols, subset, todo, run, cells, counts) -> None:
     """The cells ``todo`` from one pass over the layers ``subset``; ``run``: (options, sample
     groups, permutations)."""
-    options, (groups, null_groups), k = run
+    options, (groups, null_groups, bounds), k = run
     position = {layer: pos for pos, layer in enumerate(subset)}
     pairs = [(position[rows[i]], position[cols[j]]) for i, j in todo]
     null_a = sorted({a for a, _ in pairs})
@@ -134,7 +134,7 @@ def _one_pass(functions, layers, rows, cols, subset, todo, run, cells, counts) -
         [layers[i] for i in subset], groups=groups,
         nan_policy=options.nan_policy,
         permute=(null_a, null_b, k, options.get("seed")) if k else None, pairs=pairs,
-        null_groups=null_groups if k else 1,
+        null_groups=null_groups if k else 1, bounds=bounds,
     )
     on_folds = [m for m, f in enumerate(functions) if isinstance(f, OnFolds)]
     plain = [m for m in range(len(functions)) if m not in on_folds]

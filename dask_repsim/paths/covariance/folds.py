@@ -6,11 +6,12 @@ the statistics of each fold and of its training set, the other folds merged. The
 its samples in contiguous groups (:func:`~dask_repsim.engine.stream.group_bounds`):
 
 - the value: k groups, the folds (:func:`split`);
-- with an interval (ridge's: PLS has none, the registry says why), each fold split into m
-  equal runs of groups (``k m`` groups in all, the fewest that reach the jackknife's
-  ``groups=``; the bounds of ``k m`` groups refine those of k). Replicate g is the whole
-  k-fold score without group g: the fold holding g is held out without it, and the other
-  folds train without it (:func:`split_replicates`). A replicate's training sets are smaller
+- with an interval (ridge's: PLS has none, the registry says why), the jackknife's
+  ``groups=`` groups (at least k) within the folds, each fold split into near-equal runs
+  (:func:`nested_bounds`), so that a grid's other measures have as many replicates. Replicate
+  g is the whole k-fold score without group g: the fold holding g is held out without it (or
+  leaves the mean, when it was g alone), and the other folds train without it
+  (:func:`split_replicates`). A replicate's training sets are smaller
   than the value's, and a score grows with its training set, so the interval is centred on
   the estimate: it is an interval for the expected score of a k-fold split of this many
   samples, not of the score's limit;
@@ -44,47 +45,77 @@ from .passes import PassResult, quietly
 Split = list[tuple[Pair, Pair]]
 
 
-def fold_groups(functions: Sequence[Any], options: Any, n: int) -> tuple[int, int]:
-    """(sample groups, null groups) of the passes of ``functions`` over ``n`` samples: without
-    measures on folds, the jackknife's groups and one null; with k folds, k groups, or with an
-    interval each fold split into the fewest equal runs of groups that give at least the
-    jackknife's (``groups=``); the null kept by fold."""
+def nested_bounds(n: int, k: int, groups: int) -> tuple[int, ...]:
+    """First sample of each of ``groups`` contiguous groups within k folds (the folds of
+    :func:`~dask_repsim.engine.stream.group_bounds`), and ``n`` last: fold f split into
+    ``groups // k`` near-equal runs, one more for the first ``groups % k`` folds.
+
+    Examples
+    --------
+    >>> nested_bounds(30, 3, 7)
+    (0, 3, 7, 10, 15, 20, 25, 30)
+    """
+    folds = group_bounds(n, k)
+    out: list[int] = []
+    for f in range(k):
+        runs = groups // k + (f < groups % k)
+        out += [folds[f] + b for b in group_bounds(folds[f + 1] - folds[f], runs)[:-1]]
+    return (*out, n)
+
+
+def fold_groups(functions: Sequence[Any], options: Any,
+                n: int) -> tuple[int, int, tuple[int, ...] | None]:
+    """(sample groups, null groups, the groups' bounds or ``None`` for near-equal ones) of the
+    passes of ``functions`` over ``n`` samples: without measures on folds, the jackknife's
+    groups and one null; with k folds, the folds, or with an interval the jackknife's
+    ``groups=`` (at least k), each within a fold (:func:`nested_bounds`); the null kept by
+    fold."""
     folds = {f.k for f in functions if isinstance(f, OnFolds)}
     if not folds:
-        return options.groups_used, 1
+        return options.groups_used, 1, None
     (k,) = folds
     if options.interval is None:
-        return k, k
-    groups = k * -(-options.groups_used // k)
+        return k, k, None
+    groups = options.get("groups")
+    if groups < k:
+        raise ValueError(f"interval= of a cross-validated measure leaves out groups of samples "
+                         f"within its folds: groups={groups} is fewer than the folds={k}; ask "
+                         f"for at least {k} groups")
     if groups > n:
-        raise ValueError(f"interval= of a cross-validated measure with folds={k} needs "
-                         f"{groups} groups of samples, more than the {n} samples")
-    least = min(np.diff(group_bounds(n, k))) - max(np.diff(group_bounds(n, groups)))
-    if least < MIN_FOLD:
-        raise ValueError(
-            f"interval= of a cross-validated measure leaves each of {groups} groups out in "
-            f"turn (each of the folds={k} split into {groups // k}): a held-out fold of {n} "
-            f"samples then keeps {least}, fewer than {MIN_FOLD}; use fewer groups= or folds=")
-    return groups, k
+        raise ValueError(f"groups={groups} is more than the {n} samples")
+    bounds = nested_bounds(n, k, groups)
+    folds = group_bounds(n, k)
+    for f in range(k):  # a fold of one group leaves with it; one of more keeps MIN_FOLD
+        inner = [b for b in bounds if folds[f] <= b <= folds[f + 1]]
+        least = folds[f + 1] - folds[f] - max(np.diff(inner))
+        if len(inner) > 2 and least < MIN_FOLD:
+            raise ValueError(
+                f"interval= of a cross-validated measure leaves each of groups={groups} out "
+                f"in turn, within the folds={k}: a held-out fold of {n} samples then keeps "
+                f"{least}, fewer than {MIN_FOLD}; use fewer groups= (as few as the folds) or "
+                "fewer folds=")
+    return groups, k, bounds
 
 
 def _as_pair(result: PassResult, a: int, b: int, stats: Statistics) -> Pair:
     return pair(stats, sides(stats, [result.names[a], result.names[b]]), 0, 1)
 
 
-def _fold_statistics(parts: Sequence[Statistics], k: int,
+def _fold_statistics(result: PassResult, parts: Sequence[Statistics], k: int,
                      drop: int | None = None) -> list[Statistics]:
-    """The statistics of each of k folds, runs of ``len(parts) / k`` groups, without group
-    ``drop``."""
-    m = len(parts) // k
-    return [merge_all(*(parts[g] for g in range(f * m, (f + 1) * m) if g != drop))
-            for f in range(k)]
+    """The statistics of each of the k folds (:func:`~dask_repsim.engine.stream.group_bounds`),
+    merged from the pass's groups within it, without group ``drop``: a fold that was group
+    ``drop`` alone is left out (its replicate is the score of the other folds)."""
+    fold_of = np.searchsorted(group_bounds(result.n_samples, k), result.part_bounds[:-1],
+                              side="right") - 1
+    kept = [[p for g, p in enumerate(parts) if fold_of[g] == f and g != drop] for f in range(k)]
+    return [merge_all(*fold) for fold in kept if fold]
 
 
 def split(result: PassResult, a: int, b: int, k: int, drop: int | None = None) -> Split:
     """(training, held-out) statistics of the pair (a, b) for each fold of its k-fold split,
     without group ``drop`` when given (a jackknife replicate of the split)."""
-    folds = _fold_statistics(result.pair_parts(a, b), k, drop)
+    folds = _fold_statistics(result, result.pair_parts(a, b), k, drop)
     return [(_as_pair(result, a, b, train), _as_pair(result, a, b, test))
             for train, test in zip(leave_one_out(folds), folds, strict=True)]
 
@@ -119,7 +150,7 @@ def split_null(result: PassResult, a: int, b: int, k: int) -> list[tuple[Pair, S
         raise ValueError("this pass computed no null by fold")
     ia, jb = list(result.permute[0]).index(a), list(result.permute[1]).index(b)
     nulls = [p.select([ia], [jb]) for p in result.permuted_parts]
-    folds = _fold_statistics(result.pair_parts(a, b), k)
+    folds = _fold_statistics(result, result.pair_parts(a, b), k)
     each = [zip(_permuted(result, a, b, train, _merged(nulls, f)),
                 _permuted(result, a, b, test, nulls[f]), strict=True)
             for f, (train, test) in enumerate(zip(leave_one_out(folds), folds, strict=True))]

@@ -57,7 +57,15 @@ class PassResult:
     permuted_parts: list[Permuted] | None = None
     #: the pairs (i <= j) the pass serves (``None``: every pair)
     wanted: frozenset[tuple[int, int]] | None = None
+    #: first sample of each group and the sample count (``None``: ``len(parts)`` near-equal
+    #: groups, :func:`~dask_repsim.engine.stream.group_bounds`)
+    bounds: tuple[int, ...] | None = None
     _views: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def part_bounds(self) -> tuple[int, ...]:
+        """First sample of each sample group, and the sample count last."""
+        return self.bounds or group_bounds(self.n_samples, len(self.parts))
 
     @property
     def names(self) -> list[str]:
@@ -132,7 +140,7 @@ class PassResult:
         use = self._usable(a, b)
         if use is None:
             return [pair(s, layer_sides, a, b) for s, layer_sides in self._leave_one_out]
-        bounds = group_bounds(self.n_samples, len(self.parts))
+        bounds = self.part_bounds
         index, names = self.aside.index, [self.names[a], self.names[b]]
         out = []
         for g, (s, _) in enumerate(self._leave_one_out):
@@ -144,7 +152,7 @@ class PassResult:
     def pair_parts(self, a: int, b: int) -> list[Statistics]:
         """The statistics of layers ``[a, b]`` in each sample group (samples finite in both)."""
         self._view(a, b)
-        aside, bounds = self.aside, group_bounds(self.n_samples, len(self.parts))
+        aside, bounds = self.aside, self.part_bounds
         return [pair_statistics(part, aside, a, b, None if aside is None else
                                 (aside.index >= bounds[g]) & (aside.index < bounds[g + 1]))
                 for g, part in enumerate(self.parts)]
@@ -191,12 +199,14 @@ def run_pass(
     permute: tuple[Sequence[int], Sequence[int], int, int] | None = None,
     pairs: Sequence[tuple[int, int]] | None = None,
     null_groups: int = 1,
+    bounds: Sequence[int] | None = None,
 ) -> PassResult:
-    """One pass over ``layers``: ``groups`` sample groups (jackknife), the cross blocks of
-    ``pairs`` (default all), and with ``permute = (a, b, k, seed)`` the null of layers ``a``
-    against layers ``b`` under ``k`` permutations; with ``null_groups`` > 1 (k folds, whose
-    bounds those of ``groups`` must refine) the null of each fold, permuting within it
-    (``nan_policy="raise"`` only).
+    """One pass over ``layers``: ``groups`` sample groups (jackknife; those of ``bounds``, the
+    first sample of each and the sample count, when given), the cross blocks of ``pairs``
+    (default all), and with ``permute = (a, b, k, seed)`` the null of layers ``a`` against
+    layers ``b`` under ``k`` permutations; with ``null_groups`` > 1 (k folds, whose bounds the
+    groups' must refine) the null of each fold, permuting within it (``nan_policy="raise"``
+    only).
 
     ``nan_policy="raise"`` raises :class:`~dask_repsim.exceptions.NonFiniteError` for NaN or
     Inf; ``"omit"`` gives each pair the samples finite in both of its layers and warns which
@@ -225,7 +235,7 @@ def run_pass(
     limit = aside_limit(sum(sizes), groups=groups, permutations=k, cross=cross)
     result = pass_statistics(
         layers, groups=groups, nan_policy=nan_policy, null=permute, pairs=pairs,
-        wanted=sorted(wanted), limit=limit, null_groups=null_groups,
+        wanted=sorted(wanted), limit=limit, null_groups=null_groups, bounds=bounds,
     )
     if result.aside is not None and result.aside.overflow:
         raise _aside_error(result.aside, limit)
@@ -239,7 +249,8 @@ def run_pass(
             stacklevel=2,
         )
     return PassResult(layers, result.parts, result.total, result.permuted, permute,
-                      result.aside, result.permuted_parts, wanted)
+                      result.aside, result.permuted_parts, wanted,
+                      None if bounds is None else tuple(int(b) for b in bounds))
 
 
 def quietly(function: Callable[[Any], Any], items: Sequence[Any] | None) -> list[Any] | None:
