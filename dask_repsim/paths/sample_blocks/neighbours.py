@@ -51,7 +51,8 @@ from ...io.validation import require_samples
 from . import neighbours_jackknife as jackknife
 from . import second_order
 from . import tiles as row_tiles
-from .tiles import Blocks, block_pairs, check_patterns, row_statistics
+from .candidates import merge_candidates, top_k
+from .tiles import Blocks, block_pairs, check_patterns, row_statistics, unit_rows
 
 # float64 b x b matrices a task holds at once: the similarity block, the argpartition indices,
 # a comparison and the transposed selection.
@@ -66,66 +67,21 @@ def _block_rows(n: int, width: int, k: int) -> int:
     return row_tiles.block_rows(n, width + 4 * k, _MATRICES)
 
 
-def top_k(s: np.ndarray, cols: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Each row's ``min(k, columns)`` largest entries of ``s`` (columns ``cols``), larger
-    first, equal values by smaller column index first: (values, column indices).
-
-    Examples
-    --------
-    >>> s = np.array([[0.5, 0.9, 0.5, 0.1], [0.2, 0.2, 0.2, 0.2]])
-    >>> values, idx = top_k(s, np.array([10, 11, 12, 13]), 2)
-    >>> values.tolist(), idx.tolist()
-    ([[0.9, 0.5], [0.2, 0.2]], [[11, 10], [10, 11]])
-    """
-    c = s.shape[1]
-    kk = min(k, c)
-    part = np.argpartition(s, c - kk, axis=1)[:, c - kk :]
-    values = np.take_along_axis(s, part, axis=1)
-    idx = cols[part]
-    # entries equal to a row's k-th value left out of the partition: sort those rows fully
-    ties = np.flatnonzero((s >= values.min(axis=1)[:, None]).sum(axis=1) > kk)
-    if len(ties):
-        sub = s[ties]
-        order = np.lexsort((np.broadcast_to(cols, sub.shape), -sub), axis=-1)[:, :kk]
-        values[ties], idx[ties] = np.take_along_axis(sub, order, axis=1), cols[order]
-    return _ordered(values, idx, kk)
-
-
-def _ordered(values: np.ndarray, idx: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """The first ``k`` of each row by (larger value, smaller index)."""
-    order = np.lexsort((idx, -values), axis=-1)[:, :k]
-    return np.take_along_axis(values, order, axis=1), np.take_along_axis(idx, order, axis=1)
-
-
-def _unit(block: np.ndarray, norm: np.ndarray) -> np.ndarray:
-    return np.asarray(block, dtype=np.float64) / norm[:, None]
-
-
 def _tile(i, j, k, xi, xj, yi, yj, nxi, nxj, nyi, nyj, cols_i, cols_j) -> dict:
     """Candidate neighbours, per layer, of the rows of block i among block j and of the rows of
     block j among block i: ``{i: [(values, idx) of x, of y], j: [...]}``."""
     out: dict[int, list] = {i: [], j: []}
     for bi, bj, ni, nj in ((xi, xj, nxi, nxj), (yi, yj, nyi, nyj)):
-        a = _unit(bi, ni)
+        a = unit_rows(bi, ni)
         if i == j:
             s = a @ a.T
             np.fill_diagonal(s, -np.inf)  # a sample is not its own neighbour
             out[i].append(top_k(s, cols_i, k))
             continue
-        s = a @ _unit(bj, nj).T
+        s = a @ unit_rows(bj, nj).T
         out[i].append(top_k(s, cols_j, k))
         out[j].append(top_k(np.ascontiguousarray(s.T), cols_i, k))
     return out
-
-
-def _merge(r: int, k: int, *parts: dict) -> dict:
-    """The k best candidates of the rows of block ``r`` over ``parts``, per layer."""
-    merged = []
-    for side in (0, 1):
-        values = np.concatenate([p[r][side][0] for p in parts], axis=1)
-        idx = np.concatenate([p[r][side][1] for p in parts], axis=1)
-        merged.append(_ordered(values, idx, k))
-    return {r: merged}
 
 
 def nearest_neighbours(x: Layer, y: Layer, k: int, *, block_rows: int | None = None,
@@ -158,7 +114,7 @@ def nearest_neighbours(x: Layer, y: Layer, k: int, *, block_rows: int | None = N
         for i, j in block_pairs(len(blocks))
     }
     merged = compute(*(
-        tree_reduce([t for (i, j), t in tiles.items() if r in (i, j)], _merge,
+        tree_reduce([t for (i, j), t in tiles.items() if r in (i, j)], merge_candidates,
                     name=f"repsim-knn-{r}", args=(r, k))
         for r in range(len(blocks))
     ))

@@ -17,9 +17,10 @@ would need ``2 (e + 1) > m`` entries). A flagged sample's k nearest neighbours o
 come from a second pass over the tiles restricted to the flagged samples' rows
 (:func:`restricted_neighbours`): each tile forms those rows' similarities to its columns, sets
 the group's columns and the sample's own to ``-inf``, and keeps the k best by the same rule
-(:func:`_best`), merged over tiles as the first pass merges. The second pass reads the data once
-more, and runs only when some sample is flagged: when the storage order follows the data
-(samples stored sorted by class have their neighbours in their own and the adjacent groups).
+(:mod:`~dask_repsim.paths.sample_blocks.candidates`), merged over tiles as the first pass
+merges. The second pass reads the data once more, and runs only when some sample is flagged:
+when the storage order follows the data (samples stored sorted by class have their neighbours
+in their own and the adjacent groups).
 
 ``e`` decides how often the second pass runs, never the values. In a storage order unrelated to
 the data, the number of a list's m entries in a group of ``n_g`` samples is about binomial
@@ -71,8 +72,9 @@ from ...engine.parallel import compute
 from ...engine.reduction import tree_reduce
 from ...exceptions import InputError
 from . import second_order
+from .candidates import merge_candidates, ordered
 from .outputs_inference import jackknife_bounds
-from .tiles import Blocks, block_pairs
+from .tiles import Blocks, block_pairs, unit_rows
 
 #: the expected number of (sample, group) pairs lacking k neighbours outside the group in the
 #: top-m lists, in a storage order unrelated to the data, that :func:`list_length` allows
@@ -166,24 +168,6 @@ class Lists:
         return out
 
 
-def _unit(block: np.ndarray, norm: np.ndarray) -> np.ndarray:
-    return np.asarray(block, dtype=np.float64) / norm[:, None]
-
-
-def _best(values: np.ndarray, idx: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """The first k of each row by larger value, equal values by smaller index: the neighbour
-    lists' order (:func:`~dask_repsim.paths.sample_blocks.neighbours.top_k`)."""
-    order = np.lexsort((idx, -values), axis=-1)[:, :k]
-    return np.take_along_axis(values, order, axis=1), np.take_along_axis(idx, order, axis=1)
-
-
-def _merge(r: int, k: int, *parts: dict) -> dict:
-    """The k best candidates of block ``r``'s flagged rows over ``parts``, per layer."""
-    return {r: [_best(np.concatenate([p[r][side][0] for p in parts], axis=1),
-                      np.concatenate([p[r][side][1] for p in parts], axis=1), k)
-                for side in (0, 1)]}
-
-
 def _outside(rows: np.ndarray, others: np.ndarray, samples: np.ndarray, group: np.ndarray,
              cols: np.ndarray, bounds: Sequence[int], k: int) -> tuple:
     """The k best columns ``cols`` (unit rows ``others``) of unit rows ``rows`` (samples
@@ -191,7 +175,7 @@ def _outside(rows: np.ndarray, others: np.ndarray, samples: np.ndarray, group: n
     s = rows @ others.T
     s[(_groups_of(cols, bounds)[None, :] == group[:, None])
       | (cols[None, :] == samples[:, None])] = -np.inf
-    return _best(s, np.broadcast_to(cols, s.shape), k)
+    return ordered(s, np.broadcast_to(cols, s.shape), k)
 
 
 def _restricted_tile(i, j, k, xi, xj, yi, yj, nxi, nxj, nyi, nyj, cols_i, cols_j, want_i,
@@ -200,7 +184,7 @@ def _restricted_tile(i, j, k, xi, xj, yi, yj, nxi, nxj, nyi, nyj, cols_i, cols_j
     block j and of block j's among block i (``want_*``: per layer, local rows and groups)."""
     out: dict[int, list] = {i: [], j: []}
     for side, (bi, bj, ni, nj) in enumerate(((xi, xj, nxi, nxj), (yi, yj, nyi, nyj))):
-        a, b = _unit(bi, ni), _unit(bj, nj)
+        a, b = unit_rows(bi, ni), unit_rows(bj, nj)
         rows, group = want_i[side]
         out[i].append(_outside(a[rows], b, cols_i[rows], group, cols_j, bounds, k))
         if i != j:
@@ -230,7 +214,7 @@ def restricted_neighbours(blocks: Blocks, norms: tuple, bounds: Sequence[int], k
         for i, j in block_pairs(len(blocks)) if i in todo or j in todo
     }
     merged = compute(*(
-        tree_reduce([t for (i, j), t in tiles.items() if r in (i, j)], _merge,
+        tree_reduce([t for (i, j), t in tiles.items() if r in (i, j)], merge_candidates,
                     name=f"repsim-knn-outside-{r}", args=(r, k))
         for r in todo
     ))

@@ -40,15 +40,11 @@ import numpy as np
 
 from ...engine.parallel import compute
 from ...exceptions import InputError
-from .tiles import Blocks, block_pairs
+from .tiles import Blocks, block_pairs, unit_rows
 
 #: similarities looked up in one pass at most (a permutation null's pairings are batched by it):
 #: 16 bytes of indices and 8 of the value each, 384 MiB
 LOOKUPS = 2**24
-
-
-def _unit(block: np.ndarray, norm: np.ndarray) -> np.ndarray:
-    return np.asarray(block, dtype=np.float64) / norm[:, None]
 
 
 def _pick(xi, xj, yi, yj, nxi, nxj, nyi, nyj, wanted: tuple) -> tuple:
@@ -57,7 +53,7 @@ def _pick(xi, xj, yi, yj, nxi, nxj, nyi, nyj, wanted: tuple) -> tuple:
     out = []
     for bi, bj, ni, nj, (rows, cols, rows_t, cols_t) in (
             (xi, xj, nxi, nxj, wanted[0]), (yi, yj, nyi, nyj, wanted[1])):
-        s = _unit(bi, ni) @ _unit(bj, nj).T
+        s = unit_rows(bi, ni) @ unit_rows(bj, nj).T
         out.append((s[rows, cols], s[cols_t, rows_t]))
     return tuple(out)
 

@@ -132,3 +132,9 @@ def check_patterns(name: str, mean: np.ndarray, norm: np.ndarray, width: int, ce
             f"{'s' if count > 1 else ''}), so its {kind} with other samples, which {measure} "
             "needs, is undefined; leave such samples out"
         )
+
+
+def unit_rows(block: np.ndarray, norm: np.ndarray) -> np.ndarray:
+    """A row block in float64 with each row divided by its norm ``norm``: products of such
+    blocks are cosine similarities."""
+    return np.asarray(block, dtype=np.float64) / norm[:, None]
