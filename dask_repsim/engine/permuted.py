@@ -20,6 +20,11 @@ A pass with permutations reads the data in row blocks whose boundaries are multi
 (every stored chunk is still read once) and permutes each block separately, so a task holds at
 most one permutation block of the permuted layers at a time.
 
+A null kept by sample group (the cross-validated measures' folds, ``null_groups=`` of a pass)
+permutes within the cells of the blocks cut at the groups' bounds (:func:`permutation_cells`),
+so that every group keeps its samples of each layer, and keeps each group's cross statistics
+apart (:func:`merge_null`).
+
 Samples left out for NaN or Inf (``nan_policy="omit"``) are left out of the permutation too: the
 rows kept in a block are paired in the order the block's permutation visits them
 (:func:`restrict_permutations`), which is a uniformly random pairing of the kept rows and,
