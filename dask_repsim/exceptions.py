@@ -2,8 +2,15 @@
 
 Every computational path checks its input through :mod:`dask_repsim.io.validation`, so the same
 bad input gets the same error, naming the input (a layer name in grids), whichever path runs.
-All of them are ``ValueError`` subclasses.
+All of them are ``ValueError`` subclasses. :func:`quietly` computes a measure's jackknife
+replicates or null without repeating the warnings its value gave.
 """
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Sequence
+from typing import Any
 
 
 class RepsimWarning(UserWarning):
@@ -25,3 +32,13 @@ class NoVarianceError(InputError):
 
 class SampleCountError(InputError):
     """Inputs have different numbers of samples, or too few for the measure."""
+
+
+def quietly(function: Callable[[Any], Any], items: Sequence[Any] | None) -> list[Any] | None:
+    """``function`` of every item, without repeating the package's warnings for each (they were
+    given for the full data already)."""
+    if items is None:
+        return None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RepsimWarning)
+        return [function(item) for item in items]

@@ -38,6 +38,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -47,7 +48,7 @@ from ..engine.moments import column_slices
 from ..engine.parallel import compute
 from ..engine.reduction import SPLIT_EVERY
 from ..engine.stream import group_bounds, row_block_reduction
-from ..exceptions import RepsimWarning
+from ..exceptions import RepsimWarning, quietly
 from ..io.inputs import Layer
 from ..io.validation import check_sample_counts, constant_units, first_nonfinite, no_variance_error
 from ..measures.linalg import svd
@@ -521,15 +522,8 @@ def linear_regression(
     return linear_regression_from_r(tsqr([x, y]), (x.name, y.name), singular_rtol=singular_rtol)
 
 
-def _quietly(
-    function: Callable[..., Any], factors: Sequence[RFactor] | None, names: Sequence[str]
-) -> list[Any] | None:
-    """``function`` of each factor, without repeating the warnings the full data gave."""
-    if factors is None:
-        return None
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RepsimWarning)
-        return [function(f, names) for f in factors]
+def _named(function: Callable[..., Any], names: Sequence[str], factor: RFactor) -> Any:
+    return function(factor, names)
 
 
 def qr_cells(
@@ -553,5 +547,6 @@ def qr_cells(
         names = (layers[a].name, layers[b].name)
         kept = None if replicates is None else [r.select(a, b) for r in replicates]
         for m, function in enumerate(functions):
-            cells[m, i, j] = Cell(function(sub, names), _quietly(function, kept, names))
+            cells[m, i, j] = Cell(function(sub, names),
+                                  quietly(partial(_named, function, names), kept))
     return cells, {"n_samples": factor.count, "n_samples_omitted": 0, "n_passes": 1}

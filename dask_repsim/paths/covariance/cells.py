@@ -12,12 +12,12 @@ from typing import Any
 
 from ...engine.memory import least_budget, max_features
 from ...engine.parallel import memory_budget
-from ...exceptions import RepsimWarning
+from ...exceptions import RepsimWarning, quietly
 from ...io.inputs import Layer
 from ...measures.predictivity import OnFolds
 from ...results import Cell, Cells, Positions, grid_cells
 from . import folds
-from .passes import plan_passes, quietly, run_pass
+from .passes import plan_passes, run_pass
 
 
 def _pass_need(widths: Sequence[int], rows: Sequence[int], cols: Sequence[int],

@@ -20,10 +20,9 @@ layers into passes (:mod:`~dask_repsim.paths.covariance.cells` runs them,
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any
 
 import numpy as np
 
@@ -251,16 +250,6 @@ def run_pass(
     return PassResult(layers, result.parts, result.total, result.permuted, permute,
                       result.aside, result.permuted_parts, wanted,
                       None if bounds is None else tuple(int(b) for b in bounds))
-
-
-def quietly(function: Callable[[Any], Any], items: Sequence[Any] | None) -> list[Any] | None:
-    """``function`` of every item, without repeating the package's warnings for each (they were
-    given for the full data already)."""
-    if items is None:
-        return None
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RepsimWarning)
-        return [function(item) for item in items]
 
 
 def _bins(items: list[int], widths: list[int], capacity: int) -> list[list[int]]:
