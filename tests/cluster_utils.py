@@ -18,8 +18,9 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import yaml
 import zarr.storage
@@ -293,3 +294,18 @@ class LoggedStore(zarr.storage.WrapperStore):
 
     def __setstate__(self, state):
         self.__init__(state["store"], state["log"], state["delay"])
+
+
+def on_threads_and_workers(run: Callable[[], Any]) -> tuple[Any, Any]:
+    """``run()`` on the threaded scheduler, then on a ``distributed.LocalCluster`` of two worker
+    processes with one thread each on 127.0.0.1: (threaded result, workers' result)."""
+    import dask
+    import distributed
+
+    with dask.config.set(scheduler="threads"):
+        here = run()
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  host="127.0.0.1", dashboard_address=None) as cluster, \
+            distributed.Client(cluster):
+        there = run()
+    return here, there

@@ -4,13 +4,13 @@ y's samples permuted within the folds."""
 
 from __future__ import annotations
 
-import dask
 import dask.array as da
 import numpy as np
 import pytest
 import references
 import scipy.stats
 import xarray as xr
+from cluster_utils import on_threads_and_workers
 
 import dask_repsim as dr
 from dask_repsim.engine import permuted
@@ -154,7 +154,7 @@ def test_null_does_not_depend_on_chunks_or_other_measures():
 @pytest.mark.slow
 def test_null_and_interval_do_not_depend_on_the_workers():
     """Two worker processes give the threaded scheduler's null and replicates."""
-    distributed = pytest.importorskip("distributed")
+    pytest.importorskip("distributed")
     x, y = _data(400, seed=7)
 
     def run():
@@ -166,12 +166,7 @@ def test_null_and_interval_do_not_depend_on_the_workers():
         return {f"{v} {i}": g[v].values for i, g in enumerate((grid, ridge))
                 for v in g.data_vars}
 
-    with dask.config.set(scheduler="threads"):
-        here = run()
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                  host="127.0.0.1", dashboard_address=None) as cluster, \
-            distributed.Client(cluster):
-        there = run()
+    here, there = on_threads_and_workers(run)
     assert there.keys() == here.keys()
     assert "ridge_predictivity_stderr 1" in here and "pls_predictivity_null_mean 0" in here
     for key, value in here.items():

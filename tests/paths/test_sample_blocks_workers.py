@@ -4,9 +4,9 @@ on the seed and the sample count only, not on where the tasks run)."""
 
 from __future__ import annotations
 
-import dask
 import numpy as np
 import pytest
+from cluster_utils import on_threads_and_workers
 
 import dask_repsim as dr
 
@@ -18,7 +18,7 @@ INTERVALS = ["rsa", "distance_correlation", "cka_laplace", "mutual_knn", "second
 
 @pytest.mark.slow
 def test_nulls_and_intervals_do_not_depend_on_the_workers():
-    distributed = pytest.importorskip("distributed")
+    pytest.importorskip("distributed")
     rng = np.random.default_rng(5)
     x = rng.normal(size=(240, 6))
     y = np.tanh(x) + 0.5 * rng.normal(size=(240, 6))  # unit by unit: output measures too
@@ -31,12 +31,7 @@ def test_nulls_and_intervals_do_not_depend_on_the_workers():
                             interval="jackknife", groups=8)]
         return {f"{v} {i}": g[v].values for i, g in enumerate(grids) for v in g.data_vars}
 
-    with dask.config.set(scheduler="threads"):
-        here = run()
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                  host="127.0.0.1", dashboard_address=None) as cluster, \
-            distributed.Client(cluster):
-        there = run()
+    here, there = on_threads_and_workers(run)
     assert there.keys() == here.keys()
     assert any(k.endswith("_null_mean 0") for k in here)
     assert any(k.endswith("_stderr 1") for k in here)

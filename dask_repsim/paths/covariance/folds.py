@@ -38,12 +38,9 @@ from ...engine.stream import group_bounds
 from ...engine.uncertainty import leave_one_out
 from ...engine.views import Pair, pair, permuted_pairs, sides
 from ...exceptions import quietly
-from ...measures.predictivity import MIN_FOLD, OnFolds
+from ...measures.predictivity import MIN_FOLD, OnFolds, Split
 from ...results import Cell
 from .passes import PassResult
-
-#: (training Pair, held-out Pair) of each fold
-Split = list[tuple[Pair, Pair]]
 
 
 def nested_bounds(n: int, k: int, groups: int) -> tuple[int, ...]:
