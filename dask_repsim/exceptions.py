@@ -36,7 +36,18 @@ class SampleCountError(InputError):
 
 def quietly(function: Callable[[Any], Any], items: Sequence[Any] | None) -> list[Any] | None:
     """``function`` of every item, without repeating the package's warnings for each (they were
-    given for the full data already)."""
+    given for the full data already); ``None`` for no items.
+
+    Examples
+    --------
+    >>> def noisy(v):
+    ...     warnings.warn("constant units", RepsimWarning)
+    ...     return 2 * v
+    >>> with warnings.catch_warnings():
+    ...     warnings.simplefilter("error")
+    ...     quietly(noisy, [1, 2]), quietly(noisy, None)
+    ([2, 4], None)
+    """
     if items is None:
         return None
     with warnings.catch_warnings():

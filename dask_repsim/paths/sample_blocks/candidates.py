@@ -36,7 +36,14 @@ def top_k(s: np.ndarray, cols: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarr
 
 
 def ordered(values: np.ndarray, idx: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """The first ``k`` of each row by (larger value, smaller index)."""
+    """The first ``k`` of each row by (larger value, smaller index).
+
+    Examples
+    --------
+    >>> values, idx = ordered(np.array([[0.2, 0.9, 0.2]]), np.array([[7, 3, 5]]), 2)
+    >>> values.tolist(), idx.tolist()
+    ([[0.9, 0.2]], [[3, 5]])
+    """
     order = np.lexsort((idx, -values), axis=-1)[:, :k]
     return np.take_along_axis(values, order, axis=1), np.take_along_axis(idx, order, axis=1)
 

@@ -136,5 +136,11 @@ def check_patterns(name: str, mean: np.ndarray, norm: np.ndarray, width: int, ce
 
 def unit_rows(block: np.ndarray, norm: np.ndarray) -> np.ndarray:
     """A row block in float64 with each row divided by its norm ``norm``: products of such
-    blocks are cosine similarities."""
+    blocks are cosine similarities.
+
+    Examples
+    --------
+    >>> unit_rows(np.array([[3, 4]], dtype=np.float32), np.array([5.0])).tolist()
+    [[0.6, 0.8]]
+    """
     return np.asarray(block, dtype=np.float64) / norm[:, None]
