@@ -200,7 +200,8 @@ def _statistics_options(cmp: _Parser) -> None:
     cmp.add_argument("--level", type=float,
                      help="level of the --interval intervals (default: 0.95)")
     cmp.add_argument("--groups", type=int,
-                     help=f"sample groups of the jackknife (default: {JACKKNIFE_GROUPS})")
+                     help=f"sample groups of the jackknife (default: {JACKKNIFE_GROUPS}; 5 with "
+                          "rtd)")
     cmp.add_argument("--permutations", type=int, default=0, metavar="K",
                      help="add a permutation test per cell: p-values from K permutations "
                      "of B's samples within blocks (default: 0, none)")

@@ -265,7 +265,8 @@ def compare(
     interval, level, groups
         ``interval="jackknife"`` adds ``<metric>_stderr``, ``<metric>_centre``,
         ``<metric>_low`` and ``<metric>_high`` variables: a delete-a-group jackknife over
-        ``groups`` (default 20) contiguous ranges of samples, from the same pass, the interval
+        ``groups`` contiguous ranges of samples (default 20; 5 with rtd, and a grid takes the
+        fewest of its measures'), from the same pass, the interval
         centred on the jackknife's bias-corrected estimate (``<metric>_centre``; on the
         estimate for pwcca, ``attrs["interval_centre"]``).
     permutations, seed
@@ -375,6 +376,7 @@ def compare(
         storage_options=storage_options, join=join)
     parameters["rdm_noise"] = grid_noise(rdm_noise, (names_a, names_b), layers, (rows, cols))
     origins = provenance_attrs(a, a if b is None else b, storage_options)
+    options = runners.call_options(options, outputs, parameters)
     cells, path, run_attrs = run_grid(outputs, layers, rows, cols, options, method=method,
                                       batch_size=batch_size, parameters=parameters)
     result = build_dataset(cells, outputs, names_a, names_b, path, run_attrs, options)

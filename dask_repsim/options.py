@@ -7,6 +7,7 @@ value used when they apply is in :data:`DEFAULTS`.
 
 from __future__ import annotations
 
+import copy
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -16,12 +17,10 @@ import numpy as np
 
 from .exceptions import RepsimWarning
 from .io.layouts import SampleDims
-from .registry import MEASURES, PATHS, supports
+from .registry import JACKKNIFE_GROUPS, MEASURES, PATHS, supports
 
 __all__ = ["DEFAULTS", "Options", "SampleDims", "document", "reject_unused"]
 
-#: default number of sample groups for jackknife intervals
-JACKKNIFE_GROUPS = 20
 #: fewer permutations than this cannot give a p-value of 0.05 or less: a warning says so
 FEWEST_PERMUTATIONS = 19
 #: what options left at ``None`` mean where they apply
@@ -50,9 +49,11 @@ PARAMETERS = {
         different label sets; ``"inner"`` compares the samples both hold.""",
     "uncertainty": """interval, level, groups
         ``interval="jackknife"``: also a delete-a-group jackknife standard error and a
-        ``level`` (default 0.95) interval over ``groups`` (default 20, at least 2) contiguous
-        ranges of samples, from the same pass; ``level`` and ``groups`` without ``interval`` are an
-        error. Co-moment, QR, Gram and ``sample_blocks`` paths, for the measures that have one
+        ``level`` (default 0.95) interval over ``groups`` (at least 2) contiguous ranges of
+        samples, from the same pass; ``level`` and ``groups`` without ``interval`` are an
+        error. Default groups: 20 (5 with RTD, whose jackknife overstates its variance with
+        small groups; a grid takes the fewest of its measures').
+        Co-moment, QR, Gram, tiled and ``sample_blocks`` paths, for the measures that have one
         there (the table of the guide's "Intervals and permutation tests").
     permutations, seed
         ``permutations=K``: also a permutation test from the same pass, the measure under K
@@ -133,6 +134,19 @@ class Options:
         """The value of option ``name``, its default when not given."""
         value = getattr(self, name)
         return DEFAULTS[name] if value is None else value
+
+    def for_measures(self, measures: Sequence[str], least: int = 2) -> Options:
+        """These options for a call of ``measures``: with an interval and no ``groups=`` given,
+        the fewest of the measures' default groups
+        (:attr:`~dask_repsim.registry.Measure.jackknife_groups`: one number for every measure
+        of a grid), and at least ``least`` (the folds of a cross-validated measure); otherwise
+        unchanged."""
+        if not self.interval or self.groups is not None:
+            return self
+        groups = min(MEASURES[m].jackknife_groups for m in measures)
+        out = copy.copy(self)  # not a new Options: its checks and warnings ran once
+        object.__setattr__(out, "groups", max(groups, least))
+        return out
 
     @property
     def groups_used(self) -> int:

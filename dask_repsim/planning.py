@@ -86,29 +86,33 @@ def _capacity(needs: tuple[str, ...], groups: int) -> int:
 
 def grid_costs(
     metrics: list[str], n: int, widths: list[int], rows: list[int], cols: list[int],
-    needs: tuple[str, ...] = (), groups: int = 1,
+    needs: tuple[str, ...] = (), groups: int = 1, permutations: int = 0,
 ) -> dict[str, float]:
     """Estimated multiply-adds of each exact path that ``"auto"`` may choose for a grid, that
     computes every metric and supports each of ``needs`` (``"interval"``, ``"permutations"``,
     ``"nan_omit"``); a path that does not fit the memory budget is left out. ``groups``: the
     jackknife's sample groups where known (the covariance path, the only one with intervals,
-    plans its passes with the groups it computes).
+    plans its passes with the groups it computes). ``permutations``: K, the permutations of a
+    null, whose cost each path's estimate adds.
 
     - ``covariance``: ``n`` times each layer's own block ``p^2`` and each requested cross block
-      ``p q`` (only if the widest pair's co-moments fit,
+      ``p q``, that ``1 + K`` times (only if the widest pair's co-moments fit,
       :func:`~dask_repsim.engine.memory.max_features`);
-    - ``gram``: ``n^2 sum(p)`` for each layer's Gram tiles, plus ``n^2`` per pair;
+    - ``gram``: ``n^2 sum(p)`` for each layer's Gram tiles, plus ``n^2 (1 + K)`` per pair;
     - ``sample_blocks``: ``n^2 (p + q)`` per pair;
-    - ``tiled``: ``n (p q + (p^2 + q^2) / 2)`` per pair, only when the co-moments do not fit
-      (pair by pair it shares nothing, so its estimate flatters it).
+    - ``tiled``: ``n ((1 + K) p q + (p^2 + q^2) / 2)`` per pair, only when the co-moments do
+      not fit (pair by pair it shares nothing, so its estimate flatters it).
 
     Examples
     --------
     >>> costs = grid_costs(["cka"], 2048, [65536, 100], [0], [1])
     >>> sorted(costs), f"{costs['gram']:.2e}"
     (['gram', 'tiled'], '2.75e+11')
-    >>> sorted(grid_costs(["cka"], 2048, [65536, 100], [0], [1], needs=("permutations",)))
-    ['gram']
+    >>> sorted(grid_costs(["cka"], 2048, [65536, 100], [0], [1], needs=("interval",)))
+    ['gram', 'tiled']
+    >>> wide = (["cka"], 100_000, [20_000, 20_000], [0], [1])
+    >>> plan_grid(*wide)[0], plan_grid(*wide, ("permutations",), permutations=99)[0]
+    ('tiled', 'gram')
     >>> sorted(grid_costs(["cka"], 2048, [65536, 100], [0], [1], needs=("nan_omit",)))
     []
     """
@@ -119,15 +123,18 @@ def grid_costs(
     costs: dict[str, float] = {}
     widest = max(widths[r] for r in rows) + max(widths[c] for c in cols)
     if "covariance" in able and widest <= _capacity(needs, groups):
+        cross = sum(widths[a] * widths[b] for a, b in pairs if a != b)
         costs["covariance"] = float(n) * (sum(widths[u] ** 2 for u in used)
-                                          + sum(widths[a] * widths[b] for a, b in pairs if a != b))
+                                          + (1 + permutations) * cross)
     if "gram" in able:
-        costs["gram"] = float(n) ** 2 * (sum(widths[u] for u in used) + len(pairs))
+        costs["gram"] = float(n) ** 2 * (sum(widths[u] for u in used)
+                                         + (1 + permutations) * len(pairs))
     if "sample_blocks" in able:  # each pair's own pass over both layers
         costs["sample_blocks"] = float(n) ** 2 * sum(widths[a] + widths[b] for a, b in pairs)
     if "tiled" in able and "covariance" not in costs:
-        costs["tiled"] = float(n) * sum(widths[a] * widths[b] + (widths[a] ** 2 + widths[b] ** 2)
-                                        / 2 for a, b in pairs)
+        costs["tiled"] = float(n) * sum((1 + permutations) * widths[a] * widths[b]
+                                        + (widths[a] ** 2 + widths[b] ** 2) / 2
+                                        for a, b in pairs)
     return costs
 
 
@@ -153,12 +160,12 @@ def _lacking(lacking: list[str], needs: tuple[str, ...]) -> ValueError:
 
 def plan_grid(
     metrics: list[str], n: int, widths: list[int], rows: list[int], cols: list[int],
-    needs: tuple[str, ...] = (), groups: int = 1,
+    needs: tuple[str, ...] = (), groups: int = 1, permutations: int = 0,
 ) -> tuple[str, dict[str, str]]:
     """The path ``"auto"`` runs a grid on: the least estimated arithmetic (:func:`grid_costs`)
     among the exact paths that compute every metric and fit the memory budget; with the
-    estimates, logged and returned for the result's ``attrs``. ``groups`` as in
-    :func:`grid_costs`.
+    estimates, logged and returned for the result's ``attrs``. ``groups`` and
+    ``permutations`` as in :func:`grid_costs`.
 
     Examples
     --------
@@ -167,7 +174,7 @@ def plan_grid(
     >>> plan_grid(["cka", "mean_cca"], 100_000, [256, 256], [0], [1])[0]
     'covariance'
     """
-    costs = grid_costs(metrics, n, widths, rows, cols, needs, groups)
+    costs = grid_costs(metrics, n, widths, rows, cols, needs, groups, permutations)
     if not costs:
         able = [p for p in PATHS if all(p in MEASURES[m].paths for m in metrics)
                 and all(supports(m, p, need) for m in metrics for need in needs)]

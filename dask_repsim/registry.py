@@ -11,7 +11,8 @@ Measures (:data:`MEASURES`) are the ``compare`` metrics. Each names the public f
 computes it for one pair, and for each path that can compute it, what that path needs:
 
 - ``covariance``: a function of a :class:`~dask_repsim.engine.stream.Pair` (the co-moments);
-- ``qr``: a function of ``(RFactor, names)``, the pair's columns of the joint R factor;
+- ``qr``: a function of a :class:`~dask_repsim.paths.qr.QRPair` (the pair's spans in the
+  joint R factor and the product of their bases: the data's, a replicate's or a permutation's);
 - ``sample_blocks``: a function of the two :class:`~dask_repsim.io.inputs.Layer` objects;
 - ``gram``, ``tiled``, ``minibatch``: the kernel options of the CKA the path sums
   (``{"debiased": bool}``, and ``{"kernel": "rbf"}`` on ``gram``); these paths compute CKA
@@ -37,6 +38,9 @@ from .paths.sample_blocks import (
     rsa_whitened,
     topology,
 )
+
+#: default number of sample groups of jackknife intervals
+JACKKNIFE_GROUPS = 20
 
 
 @dataclass(frozen=True)
@@ -64,13 +68,13 @@ PATHS: dict[str, PathInfo] = {
                  "n (p+q)^2", exact=True, auto=True, interval=True, permutations=True,
                  nan_omit=True),
         PathInfo("qr", "tall-skinny QR of [1 | X | Y]; only R factors travel",
-                 "2 n (p+q)^2", exact=True, auto=False, interval=True, permutations=False,
+                 "2 n (p+q)^2", exact=True, auto=False, interval=True, permutations=True,
                  nan_omit=False),
         PathInfo("gram", "sample-space Gram tiles of centred row blocks, each layer's formed "
                  "once per grid", "n^2 (p+q)", exact=True, auto=True, interval=True,
                  permutations=True, nan_omit=False, gamma=True),
         PathInfo("tiled", "||X_c^T Y_c||_F^2 from feature tiles", "n p q + n (p^2+q^2)/2",
-                 exact=True, auto=True, interval=False, permutations=False, nan_omit=False),
+                 exact=True, auto=True, interval=True, permutations=True, nan_omit=False),
         PathInfo("sample_blocks", "row-block tiles of sample x sample matrices: RDMs, cosine "
                  "k-nearest neighbours (whose permutation nulls relabel the neighbour lists), "
                  "distance matrices", "n^2 (p+q)", exact=True, auto=True, interval=True,
@@ -107,6 +111,9 @@ class Measure:
     #: whether a jackknife interval is centred on the bias-corrected estimate (else on the
     #: estimate): see :func:`dask_repsim.results.jackknife_interval`
     bias_corrected: bool = True
+    #: the number of jackknife groups when ``groups=`` is not given (a grid takes the fewest of
+    #: its measures': :meth:`dask_repsim.options.Options.for_measures`)
+    jackknife_groups: int = JACKKNIFE_GROUPS
     #: False for a difference of per-layer statistics, which does not depend on which sample of
     #: one layer goes with which of the other: a permutation test of it is refused
     paired: bool = True
@@ -145,12 +152,12 @@ def _rho_r2(pair: Any) -> float:
     return float((rho**2).mean())
 
 
-def _qr_mean(factor: Any, names: Any) -> float:
-    return float(qr.canonical_correlations_from_r(factor, names).mean)
+def _qr_mean(pair: Any) -> float:
+    return float(qr.canonical_correlations_of(pair).mean)
 
 
-def _qr_r2(factor: Any, names: Any) -> float:
-    return float(qr.canonical_correlations_from_r(factor, names).r2)
+def _qr_r2(pair: Any) -> float:
+    return float(qr.canonical_correlations_of(pair).r2)
 
 
 def _rsa(x: Any, y: Any, rdm: str = "correlation", rdm_compare: str = "corr",
@@ -237,14 +244,14 @@ MEASURES: dict[str, Measure] = {
         Measure("svcca",
                 "SVCCA (Raghu et al. 2017): mean canonical correlation of the singular "
                 "directions holding 99% of each side's variance", "svcca", {},
-                {"covariance": cca.svcca, "qr": qr.svcca_from_r}),
+                {"covariance": cca.svcca, "qr": qr.svcca_of}),
         Measure("svcca_r2",
                 "SVCCA summarised by R^2_CCA: mean squared canonical correlation of the "
                 "singular directions holding 99% of each side's variance", "svcca",
                 {"summary": "r2"},
-                {"covariance": cca.svcca_r2, "qr": partial(qr.svcca_from_r, summary="r2")}),
+                {"covariance": cca.svcca_r2, "qr": partial(qr.svcca_of, summary="r2")}),
         Measure("pwcca", "projection-weighted CCA (Morcos et al. 2018), paper definition",
-                "pwcca", {}, {"covariance": cca.pwcca, "qr": qr.pwcca_from_r},
+                "pwcca", {}, {"covariance": cca.pwcca, "qr": qr.pwcca_of},
                 symmetric=False,  # weights from the narrower side; layer_a's when as wide
                 # its weights are not smooth in the groups' statistics: the jackknife's bias
                 # estimate overshoots (95% intervals around it covered 75% of 200 samples,
@@ -253,7 +260,7 @@ MEASURES: dict[str, Measure] = {
         Measure("linear_regression",
                 "fraction of layer_b's variance explained by a linear fit from layer_a",
                 "linear_regression", {},
-                {"covariance": cca.linear_regression, "qr": qr.linear_regression_from_r},
+                {"covariance": cca.linear_regression, "qr": qr.linear_regression_of},
                 symmetric=False),
         Measure("procrustes", "orthogonal Procrustes similarity", "procrustes", {},
                 {"covariance": cka.procrustes}),
@@ -395,7 +402,12 @@ MEASURES: dict[str, Measure] = {
                 # growth (its centre about twice the value): 95% intervals around it covered
                 # the mean RTD at n = 40 in 1 of 200 samples, around the estimate in 199 (the
                 # standard error 1.5 times the spread; tests/paths/test_topology_inference.py)
-                bias_corrected=False),
+                bias_corrected=False,
+                # with groups of a few samples the jackknife overstates RTD's variance (20
+                # groups: the standard error 1.39 times the spread at n = 100, 199 of 200
+                # intervals covering); with 5 groups 1.05 times, 194 and 195 of 200 at n = 40
+                # and 100 (tests/paths/test_jackknife_groups.py)
+                jackknife_groups=5),
         Measure("matched_correlation",
                 "mean correlation of one-to-one (bipartite) matched units (Li et al. 2016)",
                 "match_units", {}, {"covariance": units.matched_correlation}),

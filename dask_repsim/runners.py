@@ -33,6 +33,7 @@ from . import planning
 from .io.gather import pair_layers
 from .io.inputs import Layer
 from .measures.cca import canonical_correlations
+from .measures.predictivity import DEFAULT_FOLDS
 from .options import DEFAULTS, Options, reject_unused
 from .paths import minibatch, qr, tiled
 from .paths.covariance.cells import covariance_cells
@@ -168,7 +169,7 @@ def choose_path(method: str, metrics: Sequence[str], layers: Sequence[Layer],
         ("nan_omit", options.nan_policy == "omit")) if asked)
     return planning.plan_grid(list(metrics), int(layers[0].data.shape[0]), widths,
                               list(rows), list(cols), needs,
-                              groups=options.groups_used)
+                              groups=options.groups_used, permutations=options.permutations)
 
 
 def measure_functions(path: str, metrics: Sequence[str], parameters: Mapping[str, Any] | None,
@@ -222,7 +223,8 @@ def run_cells(path: str, outputs: Sequence[Output], layers: Sequence[Layer],
         return covariance_cells(found, layers, rows, cols, options, todo=cells)
     if path == "qr":
         return qr.qr_cells(found, layers, rows, cols, todo=cells,
-                           groups=options.get("groups") if options.interval else None)
+                           groups=options.get("groups") if options.interval else None,
+                           permutations=options.permutations, seed=options.get("seed"))
     if path == "minibatch":
         sigma = outputs[0][2]
         return minibatch.minibatch_cells(
@@ -230,7 +232,9 @@ def run_cells(path: str, outputs: Sequence[Output], layers: Sequence[Layer],
             sigma=DEFAULTS["sigma"] if sigma is None else sigma,
             batch_size=batch_size or DEFAULTS["batch_size"],
             seed=options.get("seed"), level=options.get("level"), todo=cells)
-    return tiled.kernel_cells(found, layers, rows, cols, todo=cells)
+    return tiled.kernel_cells(found, layers, rows, cols, todo=cells,
+                              groups=options.get("groups") if options.interval else None,
+                              permutations=options.permutations, seed=options.get("seed"))
 
 
 def sample_block_cells(found: Sequence[Any], outputs: Sequence[Output],
@@ -314,6 +318,17 @@ def mirror(cells: Cells, attrs: dict[str, Any], metrics: Sequence[str]) -> Cells
     return out
 
 
+def call_options(options: Options, outputs: Sequence[Output],
+                 parameters: Mapping[str, Any] | None = None) -> Options:
+    """``options`` for a call of ``outputs``: the default jackknife groups of its measures
+    (:meth:`~dask_repsim.options.Options.for_measures`), at least the folds of its
+    cross-validated measures."""
+    measures = [measure for _, measure, _ in outputs]
+    folds = (parameters or {}).get("folds") or DEFAULT_FOLDS
+    least = folds if any(MEASURES[m].folds for m in measures) else 2
+    return options.for_measures(measures, least)
+
+
 def run_pair(measure: str, x: Any, y: Any, options: Options, *, method: str = "auto",
              join: str = "exact", batch_size: int | None = None,
              parameters: Mapping[str, Any] | None = None,
@@ -326,6 +341,7 @@ def run_pair(measure: str, x: Any, y: Any, options: Options, *, method: str = "a
         raise ValueError("sigma= takes one bandwidth in a pairwise call; compare() takes "
                          "several")
     layers = pair_layers(x, y, options, join)
+    options = call_options(options, outputs, parameters)
     rows, cols = [0], [len(layers) - 1]
     path, _ = choose_path(method, [measure], layers, rows, cols, options)
     cells, attrs = run_cells(path, outputs, layers, rows, cols, options, batch_size=batch_size,
@@ -362,8 +378,8 @@ def _correlations(pair: Any) -> np.ndarray:
     return canonical_correlations(pair)[0]
 
 
-def _correlations_from_r(factor: Any, names: Sequence[str]) -> np.ndarray:
-    return qr.canonical_correlations_from_r(factor, names).rho
+def _correlations_from_r(pair: Any) -> np.ndarray:
+    return qr.canonical_correlations_of(pair).rho
 
 
 #: what a pairwise function reports beyond a grid's value, on each path that computes it:

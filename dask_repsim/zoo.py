@@ -167,6 +167,7 @@ k, ridge, folds, components, join
         flat_a, flat_b, sample_dims=sample_dims, pool=pool, resize=resize,
         spatial_dims=spatial_dims, storage_options=storage_options, join=join)
     parameters["rdm_noise"] = grid_noise(rdm_noise, (names_a, names_b), layers, (rows, cols))
+    options = runners.call_options(options, outputs, parameters)
     if gram_store is None:
         cells, path, run_attrs = grid.run_grid(outputs, layers, rows, cols, options,
                                                method=method, batch_size=batch_size,

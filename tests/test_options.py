@@ -32,15 +32,16 @@ def data():
         (lambda x, y: dr.pwcca(x, y, epsilon=1e-10), "definition='reference' only"),
         (lambda x, y: dr.procrustes(x, y, method="qr"),
          "method='qr' computes .* not procrustes, which is not available on that path"),
-        (lambda x, y: dr.cka(x, y, method="tiled", interval="jackknife"),
-         "interval= is not available on the 'tiled' path; paths that support it: "
-         "covariance, gram"),
-        (lambda x, y: dr.cka(x, y, method="tiled", permutations=5),
-         "permutations= is not available on the 'tiled' path"),
+        (lambda x, y: dr.cka(x, y, method="minibatch", interval="jackknife"),
+         "interval= is not available on the 'minibatch' path; paths that support it: "
+         "covariance, gram, tiled"),
+        (lambda x, y: dr.cka(x, y, method="tiled", nan_policy="omit", permutations=5),
+         "nan_policy='omit' is not available on the 'tiled' path"),
         (lambda x, y: dr.cka(x, y, method="gram", nan_policy="omit"),
          "nan_policy='omit' is not available on the 'gram' path"),
-        (lambda x, y: dr.linear_regression(x, y, method="qr", permutations=19),
-         "permutations= is not available on the 'qr' path; paths that support it: covariance"),
+        (lambda x, y: dr.linear_regression(x, y, method="qr", nan_policy="omit"),
+         "nan_policy='omit' is not available on the 'qr' path; paths that support it: "
+         "covariance"),
         (lambda x, y: dr.compare({"a": x}, {"b": y}, metrics=["cka"], batch_size=50),
          "method='minibatch' only"),
         (lambda x, y: dr.compare({"a": x}, {"b": y}, metrics=["cka"], level=0.8),
@@ -108,3 +109,25 @@ def test_sigma_must_be_finite_and_positive_with_the_same_words_everywhere(data, 
         messages.add(str(error.value))
     assert messages == {"sigma must be > 0 and finite (a fraction of the median distance), "
                         f"not {bad!r}"}
+
+
+def test_default_groups_follow_the_measures():
+    """Without groups=, 20 groups, RTD's 5; a grid takes the fewest of its measures', at least
+    its folds; a given groups= is kept, and the options' warnings are not repeated."""
+    from dask_repsim.options import Options
+
+    asked = Options(interval="jackknife")
+    assert asked.for_measures(["cka", "mutual_knn"]).groups == 20
+    assert asked.for_measures(["cka", "rtd"]).groups == 5
+    assert asked.for_measures(["rtd", "ridge_predictivity"], least=10).groups == 10
+    assert asked.groups is None  # a copy
+    assert Options(interval="jackknife", groups=7).for_measures(["rtd"]).groups == 7
+    assert Options().for_measures(["rtd"]).groups is None
+    with pytest.warns(dr.RepsimWarning) as record:
+        Options(interval="jackknife", permutations=5).for_measures(["rtd"])
+    assert len(record) == 1
+    x = np.random.default_rng(0).normal(size=(40, 3))
+    y = np.tanh(x) + np.random.default_rng(1).normal(size=(40, 3))
+    grid = dr.compare({"x": x}, {"y": y}, metrics=["cka", "rtd"], interval="jackknife")
+    assert grid.attrs["n_groups"] == 5
+    assert dr.cka(x, y, interval="jackknife").n_groups == 20

@@ -171,3 +171,22 @@ def aside_limit(width: int, *, groups: int = 1, permutations: int = 0, cross: in
     """
     spare, threads = _spare(width, groups, permutations, cross)
     return spare // (2 * (threads * TASK_COPIES + LEVELS))
+
+
+def check_permutations(permutations: int, need: int, width: int, cross: int,
+                       folds: int = 1) -> int:
+    """``permutations``, after checking that a pass over ``width`` joint features with that
+    many permuted cross blocks of ``cross`` entries (features of the permuted pairs' A side
+    times those of their B side, times the ``folds`` a null is kept by), which needs a budget
+    of ``need`` bytes, fits the memory budget."""
+    budget = memory_budget()
+    if need > budget:
+        per = f" ({cross // folds} for each of the {folds} folds)" if folds > 1 else ""
+        raise ValueError(
+            f"permutations={permutations} keeps {permutations} cross matrices of {cross} "
+            f"entries{per} in every copy of a pass's statistics: with the co-moments of its "
+            f"{width} features, about {need / 2**30:.1f} GiB per process, over the memory budget "
+            f"of {budget / 2**30:.1f} GiB; ask for fewer permutations or compare fewer layers "
+            "at once (or raise dask config 'repsim.memory-budget')"
+        )
+    return int(permutations)

@@ -143,9 +143,11 @@ def pair_statistics(
 
 
 def block_null(
-    aside: Aside, a: int, b: int, count: int, seed: int, sizes: Sequence[int]
+    aside: Aside, a: int, b: int, count: int, seed: int, sizes: Sequence[int],
+    span: tuple[int, int] | None = None,
 ) -> Permuted | None:
-    """The permuted statistics of layer ``a`` against layer ``b`` over the aside blocks.
+    """The permuted statistics of layer ``a`` against layer ``b`` over the aside blocks (those
+    that start in ``span``, first and stop sample, when given: a null kept by group).
 
     In each block the rows finite in both layers are permuted as
     :func:`~dask_repsim.engine.permuted.restrict_permutations` derives from the block's permutation.
@@ -153,6 +155,8 @@ def block_null(
     slices = column_slices(sizes)
     parts = []
     for first, rows in sorted(aside.blocks, key=lambda block: block[0]):
+        if span is not None and not span[0] <= first < span[1]:
+            continue
         finite = finite_by_layer(rows, sizes)
         keep = finite[:, a] & finite[:, b]
         perms = block_permutations(seed, first, len(rows), count)

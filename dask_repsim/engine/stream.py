@@ -272,7 +272,7 @@ def statistics_graph(
     the cross blocks computed to those layer pairs; ``wanted`` (pairwise deletion) are the
     pairs whose partly finite rows are carried aside, up to ``limit`` bytes. ``null_groups``
     > 1: the null of each of that many groups (:func:`group_bounds`), each permuted within
-    itself (with ``wanted=None``).
+    itself (a permutation cell carried aside lies in one group).
     """
     n = layers[0].data.shape[0]
     sizes = [int(np.prod(layer.data.shape[1:])) for layer in layers]
@@ -282,8 +282,8 @@ def statistics_graph(
         null = (tuple(null[0]), tuple(null[1]), int(null[2]), int(null[3]), block)
         permutations = null[2]
         cross = sum(sizes[i] for i in null[0]) * sum(sizes[j] for j in null[1]) * null_groups
-    if null_groups > 1 and (null is None or wanted is not None):  # one null, listwise
-        raise ValueError("a null kept by sample group needs a null and no rows carried aside")
+    if null_groups > 1 and null is None:
+        raise ValueError("a null kept by sample group needs a null")
     rows = sub_block_rows(sum(sizes), groups=groups, permutations=permutations, cross=cross)
     plan = PassPlan(
         bounds=tuple(int(b) for b in bounds) if bounds is not None else group_bounds(n, groups),
@@ -345,9 +345,11 @@ def pass_statistics(
         error = first_nonfinite(names, total.first_nonfinite, total.nonfinite_is_nan)
         if error is not None:
             raise error
-    by_group = ([partial.permuted[g] for g in range(null_groups)]
-                if isinstance(partial.permuted, dict) else None)
-    permuted = reduce(Permuted.merge, by_group) if by_group else partial.permuted
+    by_group, permuted = None, partial.permuted
+    if null is not None and null_groups > 1:  # a group whose cells all went aside has none
+        found = partial.permuted if isinstance(partial.permuted, dict) else {}
+        by_group = [found.get(g) for g in range(null_groups)]
+        permuted = reduce(Permuted.merge, by_group)
     return PassStatistics(parts, total, permuted, partial.aside, by_group)
 
 

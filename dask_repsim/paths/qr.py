@@ -26,11 +26,15 @@ subtraction or a downdate, so a replicate is as accurate as the factor of the ke
 computed afresh. Each measure is then its function of that factor. Without an interval the
 pass is one group, the same arithmetic as before intervals existed.
 
-Permutation tests are not offered here. A permutation of y's samples changes the cross part of
-the factor: the R factor of ``[X | P Y]`` shares nothing with that of ``[X | Y]`` beyond each
-side's own block, so each permutation would need a QR of the whole data of its own (K passes
-for K permutations). The co-moment path's null (permuted cross co-moments of a pass) would be a
-null of the co-moment values, which on ill-conditioned data are not the values computed here.
+Permutation tests (``permutations=K``): a permutation P of y's samples leaves each layer's
+own span, basis and units as they are, and every measure here is a function of those and of
+``H_x^T H_y``, the product of the two layers' orthonormal bases as samples
+(:class:`QRPair`). So the null needs ``H_x^T P_k H_y`` only: one more pass turns each row block
+of a layer into its basis, ``H = X_c[:, units] @ transform`` (:func:`basis_layer`; rounding
+about ``eps * cond(X_c)``, as the factor's), and the co-moment engine sums the permuted cross
+products of those bases with the permutations, blocks and seed of every other path's null
+(:func:`permuted_crosses`). The R factor of ``[X | P Y]`` is never needed, and the null is that
+of the values computed here, not of the co-moment path's.
 """
 
 from __future__ import annotations
@@ -38,16 +42,17 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from functools import partial
+from functools import cached_property
 from typing import Any
 
 import numpy as np
 
 from ..engine import uncertainty
+from ..engine.memory import check_permutations, least_budget
 from ..engine.moments import column_slices
 from ..engine.parallel import compute
 from ..engine.reduction import SPLIT_EVERY
-from ..engine.stream import group_bounds, row_block_reduction
+from ..engine.stream import group_bounds, pass_statistics, row_block_reduction
 from ..exceptions import RepsimWarning, quietly
 from ..io.inputs import Layer
 from ..io.validation import check_sample_counts, constant_units, first_nonfinite, no_variance_error
@@ -268,11 +273,32 @@ def tsqr(layers: Sequence[Layer], *, split_every: int = SPLIT_EVERY) -> RFactor:
 
 @dataclass(frozen=True)
 class _Span:
-    """One layer's varying units in Q coordinates, ``X_c = Q a``, and an orthonormal basis."""
+    """One layer's varying units in Q coordinates, ``X_c[:, units] = Q a``, an orthonormal
+    basis of their span, and the map that gives that basis as samples:
+    ``X_c[:, units] @ transform = Q basis``."""
 
     name: str
-    a: np.ndarray  # (k, p'): the R columns of the units that are not constant
+    units: np.ndarray  # the layer's varying units
+    constant: int  # how many of its units are constant
+    a: np.ndarray  # (k, p'): the R columns of the varying units
     basis: np.ndarray  # (k, r), orthonormal, spans the columns of a
+    transform: np.ndarray  # (p', r)
+
+    @cached_property
+    def coordinates(self) -> np.ndarray:
+        """``basis^T a`` (r x p'): the units in the basis (``a = basis @ coordinates``, up to
+        the directions below the rank cut-off)."""
+        return self.basis.T @ self.a
+
+    def warn(self) -> None:
+        """The warning that constant units are left out, if the layer has any."""
+        if self.constant:
+            warnings.warn(
+                f"{self.name}: {self.constant} of {self.constant + len(self.units)} units are "
+                "constant over the samples and are left out of CCA-family measures",
+                RepsimWarning,
+                stacklevel=4,
+            )
 
 
 def varying_units(factor: RFactor, index: int, name: str, *, warn: bool = True) -> np.ndarray:
@@ -292,38 +318,81 @@ def varying_units(factor: RFactor, index: int, name: str, *, warn: bool = True) 
     >>> varying_units(tsqr([as_layer(x, name="fc")]), 0, "fc", warn=False).tolist()
     [0, 2]
     """
+    span = _span(factor, index, name, SINGULAR_RTOL)
+    if warn:
+        span.warn()
+    return span.units
+
+
+def _span(factor: RFactor, index: int, name: str, rtol: float) -> _Span:
     s = factor.slices[index]
     sum_sq = np.einsum("ij,ij->j", factor.r[:, s], factor.r[:, s])
     constant = constant_units(sum_sq, factor.mean[s], factor.count)
     if constant.all():
         raise no_variance_error(name, int(constant.size), factor.count)
-    if warn and constant.any():
-        warnings.warn(
-            f"{name}: {int(constant.sum())} of {constant.size} units are constant over the "
-            "samples and are left out of CCA-family measures",
-            RepsimWarning,
-            stacklevel=5,
-        )
-    return np.flatnonzero(~constant)
+    units = np.flatnonzero(~constant)
+    a = factor.r[:, s][:, units]
+    norms = np.linalg.norm(a, axis=0)
+    u, sv, vt = svd(a / norms)
+    good = sv > rtol * sv[0]
+    transform = vt[good].T / sv[good] / norms[:, None]
+    return _Span(name, units, int(constant.sum()), a, u[:, good], transform)
 
 
-def _span(factor: RFactor, index: int, name: str, rtol: float, warn: bool = True) -> _Span:
-    a = factor.r[:, factor.slices[index]][:, varying_units(factor, index, name, warn=warn)]
-    u, sv, _ = svd(a / np.linalg.norm(a, axis=0))
-    return _Span(name, a, u[:, sv > rtol * sv[0]])
+@dataclass(frozen=True)
+class QRPair:
+    """What every measure of the CCA family takes on this path: the two layers' spans in the Q
+    coordinates of one factor, and ``cross``, the product of their orthonormal bases as
+    samples, ``H_x^T H_y`` (``H = X_c[:, units] @ transform``). The canonical correlations are
+    its singular values (the cosines of the principal angles, Bjorck & Golub 1973).
+
+    Under a permutation P of y's samples the spans, bases and each side's units do not change
+    and ``cross`` becomes ``H_x^T P H_y`` (:meth:`permuted`): each measure's null value is
+    the same function of that product.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from dask_repsim.io.inputs import as_layer
+    >>> x = np.random.default_rng(0).normal(size=(200, 3))
+    >>> pair = QRPair.of(tsqr([as_layer(x), as_layer(x[:, :2] * 3, name="y")]))
+    >>> pair.cross.shape, np.round(svd(pair.cross, compute_uv=False), 9).tolist()
+    ((3, 2), [1.0, 1.0])
+    """
+
+    x: _Span
+    y: _Span
+    cross: np.ndarray
+
+    @classmethod
+    def of(cls, factor: RFactor, names: Sequence[str] = ("x", "y"), *,
+           singular_rtol: float = SINGULAR_RTOL) -> QRPair:
+        """The pair of the two layers of ``factor``."""
+        if len(factor.sizes) != 2:
+            raise ValueError(f"expected the factor of two layers, got {len(factor.sizes)}")
+        sx, sy = (_span(factor, i, names[i], singular_rtol) for i in (0, 1))
+        return cls(sx, sy, sx.basis.T @ sy.basis)
+
+    def permuted(self, cross: np.ndarray) -> QRPair:
+        """The pair with y's samples permuted: ``cross`` is ``H_x^T P H_y``."""
+        return QRPair(self.x, self.y, cross)
+
+    def warn(self, y: bool = True) -> None:
+        """The warnings of constant units: x's, and y's when ``y``."""
+        self.x.warn()
+        if y:
+            self.y.warn()
 
 
-def _spans(
-    factor: RFactor, names: Sequence[str], rtol: float, warn_y: bool = True
-) -> tuple[_Span, _Span]:
-    if len(factor.sizes) != 2:
-        raise ValueError(f"expected the factor of two layers, got {len(factor.sizes)}")
-    return _span(factor, 0, names[0], rtol), _span(factor, 1, names[1], rtol, warn_y)
-
-
-def _angles(bx: np.ndarray, by: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    u, s, vt = svd(bx.T @ by)
+def _angles(cross: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    u, s, vt = svd(cross)
     return np.clip(s, 0.0, 1.0), u, vt.T
+
+
+def canonical_correlations_of(pair: QRPair) -> CCAResult:
+    """The canonical correlations of a :class:`QRPair`: the singular values of ``cross``."""
+    pair.warn()
+    return CCAResult(_angles(pair.cross)[0], method="qr")
 
 
 def canonical_correlations_from_r(
@@ -341,8 +410,7 @@ def canonical_correlations_from_r(
     >>> np.round(canonical_correlations_from_r(f).rho, 9)
     array([1., 1., 1.])
     """
-    sx, sy = _spans(factor, names, singular_rtol)
-    return CCAResult(_angles(sx.basis, sy.basis)[0], method="qr")
+    return canonical_correlations_of(QRPair.of(factor, names, singular_rtol=singular_rtol))
 
 
 def cca(x: Layer, y: Layer, *, singular_rtol: float = SINGULAR_RTOL) -> CCAResult:
@@ -374,11 +442,11 @@ def cca(x: Layer, y: Layer, *, singular_rtol: float = SINGULAR_RTOL) -> CCAResul
     return canonical_correlations_from_r(factor, (x.name, y.name), singular_rtol=singular_rtol)
 
 
-def _top_basis(span: _Span, keep: float | int, spectrum: str, rtol: float) -> np.ndarray:
-    """Orthonormal basis (Q coordinates) of the projections on the top singular directions."""
-    u, s, _ = svd(span.a)
-    good = s > rtol * s[0]
-    u, s = u[:, good], s[good]
+def _top(span: _Span, keep: float | int, spectrum: str) -> np.ndarray:
+    """The top singular directions of a layer's units, as coordinates in its basis (r x k,
+    orthonormal columns): the singular directions of ``X_c = Q a`` are those of
+    ``coordinates``, whose left singular vectors are the basis vectors' weights."""
+    u, s, _ = svd(span.coordinates)
     if isinstance(keep, int | np.integer) and not isinstance(keep, bool):
         if keep < 1:
             raise ValueError(f"keep must be >= 1 directions, not {keep}")
@@ -390,6 +458,20 @@ def _top_basis(span: _Span, keep: float | int, spectrum: str, rtol: float) -> np
         share = np.cumsum(weights) / weights.sum()
         k = int(np.searchsorted(share, keep * (1 - 1e-12))) + 1
     return u[:, :k]
+
+
+def svcca_of(pair: QRPair, *, keep: float | int = 0.99, spectrum: str = "variance",
+             summary: str = "mean") -> Estimate:
+    """SVCCA of a :class:`QRPair`: the canonical correlations of each side's top singular
+    directions, ``tx^T cross ty`` with ``tx``, ``ty`` from :func:`_top`."""
+    if spectrum not in ("variance", "singular_values"):
+        raise ValueError(f"spectrum must be 'variance' or 'singular_values', not {spectrum!r}")
+    if summary not in ("mean", "r2"):
+        raise ValueError(f"summary must be 'mean' or 'r2', not {summary!r}")
+    pair.warn()
+    tx, ty = _top(pair.x, keep, spectrum), _top(pair.y, keep, spectrum)
+    rho = _angles(tx.T @ pair.cross @ ty)[0]
+    return Estimate(float(np.mean(rho if summary == "mean" else rho**2)), method="qr")
 
 
 def svcca_from_r(
@@ -412,15 +494,8 @@ def svcca_from_r(
     >>> round(svcca_from_r(tsqr([as_layer(x), as_layer(2 * x, name="y")]), keep=2), 6)
     1.0
     """
-    if spectrum not in ("variance", "singular_values"):
-        raise ValueError(f"spectrum must be 'variance' or 'singular_values', not {spectrum!r}")
-    sx, sy = _spans(factor, names, singular_rtol)
-    bx = _top_basis(sx, keep, spectrum, singular_rtol)
-    by = _top_basis(sy, keep, spectrum, singular_rtol)
-    rho = _angles(bx, by)[0]
-    if summary not in ("mean", "r2"):
-        raise ValueError(f"summary must be 'mean' or 'r2', not {summary!r}")
-    return Estimate(float(np.mean(rho if summary == "mean" else rho**2)), method="qr")
+    return svcca_of(QRPair.of(factor, names, singular_rtol=singular_rtol), keep=keep,
+                    spectrum=spectrum, summary=summary)
 
 
 def svcca(
@@ -455,18 +530,25 @@ def svcca(
     )
 
 
+def pwcca_of(pair: QRPair) -> Estimate:
+    """PWCCA of a :class:`QRPair`: the canonical variates of the side with fewer varying units
+    (x on ties) are ``H w_i`` for the singular vectors w_i of ``cross``, and that side's
+    centred units are ``H coordinates``, so ``alpha_i = sum_j |w_i^T coordinates_j|`` (a
+    permutation of y's samples moves y's variates and units together)."""
+    pair.warn()
+    rho, u, v = _angles(pair.cross)
+    use_x = pair.x.a.shape[1] <= pair.y.a.shape[1]
+    span, rotation = (pair.x, u) if use_x else (pair.y, v)
+    alpha = np.abs(rotation[:, : len(rho)].T @ span.coordinates).sum(axis=1)
+    return Estimate(float(alpha @ rho / alpha.sum()), method="qr")
+
+
 def pwcca_from_r(
     factor: RFactor, names: Sequence[str] = ("x", "y"), *, singular_rtol: float = SINGULAR_RTOL
 ) -> Estimate:
     """PWCCA (Morcos et al. 2018, paper definition) of the two layers of ``factor``; see
     :func:`pwcca`."""
-    sx, sy = _spans(factor, names, singular_rtol)
-    rho, u, v = _angles(sx.basis, sy.basis)
-    use_x = sx.a.shape[1] <= sy.a.shape[1]  # the side with fewer varying units
-    span, rotation = (sx, u) if use_x else (sy, v)
-    h = span.basis @ rotation[:, : len(rho)]  # canonical variates, unit norm, Q coordinates
-    alpha = np.abs(h.T @ span.a).sum(axis=1)  # sum_j |<h_i, x_j>| over centred units
-    return Estimate(float(alpha @ rho / alpha.sum()), method="qr")
+    return pwcca_of(QRPair.of(factor, names, singular_rtol=singular_rtol))
 
 
 def pwcca(x: Layer, y: Layer, *, singular_rtol: float = SINGULAR_RTOL) -> Estimate:
@@ -490,15 +572,22 @@ def pwcca(x: Layer, y: Layer, *, singular_rtol: float = SINGULAR_RTOL) -> Estima
     return pwcca_from_r(tsqr([x, y]), (x.name, y.name), singular_rtol=singular_rtol)
 
 
+def linear_regression_of(pair: QRPair) -> Estimate:
+    """Linear-regression R^2 of y from x of a :class:`QRPair`: y's centred units are
+    ``H_y coordinates_y``, so the squared norm of their projection on x's span is
+    ``||cross @ coordinates_y||_F^2``. y's constant units add nothing to either sum: left
+    out without a warning, as on the co-moment path."""
+    pair.warn(y=False)
+    explained = np.sum((pair.cross @ pair.y.coordinates) ** 2)
+    return Estimate(float(explained / np.sum(pair.y.a**2)), method="qr")
+
+
 def linear_regression_from_r(
     factor: RFactor, names: Sequence[str] = ("x", "y"), *, singular_rtol: float = SINGULAR_RTOL
 ) -> Estimate:
     """Fraction of y's variance explained by a least-squares fit from x; see
     :func:`linear_regression`."""
-    # y's constant units add nothing to either sum: left out without a warning, as on the
-    # co-moment path
-    sx, sy = _spans(factor, names, singular_rtol, warn_y=False)
-    return Estimate(float(np.sum((sx.basis.T @ sy.a) ** 2) / np.sum(sy.a**2)), method="qr")
+    return linear_regression_of(QRPair.of(factor, names, singular_rtol=singular_rtol))
 
 
 def linear_regression(
@@ -522,8 +611,62 @@ def linear_regression(
     return linear_regression_from_r(tsqr([x, y]), (x.name, y.name), singular_rtol=singular_rtol)
 
 
-def _named(function: Callable[..., Any], names: Sequence[str], factor: RFactor) -> Any:
-    return function(factor, names)
+# --------------------------------------------------------------------------- permutations
+
+
+def _as_basis(block: np.ndarray, units: np.ndarray, mean: np.ndarray,
+              transform: np.ndarray) -> np.ndarray:
+    z = np.asarray(block, dtype=np.float64).reshape(block.shape[0], -1)
+    return (z[:, units] - mean) @ transform
+
+
+def basis_layer(layer: Layer, factor: RFactor, index: int) -> tuple[Layer, _Span]:
+    """Layer ``index`` of ``factor`` as its orthonormal basis ``H = X_c[:, units] @ transform``
+    (n x r, lazily, one row block at a time), and its span: the columns the permutation
+    pass correlates, ``H_x^T P H_y`` being each permutation's :attr:`QRPair.cross`.
+
+    ``H`` is computed from the data, not from a product of co-moments, so its rounding is about
+    ``eps * cond(X_c)``, as the factor's; its co-moments are the identity up to that rounding.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from dask_repsim.io.inputs import as_layer
+    >>> x = np.random.default_rng(0).normal(size=(300, 3)) @ np.diag([1e4, 1.0, 1e-4]) + 7
+    >>> h, span = basis_layer(as_layer(x), tsqr([as_layer(x)]), 0)
+    >>> h.data.shape, bool(np.allclose(h.data.compute().T @ h.data.compute(), np.eye(3)))
+    ((300, 3), True)
+    """
+    span = _span(factor, index, layer.name, SINGULAR_RTOL)
+    data = layer.data.reshape(layer.data.shape[0], -1).rechunk({1: -1})
+    mean = factor.mean[factor.slices[index]][span.units]
+    h = data.map_blocks(_as_basis, span.units, mean, span.transform, dtype=np.float64,
+                        chunks=(data.chunks[0], (span.transform.shape[1],)))
+    return Layer(layer.name, h), span
+
+
+def permuted_crosses(layers: Sequence[Layer], factor: RFactor,
+                     pairs: Sequence[tuple[int, int]], permutations: int,
+                     seed: int) -> dict[tuple[int, int], np.ndarray]:
+    """``H_a^T P_k H_b`` (K x r_a x r_b) for each pair (a, b) of ``pairs``: the co-moment
+    engine's permuted cross statistics (:mod:`dask_repsim.engine.permuted`: the same
+    permutations, within the same blocks, as every path's null) over the layers' bases
+    (:func:`basis_layer`), one more pass over the data. The memory budget must hold K cross
+    blocks of the pairs' bases."""
+    used = sorted({i for pair in pairs for i in pair})
+    where = {u: k for k, u in enumerate(used)}
+    bases = [basis_layer(layers[u], factor, u)[0] for u in used]
+    side_a = sorted({where[a] for a, _ in pairs})
+    side_b = sorted({where[b] for _, b in pairs})
+    widths = [int(h.data.shape[1]) for h in bases]
+    cross = sum(widths[i] for i in side_a) * sum(widths[j] for j in side_b)
+    need = least_budget(sum(widths), permutations=permutations, cross=cross)
+    check_permutations(permutations, need, sum(widths), cross)
+    found = pass_statistics(bases, null=(side_a, side_b, permutations, seed),
+                            pairs=[(where[a], where[b]) for a, b in pairs]).permuted
+    sa, sb = column_slices(found.sizes_a), column_slices(found.sizes_b)
+    return {(a, b): found.cross[:, sa[side_a.index(where[a])], sb[side_b.index(where[b])]]
+            for a, b in pairs}
 
 
 def qr_cells(
@@ -533,20 +676,30 @@ def qr_cells(
     cols: Sequence[int],
     todo: Positions | None = None,
     groups: int | None = None,
+    permutations: int = 0,
+    seed: int = 0,
 ) -> tuple[Cells, dict[str, Any]]:
     """Cells from one tall-skinny QR pass over every layer: ``X_c = Q R[:, a]`` for every layer
-    with one Q, so a pair's columns of R are a factor of that pair. ``todo``: the (row, column)
-    cells to compute (default every one). ``groups``: the cells' delete-a-group jackknife
-    replicates over that many sample groups (:func:`leave_one_out`; ``None``: none)."""
+    with one Q, so a pair's columns of R are a factor of that pair; each function takes the
+    pair's :class:`QRPair`. ``todo``: the (row, column) cells to compute (default every one).
+    ``groups``: the cells' delete-a-group jackknife replicates over that many sample groups
+    (:func:`leave_one_out`; ``None``: none). ``permutations``: that many permutation null
+    values per cell from one more pass (:func:`permuted_crosses`), with ``seed``."""
     parts, factor = grouped_tsqr(list(layers), groups or 1)
     replicates = leave_one_out(parts) if groups else None
+    wanted = grid_cells(rows, cols, todo)
+    nulls = permuted_crosses(layers, factor, sorted({(rows[i], cols[j]) for i, j in wanted}),
+                             permutations, seed) if permutations else {}
     cells: Cells = {}
-    for i, j in grid_cells(rows, cols, todo):
+    for i, j in wanted:
         a, b = rows[i], cols[j]
-        sub = factor.select(a, b)
         names = (layers[a].name, layers[b].name)
-        kept = None if replicates is None else [r.select(a, b) for r in replicates]
+        pair = QRPair.of(factor.select(a, b), names)
+        kept = None if replicates is None else \
+            [QRPair.of(r.select(a, b), names) for r in replicates]
+        null = [pair.permuted(c) for c in nulls[a, b]] if permutations else None
         for m, function in enumerate(functions):
-            cells[m, i, j] = Cell(function(sub, names),
-                                  quietly(partial(_named, function, names), kept))
-    return cells, {"n_samples": factor.count, "n_samples_omitted": 0, "n_passes": 1}
+            cells[m, i, j] = Cell(function(pair), quietly(function, kept),
+                                  quietly(function, null))
+    return cells, {"n_samples": factor.count, "n_samples_omitted": 0,
+                   "n_passes": 2 if permutations else 1}

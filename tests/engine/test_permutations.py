@@ -275,7 +275,7 @@ def test_bad_permutation_arguments():
     with pytest.raises(TypeError, match="permutations must be an int"):
         dr.cka(x, y, permutations=2.5)
     with pytest.raises(ValueError, match="not available on the"):
-        dr.cca(x, y, method="qr", permutations=5)
+        dr.cka(x, y, method="minibatch", permutations=5)
     # the co-moments of the 5 + 5 features fit, the 100 permuted cross blocks do not
     with dask.config.set({"repsim.memory-budget": memory.least_budget(10, permutations=100)}):
         with pytest.raises(ValueError, match="over the memory budget"):

@@ -77,6 +77,23 @@ def test_each_replicate_is_the_kfold_score_without_its_group(name, n, k, groups,
         assert value == pytest.approx(expected, rel=1e-10, abs=1e-10), g
 
 
+def _pair_permutations(n: int, k: int, seed: int, count: int,
+                       keep: np.ndarray) -> np.ndarray:
+    """(count, kept samples): with samples left out (``keep`` False), y's kept sample paired
+    with each kept sample of x: in each cell of the permutation blocks cut at the fold bounds,
+    the i-th kept sample with the i-th kept sample the cell's permutation visits."""
+    rank = np.cumsum(keep) - 1  # each kept sample's position among the kept
+    out = np.empty((count, int(keep.sum())), int)
+    for first, stop, _ in permuted.permutation_cells(0, n, permuted.PERMUTATION_BLOCK,
+                                                     group_bounds(n, k)):
+        cell = first + permuted.block_permutations(seed, first, stop - first, count)
+        mine = keep[first:stop]
+        for c in range(count):
+            visited = cell[c][keep[cell[c]]]  # the kept samples, in the order visited
+            out[c, rank[first:stop][mine]] = rank[visited]
+    return out
+
+
 def _within_fold_permutations(n: int, k: int, seed: int, count: int) -> np.ndarray:
     """(count, n): y's sample paired with each sample of x, permuted within the cells of the
     permutation blocks cut at the fold bounds."""
@@ -104,6 +121,58 @@ def test_each_null_value_is_the_kfold_score_of_permuted_y(monkeypatch, name, n, 
         assert not (perm == np.arange(n)).all()
         expected = reference(x, y[perm], None, k)
         assert value == pytest.approx(expected, rel=1e-10, abs=1e-10)
+
+
+@pytest.mark.parametrize("name", sorted(MEASURES))
+@pytest.mark.parametrize(("n", "k", "block"), [(120, 4, 16), (95, 3, 2048)])
+def test_null_with_omitted_samples_is_that_of_each_pairs_finite_samples(monkeypatch, name, n,
+                                                                         k, block):
+    """nan_policy="omit": NaN in x, in y and in a third layer z. The pair (x, y)'s null values
+    are the k-fold score of its samples finite in both (each fold keeping its storage range),
+    y's permuted within the cells of the permutation blocks cut at the fold bounds, the i-th
+    kept sample paired with the i-th kept sample the cell's permutation visits; z's NaN leave
+    the pair's samples alone, and cells with NaN somewhere are computed aside."""
+    monkeypatch.setattr(permuted, "PERMUTATION_BLOCK", block)
+    ours, reference = MEASURES[name]
+    x, y = _data(n, seed=4)
+    z = np.cos(x[:, :3])
+    rng = np.random.default_rng(n)
+    for array, rows in ((x, rng.choice(n, 5, replace=False)), (y, [1, 2, 40]),
+                        (z, rng.choice(n, 9, replace=False))):
+        array[rows, 0] = np.nan
+    keep = np.isfinite(x).all(axis=1) & np.isfinite(y).all(axis=1)
+    with pytest.warns(dr.RepsimWarning, match="nan_policy='omit'"):
+        result = run_pass([as_layer(x, name="x"), as_layer(y, name="y"), as_layer(z, name="z")],
+                          groups=k, nan_policy="omit", permute=([0, 2], [1], 6, 3),
+                          null_groups=k, pairs=[(0, 1), (2, 1)])
+    null = [ours(pair, split) for pair, split in split_null(result, 0, 1, k)]
+    labels = _fold_labels(n, k)[keep]
+    perms = _pair_permutations(n, k, 3, 6, keep)
+    assert result.aside.blocks  # some cells were computed aside
+    for perm, value in zip(perms, null, strict=True):
+        assert (labels[perm] == labels).all()
+        expected = reference(x[keep], y[keep][perm], labels, k)
+        assert value == pytest.approx(expected, rel=1e-10, abs=1e-10)
+
+
+def test_omitted_samples_null_does_not_depend_on_the_other_layers():
+    """nan_policy="omit" with permutations= through the public functions: the pair's p-value
+    and null are the same alone and in a grid beside a layer with NaN at other samples."""
+    x, y = _data(150, seed=8)
+    x[[3, 77], 1] = np.nan
+    z = np.sin(y)
+    z[[10, 11, 140], 0] = np.nan
+    with pytest.warns(dr.RepsimWarning, match="nan_policy='omit'"):
+        alone = dr.ridge_predictivity(x, y, folds=3, permutations=19, seed=2,
+                                      nan_policy="omit")
+    with pytest.warns(dr.RepsimWarning, match="nan_policy='omit'"):
+        grid = dr.compare({"x": x}, {"y": y, "z": z}, metrics=["ridge_predictivity"], folds=3,
+                          permutations=19, seed=2, nan_policy="omit")
+    cell = grid.sel(layer_a="x", layer_b="y")
+    assert float(cell.ridge_predictivity) == pytest.approx(float(alone), rel=1e-12)
+    assert float(cell.ridge_predictivity_pvalue) == alone.pvalue
+    assert float(cell.ridge_predictivity_null_mean) == pytest.approx(alone.null_mean, rel=1e-12)
+    assert len(alone.null) == 19 and np.isfinite(alone.null).all()
 
 
 def test_public_functions_report_the_jackknife_and_the_null():
@@ -186,10 +255,6 @@ def test_errors():
                       interval="jackknife", groups=7)  # 7 groups within 3 folds, as CKA's
     assert grid.attrs["n_groups"] == 7
     assert np.isfinite(grid.ridge_predictivity_stderr).all()
-    y_nan = y.copy()
-    y_nan[3, 0] = np.nan
-    with pytest.raises(ValueError, match="nan_policy='raise'"):
-        dr.ridge_predictivity(x, y_nan, folds=3, permutations=9, nan_policy="omit")
     wide = np.random.default_rng(0).normal(size=(200, 512))
     with pytest.raises(ValueError, match=r"permutations=1000 keeps 1000 cross matrices of "
                        r"2621440 entries \(262144 for each of the 10 folds\)"):

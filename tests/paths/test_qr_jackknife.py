@@ -273,19 +273,16 @@ def test_non_finite_samples_are_named_from_the_grouped_pass():
 def test_options_the_qr_path_refuses():
     x, y = correlated(12, 60)
     paths = "paths that support it: covariance$"
-    with pytest.raises(ValueError, match="permutations= is not available on the 'qr' path; "
+    with pytest.raises(ValueError, match="nan_policy='omit' is not available on the 'qr' path; "
                        + paths):
-        dr.cca(x, y, method="qr", permutations=19)
-    with pytest.raises(ValueError, match="permutations= is not available on the 'qr' path; "
-                       + paths):
-        dr.compare({"x": x}, {"y": y}, metrics=["pwcca"], method="qr", permutations=19,
-                   interval="jackknife")
+        dr.cca(x, y, method="qr", nan_policy="omit", permutations=19)
     with pytest.raises(ValueError, match="groups=61 is more than the 60 samples"):
         dr.svcca(x, y, method="qr", interval="jackknife", groups=61)
     with pytest.raises(ValueError, match="groups= applies to intervals only"):
         dr.linear_regression(x, y, method="qr", groups=5)
     assert registry.supports("mean_cca", "qr", "interval")
-    assert not registry.supports("mean_cca", "qr", "permutations")
+    assert registry.supports("mean_cca", "qr", "permutations")
+    assert not registry.supports("mean_cca", "qr", "nan_omit")
 
 
 def weak_population(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:

@@ -10,7 +10,7 @@ import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from ...engine.memory import least_budget, max_features
+from ...engine.memory import check_permutations, least_budget, max_features
 from ...engine.parallel import memory_budget
 from ...exceptions import RepsimWarning, quietly
 from ...io.inputs import Layer
@@ -31,25 +31,6 @@ def _pass_need(widths: Sequence[int], rows: Sequence[int], cols: Sequence[int],
     need = least_budget(width, groups=groups[0], permutations=options.permutations,
                         cross=cross, aside=options.nan_policy == "omit")
     return need, width, cross
-
-
-def check_permutations(permutations: int, need: int, width: int, cross: int,
-                       folds: int = 1) -> int:
-    """``permutations``, after checking that a pass over ``width`` joint features with that
-    many permuted cross blocks of ``cross`` entries (features of the permuted pairs' A side
-    times those of their B side, times the ``folds`` a null is kept by), which needs a budget
-    of ``need`` bytes, fits the memory budget."""
-    budget = memory_budget()
-    if need > budget:
-        per = f" ({cross // folds} for each of the {folds} folds)" if folds > 1 else ""
-        raise ValueError(
-            f"permutations={permutations} keeps {permutations} cross matrices of {cross} "
-            f"entries{per} in every copy of a pass's statistics: with the co-moments of its "
-            f"{width} features, about {need / 2**30:.1f} GiB per process, over the memory budget "
-            f"of {budget / 2**30:.1f} GiB; ask for fewer permutations or compare fewer layers "
-            "at once (or raise dask config 'repsim.memory-budget')"
-        )
-    return int(permutations)
 
 
 def _plan(layers: Sequence[Layer], rows: Sequence[int], cols: Sequence[int], options: Any,
@@ -92,10 +73,6 @@ def covariance_cells(
     if mixed is not None:
         return mixed
     groups = folds.fold_groups(functions, options, int(layers[rows[0]].data.shape[0]))
-    if groups[1] > 1 and options.permutations and options.nan_policy == "omit":
-        raise ValueError("permutations= of the cross-validated measures permutes the samples "
-                         "within each fold of the samples finite in every layer: it needs "
-                         "nan_policy='raise' (leave the samples with NaN or Inf out first)")
     for function in functions:
         if isinstance(function, OnFolds):
             function.check(layers[0].data.shape[0], max(layers[r].data.shape[1] for r in rows))

@@ -144,10 +144,7 @@ def _merged(nulls: Sequence[Permuted], but: int | None = None) -> Permuted:
 def split_null(result: PassResult, a: int, b: int, k: int) -> list[tuple[Pair, Split]]:
     """(pair, split) of the pair (a, b) under each permutation of layer b's samples within
     the folds (a pass that kept its null by fold, ``null_groups=k``)."""
-    if result.permute is None or result.permuted_parts is None:
-        raise ValueError("this pass computed no null by fold")
-    ia, jb = list(result.permute[0]).index(a), list(result.permute[1]).index(b)
-    nulls = [p.select([ia], [jb]) for p in result.permuted_parts]
+    nulls = result.null_parts(a, b)
     folds = _fold_statistics(result, result.pair_parts(a, b), k)
     each = [zip(_permuted(result, a, b, train, _merged(nulls, f)),
                 _permuted(result, a, b, test, nulls[f]), strict=True)

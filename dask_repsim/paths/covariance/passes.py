@@ -175,6 +175,25 @@ class PassResult:
         return permuted_pairs(stats, layer_sides, permuted, i, j, 0, 0)
 
 
+    def null_parts(self, a: int, b: int) -> list[Permuted | None]:
+        """The pair's statistics under each permutation in each of the null's groups (the
+        folds of a pass with ``null_groups``), the permutation cells carried aside included
+        (each lies in one group: cells are cut at the groups' bounds)."""
+        if self.permute is None or self.permuted_parts is None:
+            raise ValueError("this pass computed no null by fold")
+        self._view(a, b)
+        layers_a, layers_b, k, seed = self.permute
+        ia, jb = list(layers_a).index(a), list(layers_b).index(b)
+        parts = [None if p is None else p.select([ia], [jb]) for p in self.permuted_parts]
+        if self.aside is not None and self.aside.blocks:
+            bounds = group_bounds(self.n_samples, len(parts))
+            for g in range(len(parts)):
+                extra = block_null(self.aside, a, b, k, seed, self.total.sizes,
+                                   span=(bounds[g], bounds[g + 1]))
+                parts[g] = Permuted.merge(parts[g], extra)
+        return parts
+
+
 def _aside_error(aside: Aside, limit: int) -> ValueError:
     blocks = (
         f" (and the permutation null {aside.n_block_rows} rows of the blocks holding them)"
@@ -204,8 +223,7 @@ def run_pass(
     first sample of each and the sample count, when given), the cross blocks of ``pairs``
     (default all), and with ``permute = (a, b, k, seed)`` the null of layers ``a`` against
     layers ``b`` under ``k`` permutations; with ``null_groups`` > 1 (k folds, whose bounds the
-    groups' must refine) the null of each fold, permuting within it (``nan_policy="raise"``
-    only).
+    groups' must refine) the null of each fold, permuting within it.
 
     ``nan_policy="raise"`` raises :class:`~dask_repsim.exceptions.NonFiniteError` for NaN or
     Inf; ``"omit"`` gives each pair the samples finite in both of its layers and warns which
