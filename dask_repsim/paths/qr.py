@@ -279,6 +279,7 @@ class _Span:
 
     name: str
     units: np.ndarray  # the layer's varying units
+    mean: np.ndarray  # their means
     constant: int  # how many of its units are constant
     a: np.ndarray  # (k, p'): the R columns of the varying units
     basis: np.ndarray  # (k, r), orthonormal, spans the columns of a
@@ -336,7 +337,16 @@ def _span(factor: RFactor, index: int, name: str, rtol: float) -> _Span:
     u, sv, vt = svd(a / norms)
     good = sv > rtol * sv[0]
     transform = vt[good].T / sv[good] / norms[:, None]
-    return _Span(name, units, int(constant.sum()), a, u[:, good], transform)
+    return _Span(name, units, factor.mean[s][units], int(constant.sum()), a, u[:, good],
+                 transform)
+
+
+def layer_spans(factor: RFactor, names: Sequence[str],
+                singular_rtol: float = SINGULAR_RTOL) -> list[_Span]:
+    """Each layer's span in ``factor`` (its varying units, their R columns, an orthonormal basis
+    and the map that gives the basis as samples); a layer without a varying unit raises
+    :class:`~dask_repsim.exceptions.NoVarianceError`."""
+    return [_span(factor, i, name, singular_rtol) for i, name in enumerate(names)]
 
 
 @dataclass(frozen=True)
@@ -370,8 +380,12 @@ class QRPair:
         """The pair of the two layers of ``factor``."""
         if len(factor.sizes) != 2:
             raise ValueError(f"expected the factor of two layers, got {len(factor.sizes)}")
-        sx, sy = (_span(factor, i, names[i], singular_rtol) for i in (0, 1))
-        return cls(sx, sy, sx.basis.T @ sy.basis)
+        return cls.of_spans(*layer_spans(factor, names, singular_rtol))
+
+    @classmethod
+    def of_spans(cls, x: _Span, y: _Span) -> QRPair:
+        """The pair of two spans in the Q coordinates of one factor."""
+        return cls(x, y, x.basis.T @ y.basis)
 
     def permuted(self, cross: np.ndarray) -> QRPair:
         """The pair with y's samples permuted: ``cross`` is ``H_x^T P H_y``."""
@@ -620,10 +634,11 @@ def _as_basis(block: np.ndarray, units: np.ndarray, mean: np.ndarray,
     return (z[:, units] - mean) @ transform
 
 
-def basis_layer(layer: Layer, factor: RFactor, index: int) -> tuple[Layer, _Span]:
-    """Layer ``index`` of ``factor`` as its orthonormal basis ``H = X_c[:, units] @ transform``
-    (n x r, lazily, one row block at a time), and its span: the columns the permutation
-    pass correlates, ``H_x^T P H_y`` being each permutation's :attr:`QRPair.cross`.
+def basis_layer(layer: Layer, span: _Span) -> Layer:
+    """A layer as the orthonormal basis of its ``span`` (:func:`layer_spans`),
+    ``H = X_c[:, units] @ transform`` (n x r, lazily, one row block at a time): the columns the
+    permutation pass correlates, ``H_x^T P H_y`` being each permutation's
+    :attr:`QRPair.cross` (with the same spans, so the same basis).
 
     ``H`` is computed from the data, not from a product of co-moments, so its rounding is about
     ``eps * cond(X_c)``, as the factor's; its co-moments are the identity up to that rounding.
@@ -633,29 +648,28 @@ def basis_layer(layer: Layer, factor: RFactor, index: int) -> tuple[Layer, _Span
     >>> import numpy as np
     >>> from dask_repsim.io.inputs import as_layer
     >>> x = np.random.default_rng(0).normal(size=(300, 3)) @ np.diag([1e4, 1.0, 1e-4]) + 7
-    >>> h, span = basis_layer(as_layer(x), tsqr([as_layer(x)]), 0)
-    >>> h.data.shape, bool(np.allclose(h.data.compute().T @ h.data.compute(), np.eye(3)))
+    >>> span = layer_spans(tsqr([as_layer(x)]), ["x"])[0]
+    >>> h = basis_layer(as_layer(x), span).data.compute()
+    >>> h.shape, bool(np.allclose(h.T @ h, np.eye(3)))
     ((300, 3), True)
     """
-    span = _span(factor, index, layer.name, SINGULAR_RTOL)
     data = layer.data.reshape(layer.data.shape[0], -1).rechunk({1: -1})
-    mean = factor.mean[factor.slices[index]][span.units]
-    h = data.map_blocks(_as_basis, span.units, mean, span.transform, dtype=np.float64,
-                        chunks=(data.chunks[0], (span.transform.shape[1],)))
-    return Layer(layer.name, h), span
+    return Layer(layer.name, data.map_blocks(
+        _as_basis, span.units, span.mean, span.transform, dtype=np.float64,
+        chunks=(data.chunks[0], (span.transform.shape[1],))))
 
 
-def permuted_crosses(layers: Sequence[Layer], factor: RFactor,
+def permuted_crosses(layers: Sequence[Layer], spans: dict[int, _Span],
                      pairs: Sequence[tuple[int, int]], permutations: int,
                      seed: int) -> dict[tuple[int, int], np.ndarray]:
-    """``H_a^T P_k H_b`` (K x r_a x r_b) for each pair (a, b) of ``pairs``: the co-moment
-    engine's permuted cross statistics (:mod:`dask_repsim.engine.permuted`: the same
-    permutations, within the same blocks, as every path's null) over the layers' bases
-    (:func:`basis_layer`), one more pass over the data. The memory budget must hold K cross
-    blocks of the pairs' bases."""
+    """``H_a^T P_k H_b`` (K x r_a x r_b) for each pair (a, b) of ``pairs``, each layer's basis
+    from its span (``spans``: layer -> span): the co-moment engine's permuted cross
+    statistics (:mod:`dask_repsim.engine.permuted`: the same permutations, within the same
+    blocks, as every path's null) over the layers' bases (:func:`basis_layer`), one more pass
+    over the data. The memory budget must hold K cross blocks of the pairs' bases."""
     used = sorted({i for pair in pairs for i in pair})
     where = {u: k for k, u in enumerate(used)}
-    bases = [basis_layer(layers[u], factor, u)[0] for u in used]
+    bases = [basis_layer(layers[u], spans[u]) for u in used]
     side_a = sorted({where[a] for a, _ in pairs})
     side_b = sorted({where[b] for _, b in pairs})
     widths = [int(h.data.shape[1]) for h in bases]
@@ -688,13 +702,15 @@ def qr_cells(
     parts, factor = grouped_tsqr(list(layers), groups or 1)
     replicates = leave_one_out(parts) if groups else None
     wanted = grid_cells(rows, cols, todo)
-    nulls = permuted_crosses(layers, factor, sorted({(rows[i], cols[j]) for i, j in wanted}),
+    used = {rows[i] for i, _ in wanted} | {cols[j] for _, j in wanted}
+    spans = {u: _span(factor, u, layers[u].name, SINGULAR_RTOL) for u in used}
+    nulls = permuted_crosses(layers, spans, sorted({(rows[i], cols[j]) for i, j in wanted}),
                              permutations, seed) if permutations else {}
     cells: Cells = {}
     for i, j in wanted:
         a, b = rows[i], cols[j]
         names = (layers[a].name, layers[b].name)
-        pair = QRPair.of(factor.select(a, b), names)
+        pair = QRPair.of_spans(spans[a], spans[b])
         kept = None if replicates is None else \
             [QRPair.of(r.select(a, b), names) for r in replicates]
         null = [pair.permuted(c) for c in nulls[a, b]] if permutations else None
