@@ -50,7 +50,7 @@ import numpy as np
 from ..engine import uncertainty
 from ..engine.memory import check_permutations, least_budget
 from ..engine.moments import column_slices
-from ..engine.parallel import compute
+from ..engine.parallel import client_blas, compute
 from ..engine.reduction import SPLIT_EVERY
 from ..engine.stream import group_bounds, pass_statistics, row_block_reduction
 from ..exceptions import RepsimWarning, quietly
@@ -700,7 +700,8 @@ def qr_cells(
     (:func:`leave_one_out`; ``None``: none). ``permutations``: that many permutation null
     values per cell from one more pass (:func:`permuted_crosses`), with ``seed``."""
     parts, factor = grouped_tsqr(list(layers), groups or 1)
-    replicates = leave_one_out(parts) if groups else None
+    with client_blas(sum(factor.sizes)):
+        replicates = leave_one_out(parts) if groups else None
     wanted = grid_cells(rows, cols, todo)
     used = {rows[i] for i, _ in wanted} | {cols[j] for _, j in wanted}
     spans = {u: _span(factor, u, layers[u].name, SINGULAR_RTOL) for u in used}
@@ -710,12 +711,13 @@ def qr_cells(
     for i, j in wanted:
         a, b = rows[i], cols[j]
         names = (layers[a].name, layers[b].name)
-        pair = QRPair.of_spans(spans[a], spans[b])
-        kept = None if replicates is None else \
-            [QRPair.of(r.select(a, b), names) for r in replicates]
-        null = [pair.permuted(c) for c in nulls[a, b]] if permutations else None
-        for m, function in enumerate(functions):
-            cells[m, i, j] = Cell(function(pair), quietly(function, kept),
-                                  quietly(function, null))
+        with client_blas(factor.sizes[a] + factor.sizes[b]):
+            pair = QRPair.of_spans(spans[a], spans[b])
+            kept = None if replicates is None else \
+                [QRPair.of(r.select(a, b), names) for r in replicates]
+            null = [pair.permuted(c) for c in nulls[a, b]] if permutations else None
+            for m, function in enumerate(functions):
+                cells[m, i, j] = Cell(function(pair), quietly(function, kept),
+                                      quietly(function, null))
     return cells, {"n_samples": factor.count, "n_samples_omitted": 0,
                    "n_passes": 2 if permutations else 1}
