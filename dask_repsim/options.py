@@ -140,7 +140,17 @@ class Options:
         the fewest of the measures' default groups
         (:attr:`~dask_repsim.registry.Measure.jackknife_groups`: one number for every measure
         of a grid), and at least ``least`` (the folds of a cross-validated measure); otherwise
-        unchanged."""
+        unchanged.
+
+        Examples
+        --------
+        >>> asked = Options(interval="jackknife")
+        >>> asked.for_measures(["cka"]).groups, asked.for_measures(["cka", "rtd"]).groups
+        (20, 5)
+        >>> given = Options(interval="jackknife", groups=7)
+        >>> asked.for_measures(["rtd"], least=10).groups, given.for_measures(["rtd"]).groups
+        (10, 7)
+        """
         if not self.interval or self.groups is not None:
             return self
         groups = min(MEASURES[m].jackknife_groups for m in measures)

@@ -345,7 +345,18 @@ def layer_spans(factor: RFactor, names: Sequence[str],
                 singular_rtol: float = SINGULAR_RTOL) -> list[_Span]:
     """Each layer's span in ``factor`` (its varying units, their R columns, an orthonormal basis
     and the map that gives the basis as samples); a layer without a varying unit raises
-    :class:`~dask_repsim.exceptions.NoVarianceError`."""
+    :class:`~dask_repsim.exceptions.NoVarianceError`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from dask_repsim.io.inputs import as_layer
+    >>> x = np.random.default_rng(0).normal(size=(100, 4))
+    >>> x[:, 3] = x[:, 0] + x[:, 1]  # a unit that adds nothing to the span
+    >>> span = layer_spans(tsqr([as_layer(x)]), ["x"])[0]
+    >>> span.units.tolist(), span.basis.shape, span.transform.shape
+    ([0, 1, 2, 3], (4, 3), (4, 3))
+    """
     return [_span(factor, i, name, singular_rtol) for i, name in enumerate(names)]
 
 
@@ -477,7 +488,17 @@ def _top(span: _Span, keep: float | int, spectrum: str) -> np.ndarray:
 def svcca_of(pair: QRPair, *, keep: float | int = 0.99, spectrum: str = "variance",
              summary: str = "mean") -> Estimate:
     """SVCCA of a :class:`QRPair`: the canonical correlations of each side's top singular
-    directions, ``tx^T cross ty`` with ``tx``, ``ty`` from :func:`_top`."""
+    directions, ``tx^T cross ty`` with ``tx``, ``ty`` from :func:`_top`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from dask_repsim.io.inputs import as_layer
+    >>> x = np.random.default_rng(0).normal(size=(500, 3)) * [10.0, 1.0, 0.01]
+    >>> pair = QRPair.of(tsqr([as_layer(x), as_layer(x @ np.diag([1.0, 1.0, 5.0]), name="y")]))
+    >>> round(svcca_of(pair, keep=2), 6), round(svcca_of(pair.permuted(0 * pair.cross)), 6)
+    (1.0, 0.0)
+    """
     if spectrum not in ("variance", "singular_values"):
         raise ValueError(f"spectrum must be 'variance' or 'singular_values', not {spectrum!r}")
     if summary not in ("mean", "r2"):
@@ -666,7 +687,23 @@ def permuted_crosses(layers: Sequence[Layer], spans: dict[int, _Span],
     from its span (``spans``: layer -> span): the co-moment engine's permuted cross
     statistics (:mod:`dask_repsim.engine.permuted`: the same permutations, within the same
     blocks, as every path's null) over the layers' bases (:func:`basis_layer`), one more pass
-    over the data. The memory budget must hold K cross blocks of the pairs' bases."""
+    over the data. The memory budget must hold K cross blocks of the pairs' bases.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from dask_repsim.engine.permuted import sample_permutations
+    >>> from dask_repsim.io.inputs import as_layer
+    >>> rng = np.random.default_rng(0)
+    >>> x, y = rng.normal(size=(300, 3)), rng.normal(size=(300, 2))
+    >>> layers = [as_layer(x), as_layer(y, name="y")]
+    >>> spans = dict(enumerate(layer_spans(tsqr(layers), ["x", "y"])))
+    >>> null = permuted_crosses(layers, spans, [(0, 1)], permutations=4, seed=1)[0, 1]
+    >>> perm = sample_permutations(300, 1, 4)[2]  # permutation 2 pairs y[perm] with x
+    >>> h = [basis_layer(layer, spans[i]).data.compute() for i, layer in enumerate(layers)]
+    >>> null.shape, bool(np.allclose(null[2], h[0].T @ h[1][perm]))
+    ((4, 3, 2), True)
+    """
     used = sorted({i for pair in pairs for i in pair})
     where = {u: k for k, u in enumerate(used)}
     bases = [basis_layer(layers[u], spans[u]) for u in used]

@@ -442,6 +442,19 @@ def cka_cells(
     -------
     list of Cell
         One per flag: ``value``, ``replicates`` (G floats or None), ``null`` (K floats or None).
+
+    Examples
+    --------
+    >>> from dask_repsim.io.inputs import as_layer
+    >>> rng = np.random.default_rng(0)
+    >>> x, y = rng.normal(size=(200, 30)), rng.normal(size=(200, 20))
+    >>> (cell,) = cka_cells(as_layer(x), as_layer(y, name="y"), (False,), groups=4, tile=8)
+    >>> def cka(a, b):
+    ...     a, b = a - a.mean(0), b - b.mean(0)
+    ...     return np.sum((a.T @ b) ** 2) / np.linalg.norm(a.T @ a) / np.linalg.norm(b.T @ b)
+    >>> keep = np.r_[0:50, 100:200]  # without group 1 (samples 50 to 99)
+    >>> len(cell.replicates), bool(np.isclose(cell.replicates[1], cka(x[keep], y[keep])))
+    (4, True)
     """
     n, mx, my = pair_means(x, y, means)
     bounds = _checked(n, debiased, groups, permutations, seed)

@@ -178,7 +178,22 @@ class PassResult:
     def null_parts(self, a: int, b: int) -> list[Permuted | None]:
         """The pair's statistics under each permutation in each of the null's groups (the
         folds of a pass with ``null_groups``), the permutation cells carried aside included
-        (each lies in one group: cells are cut at the groups' bounds)."""
+        (each lies in one group: cells are cut at the groups' bounds).
+
+        Examples
+        --------
+        >>> import warnings
+        >>> import numpy as np
+        >>> from dask_repsim.io.inputs import as_layer
+        >>> x, y = np.random.default_rng(0).normal(size=(2, 90, 3))
+        >>> y[5, 0] = np.nan  # carried aside with its permutation cell
+        >>> with warnings.catch_warnings():
+        ...     warnings.simplefilter("ignore")  # the warning that a sample was left out
+        ...     result = run_pass([as_layer(x), as_layer(y, name="y")], groups=3,
+        ...                       permute=([0], [1], 4, 0), null_groups=3, nan_policy="omit")
+        >>> [p.count for p in result.null_parts(0, 1)]
+        [29, 30, 30]
+        """
         if self.permute is None or self.permuted_parts is None:
             raise ValueError("this pass computed no null by fold")
         self._view(a, b)
