@@ -127,7 +127,8 @@ def memory_budget() -> int:
     of the smallest worker's memory limit under a ``distributed.Client``, else a quarter of
     this machine's memory.
 
-    The co-moment path (:mod:`dask_repsim.engine.memory`) and the sample-space paths (``gram``,
+    The co-moment path (:mod:`dask_repsim.engine.memory`), the feature tiles
+    (:func:`dask_repsim.paths.tiled.layout`) and the sample-space paths (``gram``,
     ``sample_blocks``) divide it among the tasks that run at once in one process
     (:func:`threads_per_process`), so that it bounds what the process holds for them.
     """

@@ -2,10 +2,25 @@
 delete-a-group jackknife replicates and a permutation null from tile products too.
 
 ``||X_c^T Y_c||_F^2`` is a sum over pairs of feature tiles of the squared norms of the tile
-products, each summed over row chunks inside one task: memory one ``tile x tile`` float64
-product per task, cost ``n (p q + p^2/2 + q^2/2)``. Rows are centred with the column means of
+products, each summed over row chunks (several inside one task, partial sums added in a tree),
+cost ``n (p q + p^2/2 + q^2/2)``. Rows are centred with the column means of
 :func:`~dask_repsim.engine.columns.checked_columns`, which also checks the inputs (the errors of
 :mod:`dask_repsim.io.validation`, as on every path).
+
+Memory: passes
+--------------
+A tile pair's product is held from its first row chunk to its last, and a row chunk read for
+several pairs is held until the last of them has used it. With every pair in one graph the
+scheduler held most of both layers (a 65,536 x (2,048 + 2,048) float32 pair from Zarr, 1 GiB:
+1.3 GB above the process's start, whatever the memory budget). So the pairs run in *passes*, one
+compute each, the pairs of a pass together holding at most ``budget`` bytes of products (one
+copy; default a quarter of the memory budget per thread, dask config ``repsim.memory-budget``
+over :func:`~dask_repsim.engine.parallel.threads_per_process`), and the tile shrinks so that
+one pair's partial sums, one per thread and ``split_every`` waiting for a merge, fit half of
+the budget (:func:`inference_shape`). Each pass reads the rows of its tiles again, so a small
+budget costs reads (storage chunks that span all features are read whole each time), not
+values. The row chunks and how many a task sums keep the tasks' rows within the other half of
+the budget (:func:`layout`). The stored chunks a task reads are not counted.
 
 Jackknife (``groups=G``)
 ------------------------
@@ -63,22 +78,22 @@ import numpy as np
 
 from ..engine import columns, permuted
 from ..engine.columns import BLOCK_BYTES, centred, frobenius_sq, pair_means
-from ..engine.parallel import compute
+from ..engine.parallel import compute, memory_budget, task_slots, threads_per_process
 from ..engine.stream import group_bounds
 from ..io.inputs import Layer
 from ..io.validation import require_samples
 from ..measures.hsic import cka_ratio, unbiased_hsic
 from ..results import Cell, Cells, Positions, grid_cells
 
-#: The smallest tile the jackknife and the null shrink the tile to (BLAS stays efficient).
+#: The smallest tile a pass's budget shrinks the tile to (BLAS stays efficient).
 MIN_TILE = 128
 
 
 def inference_shape(tile: int, groups: int | None, permutations: int,
                     budget: int = BLOCK_BYTES) -> tuple[int, int, int]:
-    """(value tile, null tile, permutations per batch) that keep a task's tile products within
-    ``budget`` bytes: G + 2 of the value's with ``groups=G``, a batch of the null's; never
-    above ``tile``, never below :data:`MIN_TILE` (the batch then shrinks, at least 1).
+    """(value tile, null tile, permutations per batch) that keep one tile pair's products within
+    ``budget`` bytes: one of the value's, G + 2 with ``groups=G``, a batch of the null's;
+    never above ``tile``, never below :data:`MIN_TILE` (the batch then shrinks, at least 1).
 
     Examples
     --------
@@ -90,7 +105,7 @@ def inference_shape(tile: int, groups: int | None, permutations: int,
     def shrunk(count: int) -> int:
         return min(tile, max(MIN_TILE, math.isqrt(budget // (8 * count))))
 
-    value = shrunk(groups + 2) if groups else tile
+    value = shrunk(groups + 2 if groups else 1)
     null = shrunk(permutations) if permutations else tile
     batch = min(permutations, max(1, budget // (8 * null**2)))
     return value, null, batch
@@ -177,28 +192,77 @@ def _merge(*parts: dict) -> dict:
     return out
 
 
-def _tile_sum(job: _Job, ma: np.ndarray, mb: np.ndarray, blocks_a: list, blocks_b: list,
-              starts: list, finish: bool):
-    """The sums of ``job`` over row blocks of two feature tiles (centred), or what the job
-    makes of them (``finish``): one task per tile pair and group of row blocks."""
+class _Pair(NamedTuple):
+    """A tile pair of a product to sum: ``target`` 0 (``X_c^T Y_c``), 1 (``X_c^T X_c``) or 2
+    (``Y_c^T Y_c``), tile a of its left factor and tile b of its right one."""
+
+    target: int
+    a: int
+    b: int
+
+    @property
+    def keys(self) -> tuple[tuple[int, int], tuple[int, int]]:
+        """(side, tile) of the left and right factor (side 0: x, 1: y)."""
+        left, right = ((0, 1), (0, 0), (1, 1))[self.target]
+        return (left, self.a), (right, self.b)
+
+    @property
+    def weight(self) -> int:
+        """2 for an off-diagonal pair of a symmetric product (counted for a < b only)."""
+        return 1 if self.target == 0 or self.a == self.b else 2
+
+
+def _pairs(nx: int, ny: int, own: bool) -> list[_Pair]:
+    """The tile pairs of ``X_c^T Y_c`` and (``own``) of ``X_c^T X_c`` and ``Y_c^T Y_c`` (a <= b)."""
+    out = [_Pair(0, a, b) for a in range(nx) for b in range(ny)]
+    for target, count in ((1, nx), (2, ny)) if own else ():
+        out += [_Pair(target, a, b) for a in range(count) for b in range(a, count)]
+    return out
+
+
+def _passes(pairs: list[_Pair], widths: Sequence[Sequence[int]], count: int,
+            limit: int) -> list[list[_Pair]]:
+    """``pairs`` in passes: consecutive pairs while ``count`` float64 products of each stay
+    within ``limit`` bytes together (one pair at least); ``widths``: each side's tiles'."""
+    out: list[list[_Pair]] = []
+    held = limit + 1
+    for pair in pairs:
+        (sa, a), (sb, b) = pair.keys
+        size = 8 * count * widths[sa][a] * widths[sb][b]
+        if held + size > limit:
+            out.append([])
+            held = 0
+        out[-1].append(pair)
+        held += size
+    return out
+
+
+def _pair_sum(job: _Job, pair: _Pair, means: dict, blocks: dict, starts: list,
+              finish: bool):
+    """The sums of ``job`` of a tile pair over row chunks (``blocks``: (side, tile) -> the
+    chunks; ``means``: (side, tile) -> its means), or what the job makes of them
+    (``finish``): one task per tile pair and group of row chunks."""
     out: dict = {}
-    for a, b, start in zip(blocks_a, blocks_b, starts, strict=True):
-        ca = centred(a, ma)
-        cb = ca if b is a else centred(b, mb)  # a diagonal tile: numpy uses syrk
+    left, right = pair.keys
+    for k, start in enumerate(starts):
+        ca = centred(blocks[left][k], means[left])
+        cb = ca if right == left else centred(blocks[right][k], means[right])  # syrk
         for key, value in job.pieces(ca, cb, int(start)):
             _add(out, key, value, False)
     return job.finish(out) if finish else out
 
 
 class _Tiles:
-    """One layer's (row chunk, feature tile) blocks as delayed objects, and its means."""
+    """One layer's (row chunk, feature tile) blocks as delayed objects, its means, and how
+    many row chunks a task sums (``per_task``)."""
 
-    def __init__(self, layer: Layer, mean: np.ndarray, rows: int, tile: int):
+    def __init__(self, layer: Layer, mean: np.ndarray, rows: int, tile: int, per_task: int = 1):
         data = layer.data.rechunk((rows, tile))
         self.blocks = data.to_delayed(optimize_graph=False)
         self.edges = np.cumsum((0,) + data.chunks[1])
         self.starts = np.cumsum((0,) + data.chunks[0])[:-1]
         self.mean = mean
+        self.per_task = per_task
 
     def tile_mean(self, a: int) -> np.ndarray:
         return self.mean[self.edges[a] : self.edges[a + 1]]
@@ -214,43 +278,38 @@ def _reduce(parts: list, split_every: int, finish):
     return dask.delayed(finish, pure=True)(parts[0])
 
 
-def _tile_norm(ta: _Tiles, tb: _Tiles, a: int, b: int, split_every: int, job: _Job):
-    """``job``'s numbers of tile a of one side and tile b of the other, delayed: row chunks
-    summed ``split_every`` per task, partial sums added in a tree, then finished."""
-    means = ta.tile_mean(a), tb.tile_mean(b)
-    starts = range(0, ta.blocks.shape[0], split_every)
+def _pass_graph(tiles: Sequence[_Tiles], pair: _Pair, job: _Job, split_every: int):
+    """Delayed: ``job``'s numbers of one tile pair, row chunks summed ``per_task`` per task,
+    partial sums added in a tree, then finished."""
+    used = sorted(set(pair.keys))
+    means = {(side, a): tiles[side].tile_mean(a) for side, a in used}
+    step = tiles[0].per_task
+    starts = range(0, tiles[0].blocks.shape[0], step)
     parts = [
-        dask.delayed(_tile_sum, pure=True)(
-            job,
-            *means,
-            list(ta.blocks[k : k + split_every, a]),
-            list(tb.blocks[k : k + split_every, b]),
-            list(ta.starts[k : k + split_every]),
-            len(starts) == 1,
-        )
+        dask.delayed(_pair_sum, pure=True)(
+            job, pair, means,
+            {(side, a): list(tiles[side].blocks[k : k + step, a]) for side, a in used},
+            list(tiles[0].starts[k : k + step]), len(starts) == 1)
         for k in starts
     ]
     return parts[0] if len(parts) == 1 else _reduce(parts, split_every, job.finish)
 
 
-def _frobenius_graphs(tx: _Tiles, ty: _Tiles, split_every: int, job: _Job,
-                      own: bool = True) -> list:
-    """Delayed ``job`` numbers of ``X_c^T Y_c``, and (``own``) of ``X_c^T X_c`` and ``Y_c^T
-    Y_c``; the symmetric ones over tiles ``a <= b``, off-diagonal pairs twice."""
-    nx, ny = tx.blocks.shape[1], ty.blocks.shape[1]
-
-    def own_sum(t: _Tiles, count: int) -> list:
-        return [
-            (1 if a == b else 2) * _tile_norm(t, t, a, b, split_every, job)
-            for a in range(count)
-            for b in range(a, count)
-        ]
-
-    xy = [_tile_norm(tx, ty, a, b, split_every, job) for a in range(nx) for b in range(ny)]
-    if not own:
-        return [dask.delayed(sum)(xy)]
-    return [dask.delayed(sum)(xy), dask.delayed(sum)(own_sum(tx, nx)),
-            dask.delayed(sum)(own_sum(ty, ny))]
+def _frobenius(tiles: Sequence[_Tiles], passes: list[list[_Pair]], job: _Job,
+               split_every: int, light: Sequence = ()) -> tuple[list, list]:
+    """``job``'s numbers of ``X_c^T Y_c`` and of ``X_c^T X_c`` and ``Y_c^T Y_c`` (when
+    ``passes`` hold their pairs), summed over tile pairs, and the delayed ``light`` computed
+    with the first pass (which reads the same row chunks): one compute per pass, so that only
+    one pass's products are held from its first row to its last (see the module's notes)."""
+    totals: list = [0, 0, 0]
+    found_light: list = []
+    for i, group in enumerate(passes):
+        found = compute([_pass_graph(tiles, pair, job, split_every) for pair in group],
+                        *(() if i else light))
+        for pair, numbers in zip(group, found[0], strict=True):
+            totals[pair.target] = totals[pair.target] + pair.weight * numbers
+        found_light = found_light or list(found[1:])
+    return totals, found_light
 
 
 def _row_norm(block: np.ndarray, mean: np.ndarray) -> np.ndarray:
@@ -406,11 +465,40 @@ def _checked(n: int, debiased: Sequence[bool], groups: int | None, permutations:
     return bounds
 
 
-def _rows(n: int, tile: int, chunk_rows: int | None, aligned: bool) -> int:
-    """Samples per row chunk; ``aligned``: a multiple of the permutation block (at least one)."""
-    rows = chunk_rows or int(max(1, min(n, BLOCK_BYTES // (8 * tile))))
-    block = permuted.PERMUTATION_BLOCK
-    return max(block, rows // block * block) if aligned else rows
+def _tile_widths(features: int, tile: int) -> list[int]:
+    """The widths of ``features`` cut into tiles of ``tile`` (the last one the rest)."""
+    return [tile] * (features // tile) + ([features % tile] if features % tile else [])
+
+
+def layout(n: int, widest: int, memory: int, threads: int, split_every: int = 8,
+           chunk_rows: int | None = None, aligned: bool = False,
+           slots: int | None = None) -> tuple[int, int]:
+    """(samples per row chunk, row chunks per task) for passes whose tiles are at most
+    ``widest`` features together, within half of the ``memory`` budget of a process that runs
+    ``threads`` tasks at once: a task holds its row chunks (counted as float64) and their
+    centred copies, ``threads (per_task + 1) rows widest 8 <= memory / 2``. Rows: about 64 MiB
+    per chunk at most, ``chunk_rows`` when given; ``aligned``: a multiple of the permutation
+    block (at least one block, which the budget then may not hold). A pass has at least
+    ``slots`` tasks (the tasks that run at once in all; default ``threads``) where n allows.
+
+    Examples
+    --------
+    >>> layout(1_000_000, 4096, 2**31, 2)  # 2 GiB, two threads: 64 MiB chunks, 7 per task
+    (2048, 7)
+    >>> layout(1_000_000, 4096, 2**28, 2)  # 256 MiB: 32 MiB chunks, one per task
+    (1024, 1)
+    >>> layout(4_000, 4096, 2**31, 2)  # few samples: a chunk for each of the two threads
+    (2000, 1)
+    """
+    slots = slots or threads
+    rows = chunk_rows or int(max(1, min(n, BLOCK_BYTES // (8 * widest),
+                                        memory // (32 * threads * widest), -(-n // slots))))
+    if aligned:
+        block = permuted.PERMUTATION_BLOCK
+        rows = max(block, rows // block * block)
+    chunks = -(-n // rows)
+    return rows, max(1, min(split_every, memory // (16 * threads * rows * widest) - 1,
+                            -(-chunks // slots)))
 
 
 def cka_cells(
@@ -425,7 +513,7 @@ def cka_cells(
     tile: int = 2048,
     chunk_rows: int | None = None,
     split_every: int = 8,
-    budget: int = BLOCK_BYTES,
+    budget: int | None = None,
 ) -> list[Cell]:
     """Exact linear CKA for each flag of ``debiased``, with its jackknife replicates
     (``groups``) and permutation null (``permutations``, ``seed``), from tile products.
@@ -434,9 +522,13 @@ def cka_cells(
     each of that many contiguous groups of samples,
     :func:`~dask_repsim.engine.stream.group_bounds`),
     ``permutations`` (K: the null, layer y's samples permuted within blocks, see the module
-    notes), ``seed`` (of the permutations) and ``budget`` (bytes of tile products a task may
-    hold: the tile shrinks with G and K, :func:`inference_shape`). With either, row chunks
-    are rounded down to a multiple of the permutation block (at least one block).
+    notes), ``seed`` (of the permutations) and ``budget`` (bytes of tile products a pass may
+    hold, one copy; default a quarter of the memory budget per thread, see the module's
+    notes). Tile pairs are computed in passes whose products fit ``budget``, one after
+    another; the tile shrinks (with G and K) so that one pair fits (:func:`inference_shape`),
+    and the row chunks so that the tasks' rows fit half of the memory budget (:func:`layout`).
+    With G or K, row chunks are rounded down to a multiple of the permutation block (at least
+    one block).
 
     Returns
     -------
@@ -458,26 +550,37 @@ def cka_cells(
     """
     n, mx, my = pair_means(x, y, means)
     bounds = _checked(n, debiased, groups, permutations, seed)
-    value_tile, null_tile, batch = inference_shape(tile, groups, permutations, budget)
+    memory, threads = memory_budget(), threads_per_process()
+    # a pair alone: its tree's partial sums, one per task running and split_every waiting
+    one = budget or max(1, memory // (2 * (threads + split_every)))
+    limit = budget or max(one, memory // (4 * threads))
+    value_tile, null_tile, batch = inference_shape(tile, groups, permutations, one)
 
-    def tiles(width: int) -> tuple[_Tiles, _Tiles]:
-        rows = _rows(n, width, chunk_rows, bool(groups or permutations))
-        return _Tiles(x, mx, rows, width), _Tiles(y, my, rows, width)
+    def plan(width: int, count: int, own: bool) -> tuple[tuple[_Tiles, _Tiles], list]:
+        widths = [_tile_widths(int(layer.data.shape[1]), width) for layer in (x, y)]
+        passes = _passes(_pairs(len(widths[0]), len(widths[1]), own), widths, count, limit)
+        widest = max(sum(widths[side][a] for side, a in set(pair.keys))
+                     for group in passes for pair in group)
+        rows, per_task = layout(n, widest, memory, threads, split_every, chunk_rows,
+                                bool(groups or permutations), task_slots())
+        return (_Tiles(x, mx, rows, width, per_task), _Tiles(y, my, rows, width, per_task)), passes
 
-    value_tiles = tiles(value_tile)
-    graphs: list = [_frobenius_graphs(*value_tiles, split_every, _Job(n, bounds))]
+    value_tiles, passes = plan(value_tile, groups + 2 if groups else 1, True)
+    light = []
     if any(debiased):
         perms = (seed, 0, permutations) if permutations else None
-        graphs.append(_light_graphs(*value_tiles, _Job(n, bounds, perms), split_every))
+        light = _light_graphs(*value_tiles, _Job(n, bounds, perms), split_every)
+    totals, found_light = _frobenius(value_tiles, passes, _Job(n, bounds), split_every, light)
+    graphs: list = [totals, *([found_light] if light else [])]
     if permutations:
-        null_tiles = tiles(null_tile)
+        null_tiles, passes = plan(null_tile, batch, False)
         graphs.append([
-            _frobenius_graphs(*null_tiles, split_every,
-                              _Job(n, None, (seed, first, min(batch, permutations - first))),
-                              own=False)[0]
+            _frobenius(null_tiles, passes,
+                       _Job(n, None, (seed, first, min(batch, permutations - first))),
+                       split_every)[0][0]
             for first in range(0, permutations, batch)
         ])
-    value, reps, null = _terms(compute(*graphs), n, bounds, any(debiased), permutations)
+    value, reps, null = _terms(graphs, n, bounds, any(debiased), permutations)
     names = (x.name, y.name)
     return [Cell(value.cka(flag, names),
                  None if reps is None else [t.cka(flag, names) for t in reps],
@@ -507,13 +610,16 @@ def cka_values(
         The column means of x and y from :func:`~dask_repsim.engine.columns.checked_columns` (the
         inputs count as checked); None: checked and computed here, one pass over both.
     tile
-        Features per tile: a task holds one ``chunk_rows x tile`` block of each side and one
-        ``tile x tile`` float64 product.
+        Features per tile, at most: it shrinks so that a ``tile x tile`` float64 product fits
+        a pass (see the module's notes).
     chunk_rows
-        Samples per row chunk. Default: about 64 MiB of float64 per ``chunk_rows x tile`` block.
+        Samples per row chunk. Default (:func:`layout`): at most about 64 MiB of float64 per
+        ``chunk_rows x tile`` block, fewer so that the tasks' rows fit half of the memory
+        budget, and a chunk for each task that can run at once where the samples allow.
     split_every
-        Row chunks per task (their products summed inside it), and partial sums per task of
-        the tree reduction above them.
+        Row chunks per task at most (their products summed inside it; fewer where the memory
+        budget or the threads ask for it), and partial sums per task of the tree reduction
+        above them.
 
     Notes
     -----

@@ -147,14 +147,14 @@ def test_several_tiles_per_side_are_used(small_blocks, monkeypatch):
     """The tile-pair tasks see 7-, 7- and 6-feature tiles of x and 7- and 6-feature tiles of
     y, for the value with its replicates and for the null, and the results are exact."""
     seen, lock = set(), threading.Lock()
-    original = tiled._tile_sum
+    original = tiled._pair_sum
 
-    def spy(job, ma, mb, blocks_a, blocks_b, starts, finish):
+    def spy(job, pair, means, blocks, starts, finish):
         with lock:
-            seen.add((job.perms is not None, len(ma), len(mb)))
-        return original(job, ma, mb, blocks_a, blocks_b, starts, finish)
+            seen.add((job.perms is not None, len(means[pair.keys[0]]), len(means[pair.keys[1]])))
+        return original(job, pair, means, blocks, starts, finish)
 
-    monkeypatch.setattr(tiled, "_tile_sum", spy)
+    monkeypatch.setattr(tiled, "_pair_sum", spy)
     x, y = _data(seed=7)
     with dask.config.set(scheduler="threads"):
         cell = tiled.cka_cells(*_layers(x, y), (False,), groups=3, permutations=2, seed=0,
