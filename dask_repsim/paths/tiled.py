@@ -278,7 +278,7 @@ def _reduce(parts: list, split_every: int, finish):
     return dask.delayed(finish, pure=True)(parts[0])
 
 
-def _pass_graph(tiles: Sequence[_Tiles], pair: _Pair, job: _Job, split_every: int):
+def _pair_graph(tiles: Sequence[_Tiles], pair: _Pair, job: _Job, split_every: int):
     """Delayed: ``job``'s numbers of one tile pair, row chunks summed ``per_task`` per task,
     partial sums added in a tree, then finished."""
     used = sorted(set(pair.keys))
@@ -304,7 +304,7 @@ def _frobenius(tiles: Sequence[_Tiles], passes: list[list[_Pair]], job: _Job,
     totals: list = [0, 0, 0]
     found_light: list = []
     for i, group in enumerate(passes):
-        found = compute([_pass_graph(tiles, pair, job, split_every) for pair in group],
+        found = compute([_pair_graph(tiles, pair, job, split_every) for pair in group],
                         *(() if i else light))
         for pair, numbers in zip(group, found[0], strict=True):
             totals[pair.target] = totals[pair.target] + pair.weight * numbers
@@ -473,12 +473,12 @@ def _tile_widths(features: int, tile: int) -> list[int]:
 def layout(n: int, widest: int, memory: int, threads: int, split_every: int = 8,
            chunk_rows: int | None = None, aligned: bool = False,
            slots: int | None = None) -> tuple[int, int]:
-    """(samples per row chunk, row chunks per task) for passes whose tiles are at most
-    ``widest`` features together, within half of the ``memory`` budget of a process that runs
+    """(samples per row chunk, row chunks per task) for tile pairs of at most ``widest``
+    features together, within half of the ``memory`` budget of a process that runs
     ``threads`` tasks at once: a task holds its row chunks (counted as float64) and their
     centred copies, ``threads (per_task + 1) rows widest 8 <= memory / 2``. Rows: about 64 MiB
     per chunk at most, ``chunk_rows`` when given; ``aligned``: a multiple of the permutation
-    block (at least one block, which the budget then may not hold). A pass has at least
+    block (at least one block, which the budget then may not hold). A tile pair has at least
     ``slots`` tasks (the tasks that run at once in all; default ``threads``) where n allows.
 
     Examples

@@ -128,13 +128,13 @@ def test_the_memory_budget_sets_the_passes(monkeypatch):
     chunks, not other values."""
     x, y = _data(seed=5)
     seen = []
-    original = tiled._pass_graph
+    original = tiled._pair_graph
 
     def counted(tiles, pair, job, split_every):
         seen.append(tiles[0].blocks.shape[0])
         return original(tiles, pair, job, split_every)
 
-    monkeypatch.setattr(tiled, "_pass_graph", counted)
+    monkeypatch.setattr(tiled, "_pair_graph", counted)
     passes = []
     original_passes = tiled._passes
 
