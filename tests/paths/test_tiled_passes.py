@@ -160,3 +160,25 @@ def test_the_memory_budget_sets_the_passes(monkeypatch):
     np.testing.assert_allclose(values["1 GiB"], values[8 * 8 * 49 * 3], rtol=1e-13)
     np.testing.assert_allclose(values["1 GiB"], [ref.linear_cka(x, y),
                                                  ref.debiased_linear_cka(x, y)], rtol=1e-10)
+
+
+@pytest.mark.slow
+def test_worker_processes_give_the_threaded_values():
+    """Two worker processes of 512 MB (a memory budget of 128 MB each, one thread): the passes
+    and row chunks follow the workers' budget and threads, the values, replicates and null
+    equal the threaded scheduler's to 1e-12."""
+    distributed = pytest.importorskip("distributed")
+    x, y = _data(seed=8)
+    options = {"groups": 4, "permutations": 3, "seed": 2, "budget": 8 * 49 * 6}
+    with dask.config.set(scheduler="threads", num_workers=2):
+        threaded = _cells(x, y, **options)
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  memory_limit="512MB", dashboard_address=None) as cluster, \
+            distributed.Client(cluster) as client:
+        client.wait_for_workers(2)
+        assert tiled.memory_budget() == 128_000_000 and tiled.threads_per_process() == 1
+        found = _cells(x, y, **options)
+    for a, b in zip(found, threaded, strict=True):
+        assert a.value == pytest.approx(b.value, rel=1e-12)
+        np.testing.assert_allclose(a.replicates, b.replicates, rtol=1e-12)
+        np.testing.assert_allclose(a.null, b.null, rtol=1e-12)
