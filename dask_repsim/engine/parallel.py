@@ -134,9 +134,15 @@ def memory_budget() -> int:
     """
     configured = dask.config.get("repsim.memory-budget", None)
     if configured is not None:
-        if isinstance(configured, str):
-            return int(dask.utils.parse_bytes(configured))
-        return int(configured)
+        try:
+            budget = int(dask.utils.parse_bytes(configured) if isinstance(configured, str)
+                         else configured)
+        except (TypeError, ValueError):
+            budget = 0
+        if budget <= 0 or (isinstance(configured, str) and not configured.strip()):
+            raise ValueError(f"dask config 'repsim.memory-budget' must be a positive size such "
+                             f"as '2 GiB' or 2147483648, not {configured!r}")
+        return budget
     limits = [w["memory_limit"] for w in (_client_workers() or {}).values()
               if w.get("memory_limit")]
     if limits:

@@ -80,3 +80,19 @@ def test_the_pass_takes_its_sub_blocks_from_the_model(monkeypatch):
     assert {p.sub_block for p in plans} == {stream.SUB_BLOCK_BYTES // (8 * 400)}
     np.testing.assert_allclose(narrow.comoment, wide.comoment, rtol=1e-12,
                                atol=1e-12 * np.abs(wide.comoment).max())
+
+
+@pytest.mark.parametrize("value", ["", "0", "-5 MB", "lots", 0, -1, "  "])
+def test_a_budget_that_is_not_a_positive_size_is_an_error(value):
+    """An empty or zero budget read as 1 or 0 bytes shrank every tile to its least (the
+    environment variable set to nothing gave 1 byte): it is an error naming the setting."""
+    with dask.config.set({"repsim.memory-budget": value}), \
+            pytest.raises(ValueError, match="repsim.memory-budget' must be a positive size"):
+        memory_budget()
+
+
+@pytest.mark.parametrize("value, expected", [("2 GiB", 2**31), ("512MB", 512 * 10**6),
+                                             (12345, 12345)])
+def test_a_budget_is_read_as_bytes(value, expected):
+    with dask.config.set({"repsim.memory-budget": value}):
+        assert memory_budget() == expected
