@@ -63,6 +63,7 @@ def expected_table(saved: xr.Dataset) -> dict[str, list[float]]:
     return table
 
 
+@pytest.mark.large  # the default run's docs build runs the script (its gallery)
 def test_model_zoo_example_runs_quick(tmp_path):
     pytest.importorskip("torch")
     pytest.importorskip("sklearn")
@@ -106,6 +107,7 @@ def test_model_zoo_example_runs_quick(tmp_path):
         assert image[..., :3].std() > 0.05, name
 
 
+@pytest.mark.large  # the default run's docs build runs the script (its gallery)
 def test_inference_example_runs_small(tmp_path):
     """The inference example at 128 images and 99 permutations: the saved grids are linear
     and debiased CKA of the saved activations (numpy's, cell by cell), the counts and rows it
@@ -154,6 +156,7 @@ def test_inference_example_runs_small(tmp_path):
     assert image.shape[0] > 600 and image.shape[1] > 800 and image[..., :3].std() > 0.05
 
 
+@pytest.mark.large  # the default run's docs build runs the script (its gallery)
 def test_hf_models_example_runs_quick(tmp_path):
     """The Hugging Face example at its ``--quick`` size: each saved comparison is linear and
     debiased CKA of the saved stores' mean-pooled hidden states (numpy's, cell by cell), the

@@ -462,6 +462,7 @@ def _check_width_and_labels(text: str) -> None:
     assert sum(line.startswith("This run") for line in lines) == 2
 
 
+@pytest.mark.large  # the default run's docs build runs the script (its gallery)
 @pytest.mark.parametrize(
     ("script", "check"),
     [

@@ -338,6 +338,7 @@ def test_padding_mask_recipe_drops_padded_positions(tmp_path):
                                                                                  abs=1e-6)
 
 
+@pytest.mark.large  # the default run's docs build runs the script (its gallery)
 def test_transformer_example_runs_quick(tmp_path):
     pytest.importorskip("matplotlib")
     result = subprocess.run(
