@@ -7,6 +7,7 @@ medians. The data are the stores an earlier benchmark kept::
 
     python benchmarks/ab_release.py --case core     # bench_core's 1,000,000 x (256 + 256) pair
     python benchmarks/ab_release.py --case conv     # bench_conv's two ResNet-18s at 2,048 images
+    python benchmarks/ab_release.py --case client   # bench_path_inference's 20,000 x (64 + 64)
 """
 
 from __future__ import annotations
@@ -24,9 +25,13 @@ CASES = {
     "core": ("core_n1000000_p256_c65536", "x.zarr", "y.zarr", "None"),
     "conv": ("conv_n2048", "a.zarr", "b.zarr", "['cka', 'cka_debiased', 'cka_rbf']"),
     "permutations": ("core_n1000000_p256_c65536", "x.zarr", "y.zarr", "['cka', 'mean_cca']"),
+    # the client's share: each null value and replicate whitened or refitted on the client
+    "client": ("path_inference_n20000_p64_c10000.zarr", "x", "y",
+               "['mean_cca', 'pwcca', 'ridge_predictivity']"),
 }
 #: extra options of each case's call
-OPTIONS = {"permutations": {"permutations": 20, "seed": 0}}
+OPTIONS = {"permutations": {"permutations": 20, "seed": 0},
+           "client": {"permutations": 100, "seed": 0, "interval": "jackknife", "folds": 5}}
 CALL = r'''
 import json, sys, time
 import dask_repsim as dr

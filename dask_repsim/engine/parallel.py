@@ -10,6 +10,10 @@ SVDs) uses every core again, except on matrices of at most :data:`SMALL_CLIENT_C
 (:func:`client_blas`): there a team of BLAS threads costs more than it gives (the QR path's 20
 leave-one-group-out merges of 128-column factors took 0.036 s on one thread and 0.12 s on two,
 and 17.9 s on two while other processes kept the cores busy; at 1,024 columns 6.1 s and 5.8 s).
+The co-moment path's pairs whiten or refit on the client once per null value and replicate: mean
+CCA, PWCCA and ridge predictivity of 20,000 x (64 + 64) with 100 permutations and 20 groups took
+2.7 s with one thread and 2.6 to 18.3 s (median 8.8) with two while another process kept the
+machine busy (``benchmarks/ab_release.py --case client``).
 
 Distributed workers need nothing here: their nannies start them with ``OMP_NUM_THREADS``,
 ``OPENBLAS_NUM_THREADS`` and ``MKL_NUM_THREADS`` set to 1 (``distributed`` config

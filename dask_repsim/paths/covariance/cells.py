@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from ...engine.memory import check_permutations, least_budget, max_features
-from ...engine.parallel import memory_budget
+from ...engine.parallel import client_blas, memory_budget
 from ...exceptions import RepsimWarning, quietly
 from ...io.inputs import Layer
 from ...measures.predictivity import OnFolds
@@ -116,17 +116,21 @@ def _one_pass(functions, layers, rows, cols, subset, todo, run, cells, counts) -
     on_folds = [m for m, f in enumerate(functions) if isinstance(f, OnFolds)]
     plain = [m for m in range(len(functions)) if m not in on_folds]
     for (i, j), (a, b) in zip(todo, pairs, strict=True):
-        if plain:
-            pair = result.pair(a, b)
-            reps = result.replicates(a, b) if options.interval else None
-            null = result.null(a, b) if k else None
-            for m in plain:
-                function = functions[m]
-                cells[m, i, j] = Cell(function(pair), quietly(function, reps),
-                                      quietly(function, null))
-        if on_folds:
-            found = folds.fold_cells([functions[m] for m in on_folds], result, a, b, options, k)
-            cells.update({(m, i, j): cell for m, cell in zip(on_folds, found, strict=True)})
+        # each of the pair's values, replicates and null values is small matrix work on the
+        # client: one BLAS thread (engine.parallel's notes)
+        with client_blas(sum(int(layers[u].data.shape[1]) for u in (rows[i], cols[j]))):
+            if plain:
+                pair = result.pair(a, b)
+                reps = result.replicates(a, b) if options.interval else None
+                null = result.null(a, b) if k else None
+                for m in plain:
+                    function = functions[m]
+                    cells[m, i, j] = Cell(function(pair), quietly(function, reps),
+                                          quietly(function, null))
+            if on_folds:
+                found = folds.fold_cells([functions[m] for m in on_folds], result, a, b,
+                                         options, k)
+                cells.update({(m, i, j): cell for m, cell in zip(on_folds, found, strict=True)})
         counts[i, j] = (result.count(a, b), result.omitted(a, b))
 
 
