@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
+from .engine.stream import replicate_bounds
 from .io.validation import require_samples
 from .measures import cca, cka, predictivity, shape, statistics, subspaces, units
 from .paths import qr
@@ -406,7 +407,7 @@ MEASURES: dict[str, Measure] = {
                 # with groups of a few samples the jackknife overstates RTD's variance (20
                 # groups: the standard error 1.39 times the spread at n = 100, 199 of 200
                 # intervals covering); with 5 groups 1.05 times, 194 and 195 of 200 at n = 40
-                # and 100 (tests/paths/test_jackknife_groups.py)
+                # and 100 (tests/paths/test_topology_inference.py)
                 jackknife_groups=5),
         Measure("matched_correlation",
                 "mean correlation of one-to-one (bipartite) matched units (Li et al. 2016)",
@@ -437,6 +438,16 @@ def check_samples(metrics: Sequence[str], count: int) -> None:
     of every measure and path, checked before any pass over the data."""
     for metric in metrics:
         require_samples(count, MEASURES[metric].min_samples, metric)
+
+
+def check_replicate_samples(metrics: Sequence[str], count: int, groups: int) -> None:
+    """:class:`~dask_repsim.SampleCountError` when a jackknife replicate (``count`` samples
+    less one of ``groups`` near-equal groups) would keep fewer samples than one of
+    ``metrics`` needs (:attr:`Measure.min_samples`): its replicates would be degenerate (two
+    centred samples make every linear measure 1), and so would the interval
+    (:func:`~dask_repsim.engine.stream.replicate_bounds`)."""
+    for metric in metrics:
+        replicate_bounds(count, groups, MEASURES[metric].min_samples, metric)
 
 
 def paths_of(metrics: list[str]) -> list[str]:

@@ -46,6 +46,7 @@ from .registry import (
     PATHS,
     check_metrics,
     check_parameters,
+    check_replicate_samples,
     check_samples,
     path_functions,
 )
@@ -118,8 +119,9 @@ def expand_metrics(metrics: Sequence[str], sigma: Any) -> list[Output]:
 
 def plan_outputs(metrics: Sequence[str], parameters: Mapping[str, Any]) -> list[Output]:
     """The outputs of a call (:func:`expand_metrics`), after checking the metrics and the
-    parameters: each given one taken by some metric asked for, and each value valid."""
-    metrics = check_metrics(list(metrics))
+    parameters: each given one taken by some metric asked for, and each value valid. One
+    name alone (``metrics="cka"``) is that metric, not its letters."""
+    metrics = check_metrics([metrics] if isinstance(metrics, str) else list(metrics))
     check_parameters(metrics, parameters)
     rdm, rdm_compare = parameters.get("rdm"), parameters.get("rdm_compare")
     noise = parameters.get("rdm_noise")
@@ -203,6 +205,8 @@ def run_cells(path: str, outputs: Sequence[Output], layers: Sequence[Layer],
         check_cells(cells, len(rows), len(cols))
     metrics = [measure for _, measure, _ in outputs]
     check_samples(metrics, layers[rows[0]].data.shape[0])  # every measure's minimum, one rule
+    if options.interval and path != "minibatch":  # and so in each jackknife replicate
+        check_replicate_samples(metrics, layers[rows[0]].data.shape[0], options.get("groups"))
     if batch_size is not None and path != "minibatch":
         raise ValueError(f"batch_size= applies to method='minibatch' only, not {path!r}")
     reject_unused(path, options, level_used=path == "minibatch",

@@ -30,7 +30,7 @@ import dask.array as da
 import numpy as np
 from dask.base import tokenize
 
-from ..exceptions import NonFiniteError, RepsimWarning
+from ..exceptions import NonFiniteError, RepsimWarning, SampleCountError
 from ..io.inputs import Layer
 from ..io.validation import check_sample_counts, first_nonfinite
 from . import permuted as _permuted
@@ -119,6 +119,36 @@ def group_bounds(n: int, groups: int) -> tuple[int, ...]:
     if groups < 1:
         raise ValueError(f"groups must be at least 1, not {groups}")
     return tuple(int(b) for b in np.linspace(0, n, groups + 1).round())
+
+
+def replicate_bounds(n: int, groups: int, need: int, what: str) -> tuple[int, ...]:
+    """The bounds of ``groups`` groups of ``n`` samples (:func:`group_bounds`), or a
+    :class:`~dask_repsim.SampleCountError` when leaving the largest group out keeps fewer
+    than ``need`` samples, for ``what`` (the replicates' measure). More groups are smaller
+    ones: the error names the fewest groups that keep enough, or the samples needed.
+
+    Examples
+    --------
+    >>> replicate_bounds(10, 3, 3, "cka")
+    (0, 3, 7, 10)
+    >>> replicate_bounds(6, 2, 4, "debiased CKA")
+    Traceback (most recent call last):
+    ...
+    dask_repsim.exceptions.SampleCountError: groups=2 of 6 samples leaves 3 samples when a \
+group is left out; the jackknife replicates of debiased CKA need at least 4: give groups=3 or \
+more
+    """
+    bounds = group_bounds(n, int(groups))
+    left = n - int(np.diff(bounds).max())
+    if left >= need:
+        return bounds
+    enough = next((g for g in range(int(groups) + 1, n + 1)
+                   if n - int(np.diff(group_bounds(n, g)).max()) >= need), None)
+    fix = f"give groups={enough} or more" if enough else \
+        f"a jackknife of it needs at least {need + 1} samples"
+    raise SampleCountError(
+        f"groups={groups} of {n} samples leaves {left} sample{'s' if left != 1 else ''} when a "
+        f"group is left out; the jackknife replicates of {what} need at least {need}: {fix}")
 
 
 def _sub_block(

@@ -37,11 +37,12 @@ def warn_if_wide(side: Side, count: int, measure: str, consequence: str, instead
     )
 
 
-def _warn_if_degenerate(pair: Pair) -> None:
+def _warn_if_degenerate(pair: Pair, measure: str = "CCA",
+                        instead: str = "CKA or SVCCA") -> None:
     n = pair.count
     for side in (pair.x, pair.y):
         if side.n_features - int(side.constant.sum()) >= n - 1:
-            warn_if_wide(side, n, "CCA", "every correlation is 1", "CKA or SVCCA")
+            warn_if_wide(side, n, measure, "every correlation is 1", instead)
 
 
 def canonical_correlations(pair: Pair) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -108,7 +109,8 @@ def svcca(
     px = Side(pair.x.name, pair.count, vx.T @ pair.x.mean, vx.T @ pair.x.comoment @ vx)
     py = Side(pair.y.name, pair.count, vy.T @ pair.y.mean, vy.T @ pair.y.comoment @ vy)
     projected = Pair(px, py, vx.T @ pair.cross @ vy, pair.norm_xy, pair.norm_xx, pair.norm_yy)
-    _warn_if_degenerate(projected)
+    _warn_if_degenerate(projected, "SVCCA's CCA of the kept directions",
+                        "CKA, or SVCCA keeping fewer directions (keep=)")
     wx, wy = px.whitener.basis, py.whitener.basis
     rho = np.clip(svd(wx.T @ projected.cross @ wy, compute_uv=False), 0.0, 1.0)
     return float(np.mean(rho if summary == "mean" else rho**2))

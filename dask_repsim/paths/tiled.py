@@ -79,7 +79,7 @@ import numpy as np
 from ..engine import columns, permuted
 from ..engine.columns import BLOCK_BYTES, centred, frobenius_sq, pair_means
 from ..engine.parallel import compute, memory_budget, task_slots, threads_per_process
-from ..engine.stream import group_bounds
+from ..engine.stream import replicate_bounds
 from ..io.inputs import Layer
 from ..io.validation import require_samples
 from ..measures.hsic import cka_ratio, unbiased_hsic
@@ -458,11 +458,8 @@ def _checked(n: int, debiased: Sequence[bool], groups: int | None, permutations:
     if not isinstance(groups, int | np.integer) or isinstance(groups, bool) or groups < 2:
         raise ValueError(f"groups must be an int >= 2 (a jackknife leaves out one group of "
                          f"samples at a time), not {groups!r}")
-    bounds = group_bounds(n, int(groups))
-    if any(debiased):
-        require_samples(n - int(np.diff(bounds).max()), 4,
-                        "debiased CKA with a jackknife group left out")
-    return bounds
+    return replicate_bounds(n, int(groups), 4 if any(debiased) else 3,
+                            "debiased CKA" if any(debiased) else "CKA")
 
 
 def _tile_widths(features: int, tile: int) -> list[int]:

@@ -105,6 +105,17 @@ def test_cca_degenerate_when_features_reach_samples():
     np.testing.assert_allclose(rho, 1.0, atol=1e-6)  # the degeneracy the warning describes
 
 
+def test_svcca_degenerate_warning_does_not_recommend_svcca_as_it_stands():
+    """SVCCA keeping as many directions as the samples allow is degenerate as CCA is: the
+    warning says so and points to CKA or fewer kept directions, not to SVCCA itself."""
+    x = RNG.normal(size=(10, 20))
+    y = x[:, :15] + RNG.normal(size=(10, 15))
+    with pytest.warns(RepsimWarning, match=r"SVCCA's CCA of the kept directions is degenerate "
+                      r".*use CKA, or SVCCA keeping fewer directions \(keep=\)"):
+        value = float(dr.svcca(x, y))
+    assert value == pytest.approx(1.0, abs=1e-6)  # the degeneracy the warning describes
+
+
 @pytest.mark.parametrize("dtype", ["complex128", "U3", "object", "datetime64[ns]"])
 def test_non_numeric_dtypes_are_type_errors(dtype):
     with pytest.raises(TypeError, match="dtype"):
@@ -150,6 +161,18 @@ def test_unknown_inputs_and_metrics():
         dr.cka([[1.0, 2.0]], X)
     with pytest.raises(ValueError, match="unknown metric"):
         dr.compare(X, Y, metrics=["cka", "nope"])
+
+
+def test_one_metric_name_is_that_metric_not_its_letters():
+    one = dr.compare(X, Y, metrics="cka")
+    assert list(one.data_vars) == ["cka"]
+    xc, yc = X - X.mean(0), Y - Y.mean(0)
+    ref = np.sum((xc.T @ yc) ** 2) / (np.linalg.norm(xc.T @ xc) * np.linalg.norm(yc.T @ yc))
+    assert float(one.cka.squeeze()) == pytest.approx(ref, rel=1e-12)
+    zoo = {"n0": {"l": X}, "n1": {"l": Y}}
+    assert list(dr.compare_zoo(zoo, metrics="cka").data_vars) == ["cka"]
+    with pytest.raises(ValueError, match=r"unknown metric\(s\) \['ckaa'\]"):
+        dr.compare(X, Y, metrics="ckaa")
 
 
 def test_bfloat16_accumulates_in_float64():

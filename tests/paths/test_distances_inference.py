@@ -256,7 +256,8 @@ def test_errors_never_nans(small_blocks):
     with pytest.raises(ValueError, match="groups=101 is more than the 100 samples"):
         dr.distance_correlation(x, y, interval="jackknife", groups=101)
     with pytest.raises(ValueError, match="groups=2 of 5 samples leaves 2 samples when a group "
-                                         "is left out; .* need at least 3: use fewer groups"):
+                                         "is left out; .* need at least 3: give groups=3 or "
+                                         "more"):
         dr.cka(x[:5], y[:5], kernel="laplace", interval="jackknife", groups=2)
     lumpy = np.zeros((100, 2))
     lumpy[:10] = np.arange(20).reshape(10, 2)  # the first group's samples apart, the rest at 0

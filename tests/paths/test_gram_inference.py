@@ -341,8 +341,12 @@ def test_too_few_permutations_or_groups_say_so(method):
         dr.cka(x, y, method=method, interval="jackknife", groups=1)
     with pytest.raises(ValueError, match="groups=41 is more than the 40 samples"):
         dr.cka(x, y, method=method, interval="jackknife", groups=41)
-    with pytest.raises(dr.SampleCountError, match="needs at least 4 samples, got 3"):
+    with pytest.raises(dr.SampleCountError, match=r"groups=2 of 6 samples leaves 3 samples "
+                       r".*replicates of cka_debiased need at least 4: give groups=3 or more"):
         dr.cka(x[:6], y[:6], method=method, debiased=True, interval="jackknife", groups=2)
+    with pytest.raises(dr.SampleCountError, match=r"groups=3 of 3 samples leaves 2 samples .*"
+                       r"replicates of cka need at least 3: a jackknife of it needs at least 4"):
+        dr.cka(x[:3], y[:3], method=method, interval="jackknife", groups=3)
 
 
 def test_null_and_replicates_are_the_same_on_worker_processes():

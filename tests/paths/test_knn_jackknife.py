@@ -251,8 +251,8 @@ def test_public_functions_and_grids_give_intervals_centred_on_the_estimate():
 def test_groups_that_leave_too_few_samples_are_errors():
     x, y = related(30, 1)
     with pytest.raises(ValueError, match=r"groups=2 of 30 samples leaves 15 samples when a "
-                                         r"group is left out; .* k=15 need at least 16: use "
-                                         r"fewer groups or a smaller k"):
+                                         r"group is left out; .* k=15 need at least 16: "
+                                         r"give groups=3 or more"):
         dr.mutual_knn(x, y, k=15, interval="jackknife", groups=2)
     with pytest.raises(ValueError, match="groups=31 is more than the 30 samples"):
         dr.cknna(x, y, k=3, interval="jackknife", groups=31)

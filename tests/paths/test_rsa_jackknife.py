@@ -247,11 +247,12 @@ def test_errors_of_rsa_jackknife():
     lx, ly = as_layer(x), as_layer(y, name="y")
     with pytest.raises(ValueError, match="more than the 20 samples"):
         rsa_values(lx, ly, groups=21)
-    with pytest.raises(ValueError, match="leaving 2: RSA of fewer than 3 samples.*groups=3"):
+    with pytest.raises(ValueError, match="leaves 2 samples .* RSA need at least 3: give "
+                                         "groups=3 or more"):
         rsa_values(as_layer(x[:5]), as_layer(y[:5], name="y"), groups=2)
     with pytest.raises(ValueError, match="needs at least 4 samples"):
         rsa_values(as_layer(x[:3]), as_layer(y[:3], name="y"), groups=3)
-    with pytest.raises(ValueError, match="leaving 2"):
+    with pytest.raises(ValueError, match="leaves 2 samples"):
         dr.rsa(x[:4], y[:4], interval="jackknife", groups=2)
     assert len(rsa_values(as_layer(x[:4]), as_layer(y[:4], name="y"),
                           groups=4)["replicates"]["corr"]) == 4

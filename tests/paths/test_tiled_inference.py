@@ -217,7 +217,7 @@ def test_errors():
         tiled.cka_cells(lx, ly, (False,), permutations=-1)
     with pytest.raises(ValueError, match="seed must be an int >= 0, not 'a'"):
         tiled.cka_cells(lx, ly, (False,), permutations=2, seed="a")
-    with pytest.raises(SampleCountError, match="debiased CKA with a jackknife group left out "
-                       "needs at least 4 samples, got 3"):
+    with pytest.raises(SampleCountError, match="leaves 3 samples when a group is left out; the "
+                       "jackknife replicates of debiased CKA need at least 4: give groups=3"):
         tiled.cka_cells(lx, ly, (True,), groups=2)
     assert len(tiled.cka_cells(lx, ly, (True,), groups=3)[0].replicates) == 3

@@ -107,8 +107,7 @@ def test_interval_through_rtd_and_compare_is_centred_on_the_estimate():
     half = stats.t.ppf(0.95, 7) * se
     assert (e.ci_low, e.ci_high) == pytest.approx((value - half, value + half), rel=1e-9)
     default = dr.rtd(x, y, interval="jackknife")
-    # RTD's default: 5 groups (the registry's jackknife_groups; tests/paths/
-    # test_jackknife_groups.py)
+    # RTD's default: 5 groups (the registry's jackknife_groups; its coverage below)
     assert default.n_groups == 5 and default.ci_centre == float(default)
     z = np.random.default_rng(3).normal(size=(45, 4))
     ds = dr.compare({"x": x}, {"y": y, "z": z}, metrics=["rtd"], interval="jackknife",

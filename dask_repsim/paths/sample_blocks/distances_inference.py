@@ -50,7 +50,7 @@ from typing import Any
 import numpy as np
 
 from ...engine import permuted as _permuted
-from ...engine.stream import group_bounds
+from ...engine.stream import replicate_bounds
 from ...exceptions import InputError
 from .rsa_null import NullSpec, permuted_cross
 
@@ -235,14 +235,7 @@ def check_inference(measures: Sequence[str], null: tuple[int, int] | None,
                          "permutation null; leave it out of calls with null=")
     if not groups:
         return spec, None
-    bounds = group_bounds(n, int(groups))
-    left = n - max(b - a for a, b in zip(bounds[:-1], bounds[1:], strict=True))
-    if left < 3:
-        raise ValueError(f"groups={groups} of {n} samples leaves {left} sample"
-                         f"{'s' if left != 1 else ''} when a group is left out; the jackknife "
-                         "replicates of the distance matrices need at least 3: use fewer "
-                         "groups")
-    return spec, bounds
+    return spec, replicate_bounds(n, int(groups), 3, "the distance matrices")
 
 
 def _ratio(c: dict[str, float], root: bool, names: Sequence[str], g: int | None) -> float:

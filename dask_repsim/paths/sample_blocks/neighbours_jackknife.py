@@ -70,6 +70,7 @@ from scipy import stats
 
 from ...engine.parallel import compute
 from ...engine.reduction import tree_reduce
+from ...engine.stream import replicate_bounds
 from ...exceptions import InputError
 from . import second_order
 from .candidates import merge_candidates, ordered
@@ -86,15 +87,9 @@ _SEARCH = 4096
 def check_groups(n: int, k: int, groups: int, measures: Sequence[str]) -> tuple[int, ...]:
     """The groups' bounds, or an error when a replicate would have too few samples for k
     neighbours (or, with CKNNA, for its unbiased HSIC)."""
-    bounds = jackknife_bounds(n, groups)
-    left = n - int(np.diff(bounds).max())
+    jackknife_bounds(n, groups)  # groups >= 2
     need = max(k + 1, 4 if "cknna" in measures else 3)
-    if left < need:
-        raise ValueError(
-            f"groups={groups} of {n} samples leaves {left} sample{'s' if left != 1 else ''} "
-            f"when a group is left out; the k-nearest-neighbour replicates with k={k} need at "
-            f"least {need}: use fewer groups or a smaller k")
-    return bounds
+    return replicate_bounds(n, groups, need, f"the k-nearest-neighbour lists with k={k}")
 
 
 def list_length(n: int, k: int, bounds: Sequence[int]) -> int:

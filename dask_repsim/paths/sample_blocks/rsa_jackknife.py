@@ -41,7 +41,7 @@ import numpy as np
 from dask.utils import format_bytes
 
 from ...engine.parallel import memory_budget
-from ...engine.stream import group_bounds
+from ...engine.stream import replicate_bounds
 from ...io.validation import constant_units
 from .rsa_whitened import WHITENED, whitened_comparisons
 
@@ -69,16 +69,7 @@ def jackknife_bounds(n: int, groups: int, whiten: bool = False) -> tuple[int, ..
     >>> jackknife_bounds(10, 3)
     (0, 3, 7, 10)
     """
-    bounds = group_bounds(n, int(groups))
-    largest = int(np.diff(bounds).max())
-    if n - largest < MIN_SAMPLES:
-        enough = next((g for g in range(int(groups) + 1, n + 1)
-                       if n - int(np.diff(group_bounds(n, g)).max()) >= MIN_SAMPLES), None)
-        fix = f"give groups={enough} or more" if enough else \
-            f"a jackknife of RSA needs at least {MIN_SAMPLES + 1} samples"
-        raise ValueError(
-            f"groups={groups} leaves out up to {largest} of the {n} samples at a time, leaving "
-            f"{n - largest}: RSA of fewer than {MIN_SAMPLES} samples is undefined ({fix})")
+    bounds = replicate_bounds(n, int(groups), MIN_SAMPLES, "RSA")
     need, budget = GROUP_BYTES * groups**2 + ROW_BYTES * n * groups * whiten, memory_budget()
     if need > budget:
         raise ValueError(
