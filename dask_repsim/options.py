@@ -67,7 +67,8 @@ PARAMETERS = {
         ``null="gamma"``: instead of permutations, the p-value of the Gamma approximation of
         HSIC's null distribution (Gretton et al. 2008), with ``.null_method`` ``"gamma"`` and
         the null's ``.null_mean`` and ``.null_std``: cheap (one more pass over the saved
-        matrices) and approximate. Linear and RBF CKA on the Gram (sample-space) path.""",
+        matrices) and approximate. Linear and RBF CKA on the Gram (sample-space) path, which
+        ``method="auto"`` then takes.""",
     "method": """method
         ``"auto"`` (default): the co-moments. ``"covariance"``: the same, named.
         ``"qr"``: from a tall-skinny QR of the centred data (Demmel et al. 2012), which does

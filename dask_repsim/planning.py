@@ -90,8 +90,8 @@ def grid_costs(
 ) -> dict[str, float]:
     """Estimated multiply-adds of each exact path that ``"auto"`` may choose for a grid, that
     computes every metric and supports each of ``needs`` (``"interval"``, ``"permutations"``,
-    ``"nan_omit"``); a path that does not fit the memory budget is left out. ``groups``: the
-    jackknife's sample groups where known (the covariance path, the only one with intervals,
+    ``"nan_omit"``, ``"gamma"``); a path that does not fit the memory budget is left out.
+    ``groups``: the jackknife's sample groups where known (the covariance path, the only one with intervals,
     plans its passes with the groups it computes). ``permutations``: K, the permutations of a
     null, whose cost each path's estimate adds.
 
@@ -140,7 +140,8 @@ def grid_costs(
 
 #: the options behind plan_grid's ``needs``, in the user's words
 _NEEDS = {"interval": "intervals (interval=)", "permutations": "permutation tests (permutations=)",
-          "nan_omit": "omitting non-finite samples (nan_policy='omit')"}
+          "nan_omit": "omitting non-finite samples (nan_policy='omit')",
+          "gamma": "the Gamma approximation of the null (null='gamma')"}
 
 
 def _lacking(lacking: list[str], needs: tuple[str, ...]) -> ValueError:

@@ -151,7 +151,7 @@ def choose_path(method: str, metrics: Sequence[str], layers: Sequence[Layer],
                 ) -> tuple[str, dict[str, Any]]:
     """``method``, or for ``"auto"`` the exact path of least estimated arithmetic that
     computes every metric, supports the options asked for (intervals, permutations,
-    ``nan_policy="omit"``) and fits the memory budget (:func:`dask_repsim.planning.plan_grid`);
+    ``nan_policy="omit"``, ``null="gamma"``) and fits the memory budget (:func:`dask_repsim.planning.plan_grid`);
     with the estimates, for ``attrs``."""
     allowed = ("auto", *PATHS)
     if method not in allowed:
@@ -168,7 +168,8 @@ def choose_path(method: str, metrics: Sequence[str], layers: Sequence[Layer],
     widths = [int(layer.data.shape[1]) for layer in layers]
     needs = tuple(need for need, asked in (
         ("interval", options.interval is not None), ("permutations", options.permutations > 0),
-        ("nan_omit", options.nan_policy == "omit")) if asked)
+        ("nan_omit", options.nan_policy == "omit"), ("gamma", options.null == "gamma"))
+        if asked)
     return planning.plan_grid(list(metrics), int(layers[0].data.shape[0]), widths,
                               list(rows), list(cols), needs,
                               groups=options.groups_used, permutations=options.permutations)

@@ -186,6 +186,35 @@ def test_zoo_mirrors_gamma_pvalues():
         np.testing.assert_array_equal(values, values.T, err_msg=name)
 
 
+def test_auto_takes_the_gram_path_for_the_gamma_null():
+    """``null="gamma"`` without ``method=``: the planner takes the one path that has it (the
+    co-moments would be cheaper here, and do not have it), for a pairwise call, a grid and a
+    zoo; a metric no path approximates is an error that says which and why."""
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(120, 5))
+    y = np.tanh(x @ rng.normal(size=(5, 3))) + rng.normal(size=(120, 3))
+    e = dr.cka(x, y, null="gamma")
+    assert e.method == "gram" and e.null_method == "gamma"
+    k, l_ = x @ x.T, y @ y.T
+    pvalue, mean, variance = _gretton(k, l_)
+    norm = _norm(k, l_)
+    assert e.pvalue == pytest.approx(pvalue, rel=1e-9, abs=1e-300)
+    assert (e.null_mean, e.null_std) == pytest.approx((mean / norm, np.sqrt(variance) / norm),
+                                                      rel=1e-10)
+    grid = dr.compare({"x": x}, {"y": y, "z": x[::-1]}, metrics=["cka", "cka_rbf"],
+                      null="gamma")
+    assert grid.attrs["method"] == "gram"
+    assert float(grid.cka_pvalue.sel(layer_a="x", layer_b="y")) == pytest.approx(e.pvalue,
+                                                                                   rel=1e-9)
+    zoo = dr.compare_zoo({"n0": {"x": x}, "n1": {"y": y}}, metrics=["cka"], null="gamma")
+    assert zoo.attrs["method"] == "gram"
+    with pytest.raises(ValueError, match=r"mean_cca: no path of this metric supports the Gamma "
+                                         r"approximation of the null \(null='gamma'\)"):
+        dr.compare({"x": x}, {"y": y}, metrics=["cka", "mean_cca"], null="gamma")
+    with pytest.raises(ValueError, match="rsa: no path of this metric supports the Gamma"):
+        dr.compare({"x": x}, {"y": y}, metrics=["rsa"], null="gamma")
+
+
 def test_what_the_gamma_approximation_cannot_serve_is_an_error(tmp_path):
     """Debiased CKA, the co-moment path, permutations beside it, too few samples, an unknown
     null and a Gram store: clear errors."""
