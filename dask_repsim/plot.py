@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import math
 import textwrap
+import warnings
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import xarray as xr
+
+from .exceptions import RepsimWarning
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -73,7 +76,7 @@ def heatmap(
     vmax: float | None = 1.0,
     fmt: str = ".2f",
     mark: str | None = None,
-    alpha: float = 0.05,
+    alpha: float | None = None,
 ) -> Axes:
     """Draw one metric of a layer-by-layer comparison as a heatmap.
 
@@ -105,7 +108,9 @@ def heatmap(
         ``interval="jackknife"``) overlaps the interval of the largest value in the same row
         (outlined): not distinguishable from the row's most similar layer.
     alpha
-        The p-value level of the ``"pvalue"`` marks.
+        The p-value level of the p-value marks (default 0.05); an error with another
+        ``mark``. A warning when the result's ``permutations`` cannot give a p-value below it
+        (the smallest is ``1 / (K + 1)``): every cell would be hatched.
 
     Returns
     -------
@@ -131,6 +136,7 @@ def heatmap(
     require_matplotlib()
     grid = _grid(result, metric)
     name = str(metric if metric is not None else grid.name)
+    alpha = _alpha(result, mark, alpha)
     marked, best = _marks(result, name, grid, mark, alpha)
     values = np.asarray(grid.values, dtype=float)
     rows = [str(v) for v in grid.layer_a.values]
@@ -187,6 +193,26 @@ def _draw(ax: Axes, values: np.ndarray, rows: list[str], cols: list[str], *, cma
             ax.text(j, i, format(value, fmt), ha="center", va="center", fontsize="small",
                     color="black" if light else "white")
     return image
+
+
+def _alpha(result: xr.Dataset | xr.DataArray, mark: str | None, alpha: float | None) -> float:
+    """The level of the p-value marks: ``alpha`` (default 0.05) for a ``mark`` of p-values,
+    an error for another ``mark``; a warning when the permutations cannot reach it."""
+    if mark not in ("pvalue", "pvalue_fwer", "pvalue_fdr"):
+        if alpha is not None:
+            raise ValueError(f"alpha= is the level of the p-value marks (mark='pvalue', "
+                             f"'pvalue_fwer' or 'pvalue_fdr'), not of mark={mark!r}")
+        return 0.05
+    alpha = 0.05 if alpha is None else alpha
+    if not 0 < alpha < 1:
+        raise ValueError(f"alpha must be between 0 and 1, not {alpha}")
+    count = result.attrs.get("permutations")
+    if count is not None and 1 / (int(count) + 1) > alpha:
+        warnings.warn(f"the result's {count} permutations give no p-value below "
+                      f"1/{int(count) + 1} = {1 / (int(count) + 1):.3g}, so mark={mark!r} "
+                      f"hatches every cell at alpha={alpha:g}; compare with at least "
+                      f"{math.ceil(1 / alpha) - 1} permutations", RepsimWarning, stacklevel=3)
+    return alpha
 
 
 def _marks(

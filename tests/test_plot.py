@@ -147,6 +147,27 @@ def test_mark_pvalue_hatches_cells_not_more_similar_than_permuted():
         assert label in ax.get_xlabel()
 
 
+def test_alpha_is_the_level_of_pvalue_marks_only_and_within_reach():
+    """alpha= without a p-value mark is an error, not ignored; a level the permutations
+    cannot reach (19 permutations: p >= 0.05) hatches every cell, with a warning saying so."""
+    rng = np.random.default_rng(12)
+    x = rng.normal(size=(300, 3))
+    ds = dask_repsim.compare({"x": x}, {"y": x + 0.5 * rng.normal(size=(300, 3))},
+                             metrics=["cka"], permutations=19, seed=0, interval="jackknife")
+    assert float(ds.cka_pvalue.squeeze()) == pytest.approx(0.05)
+    for mark in (None, "overlap"):
+        with pytest.raises(ValueError, match=f"alpha= is the level of the p-value marks .*"
+                                             f"not of mark={mark!r}"):
+            heatmap(ds, "cka", mark=mark, alpha=0.01)
+    with pytest.warns(dask_repsim.RepsimWarning, match=r"19 permutations give no p-value below "
+                      r"1/20 = 0.05, so mark='pvalue' hatches every cell at alpha=0.01; compare "
+                      r"with at least 99 permutations"):
+        ax = heatmap(ds, "cka", mark="pvalue", alpha=0.01)
+    assert _hatched_cells(ax) == {(0, 0)}
+    with pytest.raises(ValueError, match="alpha must be between 0 and 1"):
+        heatmap(ds, "cka", mark="pvalue", alpha=5)
+
+
 def test_mark_overlap_hatches_cells_whose_interval_reaches_the_rows_best():
     layers = ["l1", "l2", "l3"]
     values = np.array([[0.9, 0.85, 0.2], [0.1, 0.5, 0.7]])
