@@ -7,12 +7,24 @@ unchanged, so the functions' documentation applies as is.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import xarray as xr
 
 from . import grid, zoo
-from .pairwise import cca, cka, samples, shape, units
+from .pairwise import (
+    cca,
+    cka,
+    distances,
+    outputs,
+    predictivity,
+    samples,
+    shape,
+    statistics,
+    topology,
+    units,
+)
 from .results import CCAResult, Estimate
 
 __all__ = ["DataArrayRepsimAccessor", "DatasetRepsimAccessor"]
@@ -344,3 +356,36 @@ class DataArrayRepsimAccessor:
         1.0
         """
         return samples.cknna(self._obj, other, **kwargs)
+
+
+#: the other measures' public functions, each a method forwarding to it as the ones above do
+FORWARDED = {
+    cka: ("ensd",),
+    cca: ("eigenspace_overlap", "gulp"),
+    shape: ("permutation_distance", "bures_distance", "aligned_cosine"),
+    distances: ("distance_correlation", "rsm_norm_difference"),
+    statistics: ("magnitude_difference", "uniformity_difference", "concentricity_difference"),
+    outputs: ("disagreement", "jensen_shannon"),
+    samples: ("jaccard_knn", "rank_similarity", "joint_rank_jaccard", "second_order_cosine"),
+    predictivity: ("ridge_predictivity", "pls_predictivity"),
+    topology: ("rtd",),
+}
+
+
+def _forward(function: Callable[..., Any]) -> Callable[..., Any]:
+    """A method calling ``function`` with the DataArray as ``x``."""
+    name = function.__name__
+
+    def method(self: DataArrayRepsimAccessor, other: Any, **kwargs: Any) -> Any:
+        return function(self._obj, other, **kwargs)
+
+    method.__name__, method.__qualname__ = name, f"DataArrayRepsimAccessor.{name}"
+    first = " ".join((function.__doc__ or name).strip().split("\n\n")[0].split())
+    method.__doc__ = f"{first}\n\n:func:`dask_repsim.{name}` with this DataArray as ``x``."
+    return method
+
+
+for _module, _names in FORWARDED.items():
+    for _name in _names:
+        setattr(DataArrayRepsimAccessor, _name, _forward(getattr(_module, _name)))
+

@@ -145,3 +145,34 @@ def test_unit_functions_are_forwarded(nets):
     xr.testing.assert_identical(sparse, dask_repsim.sparse_prediction(x, y, alphas=[0.05]))
     clusters = x.repsim.cluster_units(y, n_clusters=2)
     xr.testing.assert_identical(clusters, dask_repsim.cluster_units(x, y, n_clusters=2))
+
+
+def test_every_measure_function_is_a_dataarray_method_giving_its_value():
+    """Each measure with a public function (the registry's) is a DataArray method, and the
+    forwarded ones give the function's value and options (``k=``, ``folds=``) on a labelled
+    pair, dask-backed on one side."""
+    from dask_repsim.registry import MEASURES
+
+    accessor = dask_repsim.accessor.DataArrayRepsimAccessor
+    public = [m for m in MEASURES if hasattr(dask_repsim, m)]
+    assert len(public) >= 30 and [m for m in public if not hasattr(accessor, m)] == []
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(60, 4))
+    a = xr.DataArray(x, dims=("sample", "u"))
+    b = xr.DataArray(np.tanh(x @ rng.normal(size=(4, 3))) + 0.3 * rng.normal(size=(60, 3)),
+                     dims=("sample", "v")).chunk({"sample": 25})
+    options = {"jaccard_knn": {"k": 4}, "rank_similarity": {"k": 4},
+               "joint_rank_jaccard": {"k": 4}, "second_order_cosine": {"k": 4},
+               "ridge_predictivity": {"folds": 3}, "pls_predictivity": {"folds": 3}}
+    outputs = {"disagreement", "jensen_shannon"}  # output layers over the same classes
+    logits = xr.DataArray(rng.normal(size=(60, 5)), dims=("sample", "class"))
+    for names in dask_repsim.accessor.FORWARDED.values():
+        for name in names:
+            left, right = (logits, logits + rng.normal(size=(60, 5))) if name in outputs \
+                else (a, b)
+            kw = options.get(name, {})
+            got = getattr(left.repsim, name)(right, **kw)
+            want = getattr(dask_repsim, name)(left, right, **kw)
+            assert float(got) == pytest.approx(float(want), rel=1e-12, abs=1e-15), name
+            assert getattr(accessor, name).__doc__.endswith(
+                f":func:`dask_repsim.{name}` with this DataArray as ``x``."), name
