@@ -91,9 +91,9 @@ def grid_costs(
     """Estimated multiply-adds of each exact path that ``"auto"`` may choose for a grid, that
     computes every metric and supports each of ``needs`` (``"interval"``, ``"permutations"``,
     ``"nan_omit"``, ``"gamma"``); a path that does not fit the memory budget is left out.
-    ``groups``: the jackknife's sample groups where known (the covariance path, the only one with intervals,
-    plans its passes with the groups it computes). ``permutations``: K, the permutations of a
-    null, whose cost each path's estimate adds.
+    ``groups``: the jackknife's sample groups where known (the covariance path, the only one
+    with intervals, plans its passes with the groups it computes). ``permutations``: K, the
+    permutations of a null, whose cost each path's estimate adds.
 
     - ``covariance``: ``n`` times each layer's own block ``p^2`` and each requested cross block
       ``p q``, that ``1 + K`` times (only if the widest pair's co-moments fit,

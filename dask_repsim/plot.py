@@ -109,8 +109,8 @@ def heatmap(
         (outlined): not distinguishable from the row's most similar layer.
     alpha
         The p-value level of the p-value marks (default 0.05); an error with another
-        ``mark``. A warning when the result's ``permutations`` cannot give a p-value below it
-        (the smallest is ``1 / (K + 1)``): every cell would be hatched.
+        ``mark``. A warning when the result's ``permutations`` cannot give a p-value below a
+        level given here (the smallest is ``1 / (K + 1)``): every cell would be hatched.
 
     Returns
     -------
@@ -203,7 +203,8 @@ def _alpha(result: xr.Dataset | xr.DataArray, mark: str | None, alpha: float | N
             raise ValueError(f"alpha= is the level of the p-value marks (mark='pvalue', "
                              f"'pvalue_fwer' or 'pvalue_fdr'), not of mark={mark!r}")
         return 0.05
-    alpha = 0.05 if alpha is None else alpha
+    if alpha is None:  # compare warned of fewer than 19 permutations already
+        return 0.05
     if not 0 < alpha < 1:
         raise ValueError(f"alpha must be between 0 and 1, not {alpha}")
     count = result.attrs.get("permutations")

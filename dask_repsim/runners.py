@@ -151,8 +151,8 @@ def choose_path(method: str, metrics: Sequence[str], layers: Sequence[Layer],
                 ) -> tuple[str, dict[str, Any]]:
     """``method``, or for ``"auto"`` the exact path of least estimated arithmetic that
     computes every metric, supports the options asked for (intervals, permutations,
-    ``nan_policy="omit"``, ``null="gamma"``) and fits the memory budget (:func:`dask_repsim.planning.plan_grid`);
-    with the estimates, for ``attrs``."""
+    ``nan_policy="omit"``, ``null="gamma"``) and fits the memory budget
+    (:func:`dask_repsim.planning.plan_grid`); with the estimates, for ``attrs``."""
     allowed = ("auto", *PATHS)
     if method not in allowed:
         raise ValueError(f"method must be one of {allowed}, not {method!r}")
