@@ -42,12 +42,15 @@ from .store import (
     STATE_ATTR,
     CaptureSpec,
     ChunkWriter,
+    cast_rows,
     check_resumable,
     consolidate,
     create_writer,
     dimension_names,
     prepare_store,
     reopen_writer,
+    resume_error,
+    storage_dtype,
 )
 
 __all__ = ["STATE_ATTR", "capture_activations"]
@@ -71,15 +74,18 @@ def numpy_dtype(tensor: Any, dtype: np.dtype | None) -> np.dtype:
     return np.dtype("float32" if name == "bfloat16" else name)
 
 
-def to_numpy(tensor: Any, dtype: np.dtype | None, axis: int = 0) -> np.ndarray:
-    """A recorded output as numpy, its sample axis (``axis``) first."""
+def to_numpy(tensor: Any, dtype: np.dtype | None, axis: int = 0, where: str = "the output",
+             start: int = 0) -> np.ndarray:
+    """A recorded output as numpy, its sample axis (``axis``) first, cast to ``dtype`` where
+    given (a lossy cast is an error naming ``where`` and the sample, the first of the rows
+    being sample ``start``: :func:`~dask_repsim.capture.store.cast_rows`)."""
     tensor = tensor.detach().to("cpu")
     if str(tensor.dtype) == "torch.bfloat16":
         tensor = tensor.float()
     array = np.moveaxis(tensor.numpy(), axis, 0)
     if array.ndim == 1:
         array = array[:, None]  # one number per sample is one unit
-    return array if dtype is None else array.astype(dtype, copy=False)
+    return array if dtype is None else cast_rows(array, dtype, where, start)
 
 
 def fingerprint(x: Any) -> str:
@@ -101,7 +107,7 @@ def capture_activations(
     model: Any,
     loader: Iterable[Any],
     *,
-    layers: Sequence[str],
+    layers: str | Sequence[str],
     store: Any,
     dtype: Any = None,
     resume: bool = False,
@@ -129,20 +135,27 @@ def capture_activations(
         ``resume=True`` to be correct; the first batch's hash and the committed samples' ids
         are checked on resume.
     layers
-        Module names as ``model.named_modules()`` gives them (``"features.3"``, ``"fc1"``). A
-        module must run once per forward pass. An output that is a tuple or list is recorded by
-        its first element (an LSTM's output sequence, an attention module's output), one with a
-        ``last_hidden_state`` by that (:mod:`dask_repsim.capture.rules`).
+        Module names as ``model.named_modules()`` gives them (``"features.3"``, ``"fc1"``); a
+        single string is one name. A module must run once per forward pass. An output that
+        is a tuple or list is recorded by its first element (an LSTM's output sequence, an
+        attention module's output), one with a ``last_hidden_state`` by that
+        (:mod:`dask_repsim.capture.rules`).
     store
         Where the Zarr v3 group goes: a local path, an fsspec URL (``s3://bucket/acts.zarr``,
         with ``storage_options``) or a zarr store object.
     dtype
         Storage dtype (e.g. ``"float16"`` to halve the size). Default: the outputs' own
-        (bfloat16 is stored as float32).
+        (bfloat16 is stored as float32). A cast that would truncate (float outputs to an
+        integer dtype) or overflow (a value beyond float16's range) is an error naming the
+        layer, the dtype (and the sample).
     resume
         Continue an interrupted capture at the store: the loader's first ``committed`` samples
         are skipped and everything after them is written again. On a store that does not exist
-        yet, a new capture starts. A complete capture is returned as it is.
+        yet, a new capture starts. A complete capture is returned as it is. Refused, before
+        anything is written, where the store was captured with other layers, another model
+        class or other parameters (their hash in the provenance), another ``dtype`` or
+        ``chunk_samples`` (where given; left out, the store's are used), other sample ids
+        or ``dimension_names``, or from a loader whose first batch differs.
     overwrite
         With ``resume=False``, replace whatever is at the store. Without it, an existing store
         is an error.
@@ -217,31 +230,29 @@ def capture_activations(
     1.0
     """
     torch = _import_torch()
-    layers = list(layers)
-    modules = _check_arguments(model, layers, chunk_samples)
+    layers = [layers] if isinstance(layers, str) else list(layers)
+    modules = _check_arguments(model, layers, chunk_samples, dimension_names)
     check_order(loader, sample_ids)
-    storage_dtype = None if dtype is None else np.dtype(dtype)
+    storage = None if dtype is None else storage_dtype(None, dtype, "the activations")
     root, state = prepare_store(store, storage_options, resume, overwrite)
     spec = CaptureSpec(
         layers=layers,
         model_class=f"{type(model).__module__}.{type(model).__qualname__}",
         module_classes={name: type(modules[name]).__name__ for name in layers},
-        dtype=storage_dtype,
+        dtype=storage,
         chunk_samples=chunk_samples,
         expected=None,
         dimension_names=dimension_names,
         sample_ids=describe_ids(sample_ids),
+        where=repr(store),
     )
-    if state is not None:
-        check_resumable(state, spec)
-        if state.get("complete"):
-            consolidate(root)
-            return root
+    if state is not None and _resumed_complete(model, loader, root, state, spec, input_key):
+        return root
     spec.expected = expected_samples(loader, n_samples)
     if state is None:
         provenance.record(root, provenance.describe(
             model=model, preprocessing=_preprocessing(loader, preprocessing),
-            dtype=storage_dtype))
+            dtype=storage))
     outputs: dict[str, Any] = {}
     run = _Run(torch, model, modules, outputs, sample_ids, input_key)
     handles = [
@@ -267,8 +278,10 @@ def _preprocessing(loader: Iterable[Any], given: Any) -> Any:
     return None if transform is None else repr(transform)
 
 
-def _check_arguments(model: Any, layers: list[str], chunk_samples: int | None) -> dict[str, Any]:
-    """The model's modules by name, once the layers and chunk size asked for are checked."""
+def _check_arguments(model: Any, layers: list[str], chunk_samples: int | None,
+                     dims: Mapping[str, Sequence[str]] | None) -> dict[str, Any]:
+    """The model's modules by name, once the layers, chunk size and dims asked for are
+    checked."""
     if not layers:
         raise ValueError("no layers to capture")
     if len(set(layers)) != len(layers):
@@ -282,7 +295,34 @@ def _check_arguments(model: Any, layers: list[str], chunk_samples: int | None) -
         raise ValueError(f"no module(s) {missing} in {type(model).__name__}; it has {known}")
     if chunk_samples is not None and chunk_samples < 1:
         raise ValueError(f"chunk_samples must be at least 1, not {chunk_samples}")
+    for name, names in (dims or {}).items():
+        if isinstance(names, str):
+            raise ValueError(f"dimension_names[{name!r}] must name each dim of the layer's "
+                             f"output (e.g. ('sample', 'token', 'unit')), not the string "
+                             f"{names!r}")
     return modules
+
+
+def _resumed_complete(model: Any, loader: Iterable[Any], root: zarr.Group,
+                      state: Mapping[str, Any], spec: CaptureSpec, input_key: str | None) -> bool:
+    """Whether the capture to resume is complete, once checked to be this call's (same
+    parameters, options: :func:`~dask_repsim.capture.store.check_resumable`); a complete one
+    is checked to come from the loader's first batch too (the rest of it is not read)."""
+    spec.parameters_sha256 = provenance.parameters_hash(model)
+    check_resumable(state, spec, root)
+    if not state.get("complete"):
+        return False
+    stored = state.get("first_batch")
+    for batch in loader:
+        if stored is not None and fingerprint(batch_input(batch, input_key)) != stored:
+            raise ValueError(
+                f"the loader's first batch differs from that of the complete capture at "
+                f"{spec.where}; resume needs a loader that gives the same samples in the same "
+                "order (no unseeded shuffle)"
+            )
+        break
+    consolidate(root)
+    return True
 
 
 def _device(torch: Any, model: Any) -> Any:
@@ -339,9 +379,10 @@ class _Run:
                 defaults[name] = dims[1:]
         self.dims = dimension_names(shapes, declared, defaults)
 
-    def rows(self, name: str, dtype: np.dtype | None, size: int) -> np.ndarray:
-        """Layer ``name``'s output of this batch, samples first, checked to have ``size``."""
-        rows = to_numpy(self.outputs[name], dtype, self.axes[name])
+    def rows(self, name: str, dtype: np.dtype | None, size: int, start: int = 0) -> np.ndarray:
+        """Layer ``name``'s output of this batch (its first sample sample ``start`` of the
+        loader), samples first, as ``dtype``, checked to have ``size`` samples."""
+        rows = to_numpy(self.outputs[name], dtype, self.axes[name], f"layer {name!r}", start)
         if rows.shape[0] != size:
             raise ValueError(
                 f"layer {name!r} gives {rows.shape[0]} samples for a batch of {size}: its "
@@ -394,15 +435,16 @@ def _record(
             continue
         run.outputs.clear()
         run.model(x.to(run.device))
-        drop, seen = max(0, skip - seen), seen + size
+        start, drop, seen = seen, max(0, skip - seen), seen + size
         if writer is None:
             run.layouts(spec)
             if state is None:
                 state = {"first_batch": fingerprint(x)}
                 writer = _new_writer(run, root, state, spec, ids.dtype, size)
             else:
+                _check_dims(root, run, spec)
                 writer = reopen_writer(root, state, spec)
-        rows = {name: run.rows(name, writer.arrays[name].dtype, size)[drop:]
+        rows = {name: run.rows(name, writer.arrays[name].dtype, size, start)[drop:]
                 for name in spec.layers}
         writer.append({**rows, SAMPLE: ids[drop:]})
         run.outputs.clear()
@@ -423,5 +465,18 @@ def _new_writer(run: _Run, root: zarr.Group, state: dict[str, Any], spec: Captur
     dtypes = {}
     for name in spec.layers:
         shapes[name] = run.rows(name, None, size).shape
-        dtypes[name] = numpy_dtype(run.outputs[name], spec.dtype)
+        dtypes[name] = storage_dtype(numpy_dtype(run.outputs[name], None), spec.dtype,
+                                     f"layer {name!r}")
     return create_writer(root, state, shapes, dtypes, spec, run.dims, ids_dtype)
+
+
+def _check_dims(root: zarr.Group, run: _Run, spec: CaptureSpec) -> None:
+    """On resume: each layer's dims as this call lays them out must be the stored ones
+    (other ``dimension_names`` would take another axis of the output for the samples)."""
+    differ = []
+    for name in spec.layers:
+        stored = tuple(root[name].metadata.dimension_names or ())
+        if stored != tuple(run.dims[name]):
+            differ.append(f"dims of layer {name!r} {stored} != {tuple(run.dims[name])}")
+    if differ:
+        raise resume_error(spec, differ)

@@ -60,6 +60,7 @@ from .store import (
     dimension_names,
     prepare_store,
     reopen_writer,
+    storage_dtype,
 )
 
 __all__ = ["TOKENS", "capture_hidden_states"]
@@ -90,8 +91,8 @@ def capture_hidden_states(
     *,
     store: Any,
     tokens: str = "mean",
-    layers: Sequence[str | int] | None = None,
-    modules: Sequence[str] | None = None,
+    layers: str | int | Sequence[str | int] | None = None,
+    modules: str | Sequence[str] | None = None,
     sample_ids: str | None = None,
     dtype: Any = None,
     resume: bool = False,
@@ -129,23 +130,27 @@ def capture_hidden_states(
     layers
         Hidden states to record: names ``"embeddings"`` (``hidden_states[0]``, the embedding
         output), ``"layer_1"`` ... ``"layer_L"``, or their indices into ``hidden_states``
-        (negative ones count from the end). Default: all of them; ``[]`` for none (only
-        ``modules``).
+        (negative ones count from the end); a single name or index is one layer. Default: all
+        of them; ``[]`` for none (only ``modules``).
     modules
         Names of sub-modules as ``model.named_modules()`` gives them
-        (``"encoder.layer.0.attention.output"``, ``"h.0.mlp"``), recorded by forward hooks
-        and pooled over tokens the same way. A tuple output is recorded by its first element;
-        it must be ``(batch, token, unit)``, and the module must run once per forward pass.
+        (``"encoder.layer.0.attention.output"``, ``"h.0.mlp"``; a single string is one
+        name), recorded by forward hooks and pooled over tokens the same way. A tuple output
+        is recorded by its first element; it must be ``(batch, token, unit)``, and the
+        module must run once per forward pass.
     sample_ids
         Where dict batches hold each sequence's id (a key, e.g. ``"id"``; ints or strings,
         unique). Default: the sequence's position in ``batches``. :func:`dask_repsim.compare`
         pairs two captures' samples by id.
     dtype
-        Storage dtype. Default: the hidden states' own (bfloat16 is stored as float32).
+        Storage dtype. Default: the hidden states' own (bfloat16 is stored as float32). A
+        cast that would truncate or overflow is an error, as for
+        :func:`~dask_repsim.capture_activations`.
     resume, overwrite
         As for :func:`~dask_repsim.capture_activations`: ``resume`` continues an interrupted
         capture (committed samples are skipped, without a forward pass where a whole batch
-        is committed); ``overwrite`` replaces what is at ``store``.
+        is committed), refused as it is there (other parameters, layers, dtype, ...) and
+        where ``tokens`` differs; ``overwrite`` replaces what is at ``store``.
     chunk_samples
         Samples (sequences, or tokens with ``"every"``) per Zarr chunk. Default: about
         32 MiB of the widest layer.
@@ -197,28 +202,22 @@ def capture_hidden_states(
     _check_options(names, chunk_samples, tokens, n_sequences)
     check_order(batches, sample_ids)
     described = _describe_ids(sample_ids, tokens)  # before anything is written
-    storage_dtype = None if dtype is None else np.dtype(dtype)
+    storage = None if dtype is None else storage_dtype(None, dtype, "the hidden states")
     root, state = prepare_store(store, storage_options, resume, overwrite)
     spec = CaptureSpec(
         layers=names, model_class=f"{type(model).__module__}.{type(model).__qualname__}",
         module_classes={**{n: f"hidden_states[{i}]" for n, i in hidden.items()},
                         **{n: type(m).__name__ for n, m in hooked.items()}},
-        dtype=storage_dtype, chunk_samples=chunk_samples, expected=None,
-        dimension_names=None, sample_ids=described,
+        dtype=storage, chunk_samples=chunk_samples, expected=None,
+        dimension_names=None, sample_ids=described, where=repr(store),
     )
-    if state is not None:
-        if state.get("tokens") != tokens:
-            raise ValueError(f"cannot resume: the stored capture has tokens="
-                             f"{state.get('tokens')!r}, this call tokens={tokens!r}")
-        check_resumable(state, spec)
-        if state.get("complete"):
-            consolidate(root)
-            return root
+    run = _Run(torch, model, hidden, hooked, tokens, sample_ids)
+    if state is not None and _resumed_complete(run, batches, root, state, spec):
+        return root
     spec.expected = None if tokens == "every" else expected_samples(batches, n_sequences)
     if state is None:
         provenance.record(root, provenance.describe(
-            model=model, preprocessing=preprocessing, dtype=storage_dtype))
-    run = _Run(torch, model, hidden, hooked, tokens, sample_ids)
+            model=model, preprocessing=preprocessing, dtype=storage))
     handles = [m.register_forward_hook(keep_output(torch, n, run.outputs))
                for n, m in hooked.items()]
     was_training = model.training
@@ -231,6 +230,31 @@ def capture_hidden_states(
             handle.remove()
         model.train(was_training)
     return root
+
+
+def _resumed_complete(run: _Run, batches: Iterable[Any], root: zarr.Group,
+                      state: Mapping[str, Any], spec: CaptureSpec) -> bool:
+    """Whether the capture to resume is complete, once checked to be this call's (same
+    ``tokens``, parameters, options: :func:`~dask_repsim.capture.store.check_resumable`);
+    a complete one is checked to come from the same first batch too (the other batches
+    are not read)."""
+    if state.get("tokens") != run.tokens:
+        raise ValueError(f"cannot resume {spec.where}: the stored capture has tokens="
+                         f"{state.get('tokens')!r}, this call tokens={run.tokens!r}")
+    spec.parameters_sha256 = provenance.parameters_hash(run.model)
+    check_resumable(state, spec, root)
+    if not state.get("complete"):
+        return False
+    stored = state.get("first_batch")
+    for raw in batches:
+        if stored is not None and run.read(raw, 0).hash != stored:
+            raise ValueError(
+                f"the first batch differs from that of the complete capture at {spec.where}; "
+                "resume needs batches that give the same sequences in the same order (no "
+                "unseeded shuffle)")
+        break
+    consolidate(root)
+    return True
 
 
 def _describe_ids(sample_ids: str | None, tokens: str) -> str:
@@ -250,8 +274,11 @@ def _forward_parameters(model: Any) -> tuple[set[str], bool]:
     return named, any(p.kind == p.VAR_KEYWORD for p in parameters)
 
 
-def _hidden_layers(model: Any, layers: Sequence[str | int] | None) -> dict[str, int]:
+def _hidden_layers(model: Any, layers: str | int | Sequence[str | int] | None,
+                   ) -> dict[str, int]:
     """The hidden states asked for: name -> index into ``hidden_states``, in network order."""
+    if isinstance(layers, str | int | np.integer):
+        layers = [layers]  # one name or index: one layer
     if layers is not None and not layers:
         return {}
     config = getattr(model, "config", None)
@@ -277,13 +304,12 @@ def _hidden_layers(model: Any, layers: Sequence[str | int] | None) -> dict[str, 
     return dict(sorted(chosen.items(), key=lambda item: item[1]))
 
 
-def _named_modules(model: Any, modules: Sequence[str] | None,
+def _named_modules(model: Any, modules: str | Sequence[str] | None,
                    hidden: Mapping[str, int]) -> dict[str, Any]:
     """The sub-modules asked for, by name, once checked to exist and not to clash."""
     if modules is None:
         return {}
-    if isinstance(modules, str):
-        raise TypeError(f"modules must be a list of module names, not the string {modules!r}")
+    modules = [modules] if isinstance(modules, str) else list(modules)
     found = dict(model.named_modules())
     missing = [name for name in modules if name not in found or name == ""]
     if missing:
@@ -443,11 +469,11 @@ def _record(run: _Run, batches: Iterable[Any], root: zarr.Group,
             seen += size
             continue
         rows = run.rows(batch)
-        drop, seen = max(0, skip - seen), seen + size
+        start, drop, seen = seen, max(0, skip - seen), seen + size
         if writer is None:
             writer = _writer(run, root, state, spec, rows, samples, batch.hash)
-        writer.append({**{n: to_numpy(rows[n], writer.arrays[n].dtype)[drop:]
-                          for n in spec.layers},
+        writer.append({**{n: to_numpy(rows[n], writer.arrays[n].dtype, 0, f"layer {n!r}",
+                                      start)[drop:] for n in spec.layers},
                        **{k: v[drop:] for k, v in samples.items()}})
     if writer is None:
         if state is None:
@@ -469,7 +495,8 @@ def _writer(run: _Run, root: zarr.Group, state: dict[str, Any] | None, spec: Cap
             array.resize((writer.arrays[SAMPLE].shape[0],))
         return ChunkWriter(root, writer.state, {**writer.arrays, **extra})
     shapes = {name: tuple(rows[name].shape) for name in spec.layers}
-    dtypes = {name: spec.dtype or run.dtypes[name] for name in spec.layers}
+    dtypes = {name: storage_dtype(run.dtypes[name], spec.dtype, f"layer {name!r}")
+              for name in spec.layers}
     state = {"first_batch": first_batch, "tokens": run.tokens}
     writer = create_writer(root, state, shapes, dtypes, spec, dimension_names(shapes, None),
                            samples[SAMPLE].dtype)

@@ -8,6 +8,14 @@ Beside the layers, a 1-d array ``sample`` (dims ``("sample",)``) holds each samp
 samples by. :class:`ChunkWriter` owns whole chunks: it writes a chunk of every layer and of the
 ids before it records the new ``committed`` count, so a run killed at any moment leaves every
 sample below that count written exactly once.
+
+A resume is refused (:func:`check_resumable`) where the stored capture is not this call's:
+other layers, another model class or other parameters (the hash the provenance records), a
+dtype or chunk size this call gives that differs, other sample ids. A storage dtype must hold
+the values (:func:`storage_dtype`, :func:`cast_rows`): a float cast to an integer dtype would
+truncate fractions (most activations to zero) and is refused before any array is made; a
+value beyond a narrower dtype's range (float16's 65504) is refused as its rows are written,
+naming the sample.
 """
 
 from __future__ import annotations
@@ -39,6 +47,7 @@ class CaptureSpec:
     ``dtype`` and ``chunk_samples`` are the caller's choices (None: decided from the first
     batch); ``expected`` is the number of samples the loader says it gives, if it says;
     ``sample_ids`` says how ids are made (``"position"``, or where batches hold them).
+    ``parameters_sha256`` and ``where``: see below.
     """
 
     layers: list[str]
@@ -49,6 +58,11 @@ class CaptureSpec:
     expected: int | None
     dimension_names: Mapping[str, Sequence[str]] | None
     sample_ids: str = "position"
+    #: the model's :func:`~dask_repsim.capture.provenance.parameters_hash`, checked on resume
+    #: against the one the store's provenance records (None: not checked)
+    parameters_sha256: str | None = None
+    #: the store as errors name it
+    where: str | None = None
 
 
 def _local(store: Any) -> Any:
@@ -99,13 +113,28 @@ def prepare_store(
     return _open_group(store, "w", storage_options), None
 
 
-def check_resumable(state: Mapping[str, Any], spec: CaptureSpec) -> None:
-    """Raise ValueError listing how the stored capture differs from this call, if it does."""
+def check_resumable(state: Mapping[str, Any], spec: CaptureSpec,
+                    root: zarr.Group | None = None) -> None:
+    """Raise ValueError listing how the stored capture differs from this call, if it does.
+
+    Compared: the layers, the model's class and (with ``root``, where both the store's
+    provenance and ``spec`` have one) its parameters' hash, the dtype and chunk size where
+    this call gives them, and how sample ids are made. What may differ between runs is not:
+    ``n_samples`` only sizes the arrays, and the loader's data is checked by its first batch
+    and the committed ids.
+    """
     differences = []
     if list(state["layers"]) != spec.layers:
         differences.append(f"layers {state['layers']} != {spec.layers}")
     if state["model"] != spec.model_class:
         differences.append(f"model {state['model']} != {spec.model_class}")
+    recorded = (root.attrs.get(provenance.PROVENANCE_ATTR) if root is not None else None) or {}
+    stored_hash = recorded.get("parameters_sha256") if isinstance(recorded, Mapping) else None
+    if None not in (stored_hash, spec.parameters_sha256) and stored_hash != spec.parameters_sha256:
+        differences.append(
+            "the model's parameters differ from those the store was captured with (their "
+            f"names, dtypes, shapes or values: parameters_sha256 {stored_hash[:12]}... in its "
+            f"provenance, {spec.parameters_sha256[:12]}... now)")
     stored = state["dtype"]
     stored = set(stored.values()) if isinstance(stored, dict) else {stored}
     if spec.dtype is not None and stored != {str(spec.dtype)}:
@@ -115,9 +144,73 @@ def check_resumable(state: Mapping[str, Any], spec: CaptureSpec) -> None:
     if state.get("sample_ids") != spec.sample_ids:
         differences.append(f"sample ids {state.get('sample_ids')} != {spec.sample_ids}")
     if differences:
-        raise ValueError(
-            "cannot resume: the stored capture differs from this call: " + "; ".join(differences)
-        )
+        raise resume_error(spec, differences)
+
+
+def resume_error(spec: CaptureSpec, differences: Sequence[str]) -> ValueError:
+    """The error refusing to resume the store of ``spec`` over ``differences``."""
+    where = "" if spec.where is None else f" {spec.where}"
+    return ValueError(
+        f"cannot resume{where}: the stored capture differs from this call: "
+        + "; ".join(differences)
+        + "; resume with the same model and options, or start afresh with overwrite=True"
+    )
+
+
+def storage_dtype(have: Any, want: Any, where: str) -> np.dtype:
+    """The dtype to store ``where``'s values of dtype ``have`` as: ``want`` (``have`` when
+    None), once checked to hold them. A dtype that is not a real number's is a TypeError; a
+    cast numpy does not call ``"same_kind"`` (a float to an integer: fractions truncated,
+    most activations zero) a ValueError naming ``where`` and both dtypes. With ``have``
+    None, only the first is checked. Values out of a narrower dtype's range are checked as
+    they are written (:func:`cast_rows`).
+
+    Examples
+    --------
+    >>> storage_dtype("float32", "float16", "layer 'fc1'")
+    dtype('float16')
+    >>> storage_dtype("float32", "int8", "layer 'fc1'")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ValueError: cannot store layer 'fc1' (float32) as int8: the values would be truncated; ...
+    """
+    want = np.dtype(have if want is None else want)
+    if want.kind not in "biuf":
+        raise TypeError(f"cannot store {where} as {want}: activations must be real numbers "
+                        "(give a float, int or bool dtype)")
+    if have is not None and not np.can_cast(np.dtype(have), want, "same_kind"):
+        raise ValueError(f"cannot store {where} ({np.dtype(have)}) as {want}: the values would "
+                         "be truncated; give a float dtype")
+    return want
+
+
+def cast_rows(rows: np.ndarray, dtype: Any, where: str, start: int = 0) -> np.ndarray:
+    """``rows`` (samples first, the first of them sample ``start``) as ``dtype``, checked by
+    :func:`storage_dtype`; a ValueError naming the sample where a finite value would become
+    infinite (float64 or float32 to float16) or an integer would leave the dtype's range.
+
+    Examples
+    --------
+    >>> cast_rows(np.array([[1.5], [7e4]]), "float16", "layer 'fc1'")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ValueError: layer 'fc1': sample 1 holds values too large for float16; ...
+    """
+    dtype = storage_dtype(rows.dtype, dtype, where)
+    if rows.dtype == dtype:
+        return rows
+    with np.errstate(over="ignore", invalid="ignore"):  # overflow is checked, and reported, below
+        out = rows.astype(dtype)
+    if np.can_cast(rows.dtype, dtype, "safe") or not rows.size:
+        return out
+    if dtype.kind == "f":
+        bad, why = np.isinf(out) & np.isfinite(rows), f"values too large for {dtype}"
+    else:  # integers (or bools) into a narrower integer dtype
+        info = np.iinfo(dtype)
+        bad = (rows < info.min) | (rows > info.max)
+        why = f"values outside the range of {dtype} ({info.min} to {info.max})"
+    if bad.any():
+        k = int(np.argwhere(bad)[0][0])
+        raise ValueError(f"{where}: sample {start + k} holds {why}; store it with a wider dtype")
+    return out
 
 
 def consolidate(root: zarr.Group) -> None:

@@ -29,12 +29,14 @@ from ..capture.rules import SAMPLE
 from ..capture.store import (
     CaptureSpec,
     ChunkWriter,
+    cast_rows,
     check_resumable,
     consolidate,
     create_writer,
     dimension_names,
     prepare_store,
     reopen_writer,
+    storage_dtype,
 )
 
 #: Bytes a format that cannot be read in parts (a MATLAB v5 variable) may read at once.
@@ -203,12 +205,8 @@ def _storage_dtypes(source: Source, layers: list[str], dtype: Any) -> dict[str, 
     out = {}
     for name in layers:
         have = source.layers[name].dtype
-        want = have if dtype is None else np.dtype(dtype)
-        check_numeric(want, f"dtype={dtype!r}")
-        if not np.can_cast(have, want, "same_kind"):
-            raise ValueError(f"cannot store {source.layers[name].where} ({have}) as {want}: "
-                             "the values would be truncated; give a float dtype")
-        out[name] = want
+        check_numeric(have if dtype is None else np.dtype(dtype), f"dtype={dtype!r}")
+        out[name] = storage_dtype(have, dtype, source.layers[name].where)
     return out
 
 
@@ -368,19 +366,6 @@ def _with_sample_coords(root: zarr.Group, writer: ChunkWriter,
     return ChunkWriter(root, writer.state, {**writer.arrays, **along}, WRITE_CHUNKS)
 
 
-def _cast(rows: np.ndarray, dtype: np.dtype, where: str, start: int) -> np.ndarray:
-    """``rows`` as ``dtype``; an error where a finite value becomes infinite (float16)."""
-    with np.errstate(over="ignore"):  # overflow is checked, and reported, below
-        out = rows.astype(dtype, copy=False)
-    if out is not rows and dtype.kind == "f" and dtype.itemsize < rows.dtype.itemsize:
-        bad = np.isinf(out) & np.isfinite(rows)
-        if bad.any():
-            k = int(np.argwhere(bad)[0][0])
-            raise ValueError(f"{where}: sample {start + k} holds values too large for {dtype}; "
-                             "store it with a wider dtype")
-    return out
-
-
 def _stream(source: Source, names: list[str], writer: ChunkWriter, n: int) -> None:
     """Append the samples after the committed ones, a chunk of rows read at a time."""
     step = writer.chunk
@@ -390,7 +375,7 @@ def _stream(source: Source, names: list[str], writer: ChunkWriter, n: int) -> No
         for name in names:
             layer = source.layers[name]
             data = layer.read(start, stop).reshape((stop - start, *_shape(layer)[1:]))
-            rows[name] = _cast(data, writer.arrays[name].dtype, layer.where, start)
+            rows[name] = cast_rows(data, writer.arrays[name].dtype, layer.where, start)
         ids = np.arange(start, stop) if source.ids is None else source.ids[start:stop]
         along = {name: np.asarray(values)[start:stop]
                  for name, values in source.sample_coords.items()}
