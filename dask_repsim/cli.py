@@ -317,7 +317,7 @@ def _options(args: argparse.Namespace, metrics: list[str], sample_dims: list[str
     """The keyword arguments of compare() and compare_zoo() from the command's options."""
     return dict(
         metrics=metrics, sample_dims=sample_dims, pool=args.pool, resize=args.resize,
-        spatial_dims=tuple(_split(args.spatial_dims)) or ("height", "width"),
+        spatial_dims=tuple(_split(args.spatial_dims)) or None,  # None: pool's/resize's default
         nan_policy=args.nan_policy, storage_options=storage_options,
         interval=args.interval, level=args.level, groups=args.groups,
         permutations=args.permutations, seed=args.seed, null=args.null, method=args.method,

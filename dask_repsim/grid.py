@@ -21,6 +21,7 @@ from scipy.stats import false_discovery_control
 from . import runners
 from .capture import provenance
 from .io.gather import grid_layers
+from .io.layouts import layout_attrs
 from .options import Options, SampleDims
 from .paths.gram import gamma
 from .paths.sample_blocks.rsa_whitened import grid_noise
@@ -218,7 +219,7 @@ def build_dataset(cells: runners.Cells, outputs: Sequence[tuple[str, str, float 
 def compare(
     a: Any, b: Any = None, *, metrics: Iterable[str] = DEFAULT_METRICS,
     sample_dims: SampleDims = None, pool: str | None = None, resize: bool = False,
-    spatial_dims: Sequence[Hashable] = ("height", "width"),
+    spatial_dims: Sequence[Hashable] | None = None,
     storage_options: Mapping[str, Any] | None = None, nan_policy: str = "raise",
     interval: str | None = None, level: float | None = None, groups: int | None = None,
     permutations: int = 0, seed: int | None = None, null: str | None = None,
@@ -257,7 +258,11 @@ def compare(
     resize
         When spatial positions are folded into samples, layers need the same grid: ``True``
         interpolates (linearly, on pixel centres) every smaller ``spatial_dims`` grid up to the
-        largest one among xarray inputs.
+        largest one among xarray inputs. An error where a spatial dim is not folded (resizing
+        flattened features would change the values, not the samples), and with ``pool``.
+    spatial_dims
+        The dims ``pool`` averages away, or ``resize`` interpolates (default
+        ``("height", "width")``); an error without either.
     storage_options, nan_policy
         As for :func:`dask_repsim.cka`. With ``nan_policy="omit"`` each cell leaves out the
         samples where either of its layers has NaN or Inf (so a cell's value does not depend
@@ -345,7 +350,9 @@ def compare(
     -------
     xarray.Dataset
         One variable per metric over dims ``(layer_a, layer_b)``, layer names as coordinates;
-        attrs say how many samples were used and what each metric is, and, for capture
+        attrs say how many samples were used, the layout (``sample_dims``, ``pool``,
+        ``spatial_dims``: text, ``"none"`` when not given; ``resize``: 1 or 0; values of
+        different layouts are not comparable) and what each metric is, and, for capture
         stores, what made each side (``provenance_a``, ``provenance_b``: JSON text of
         :mod:`dask_repsim.capture.provenance`'s record; a warning when both sides claim the
         same model with different preprocessing).
@@ -371,6 +378,7 @@ def compare(
                   "k": k, "ridge": ridge, "rdm_noise": rdm_noise, "folds": folds,
                   "components": components}
     outputs = runners.plan_outputs(metrics, parameters)
+    spatial_dims, layout = layout_attrs(sample_dims, pool, resize, spatial_dims)
     names_a, names_b, layers, rows, cols = grid_layers(
         a, b, sample_dims=sample_dims, pool=pool, resize=resize, spatial_dims=spatial_dims,
         storage_options=storage_options, join=join)
@@ -380,7 +388,7 @@ def compare(
     cells, path, run_attrs = run_grid(outputs, layers, rows, cols, options, method=method,
                                       batch_size=batch_size, parameters=parameters)
     result = build_dataset(cells, outputs, names_a, names_b, path, run_attrs, options)
-    result.attrs.update(origins)
+    result.attrs.update(layout, **origins)
     return result
 
 

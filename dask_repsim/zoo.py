@@ -28,6 +28,7 @@ from .capture import provenance
 from .io.gather import grid_layers
 from .io.inputs import networks_of, open_input
 from .io.labels import align_samples, sample_index
+from .io.layouts import layout_attrs
 from .options import Options, SampleDims, reject_unused
 from .paths.gram import store as kept
 from .paths.sample_blocks.rsa_whitened import grid_noise
@@ -62,7 +63,7 @@ def _parts(networks: Mapping[str, Mapping[str, Any]]) -> tuple[list[str], list[s
 def compare_zoo(
     zoo: Any, other: Any = None, *, metrics: Iterable[str] = DEFAULT_METRICS,
     sample_dims: SampleDims = None, pool: str | None = None, resize: bool = False,
-    spatial_dims: Sequence[Hashable] = ("height", "width"),
+    spatial_dims: Sequence[Hashable] | None = None,
     storage_options: Mapping[str, Any] | None = None, nan_policy: str = "raise",
     interval: str | None = None, level: float | None = None, groups: int | None = None,
     permutations: int = 0, seed: int | None = None, null: str | None = None,
@@ -116,7 +117,8 @@ k, ridge, folds, components, join
         ``"network/layer"`` labels, with non-index coordinates ``network_a``, ``layer_a``
         (along ``a``), ``network_b`` and ``layer_b`` (along ``b``). Attrs are those of
         :func:`compare`, plus ``networks_a`` and ``networks_b`` (the names, comma-separated)
-        and ``self_comparison`` (1 when ``other`` was ``None``, else 0).
+        and ``self_comparison`` (1 when ``other`` was ``None``, else 0); the layout attrs
+        (``sample_dims``, ``pool``, ``resize``, ``spatial_dims``) as :func:`compare`'s.
 
     Notes
     -----
@@ -157,6 +159,7 @@ k, ridge, folds, components, join
                   "k": k, "ridge": ridge, "folds": folds, "components": components,
                   "rdm_noise": rdm_noise}
     outputs = runners.plan_outputs(metrics, parameters)
+    spatial_dims, layout = layout_attrs(sample_dims, pool, resize, spatial_dims)
     if gram_store is not None:
         kept.check_metrics([m for _, m, _ in outputs], method)
     side_a = networks_of(zoo, "zoo", storage_options)
@@ -180,7 +183,7 @@ k, ridge, folds, components, join
             store=kept.GramStore(gram_store, storage_options), samples=samples, mirror=same)
     result = _zoo_dataset(cells, outputs, (side_a, side_b), (names_a, names_b), path,
                           run_attrs, options, same)
-    result.attrs.update(_provenance(zoo, other, same, storage_options))
+    result.attrs.update(layout, **_provenance(zoo, other, same, storage_options))
     return result
 
 
@@ -295,7 +298,7 @@ def _store_grid(outputs, layers, names, sides, options, *, batch_size, store, sa
 def grow_zoo(
     result: xr.Dataset, networks: Any, *, gram_store: Any = None,
     sample_dims: SampleDims = None, pool: str | None = None, resize: bool = False,
-    spatial_dims: Sequence[Hashable] = ("height", "width"),
+    spatial_dims: Sequence[Hashable] | None = None,
     storage_options: Mapping[str, Any] | None = None, join: str = "exact",
 ) -> xr.Dataset:
     """A zoo's result grown by new networks: only the cells that involve a new network are
@@ -315,9 +318,10 @@ def grow_zoo(
         there too, so the zoo can grow again.
     sample_dims, pool, resize, spatial_dims, storage_options, join
         As for :func:`compare_zoo`, for the new networks: give those the zoo was compared
-        with. Their samples are paired with the stored matrices' by label (those stored with
-        labels; ``join="inner"`` lets a new network hold more samples, the others dropped),
-        else by position.
+        with (an error when they differ from the layout that ``result``'s attrs record).
+        Their samples are paired with the stored matrices' by label (those stored with labels;
+        ``join="inner"`` lets a new network hold more samples, the others dropped), else by
+        position.
 
     Returns
     -------
@@ -355,6 +359,8 @@ def grow_zoo(
     (True, 's2')
     """
     check_zoo(result)
+    spatial_dims, layout = layout_attrs(sample_dims, pool, resize, spatial_dims)
+    _check_same_layout(result, layout)
     digests, store, outputs = _growing(result, gram_store, storage_options)
     old = [str(v) for v in result.a.values]
     infos = [store.info(label) for label in old]
@@ -402,6 +408,22 @@ def grow_zoo(
     side = {**olds, **new}
     return _zoo_dataset(cells, outputs, (side, side), (old + names, old + names), path,
                         kept_attrs, Options(), True)
+
+
+def _check_same_layout(result: xr.Dataset, layout: Mapping[str, str | int]) -> None:
+    """An error when the layout options given to grow a zoo differ from those its result
+    records (a result written before the layout was recorded has none to check)."""
+    recorded = {k: result.attrs[k] for k in layout if k in result.attrs}
+    if recorded and any(recorded.get(k) != v for k, v in layout.items()):
+        def said(options: Mapping[str, Any]) -> str:  # resize read from netCDF: a numpy int
+            return ", ".join(f"{k}={v!r}" if isinstance(v := options.get(k), str | None)
+                             else f"{k}={int(v)}" for k in layout)
+
+        raise ValueError(
+            f"the zoo was compared with the layout {said(recorded)} and is grown with "
+            f"{said(layout)}: values of different layouts are not comparable; give grow_zoo "
+            "the sample_dims, pool, resize and spatial_dims the zoo was compared with"
+        )
 
 
 def _growing(result: xr.Dataset, gram_store: Any, storage_options: Mapping[str, Any] | None,

@@ -12,7 +12,14 @@ import xarray as xr
 from ..exceptions import SampleCountError
 from .inputs import Layer, as_layer, layers_of, open_input
 from .labels import align_samples, check_join
-from .layouts import SampleDims, check_requested, resized, sample_dims_for
+from .layouts import (
+    SampleDims,
+    as_names,
+    check_layout,
+    check_requested,
+    resized,
+    sample_dims_for,
+)
 from .validation import check_sample_counts
 
 
@@ -54,8 +61,12 @@ def grid_layers(
     """Layer names of each side, the distinct layers, and each side's indices into them.
 
     Dims are addressed by role (:mod:`dask_repsim.io.layouts`): a requested sample or spatial dim
-    that no layer has is an error listing every layer's dims. Labelled layers are paired by
-    sample label (:mod:`dask_repsim.io.labels`), aligned to side ``a``'s first labelled layer.
+    that no layer has is an error listing every layer's dims, and so is a spatial dim that
+    ``pool`` or ``resize`` would not act on (:func:`~dask_repsim.io.layouts.check_layout`:
+    ``resize`` interpolates dims folded into samples, ``pool`` averages feature dims; callers
+    check the options themselves with :func:`~dask_repsim.io.layouts.layout_attrs`). Labelled
+    layers are paired by sample label (:mod:`dask_repsim.io.labels`), aligned to side ``a``'s
+    first labelled layer.
     """
     check_join(join)
     inputs_a = layers_of(a, "x", storage_options)
@@ -72,8 +83,10 @@ def grid_layers(
     # plain arrays pool every axis after the second: spatial_dims names DataArrays' dims
     plain_maps = any(not isinstance(v, xr.DataArray) and getattr(v, "ndim", 0) > 2
                      for v in both.values())
+    spatial_dims = as_names(spatial_dims)
     if resize or (pool == "mean" and not plain_maps):
         check_requested(both, "spatial_dims", spatial_dims)
+    check_layout(both, sample_dims, pool, resize, spatial_dims)
     aligned = dict(zip(both, align_samples(list(both.items()), sample_dims, join), strict=True))
     inputs_a = {k: aligned[keys_a[k]] for k in inputs_a}
     inputs_b = inputs_a if one_side else {k: aligned[keys_b[k]] for k in inputs_b}

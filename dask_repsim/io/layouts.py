@@ -10,6 +10,14 @@ xarray needs one size per dim name in a Dataset; ``sample_dims``, ``pool``, ``re
 In a grid, each layer uses the requested dims it has (a dense layer has only ``sample`` where a
 conv layer has ``sample, height, width``); a requested dim that no layer has is an error listing
 every layer's dims (:func:`check_requested`).
+
+``spatial_dims`` names the dims that the two spatial options act on, and nothing else:
+``pool="mean"`` averages those that are features away (before flattening), ``resize=True``
+interpolates those folded into samples up to the largest grid, so that folded layers have the
+same samples. Each spatial dim a layer has must be what its option acts on (:func:`check_layout`):
+resizing flattened features would change the values compared, not the samples; pooling dims
+folded into samples would do nothing. The options are recorded in the result's attrs
+(:func:`layout_attrs`): values computed with different layouts are not comparable.
 """
 
 from __future__ import annotations
@@ -22,6 +30,8 @@ import numpy as np
 import xarray as xr
 
 SampleDims = Sequence[Hashable] | str | None
+#: the dims ``pool`` and ``resize`` act on when ``spatial_dims`` is not given
+SPATIAL_DIMS = ("height", "width")
 
 
 def as_names(dims: SampleDims) -> tuple[Hashable, ...]:
@@ -127,3 +137,88 @@ def resized(
     if inputs_b is inputs_a:
         return grown_a, grown_a
     return grown_a, {k: _grow(v, spatial_dims, target) for k, v in inputs_b.items()}
+
+
+def _joined(names: Sequence[Hashable]) -> str:
+    return ", ".join(str(n) for n in names) or "none"
+
+
+def layout_attrs(
+    sample_dims: SampleDims, pool: str | None, resize: bool, spatial_dims: SampleDims
+) -> tuple[tuple[Hashable, ...], dict[str, str | int]]:
+    """The spatial dims that ``pool`` or ``resize`` act on (:data:`SPATIAL_DIMS` when not given;
+    none without either) and the attrs that record the layout in a result, netCDF-safe:
+    ``sample_dims``, ``pool`` and ``spatial_dims`` as text (dims joined by ", ", ``"none"`` when
+    not given or not used), ``resize`` as 1 or 0. ``spatial_dims`` given without ``pool`` or
+    ``resize``, and both of those together, are errors.
+
+    Examples
+    --------
+    >>> spatial, attrs = layout_attrs(("sample", "height", "width"), None, True, None)
+    >>> spatial, attrs["sample_dims"], attrs["pool"], attrs["resize"]
+    (('height', 'width'), 'sample, height, width', 'none', 1)
+    """
+    if pool not in (None, "mean"):
+        raise ValueError(f"pool must be None or 'mean', not {pool!r}")
+    if not isinstance(resize, bool | np.bool_):
+        raise ValueError(f"resize must be True or False, not {resize!r}")
+    if pool is not None and resize:
+        raise ValueError(
+            "pool='mean' and resize=True do not go together: pool averages the spatial_dims "
+            "away, leaving no grid to resize; resize interpolates spatial grids folded into "
+            "samples (sample_dims), so that folded layers have the same samples"
+        )
+    if pool is None and not resize:
+        if spatial_dims is not None:
+            raise ValueError(
+                f"spatial_dims {tuple(str(d) for d in as_names(spatial_dims))} applies only "
+                "with pool='mean' (the dims averaged away) or resize=True (the grids folded "
+                "into samples that are interpolated); neither is given, so it would be "
+                "ignored: give pool= or resize=, or leave out spatial_dims"
+            )
+        spatial: tuple[Hashable, ...] = ()
+    else:
+        spatial = as_names(SPATIAL_DIMS if spatial_dims is None else spatial_dims)
+        if not spatial:
+            raise ValueError(f"spatial_dims is empty: name the dims that "
+                             f"{'pool' if pool else 'resize'} acts on")
+    attrs = {"sample_dims": _joined(as_names(sample_dims)), "pool": pool or "none",
+             "resize": int(resize), "spatial_dims": _joined(spatial)}
+    return spatial, attrs
+
+
+def check_layout(
+    values: Mapping[str, Any], sample_dims: SampleDims, pool: str | None, resize: bool,
+    spatial_dims: Sequence[Hashable],
+) -> None:
+    """An error when a layer has a spatial dim that its option would not act on as it says:
+    with ``resize=True``, one left as a feature (flattened: resizing would change the values
+    compared, not the samples); with ``pool="mean"``, one folded into samples (pooling would
+    leave it as it is). Plain arrays have no dim names: they are not checked."""
+    if pool is None and not resize:
+        return
+    for name, value in values.items():
+        if not isinstance(value, xr.DataArray):
+            continue
+        samples = (resolve(value.dims, sample_dims, name) if sample_dims is not None
+                   else resolve(value.dims, "sample", name) or value.dims[:1])
+        spatial = resolve(value.dims, spatial_dims, name)
+        wrong = tuple(str(d) for d in spatial if (d in samples) != resize)
+        if not wrong:
+            continue
+        if resize:
+            fold = ("sample", *(str(d) for d in spatial_dims))
+            raise ValueError(
+                f"resize=True interpolates spatial grids folded into samples (as with "
+                f"sample_dims={fold}), so that folded layers have the same samples; {name} has "
+                f"{wrong} as features (flattened), where resizing would change the values "
+                "compared, not the samples: fold them into samples with sample_dims, name in "
+                "spatial_dims only the folded dims, or leave out resize (flattened or pooled "
+                "layers need no common grid)"
+            )
+        raise ValueError(
+            f"pool='mean' averages the spatial_dims that are features away; {name} has {wrong} "
+            f"folded into samples by sample_dims {tuple(str(d) for d in as_names(sample_dims))}"
+            ", which pooling would leave as they are: leave them out of sample_dims to average "
+            "them away, out of spatial_dims to keep them folded, or leave out pool"
+        )
