@@ -128,7 +128,8 @@ def test_folded_grids_of_different_size_need_pool_or_resize():
     small = xr.DataArray(RNG.normal(size=(N, 3, 2, 2)), dims=dims)
     big = xr.DataArray(RNG.normal(size=(N, 2, 4, 4)), dims=dims)
     folded = ("sample", "height", "width")
-    with pytest.raises(ValueError, match="big has 6400, small has 1600.*pool='mean', resize=True"):
+    with pytest.raises(ValueError, match="big has 6400, small has 1600; with spatial positions "
+                                         "folded into samples, give the folded layers one grid"):
         dr.compare({"small": small}, {"big": big}, sample_dims=folded)
     grown = dr.compare({"small": small}, {"big": big}, sample_dims=folded, resize=True)
     assert grown.attrs["n_samples"] == N * 16

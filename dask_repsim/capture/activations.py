@@ -172,7 +172,10 @@ def capture_activations(
         attention and recurrent modules (``("token", "sample", "unit")`` when not batch
         first) and of ``Linear`` applied to a sequence, ``("sample", "channel", "length")`` for
         1-d convs; ``("sample", "unit")``, ``("sample", "channel", "height", "width")`` by the
-        number of dims otherwise (:mod:`dask_repsim.capture.rules`). A default feature
+        number of dims otherwise (:mod:`dask_repsim.capture.rules`), except a 3-d output of a
+        module whose type does not say (a transformer block of another library, an activation
+        inside one): that must be declared here, as a sequence and a 1-d conv would be named
+        differently. A default feature
         dimension whose size differs between layers is named after the layer
         (``"conv2.channel"``), because xarray requires one size per dimension name;
         ``sample_dims``, ``pool`` and ``resize`` find it by its role all the same.
@@ -369,6 +372,13 @@ class _Run:
                 raise ValueError(f"dimension_names[{name!r}] has {len(tuple(given[name]))} "
                                  f"names for an output of shape {tuple(out.shape)}")
             layout = given.get(name) or module_layout(self.modules[name], out.ndim)
+            if layout is None and out.ndim == 3:
+                raise ValueError(
+                    f"layer {name!r} ({type(self.modules[name]).__name__}) gives a 3-d output "
+                    f"{tuple(out.shape)} whose layout its type does not say: a sequence's "
+                    "(sample, token, unit), as a transformer block's, or a 1-d conv's (sample, "
+                    "channel, length); declare it, e.g. dimension_names={"
+                    f"{name!r}: ('sample', 'token', 'unit')}}")
             axis, dims = (0, None) if layout is None else sample_first(layout, name)
             self.axes[name] = axis
             shape = list(out.shape) if out.ndim > 1 else [out.shape[0], 1]

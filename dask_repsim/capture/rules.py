@@ -29,8 +29,9 @@ what the module is (its class or a base class):
   sequence): ``("sample", "token", "unit")`` (batch first);
 - ``Conv1d`` and other 1-d conv, pooling and norm layers: ``("sample", "channel", "length")``;
 - anything else by its number of dims: ``("sample", "unit")``, ``("sample", "channel",
-  "length")``, ``("sample", "channel", "height", "width")``, ``("sample", "channel", "depth",
-  "height", "width")``.
+  "height", "width")``, ``("sample", "channel", "depth", "height", "width")``; a 3-d output
+  is an error asking for ``dimension_names`` (a transformer block of another library gives
+  ``(sample, token, unit)``, a 1-d conv ``(sample, channel, length)``: the type must say which).
 
 ``dimension_names`` declares a layer's layout instead (it must name ``"sample"``). Outputs are
 stored samples first: an output whose ``sample`` dim is not first is transposed.

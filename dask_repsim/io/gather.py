@@ -104,9 +104,12 @@ def grid_layers(
     try:
         check_sample_counts([x.name for x in layers], [x.data.shape[0] for x in layers])
     except SampleCountError as error:
+        if len(as_names(sample_dims)) < 2:  # nothing folded: the counts are the user's
+            raise
         raise SampleCountError(
-            f"{error}; if spatial positions are folded into samples, use pool='mean', "
-            "resize=True, or fold fewer sample_dims"
+            f"{error}; with spatial positions folded into samples, give the folded layers one "
+            "grid (resize=True), or fold fewer sample_dims (and pool='mean' to average the "
+            "rest away)"
         ) from None
     rows = [position[x.data.name] for x in side_a]
     cols = [position[x.data.name] for x in side_b]

@@ -192,7 +192,7 @@ def test_dims_by_role_fold_pool_and_name_unknown_dims():
                                                                                   abs=1e-9)
     # a layer with only some of the sample dims uses those it has: the dense layer has 40
     # samples where a folded conv layer has 640, which is the documented error
-    with pytest.raises(ValueError, match="fc has 40.*pool='mean', resize=True"):
+    with pytest.raises(ValueError, match="fc has 40.*folded layers one grid .resize=True."):
         dr.compare(ds, sample_dims=fold, metrics=["cka"])
     message = (r"sample_dims \('token',\): no layer has this dim; the layers' dims are: conv1 "
                r"\('sample', 'conv1.channel', 'conv1.height', 'conv1.width'\); conv2 .*; fc "

@@ -118,7 +118,8 @@ def test_cnn_resized_to_the_largest_grid(cnn):
         assert grid.attrs["n_samples"] == 48 * 64
         _assert_grid(grid, want)
     # the dense layer has only `sample`: it keeps 48 samples, which is the documented error
-    with pytest.raises(ValueError, match="7 has 48.*pool='mean', resize=True"):
+    with pytest.raises(ValueError, match=r"7 has 48; with spatial positions folded into "
+                       r"samples, give the folded layers one grid \(resize=True\)"):
         dr.compare(ds, sample_dims=FOLD, resize=True)
     with pytest.raises(ValueError, match=r"sample_dims \('token',\): no layer has this dim; "
                        r"the layers' dims are: 0 \('sample', '0.channel', '0.height'"):
