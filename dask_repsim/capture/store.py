@@ -96,6 +96,8 @@ def prepare_store(
     True
     """
     existing = _existing(store, storage_options)
+    if existing is not None and _failed_start(existing):
+        existing = None  # a capture that failed before its first batch: nothing to keep
     if existing is not None and resume:
         state = existing.attrs.get(STATE_ATTR)
         if state is None:
@@ -111,6 +113,13 @@ def prepare_store(
             "capture, or overwrite=True to replace it"
         )
     return _open_group(store, "w", storage_options), None
+
+
+def _failed_start(group: zarr.Group) -> bool:
+    """Whether ``group`` is what a capture leaves when it fails before writing its first
+    batch (its provenance, no capture state, no arrays): rerunning it starts afresh."""
+    return (STATE_ATTR not in group.attrs and provenance.PROVENANCE_ATTR in group.attrs
+            and not list(group.array_keys()) and not list(group.group_keys()))
 
 
 def check_resumable(state: Mapping[str, Any], spec: CaptureSpec,

@@ -318,3 +318,38 @@ def test_hidden_states_dtypes_and_single_names(transformers, tmp_path):
             f"layer 'embeddings': sample {first[0]} holds values too large for float16")):
         capture_hidden_states(loud, _batches(data), store=tmp_path / "l.zarr", dtype="float16",
                               layers=["embeddings"])
+
+
+class _Block(torch.nn.Module):
+    """A module of a type the layout rules do not know, with a (sample, token, unit) output."""
+
+    def __init__(self):
+        super().__init__()
+        self.proj = torch.nn.Linear(4, 3)
+
+    def forward(self, x):
+        return self.proj(x)
+
+
+@pytest.mark.parametrize("again", [{}, {"resume": True}])
+def test_a_capture_that_failed_at_its_first_batch_is_run_again(tmp_path, again):
+    """An unknown module's 3-d output is an error asking for its layout, raised after the store
+    was opened; the group it leaves (provenance, no state, no arrays) is no obstacle to the
+    corrected call, with or without resume=True, which gives the module's outputs."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential()
+    model.add_module("b", _Block())
+    x = torch.randn(20, 6, 4)
+    loader = [x[i:i + 5] for i in range(0, 20, 5)]
+    store = tmp_path / "b.zarr"
+    with pytest.raises(ValueError, match=re.escape(
+            "layer 'b' (_Block) gives a 3-d output (5, 6, 3) whose layout its type does not "
+            "say")):
+        capture_activations(model, loader, layers="b", store=store)
+    assert PROVENANCE_ATTR in zarr.open_group(store, mode="r").attrs  # what the failure left
+    done = capture_activations(model, loader, layers="b", store=store,
+                               dimension_names={"b": ("sample", "token", "unit")}, **again)
+    w = {k: v.double().numpy() for k, v in model.b.proj.state_dict().items()}
+    want = x.double().numpy() @ w["weight"].T + w["bias"]
+    np.testing.assert_allclose(done["b"][...], want, rtol=1e-5, atol=1e-6)
+    assert tuple(done["b"].metadata.dimension_names) == ("sample", "token", "unit")
