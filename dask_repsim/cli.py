@@ -34,6 +34,7 @@ import argparse
 import contextlib
 import json
 import os
+import re
 import sys
 import traceback
 import warnings
@@ -375,10 +376,33 @@ def _import(args: argparse.Namespace, parser: _Parser) -> int:
     return 0
 
 
+#: the package's options that the command takes as flags of the same name
+_FLAGS = ("join", "nan_policy", "pool", "resize", "interval", "null", "method", "groups",
+          "permutations", "seed", "level", "sigma", "rdm_compare", "rdm", "folds",
+          "components", "ridge", "alpha", "resume", "overwrite", "dtype", "chunk_samples")
+_OPTION = re.compile(r"\b(" + "|".join(_FLAGS) + r")=('([^']*)'|True\b|[\w.]+)")
+
+
+def in_flags(message: str) -> str:
+    """An error or warning of the package in the command's words: ``join='inner'`` as
+    ``--join inner``, ``resize=True`` as ``--resize``.
+
+    Examples
+    --------
+    >>> in_flags("pass join='inner' to compare the 40 samples both hold, or resize=True")
+    'pass --join inner to compare the 40 samples both hold, or --resize'
+    """
+    def flag(match: re.Match) -> str:
+        name, value = "--" + match[1].replace("_", "-"), match[3] or match[2]
+        return name if value == "True" else f"{name} {value}"
+
+    return _OPTION.sub(flag, message)
+
+
 def _report_warnings(caught: list[warnings.WarningMessage]) -> None:
     seen = set()
     for w in caught:
-        text = " ".join(str(w.message).split())
+        text = in_flags(" ".join(str(w.message).split()))
         if text not in seen:
             seen.add(text)
             print(f"{PROG}: warning: {text}", file=sys.stderr)
@@ -440,7 +464,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         except (ValueError, TypeError, OSError, ImportError, KeyError) as err:
             if debug:
                 traceback.print_exc()
-            message = " ".join(str(err).split()) or type(err).__name__
+            message = in_flags(" ".join(str(err).split())) or type(err).__name__
             print(f"{PROG}: error: {message}", file=sys.stderr)
             return 1
         finally:

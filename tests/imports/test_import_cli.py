@@ -22,7 +22,7 @@ def test_import_then_compare(tmp_path, capsys):
     assert cli.main(["compare", store, "-m", "cka", "--json"]) == 0
     assert '"n_samples": 25' in capsys.readouterr().out
     assert cli.main(["import", "arrays", str(tmp_path), store]) == 1
-    assert "pass resume=True" in capsys.readouterr().err
+    assert "pass --resume to continue" in capsys.readouterr().err
     assert cli.main(["import", "arrays", str(tmp_path), store, "--resume"]) == 1
     assert "model mlp != npy" in capsys.readouterr().err  # the stored import named it
     assert cli.main(["import", "arrays", str(tmp_path), store, "--resume", "--model", "mlp"]) == 0

@@ -179,4 +179,4 @@ def test_cli_writes_the_layout_to_netcdf(tmp_path, capsys):
                               "spatial_dims": "width"}
     capsys.readouterr()
     assert cli.main(["compare", a, b, "-m", "cka", "--spatial-dims", "width"]) == 1
-    assert "spatial_dims ('width',) applies only with pool='mean'" in capsys.readouterr().err
+    assert "spatial_dims ('width',) applies only with --pool mean" in capsys.readouterr().err
