@@ -445,7 +445,16 @@ def check_replicate_samples(metrics: Sequence[str], count: int, groups: int) -> 
     less one of ``groups`` near-equal groups) would keep fewer samples than one of
     ``metrics`` needs (:attr:`Measure.min_samples`): its replicates would be degenerate (two
     centred samples make every linear measure 1), and so would the interval
-    (:func:`~dask_repsim.engine.stream.replicate_bounds`)."""
+    (:func:`~dask_repsim.engine.stream.replicate_bounds`).
+
+    Examples
+    --------
+    >>> check_replicate_samples(["cka"], 40, 20)  # each replicate keeps 38 samples
+    >>> check_replicate_samples(["cka", "cknna"], 6, 2)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    dask_repsim.exceptions.SampleCountError: groups=2 of 6 samples ... give groups=3 or more
+    """
     for metric in metrics:
         replicate_bounds(count, groups, MEASURES[metric].min_samples, metric)
 

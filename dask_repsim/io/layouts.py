@@ -194,7 +194,17 @@ def check_layout(
     """An error when a layer has a spatial dim that its option would not act on as it says:
     with ``resize=True``, one left as a feature (flattened: resizing would change the values
     compared, not the samples); with ``pool="mean"``, one folded into samples (pooling would
-    leave it as it is). Plain arrays have no dim names: they are not checked."""
+    leave it as it is). Plain arrays have no dim names: they are not checked.
+
+    Examples
+    --------
+    >>> conv = xr.DataArray(np.zeros((4, 2, 3, 3)), dims=("sample", "channel", "height", "width"))
+    >>> check_layout({"conv": conv}, None, "mean", False, ("height", "width"))  # pooled: fine
+    >>> check_layout({"conv": conv}, None, None, True, ("height", "width"))  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: resize=True interpolates spatial grids folded into samples ...
+    """
     if pool is None and not resize:
         return
     for name, value in values.items():
